@@ -1,0 +1,106 @@
+//! The one error type of the HTTP API and how each case is answered: always a JSON body with
+//! a machine-readable `error` code and a human `message`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::ingest::IngestError;
+
+/// Seconds a client is asked to wait before retrying a refused request.
+const RETRY_AFTER_SECONDS: u64 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    InvalidParameter { parameter: String, message: String },
+    #[error("malformed JSON at line {line}, column {column}: {reason}")]
+    MalformedJson {
+        line: usize,
+        column: usize,
+        reason: String,
+    },
+    #[error("{message}")]
+    BadBody { message: String },
+    /// No event of the request was valid: the ingest answer, with an error code on top.
+    #[error("no event in the request is valid")]
+    NoValidEvents { answer: Value },
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("the store is unavailable: {0:#}")]
+    StoreUnavailable(anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid_parameter(parameter: &str, message: impl Into<String>) -> ApiError {
+        ApiError::InvalidParameter {
+            parameter: parameter.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
+            ApiError::MalformedJson { .. } => (StatusCode::BAD_REQUEST, "malformed_json"),
+            ApiError::BadBody { .. } => (StatusCode::BAD_REQUEST, "invalid_body"),
+            ApiError::NoValidEvents { .. } => (StatusCode::BAD_REQUEST, "no_valid_events"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Ingest(IngestError::PendingFull { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "ingest_queue_full")
+            }
+            ApiError::Ingest(IngestError::BacklogFull { .. }) => {
+                (StatusCode::TOO_MANY_REQUESTS, "index_backlog_full")
+            }
+            ApiError::Ingest(IngestError::LogUnavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "log_unavailable")
+            }
+            ApiError::Ingest(IngestError::ShuttingDown) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            }
+            ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        } else {
+            tracing::debug!(error = %self, "request refused");
+        }
+        let mut body = match &self {
+            ApiError::NoValidEvents { answer } => answer.clone(),
+            _ => json!({}),
+        };
+        body["error"] = json!(code);
+        body["message"] = json!(self.to_string());
+        match &self {
+            ApiError::InvalidParameter { parameter, .. } => body["parameter"] = json!(parameter),
+            ApiError::MalformedJson { line, column, .. } => {
+                body["line"] = json!(line);
+                body["column"] = json!(column);
+            }
+            _ => {}
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if matches!(status, StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
+    }
+}

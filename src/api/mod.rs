@@ -1,0 +1,44 @@
+//! The HTTP API: routes, the shared state handlers see, and the answers for unknown routes.
+
+pub mod error;
+pub mod events;
+pub mod params;
+pub mod render;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+
+use crate::clock::Clock;
+use crate::ingest::Ingest;
+use crate::store::Store;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub ingest: Ingest,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    /// How long a query waits for the indexer (read-your-writes).
+    pub read_wait: Duration,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/events", get(events::list).post(events::ingest))
+        .route("/events/{id}", get(events::get_one))
+        .route("/health", get(health))
+        .fallback(unknown_route)
+        .with_state(state)
+}
+
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}

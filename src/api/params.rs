@@ -1,0 +1,238 @@
+//! Query parameters of `GET /events`: strict parsing (an unknown or invalid parameter is a
+//! `400` naming it) and the opaque paging cursor.
+
+use crate::event::timefmt::parse_time_param;
+use crate::store::{EventFilter, Order, Position};
+
+use super::error::ApiError;
+
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1_000;
+
+#[derive(Debug)]
+pub enum Paging {
+    /// Keyset paging: continue after the cursor's position, within its snapshot.
+    Cursor { limit: usize, cursor: Option<Cursor> },
+    /// Offset paging for simple clients (`page` from 1).
+    Pages { page: usize, page_size: usize },
+}
+
+#[derive(Debug)]
+pub struct ListParams {
+    pub filter: EventFilter,
+    pub order: Order,
+    pub paging: Paging,
+}
+
+/// Where a cursor walk stands: the last event returned and the snapshot (highest seq) the
+/// walk is pinned to, so events arriving during the walk neither appear nor shift it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub position: Position,
+    pub snapshot_seq: u64,
+    /// Fingerprint of the filters and order the walk began with.
+    fingerprint: u64,
+}
+
+impl Cursor {
+    pub fn new(position: Position, snapshot_seq: u64, filter: &EventFilter, order: Order) -> Self {
+        Cursor {
+            position,
+            snapshot_seq,
+            fingerprint: fingerprint(filter, order),
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        format!(
+            "{:016x}{:016x}{:016x}{:016x}",
+            self.position.timestamp_ms as u64,
+            self.position.seq,
+            self.snapshot_seq,
+            self.fingerprint
+        )
+    }
+
+    fn decode(text: &str) -> Option<Cursor> {
+        if text.len() != 64 || !text.is_ascii() {
+            return None;
+        }
+        let field = |i: usize| u64::from_str_radix(&text[i * 16..(i + 1) * 16], 16).ok();
+        Some(Cursor {
+            position: Position {
+                timestamp_ms: field(0)? as i64,
+                seq: field(1)?,
+            },
+            snapshot_seq: field(2)?,
+            fingerprint: field(3)?,
+        })
+    }
+}
+
+/// FNV-1a over the filters: stable across restarts (unlike std's keyed hashers), so a cursor
+/// stays valid while the server restarts.
+fn fingerprint(filter: &EventFilter, order: Order) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for &byte in bytes.iter().chain([0xff].iter()) {
+            hash ^= byte as u64;
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for text in [&filter.kind, &filter.service, &filter.user_id] {
+        feed(text.as_deref().map_or(b"\x00none", str::as_bytes));
+    }
+    for bound in [filter.from_ms, filter.to_ms] {
+        feed(&bound.map_or([0xfe; 9], |b| {
+            let mut bytes = [0; 9];
+            bytes[..8].copy_from_slice(&b.to_le_bytes());
+            bytes
+        }));
+    }
+    feed(if order == Order::Desc { b"desc" } else { b"asc" });
+    hash
+}
+
+/// Parses the raw query string of `GET /events`.
+pub fn parse_list_params(raw_query: Option<&str>) -> Result<ListParams, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw_query.unwrap_or(""))
+        .map_err(|err| ApiError::invalid_parameter("", format!("unreadable query string: {err}")))?;
+    let mut filter = EventFilter::default();
+    let mut order = Order::Desc;
+    let mut limit = None;
+    let mut cursor = None;
+    let mut page = None;
+    let mut page_size = None;
+    let mut seen: Vec<&str> = Vec::new();
+    for (name, value) in &pairs {
+        let canonical = if name == "pageSize" { "page_size" } else { name.as_str() };
+        if seen.contains(&canonical) {
+            return Err(ApiError::invalid_parameter(name, format!("'{name}' is given more than once")));
+        }
+        seen.push(canonical);
+        match canonical {
+            "type" => filter.kind = Some(value.clone()),
+            "service" => filter.service = Some(value.clone()),
+            "user_id" => filter.user_id = Some(value.clone()),
+            "from" => filter.from_ms = Some(parse_time(name, value)?),
+            "to" => filter.to_ms = Some(parse_time(name, value)?),
+            "limit" => limit = Some(parse_count(name, value, MAX_LIMIT)?),
+            "page" => page = Some(parse_count(name, value, usize::MAX / MAX_LIMIT)?),
+            "page_size" => page_size = Some(parse_count(name, value, MAX_LIMIT)?),
+            "order" => {
+                order = match value.as_str() {
+                    "desc" => Order::Desc,
+                    "asc" => Order::Asc,
+                    _ => return Err(ApiError::invalid_parameter(name, "'order' must be 'asc' or 'desc'")),
+                }
+            }
+            "cursor" => {
+                cursor = Some(Cursor::decode(value).ok_or_else(|| {
+                    ApiError::invalid_parameter(name, "'cursor' is not a cursor this server gave out")
+                })?)
+            }
+            _ => {
+                return Err(ApiError::invalid_parameter(
+                    name,
+                    format!("unknown parameter '{name}'; known: type, service, user_id, from, to, limit, order, cursor, page, page_size"),
+                ))
+            }
+        }
+    }
+    if let Some(cursor) = &cursor {
+        if cursor.fingerprint != fingerprint(&filter, order) {
+            return Err(ApiError::invalid_parameter(
+                "cursor",
+                "'cursor' belongs to a walk with other filters or order: send the same ones again",
+            ));
+        }
+    }
+    let paging = match (page, page_size) {
+        (None, None) => Paging::Cursor {
+            limit: limit.unwrap_or(DEFAULT_LIMIT),
+            cursor,
+        },
+        (page, page_size) => {
+            if cursor.is_some() || limit.is_some() {
+                let name = if cursor.is_some() { "cursor" } else { "limit" };
+                return Err(ApiError::invalid_parameter(
+                    name,
+                    format!("'{name}' cannot be combined with 'page'/'page_size'"),
+                ));
+            }
+            Paging::Pages {
+                page: page.unwrap_or(1),
+                page_size: page_size.unwrap_or(DEFAULT_LIMIT),
+            }
+        }
+    };
+    Ok(ListParams {
+        filter,
+        order,
+        paging,
+    })
+}
+
+fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
+    parse_time_param(value).map_err(|reason| ApiError::invalid_parameter(name, format!("'{name}' {reason}")))
+}
+
+fn parse_count(name: &str, value: &str, max: usize) -> Result<usize, ApiError> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::invalid_parameter(
+            name,
+            format!("'{name}' must be a whole number from 1 to {max}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_parameter(query: &str) -> String {
+        match parse_list_params(Some(query)) {
+            Err(ApiError::InvalidParameter { parameter, .. }) => parameter,
+            other => panic!("expected an invalid parameter for {query}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_are_tied_to_their_filters() {
+        let filter = EventFilter {
+            kind: Some("signup".into()),
+            ..Default::default()
+        };
+        let position = Position {
+            timestamp_ms: 1_700_000_000_000,
+            seq: 42,
+        };
+        let cursor = Cursor::new(position, 99, &filter, Order::Desc);
+        let text = cursor.encode();
+        assert_eq!(Cursor::decode(&text), Some(cursor));
+
+        let same = parse_list_params(Some(&format!("type=signup&cursor={text}"))).unwrap();
+        assert!(matches!(same.paging, Paging::Cursor { cursor: Some(c), .. } if c == cursor));
+        assert_eq!(error_parameter(&format!("type=login&cursor={text}")), "cursor");
+        assert_eq!(error_parameter(&format!("type=signup&order=asc&cursor={text}")), "cursor");
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        assert_eq!(error_parameter("colour=red"), "colour");
+        assert_eq!(error_parameter("limit=0"), "limit");
+        assert_eq!(error_parameter("limit=1001"), "limit");
+        assert_eq!(error_parameter("order=sideways"), "order");
+        assert_eq!(error_parameter("from=yesterday"), "from");
+        assert_eq!(error_parameter("cursor=abc"), "cursor");
+        assert_eq!(error_parameter("type=a&type=b"), "type");
+        assert_eq!(error_parameter("page=1&limit=5"), "limit");
+    }
+
+    #[test]
+    fn page_size_has_a_camel_case_alias() {
+        let params = parse_list_params(Some("page=2&pageSize=5")).unwrap();
+        assert!(matches!(params.paging, Paging::Pages { page: 2, page_size: 5 }));
+    }
+}

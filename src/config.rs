@@ -1,0 +1,144 @@
+//! Command-line and environment configuration: every option has a default in code, can be
+//! set by an `EVENTIDE_*` variable, and is overridden by its flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "eventide", version, about = "Real-time event ingestion and analytics")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve(ServeConfig),
+    /// Start a server on a temporary directory and measure it over loopback HTTP.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// What a `202` promises about the events it acknowledges.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Written to the operating system before the answer: survives a crash or `kill -9` of
+    /// the process, not a power loss.
+    Process,
+    /// Also flushed to the disk (fdatasync) before the answer: survives a power loss.
+    Fsync,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "EVENTIDE_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Directory for the durable log and the indexed store (created if missing).
+    #[arg(long, env = "EVENTIDE_DATA_DIR", default_value = "./eventide-data")]
+    pub data_dir: PathBuf,
+
+    /// When an acknowledged event is safe: `process` (survives kill -9) or `fsync`
+    /// (survives power loss, at the cost of one disk flush per group commit).
+    #[arg(long, env = "EVENTIDE_DURABILITY", value_enum, default_value_t = Durability::Process)]
+    pub durability: Durability,
+
+    /// Events that may wait in memory for their commit; beyond it ingestion answers 429.
+    /// At least 10000 (one request's worth).
+    #[arg(long, env = "EVENTIDE_MAX_PENDING_EVENTS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(10_000..))]
+    pub max_pending_events: u64,
+
+    /// Events committed to the log but not yet indexed (they wait on disk); beyond it
+    /// ingestion answers 429 until the indexer catches up.
+    #[arg(long, env = "EVENTIDE_MAX_INDEX_BACKLOG", default_value_t = 5_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_index_backlog: u64,
+
+    /// How long a client `id` is remembered for deduplication (e.g. 24h, 90m).
+    #[arg(long, env = "EVENTIDE_DEDUP_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub dedup_window: Duration,
+
+    /// At most this many recent client ids are held in memory for deduplication
+    /// (about 50 bytes each); older duplicates are still stored only once.
+    #[arg(long, env = "EVENTIDE_DEDUP_CAPACITY", default_value_t = 1_000_000)]
+    pub dedup_capacity: usize,
+
+    /// How long a query waits for the indexer to reach events acknowledged before it began;
+    /// past it the answer says `"partial": true`.
+    #[arg(long, env = "EVENTIDE_READ_WAIT", default_value = "1s", value_parser = parse_duration)]
+    pub read_wait: Duration,
+
+    /// Benchmark aid: acknowledge events without storing them.
+    #[arg(long, hide = true)]
+    pub null_store: bool,
+}
+
+/// Parses durations such as `500ms`, `30s`, `10m`, `12h`, `90d`; a bare `0` is zero.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("'{text}' needs a unit: ms, s, m, h or d"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration like 30s, 10m, 24h"))?;
+    let millis_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("unknown unit '{unit}' in '{text}': use ms, s, m, h or d")),
+    };
+    number
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("'{text}' is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_without_a_known_unit_are_refused() {
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn every_option_has_a_working_default() {
+        let cli = Cli::try_parse_from(["eventide", "serve"]).unwrap();
+        let Command::Serve(config) = cli.command else { panic!("not serve") };
+        assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.durability, Durability::Process);
+        assert_eq!(config.max_pending_events, 100_000);
+    }
+
+    #[test]
+    fn too_small_a_pending_bound_is_refused() {
+        let err = Cli::try_parse_from(["eventide", "serve", "--max-pending-events", "5"]).unwrap_err();
+        assert!(err.to_string().contains("--max-pending-events"), "{err}");
+    }
+}

@@ -1,0 +1,197 @@
+//! Ingestion: from validated events to durable, acknowledged log entries, and from the log to
+//! the indexed store.
+//!
+//! A request handler prepares its events ([`PreparedBatch`]: ids assigned, payloads encoded)
+//! and submits them; the single [`writer`] thread deduplicates client ids, assigns `seq`s and
+//! appends everything that arrived meanwhile in one write (group commit), then answers each
+//! submission. The [`indexer`] follows the log into the [`crate::store::Store`].
+
+pub mod dedup;
+pub mod ids;
+pub mod indexer;
+pub mod log;
+pub mod record;
+pub mod writer;
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::event::NewEvent;
+
+/// Events of one request, encoded for the log and ready for the writer.
+pub struct PreparedBatch {
+    received_at_ms: i64,
+    payloads: Vec<u8>,
+    events: Vec<PreparedEvent>,
+}
+
+struct PreparedEvent {
+    payload: Range<usize>,
+    client_id_hash: Option<u128>,
+}
+
+impl PreparedBatch {
+    pub fn new(received_at_ms: i64, capacity: usize) -> Self {
+        PreparedBatch {
+            received_at_ms,
+            payloads: Vec::with_capacity(capacity * 256),
+            events: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Adds `event` under `id` (the client's, or a server id when it sent none).
+    pub fn push(&mut self, event: &NewEvent, id: &str) {
+        let start = self.payloads.len();
+        record::encode_payload(&mut self.payloads, event, id, self.received_at_ms);
+        self.events.push(PreparedEvent {
+            payload: start..self.payloads.len(),
+            client_id_hash: event.id.as_deref().map(ids::client_id_hash),
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
+/// Why a submission was not stored. Nothing of a refused submission is stored, so a retry
+/// is always safe.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("too many events are waiting to be committed ({pending} of at most {max})")]
+    PendingFull { pending: u64, max: u64 },
+    #[error("the indexer is {backlog} events behind (at most {max}); retry shortly")]
+    BacklogFull { backlog: u64, max: u64 },
+    #[error("the durable log cannot be written: {0}")]
+    LogUnavailable(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// What a commit did with a submission: positions (within it) of events that were
+/// duplicates of already accepted client ids, so not stored again.
+pub type CommitOutcome = Vec<usize>;
+
+pub(crate) struct Submission {
+    batch: PreparedBatch,
+    reply: oneshot::Sender<Result<CommitOutcome, IngestError>>,
+}
+
+/// How far the log and the index have got, shared by the writer, the indexer and queries.
+pub struct Progress {
+    committed: AtomicU64,
+    committed_changed: Notify,
+    indexed: watch::Sender<u64>,
+}
+
+impl Progress {
+    pub fn new(committed: u64, indexed: u64) -> Self {
+        Progress {
+            committed: AtomicU64::new(committed),
+            committed_changed: Notify::new(),
+            indexed: watch::Sender::new(indexed),
+        }
+    }
+
+    /// The last seq whose event is durable in the log.
+    pub fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// The last seq whose event is visible to queries.
+    pub fn indexed(&self) -> u64 {
+        *self.indexed.borrow()
+    }
+
+    pub(crate) fn set_committed(&self, seq: u64) {
+        self.committed.store(seq, Ordering::Release);
+        self.committed_changed.notify_one();
+    }
+
+    pub(crate) fn set_indexed(&self, seq: u64) {
+        self.indexed.send_replace(seq);
+    }
+
+    /// Resolves once the writer has committed something new (used by the indexer).
+    pub(crate) async fn committed_changed(&self) {
+        self.committed_changed.notified().await
+    }
+
+    /// Waits until everything up to `seq` is indexed, at most `timeout`; `false` if it was not.
+    pub async fn wait_indexed(&self, seq: u64, timeout: Duration) -> bool {
+        let mut indexed = self.indexed.subscribe();
+        let reached = tokio::time::timeout(timeout, indexed.wait_for(|&indexed| indexed >= seq)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+}
+
+/// The handle request handlers use to submit events. Cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    inner: Arc<IngestInner>,
+}
+
+struct IngestInner {
+    submissions: mpsc::UnboundedSender<Submission>,
+    /// Events submitted but not yet answered: the sender is unbounded because this counter,
+    /// checked before sending, is the bound (in events, not in requests).
+    pending: Arc<AtomicU64>,
+    max_pending: u64,
+    max_backlog: u64,
+    progress: Arc<Progress>,
+    log_failing: Arc<AtomicBool>,
+}
+
+impl Ingest {
+    /// Submits a batch and waits for its commit.
+    pub async fn submit(&self, batch: PreparedBatch) -> Result<CommitOutcome, IngestError> {
+        let inner = &self.inner;
+        let backlog = inner.progress.committed() - inner.progress.indexed();
+        if backlog >= inner.max_backlog {
+            return Err(IngestError::BacklogFull {
+                backlog,
+                max: inner.max_backlog,
+            });
+        }
+        let count = batch.len() as u64;
+        let pending = inner.pending.fetch_add(count, Ordering::AcqRel) + count;
+        if pending > inner.max_pending {
+            inner.pending.fetch_sub(count, Ordering::AcqRel);
+            return Err(IngestError::PendingFull {
+                pending: pending - count,
+                max: inner.max_pending,
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        if inner.submissions.send(Submission { batch, reply }).is_err() {
+            inner.pending.fetch_sub(count, Ordering::AcqRel);
+            return Err(IngestError::ShuttingDown);
+        }
+        answer.await.unwrap_or(Err(IngestError::ShuttingDown))
+    }
+
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.inner.progress
+    }
+
+    pub fn pending(&self) -> u64 {
+        self.inner.pending.load(Ordering::Relaxed)
+    }
+
+    pub fn max_pending(&self) -> u64 {
+        self.inner.max_pending
+    }
+
+    /// Whether the last log append failed (cleared by the next one that succeeds).
+    pub fn log_failing(&self) -> bool {
+        self.inner.log_failing.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,150 @@
+//! The single log writer: group commit. It takes every submission waiting when it wakes,
+//! deduplicates client ids, assigns `seq`s, appends all their frames in one write (and one
+//! fdatasync with `--durability fsync`), then answers each submission.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc;
+
+use super::dedup::RecentIds;
+use super::log::LogWriter;
+use super::{record, Ingest, IngestError, IngestInner, Progress, Submission};
+
+/// Upper bound of events in one group commit, so one write stays a few MiB.
+const MAX_GROUP_EVENTS: usize = 20_000;
+
+pub struct WriterConfig {
+    pub max_pending: u64,
+    pub max_backlog: u64,
+}
+
+/// Starts the writer thread. `log` is `None` for the benchmark's null store, which
+/// acknowledges without writing. The thread ends once every [`Ingest`] handle is dropped and
+/// what they submitted is committed.
+pub fn start(
+    log: Option<LogWriter>,
+    dedup: RecentIds,
+    progress: Arc<Progress>,
+    config: WriterConfig,
+) -> (Ingest, JoinHandle<()>) {
+    let (submissions, receiver) = mpsc::unbounded_channel();
+    let pending = Arc::new(AtomicU64::new(0));
+    let log_failing = Arc::new(AtomicBool::new(false));
+    let writer = Writer {
+        log,
+        dedup,
+        next_seq: progress.committed() + 1,
+        progress: progress.clone(),
+        pending: pending.clone(),
+        log_failing: log_failing.clone(),
+        receiver,
+    };
+    let thread = std::thread::Builder::new()
+        .name("eventide-log-writer".into())
+        .spawn(move || writer.run())
+        .expect("spawning the log writer thread");
+    let ingest = Ingest {
+        inner: Arc::new(IngestInner {
+            submissions,
+            pending,
+            max_pending: config.max_pending,
+            max_backlog: config.max_backlog,
+            progress,
+            log_failing,
+        }),
+    };
+    (ingest, thread)
+}
+
+struct Writer {
+    log: Option<LogWriter>,
+    dedup: RecentIds,
+    next_seq: u64,
+    progress: Arc<Progress>,
+    pending: Arc<AtomicU64>,
+    log_failing: Arc<AtomicBool>,
+    receiver: mpsc::UnboundedReceiver<Submission>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut group: Vec<Submission> = Vec::new();
+        let mut frames: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut duplicates: Vec<Vec<usize>> = Vec::new();
+        let mut newly_remembered: Vec<u128> = Vec::new();
+        while let Some(first) = self.receiver.blocking_recv() {
+            let mut events = first.batch.len();
+            group.push(first);
+            while events < MAX_GROUP_EVENTS {
+                let Ok(next) = self.receiver.try_recv() else { break };
+                events += next.batch.len();
+                group.push(next);
+            }
+
+            frames.clear();
+            newly_remembered.clear();
+            let first_seq = self.next_seq;
+            for submission in &group {
+                let batch = &submission.batch;
+                let mut batch_duplicates = Vec::new();
+                for (position, event) in batch.events.iter().enumerate() {
+                    if let Some(hash) = event.client_id_hash {
+                        if !self.dedup.insert(hash, batch.received_at_ms) {
+                            batch_duplicates.push(position);
+                            continue;
+                        }
+                        newly_remembered.push(hash);
+                    }
+                    let payload = &batch.payloads[event.payload.clone()];
+                    record::write_frame(&mut frames, self.next_seq, payload);
+                    self.next_seq += 1;
+                }
+                duplicates.push(batch_duplicates);
+            }
+
+            let appended = match &mut self.log {
+                Some(log) => log.append(&frames),
+                None => Ok(()),
+            };
+            // Before answering, so a client that retries at once sees the room it frees.
+            self.pending.fetch_sub(events as u64, Ordering::AcqRel);
+            match appended {
+                Ok(()) => {
+                    if self.log_failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!("the durable log accepts writes again");
+                    }
+                    let last_seq = self.next_seq - 1;
+                    self.progress.set_committed(last_seq);
+                    if self.log.is_none() {
+                        self.progress.set_indexed(last_seq);
+                    }
+                    for (submission, dups) in group.drain(..).zip(duplicates.drain(..)) {
+                        let _ = submission.reply.send(Ok(dups));
+                    }
+                    if let Some(log) = &mut self.log {
+                        if let Err(err) = log.roll_if_full(self.next_seq) {
+                            tracing::error!(error = %err, "could not start a new log segment; will retry");
+                        }
+                    }
+                }
+                Err(err) => {
+                    if !self.log_failing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(error = %err, "appending to the durable log failed; answering 503 until it works again");
+                    }
+                    for hash in &newly_remembered {
+                        self.dedup.remove(*hash);
+                    }
+                    self.next_seq = first_seq;
+                    duplicates.clear();
+                    for submission in group.drain(..) {
+                        let _ = submission
+                            .reply
+                            .send(Err(IngestError::LogUnavailable(err.to_string())));
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! Eventide: real-time event ingestion and analytics in one binary.
+//!
+//! # Layout
+//! - [`config`]: options, from flags and `EVENTIDE_*` variables.
+//! - [`event`]: the event, parsed and validated at the edge.
+//! - [`ingest`]: the durable log, its group-commit writer, deduplication and the indexer.
+//! - [`store`]: the `Store` trait and the embedded SQLite store.
+//! - [`api`]: HTTP routes, errors and rendering.
+//! - [`server`]: puts the parts together and shuts them down in order.
+//! - [`bench`]: `eventide bench`, the load generator.
+//!
+//! # Path of an event
+//! 1. `POST /events` reads the body (gunzipping it if asked) and [`event::parse`] turns each
+//!    JSON object into a validated `NewEvent`, or a per-event error naming the field.
+//! 2. The handler gives each valid event its id (the client's or a UUIDv7), encodes it for the
+//!    log and submits the batch to the single log writer, which refuses it (`429`) if too
+//!    much is pending or the indexer is too far behind.
+//! 3. The writer drops duplicates of recent client ids, assigns `seq`s, appends every waiting
+//!    batch in one write (one fdatasync with `--durability fsync`) and answers: `202`.
+//! 4. The indexer reads the log in large batches into the SQLite store's indexed table;
+//!    queries wait (bounded) for it to reach what was acknowledged before they began.
+
+pub mod api;
+pub mod bench;
+pub mod clock;
+pub mod config;
+pub mod event;
+pub mod ingest;
+pub mod server;
+pub mod store;

@@ -1,0 +1,129 @@
+//! Assembles the service: opens the store and the log (recovering after a crash), starts the
+//! log writer and the indexer, serves HTTP until `shutdown` resolves, then drains in order.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Durability, ServeConfig};
+use crate::ingest::dedup::RecentIds;
+use crate::ingest::log::LogWriter;
+use crate::ingest::{ids, indexer, writer, Progress};
+use crate::store::sqlite::SqliteStore;
+use crate::store::Store;
+
+/// How long shutdown waits for the indexer to finish the batch in hand.
+const INDEXER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the service on `listener` until `shutdown` resolves: then it stops accepting,
+/// answers the requests in flight (their events committed), and returns.
+pub async fn serve(
+    config: ServeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let fsync = config.durability == Durability::Fsync;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!("invalid --data-dir: cannot create {}", config.data_dir.display())
+    })?;
+
+    let data_dir = config.data_dir.clone();
+    let (store, log, recovered) = tokio::task::spawn_blocking(move || -> Result<_> {
+        let store = SqliteStore::open(&data_dir.join("events.db"), fsync)?;
+        let indexed_seq = store_indexed_seq(&store)?;
+        let (log, recovered) = LogWriter::open(&data_dir.join("log"), indexed_seq, fsync)?;
+        Ok((store, log, (indexed_seq, recovered)))
+    })
+    .await??;
+    let (indexed_seq, recovered) = recovered;
+    let committed_seq = recovered.next_seq - 1;
+    if recovered.truncated_bytes > 0 {
+        tracing::warn!(
+            bytes = recovered.truncated_bytes,
+            "cut a torn tail from the durable log (writes never acknowledged)"
+        );
+    }
+    if committed_seq > indexed_seq {
+        tracing::info!(
+            events = committed_seq - indexed_seq,
+            "indexing events logged before the last stop"
+        );
+    }
+    let store: Arc<dyn Store> = Arc::new(store);
+
+    let window_ms = config.dedup_window.as_millis() as i64;
+    let mut dedup = RecentIds::new(config.dedup_capacity, window_ms);
+    let since_ms = clock.now_ms() - window_ms;
+    let mut remembered = store
+        .recent_client_ids(since_ms, config.dedup_capacity)
+        .await
+        .context("reading recent client ids")?;
+    remembered.reverse(); // oldest first, so capacity evicts the oldest
+    for (id, received_at) in remembered.into_iter().chain(recovered.client_ids) {
+        dedup.insert(ids::client_id_hash(&id), received_at);
+    }
+
+    let progress = Arc::new(Progress::new(committed_seq, indexed_seq));
+    let log = (!config.null_store).then_some(log);
+    let (ingest, writer_thread) = writer::start(
+        log,
+        dedup,
+        progress.clone(),
+        writer::WriterConfig {
+            max_pending: config.max_pending_events,
+            max_backlog: config.max_index_backlog,
+        },
+    );
+    let (stop_indexer, indexer_stop) = watch::channel(false);
+    let indexer = tokio::spawn(indexer::run(
+        store.clone(),
+        config.data_dir.join("log"),
+        progress.clone(),
+        indexer_stop,
+    ));
+
+    let state = AppState {
+        ingest,
+        store,
+        clock,
+        read_wait: config.read_wait,
+    };
+    let app = api::router(state);
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        durability = ?config.durability,
+        "listening on http://{}",
+        listener.local_addr()?
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving HTTP")?;
+
+    // Every handler has answered and dropped its handle: the writer drains and ends.
+    tokio::task::spawn_blocking(move || writer_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the log writer panicked"))?;
+    let _ = stop_indexer.send(true);
+    if tokio::time::timeout(INDEXER_STOP_TIMEOUT, indexer).await.is_err() {
+        tracing::warn!("the indexer did not stop in time; the log will be indexed at next start");
+    }
+    tracing::info!(
+        committed = progress.committed(),
+        indexed = progress.indexed(),
+        "stopped"
+    );
+    Ok(())
+}
+
+fn store_indexed_seq(store: &SqliteStore) -> Result<u64> {
+    // Startup runs outside the async store API: nothing else uses the store yet.
+    tokio::runtime::Handle::current().block_on(store.indexed_seq())
+}

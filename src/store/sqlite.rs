@@ -1,0 +1,295 @@
+//! The embedded store: one SQLite database (`events.db`, WAL mode) under the data directory.
+//!
+//! One connection writes (only the indexer, in large batches); a small pool of connections
+//! reads, concurrently with the writer thanks to WAL. Every call runs on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{EventFilter, EventQuery, Order, Store};
+use crate::event::StoredEvent;
+
+/// Schema migrations, applied in order at start; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    // 1: events and the indexes the query API uses. The rowid is the seq, so every index
+    // ends in seq and `ORDER BY ts, seq` is read straight off an index.
+    "CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        id_from_client INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        service TEXT,
+        user_id TEXT,
+        message TEXT,
+        metadata TEXT
+    );
+    CREATE UNIQUE INDEX events_id ON events (id);
+    CREATE INDEX events_ts ON events (ts);
+    CREATE INDEX events_type_ts ON events (type, ts);
+    CREATE INDEX events_service_ts ON events (service, ts);
+    CREATE INDEX events_user_ts ON events (user_id, ts);
+    CREATE TABLE progress (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO progress VALUES ('indexed_seq', 0);",
+];
+
+const COLUMNS: &str =
+    "seq, id, id_from_client, type, ts, received_at, service, user_id, message, metadata";
+
+/// Readers kept open between queries; more are opened under load and closed after.
+const IDLE_READERS: usize = 4;
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating if needed) the database at `path`. With `fsync`, each
+    /// indexed batch is flushed to disk before the log behind it may be deleted.
+    pub fn open(path: &Path, fsync: bool) -> Result<SqliteStore> {
+        let mut writer = Connection::open(path)
+            .with_context(|| format!("opening the store at {}", path.display()))?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+        writer.pragma_update(None, "cache_size", -64 * 1024)?; // KiB: 64 MiB
+        writer.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+        writer.pragma_update(None, "temp_store", "MEMORY")?;
+        migrate(&mut writer)?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// Runs `work` on a pooled read connection on the blocking pool.
+    async fn read<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().unwrap().pop();
+            let connection = match pooled {
+                Some(connection) => connection,
+                None => open_reader(&path)?,
+            };
+            let result = work(&connection);
+            let mut idle = readers.lock().unwrap();
+            if idle.len() < IDLE_READERS {
+                idle.push(connection);
+            }
+            result
+        })
+        .await
+        .context("store reader task")?
+    }
+}
+
+fn open_reader(path: &Path) -> Result<Connection> {
+    let connection = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening a reader on {}", path.display()))?;
+    connection.pragma_update(None, "cache_size", -16 * 1024)?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection) -> Result<()> {
+    let applied: usize = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    anyhow::ensure!(
+        applied <= MIGRATIONS.len(),
+        "the store's schema version {applied} is newer than this binary knows ({})",
+        MIGRATIONS.len()
+    );
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = connection.transaction()?;
+        tx.execute_batch(sql).with_context(|| format!("applying migration {}", index + 1))?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+        tx.commit()?;
+        tracing::info!(version = index + 1, "store schema migrated");
+    }
+    Ok(())
+}
+
+fn event_from_row(row: &Row) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: row.get::<_, i64>(0)? as u64,
+        id: row.get(1)?,
+        id_from_client: row.get(2)?,
+        kind: row.get(3)?,
+        timestamp_ms: row.get(4)?,
+        received_at_ms: row.get(5)?,
+        service: row.get(6)?,
+        user_id: row.get(7)?,
+        message: row.get(8)?,
+        metadata: row.get(9)?,
+    })
+}
+
+/// Appends ` AND ...` conditions for `filter` to `sql`, with their parameters.
+fn push_filter(sql: &mut String, params: &mut Vec<Value>, filter: &EventFilter) {
+    sql.push_str(" WHERE 1 = 1");
+    for (column, value) in [
+        ("type", &filter.kind),
+        ("service", &filter.service),
+        ("user_id", &filter.user_id),
+    ] {
+        if let Some(value) = value {
+            sql.push_str(&format!(" AND {column} = ?"));
+            params.push(Value::Text(value.clone()));
+        }
+    }
+    if let Some(from) = filter.from_ms {
+        sql.push_str(" AND ts >= ?");
+        params.push(Value::Integer(from));
+    }
+    if let Some(to) = filter.to_ms {
+        sql.push_str(" AND ts < ?");
+        params.push(Value::Integer(to));
+    }
+    if let Some(max_seq) = filter.max_seq {
+        sql.push_str(" AND seq <= ?");
+        params.push(Value::Integer(max_seq as i64));
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append_batch(&self, events: Arc<[StoredEvent]>, indexed_seq: u64) -> Result<()> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = writer.lock().unwrap();
+            let tx = connection.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO events (seq, id, id_from_client, type, ts, received_at,
+                     service, user_id, message, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                )?;
+                for event in events.iter() {
+                    insert.execute(params![
+                        event.seq as i64,
+                        event.id,
+                        event.id_from_client,
+                        event.kind,
+                        event.timestamp_ms,
+                        event.received_at_ms,
+                        event.service,
+                        event.user_id,
+                        event.message,
+                        event.metadata,
+                    ])?;
+                }
+                tx.prepare_cached("UPDATE progress SET value = ? WHERE name = 'indexed_seq'")?
+                    .execute([indexed_seq as i64])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+        .context("store writer task")?
+    }
+
+    async fn indexed_seq(&self) -> Result<u64> {
+        self.read(|connection| {
+            let seq: i64 = connection.query_row(
+                "SELECT value FROM progress WHERE name = 'indexed_seq'",
+                [],
+                |row| row.get(0),
+            )?;
+            Ok(seq as u64)
+        })
+        .await
+    }
+
+    async fn query(&self, query: EventQuery) -> Result<Vec<StoredEvent>> {
+        self.read(move |connection| {
+            let mut sql = format!("SELECT {COLUMNS} FROM events");
+            let mut params = Vec::new();
+            push_filter(&mut sql, &mut params, &query.filter);
+            let (compare, direction) = match query.order {
+                Order::Desc => ("<", "DESC"),
+                Order::Asc => (">", "ASC"),
+            };
+            if let Some(after) = query.after {
+                // The plain `ts` bound lets SQLite range-scan the index; the second condition
+                // breaks ties on seq.
+                sql.push_str(&format!(
+                    " AND ts {compare}= ? AND (ts {compare} ? OR seq {compare} ?)"
+                ));
+                params.push(Value::Integer(after.timestamp_ms));
+                params.push(Value::Integer(after.timestamp_ms));
+                params.push(Value::Integer(after.seq as i64));
+            }
+            sql.push_str(&format!(
+                " ORDER BY ts {direction}, seq {direction} LIMIT ? OFFSET ?"
+            ));
+            params.push(Value::Integer(query.limit as i64));
+            params.push(Value::Integer(query.offset as i64));
+            let mut statement = connection.prepare_cached(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(params), event_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn count(&self, filter: EventFilter) -> Result<u64> {
+        self.read(move |connection| {
+            let mut sql = "SELECT count(*) FROM events".to_owned();
+            let mut params = Vec::new();
+            push_filter(&mut sql, &mut params, &filter);
+            let count: i64 = connection.prepare_cached(&sql)?.query_row(
+                rusqlite::params_from_iter(params),
+                |row| row.get(0),
+            )?;
+            Ok(count as u64)
+        })
+        .await
+    }
+
+    async fn get(&self, id: String) -> Result<Option<StoredEvent>> {
+        self.read(move |connection| {
+            let sql = format!("SELECT {COLUMNS} FROM events WHERE id = ?");
+            Ok(connection
+                .prepare_cached(&sql)?
+                .query_row([id], event_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn recent_client_ids(&self, since_ms: i64, limit: usize) -> Result<Vec<(String, i64)>> {
+        self.read(move |connection| {
+            // Newest first by seq (the rowid), stopping at the window's edge: receipt times
+            // grow with seq, so no index on received_at is needed.
+            let mut statement = connection.prepare(
+                "SELECT id, received_at, id_from_client FROM events ORDER BY seq DESC",
+            )?;
+            let mut rows = statement.query([])?;
+            let mut ids = Vec::new();
+            while let Some(row) = rows.next()? {
+                let received_at: i64 = row.get(1)?;
+                if received_at < since_ms || ids.len() >= limit {
+                    break;
+                }
+                if row.get::<_, bool>(2)? {
+                    ids.push((row.get(0)?, received_at));
+                }
+            }
+            Ok(ids)
+        })
+        .await
+    }
+}

@@ -1,0 +1,1098 @@
+//! Shared helpers for the integration tests: spawning the real `eventide` binary
+//! ([`TestServer`]), a thin HTTP wrapper ([`Api`]), batch-answer checks and time utilities.
+#![allow(dead_code)]
+
+use std::collections::HashSet;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// Path of the server binary built by cargo for this test run.
+pub const BIN: &str = env!("CARGO_BIN_EXE_eventide");
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+const MAX_LOG_LINES: usize = 5000;
+
+// ---------------------------------------------------------------------------------------------
+// Responses
+// ---------------------------------------------------------------------------------------------
+
+/// A fully read HTTP response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Resp {
+    /// The body parsed as JSON; panics (showing the body) if it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| {
+            panic!(
+                "response body is not JSON ({e}); status {}, body: {}",
+                self.status,
+                truncate(&self.text, 2000)
+            )
+        })
+    }
+
+    /// Panics (showing the body) unless the status is `want`.
+    #[track_caller]
+    pub fn expect_status(&self, want: u16) -> &Self {
+        assert_eq!(
+            self.status,
+            want,
+            "unexpected status; body: {}",
+            truncate(&self.text, 2000)
+        );
+        self
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+
+    /// Asserts the status and that the body is a JSON error object with a string `error` code
+    /// and a string `message`; returns the body.
+    #[track_caller]
+    pub fn expect_error(&self, want: u16) -> Value {
+        self.expect_status(want);
+        let body = self.json();
+        assert_error_body(&body);
+        body
+    }
+}
+
+/// Asserts that `body` has a non-empty string `error` code and a non-empty string `message`.
+#[track_caller]
+pub fn assert_error_body(body: &Value) {
+    let code = body.get("error").and_then(Value::as_str);
+    assert!(
+        code.is_some_and(|c| !c.is_empty()),
+        "error body lacks a string `error` code: {body}"
+    );
+    let msg = body.get("message").and_then(Value::as_str);
+    assert!(
+        msg.is_some_and(|m| !m.is_empty()),
+        "error body lacks a string `message`: {body}"
+    );
+}
+
+/// Asserts that a 400 answer to a query names `param` in its `message` or `parameter` field.
+#[track_caller]
+pub fn assert_names_parameter(resp: &Resp, param: &str) {
+    let body = resp.expect_error(400);
+    let in_param = body.get("parameter").and_then(Value::as_str) == Some(param);
+    let in_msg = body
+        .get("message")
+        .and_then(Value::as_str)
+        .is_some_and(|m| m.contains(param));
+    assert!(
+        in_param || in_msg,
+        "400 answer does not name parameter `{param}`: {body}"
+    );
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len())
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP client wrapper
+// ---------------------------------------------------------------------------------------------
+
+/// A cheap, cloneable handle for talking to one server (shares the server's `reqwest::Client`).
+#[derive(Clone)]
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn read(resp: reqwest::Response) -> reqwest::Result<Resp> {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await?;
+        Ok(Resp {
+            status,
+            headers,
+            text,
+        })
+    }
+
+    /// POST a JSON body (object, array or anything else) to /events.
+    pub async fn try_post_events(&self, body: &Value) -> reqwest::Result<Resp> {
+        let resp = self
+            .client
+            .post(self.url("/events"))
+            .header("content-type", "application/json")
+            .body(serde_json::to_vec(body).expect("serialize"))
+            .send()
+            .await?;
+        Self::read(resp).await
+    }
+
+    pub async fn post_events(&self, body: &Value) -> Resp {
+        self.try_post_events(body)
+            .await
+            .unwrap_or_else(|e| panic!("POST /events failed: {e:?}"))
+    }
+
+    /// POST raw bytes to /events with the given content type, gzip-compressing them first
+    /// (and sending `Content-Encoding: gzip`) when `gzip` is set.
+    pub async fn post_raw(&self, body: impl Into<Vec<u8>>, content_type: &str, gzip: bool) -> Resp {
+        let body: Vec<u8> = body.into();
+        let mut req = self
+            .client
+            .post(self.url("/events"))
+            .header("content-type", content_type);
+        let body = if gzip {
+            req = req.header("content-encoding", "gzip");
+            gzip_bytes(&body)
+        } else {
+            body
+        };
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("POST /events failed: {e:?}"));
+        Self::read(resp).await.expect("read response body")
+    }
+
+    /// GET /events with the given query parameters (URL-encoded by reqwest).
+    pub async fn get_events(&self, query: &[(&str, &str)]) -> Resp {
+        let resp = self
+            .client
+            .get(self.url("/events"))
+            .query(query)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /events failed: {e:?}"));
+        Self::read(resp).await.expect("read response body")
+    }
+
+    /// GET /events/{id} (the id percent-encoded as one path segment).
+    pub async fn try_get_event(&self, id: &str) -> reqwest::Result<Resp> {
+        let resp = self
+            .client
+            .get(self.url(&format!("/events/{}", encode_segment(id))))
+            .send()
+            .await?;
+        Self::read(resp).await
+    }
+
+    pub async fn get_event(&self, id: &str) -> Resp {
+        self.try_get_event(id)
+            .await
+            .unwrap_or_else(|e| panic!("GET /events/{id} failed: {e:?}"))
+    }
+
+    /// GET an arbitrary path (with query string already in it).
+    pub async fn get(&self, path_and_query: &str) -> Resp {
+        let resp = self
+            .client
+            .get(self.url(path_and_query))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path_and_query} failed: {e:?}"));
+        Self::read(resp).await.expect("read response body")
+    }
+
+    /// Posts one valid event, asserts it was accepted, and returns its id.
+    pub async fn post_one(&self, event: Value) -> String {
+        let resp = self.post_events(&event).await;
+        resp.expect_status(202);
+        let body = resp.json();
+        assert_eq!(body["accepted"], json!(1), "answer: {body}");
+        assert_eq!(body["errors"], json!([]), "answer: {body}");
+        body["ids"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id in {body}"))
+            .to_string()
+    }
+
+    /// Posts a batch in which every event must be accepted; returns the ids in request order.
+    pub async fn post_all(&self, events: &[Value]) -> Vec<String> {
+        let resp = self.post_events(&Value::Array(events.to_vec())).await;
+        resp.expect_status(202);
+        let body = resp.json();
+        assert_eq!(body["accepted"], json!(events.len()), "answer: {body}");
+        assert_eq!(body["duplicates"], json!(0), "answer: {body}");
+        assert_eq!(body["errors"], json!([]), "answer: {body}");
+        let ids = body["ids"].as_array().expect("ids array");
+        assert_eq!(ids.len(), events.len(), "answer: {body}");
+        ids.iter()
+            .map(|v| v.as_str().expect("string id").to_string())
+            .collect()
+    }
+
+    /// Fetches one page of GET /events and returns (events, next_cursor), asserting 200.
+    pub async fn page(&self, query: &[(&str, &str)]) -> (Vec<Value>, Option<String>) {
+        let resp = self.get_events(query).await;
+        resp.expect_status(200);
+        let body = resp.json();
+        let events = body["events"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no events array in {body}"))
+            .clone();
+        let next = match &body["next_cursor"] {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone()),
+            other => panic!("next_cursor is neither null nor a string: {other}"),
+        };
+        assert!(
+            body.as_object().unwrap().contains_key("next_cursor"),
+            "answer lacks next_cursor: {body}"
+        );
+        (events, next)
+    }
+
+    /// Walks `next_cursor` with the same filters until it is null; returns every event seen.
+    pub async fn walk(&self, filters: &[(&str, &str)], limit: usize) -> Vec<Value> {
+        let limit_s = limit.to_string();
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..100_000 {
+            let mut q: Vec<(&str, &str)> = filters.to_vec();
+            q.push(("limit", &limit_s));
+            if let Some(c) = &cursor {
+                q.push(("cursor", c));
+            }
+            let (events, next) = self.page(&q).await;
+            assert!(events.len() <= limit, "page larger than limit {limit}");
+            all.extend(events);
+            match next {
+                Some(c) => cursor = Some(c),
+                None => return all,
+            }
+        }
+        panic!("cursor walk did not end after 100000 pages");
+    }
+
+    /// Total number of stored events matching `filters`, via page/page_size.
+    pub async fn total(&self, filters: &[(&str, &str)]) -> u64 {
+        let mut q = filters.to_vec();
+        q.push(("page", "1"));
+        q.push(("page_size", "1"));
+        let resp = self.get_events(&q).await;
+        resp.expect_status(200);
+        let body = resp.json();
+        body["total"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no numeric total in {body}"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+// ---------------------------------------------------------------------------------------------
+
+/// The real `eventide` binary running as a child process on an ephemeral port.
+pub struct TestServer {
+    api: Api,
+    /// `127.0.0.1:PORT` of the current process.
+    pub addr: String,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    logs: Arc<Mutex<Vec<String>>>,
+    _tempdir: Option<tempfile::TempDir>,
+}
+
+impl Deref for TestServer {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl TestServer {
+    /// Starts the server on `dir` with `extra_args` after the standard ones.
+    pub async fn start(dir: &Path, extra_args: &[&str]) -> Self {
+        Self::start_inner(dir.to_path_buf(), extra_args, None).await
+    }
+
+    /// Starts the server on a fresh temporary data directory owned by the returned value.
+    pub async fn start_temp(extra_args: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        Self::start_inner(dir, extra_args, Some(tmp)).await
+    }
+
+    async fn start_inner(
+        dir: PathBuf,
+        extra_args: &[&str],
+        tempdir: Option<tempfile::TempDir>,
+    ) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("reqwest client");
+        let mut server = TestServer {
+            api: Api {
+                client,
+                base: String::new(),
+            },
+            addr: String::new(),
+            data_dir: dir,
+            args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            logs: Arc::new(Mutex::new(Vec::new())),
+            _tempdir: tempdir,
+        };
+        server.launch().await;
+        server
+    }
+
+    async fn launch(&mut self) {
+        assert!(self.child.is_none(), "server already running");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--addr")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
+        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+        let stderr = child.stderr.take().expect("stderr piped");
+        let stdout = child.stdout.take().expect("stdout piped");
+        tokio::spawn(drain(stderr, "stderr", self.logs.clone(), tx.clone()));
+        tokio::spawn(drain(stdout, "stdout", self.logs.clone(), tx));
+
+        let addr = match tokio::time::timeout(START_TIMEOUT, rx.recv()).await {
+            Ok(Some(addr)) => addr,
+            Ok(None) => {
+                let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                panic!(
+                    "server exited ({status:?}) before printing `listening on http://`; output:\n{}",
+                    self.logs()
+                );
+            }
+            Err(_) => panic!(
+                "server did not print `listening on http://` within {START_TIMEOUT:?}; output:\n{}",
+                self.logs()
+            ),
+        };
+        self.child = Some(child);
+        self.addr = addr.clone();
+        self.api.base = format!("http://{addr}");
+
+        // It says it is listening; make sure it answers before handing it to the test.
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match self.api.client.get(self.url("/health")).send().await {
+                Ok(r) if r.status().as_u16() == 200 => break,
+                other => {
+                    if Instant::now() > deadline {
+                        panic!(
+                            "server at {addr} never answered /health with 200 (last: {other:?}); output:\n{}",
+                            self.logs()
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    /// A cloneable handle to this server (the address of the current process).
+    pub fn api(&self) -> Api {
+        self.api.clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("server is running")
+    }
+
+    /// Everything the server printed so far (stderr and stdout, interleaved by arrival).
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// SIGKILL the server and reap it.
+    pub async fn kill9(&mut self) {
+        let mut child = self.child.take().expect("server is running");
+        child.kill().await.expect("SIGKILL the server");
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn send_sigterm(&self) {
+        let pid = self.pid();
+        let st = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill -TERM");
+        assert!(st.success(), "kill -TERM {pid} failed: {st}");
+    }
+
+    /// Waits (bounded) for the process to exit after a signal and returns its status.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        match tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await {
+            Ok(status) => status.expect("wait for server"),
+            Err(_) => {
+                let _ = child.start_kill();
+                panic!(
+                    "server did not exit within {EXIT_TIMEOUT:?} after SIGTERM; output:\n{}",
+                    self.logs()
+                );
+            }
+        }
+    }
+
+    /// SIGTERM the server and assert it exits with status 0.
+    pub async fn terminate(&mut self) {
+        self.send_sigterm();
+        let status = self.wait_exit().await;
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "server exited with {status} after SIGTERM (expected 0); output:\n{}",
+            self.logs()
+        );
+    }
+
+    /// Starts the server again on the same data directory and flags (new port).
+    pub async fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+        self.logs.lock().unwrap().push("----- restart -----".into());
+        self.launch().await;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// Reads one output stream of the server line by line until EOF, storing the lines, echoing
+/// them when `EVENTIDE_TEST_LOG` is set, and reporting the listening address once.
+async fn drain<R: AsyncRead + Unpin>(
+    stream: R,
+    tag: &'static str,
+    logs: Arc<Mutex<Vec<String>>>,
+    tx: mpsc::UnboundedSender<String>,
+) {
+    let echo = std::env::var_os("EVENTIDE_TEST_LOG").is_some();
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    let mut tx = Some(tx);
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = strip_ansi(String::from_utf8_lossy(&buf).trim_end());
+        if echo {
+            eprintln!("[eventide {tag}] {line}");
+        }
+        if let Some(addr) = parse_listening(&line) {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(addr);
+            }
+        }
+        let mut logs = logs.lock().unwrap();
+        if logs.len() >= MAX_LOG_LINES {
+            logs.remove(0);
+        }
+        logs.push(format!("[{tag}] {line}"));
+    }
+}
+
+/// The `HOST:PORT` after `listening on http://` in a log line, if any.
+pub fn parse_listening(line: &str) -> Option<String> {
+    const MARK: &str = "listening on http://";
+    let at = line.find(MARK)? + MARK.len();
+    let token: String = line[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    let token = token.trim_end_matches(['/', '"', '\'', ',', ')']);
+    (!token.is_empty()).then(|| token.to_string())
+}
+
+/// Removes ANSI escape sequences (CSI `ESC [ ... letter` and two-character escapes).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.peek() {
+            Some('[') => {
+                chars.next();
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() || c == '~' {
+                        break;
+                    }
+                }
+            }
+            Some(_) => {
+                chars.next();
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// Runs the binary with `args` (no `serve` added) and returns (exit status, stdout, stderr);
+/// the process is killed if it runs longer than 20 s.
+pub async fn run_binary(args: &[&str]) -> (ExitStatus, String, String) {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
+    let out = tokio::time::timeout(EXIT_TIMEOUT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("`eventide {}` did not exit within {EXIT_TIMEOUT:?}", args.join(" ")))
+        .expect("wait for eventide");
+    (
+        out.status,
+        strip_ansi(&String::from_utf8_lossy(&out.stdout)),
+        strip_ansi(&String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw HTTP (for requests reqwest cannot express, e.g. a body sent in two halves)
+// ---------------------------------------------------------------------------------------------
+
+/// Status code and body of a raw HTTP/1.1 response text (body undecoded).
+pub fn parse_raw_response(raw: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(raw);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status line in {:?}", truncate(&text, 500)));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Sends `head` then `body` over a fresh connection, stopping the upload early if the server
+/// answers first, and returns everything the server sent (the head should ask for
+/// `Connection: close`).
+pub async fn raw_exchange(addr: &str, head: &str, body: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("write head");
+    let mut resp = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut answered = false;
+    for chunk in body.chunks(64 * 1024) {
+        tokio::select! {
+            r = stream.read(&mut buf) => {
+                if let Ok(n) = r {
+                    resp.extend_from_slice(&buf[..n]);
+                }
+                answered = true;
+            }
+            w = stream.write_all(chunk) => {
+                if w.is_err() {
+                    answered = true;
+                }
+            }
+        }
+        if answered {
+            break;
+        }
+    }
+    read_to_end_bounded(&mut stream, &mut resp).await;
+    resp
+}
+
+/// Reads until EOF, an error, or 20 s.
+pub async fn read_to_end_bounded(stream: &mut TcpStream, resp: &mut Vec<u8>) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => resp.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch answers
+// ---------------------------------------------------------------------------------------------
+
+/// What a test expects for one event of a batch.
+#[derive(Debug, Clone)]
+pub enum Want {
+    /// Accepted (and not a duplicate).
+    Ok,
+    /// Rejected; the error must name one of these fields (in `field`, or in `message`).
+    Err(&'static [&'static str]),
+    /// Rejected, for a reason whose field the spec does not fix.
+    Invalid,
+}
+
+/// Checks a POST /events answer against per-event expectations: status 202 (or 400 when no
+/// event is valid, with `error` and `message`), `accepted`, `duplicates` = 0, `ids` (null
+/// exactly for invalid events) and `errors` (one per invalid event, with its index and field).
+/// Returns the body.
+#[track_caller]
+pub fn check_batch(resp: &Resp, wants: &[Want]) -> Value {
+    let any_ok = wants.iter().any(|w| matches!(w, Want::Ok));
+    let body = if any_ok {
+        resp.expect_status(202);
+        resp.json()
+    } else {
+        resp.expect_error(400)
+    };
+    let n_ok = wants.iter().filter(|w| matches!(w, Want::Ok)).count();
+    assert_eq!(body["accepted"], json!(n_ok), "accepted; answer: {body}");
+    assert_eq!(body["duplicates"], json!(0), "duplicates; answer: {body}");
+    let ids = body["ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ids array: {body}"));
+    assert_eq!(ids.len(), wants.len(), "one id per event; answer: {body}");
+    let errors = body["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors array: {body}"));
+    for (i, want) in wants.iter().enumerate() {
+        let errs: Vec<&Value> = errors.iter().filter(|e| e["index"] == json!(i)).collect();
+        match want {
+            Want::Ok => {
+                assert!(
+                    ids[i].as_str().is_some_and(|s| !s.is_empty()),
+                    "event {i} should be accepted with an id; answer: {body}"
+                );
+                assert!(
+                    errs.is_empty(),
+                    "event {i} should have no error; answer: {body}"
+                );
+            }
+            Want::Err(_) | Want::Invalid => {
+                assert!(ids[i].is_null(), "event {i} should have a null id; answer: {body}");
+                assert!(
+                    !errs.is_empty(),
+                    "event {i} should have an error entry; answer: {body}"
+                );
+                for e in &errs {
+                    assert!(
+                        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+                        "error entry without message: {e}"
+                    );
+                }
+                if let Want::Err(fields) = want {
+                    let named = errs.iter().any(|e| {
+                        let f = e["field"].as_str().unwrap_or("");
+                        let m = e["message"].as_str().unwrap_or("");
+                        fields.iter().any(|want| f == *want || m.contains(want))
+                    });
+                    assert!(
+                        named,
+                        "error for event {i} should name one of {fields:?}; answer: {body}"
+                    );
+                }
+            }
+        }
+    }
+    let valid_indexes: HashSet<usize> = (0..wants.len()).collect();
+    for e in errors {
+        let idx = e["index"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("error without numeric index: {e}"));
+        assert!(
+            valid_indexes.contains(&(idx as usize)),
+            "error index {idx} out of range: {body}"
+        );
+        assert!(
+            e["field"].is_string() || e["field"].is_null() || e.get("field").is_none(),
+            "error field must be a string: {e}"
+        );
+    }
+    body
+}
+
+/// The ids of an answer (`null` entries as `None`).
+pub fn answer_ids(body: &Value) -> Vec<Option<String>> {
+    body["ids"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ids array: {body}"))
+        .iter()
+        .map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------------------------
+
+/// Fields of a stored event's JSON representation.
+pub const EVENT_FIELDS: &[&str] = &[
+    "id",
+    "type",
+    "timestamp",
+    "service",
+    "user_id",
+    "message",
+    "metadata",
+    "received_at",
+    "seq",
+];
+
+/// Asserts the shape of a stored event: only known fields, required ones present, formats.
+#[track_caller]
+pub fn assert_event_shape(ev: &Value) {
+    let obj = ev
+        .as_object()
+        .unwrap_or_else(|| panic!("event is not an object: {ev}"));
+    for k in obj.keys() {
+        assert!(
+            EVENT_FIELDS.contains(&k.as_str()),
+            "unexpected field `{k}` in {ev}"
+        );
+    }
+    for k in ["id", "type", "timestamp", "received_at", "seq"] {
+        assert!(obj.contains_key(k), "missing `{k}` in {ev}");
+    }
+    assert!(ev["id"].is_string(), "id not a string: {ev}");
+    assert!(ev["type"].is_string(), "type not a string: {ev}");
+    assert!(ev["seq"].is_u64(), "seq not an unsigned integer: {ev}");
+    for k in ["timestamp", "received_at"] {
+        let s = ev[k].as_str().unwrap_or_else(|| panic!("{k} not a string"));
+        assert!(
+            parse_ts(s).is_some(),
+            "{k} `{s}` is not YYYY-MM-DDTHH:MM:SS.mmmZ"
+        );
+    }
+    for k in ["service", "user_id", "message"] {
+        if let Some(v) = obj.get(k) {
+            assert!(v.is_string(), "{k} present but not a string: {ev}");
+        }
+    }
+    if let Some(m) = obj.get("metadata") {
+        assert!(m.is_object(), "metadata present but not an object: {ev}");
+    }
+}
+
+pub fn ev_id(ev: &Value) -> String {
+    ev["id"].as_str().expect("event id").to_string()
+}
+
+pub fn ev_seq(ev: &Value) -> u64 {
+    ev["seq"].as_u64().expect("event seq")
+}
+
+pub fn ev_ts(ev: &Value) -> i64 {
+    let s = ev["timestamp"].as_str().expect("event timestamp");
+    parse_ts(s).unwrap_or_else(|| panic!("bad timestamp {s}"))
+}
+
+/// Asserts events are ordered by (timestamp, seq), descending or ascending.
+#[track_caller]
+pub fn assert_ordered(events: &[Value], desc: bool) {
+    for w in events.windows(2) {
+        let a = (ev_ts(&w[0]), ev_seq(&w[0]));
+        let b = (ev_ts(&w[1]), ev_seq(&w[1]));
+        let ok = if desc { a > b } else { a < b };
+        assert!(
+            ok,
+            "events out of {} order: {} then {}",
+            if desc { "desc" } else { "asc" },
+            w[0],
+            w[1]
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time
+// ---------------------------------------------------------------------------------------------
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as i64
+}
+
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Formats epoch milliseconds as the server must: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn fmt_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let milli = ms.rem_euclid(1000);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Parses exactly `YYYY-MM-DDTHH:MM:SS.mmmZ` into epoch milliseconds.
+pub fn parse_ts(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 24 {
+        return None;
+    }
+    let shape = "dddd-dd-ddTdd:dd:dd.dddZ".as_bytes();
+    for (c, p) in b.iter().zip(shape) {
+        let ok = if *p == b'd' {
+            c.is_ascii_digit()
+        } else {
+            c == p
+        };
+        if !ok {
+            return None;
+        }
+    }
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().ok();
+    let (y, mo, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (h, mi, se, ms) = (n(11..13)?, n(14..16)?, n(17..19)?, n(20..23)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    Some(((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60_000 + se * 1000 + ms)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Misc
+// ---------------------------------------------------------------------------------------------
+
+pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(data).expect("gzip");
+    enc.finish().expect("gzip finish")
+}
+
+/// Percent-encodes a string as one URL path segment (everything but unreserved characters).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Serializes events as NDJSON (one compact object per line).
+pub fn ndjson(events: &[Value]) -> String {
+    let mut s = String::new();
+    for e in events {
+        s.push_str(&e.to_string());
+        s.push('\n');
+    }
+    s
+}
+
+/// The raw JSON text of the value of `"key":` (first occurrence) in `text`, found by bracket
+/// matching that respects strings; `None` if the key is absent.
+pub fn raw_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\"");
+    let mut search_from = 0;
+    while let Some(pos) = text[search_from..].find(&pat) {
+        let after_key = search_from + pos + pat.len();
+        let rest = &text[after_key..];
+        let trimmed = rest.trim_start();
+        if let Some(stripped) = trimmed.strip_prefix(':') {
+            let value_start = after_key + (rest.len() - stripped.len());
+            let v = &text[value_start..];
+            let lead = v.len() - v.trim_start().len();
+            let start = value_start + lead;
+            return Some(&text[start..start + json_value_len(&text[start..])]);
+        }
+        search_from = after_key;
+    }
+    None
+}
+
+/// Length in bytes of the JSON value at the start of `s` (objects/arrays/strings by matching,
+/// scalars up to the next `,` `}` `]` or whitespace).
+fn json_value_len(s: &str) -> usize {
+    let b = s.as_bytes();
+    match b.first() {
+        Some(b'{') | Some(b'[') => {
+            let mut depth = 0i32;
+            let mut in_str = false;
+            let mut esc = false;
+            for (i, &c) in b.iter().enumerate() {
+                if in_str {
+                    if esc {
+                        esc = false;
+                    } else if c == b'\\' {
+                        esc = true;
+                    } else if c == b'"' {
+                        in_str = false;
+                    }
+                    continue;
+                }
+                match c {
+                    b'"' => in_str = true,
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return i + 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            b.len()
+        }
+        Some(b'"') => {
+            let mut esc = false;
+            for (i, &c) in b.iter().enumerate().skip(1) {
+                if esc {
+                    esc = false;
+                } else if c == b'\\' {
+                    esc = true;
+                } else if c == b'"' {
+                    return i + 1;
+                }
+            }
+            b.len()
+        }
+        _ => b
+            .iter()
+            .position(|c| matches!(c, b',' | b'}' | b']') || c.is_ascii_whitespace())
+            .unwrap_or(b.len()),
+    }
+}
+
+/// Removes JSON whitespace outside strings.
+pub fn strip_json_ws(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_str = false;
+    let mut esc = false;
+    for c in s.chars() {
+        if in_str {
+            out.push(c);
+            if esc {
+                esc = false;
+            } else if c == '\\' {
+                esc = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A small deterministic PRNG (xorshift64*), so tests need no extra crates.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+}
+
+/// Polls `f` every 20 ms until it returns `Some`, for at most `limit`.
+pub async fn poll_until<T, F, Fut>(limit: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
