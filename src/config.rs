@@ -8,7 +8,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "eventide", version, about = "Real-time event ingestion and analytics")]
+#[command(
+    name = "eventide",
+    version,
+    about = "Real-time event ingestion and analytics"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -97,7 +101,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => return Err(format!("unknown unit '{unit}' in '{text}': use ms, s, m, h or d")),
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' in '{text}': use ms, s, m, h or d"
+            ))
+        }
     };
     number
         .checked_mul(millis_per_unit)
@@ -130,7 +138,9 @@ mod tests {
     #[test]
     fn every_option_has_a_working_default() {
         let cli = Cli::try_parse_from(["eventide", "serve"]).unwrap();
-        let Command::Serve(config) = cli.command else { panic!("not serve") };
+        let Command::Serve(config) = cli.command else {
+            panic!("not serve")
+        };
         assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.durability, Durability::Process);
         assert_eq!(config.max_pending_events, 100_000);
@@ -138,7 +148,8 @@ mod tests {
 
     #[test]
     fn too_small_a_pending_bound_is_refused() {
-        let err = Cli::try_parse_from(["eventide", "serve", "--max-pending-events", "5"]).unwrap_err();
+        let err =
+            Cli::try_parse_from(["eventide", "serve", "--max-pending-events", "5"]).unwrap_err();
         assert!(err.to_string().contains("--max-pending-events"), "{err}");
     }
 }

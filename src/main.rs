@@ -39,7 +39,9 @@ fn main() -> ExitCode {
 async fn serve(config: eventide::config::ServeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
-        .map_err(|err| anyhow::anyhow!("invalid --addr: cannot listen on {}: {err}", config.addr))?;
+        .map_err(|err| {
+            anyhow::anyhow!("invalid --addr: cannot listen on {}: {err}", config.addr)
+        })?;
     eventide::server::serve(config, listener, shutdown_signal()).await
 }
 
@@ -71,7 +73,9 @@ fn one_line(rendered: &str) -> String {
         .lines()
         .map(str::trim)
         .filter(|line| {
-            !line.is_empty() && !line.starts_with("Usage:") && !line.starts_with("For more information")
+            !line.is_empty()
+                && !line.starts_with("Usage:")
+                && !line.starts_with("For more information")
         })
         .collect::<Vec<_>>()
         .join(" ")

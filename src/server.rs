@@ -31,7 +31,10 @@ pub async fn serve(
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let fsync = config.durability == Durability::Fsync;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!("invalid --data-dir: cannot create {}", config.data_dir.display())
+        format!(
+            "invalid --data-dir: cannot create {}",
+            config.data_dir.display()
+        )
     })?;
 
     let data_dir = config.data_dir.clone();
@@ -82,12 +85,14 @@ pub async fn serve(
         },
     );
     let (stop_indexer, indexer_stop) = watch::channel(false);
-    let indexer = tokio::spawn(indexer::run(
-        store.clone(),
-        config.data_dir.join("log"),
-        progress.clone(),
-        indexer_stop,
-    ));
+    let indexer = (!config.null_store).then(|| {
+        tokio::spawn(indexer::run(
+            store.clone(),
+            config.data_dir.join("log"),
+            progress.clone(),
+            indexer_stop,
+        ))
+    });
 
     let state = AppState {
         ingest,
@@ -112,7 +117,13 @@ pub async fn serve(
         .await?
         .map_err(|_| anyhow::anyhow!("the log writer panicked"))?;
     let _ = stop_indexer.send(true);
-    if tokio::time::timeout(INDEXER_STOP_TIMEOUT, indexer).await.is_err() {
+    let indexer_stopped = match indexer {
+        Some(indexer) => tokio::time::timeout(INDEXER_STOP_TIMEOUT, indexer)
+            .await
+            .is_ok(),
+        None => true,
+    };
+    if !indexer_stopped {
         tracing::warn!("the indexer did not stop in time; the log will be indexed at next start");
     }
     tracing::info!(

@@ -12,7 +12,9 @@ use super::error::ApiError;
 use super::params::{parse_list_params, Cursor, Paging};
 use super::render;
 use super::AppState;
-use crate::event::parse::{parse_body, BodyError, BodyFormat, MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST};
+use crate::event::parse::{
+    parse_body, BodyError, BodyFormat, MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST,
+};
 use crate::ingest::{ids, PreparedBatch};
 use crate::store::{EventQuery, Position};
 
@@ -121,17 +123,19 @@ fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
 async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let too_large =
         || ApiError::PayloadTooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes"));
-    let raw = axum::body::to_bytes(body, MAX_BODY_BYTES + 1).await.map_err(|err| {
-        let over_limit = std::error::Error::source(&err)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if over_limit {
-            too_large()
-        } else {
-            ApiError::BadBody {
-                message: format!("could not read the request body: {err}"),
+    let raw = axum::body::to_bytes(body, MAX_BODY_BYTES + 1)
+        .await
+        .map_err(|err| {
+            let over_limit = std::error::Error::source(&err)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if over_limit {
+                too_large()
+            } else {
+                ApiError::BadBody {
+                    message: format!("could not read the request body: {err}"),
+                }
             }
-        }
-    })?;
+        })?;
     if raw.len() > MAX_BODY_BYTES {
         return Err(too_large());
     }
@@ -212,7 +216,12 @@ pub async fn list(
                     timestamp_ms: last.timestamp_ms,
                     seq: last.seq,
                 };
-                Some(Cursor::new(position, snapshot_seq, &filter_without_snapshot(&filter), params.order))
+                Some(Cursor::new(
+                    position,
+                    snapshot_seq,
+                    &filter_without_snapshot(&filter),
+                    params.order,
+                ))
             } else {
                 None
             };

@@ -12,7 +12,10 @@ pub const MAX_LIMIT: usize = 1_000;
 #[derive(Debug)]
 pub enum Paging {
     /// Keyset paging: continue after the cursor's position, within its snapshot.
-    Cursor { limit: usize, cursor: Option<Cursor> },
+    Cursor {
+        limit: usize,
+        cursor: Option<Cursor>,
+    },
     /// Offset paging for simple clients (`page` from 1).
     Pages { page: usize, page_size: usize },
 }
@@ -89,14 +92,20 @@ fn fingerprint(filter: &EventFilter, order: Order) -> u64 {
             bytes
         }));
     }
-    feed(if order == Order::Desc { b"desc" } else { b"asc" });
+    feed(if order == Order::Desc {
+        b"desc"
+    } else {
+        b"asc"
+    });
     hash
 }
 
 /// Parses the raw query string of `GET /events`.
 pub fn parse_list_params(raw_query: Option<&str>) -> Result<ListParams, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw_query.unwrap_or(""))
-        .map_err(|err| ApiError::invalid_parameter("", format!("unreadable query string: {err}")))?;
+        .map_err(|err| {
+            ApiError::invalid_parameter("", format!("unreadable query string: {err}"))
+        })?;
     let mut filter = EventFilter::default();
     let mut order = Order::Desc;
     let mut limit = None;
@@ -105,9 +114,16 @@ pub fn parse_list_params(raw_query: Option<&str>) -> Result<ListParams, ApiError
     let mut page_size = None;
     let mut seen: Vec<&str> = Vec::new();
     for (name, value) in &pairs {
-        let canonical = if name == "pageSize" { "page_size" } else { name.as_str() };
+        let canonical = if name == "pageSize" {
+            "page_size"
+        } else {
+            name.as_str()
+        };
         if seen.contains(&canonical) {
-            return Err(ApiError::invalid_parameter(name, format!("'{name}' is given more than once")));
+            return Err(ApiError::invalid_parameter(
+                name,
+                format!("'{name}' is given more than once"),
+            ));
         }
         seen.push(canonical);
         match canonical {
@@ -174,7 +190,8 @@ pub fn parse_list_params(raw_query: Option<&str>) -> Result<ListParams, ApiError
 }
 
 fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
-    parse_time_param(value).map_err(|reason| ApiError::invalid_parameter(name, format!("'{name}' {reason}")))
+    parse_time_param(value)
+        .map_err(|reason| ApiError::invalid_parameter(name, format!("'{name}' {reason}")))
 }
 
 fn parse_count(name: &str, value: &str, max: usize) -> Result<usize, ApiError> {
@@ -214,8 +231,14 @@ mod tests {
 
         let same = parse_list_params(Some(&format!("type=signup&cursor={text}"))).unwrap();
         assert!(matches!(same.paging, Paging::Cursor { cursor: Some(c), .. } if c == cursor));
-        assert_eq!(error_parameter(&format!("type=login&cursor={text}")), "cursor");
-        assert_eq!(error_parameter(&format!("type=signup&order=asc&cursor={text}")), "cursor");
+        assert_eq!(
+            error_parameter(&format!("type=login&cursor={text}")),
+            "cursor"
+        );
+        assert_eq!(
+            error_parameter(&format!("type=signup&order=asc&cursor={text}")),
+            "cursor"
+        );
     }
 
     #[test]
@@ -233,6 +256,12 @@ mod tests {
     #[test]
     fn page_size_has_a_camel_case_alias() {
         let params = parse_list_params(Some("page=2&pageSize=5")).unwrap();
-        assert!(matches!(params.paging, Paging::Pages { page: 2, page_size: 5 }));
+        assert!(matches!(
+            params.paging,
+            Paging::Pages {
+                page: 2,
+                page_size: 5
+            }
+        ));
     }
 }

@@ -70,7 +70,10 @@ mod tests {
         let mut out = Vec::new();
         write_event(&mut out, &event);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.contains(r#""metadata":{"z":1.50,"a":[1e3]}"#), "{text}");
+        assert!(
+            text.contains(r#""metadata":{"z":1.50,"a":[1e3]}"#),
+            "{text}"
+        );
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["id"], "a\"b");
         assert_eq!(value["type"], "<img src=x>");

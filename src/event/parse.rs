@@ -254,7 +254,11 @@ fn malformed(e: &serde_json::Error, bom_len: usize) -> BodyError {
 }
 
 fn invalid_json(e: &serde_json::Error) -> FieldError {
-    FieldError::whole(format!("invalid JSON: {} at column {}", reason(e), e.column()))
+    FieldError::whole(format!(
+        "invalid JSON: {} at column {}",
+        reason(e),
+        e.column()
+    ))
 }
 
 /// serde_json's message without the " at line L column C" it appends.
@@ -738,7 +742,7 @@ impl<'de> Visitor<'de> for CowKey {
 #[derive(Default)]
 struct KeySet<'de> {
     small: Vec<Cow<'de, str>>,
-    large: HashSet<Cow<'de, str>>,
+    large: Option<HashSet<Cow<'de, str>>>,
 }
 
 impl<'de> KeySet<'de> {
@@ -746,21 +750,959 @@ impl<'de> KeySet<'de> {
 
     /// Adds `key`, or hands it back if it was already there.
     fn insert(&mut self, key: Cow<'de, str>) -> Option<Cow<'de, str>> {
-        if self.large.is_empty() {
-            if self.small.contains(&key) {
-                return Some(key);
+        let large = match &mut self.large {
+            Some(large) => large,
+            None => {
+                if self.small.contains(&key) {
+                    return Some(key);
+                }
+                if self.small.len() < Self::SMALL {
+                    self.small.push(key);
+                    return None;
+                }
+                self.large.insert(self.small.drain(..).collect())
             }
-            if self.small.len() < Self::SMALL {
-                self.small.push(key);
-                return None;
-            }
-            self.large.extend(self.small.drain(..));
-        }
-        if self.large.contains(&key) {
+        };
+        if large.contains(&key) {
             return Some(key);
         }
-        self.large.insert(key);
+        large.insert(key);
         None
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    /// 2024-06-01T00:00:00Z.
+    const NOW: i64 = 1_717_200_000_000;
+
+    fn ev(json: &str) -> Result<NewEvent, FieldError> {
+        parse_event(json, NOW)
+    }
+
+    fn event(kind: &str) -> NewEvent {
+        NewEvent {
+            id: None,
+            kind: kind.to_owned(),
+            timestamp_ms: NOW,
+            service: None,
+            user_id: None,
+            message: None,
+            metadata: None,
+        }
+    }
+
+    fn fail(field: &str, message: &str) -> Result<NewEvent, FieldError> {
+        Err(FieldError::new(field, message))
+    }
+
+    /// Runs `(json, expected)` rows, naming the failing row.
+    fn check(rows: &[(&str, Result<NewEvent, FieldError>)]) {
+        for (json, want) in rows {
+            assert_eq!(&ev(json), want, "{json}");
+        }
+    }
+
+    fn with<F: FnOnce(&mut NewEvent)>(kind: &str, f: F) -> Result<NewEvent, FieldError> {
+        let mut e = event(kind);
+        f(&mut e);
+        Ok(e)
+    }
+
+    fn obj(entries: &[(&str, Value)]) -> String {
+        let mut out = String::from("{");
+        for (i, (k, v)) in entries.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(&serde_json::to_string(k).unwrap());
+            out.push(':');
+            out.push_str(&v.to_string());
+        }
+        out.push('}');
+        out
+    }
+
+    #[test]
+    fn key_table_matches_key_visitor() {
+        for (i, (name, _)) in KEYS.iter().enumerate() {
+            let key = KeyVisitor.visit_str::<serde_json::Error>(name);
+            assert!(matches!(key, Ok(Key::Known(k)) if k == i), "{name}");
+        }
+    }
+
+    #[test]
+    fn type_rules() {
+        let a100 = "a".repeat(100);
+        let e100 = "😀".repeat(100);
+        check(&[
+            (r#"{"type":"signup"}"#, Ok(event("signup"))),
+            (r#"{"eventType":"signup"}"#, Ok(event("signup"))),
+            (r#"{"event_type":"signup"}"#, Ok(event("signup"))),
+            (r#"{"event":"signup"}"#, Ok(event("signup"))),
+            (&obj(&[("type", json!(a100))]), Ok(event(&a100))),
+            (&obj(&[("type", json!(e100))]), Ok(event(&e100))),
+            (
+                &obj(&[("type", json!("a".repeat(101)))]),
+                fail("type", "must be 1-100 characters"),
+            ),
+            (
+                &obj(&[("event", json!("😀".repeat(101)))]),
+                fail("event", "must be 1-100 characters"),
+            ),
+            (r#"{"type":""}"#, fail("type", "must be 1-100 characters")),
+            (r#"{"type":5}"#, fail("type", "must be a string")),
+            (
+                r#"{"eventType":true}"#,
+                fail("eventType", "must be a string"),
+            ),
+            (r#"{"type":["a"]}"#, fail("type", "must be a string")),
+            (r#"{"type":{"a":1}}"#, fail("type", "must be a string")),
+            ("{}", fail("type", "is required")),
+            (r#"{"type":null}"#, fail("type", "is required")),
+            (r#"{"service":"s"}"#, fail("type", "is required")),
+            (r#"{"message":"m"}"#, fail("type", "is required")),
+            (
+                r#"{"service":"s","message":null}"#,
+                fail("type", "is required"),
+            ),
+            (
+                r#"{"type":"a","event":"b"}"#,
+                fail("event", "conflicts with \"type\""),
+            ),
+            (
+                r#"{"event_type":"b","eventType":"a"}"#,
+                fail("eventType", "conflicts with \"event_type\""),
+            ),
+            (r#"{"type":"a","event":null}"#, Ok(event("a"))),
+            (r#"{"type":null,"event":"b"}"#, Ok(event("b"))),
+        ]);
+    }
+
+    #[test]
+    fn log_shape_gets_type_log() {
+        let log = |service: &str| {
+            with("log", |e| {
+                e.service = Some(service.to_owned());
+                e.message = Some("m".to_owned());
+            })
+        };
+        check(&[
+            (r#"{"service":"s","message":"m"}"#, log("s")),
+            (r#"{"source":"s","message":"m"}"#, log("s")),
+            (r#"{"type":null,"service":"s","message":"m"}"#, log("s")),
+            (r#"{"service":"","message":"m"}"#, log("")),
+            (
+                r#"{"service":1,"message":"m"}"#,
+                fail("service", "must be a string"),
+            ),
+        ]);
+        assert_eq!(
+            ev(r#"{"type":"t","service":"s","message":"m"}"#)
+                .unwrap()
+                .kind,
+            "t"
+        );
+    }
+
+    #[test]
+    fn timestamp_rules() {
+        let at = |ms: i64| with("a", |e| e.timestamp_ms = ms);
+        let bad_rfc = "must be an RFC 3339 date-time with offset, e.g. 2024-01-15T10:30:00Z";
+        let wrong_type = "must be an RFC 3339 string or a number of epoch seconds or milliseconds";
+        let future = "is more than 24 h in the future";
+        check(&[
+            (r#"{"type":"a"}"#, at(NOW)),
+            (r#"{"type":"a","timestamp":null}"#, at(NOW)),
+            (
+                r#"{"type":"a","timestamp":"2024-01-15T10:30:00Z"}"#,
+                at(1_705_314_600_000),
+            ),
+            (
+                r#"{"type":"a","timestamp":"2024-01-15T10:30:00.123456+02:00"}"#,
+                at(1_705_307_400_123),
+            ),
+            (
+                r#"{"type":"a","timestamp":1700000000}"#,
+                at(1_700_000_000_000),
+            ),
+            (
+                r#"{"type":"a","timestamp":1600000000.5}"#,
+                at(1_600_000_000_500),
+            ),
+            (
+                r#"{"type":"a","timestamp":1600000000123}"#,
+                at(1_600_000_000_123),
+            ),
+            (
+                r#"{"type":"a","timestamp":1600000000123.9}"#,
+                at(1_600_000_000_123),
+            ),
+            (r#"{"type":"a","timestamp":0}"#, at(0)),
+            (r#"{"type":"a","timestamp":1e3}"#, at(1_000_000)),
+            (
+                &obj(&[
+                    ("type", json!("a")),
+                    ("timestamp", json!(NOW + MAX_FUTURE_MS)),
+                ]),
+                at(NOW + MAX_FUTURE_MS),
+            ),
+            (
+                &obj(&[
+                    ("type", json!("a")),
+                    ("timestamp", json!(NOW + MAX_FUTURE_MS + 1)),
+                ]),
+                fail("timestamp", future),
+            ),
+            (
+                r#"{"type":"a","timestamp":1717286401}"#,
+                fail("timestamp", future),
+            ),
+            (
+                r#"{"type":"a","timestamp":"2024-06-02T00:00:00.001Z"}"#,
+                fail("timestamp", future),
+            ),
+            (
+                r#"{"type":"a","timestamp":-1}"#,
+                fail("timestamp", "must not be negative"),
+            ),
+            (
+                r#"{"type":"a","timestamp":1e300}"#,
+                fail("timestamp", "must not be beyond the year 9999"),
+            ),
+            (
+                r#"{"type":"a","timestamp":true}"#,
+                fail("timestamp", wrong_type),
+            ),
+            (
+                r#"{"type":"a","timestamp":{}}"#,
+                fail("timestamp", wrong_type),
+            ),
+            (
+                r#"{"type":"a","timestamp":[1]}"#,
+                fail("timestamp", wrong_type),
+            ),
+        ]);
+        for text in [
+            "2024-01-15T10:30:00",
+            "2024-01-15",
+            "yesterday",
+            "",
+            "1700000000",
+        ] {
+            let json = obj(&[("type", json!("a")), ("timestamp", json!(text))]);
+            let err = ev(&json).unwrap_err();
+            assert_eq!(err.field, "timestamp", "{json}");
+            assert!(err.message.starts_with(bad_rfc), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn string_field_rules() {
+        let max = |field: &str, alias: &str, limit: usize| {
+            let set = |e: &mut NewEvent, v: String| match field {
+                "service" => e.service = Some(v),
+                "user_id" => e.user_id = Some(v),
+                "message" => e.message = Some(v),
+                _ => e.id = Some(v),
+            };
+            let ok = "é".repeat(limit);
+            let ok_event = with("a", |e| set(e, ok.clone()));
+            let message = if field == "id" {
+                format!("must be 1-{limit} characters")
+            } else {
+                format!("must be at most {limit} characters")
+            };
+            for key in [field, alias] {
+                check(&[
+                    (
+                        &obj(&[("type", json!("a")), (key, json!(ok))]),
+                        ok_event.clone(),
+                    ),
+                    (
+                        &obj(&[("type", json!("a")), (key, json!("x".repeat(limit + 1)))]),
+                        fail(key, &message),
+                    ),
+                    (
+                        &obj(&[("type", json!("a")), (key, json!(7))]),
+                        fail(key, "must be a string"),
+                    ),
+                    (
+                        &obj(&[("type", json!("a")), (key, Value::Null)]),
+                        Ok(event("a")),
+                    ),
+                ]);
+            }
+            let empty = obj(&[("type", json!("a")), (field, json!(""))]);
+            if field == "id" {
+                assert_eq!(ev(&empty), fail("id", &message));
+            } else {
+                assert_eq!(ev(&empty), with("a", |e| set(e, String::new())), "{empty}");
+            }
+        };
+        max("service", "source", 100);
+        max("user_id", "userId", 256);
+        max("message", "message", 2000);
+        max("id", "id", 128);
+        check(&[
+            (
+                r#"{"type":"a","service":"s","source":"t"}"#,
+                fail("source", "conflicts with \"service\""),
+            ),
+            (
+                r#"{"type":"a","userId":"u","user_id":"v"}"#,
+                fail("user_id", "conflicts with \"userId\""),
+            ),
+            (
+                r#"{"type":"a","source":null,"service":"s"}"#,
+                with("a", |e| e.service = Some("s".to_owned())),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn strings_are_kept_exactly_as_sent() {
+        let raw = " \t lead \"quoted\" back\\slash \u{0} \u{1f} é 😀 \u{2028} trail  ";
+        let json = obj(&[
+            ("type", json!(raw)),
+            ("service", json!(raw)),
+            ("userId", json!(raw)),
+            ("message", json!(raw)),
+            ("id", json!(raw)),
+        ]);
+        let e = ev(&json).unwrap();
+        for got in [Some(e.kind), e.service, e.user_id, e.message, e.id] {
+            assert_eq!(got.as_deref(), Some(raw));
+        }
+        // Escapes that serde_json would not write itself.
+        let e = ev(r#"{"type":"\u0041\/\ud83d\ude00","message":"a\nb"}"#).unwrap();
+        assert_eq!(e.kind, "A/😀");
+        assert_eq!(e.message.as_deref(), Some("a\nb"));
+    }
+
+    #[test]
+    fn metadata_rules() {
+        let meta = |text: &str| with("a", |e| e.metadata = Some(text.to_owned()));
+        let not_object = "must be a JSON object";
+        let nest = |levels: usize, open: &str, close: &str| {
+            format!(
+                "{{{}1{}}}",
+                open.repeat(levels - 1),
+                close.repeat(levels - 1)
+            )
+            .replacen('{', "{\"k\":", 1)
+        };
+        let deep_objects = |levels: usize| {
+            let mut s = String::from("1");
+            for _ in 0..levels {
+                s = format!("{{\"k\":{s}}}");
+            }
+            s
+        };
+        let ten = deep_objects(10);
+        let ten_mixed = nest(10, "[", "]");
+        check(&[
+            (
+                r#"{"type":"a","metadata":{"plan":"pro"}}"#,
+                meta(r#"{"plan":"pro"}"#),
+            ),
+            (r#"{"type":"a","properties":{}}"#, meta("{}")),
+            (r#"{"type":"a","metadata":null}"#, Ok(event("a"))),
+            (
+                r#"{"type":"a","metadata":[]}"#,
+                fail("metadata", not_object),
+            ),
+            (
+                r#"{"type":"a","metadata":"{}"}"#,
+                fail("metadata", not_object),
+            ),
+            (
+                r#"{"type":"a","properties":3}"#,
+                fail("properties", not_object),
+            ),
+            (
+                r#"{"type":"a","metadata":true}"#,
+                fail("metadata", not_object),
+            ),
+            (&format!(r#"{{"type":"a","metadata":{ten}}}"#), meta(&ten)),
+            (
+                &format!(r#"{{"type":"a","metadata":{ten_mixed}}}"#),
+                meta(&ten_mixed),
+            ),
+            (
+                &format!(r#"{{"type":"a","metadata":{}}}"#, deep_objects(11)),
+                fail("metadata", "nesting deeper than 10 levels"),
+            ),
+            (
+                &format!(r#"{{"type":"a","metadata":{}}}"#, nest(11, "[", "]")),
+                fail("metadata", "nesting deeper than 10 levels"),
+            ),
+            (
+                &format!(r#"{{"type":"a","metadata":{}}}"#, deep_objects(500)),
+                fail("metadata", "nesting deeper than 10 levels"),
+            ),
+            (
+                r#"{"type":"a","metadata":{"a":1,"b":2,"a":3}}"#,
+                fail("metadata", "duplicate key \"a\""),
+            ),
+            (
+                r#"{"type":"a","metadata":{"x":[{"b":1,"b":2}]}}"#,
+                fail("metadata", "duplicate key \"b\""),
+            ),
+            (
+                r#"{"type":"a","metadata":{"a":1,"\u0061":2}}"#,
+                fail("metadata", "duplicate key \"a\""),
+            ),
+            (
+                r#"{"type":"a","metadata":{"x":{"a":1},"y":{"a":1}}}"#,
+                meta(r#"{"x":{"a":1},"y":{"a":1}}"#),
+            ),
+            (
+                r#"{"type":"a","metadata":{"n":1e999}}"#,
+                fail("metadata", "invalid JSON: number out of range"),
+            ),
+        ]);
+        // Many keys, so the duplicate is found by the hashed path.
+        let keys: Vec<String> = (0..100).map(|i| format!("\"k{i}\":{i}")).collect();
+        let unique = format!("{{{}}}", keys.join(","));
+        let dup = format!("{{{},\"k7\":0}}", keys.join(","));
+        check(&[
+            (
+                &format!(r#"{{"type":"a","metadata":{unique}}}"#),
+                meta(&unique),
+            ),
+            (
+                &format!(r#"{{"type":"a","metadata":{dup}}}"#),
+                fail("metadata", "duplicate key \"k7\""),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn metadata_size_limit_is_on_the_text_as_sent() {
+        // {"p":"…"} is 8 bytes plus the padding.
+        let exact = format!(r#"{{"p":"{}"}}"#, "x".repeat(MAX_METADATA_BYTES - 8));
+        assert_eq!(exact.len(), MAX_METADATA_BYTES);
+        let over = format!(r#"{{"p":"{}"}}"#, "x".repeat(MAX_METADATA_BYTES - 7));
+        let with_space = format!(r#"{{"p":"{}" }}"#, "x".repeat(MAX_METADATA_BYTES - 8));
+        assert_eq!(
+            ev(&format!(r#"{{"type":"a","metadata":{exact}}}"#))
+                .unwrap()
+                .metadata,
+            Some(exact)
+        );
+        for text in [over, with_space] {
+            assert_eq!(
+                ev(&format!(r#"{{"type":"a","metadata":{text}}}"#)),
+                fail("metadata", "must be at most 16384 bytes")
+            );
+        }
+    }
+
+    #[test]
+    fn metadata_text_round_trips() {
+        let text = r#"{"z":1.50,"a":1e3,"m":[1, 2 ,{"k":-0.0}],"s":"\u00e9\n","n":null,"big":12345678901234567890123}"#;
+        let e = ev(&format!("{{\"type\":\"a\",\"metadata\": {text} }}")).unwrap();
+        assert_eq!(e.metadata.as_deref(), Some(text));
+    }
+
+    #[test]
+    fn structural_rules() {
+        let whole = "event must be a JSON object";
+        check(&[
+            (r#"{"type":"a","foo":1}"#, fail("foo", "unknown field")),
+            (r#"{"Type":"a"}"#, fail("Type", "unknown field")),
+            (r#"{"type":"a","":1}"#, fail("", "unknown field")),
+            (r#"{"type":"a","type":"b"}"#, fail("type", "duplicate key")),
+            (r#"{"type":"a","type":null}"#, fail("type", "duplicate key")),
+            (
+                r#"{"type":"a","timestamp":1,"timestamp":2}"#,
+                fail("timestamp", "duplicate key"),
+            ),
+            (
+                r#"{"type":"a","metadata":{},"metadata":{}}"#,
+                fail("metadata", "duplicate key"),
+            ),
+            // The first problem in document order wins.
+            (r#"{"foo":1,"type":5}"#, fail("foo", "unknown field")),
+            (r#"{"type":5,"foo":1}"#, fail("foo", "unknown field")),
+            (r#"{"bar":1,"foo":1}"#, fail("bar", "unknown field")),
+            ("[]", Err(FieldError::whole(whole))),
+            (r#"[{"type":"a"}]"#, Err(FieldError::whole(whole))),
+            (r#""x""#, Err(FieldError::whole(whole))),
+            ("null", Err(FieldError::whole(whole))),
+            ("12", Err(FieldError::whole(whole))),
+            (" \n{\"type\":\"a\"}\n ", Ok(event("a"))),
+        ]);
+        // Not JSON at all: parse_event's contract was broken, reported as an invalid event.
+        let err = ev(r#"{"type":"a""#).unwrap_err();
+        assert_eq!(err.field, "");
+        assert!(err.message.starts_with("invalid JSON: EOF"), "{err}");
+    }
+
+    #[test]
+    fn historical_shapes() {
+        check(&[
+            (
+                r#"{"eventType":"signup","userId":"u1","timestamp":1700000000,"metadata":{"plan":"pro"}}"#,
+                Ok(NewEvent {
+                    id: None,
+                    kind: "signup".to_owned(),
+                    timestamp_ms: 1_700_000_000_000,
+                    service: None,
+                    user_id: Some("u1".to_owned()),
+                    message: None,
+                    metadata: Some(r#"{"plan":"pro"}"#.to_owned()),
+                }),
+            ),
+            (
+                r#"{"timestamp":"2024-01-15T10:30:00+02:00","service":"auth","message":"login ok","metadata":{"ip":"1.2.3.4"}}"#,
+                Ok(NewEvent {
+                    id: None,
+                    kind: "log".to_owned(),
+                    timestamp_ms: 1_705_307_400_000, // 2024-01-15T08:30:00Z
+                    service: Some("auth".to_owned()),
+                    user_id: None,
+                    message: Some("login ok".to_owned()),
+                    metadata: Some(r#"{"ip":"1.2.3.4"}"#.to_owned()),
+                }),
+            ),
+        ]);
+        assert_eq!(
+            crate::event::timefmt::format_rfc3339_ms(1_705_307_400_000),
+            "2024-01-15T08:30:00.000Z"
+        );
+    }
+
+    fn body(text: &[u8], format: BodyFormat) -> Result<Vec<Item>, BodyError> {
+        parse_body(text, format, NOW)
+    }
+
+    fn item(index: usize, result: Result<NewEvent, FieldError>) -> Item {
+        Item { index, result }
+    }
+
+    #[test]
+    fn json_body_mixed_batch() {
+        let text = br#"[
+            {"type":"a"},
+            {"type":""},
+            5,
+            {"service":"s","message":"m","foo":1},
+            {"event":"b","id":"k1"}
+        ]"#;
+        assert_eq!(
+            body(text, BodyFormat::Json),
+            Ok(vec![
+                item(0, Ok(event("a"))),
+                item(1, fail("type", "must be 1-100 characters")),
+                item(2, Err(FieldError::whole("event must be a JSON object"))),
+                item(3, fail("foo", "unknown field")),
+                item(4, with("b", |e| e.id = Some("k1".to_owned()))),
+            ])
+        );
+    }
+
+    #[test]
+    fn json_body_shapes() {
+        let j = BodyFormat::Json;
+        assert_eq!(
+            body(br#"{"type":"a"}"#, j),
+            Ok(vec![item(0, Ok(event("a")))])
+        );
+        assert_eq!(
+            body(b"\xEF\xBB\xBF \r\n\t{\"type\":\"a\"}\n\n", j),
+            Ok(vec![item(0, Ok(event("a")))])
+        );
+        assert_eq!(
+            body(b"\xEF\xBB\xBF[{\"type\":\"a\"}]", j),
+            Ok(vec![item(0, Ok(event("a")))])
+        );
+        assert_eq!(body(b"[]", j), Ok(vec![]));
+        assert_eq!(body(b" [ ] ", j), Ok(vec![]));
+        assert_eq!(
+            body(b"\"x\"", j),
+            Ok(vec![item(
+                0,
+                Err(FieldError::whole("event must be a JSON object"))
+            )])
+        );
+        assert_eq!(
+            body(b"[[]]", j),
+            Ok(vec![item(
+                0,
+                Err(FieldError::whole("event must be a JSON object"))
+            )])
+        );
+    }
+
+    fn malformed_at(text: &[u8]) -> (usize, usize, String) {
+        match body(text, BodyFormat::Json) {
+            Err(BodyError::Malformed {
+                line,
+                column,
+                reason,
+            }) => (line, column, reason),
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(text)),
+        }
+    }
+
+    #[test]
+    fn json_body_malformed() {
+        let rows: &[(&[u8], usize, usize, &str)] = &[
+            (b"", 1, 0, "EOF while parsing a value"),
+            (b"   ", 1, 3, "EOF while parsing a value"),
+            (b"{\"type\":\"a\"", 1, 11, "EOF while parsing an object"),
+            (
+                b"[{\"type\":\"a\"},\n  {\"type\" \"b\"}]",
+                2,
+                11,
+                "expected `:`",
+            ),
+            (b"{\"type\":\"a\"} x", 1, 14, "trailing characters"),
+            (b"[{\"type\":\"a\"}] [", 1, 16, "trailing characters"),
+            (b"[1,]", 1, 4, "trailing comma"),
+            (b"{\"type\":\"a\",\"foo\":1,}", 1, 21, "trailing comma"),
+            (b"{\"foo\":1, bad}", 1, 11, "key must be a string"),
+            (b"\xEF\xBB\xBF{x", 1, 5, "key must be a string"),
+            (b"{\"type\":\"\xFF\"}", 1, 10, "invalid UTF-8"),
+            (b"[\n{\"type\":\"a\xC3\"}]", 2, 11, "invalid UTF-8"),
+            (b"\xEF\xBB\xBF\xFF", 1, 4, "invalid UTF-8"),
+            (b"\xEF\xBB", 1, 1, "invalid UTF-8"),
+        ];
+        for &(text, line, column, reason) in rows {
+            assert_eq!(
+                malformed_at(text),
+                (line, column, reason.to_owned()),
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn too_many_events() {
+        for format in [BodyFormat::Json, BodyFormat::Ndjson] {
+            let (open, sep, close) = match format {
+                BodyFormat::Json => ("[", ",", "]"),
+                BodyFormat::Ndjson => ("", "\n\n", "\n"),
+            };
+            let batch = |n: usize| {
+                let items = vec![r#"{"type":"a"}"#; n];
+                format!("{open}{}{close}", items.join(sep))
+            };
+            let ok = body(batch(MAX_EVENTS_PER_REQUEST).as_bytes(), format).unwrap();
+            assert_eq!(ok.len(), MAX_EVENTS_PER_REQUEST);
+            assert!(ok.iter().all(|i| i.result.is_ok()));
+            for n in [MAX_EVENTS_PER_REQUEST + 1, 50_000] {
+                assert_eq!(
+                    body(batch(n).as_bytes(), format),
+                    Err(BodyError::TooManyEvents {
+                        count_at_least: MAX_EVENTS_PER_REQUEST + 1
+                    }),
+                    "{format:?} {n}"
+                );
+            }
+        }
+        // Counting happens before anything else is looked at.
+        let mut text = format!("[{}", "1,".repeat(MAX_EVENTS_PER_REQUEST + 1));
+        text.push_str("nope");
+        assert!(matches!(
+            body(text.as_bytes(), BodyFormat::Json),
+            Err(BodyError::TooManyEvents { .. })
+        ));
+    }
+
+    #[test]
+    fn ndjson_body() {
+        let text = b"{\"type\":\"a\"}\n\
+            \n\
+            {\"type\":\"b\"\n\
+            \x20 \t\r\n\
+            {\"type\":\"c\",\"foo\":1}\r\n\
+            [1]\n\
+            {\"type\":\"\xFF\"}\n\
+            {\"foo\":1, bad}\n\
+            {\"type\":\"d\"} {\"type\":\"e\"}\n\
+            \x20 {\"type\":\"f\"}  \r\n";
+        let items = body(text, BodyFormat::Ndjson).unwrap();
+        let got: Vec<(usize, Result<String, FieldError>)> = items
+            .into_iter()
+            .map(|i| (i.index, i.result.map(|e| e.kind)))
+            .collect();
+        let whole = |m: &str| Err(FieldError::whole(m));
+        assert_eq!(
+            got,
+            vec![
+                (0, Ok("a".to_owned())),
+                (
+                    2,
+                    whole("invalid JSON: EOF while parsing an object at column 11")
+                ),
+                (4, Err(FieldError::new("foo", "unknown field"))),
+                (5, whole("event must be a JSON object")),
+                (6, whole("invalid UTF-8 at column 10")),
+                (7, whole("invalid JSON: key must be a string at column 11")),
+                (8, whole("invalid JSON: trailing characters at column 14")),
+                (9, Ok("f".to_owned())),
+            ]
+        );
+        let n = BodyFormat::Ndjson;
+        assert_eq!(body(b"", n), Ok(vec![]));
+        assert_eq!(body(b"\n \n\r\n", n), Ok(vec![]));
+        assert_eq!(
+            body(b"\xEF\xBB\xBF{\"type\":\"a\"}", n),
+            Ok(vec![item(0, Ok(event("a")))])
+        );
+        assert_eq!(
+            body(b"\n\n{\"type\":\"a\"}", n),
+            Ok(vec![item(2, Ok(event("a")))])
+        );
+    }
+
+    #[test]
+    fn error_display() {
+        let e = BodyError::Malformed {
+            line: 2,
+            column: 5,
+            reason: "expected value".to_owned(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "malformed JSON at line 2 column 5: expected value"
+        );
+        assert_eq!(
+            FieldError::new("type", "is required").to_string(),
+            "type is required"
+        );
+    }
+
+    // --- Properties ----------------------------------------------------------------------
+
+    fn arb_char() -> impl Strategy<Value = char> {
+        prop_oneof![
+            3 => any::<char>(),
+            1 => prop::sample::select(vec![
+                '"', '\\', '/', '\n', '\r', '\t', '\u{0}', '\u{1f}', '\u{7f}', 'é', '😀',
+                '\u{2028}', '\u{feff}', ' ',
+            ]),
+        ]
+    }
+
+    fn arb_text(len: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = String> {
+        prop::collection::vec(arb_char(), len).prop_map(|cs| cs.into_iter().collect())
+    }
+
+    fn arb_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            arb_text(0..=12).prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map(arb_text(0..=6), inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Objects whose keys are mostly event fields, duplicates allowed, values anything.
+    fn arb_event_like() -> impl Strategy<Value = String> {
+        let names: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
+        let key = prop_oneof![
+            4 => prop::sample::select(names).prop_map(str::to_owned),
+            1 => arb_text(0..=6),
+        ];
+        let value = prop_oneof![
+            2 => arb_json(),
+            1 => arb_text(0..=120).prop_map(Value::String),
+            1 => (0i64..=4_000_000_000_000).prop_map(Value::from),
+        ];
+        prop::collection::vec((key, value), 0..8).prop_map(|entries| {
+            let entries: Vec<(&str, Value)> = entries
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            obj(&entries)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = body(&bytes, BodyFormat::Json);
+            let _ = body(&bytes, BodyFormat::Ndjson);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(value in arb_json()) {
+            let text = value.to_string();
+            let json = body(text.as_bytes(), BodyFormat::Json);
+            // Anything serde_json itself accepts is a well-formed body.
+            prop_assert!(!matches!(json, Err(BodyError::Malformed { .. })), "{text}: {json:?}");
+            let pretty = serde_json::to_string_pretty(&value).unwrap();
+            let _ = body(pretty.as_bytes(), BodyFormat::Json);
+            let _ = body(pretty.as_bytes(), BodyFormat::Ndjson);
+            let _ = body(text.as_bytes(), BodyFormat::Ndjson);
+        }
+
+        #[test]
+        fn event_like_objects_never_panic(objects in prop::collection::vec(arb_event_like(), 0..6)) {
+            for text in &objects {
+                let items = body(text.as_bytes(), BodyFormat::Json).unwrap();
+                prop_assert_eq!(items.len(), 1);
+            }
+            let array = format!("[{}]", objects.join(","));
+            prop_assert_eq!(body(array.as_bytes(), BodyFormat::Json).unwrap().len(), objects.len());
+            let lines = objects.join("\n");
+            let items = body(lines.as_bytes(), BodyFormat::Ndjson).unwrap();
+            prop_assert_eq!(items.len(), objects.len());
+            // Each NDJSON line gives the same result as the same text in an array.
+            for (i, item) in items.iter().enumerate() {
+                prop_assert_eq!(&item.result, &parse_event(&objects[i], NOW));
+            }
+        }
+
+        #[test]
+        fn broken_text_never_panics(text in arb_event_like(), cut in any::<prop::sample::Index>()) {
+            let bytes = text.as_bytes();
+            let cut = cut.index(bytes.len() + 1);
+            let _ = body(&bytes[..cut], BodyFormat::Json);
+            let _ = body(&bytes[..cut], BodyFormat::Ndjson);
+        }
+    }
+
+    /// How a generated event spells its timestamp, and the milliseconds it means.
+    fn arb_timestamp() -> impl Strategy<Value = (Option<Value>, i64)> {
+        let latest = NOW + MAX_FUTURE_MS;
+        prop_oneof![
+            Just((None, NOW)),
+            Just((Some(Value::Null), NOW)),
+            (0..=latest, 0i128..1_000_000, -1439i32..=1439).prop_map(|(ms, nanos, minutes)| {
+                let offset = time::UtcOffset::from_whole_seconds(minutes * 60).unwrap();
+                let text = time::OffsetDateTime::from_unix_timestamp_nanos(
+                    i128::from(ms) * 1_000_000 + nanos,
+                )
+                .unwrap()
+                .to_offset(offset)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap();
+                (Some(Value::String(text)), ms)
+            }),
+            (100_000_000_000..=latest).prop_map(|ms| (Some(Value::from(ms)), ms)),
+            (0..=latest / 1000).prop_map(|s| (Some(Value::from(s)), s * 1000)),
+            (0..=latest / 1000, 0i64..1000).prop_map(|(s, frac)| {
+                let n = s as f64 + frac as f64 / 1000.0;
+                (Some(json!(n)), s * 1000 + frac)
+            }),
+        ]
+    }
+
+    /// An optional field: absent, null, or a value (with the alias to write it under).
+    fn arb_optional(
+        aliases: &'static [&'static str],
+        len: std::ops::RangeInclusive<usize>,
+    ) -> impl Strategy<Value = (&'static str, Option<Option<String>>)> {
+        let value = prop_oneof![
+            1 => Just(None),
+            1 => Just(Some(None)),
+            4 => arb_text(len).prop_map(|s| Some(Some(s))),
+        ];
+        (prop::sample::select(aliases), value)
+    }
+
+    fn arb_metadata() -> impl Strategy<Value = Map<String, Value>> {
+        prop::collection::btree_map(arb_text(0..=8), arb_json(), 0..8)
+            .prop_map(|m| m.into_iter().collect::<Map<String, Value>>())
+            .prop_filter("fits", |m| {
+                serde_json::to_string(m).unwrap().len() <= MAX_METADATA_BYTES
+            })
+    }
+
+    prop_compose! {
+        fn arb_valid_event()(
+            kind in (
+                prop::sample::select(&["type", "eventType", "event_type", "event"][..]),
+                prop::option::weighted(0.8, arb_text(1..=100)),
+            ),
+            ts in arb_timestamp(),
+            service in arb_optional(&["service", "source"], 0..=100),
+            user_id in arb_optional(&["user_id", "userId"], 0..=256),
+            message in arb_optional(&["message"], 0..=2000),
+            id in arb_optional(&["id"], 1..=128),
+            metadata in (
+                prop::sample::select(&["metadata", "properties"][..]),
+                prop::option::of(prop::option::of(arb_metadata())),
+            ),
+        ) -> (String, NewEvent) {
+            let mut map = Map::new();
+            let mut put = |(key, v): (&str, Option<Option<String>>)| {
+                if let Some(v) = &v {
+                    map.insert(key.to_owned(), v.clone().map_or(Value::Null, Value::String));
+                }
+                v.flatten()
+            };
+            let (kind_key, kind) = kind;
+            // Without a type, the event takes the log shape.
+            let log = kind.is_none();
+            let service = match (log, service) {
+                (true, (key, None | Some(None))) => (key, Some(Some("svc".to_owned()))),
+                (_, s) => s,
+            };
+            let message = match (log, message) {
+                (true, (key, None | Some(None))) => (key, Some(Some(String::new()))),
+                (_, m) => m,
+            };
+            let kind = match kind {
+                Some(k) => put((kind_key, Some(Some(k)))).unwrap(),
+                None => "log".to_owned(),
+            };
+            let service = put(service);
+            let user_id = put(user_id);
+            let message = put(message);
+            let id = put(id);
+            let (ts_value, timestamp_ms) = ts;
+            if let Some(v) = ts_value {
+                map.insert("timestamp".to_owned(), v);
+            }
+            let (meta_key, meta) = metadata;
+            let metadata = match meta {
+                None => None,
+                Some(None) => {
+                    map.insert(meta_key.to_owned(), Value::Null);
+                    None
+                }
+                Some(Some(m)) => {
+                    let value = Value::Object(m);
+                    let text = value.to_string();
+                    map.insert(meta_key.to_owned(), value);
+                    Some(text)
+                }
+            };
+            let event = NewEvent { id, kind, timestamp_ms, service, user_id, message, metadata };
+            (Value::Object(map).to_string(), event)
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn valid_events_parse_back((text, want) in arb_valid_event()) {
+            prop_assert_eq!(parse_event(&text, NOW), Ok(want.clone()));
+            let items = body(text.as_bytes(), BodyFormat::Ndjson).unwrap();
+            prop_assert_eq!(items, vec![item(0, Ok(want.clone()))]);
+            let array = format!("[{text},{text}]");
+            let items = body(array.as_bytes(), BodyFormat::Json).unwrap();
+            prop_assert_eq!(items, vec![item(0, Ok(want.clone())), item(1, Ok(want))]);
+        }
+    }
+}

@@ -31,9 +31,15 @@ pub fn new_event_id(now_ms: i64) -> String {
     value |= random >> 66; // rand_b
     let hex = format!("{value:032x}");
     let mut id = String::with_capacity(36);
-    for (i, part) in [&hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]]
-        .iter()
-        .enumerate()
+    for (i, part) in [
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32],
+    ]
+    .iter()
+    .enumerate()
     {
         if i > 0 {
             id.push('-');
@@ -62,8 +68,14 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "7", "version nibble in {a}");
-        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "variant in {a}");
-        assert!(a.starts_with("018bcfe5-6800"), "{a} carries its millisecond timestamp");
+        assert!(
+            matches!(&a[19..20], "8" | "9" | "a" | "b"),
+            "variant in {a}"
+        );
+        assert!(
+            a.starts_with("018bcfe5-6800"),
+            "{a} carries its millisecond timestamp"
+        );
     }
 
     #[test]

@@ -44,7 +44,9 @@ pub async fn run(
             continue;
         }
 
-        let mut log_reader = reader.take().expect("the reader is put back after each read");
+        let mut log_reader = reader
+            .take()
+            .expect("the reader is put back after each read");
         let read = tokio::task::spawn_blocking(move || {
             let events = log_reader.read(committed, BATCH_EVENTS);
             (log_reader, events)
@@ -82,7 +84,10 @@ pub async fn run(
                 }
                 Err(err) => {
                     if failures == 0 {
-                        tracing::error!(error = format!("{err:#}"), "indexing a batch failed; retrying");
+                        tracing::error!(
+                            error = format!("{err:#}"),
+                            "indexing a batch failed; retrying"
+                        );
                     }
                     backoff(&mut failures, &mut stop).await;
                     if *stop.borrow() {
@@ -99,7 +104,10 @@ pub async fn run(
             let cleanup =
                 tokio::task::spawn_blocking(move || log::delete_indexed_segments(&dir, last_seq));
             if let Ok(Err(err)) = cleanup.await {
-                tracing::warn!(error = format!("{err:#}"), "deleting indexed log segments failed");
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    "deleting indexed log segments failed"
+                );
             }
         }
     }

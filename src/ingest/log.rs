@@ -109,6 +109,9 @@ impl LogWriter {
 pub struct LogReader {
     dir: PathBuf,
     file: Option<BufReader<File>>,
+    /// Set when `file` was opened as the segment starting at that seq, so reaching its end
+    /// before the committed seq means the log is damaged (rather than rolled).
+    file_first_seq: Option<u64>,
     next_seq: u64,
     payload: Vec<u8>,
 }
@@ -118,6 +121,7 @@ impl LogReader {
         LogReader {
             dir: dir.to_owned(),
             file: None,
+            file_first_seq: None,
             next_seq,
             payload: Vec::new(),
         }
@@ -130,14 +134,21 @@ impl LogReader {
         while self.next_seq <= committed_seq && events.len() < max {
             if self.file.is_none() {
                 self.file = Some(open_segment_containing(&self.dir, self.next_seq)?);
+                self.file_first_seq = None;
             }
             let file = self.file.as_mut().expect("opened above");
             let mut header = [0u8; FRAME_HEADER];
             match file.read_exact(&mut header) {
                 Ok(()) => {}
                 Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
+                    anyhow::ensure!(
+                        self.file_first_seq != Some(self.next_seq),
+                        "the log ends before committed seq {}",
+                        self.next_seq
+                    );
                     // The writer rolled to a segment that starts at `next_seq`.
                     self.file = Some(open_segment_at(&self.dir, self.next_seq)?);
+                    self.file_first_seq = Some(self.next_seq);
                     continue;
                 }
                 Err(err) => return Err(err).context("reading the log"),
@@ -149,7 +160,8 @@ impl LogReader {
                 self.next_seq
             );
             self.payload.resize(len, 0);
-            file.read_exact(&mut self.payload).context("reading the log")?;
+            file.read_exact(&mut self.payload)
+                .context("reading the log")?;
             anyhow::ensure!(
                 record::checksum_matches(crc, seq, &self.payload),
                 "log frame {seq} fails its checksum"
@@ -185,7 +197,9 @@ fn recover(dir: &Path, indexed_seq: u64) -> Result<Recovered> {
     let mut torn = false;
     for (i, &first_seq) in segments.iter().enumerate() {
         let path = segment_path(dir, first_seq);
-        let is_past_the_index = segments.get(i + 1).is_none_or(|&next| next > indexed_seq + 1);
+        let is_past_the_index = segments
+            .get(i + 1)
+            .is_none_or(|&next| next > indexed_seq + 1);
         if torn {
             // Nothing after a torn frame was ever acknowledged as a contiguous log.
             truncated_bytes += fs::metadata(&path)?.len();
@@ -248,7 +262,10 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>> {
     for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if let Some(seq) = name.strip_suffix(".log").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(seq) = name
+            .strip_suffix(".log")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             segments.push(seq);
         }
     }
@@ -321,7 +338,11 @@ mod tests {
         let first = reader.read(5, 2).unwrap();
         assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
         let rest = reader.read(4, 100).unwrap();
-        assert_eq!(rest.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4], "stops at committed");
+        assert_eq!(
+            rest.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [3, 4],
+            "stops at committed"
+        );
         assert_eq!(reader.read(5, 100).unwrap()[0].id, "id-5");
     }
 
@@ -338,8 +359,16 @@ mod tests {
         let (mut log, recovered) = LogWriter::open(dir.path(), 1, false).unwrap();
         assert_eq!(recovered.next_seq, 4);
         assert!(recovered.truncated_bytes > 0);
-        let ids: Vec<_> = recovered.client_ids.iter().map(|(id, _)| id.as_str()).collect();
-        assert_eq!(ids, ["id-2", "id-3"], "only events past the index are reported");
+        let ids: Vec<_> = recovered
+            .client_ids
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            ["id-2", "id-3"],
+            "only events past the index are reported"
+        );
 
         log.append(&frames(4..=4)).unwrap();
         let events = LogReader::new(dir.path(), 2).read(4, 100).unwrap();

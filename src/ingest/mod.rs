@@ -128,7 +128,8 @@ impl Progress {
     /// Waits until everything up to `seq` is indexed, at most `timeout`; `false` if it was not.
     pub async fn wait_indexed(&self, seq: u64, timeout: Duration) -> bool {
         let mut indexed = self.indexed.subscribe();
-        let reached = tokio::time::timeout(timeout, indexed.wait_for(|&indexed| indexed >= seq)).await;
+        let reached =
+            tokio::time::timeout(timeout, indexed.wait_for(|&indexed| indexed >= seq)).await;
         matches!(reached, Ok(Ok(_)))
     }
 }

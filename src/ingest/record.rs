@@ -37,7 +37,12 @@ pub fn encode_payload(out: &mut Vec<u8>, event: &NewEvent, id: &str, received_at
     out.push(flags);
     put_str(out, id);
     put_str(out, &event.kind);
-    for field in [&event.service, &event.user_id, &event.message, &event.metadata] {
+    for field in [
+        &event.service,
+        &event.user_id,
+        &event.message,
+        &event.metadata,
+    ] {
         if let Some(value) = field {
             put_str(out, value);
         }
@@ -194,7 +199,11 @@ mod tests {
         let (_, crc, seq) = read_header(frame[..FRAME_HEADER].try_into().unwrap());
         frame[FRAME_HEADER + 3] ^= 0x10;
         assert!(!checksum_matches(crc, seq, &frame[FRAME_HEADER..]));
-        assert_eq!(client_id_of(&payload), None, "server ids are not client ids");
+        assert_eq!(
+            client_id_of(&payload),
+            None,
+            "server ids are not client ids"
+        );
     }
 
     #[test]

@@ -78,7 +78,9 @@ impl Writer {
             let mut events = first.batch.len();
             group.push(first);
             while events < MAX_GROUP_EVENTS {
-                let Ok(next) = self.receiver.try_recv() else { break };
+                let Ok(next) = self.receiver.try_recv() else {
+                    break;
+                };
                 events += next.batch.len();
                 group.push(next);
             }
@@ -116,10 +118,11 @@ impl Writer {
                         tracing::info!("the durable log accepts writes again");
                     }
                     let last_seq = self.next_seq - 1;
-                    self.progress.set_committed(last_seq);
                     if self.log.is_none() {
+                        // Nothing to index: the null store is "indexed" as soon as committed.
                         self.progress.set_indexed(last_seq);
                     }
+                    self.progress.set_committed(last_seq);
                     for (submission, dups) in group.drain(..).zip(duplicates.drain(..)) {
                         let _ = submission.reply.send(Ok(dups));
                     }

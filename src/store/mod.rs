@@ -54,7 +54,11 @@ pub struct EventQuery {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores `events` and records `indexed_seq` as the new indexed position, atomically.
-    async fn append_batch(&self, events: Arc<[StoredEvent]>, indexed_seq: u64) -> anyhow::Result<()>;
+    async fn append_batch(
+        &self,
+        events: Arc<[StoredEvent]>,
+        indexed_seq: u64,
+    ) -> anyhow::Result<()>;
 
     /// The highest seq recorded by `append_batch` (0 for an empty store).
     async fn indexed_seq(&self) -> anyhow::Result<u64>;
@@ -67,5 +71,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Client ids received at or after `since_ms`, newest first, at most `limit`: what the
     /// deduplication set is rebuilt from at start.
-    async fn recent_client_ids(&self, since_ms: i64, limit: usize) -> anyhow::Result<Vec<(String, i64)>>;
+    async fn recent_client_ids(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(String, i64)>>;
 }

@@ -116,7 +116,8 @@ fn migrate(connection: &mut Connection) -> Result<()> {
     );
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = connection.transaction()?;
-        tx.execute_batch(sql).with_context(|| format!("applying migration {}", index + 1))?;
+        tx.execute_batch(sql)
+            .with_context(|| format!("applying migration {}", index + 1))?;
         tx.pragma_update(None, "user_version", index + 1)?;
         tx.commit()?;
         tracing::info!(version = index + 1, "store schema migrated");
@@ -250,10 +251,9 @@ impl Store for SqliteStore {
             let mut sql = "SELECT count(*) FROM events".to_owned();
             let mut params = Vec::new();
             push_filter(&mut sql, &mut params, &filter);
-            let count: i64 = connection.prepare_cached(&sql)?.query_row(
-                rusqlite::params_from_iter(params),
-                |row| row.get(0),
-            )?;
+            let count: i64 = connection
+                .prepare_cached(&sql)?
+                .query_row(rusqlite::params_from_iter(params), |row| row.get(0))?;
             Ok(count as u64)
         })
         .await
@@ -274,9 +274,8 @@ impl Store for SqliteStore {
         self.read(move |connection| {
             // Newest first by seq (the rowid), stopping at the window's edge: receipt times
             // grow with seq, so no index on received_at is needed.
-            let mut statement = connection.prepare(
-                "SELECT id, received_at, id_from_client FROM events ORDER BY seq DESC",
-            )?;
+            let mut statement = connection
+                .prepare("SELECT id, received_at, id_from_client FROM events ORDER BY seq DESC")?;
             let mut rows = statement.query([])?;
             let mut ids = Vec::new();
             while let Some(row) = rows.next()? {

@@ -592,7 +592,12 @@ pub async fn run_binary(args: &[&str]) -> (ExitStatus, String, String) {
         .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
     let out = tokio::time::timeout(EXIT_TIMEOUT, child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("`eventide {}` did not exit within {EXIT_TIMEOUT:?}", args.join(" ")))
+        .unwrap_or_else(|_| {
+            panic!(
+                "`eventide {}` did not exit within {EXIT_TIMEOUT:?}",
+                args.join(" ")
+            )
+        })
         .expect("wait for eventide");
     (
         out.status,
@@ -628,23 +633,21 @@ pub async fn raw_exchange(addr: &str, head: &str, body: &[u8]) -> Vec<u8> {
     stream.write_all(head.as_bytes()).await.expect("write head");
     let mut resp = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut answered = false;
-    for chunk in body.chunks(64 * 1024) {
-        tokio::select! {
-            r = stream.read(&mut buf) => {
-                if let Ok(n) = r {
-                    resp.extend_from_slice(&buf[..n]);
+    {
+        let (mut rd, mut wr) = stream.split();
+        for chunk in body.chunks(64 * 1024) {
+            let answered = tokio::select! {
+                r = rd.read(&mut buf) => {
+                    if let Ok(n) = r {
+                        resp.extend_from_slice(&buf[..n]);
+                    }
+                    true
                 }
-                answered = true;
+                w = wr.write_all(chunk) => w.is_err(),
+            };
+            if answered {
+                break;
             }
-            w = stream.write_all(chunk) => {
-                if w.is_err() {
-                    answered = true;
-                }
-            }
-        }
-        if answered {
-            break;
         }
     }
     read_to_end_bounded(&mut stream, &mut resp).await;
@@ -668,7 +671,7 @@ pub async fn read_to_end_bounded(stream: &mut TcpStream, resp: &mut Vec<u8>) {
 // ---------------------------------------------------------------------------------------------
 
 /// What a test expects for one event of a batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub enum Want {
     /// Accepted (and not a duplicate).
     Ok,
@@ -715,7 +718,10 @@ pub fn check_batch(resp: &Resp, wants: &[Want]) -> Value {
                 );
             }
             Want::Err(_) | Want::Invalid => {
-                assert!(ids[i].is_null(), "event {i} should have a null id; answer: {body}");
+                assert!(
+                    ids[i].is_null(),
+                    "event {i} should have a null id; answer: {body}"
+                );
                 assert!(
                     !errs.is_empty(),
                     "event {i} should have an error entry; answer: {body}"

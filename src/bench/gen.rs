@@ -1,0 +1,384 @@
+//! Pre-serialized event requests for the load generator.
+//!
+//! The load generator shares two cores with the server, so it must not spend them on
+//! JSON serialization. A [`RequestTemplate`] holds the complete HTTP request bytes, built
+//! once, with fixed-width slots (timestamp, type, service, user and optionally a client
+//! id) whose offsets are remembered; [`RequestTemplate::fill`] copies the bytes and patches
+//! the slots, which costs a memcpy and a few digit writes per event. Because every slot has
+//! a fixed width, `Content-Length` never changes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Event types are `type-00` .. `type-19`.
+pub const EVENT_TYPES: u64 = 20;
+/// Services are `svc-00` .. `svc-49`.
+pub const SERVICES: u64 = 50;
+/// Users are `user-000000` .. `user-099999`.
+pub const USERS: u64 = 100_000;
+/// Length of a client id: 16 hex digits of run nonce, 16 of mixed counter.
+pub const CLIENT_ID_LEN: usize = 32;
+
+/// Digits in a millisecond epoch timestamp (true until the year 2286).
+const TIMESTAMP_DIGITS: usize = 13;
+
+/// A small, fast PRNG (wyrand). Picking users and query kinds needs speed, not
+/// cryptographic quality.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn with_seed(seed: u64) -> Self {
+        Rng(mix64(seed))
+    }
+
+    /// Seeds from the clock and process id; `stream` keeps generators made in the same
+    /// nanosecond (one per connection) apart.
+    pub fn from_clock(stream: u64) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos() as u64)
+            .unwrap_or(0);
+        let pid = u64::from(std::process::id());
+        Rng::with_seed(nanos ^ pid.rotate_left(32) ^ mix64(stream.wrapping_add(1)))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0xa076_1d64_78bd_642f);
+        let product = u128::from(self.0) * u128::from(self.0 ^ 0xe703_7ed1_a0b4_28db);
+        ((product >> 64) as u64) ^ (product as u64)
+    }
+
+    /// Uniform in `0..bound` (multiply-shift; the bias is negligible for small bounds).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(bound)) >> 64) as u64
+    }
+}
+
+/// Bijective 64-bit mixer (the MurmurHash3 finalizer): distinct inputs give distinct
+/// outputs, so mixing a counter yields ids that look random yet can never repeat.
+fn mix64(mut value: u64) -> u64 {
+    value ^= value >> 33;
+    value = value.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    value ^= value >> 33;
+    value = value.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    value ^ (value >> 33)
+}
+
+/// Hands out unique, random-looking client ids, shared by all connections of a run.
+#[derive(Debug)]
+pub struct IdSource {
+    nonce: u64,
+    next_counter: AtomicU64,
+}
+
+impl IdSource {
+    pub fn new(rng: &mut Rng) -> Self {
+        IdSource {
+            nonce: rng.next_u64(),
+            next_counter: AtomicU64::new(0),
+        }
+    }
+
+    /// Reserves `count` consecutive counters with one atomic add (one per request, not
+    /// one per event) and returns the first.
+    fn reserve(&self, count: u64) -> u64 {
+        self.next_counter.fetch_add(count, Ordering::Relaxed)
+    }
+
+    fn write_id(&self, counter: u64, slot: &mut [u8]) {
+        write_hex(&mut slot[..16], self.nonce);
+        write_hex(&mut slot[16..CLIENT_ID_LEN], mix64(counter));
+    }
+}
+
+/// Which events of a request carry a client-supplied `"id"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIds {
+    /// None: the server assigns every id.
+    None,
+    /// Only the first event, which serves as a visibility probe.
+    FirstEventOnly,
+    /// Every event carries a random unique id.
+    Every,
+}
+
+/// Offsets (into the request bytes) of one event's patchable slots.
+#[derive(Debug, Clone)]
+struct EventSlots {
+    client_id: Option<usize>,
+    type_digits: usize,
+    timestamp: usize,
+    service_digits: usize,
+    user_digits: usize,
+}
+
+/// A complete `POST /events` request with patchable slots; see the module docs.
+#[derive(Debug, Clone)]
+pub struct RequestTemplate {
+    bytes: Vec<u8>,
+    slots: Vec<EventSlots>,
+}
+
+/// Request paths and the HTTP methods the fake log lines mention.
+const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/items"),
+    ("POST", "/api/orders"),
+    ("GET", "/api/users/profile"),
+    ("PUT", "/api/cart/items"),
+    ("DELETE", "/api/sessions"),
+    ("GET", "/api/search"),
+    ("POST", "/api/payments/authorize"),
+    ("GET", "/api/catalog/categories"),
+];
+/// Mostly successes, like real access logs.
+const STATUSES: &[u16] = &[200, 200, 200, 200, 201, 204, 304, 400, 404, 500];
+const REGIONS: &[&str] = &["eu-west-1", "us-east-1", "us-west-2", "ap-southeast-2"];
+const USER_AGENTS: &[&str] = &[
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4) AppleWebKit/605.1.15 (KHTML, like Gecko) Safari/605.1",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0 (compatible)",
+];
+
+impl RequestTemplate {
+    /// Builds a request carrying `events` events: a single JSON object when `events == 1`
+    /// and `as_array` is false, otherwise a JSON array.
+    pub fn build(events: usize, as_array: bool, client_ids: ClientIds, rng: &mut Rng) -> Self {
+        assert!(events >= 1, "a request carries at least one event");
+        assert!(as_array || events == 1, "several events need an array");
+        let mut body = Vec::with_capacity(events * 420);
+        let mut slots = Vec::with_capacity(events);
+        if as_array {
+            body.push(b'[');
+        }
+        for index in 0..events {
+            if index > 0 {
+                body.push(b',');
+            }
+            let wants_id = match client_ids {
+                ClientIds::None => false,
+                ClientIds::FirstEventOnly => index == 0,
+                ClientIds::Every => true,
+            };
+            slots.push(append_event(&mut body, wants_id, rng));
+        }
+        if as_array {
+            body.push(b']');
+        }
+
+        let head = format!(
+            "POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut bytes = head.into_bytes();
+        let body_offset = bytes.len();
+        bytes.extend_from_slice(&body);
+        for slot in &mut slots {
+            slot.client_id = slot.client_id.map(|offset| offset + body_offset);
+            slot.type_digits += body_offset;
+            slot.timestamp += body_offset;
+            slot.service_digits += body_offset;
+            slot.user_digits += body_offset;
+        }
+
+        let mut template = RequestTemplate { bytes, slots };
+        // The placeholders (zero-padded timestamps, zero ids) are not valid JSON until
+        // patched; patch the template itself so it is a valid request as it stands.
+        let ids = IdSource::new(rng);
+        let mut patched = Vec::new();
+        template.fill(&mut patched, rng, &ids);
+        template.bytes = patched;
+        template
+    }
+
+    /// How many events the request carries.
+    pub fn events(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Copies the request into `out` with fresh values in every slot: the current time,
+    /// a random type, service and user, and new unique ids where the template has id slots.
+    pub fn fill(&self, out: &mut Vec<u8>, rng: &mut Rng, ids: &IdSource) {
+        out.clear();
+        out.extend_from_slice(&self.bytes);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis() as u64)
+            .unwrap_or(0);
+        let id_slots = self
+            .slots
+            .iter()
+            .filter(|slot| slot.client_id.is_some())
+            .count();
+        let mut next_id = ids.reserve(id_slots as u64);
+        for slot in &self.slots {
+            if let Some(offset) = slot.client_id {
+                ids.write_id(next_id, &mut out[offset..offset + CLIENT_ID_LEN]);
+                next_id += 1;
+            }
+            write_decimal(
+                &mut out[slot.type_digits..slot.type_digits + 2],
+                rng.below(EVENT_TYPES),
+            );
+            write_decimal(
+                &mut out[slot.timestamp..slot.timestamp + TIMESTAMP_DIGITS],
+                now_ms,
+            );
+            write_decimal(
+                &mut out[slot.service_digits..slot.service_digits + 2],
+                rng.below(SERVICES),
+            );
+            write_decimal(
+                &mut out[slot.user_digits..slot.user_digits + 6],
+                rng.below(USERS),
+            );
+        }
+    }
+
+    /// The client id of the first event in a request produced by [`fill`](Self::fill),
+    /// if the template gives that event one.
+    pub fn first_client_id<'a>(&self, filled: &'a [u8]) -> Option<&'a str> {
+        let offset = self.slots.first()?.client_id?;
+        std::str::from_utf8(filled.get(offset..offset + CLIENT_ID_LEN)?).ok()
+    }
+
+    /// Size of the JSON body in bytes.
+    pub fn body_len(&self) -> usize {
+        let head_end = self
+            .bytes
+            .windows(4)
+            .position(|window| window == b"\r\n\r\n")
+            .map_or(0, |position| position + 4);
+        self.bytes.len() - head_end
+    }
+}
+
+/// Appends one event object and returns its slot offsets (relative to `body`).
+fn append_event(body: &mut Vec<u8>, wants_id: bool, rng: &mut Rng) -> EventSlots {
+    fn placeholder(body: &mut Vec<u8>, width: usize) -> usize {
+        let offset = body.len();
+        body.resize(offset + width, b'0');
+        offset
+    }
+
+    body.push(b'{');
+    let client_id = if wants_id {
+        body.extend_from_slice(br#""id":""#);
+        let offset = placeholder(body, CLIENT_ID_LEN);
+        body.extend_from_slice(br#"","#);
+        Some(offset)
+    } else {
+        None
+    };
+    body.extend_from_slice(br#""type":"type-"#);
+    let type_digits = placeholder(body, 2);
+    body.extend_from_slice(br#"","timestamp":"#);
+    let timestamp = placeholder(body, TIMESTAMP_DIGITS);
+    body.extend_from_slice(br#","service":"svc-"#);
+    let service_digits = placeholder(body, 2);
+    body.extend_from_slice(br#"","user_id":"user-"#);
+    let user_digits = placeholder(body, 6);
+
+    let (method, path) = ROUTES[rng.below(ROUTES.len() as u64) as usize];
+    let status = STATUSES[rng.below(STATUSES.len() as u64) as usize];
+    let duration_ms = 1 + rng.below(900);
+    let region = REGIONS[rng.below(REGIONS.len() as u64) as usize];
+    let user_agent = USER_AGENTS[rng.below(USER_AGENTS.len() as u64) as usize];
+    let request_id = rng.next_u64() as u32;
+    let response_bytes = 200 + rng.below(60_000);
+    let cache = if rng.below(4) == 0 { "hit" } else { "miss" };
+    let rest = format!(
+        r#"","message":"{method} {path} {status} in {duration_ms}ms (request {request_id:08x}, {response_bytes} bytes, cache {cache}, attempt 1)","metadata":{{"path":"{path}","status":{status},"duration_ms":{duration_ms},"region":"{region}","ua":"{user_agent}"}}}}"#
+    );
+    body.extend_from_slice(rest.as_bytes());
+
+    EventSlots {
+        client_id,
+        type_digits,
+        timestamp,
+        service_digits,
+        user_digits,
+    }
+}
+
+/// Writes `value` as zero-padded decimal filling `slot` exactly (high digits dropped).
+fn write_decimal(slot: &mut [u8], mut value: u64) {
+    for byte in slot.iter_mut().rev() {
+        *byte = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// Writes `value` as lowercase hex filling `slot` exactly (high digits dropped).
+fn write_hex(slot: &mut [u8], mut value: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in slot.iter_mut().rev() {
+        *byte = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn body_json(request: &[u8]) -> serde_json::Value {
+        let head_end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = std::str::from_utf8(&request[..head_end]).unwrap();
+        let declared: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("Content-Length: "))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(declared, request.len() - head_end);
+        serde_json::from_slice(&request[head_end..]).unwrap()
+    }
+
+    #[test]
+    fn filled_batches_are_valid_json_with_unique_ids_and_realistic_size() {
+        let mut rng = Rng::with_seed(7);
+        let template = RequestTemplate::build(100, true, ClientIds::Every, &mut rng);
+        let ids = IdSource::new(&mut rng);
+        let mut seen = HashSet::new();
+        let mut request = Vec::new();
+        for _ in 0..3 {
+            template.fill(&mut request, &mut rng, &ids);
+            let events = body_json(&request);
+            let events = events.as_array().unwrap();
+            assert_eq!(events.len(), 100);
+            for event in events {
+                let id = event["id"].as_str().unwrap();
+                assert_eq!(id.len(), CLIENT_ID_LEN);
+                assert!(seen.insert(id.to_owned()), "duplicate id {id}");
+                assert!(event["type"].as_str().unwrap().starts_with("type-"));
+                assert!(event["user_id"].as_str().unwrap().starts_with("user-"));
+                assert!(event["timestamp"].as_u64().unwrap() > 1_600_000_000_000);
+            }
+        }
+
+        let plain = RequestTemplate::build(1000, true, ClientIds::None, &mut rng);
+        let average = plain.body_len() / plain.events();
+        assert!(
+            (340..=420).contains(&average),
+            "average event size {average}"
+        );
+    }
+
+    #[test]
+    fn single_event_template_is_an_object_and_exposes_its_probe_id() {
+        let mut rng = Rng::with_seed(11);
+        let template = RequestTemplate::build(1, false, ClientIds::FirstEventOnly, &mut rng);
+        let ids = IdSource::new(&mut rng);
+        let mut request = Vec::new();
+        template.fill(&mut request, &mut rng, &ids);
+        let event = body_json(&request);
+        assert_eq!(
+            event["id"].as_str(),
+            template.first_client_id(&request),
+            "probe id must match the id sent"
+        );
+    }
+}

@@ -1,0 +1,701 @@
+//! The four benchmark scenarios (single, batch, sustained, query). Each variant of a
+//! scenario runs against a fresh server so figures do not leak between them.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+use super::gen::{ClientIds, IdSource, RequestTemplate, Rng, EVENT_TYPES, USERS};
+use super::http::{get_request, url_encode, HttpConnection};
+use super::load::{
+    describe_refusal, ensure_connected, rate, run_post_load, LoadOutcome, PostLoad, ProbeOutcome,
+    Prober, Schedule, REQUEST_TIMEOUT,
+};
+use super::server::{RunningServer, ScratchDir, ServerCommand};
+use super::stats::{micros, LatencySummary};
+use super::Report;
+
+/// Events per batch request in the batch, sustained and query-preload loads.
+const BATCH_SIZE: usize = 1000;
+/// Batches are large; a few connections keep the server busy without thrashing it.
+const BATCH_CONNECTIONS: usize = 8;
+/// Enough concurrency to keep up with the offered rate while some batches wait on
+/// back-off or slow answers.
+const SUSTAINED_CONNECTIONS: usize = 16;
+const QUERY_CONNECTIONS: usize = 16;
+/// Events per page in the query mix.
+const QUERY_LIMIT: u32 = 50;
+/// Distinct single-event bodies; patched slots vary the rest.
+const SINGLE_TEMPLATES: usize = 64;
+/// Distinct batch bodies (~380 KB each).
+const BATCH_TEMPLATES: usize = 4;
+/// Bound on preloading the query data set, including 429 back-off.
+const PRELOAD_LIMIT: Duration = Duration::from_secs(3600);
+/// Bound on waiting for preloaded events to become queryable.
+const INDEXING_LIMIT: Duration = Duration::from_secs(600);
+
+/// Everything the scenarios share for one `bench` invocation.
+#[derive(Debug)]
+pub struct BenchContext {
+    pub server: ServerCommand,
+    pub scratch: ScratchDir,
+    pub keep_data: bool,
+    pub connections: usize,
+    pub query_events: u64,
+    pub sustained_rate: u64,
+}
+
+/// The outcome of one variant plus the server's peak memory during it.
+struct Measured<T> {
+    value: T,
+    peak_rss_mb: f64,
+}
+
+impl BenchContext {
+    /// Starts a fresh server for `label`, runs `work` against it, reads its peak RSS, and
+    /// stops it, also when `work` failed.
+    async fn with_server<T, F, Fut>(
+        &self,
+        label: &str,
+        null_store: bool,
+        work: F,
+    ) -> Result<Measured<T>>
+    where
+        F: FnOnce(SocketAddr) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let data_dir = self.scratch.path().join(label);
+        let log_path = self.scratch.path().join(format!("{label}.log"));
+        let server = RunningServer::start(&self.server, &data_dir, &log_path, null_store)
+            .await
+            .with_context(|| format!("starting the server for {label}"))?;
+        progress(&format!("{label}: server up at {}", server.addr()));
+        let result = work(server.addr()).await;
+        let peak_rss_mb = server.peak_rss_mb();
+        server.stop().await?;
+        if !self.keep_data {
+            // Data sets reach gigabytes; do not let them pile up across variants.
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+        Ok(Measured {
+            value: result.with_context(|| format!("running {label}"))?,
+            peak_rss_mb: peak_rss_mb?,
+        })
+    }
+
+    /// One unpaced ingest variant: `connections` connections sending `templates` until
+    /// `duration` has passed.
+    async fn ingest_variant(
+        &self,
+        label: &str,
+        null_store: bool,
+        connections: usize,
+        templates: &[RequestTemplate],
+        duration: Duration,
+    ) -> Result<Measured<LoadOutcome>> {
+        let measured = self
+            .with_server(label, null_store, |addr| async move {
+                let ids = Arc::new(IdSource::new(&mut Rng::from_clock(0)));
+                Ok(run_post_load(PostLoad {
+                    addr,
+                    connections,
+                    templates: templates.to_vec(),
+                    final_request: None,
+                    ids,
+                    schedule: Schedule::UntilDeadline {
+                        deadline: Instant::now() + duration,
+                    },
+                    probes: None,
+                })
+                .await)
+            })
+            .await?;
+        let outcome = &measured.value;
+        progress(&format!(
+            "{label}: {:.0} events/s ({} acknowledged, {} x 429, {} errors)",
+            outcome.events_per_sec(),
+            outcome.acknowledged_events,
+            outcome.rejected_429,
+            outcome.errors
+        ));
+        warn_errors(label, outcome);
+        Ok(measured)
+    }
+}
+
+/// One event per POST from many connections: durable, null store, and client ids.
+pub async fn single(context: &BenchContext, duration: Duration) -> Result<Report> {
+    let connections = context.connections;
+    let mut rng = Rng::from_clock(1);
+    let server_ids = templates(SINGLE_TEMPLATES, 1, ClientIds::None, &mut rng);
+    let client_ids = templates(SINGLE_TEMPLATES, 1, ClientIds::Every, &mut rng);
+
+    let mut durable = context
+        .ingest_variant("single-durable", false, connections, &server_ids, duration)
+        .await?;
+    let null_store = context
+        .ingest_variant(
+            "single-null-store",
+            true,
+            connections,
+            &server_ids,
+            duration,
+        )
+        .await?;
+    let mut with_ids = context
+        .ingest_variant(
+            "single-client-ids",
+            false,
+            connections,
+            &client_ids,
+            duration,
+        )
+        .await?;
+
+    let mut report = Report::new("single");
+    push_ingest_figures(&mut report, &mut durable);
+    report.push_rate(
+        "null_store_events_per_sec",
+        null_store.value.events_per_sec(),
+    );
+    report.push_ratio(
+        "durable_to_null_ratio",
+        durable.value.events_per_sec(),
+        null_store.value.events_per_sec(),
+    );
+    report.push_rate("client_ids_events_per_sec", with_ids.value.events_per_sec());
+    let with_ids_latency = LatencySummary::from_micros(&mut with_ids.value.latencies_us);
+    report.push_ms("client_ids_p99_ms", with_ids_latency.p99_ms);
+    report.push(
+        "errors",
+        durable.value.errors + null_store.value.errors + with_ids.value.errors,
+    );
+    report.push("rejected_429", durable.value.rejected_429);
+    report.push("connections", connections as u64);
+    report.push_seconds("duration_s", duration);
+    report.push_mb("null_store_peak_rss_mb", null_store.peak_rss_mb);
+    report.push_mb("client_ids_peak_rss_mb", with_ids.peak_rss_mb);
+    Ok(report)
+}
+
+/// 1,000-event POSTs from a few connections: durable and null store.
+pub async fn batch(context: &BenchContext, duration: Duration) -> Result<Report> {
+    let mut rng = Rng::from_clock(2);
+    let batches = templates(BATCH_TEMPLATES, BATCH_SIZE, ClientIds::None, &mut rng);
+    let mut durable = context
+        .ingest_variant(
+            "batch-durable",
+            false,
+            BATCH_CONNECTIONS,
+            &batches,
+            duration,
+        )
+        .await?;
+    let null_store = context
+        .ingest_variant(
+            "batch-null-store",
+            true,
+            BATCH_CONNECTIONS,
+            &batches,
+            duration,
+        )
+        .await?;
+
+    let mut report = Report::new("batch");
+    push_ingest_figures(&mut report, &mut durable);
+    report.push_rate(
+        "null_store_events_per_sec",
+        null_store.value.events_per_sec(),
+    );
+    report.push_ratio(
+        "durable_to_null_ratio",
+        durable.value.events_per_sec(),
+        null_store.value.events_per_sec(),
+    );
+    report.push("errors", durable.value.errors + null_store.value.errors);
+    report.push("rejected_429", durable.value.rejected_429);
+    report.push("batch_size", BATCH_SIZE as u64);
+    report.push("event_bytes", (batches[0].body_len() / BATCH_SIZE) as u64);
+    report.push("connections", BATCH_CONNECTIONS as u64);
+    report.push_seconds("duration_s", duration);
+    report.push_mb("null_store_peak_rss_mb", null_store.peak_rss_mb);
+    Ok(report)
+}
+
+/// The first figures of every ingest report: rate, latency, memory.
+fn push_ingest_figures(report: &mut Report, measured: &mut Measured<LoadOutcome>) {
+    report.push_rate("events_per_sec", measured.value.events_per_sec());
+    report.push_latency(
+        "",
+        &LatencySummary::from_micros(&mut measured.value.latencies_us),
+    );
+    report.push_mb("server_peak_rss_mb", measured.peak_rss_mb);
+}
+
+/// What one sustained variant measured.
+struct SustainedRun {
+    load: LoadOutcome,
+    queryable_events: u64,
+    probes: ProbeOutcome,
+}
+
+impl SustainedRun {
+    /// Events queryable at the end per second of load.
+    fn events_per_sec(&self) -> f64 {
+        rate(self.queryable_events, self.load.elapsed)
+    }
+
+    fn errors(&self) -> u64 {
+        self.load.errors + self.probes.errors.errors
+    }
+}
+
+/// Paced batches at the offered rate with visibility probes: server ids, then client ids.
+pub async fn sustained(context: &BenchContext, duration: Duration) -> Result<Report> {
+    let offered_rate = context.sustained_rate;
+    let mut rng = Rng::from_clock(3);
+    let probed = templates(
+        BATCH_TEMPLATES,
+        BATCH_SIZE,
+        ClientIds::FirstEventOnly,
+        &mut rng,
+    );
+    let all_ids = templates(BATCH_TEMPLATES, BATCH_SIZE, ClientIds::Every, &mut rng);
+    let interval = Duration::from_secs_f64(BATCH_SIZE as f64 / offered_rate as f64);
+
+    let mut server_ids =
+        sustained_variant(context, "sustained-durable", &probed, interval, duration).await?;
+    let mut with_ids = sustained_variant(
+        context,
+        "sustained-client-ids",
+        &all_ids,
+        interval,
+        duration,
+    )
+    .await?;
+
+    let mut report = Report::new("sustained");
+    report.push_rate("events_per_sec", server_ids.value.events_per_sec());
+    report.push_latency(
+        "",
+        &LatencySummary::from_micros(&mut server_ids.value.load.latencies_us),
+    );
+    report.push_mb("server_peak_rss_mb", server_ids.peak_rss_mb);
+    report.push(
+        "errors",
+        server_ids.value.errors() + with_ids.value.errors(),
+    );
+    report.push("offered_rate", offered_rate);
+    report.push("rejected_429", server_ids.value.load.rejected_429);
+    report.push(
+        "acknowledged_events",
+        server_ids.value.load.acknowledged_events,
+    );
+    report.push("queryable_events", server_ids.value.queryable_events);
+    let lag = LatencySummary::from_micros(&mut server_ids.value.probes.lags_us);
+    report.push_latency("visibility_lag_", &lag);
+    report.push("probes", lag.count as u64);
+    report.push("probes_skipped", server_ids.value.probes.skipped);
+    report.push("probes_timed_out", server_ids.value.probes.timed_out);
+    report.push_rate("client_ids_events_per_sec", with_ids.value.events_per_sec());
+    let with_ids_lag = LatencySummary::from_micros(&mut with_ids.value.probes.lags_us);
+    report.push_ms("client_ids_visibility_lag_p99_ms", with_ids_lag.p99_ms);
+    report.push("client_ids_rejected_429", with_ids.value.load.rejected_429);
+    report.push("batch_size", BATCH_SIZE as u64);
+    report.push("connections", SUSTAINED_CONNECTIONS as u64);
+    report.push_seconds("duration_s", duration);
+    report.push_mb("client_ids_peak_rss_mb", with_ids.peak_rss_mb);
+    Ok(report)
+}
+
+async fn sustained_variant(
+    context: &BenchContext,
+    label: &str,
+    batches: &[RequestTemplate],
+    interval: Duration,
+    duration: Duration,
+) -> Result<Measured<SustainedRun>> {
+    let measured = context
+        .with_server(label, false, |addr| async move {
+            let prober = Prober::new(addr);
+            let start = Instant::now();
+            let load = run_post_load(PostLoad {
+                addr,
+                connections: SUSTAINED_CONNECTIONS,
+                templates: batches.to_vec(),
+                final_request: None,
+                ids: Arc::new(IdSource::new(&mut Rng::from_clock(4))),
+                schedule: Schedule::Paced {
+                    start,
+                    interval,
+                    deadline: start + duration,
+                },
+                probes: Some(Arc::clone(&prober)),
+            })
+            .await;
+            // Count right after the load stops: events still unindexed do not count.
+            let queryable_events = fetch_total(addr).await?;
+            let probes = prober.finish().await;
+            Ok(SustainedRun {
+                load,
+                queryable_events,
+                probes,
+            })
+        })
+        .await?;
+    let run = &measured.value;
+    progress(&format!(
+        "{label}: {:.0} queryable events/s ({} acknowledged, {} queryable, {} x 429, {} errors)",
+        run.events_per_sec(),
+        run.load.acknowledged_events,
+        run.queryable_events,
+        run.load.rejected_429,
+        run.errors()
+    ));
+    warn_errors(label, &run.load);
+    warn_errors(&format!("{label} probes"), &run.probes.errors);
+    Ok(measured)
+}
+
+/// The three kinds of query in the query mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueryKind {
+    /// Newest page of one event type.
+    Type,
+    /// The page after a previous type page, via its `next_cursor`.
+    Cursor,
+    /// Newest page of one user.
+    User,
+}
+
+/// Query latencies by kind, plus the shared error tally.
+#[derive(Debug, Default)]
+struct QueryOutcome {
+    type_us: Vec<u32>,
+    cursor_us: Vec<u32>,
+    user_us: Vec<u32>,
+    tally: LoadOutcome,
+}
+
+impl QueryOutcome {
+    fn merge(&mut self, other: QueryOutcome) {
+        self.type_us.extend(other.type_us);
+        self.cursor_us.extend(other.cursor_us);
+        self.user_us.extend(other.user_us);
+        self.tally.merge(other.tally);
+    }
+}
+
+/// What the query scenario measured.
+struct QueryRun {
+    preload: LoadOutcome,
+    indexed_events: u64,
+    indexing_wait: Duration,
+    queries: QueryOutcome,
+}
+
+/// Preload `--query-events` events, wait until they are indexed, then run the query mix.
+pub async fn query(context: &BenchContext, duration: Duration) -> Result<Report> {
+    let total_events = context.query_events;
+    let mut rng = Rng::from_clock(5);
+    let batches = templates(BATCH_TEMPLATES, BATCH_SIZE, ClientIds::None, &mut rng);
+    let remainder = (total_events % BATCH_SIZE as u64) as usize;
+    let final_request =
+        (remainder > 0).then(|| RequestTemplate::build(remainder, true, ClientIds::None, &mut rng));
+    let requests = total_events.div_ceil(BATCH_SIZE as u64);
+
+    let mut measured = context
+        .with_server("query", false, |addr| async move {
+            progress(&format!("query: preloading {total_events} events"));
+            let preload = run_post_load(PostLoad {
+                addr,
+                connections: BATCH_CONNECTIONS,
+                templates: batches,
+                final_request,
+                ids: Arc::new(IdSource::new(&mut Rng::from_clock(6))),
+                schedule: Schedule::Count {
+                    requests,
+                    give_up_at: Instant::now() + PRELOAD_LIMIT,
+                },
+                probes: None,
+            })
+            .await;
+            progress(&format!(
+                "query: preloaded {} events in {:.1} s ({:.0} events/s, {} x 429, {} errors)",
+                preload.acknowledged_events,
+                preload.elapsed.as_secs_f64(),
+                preload.events_per_sec(),
+                preload.rejected_429,
+                preload.errors
+            ));
+            warn_errors("query preload", &preload);
+            let waiting_since = Instant::now();
+            let indexed_events = wait_until_indexed(addr, preload.acknowledged_events).await?;
+            let indexing_wait = waiting_since.elapsed();
+            progress(&format!(
+                "query: {indexed_events} events queryable after {:.1} s; querying for {} s",
+                indexing_wait.as_secs_f64(),
+                duration.as_secs()
+            ));
+            let queries = run_query_mix(addr, duration).await;
+            Ok(QueryRun {
+                preload,
+                indexed_events,
+                indexing_wait,
+                queries,
+            })
+        })
+        .await?;
+    let run = &mut measured.value;
+    warn_errors("query mix", &run.queries.tally);
+
+    let mut all_queries: Vec<u32> = [
+        &run.queries.type_us,
+        &run.queries.cursor_us,
+        &run.queries.user_us,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
+    .collect();
+    let overall = LatencySummary::from_micros(&mut all_queries);
+    let by_type = LatencySummary::from_micros(&mut run.queries.type_us);
+    let by_cursor = LatencySummary::from_micros(&mut run.queries.cursor_us);
+    let by_user = LatencySummary::from_micros(&mut run.queries.user_us);
+
+    let mut report = Report::new("query");
+    report.push_rate("events_per_sec", run.preload.events_per_sec());
+    report.push_latency("", &overall);
+    report.push_mb("server_peak_rss_mb", measured.peak_rss_mb);
+    report.push("errors", run.preload.errors + run.queries.tally.errors);
+    report.push_rate(
+        "queries_per_sec",
+        rate(overall.count as u64, run.queries.tally.elapsed),
+    );
+    report.push("queries", overall.count as u64);
+    report.push_latency("type_", &by_type);
+    report.push_latency("cursor_", &by_cursor);
+    report.push_latency("user_", &by_user);
+    report.push("preloaded_events", run.preload.acknowledged_events);
+    report.push("indexed_events", run.indexed_events);
+    report.push_seconds("preload_s", run.preload.elapsed);
+    report.push_seconds("indexing_wait_s", run.indexing_wait);
+    report.push(
+        "rejected_429",
+        run.preload.rejected_429 + run.queries.tally.rejected_429,
+    );
+    report.push("connections", QUERY_CONNECTIONS as u64);
+    report.push_seconds("duration_s", duration);
+    Ok(report)
+}
+
+/// Polls the stored total until it reaches `expected` (bounded); returns the last total.
+async fn wait_until_indexed(addr: SocketAddr, expected: u64) -> Result<u64> {
+    let started = Instant::now();
+    let mut last_progress = started;
+    loop {
+        let total = fetch_total(addr).await?;
+        if total >= expected {
+            return Ok(total);
+        }
+        if started.elapsed() >= INDEXING_LIMIT {
+            bail!(
+                "only {total} of {expected} acknowledged events queryable after {INDEXING_LIMIT:?}"
+            );
+        }
+        if last_progress.elapsed() >= Duration::from_secs(10) {
+            progress(&format!(
+                "query: {total} of {expected} events queryable so far"
+            ));
+            last_progress = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the query mix from [`QUERY_CONNECTIONS`] connections for `duration`.
+async fn run_query_mix(addr: SocketAddr, duration: Duration) -> QueryOutcome {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..QUERY_CONNECTIONS)
+        .map(|index| tokio::spawn(query_connection_loop(addr, deadline, index as u64)))
+        .collect();
+    let mut outcome = QueryOutcome::default();
+    for task in tasks {
+        match task.await {
+            Ok(partial) => outcome.merge(partial),
+            Err(error) => outcome
+                .tally
+                .record_error(format!("query task failed: {error}")),
+        }
+    }
+    outcome.tally.elapsed = started.elapsed();
+    outcome
+}
+
+/// The part of a page response the query mix needs.
+#[derive(Deserialize)]
+struct PageCursor {
+    #[serde(default)]
+    next_cursor: Option<serde_json::Value>,
+}
+
+/// A cursor as text, whatever JSON type the server chose for it.
+fn cursor_text(value: Option<serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(text) => Some(text),
+        other => Some(other.to_string()),
+    }
+}
+
+async fn query_connection_loop(addr: SocketAddr, deadline: Instant, index: u64) -> QueryOutcome {
+    let mut rng = Rng::from_clock(100 + index);
+    let mut outcome = QueryOutcome::default();
+    let mut connection: Option<HttpConnection> = None;
+    // The type and cursor of the page this connection read last, for the next cursor query.
+    let mut saved_cursor: Option<(u64, String)> = None;
+
+    while Instant::now() < deadline {
+        // Mix: 40% newest-of-type, 30% next page by cursor (when one is saved), 30% user.
+        let roll = rng.below(10);
+        let (kind, event_type, path) = match (&saved_cursor, roll) {
+            (Some((event_type, cursor)), 4..=6) => (
+                QueryKind::Cursor,
+                *event_type,
+                format!(
+                    "/events?type=type-{event_type:02}&limit={QUERY_LIMIT}&cursor={}",
+                    url_encode(cursor)
+                ),
+            ),
+            (_, 0..=6) => {
+                let event_type = rng.below(EVENT_TYPES);
+                let path = format!("/events?type=type-{event_type:02}&limit={QUERY_LIMIT}");
+                (QueryKind::Type, event_type, path)
+            }
+            _ => {
+                let path = format!(
+                    "/events?user_id=user-{:06}&limit={QUERY_LIMIT}",
+                    rng.below(USERS)
+                );
+                (QueryKind::User, 0, path)
+            }
+        };
+        let request = get_request(&path);
+        let Some(open) = ensure_connected(&mut connection, addr, &mut outcome.tally).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let sent_at = Instant::now();
+        match tokio::time::timeout(REQUEST_TIMEOUT, open.send(&request)).await {
+            Ok(Ok(response)) if response.status == 200 => {
+                let latency = micros(sent_at.elapsed());
+                if kind == QueryKind::User {
+                    outcome.user_us.push(latency);
+                    continue;
+                }
+                match serde_json::from_slice::<PageCursor>(response.body) {
+                    Ok(page) => {
+                        if kind == QueryKind::Type {
+                            outcome.type_us.push(latency);
+                        } else {
+                            outcome.cursor_us.push(latency);
+                        }
+                        saved_cursor =
+                            cursor_text(page.next_cursor).map(|cursor| (event_type, cursor));
+                    }
+                    Err(error) => outcome.tally.record_error(format!(
+                        "GET {path}: unreadable page ({error}): {}",
+                        response.body_excerpt()
+                    )),
+                }
+            }
+            Ok(Ok(response)) if response.status == 429 => {
+                outcome.tally.rejected_429 += 1;
+                let wait = response.retry_after.unwrap_or(Duration::from_millis(200));
+                tokio::time::sleep_until((Instant::now() + wait).min(deadline).into()).await;
+            }
+            Ok(Ok(response)) => {
+                outcome
+                    .tally
+                    .record_error(describe_refusal(&format!("GET {path}"), &response));
+                // A failing cursor would fail again; start over from a fresh type page.
+                saved_cursor = None;
+            }
+            Ok(Err(error)) => {
+                outcome.tally.record_error(format!("GET {path}: {error:#}"));
+                connection = None;
+            }
+            Err(_) => {
+                outcome
+                    .tally
+                    .record_error(format!("GET {path}: no answer within {REQUEST_TIMEOUT:?}"));
+                connection = None;
+            }
+        }
+    }
+    outcome
+}
+
+/// The number of stored, queryable events (`total` of `GET /events?page=1&page_size=1`).
+async fn fetch_total(addr: SocketAddr) -> Result<u64> {
+    #[derive(Deserialize)]
+    struct Total {
+        total: u64,
+    }
+    let mut connection = HttpConnection::connect(addr).await?;
+    let response = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        connection.send(&get_request("/events?page=1&page_size=1")),
+    )
+    .await
+    .map_err(|_| {
+        anyhow!("GET /events?page=1&page_size=1: no answer within {REQUEST_TIMEOUT:?}")
+    })??;
+    if response.status != 200 {
+        bail!(describe_refusal(
+            "GET /events?page=1&page_size=1",
+            &response
+        ));
+    }
+    let total: Total = serde_json::from_slice(response.body).with_context(|| {
+        format!(
+            "GET /events?page=1&page_size=1: no numeric `total` in {}",
+            response.body_excerpt()
+        )
+    })?;
+    Ok(total.total)
+}
+
+/// `count` request templates of `events` events each (single events are sent as bare
+/// objects, batches as arrays).
+fn templates(
+    count: usize,
+    events: usize,
+    client_ids: ClientIds,
+    rng: &mut Rng,
+) -> Vec<RequestTemplate> {
+    (0..count)
+        .map(|_| RequestTemplate::build(events, events > 1, client_ids, rng))
+        .collect()
+}
+
+/// Prints progress to stderr, which stays free of the `--json` output on stdout.
+fn progress(message: &str) {
+    eprintln!("[bench] {message}");
+}
+
+/// Makes sure errors are seen, not only counted.
+fn warn_errors(label: &str, outcome: &LoadOutcome) {
+    if outcome.errors == 0 {
+        return;
+    }
+    eprintln!("[bench] WARNING: {label}: {} errors, e.g.:", outcome.errors);
+    for sample in &outcome.error_samples {
+        eprintln!("[bench]   {sample}");
+    }
+}

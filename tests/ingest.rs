@@ -1,0 +1,957 @@
+//! POST /events: input shapes and aliases, every field rule at its boundary, batches, NDJSON,
+//! gzip, size limits (413), content types (415), malformed JSON, and idempotency keys.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const NDJSON: &str = "application/x-ndjson";
+const JSON: &str = "application/json";
+
+async fn server() -> TestServer {
+    TestServer::start_temp(&[]).await
+}
+
+/// GET /events/{id}, asserting 200, the id, and the stored-event shape.
+async fn fetch(api: &Api, id: &str) -> Value {
+    let resp = api.get_event(id).await;
+    resp.expect_status(200);
+    let ev = resp.json();
+    assert_event_shape(&ev);
+    assert_eq!(
+        ev["id"],
+        json!(id),
+        "GET /events/{{id}} returned another event"
+    );
+    ev
+}
+
+fn rep(c: char, n: usize) -> String {
+    c.to_string().repeat(n)
+}
+
+fn id_at(body: &Value, i: usize) -> String {
+    body["ids"][i]
+        .as_str()
+        .unwrap_or_else(|| panic!("ids[{i}] is not a string: {body}"))
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shapes
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn health_answers_status_ok() {
+    let s = server().await;
+    let resp = s.get("/health").await;
+    resp.expect_status(200);
+    assert_eq!(resp.json(), json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn historical_signup_shape_is_normalized() {
+    let s = server().await;
+    let id = s
+        .post_one(json!({"eventType":"signup","userId":"u1","timestamp":1700000000,"metadata":{"plan":"pro"}}))
+        .await;
+    let ev = fetch(&s, &id).await;
+    assert_eq!(ev["type"], json!("signup"));
+    assert_eq!(ev["user_id"], json!("u1"));
+    assert_eq!(ev["timestamp"], json!("2023-11-14T22:13:20.000Z"));
+    assert_eq!(ev["metadata"], json!({"plan": "pro"}));
+    for absent in ["service", "message"] {
+        assert!(
+            ev.get(absent).is_none(),
+            "absent `{absent}` must be omitted: {ev}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn historical_log_shape_gets_type_log() {
+    let s = server().await;
+    let id = s
+        .post_one(json!({"timestamp":"2024-01-15T10:30:00+02:00","service":"auth","message":"login ok","metadata":{"ip":"1.2.3.4"}}))
+        .await;
+    let ev = fetch(&s, &id).await;
+    assert_eq!(ev["type"], json!("log"));
+    assert_eq!(ev["timestamp"], json!("2024-01-15T08:30:00.000Z"));
+    assert_eq!(ev["service"], json!("auth"));
+    assert_eq!(ev["message"], json!("login ok"));
+    assert_eq!(ev["metadata"], json!({"ip": "1.2.3.4"}));
+    assert!(
+        ev.get("user_id").is_none(),
+        "absent user_id must be omitted: {ev}"
+    );
+}
+
+#[tokio::test]
+async fn type_aliases_are_accepted() {
+    let s = server().await;
+    let batch = json!([
+        {"type": "via-type"},
+        {"eventType": "via-eventType"},
+        {"event_type": "via-event_type"},
+        {"event": "via-event"},
+    ]);
+    let body = check_batch(&s.post_events(&batch).await, &[Want::Ok; 4]);
+    for (i, want) in ["via-type", "via-eventType", "via-event_type", "via-event"]
+        .iter()
+        .enumerate()
+    {
+        let ev = fetch(&s, &id_at(&body, i)).await;
+        assert_eq!(ev["type"], json!(want));
+    }
+}
+
+#[tokio::test]
+async fn type_is_required_except_for_the_log_shape() {
+    let s = server().await;
+    let batch = json!([
+        {},
+        {"service": "s"},
+        {"message": "m"},
+        {"service": "s", "message": "m"},
+        {"service": "s", "message": "m", "type": "explicit"},
+        {"user_id": "u", "message": "m"},
+        {"source": "s", "message": "m"},
+    ]);
+    let t: &[&str] = &["type"];
+    let body = check_batch(
+        &s.post_events(&batch).await,
+        &[
+            Want::Err(t),
+            Want::Err(t),
+            Want::Err(t),
+            Want::Ok,
+            Want::Ok,
+            Want::Err(t),
+            Want::Ok,
+        ],
+    );
+    assert_eq!(fetch(&s, &id_at(&body, 3)).await["type"], json!("log"));
+    assert_eq!(fetch(&s, &id_at(&body, 4)).await["type"], json!("explicit"));
+    let via_source = fetch(&s, &id_at(&body, 6)).await;
+    assert_eq!(via_source["type"], json!("log"));
+    assert_eq!(via_source["service"], json!("s"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Field rules
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn type_length_boundaries() {
+    let s = server().await;
+    let t: &[&str] = &["type"];
+    let t_alias: &[&str] = &["type", "eventType"];
+    let cases: Vec<(Value, Want)> = vec![
+        (json!({"type": ""}), Want::Err(t)),
+        (json!({"type": "a"}), Want::Ok),
+        (json!({"type": rep('x', 100)}), Want::Ok),
+        (json!({"type": rep('x', 101)}), Want::Err(t)),
+        (json!({"type": rep('é', 100)}), Want::Ok),
+        (json!({"type": rep('é', 101)}), Want::Err(t)),
+        (json!({"type": 5}), Want::Err(t)),
+        (json!({"type": null}), Want::Err(t)),
+        (json!({"eventType": rep('y', 101)}), Want::Err(t_alias)),
+        (json!({"eventType": rep('y', 100)}), Want::Ok),
+    ];
+    let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
+    let wants: Vec<Want> = cases.iter().map(|c| c.1.clone()).collect();
+    let body = check_batch(&s.post_events(&batch).await, &wants);
+    for (i, (input, want)) in cases.iter().enumerate() {
+        if matches!(want, Want::Ok) {
+            let sent = input
+                .get("type")
+                .or_else(|| input.get("eventType"))
+                .unwrap();
+            assert_eq!(&fetch(&s, &id_at(&body, i)).await["type"], sent);
+        }
+    }
+}
+
+#[tokio::test]
+async fn timestamp_formats_are_normalized_to_utc_millis() {
+    let s = server().await;
+    let ts: &[&str] = &["timestamp"];
+    let cases: Vec<(Value, Option<&str>)> = vec![
+        (
+            json!("2024-01-15T10:30:00+02:00"),
+            Some("2024-01-15T08:30:00.000Z"),
+        ),
+        (
+            json!("2024-01-15T08:30:00Z"),
+            Some("2024-01-15T08:30:00.000Z"),
+        ),
+        (
+            json!("2024-01-15T08:30:00.123Z"),
+            Some("2024-01-15T08:30:00.123Z"),
+        ),
+        (
+            json!("2024-01-15T03:00:00.5-05:30"),
+            Some("2024-01-15T08:30:00.500Z"),
+        ),
+        (
+            json!("2024-01-01T01:00:00+02:00"),
+            Some("2023-12-31T23:00:00.000Z"),
+        ),
+        (json!(1700000000000i64), Some("2023-11-14T22:13:20.000Z")),
+        (json!(1700000000123i64), Some("2023-11-14T22:13:20.123Z")),
+        (json!(1700000000), Some("2023-11-14T22:13:20.000Z")),
+        (json!(1700000000.25), Some("2023-11-14T22:13:20.250Z")),
+        // The seconds/milliseconds threshold: 100,000,000,000 and up are milliseconds.
+        (json!(100000000000i64), Some("1973-03-03T09:46:40.000Z")),
+        (json!(0), Some("1970-01-01T00:00:00.000Z")),
+        // Just below the threshold: seconds, i.e. the year 5138, far in the future.
+        (json!(99999999999i64), None),
+        (json!("2024-01-15T08:30:00"), None),
+        (json!("yesterday"), None),
+        (json!("2024-02-30T00:00:00Z"), None),
+        (json!(true), None),
+        (json!({"at": 1}), None),
+    ];
+    let batch = Value::Array(
+        cases
+            .iter()
+            .enumerate()
+            .map(|(i, (t, _))| json!({"type": format!("ts{i}"), "timestamp": t}))
+            .collect(),
+    );
+    let wants: Vec<Want> = cases
+        .iter()
+        .map(|(_, w)| if w.is_some() { Want::Ok } else { Want::Err(ts) })
+        .collect();
+    let body = check_batch(&s.post_events(&batch).await, &wants);
+    for (i, (sent, want)) in cases.iter().enumerate() {
+        if let Some(want) = want {
+            let ev = fetch(&s, &id_at(&body, i)).await;
+            assert_eq!(ev["timestamp"], json!(want), "timestamp sent as {sent}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn absent_timestamp_is_the_time_of_receipt() {
+    let s = server().await;
+    let before = now_ms();
+    let id = s.post_one(json!({"type": "no-ts"})).await;
+    let after = now_ms();
+    let ev = fetch(&s, &id).await;
+    let ts = ev_ts(&ev);
+    let received = parse_ts(ev["received_at"].as_str().unwrap()).unwrap();
+    for (name, v) in [("timestamp", ts), ("received_at", received)] {
+        assert!(
+            (before - 50..=after + 50).contains(&v),
+            "{name} {} not within the request ({} .. {})",
+            fmt_ms(v),
+            fmt_ms(before),
+            fmt_ms(after)
+        );
+    }
+}
+
+#[tokio::test]
+async fn timestamps_more_than_24h_ahead_are_rejected() {
+    let s = server().await;
+    let day = 86_400_000i64;
+    let now = now_ms();
+    let ok_ms = now + day - 120_000;
+    let bad_ms = now + day + 120_000;
+    let ts: &[&str] = &["timestamp"];
+    let batch = json!([
+        {"type": "f", "timestamp": ok_ms},
+        {"type": "f", "timestamp": fmt_ms(ok_ms)},
+        {"type": "f", "timestamp": bad_ms},
+        {"type": "f", "timestamp": fmt_ms(bad_ms)},
+        {"type": "f", "timestamp": bad_ms / 1000},
+        {"type": "f", "timestamp": (now + 3_600_000) / 1000},
+    ]);
+    let body = check_batch(
+        &s.post_events(&batch).await,
+        &[
+            Want::Ok,
+            Want::Ok,
+            Want::Err(ts),
+            Want::Err(ts),
+            Want::Err(ts),
+            Want::Ok,
+        ],
+    );
+    assert_eq!(ev_ts(&fetch(&s, &id_at(&body, 0)).await), ok_ms);
+    assert_eq!(ev_ts(&fetch(&s, &id_at(&body, 1)).await), ok_ms);
+    assert_eq!(
+        ev_ts(&fetch(&s, &id_at(&body, 5)).await),
+        (now + 3_600_000) / 1000 * 1000
+    );
+}
+
+#[tokio::test]
+async fn service_length_and_source_alias() {
+    let s = server().await;
+    let f: &[&str] = &["service"];
+    let fa: &[&str] = &["service", "source"];
+    let cases: Vec<(Value, Want)> = vec![
+        (json!({"type": "t", "service": rep('s', 100)}), Want::Ok),
+        (json!({"type": "t", "service": rep('s', 101)}), Want::Err(f)),
+        (json!({"type": "t", "service": rep('ß', 100)}), Want::Ok),
+        (json!({"type": "t", "source": rep('q', 100)}), Want::Ok),
+        (json!({"type": "t", "source": rep('q', 101)}), Want::Err(fa)),
+        (json!({"type": "t", "service": 7}), Want::Err(f)),
+        (json!({"type": "t", "service": ""}), Want::Ok),
+    ];
+    let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
+    let wants: Vec<Want> = cases.iter().map(|c| c.1.clone()).collect();
+    let body = check_batch(&s.post_events(&batch).await, &wants);
+    for (i, (input, want)) in cases.iter().enumerate() {
+        if matches!(want, Want::Ok) {
+            let sent = input
+                .get("service")
+                .or_else(|| input.get("source"))
+                .unwrap();
+            assert_eq!(&fetch(&s, &id_at(&body, i)).await["service"], sent);
+        }
+    }
+}
+
+#[tokio::test]
+async fn user_id_length_and_user_id_alias() {
+    let s = server().await;
+    let f: &[&str] = &["user_id"];
+    let fa: &[&str] = &["user_id", "userId"];
+    let cases: Vec<(Value, Want)> = vec![
+        (json!({"type": "t", "user_id": rep('u', 256)}), Want::Ok),
+        (json!({"type": "t", "user_id": rep('u', 257)}), Want::Err(f)),
+        (json!({"type": "t", "user_id": rep('ü', 256)}), Want::Ok),
+        (json!({"type": "t", "userId": rep('v', 256)}), Want::Ok),
+        (json!({"type": "t", "userId": rep('v', 257)}), Want::Err(fa)),
+        (json!({"type": "t", "user_id": 42}), Want::Err(f)),
+    ];
+    let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
+    let wants: Vec<Want> = cases.iter().map(|c| c.1.clone()).collect();
+    let body = check_batch(&s.post_events(&batch).await, &wants);
+    for (i, (input, want)) in cases.iter().enumerate() {
+        if matches!(want, Want::Ok) {
+            let sent = input
+                .get("user_id")
+                .or_else(|| input.get("userId"))
+                .unwrap();
+            assert_eq!(&fetch(&s, &id_at(&body, i)).await["user_id"], sent);
+        }
+    }
+}
+
+#[tokio::test]
+async fn message_length_boundaries() {
+    let s = server().await;
+    let f: &[&str] = &["message"];
+    let cases: Vec<(Value, Want)> = vec![
+        (json!({"type": "t", "message": rep('m', 2000)}), Want::Ok),
+        (
+            json!({"type": "t", "message": rep('m', 2001)}),
+            Want::Err(f),
+        ),
+        (json!({"type": "t", "message": rep('€', 2000)}), Want::Ok),
+        (
+            json!({"type": "t", "message": rep('€', 2001)}),
+            Want::Err(f),
+        ),
+        (
+            json!({"type": "t", "message": ["not", "a", "string"]}),
+            Want::Err(f),
+        ),
+    ];
+    let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
+    let wants: Vec<Want> = cases.iter().map(|c| c.1.clone()).collect();
+    let body = check_batch(&s.post_events(&batch).await, &wants);
+    for (i, (input, want)) in cases.iter().enumerate() {
+        if matches!(want, Want::Ok) {
+            assert_eq!(
+                fetch(&s, &id_at(&body, i)).await["message"],
+                input["message"]
+            );
+        }
+    }
+}
+
+/// A compact metadata object whose serialized text is exactly `len` bytes.
+fn metadata_of_len(len: usize) -> String {
+    // {"k":"xxx"} is 8 bytes plus the x's.
+    format!("{{\"k\":\"{}\"}}", rep('x', len - 8))
+}
+
+#[tokio::test]
+async fn metadata_size_limit_and_properties_alias() {
+    let s = server().await;
+    let exact = metadata_of_len(16 * 1024);
+    let over = metadata_of_len(16 * 1024 + 1);
+    assert_eq!(exact.len(), 16384);
+    let body_text = format!(
+        "[{{\"type\":\"t\",\"metadata\":{exact}}},\
+          {{\"type\":\"t\",\"metadata\":{over}}},\
+          {{\"type\":\"t\",\"properties\":{{\"via\":\"properties\"}}}},\
+          {{\"type\":\"t\",\"properties\":{over}}}]"
+    );
+    let resp = s.post_raw(body_text, JSON, false).await;
+    let m: &[&str] = &["metadata"];
+    let ma: &[&str] = &["metadata", "properties"];
+    let body = check_batch(&resp, &[Want::Ok, Want::Err(m), Want::Ok, Want::Err(ma)]);
+    let ev = fetch(&s, &id_at(&body, 0)).await;
+    assert_eq!(
+        ev["metadata"],
+        serde_json::from_str::<Value>(&exact).unwrap()
+    );
+    let ev = fetch(&s, &id_at(&body, 2)).await;
+    assert_eq!(ev["metadata"], json!({"via": "properties"}));
+}
+
+/// `depth` nested objects: depth 1 is `{"leaf":1}`.
+fn nested_objects(depth: usize) -> Value {
+    let mut v = json!({"leaf": 1});
+    for _ in 1..depth {
+        v = json!({ "n": v });
+    }
+    v
+}
+
+/// An object holding `arrays` nested arrays: total depth `arrays + 1`.
+fn nested_arrays(arrays: usize) -> Value {
+    let mut v = json!([1]);
+    for _ in 1..arrays {
+        v = json!([v]);
+    }
+    json!({ "a": v })
+}
+
+#[tokio::test]
+async fn metadata_depth_limit_and_type() {
+    let s = server().await;
+    let m: &[&str] = &["metadata"];
+    let cases: Vec<(Value, Want)> = vec![
+        (nested_objects(10), Want::Ok),
+        (nested_objects(11), Want::Err(m)),
+        (nested_arrays(9), Want::Ok),
+        (nested_arrays(10), Want::Err(m)),
+        (json!([1, 2]), Want::Err(m)),
+        (json!("text"), Want::Err(m)),
+        (json!(3), Want::Err(m)),
+        (json!({}), Want::Ok),
+    ];
+    let batch = Value::Array(
+        cases
+            .iter()
+            .map(|(md, _)| json!({"type": "t", "metadata": md}))
+            .collect(),
+    );
+    let wants: Vec<Want> = cases.iter().map(|c| c.1.clone()).collect();
+    let body = check_batch(&s.post_events(&batch).await, &wants);
+    for (i, (md, want)) in cases.iter().enumerate() {
+        if matches!(want, Want::Ok) {
+            assert_eq!(&fetch(&s, &id_at(&body, i)).await["metadata"], md);
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_id_rules() {
+    let s = server().await;
+    let f: &[&str] = &["id"];
+    let cases: Vec<(Value, Want)> = vec![
+        (json!({"type": "t", "id": ""}), Want::Err(f)),
+        (json!({"type": "t", "id": "a"}), Want::Ok),
+        (json!({"type": "t", "id": rep('i', 128)}), Want::Ok),
+        (json!({"type": "t", "id": rep('j', 129)}), Want::Err(f)),
+        (json!({"type": "t", "id": rep('ñ', 128)}), Want::Ok),
+        (json!({"type": "t", "id": 12}), Want::Err(f)),
+        (json!({"type": "t", "id": "order 17: café"}), Want::Ok),
+    ];
+    let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
+    let wants: Vec<Want> = cases.iter().map(|c| c.1.clone()).collect();
+    let body = check_batch(&s.post_events(&batch).await, &wants);
+    for (i, (input, want)) in cases.iter().enumerate() {
+        if matches!(want, Want::Ok) {
+            assert_eq!(
+                body["ids"][i], input["id"],
+                "the client's id is the event id"
+            );
+            fetch(&s, input["id"].as_str().unwrap()).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_top_level_fields_are_named_errors() {
+    let s = server().await;
+    let batch = json!([
+        {"type": "a", "colour": "red"},
+        {"type": "b"},
+        {"type": "c", "seq": 5},
+        {"type": "d", "received_at": "2024-01-15T08:30:00.000Z"},
+        {"type": "e", "Type": "x"},
+    ]);
+    let body = check_batch(
+        &s.post_events(&batch).await,
+        &[
+            Want::Err(&["colour"]),
+            Want::Ok,
+            Want::Err(&["seq"]),
+            Want::Err(&["received_at"]),
+            Want::Err(&["Type"]),
+        ],
+    );
+    assert_eq!(fetch(&s, &id_at(&body, 1)).await["type"], json!("b"));
+    assert_eq!(s.total(&[]).await, 1);
+}
+
+#[tokio::test]
+async fn non_object_events_are_invalid() {
+    let s = server().await;
+    let batch = json!([1, "x", null, [], {"type": "ok"}]);
+    check_batch(
+        &s.post_events(&batch).await,
+        &[
+            Want::Invalid,
+            Want::Invalid,
+            Want::Invalid,
+            Want::Invalid,
+            Want::Ok,
+        ],
+    );
+    assert_eq!(s.total(&[]).await, 1);
+    // A bare JSON scalar is not an event either.
+    s.post_raw("\"hello\"", JSON, false).await.expect_error(400);
+    assert_eq!(s.total(&[]).await, 1);
+}
+
+#[tokio::test]
+async fn strings_are_stored_exactly_as_sent() {
+    let s = server().await;
+    let ev_in = json!({
+        "type": "  spaced type  ",
+        "service": " svc\twith tab ",
+        "user_id": "ÜSER-1 🎉",
+        "message": "line1\nline2\r\n\ttab \"quote\" back\\slash /slash \u{0000}nul \u{001f} 中文 ñ 🎉  ",
+        "id": " id with spaces ",
+    });
+    let id = s.post_one(ev_in.clone()).await;
+    assert_eq!(id, " id with spaces ");
+    let ev = fetch(&s, &id).await;
+    for k in ["type", "service", "user_id", "message", "id"] {
+        assert_eq!(ev[k], ev_in[k], "field {k} changed");
+    }
+}
+
+#[tokio::test]
+async fn metadata_text_is_preserved() {
+    let s = server().await;
+    let meta = r#"{"zeta":1,"alpha":1.50,"mid":[1e3,-0.0,1E+2,100000000000000000000000,0.1000,{"y":2.500,"b":null}],"t":true,"a":{"z":{},"c":[]}}"#;
+    let body = format!(r#"{{"type":"meta","metadata": {meta} }}"#);
+    let resp = s.post_raw(body, JSON, false).await;
+    let answer = check_batch(&resp, &[Want::Ok]);
+    let id = id_at(&answer, 0);
+
+    let one = s.get_event(&id).await;
+    one.expect_status(200);
+    let raw = raw_value(&one.text, "metadata").expect("metadata in GET /events/{id}");
+    assert_eq!(strip_json_ws(raw), meta, "metadata text changed (by-id)");
+
+    let list = s.get_events(&[("type", "meta")]).await;
+    list.expect_status(200);
+    let raw = raw_value(&list.text, "metadata").expect("metadata in GET /events");
+    assert_eq!(strip_json_ws(raw), meta, "metadata text changed (list)");
+}
+
+#[tokio::test]
+async fn server_ids_are_uuid_v7_and_seq_strictly_increases() {
+    let s = server().await;
+    let mut last_seq = None;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let id = s.post_one(json!({"type": format!("gen{i}")})).await;
+        let uuid = uuid::Uuid::parse_str(&id).unwrap_or_else(|e| panic!("id {id} not a UUID: {e}"));
+        assert_eq!(uuid.get_version_num(), 7, "server id {id} is not UUIDv7");
+        let ev = fetch(&s, &id).await;
+        for absent in ["service", "user_id", "message", "metadata"] {
+            assert!(
+                ev.get(absent).is_none(),
+                "absent `{absent}` must be omitted: {ev}"
+            );
+        }
+        let seq = ev_seq(&ev);
+        if let Some(prev) = last_seq {
+            assert!(seq > prev, "seq {seq} not greater than previous {prev}");
+        }
+        last_seq = Some(seq);
+        ids.push(id);
+    }
+    let mut dedup = ids.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), ids.len(), "server ids repeat: {ids:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batches, NDJSON, gzip
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn mixed_batch_stores_the_valid_events() {
+    let s = server().await;
+    let batch = json!([
+        {"type": "good", "id": "m-1", "message": "first"},
+        {"type": rep('x', 101)},
+        {"type": "good", "id": "m-2", "message": "second"},
+        {"type": "good", "bogus": true},
+        {"type": "good", "message": "third"},
+    ]);
+    let t: &[&str] = &["type"];
+    let body = check_batch(
+        &s.post_events(&batch).await,
+        &[
+            Want::Ok,
+            Want::Err(t),
+            Want::Ok,
+            Want::Err(&["bogus"]),
+            Want::Ok,
+        ],
+    );
+    assert_eq!(body["ids"][0], json!("m-1"));
+    assert_eq!(body["ids"][2], json!("m-2"));
+    assert_eq!(fetch(&s, "m-1").await["message"], json!("first"));
+    assert_eq!(fetch(&s, "m-2").await["message"], json!("second"));
+    assert_eq!(fetch(&s, &id_at(&body, 4)).await["message"], json!("third"));
+    assert_eq!(s.total(&[]).await, 3);
+}
+
+#[tokio::test]
+async fn batch_with_no_valid_event_is_400_with_the_same_shape() {
+    let s = server().await;
+    let batch = json!([{"type": ""}, {"nope": 1}]);
+    check_batch(
+        &s.post_events(&batch).await,
+        &[Want::Err(&["type"]), Want::Err(&["nope"])],
+    );
+    let single = s.post_events(&json!({"type": "x", "message": 5})).await;
+    check_batch(&single, &[Want::Err(&["message"])]);
+    assert_eq!(s.total(&[]).await, 0);
+}
+
+#[tokio::test]
+async fn ndjson_broken_line_is_one_invalid_event() {
+    let s = server().await;
+    // No trailing newline on the last line.
+    let body = "{\"type\":\"nd\",\"message\":\"zero\"}\n{\"type\": broken\n[1,2]\n{\"type\":\"nd\",\"message\":\"three\"}";
+    let answer = check_batch(
+        &s.post_raw(body, NDJSON, false).await,
+        &[Want::Ok, Want::Invalid, Want::Invalid, Want::Ok],
+    );
+    assert_eq!(
+        fetch(&s, &id_at(&answer, 0)).await["message"],
+        json!("zero")
+    );
+    assert_eq!(
+        fetch(&s, &id_at(&answer, 3)).await["message"],
+        json!("three")
+    );
+    assert_eq!(s.total(&[("type", "nd")]).await, 2);
+}
+
+#[tokio::test]
+async fn ndjson_blank_lines_are_skipped_and_errors_use_line_numbers() {
+    let s = server().await;
+    // Lines: 0 valid, 1 blank, 2 valid, 3 whitespace only, 4 broken, 5 valid.
+    let body = "{\"type\":\"a\"}\n\n{\"type\":\"b\"}\n   \n{oops\n{\"type\":\"c\"}\n";
+    let resp = s.post_raw(body, NDJSON, false).await;
+    resp.expect_status(202);
+    let answer = resp.json();
+    assert_eq!(answer["accepted"], json!(3), "answer: {answer}");
+    assert_eq!(answer["duplicates"], json!(0), "answer: {answer}");
+    let ids = answer_ids(&answer);
+    assert_eq!(
+        ids.len(),
+        4,
+        "one id per event (blank lines are not events): {answer}"
+    );
+    assert!(ids[0].is_some() && ids[1].is_some() && ids[2].is_none() && ids[3].is_some());
+    let errors = answer["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "answer: {answer}");
+    assert_eq!(
+        errors[0]["index"],
+        json!(4),
+        "index is the line number: {answer}"
+    );
+    for (i, t) in [(0, "a"), (1, "b"), (3, "c")] {
+        assert_eq!(fetch(&s, ids[i].as_ref().unwrap()).await["type"], json!(t));
+    }
+}
+
+#[tokio::test]
+async fn ndjson_with_no_valid_line_is_400() {
+    let s = server().await;
+    let resp = s.post_raw("{bad\n{\"type\":\"\"}\n", NDJSON, false).await;
+    check_batch(&resp, &[Want::Invalid, Want::Err(&["type"])]);
+    assert_eq!(s.total(&[]).await, 0);
+}
+
+#[tokio::test]
+async fn gzip_bodies_are_accepted() {
+    let s = server().await;
+    let arr = json!([{"type": "gz", "message": "a"}, {"type": "gz", "message": "b"}]).to_string();
+    let answer = check_batch(&s.post_raw(arr, JSON, true).await, &[Want::Ok, Want::Ok]);
+    assert_eq!(fetch(&s, &id_at(&answer, 1)).await["message"], json!("b"));
+
+    let nd = ndjson(&[
+        json!({"type": "gz", "message": "c"}),
+        json!({"type": "gz", "message": "d"}),
+    ]);
+    let answer = check_batch(&s.post_raw(nd, NDJSON, true).await, &[Want::Ok, Want::Ok]);
+    assert_eq!(fetch(&s, &id_at(&answer, 0)).await["message"], json!("c"));
+
+    let single = json!({"type": "gz", "message": "e"}).to_string();
+    let answer = check_batch(&s.post_raw(single, JSON, true).await, &[Want::Ok]);
+    assert_eq!(fetch(&s, &id_at(&answer, 0)).await["message"], json!("e"));
+    assert_eq!(s.total(&[("type", "gz")]).await, 5);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits and malformed input
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn more_than_10000_events_is_413_and_10000_is_fine() {
+    let s = server().await;
+    let events: Vec<Value> = (0..10_001)
+        .map(|i| json!({"type": "n", "message": format!("{i}")}))
+        .collect();
+    s.post_events(&Value::Array(events.clone()))
+        .await
+        .expect_error(413);
+    s.post_raw(ndjson(&events), NDJSON, false)
+        .await
+        .expect_error(413);
+    assert_eq!(
+        s.total(&[]).await,
+        0,
+        "nothing of a 413 request may be stored"
+    );
+
+    let resp = s
+        .post_events(&Value::Array(events[..10_000].to_vec()))
+        .await;
+    resp.expect_status(202);
+    assert_eq!(resp.json()["accepted"], json!(10_000));
+    assert_eq!(s.total(&[]).await, 10_000);
+}
+
+#[tokio::test]
+async fn bodies_over_10_mib_are_413_even_when_gzipped() {
+    let s = server().await;
+    let mut big = Vec::with_capacity(11 << 20);
+    big.push(b'[');
+    big.resize(11 << 20, b' ');
+    big.extend_from_slice(br#"{"type":"big"}]"#);
+    // Tiny on the wire, over the limit once decompressed.
+    s.post_raw(big.clone(), JSON, true).await.expect_error(413);
+
+    // Uncompressed: the upload may be cut short by the answer, so use a raw connection.
+    let head = format!(
+        "POST /events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        s.addr,
+        big.len()
+    );
+    let raw = raw_exchange(&s.addr, &head, &big).await;
+    let (status, _) = parse_raw_response(&raw);
+    assert_eq!(status, 413, "plain 11 MiB body");
+    assert_eq!(s.total(&[]).await, 0);
+}
+
+#[tokio::test]
+async fn unsupported_content_type_is_415() {
+    let s = server().await;
+    s.post_raw("type,message\nclick,hi\n", "text/csv", false)
+        .await
+        .expect_error(415);
+    s.post_raw(r#"{"type":"x"}"#, "text/csv", false)
+        .await
+        .expect_error(415);
+    assert_eq!(s.total(&[]).await, 0);
+}
+
+#[tokio::test]
+async fn malformed_json_reports_line_and_column() {
+    let s = server().await;
+    let bodies = [
+        "{\n  \"type\": \"a\",\n  \"service\": \n}",
+        "[{\"type\":\"a\"},\n  {\"type\" \"b\"}]",
+        "{\"type\": \"a\"} trailing",
+    ];
+    for text in bodies {
+        let err = serde_json::from_str::<Value>(text).expect_err("body is malformed");
+        let (line, column) = (err.line(), err.column());
+        let body = s.post_raw(text, JSON, false).await.expect_error(400);
+        assert_eq!(body["line"], json!(line), "line for {text:?}: {body}");
+        assert_eq!(body["column"], json!(column), "column for {text:?}: {body}");
+        let msg = body["message"].as_str().unwrap();
+        assert!(
+            msg.contains(&line.to_string()) && msg.contains(&column.to_string()),
+            "message should give line {line} and column {column}: {msg}"
+        );
+    }
+    assert_eq!(s.total(&[]).await, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idempotency
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn duplicate_ids_inside_one_batch_are_stored_once() {
+    let s = server().await;
+    let batch = json!([
+        {"id": "dup", "type": "first"},
+        {"id": "dup", "type": "second"},
+        {"id": "other", "type": "x"},
+    ]);
+    let resp = s.post_events(&batch).await;
+    resp.expect_status(202);
+    let body = resp.json();
+    assert_eq!(body["accepted"], json!(2), "answer: {body}");
+    assert_eq!(body["duplicates"], json!(1), "answer: {body}");
+    assert_eq!(
+        body["ids"],
+        json!(["dup", "dup", "other"]),
+        "answer: {body}"
+    );
+    assert_eq!(body["errors"], json!([]), "answer: {body}");
+    assert_eq!(fetch(&s, "dup").await["type"], json!("first"));
+    assert_eq!(s.total(&[]).await, 2);
+}
+
+#[tokio::test]
+async fn duplicate_ids_across_requests_are_stored_once() {
+    let s = server().await;
+    s.post_one(json!({"id": "k1", "type": "orig", "message": "one"}))
+        .await;
+    let resp = s
+        .post_events(&json!({"id": "k1", "type": "changed", "message": "two"}))
+        .await;
+    resp.expect_status(202);
+    let body = resp.json();
+    assert_eq!(body["accepted"], json!(0), "answer: {body}");
+    assert_eq!(body["duplicates"], json!(1), "answer: {body}");
+    assert_eq!(body["ids"], json!(["k1"]), "answer: {body}");
+    assert_eq!(body["errors"], json!([]), "answer: {body}");
+
+    let resp = s
+        .post_events(&json!([{"id": "k1", "type": "again"}, {"id": "k2", "type": "new"}]))
+        .await;
+    resp.expect_status(202);
+    let body = resp.json();
+    assert_eq!(body["accepted"], json!(1), "answer: {body}");
+    assert_eq!(body["duplicates"], json!(1), "answer: {body}");
+    assert_eq!(body["ids"], json!(["k1", "k2"]), "answer: {body}");
+
+    let ev = fetch(&s, "k1").await;
+    assert_eq!(ev["type"], json!("orig"));
+    assert_eq!(ev["message"], json!("one"));
+    assert_eq!(s.total(&[]).await, 2);
+    assert_eq!(s.total(&[("type", "changed")]).await, 0);
+}
+
+#[tokio::test]
+async fn events_without_id_are_never_duplicates() {
+    let s = server().await;
+    let e = json!({"type": "same", "message": "same", "timestamp": 1700000000000i64});
+    let a = s.post_one(e.clone()).await;
+    let b = s.post_one(e.clone()).await;
+    assert_ne!(a, b);
+    let body = check_batch(
+        &s.post_events(&json!([e.clone(), e])).await,
+        &[Want::Ok, Want::Ok],
+    );
+    assert_ne!(body["ids"][0], body["ids"][1]);
+    assert_eq!(s.total(&[("type", "same")]).await, 4);
+}
+
+#[tokio::test]
+async fn dedup_window_expires() {
+    let s = TestServer::start_temp(&["--dedup-window", "1s"]).await;
+    s.post_one(json!({"id": "w", "type": "win"})).await;
+    let resp = s.post_events(&json!({"id": "w", "type": "win"})).await;
+    resp.expect_status(202);
+    assert_eq!(
+        resp.json()["duplicates"],
+        json!(1),
+        "within the window: {}",
+        resp.text
+    );
+    // The window has to pass in real time.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let resp = s.post_events(&json!({"id": "w", "type": "win"})).await;
+    resp.expect_status(202);
+    let body = resp.json();
+    assert_eq!(body["accepted"], json!(1), "after the window: {body}");
+    assert_eq!(body["duplicates"], json!(0), "after the window: {body}");
+    assert_eq!(s.total(&[("type", "win")]).await, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Property: arbitrary strings round-trip exactly
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn prop_arbitrary_strings_round_trip() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(server());
+    let api = server.api();
+    let mut runner = TestRunner::new(PropConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..PropConfig::default()
+    });
+    let strategy = (
+        "\\PC{1,100}",
+        proptest::option::of("(?s).{0,100}"),
+        proptest::option::of("\\PC{0,256}"),
+        proptest::option::of("(?s).{0,300}"),
+        "\\PC{1,100}",
+        proptest::collection::btree_map("(?s).{0,20}", "(?s).{0,20}", 0..5),
+    );
+    let mut case = 0u32;
+    let result = runner.run(&strategy, |(ty, service, user, message, id_tail, meta)| {
+        case += 1;
+        let id = format!("p{case}-{id_tail}");
+        let mut ev = json!({"type": ty, "id": id, "metadata": meta});
+        if let Some(v) = &service {
+            ev["service"] = json!(v);
+        }
+        if let Some(v) = &user {
+            ev["user_id"] = json!(v);
+        }
+        if let Some(v) = &message {
+            ev["message"] = json!(v);
+        }
+        rt.block_on(async {
+            let resp = api.post_events(&ev).await;
+            prop_assert_eq!(resp.status, 202, "body {}", resp.text);
+            let got = api.get_event(&id).await;
+            prop_assert_eq!(got.status, 200, "body {}", got.text);
+            let got = got.json();
+            for k in ["type", "id", "service", "user_id", "message", "metadata"] {
+                prop_assert_eq!(&got[k], &ev[k], "field {}", k);
+            }
+            Ok::<(), TestCaseError>(())
+        })
+    });
+    rt.block_on(async move { drop(server) });
+    result.unwrap();
+}
