@@ -163,7 +163,7 @@ async fn type_length_boundaries() {
         (json!({"eventType": rep('y', 100)}), Want::Ok),
     ];
     let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
-    let wants: Vec<Want> = cases.iter().map(|c| c.1.clone()).collect();
+    let wants: Vec<Want> = cases.iter().map(|c| c.1).collect();
     let body = check_batch(&s.post_events(&batch).await, &wants);
     for (i, (input, want)) in cases.iter().enumerate() {
         if matches!(want, Want::Ok) {
@@ -306,7 +306,7 @@ async fn service_length_and_source_alias() {
         (json!({"type": "t", "service": ""}), Want::Ok),
     ];
     let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
-    let wants: Vec<Want> = cases.iter().map(|c| c.1.clone()).collect();
+    let wants: Vec<Want> = cases.iter().map(|c| c.1).collect();
     let body = check_batch(&s.post_events(&batch).await, &wants);
     for (i, (input, want)) in cases.iter().enumerate() {
         if matches!(want, Want::Ok) {
@@ -333,7 +333,7 @@ async fn user_id_length_and_user_id_alias() {
         (json!({"type": "t", "user_id": 42}), Want::Err(f)),
     ];
     let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
-    let wants: Vec<Want> = cases.iter().map(|c| c.1.clone()).collect();
+    let wants: Vec<Want> = cases.iter().map(|c| c.1).collect();
     let body = check_batch(&s.post_events(&batch).await, &wants);
     for (i, (input, want)) in cases.iter().enumerate() {
         if matches!(want, Want::Ok) {
@@ -367,7 +367,7 @@ async fn message_length_boundaries() {
         ),
     ];
     let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
-    let wants: Vec<Want> = cases.iter().map(|c| c.1.clone()).collect();
+    let wants: Vec<Want> = cases.iter().map(|c| c.1).collect();
     let body = check_batch(&s.post_events(&batch).await, &wants);
     for (i, (input, want)) in cases.iter().enumerate() {
         if matches!(want, Want::Ok) {
@@ -448,7 +448,7 @@ async fn metadata_depth_limit_and_type() {
             .map(|(md, _)| json!({"type": "t", "metadata": md}))
             .collect(),
     );
-    let wants: Vec<Want> = cases.iter().map(|c| c.1.clone()).collect();
+    let wants: Vec<Want> = cases.iter().map(|c| c.1).collect();
     let body = check_batch(&s.post_events(&batch).await, &wants);
     for (i, (md, want)) in cases.iter().enumerate() {
         if matches!(want, Want::Ok) {
@@ -469,9 +469,10 @@ async fn client_id_rules() {
         (json!({"type": "t", "id": rep('ñ', 128)}), Want::Ok),
         (json!({"type": "t", "id": 12}), Want::Err(f)),
         (json!({"type": "t", "id": "order 17: café"}), Want::Ok),
+        (json!({"type": "t", "id": "tenant/a?b#c%20"}), Want::Ok),
     ];
     let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
-    let wants: Vec<Want> = cases.iter().map(|c| c.1.clone()).collect();
+    let wants: Vec<Want> = cases.iter().map(|c| c.1).collect();
     let body = check_batch(&s.post_events(&batch).await, &wants);
     for (i, (input, want)) in cases.iter().enumerate() {
         if matches!(want, Want::Ok) {
@@ -770,6 +771,92 @@ async fn bodies_over_10_mib_are_413_even_when_gzipped() {
     assert_eq!(s.total(&[]).await, 0);
 }
 
+/// A JSON array of one event padded with spaces to exactly `len` bytes.
+fn padded_body(len: usize) -> Vec<u8> {
+    let tail = br#"{"type":"big"}]"#;
+    let mut body = vec![b' '; len - tail.len()];
+    body[0] = b'[';
+    body.extend_from_slice(tail);
+    assert_eq!(body.len(), len);
+    body
+}
+
+#[tokio::test]
+async fn body_of_exactly_10_mib_is_accepted() {
+    let s = server().await;
+    let body = padded_body(10 << 20);
+    check_batch(&s.post_raw(body.clone(), JSON, false).await, &[Want::Ok]);
+    check_batch(&s.post_raw(body, JSON, true).await, &[Want::Ok]);
+    s.post_raw(padded_body((10 << 20) + 1), JSON, true)
+        .await
+        .expect_error(413);
+    assert_eq!(s.total(&[("type", "big")]).await, 2);
+}
+
+#[tokio::test]
+async fn json_content_type_with_charset_is_accepted() {
+    let s = server().await;
+    check_batch(
+        &s.post_raw(r#"{"type":"cs"}"#, "application/json; charset=utf-8", false)
+            .await,
+        &[Want::Ok],
+    );
+    check_batch(
+        &s.post_raw(
+            r#"{"type":"cs"}"#,
+            "application/x-ndjson; charset=utf-8",
+            false,
+        )
+        .await,
+        &[Want::Ok],
+    );
+}
+
+#[tokio::test]
+async fn corrupt_gzip_is_a_400_json_error() {
+    let s = server().await;
+    let resp = s
+        .client
+        .post(s.url("/events"))
+        .header("content-type", JSON)
+        .header("content-encoding", "gzip")
+        .body(b"definitely not gzip".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).expect("JSON body");
+    assert_error_body(&body);
+}
+
+#[tokio::test]
+async fn every_error_body_is_json_even_for_routing_errors() {
+    let s = server().await;
+    s.get("/no-such-route").await.expect_error(404);
+    for (method, path) in [
+        (reqwest::Method::PUT, "/events"),
+        (reqwest::Method::DELETE, "/events/some-id"),
+        (reqwest::Method::POST, "/health"),
+    ] {
+        let resp = s
+            .client
+            .request(method.clone(), s.url(path))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        assert!(
+            (400..500).contains(&status),
+            "{method} {path}: status {status}"
+        );
+        let body: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("{method} {path} -> {status}: body {text:?} is not JSON ({e})")
+        });
+        assert_error_body(&body);
+    }
+}
+
 #[tokio::test]
 async fn unsupported_content_type_is_415() {
     let s = server().await;
@@ -926,10 +1013,10 @@ fn prop_arbitrary_strings_round_trip() {
         "\\PC{1,100}",
         proptest::collection::btree_map("(?s).{0,20}", "(?s).{0,20}", 0..5),
     );
-    let mut case = 0u32;
+    let case = std::sync::atomic::AtomicU32::new(0);
     let result = runner.run(&strategy, |(ty, service, user, message, id_tail, meta)| {
-        case += 1;
-        let id = format!("p{case}-{id_tail}");
+        let n = case.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = format!("p{n}-{id_tail}");
         let mut ev = json!({"type": ty, "id": id, "metadata": meta});
         if let Some(v) = &service {
             ev["service"] = json!(v);

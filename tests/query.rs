@@ -181,7 +181,8 @@ async fn from_is_inclusive_and_to_exclusive() {
     let t = |ms: i64| fmt_ms(T0 + ms);
     let n = |ms: i64| (T0 + ms).to_string();
     let secs = |ms: i64| ((T0 + ms) / 1000).to_string();
-    let cases: Vec<(Vec<(&str, String)>, Vec<usize>)> = vec![
+    type Case = (Vec<(&'static str, String)>, Vec<usize>);
+    let cases: Vec<Case> = vec![
         (vec![("from", t(1000)), ("to", t(2000))], vec![2, 1]),
         (
             vec![("from", "2024-01-15T10:30:01+02:00".into())],
@@ -192,6 +193,8 @@ async fn from_is_inclusive_and_to_exclusive() {
             vec![3, 2, 1, 0],
         ),
         (vec![("from", t(1500))], vec![4, 3, 2]),
+        (vec![("from", "1705307401.5".into())], vec![4, 3, 2]),
+        (vec![("to", "1705307401.5".into())], vec![1, 0]),
         (vec![("from", n(1500)), ("to", n(1501))], vec![2]),
         (vec![("from", n(1500)), ("to", n(1500))], vec![]),
         (vec![("from", n(1501)), ("to", n(2000))], vec![]),

@@ -24,7 +24,8 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(50);
 const MAX_ERROR_SAMPLES: usize = 5;
 /// Probes in flight at once; a probe arriving when all are busy is skipped rather than
 /// queued, because queueing would add waiting time to the lag it measures.
-const MAX_PROBES_IN_FLIGHT: usize = 64;
+/// 256 covers one probe per batch at 120 batches/s with two seconds of lag.
+const MAX_PROBES_IN_FLIGHT: usize = 256;
 /// A probed event not visible this long after its 202 is counted as timed out.
 const PROBE_LIMIT: Duration = Duration::from_secs(30);
 

@@ -175,6 +175,8 @@ pub async fn single(context: &BenchContext, duration: Duration) -> Result<Report
         durable.value.errors + null_store.value.errors + with_ids.value.errors,
     );
     report.push("rejected_429", durable.value.rejected_429);
+    report.push("null_store_rejected_429", null_store.value.rejected_429);
+    report.push("client_ids_rejected_429", with_ids.value.rejected_429);
     report.push("connections", connections as u64);
     report.push_seconds("duration_s", duration);
     report.push_mb("null_store_peak_rss_mb", null_store.peak_rss_mb);
@@ -218,6 +220,7 @@ pub async fn batch(context: &BenchContext, duration: Duration) -> Result<Report>
     );
     report.push("errors", durable.value.errors + null_store.value.errors);
     report.push("rejected_429", durable.value.rejected_429);
+    report.push("null_store_rejected_429", null_store.value.rejected_429);
     report.push("batch_size", BATCH_SIZE as u64);
     report.push("event_bytes", (batches[0].body_len() / BATCH_SIZE) as u64);
     report.push("connections", BATCH_CONNECTIONS as u64);

@@ -128,7 +128,7 @@ fn is_plain_number(s: &str) -> bool {
         None => (unsigned, None),
     };
     let all_digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
-    all_digits(int) && frac.map_or(true, all_digits)
+    all_digits(int) && frac.is_none_or(all_digits)
 }
 
 #[cfg(test)]

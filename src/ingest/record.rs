@@ -37,15 +37,16 @@ pub fn encode_payload(out: &mut Vec<u8>, event: &NewEvent, id: &str, received_at
     out.push(flags);
     put_str(out, id);
     put_str(out, &event.kind);
-    for field in [
+    for value in [
         &event.service,
         &event.user_id,
         &event.message,
         &event.metadata,
-    ] {
-        if let Some(value) = field {
-            put_str(out, value);
-        }
+    ]
+    .into_iter()
+    .flatten()
+    {
+        put_str(out, value);
     }
 }
 
