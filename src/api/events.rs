@@ -283,13 +283,20 @@ pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    read_position(&state).await;
+    let (_, complete) = read_position(&state).await;
     let event = state
         .store
         .get(id.clone())
         .await
         .map_err(ApiError::StoreUnavailable)?
-        .ok_or_else(|| ApiError::NotFound(format!("no event with id '{id}'")))?;
+        .ok_or_else(|| {
+            let behind = if complete {
+                ""
+            } else {
+                " (indexing is behind: it may appear shortly)"
+            };
+            ApiError::NotFound(format!("no event with id '{id}'{behind}"))
+        })?;
     let mut out = Vec::with_capacity(1024);
     render::write_event(&mut out, &event);
     Ok(json_response(StatusCode::OK, out))

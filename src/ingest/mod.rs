@@ -111,6 +111,12 @@ impl Progress {
         *self.indexed.borrow()
     }
 
+    /// Events committed but not yet indexed. Saturating: `indexed` may move past the
+    /// `committed` value read a moment earlier.
+    pub fn backlog(&self) -> u64 {
+        self.committed().saturating_sub(self.indexed())
+    }
+
     pub(crate) fn set_committed(&self, seq: u64) {
         self.committed.store(seq, Ordering::Release);
         self.committed_changed.notify_one();
@@ -155,7 +161,7 @@ impl Ingest {
     /// Submits a batch and waits for its commit.
     pub async fn submit(&self, batch: PreparedBatch) -> Result<CommitOutcome, IngestError> {
         let inner = &self.inner;
-        let backlog = inner.progress.committed() - inner.progress.indexed();
+        let backlog = inner.progress.backlog();
         if backlog >= inner.max_backlog {
             return Err(IngestError::BacklogFull {
                 backlog,
@@ -194,5 +200,16 @@ impl Ingest {
     /// Whether the last log append failed (cleared by the next one that succeeds).
     pub fn log_failing(&self) -> bool {
         self.inner.log_failing.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backlog_never_underflows_when_indexed_moves_first() {
+        assert_eq!(Progress::new(5, 7).backlog(), 0);
+        assert_eq!(Progress::new(9, 7).backlog(), 2);
     }
 }

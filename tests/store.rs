@@ -1,0 +1,236 @@
+//! The `Store` contract, checked against a real SQLite file. The checks take any
+//! `Arc<dyn Store>`, so every backend runs the same suite.
+
+use std::sync::Arc;
+
+use eventide::event::StoredEvent;
+use eventide::store::sqlite::SqliteStore;
+use eventide::store::{EventFilter, EventQuery, Order, Position, Store};
+
+fn event(seq: u64, id: &str, kind: &str, ts: i64) -> StoredEvent {
+    StoredEvent {
+        seq,
+        id: id.to_owned(),
+        id_from_client: id.starts_with("client-"),
+        kind: kind.to_owned(),
+        timestamp_ms: ts,
+        received_at_ms: 1_000 + seq as i64,
+        service: Some(format!("svc-{}", seq % 2)),
+        user_id: Some(format!("user-{}", seq % 3)),
+        message: None,
+        metadata: None,
+    }
+}
+
+fn query(filter: EventFilter, order: Order, limit: usize) -> EventQuery {
+    EventQuery {
+        filter,
+        order,
+        after: None,
+        limit,
+        offset: 0,
+    }
+}
+
+fn seqs(events: &[StoredEvent]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
+/// Ten events: seqs 1..=10, timestamps with ties (seq 3 and 4 share one).
+async fn load_ten(store: &Arc<dyn Store>) {
+    let timestamps = [100, 200, 300, 300, 500, 600, 700, 800, 900, 1000];
+    let events: Vec<_> = timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, &ts)| {
+            let seq = i as u64 + 1;
+            let kind = if seq % 2 == 0 { "even" } else { "odd" };
+            event(seq, &format!("client-{seq}"), kind, ts)
+        })
+        .collect();
+    store.append_batch(events[..6].into(), 6).await.unwrap();
+    store.append_batch(events[6..].into(), 10).await.unwrap();
+}
+
+async fn check_order_filters_and_paging(store: Arc<dyn Store>) {
+    load_ten(&store).await;
+    assert_eq!(store.indexed_seq().await.unwrap(), 10);
+
+    let all = store
+        .query(query(EventFilter::default(), Order::Desc, 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(&all),
+        [10, 9, 8, 7, 6, 5, 4, 3, 2, 1],
+        "ties broken by seq, descending"
+    );
+    let asc = store
+        .query(query(EventFilter::default(), Order::Asc, 100))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&asc), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+
+    let even = EventFilter {
+        kind: Some("even".into()),
+        ..Default::default()
+    };
+    let found = store
+        .query(query(even.clone(), Order::Desc, 100))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&found), [10, 8, 6, 4, 2]);
+    assert_eq!(store.count(even).await.unwrap(), 5);
+
+    let by_service_and_user = EventFilter {
+        service: Some("svc-1".into()),
+        user_id: Some("user-0".into()),
+        ..Default::default()
+    };
+    let found = store
+        .query(query(by_service_and_user, Order::Asc, 100))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&found), [3, 9]);
+
+    let window = EventFilter {
+        from_ms: Some(300),
+        to_ms: Some(600),
+        ..Default::default()
+    };
+    let found = store
+        .query(query(window.clone(), Order::Asc, 100))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&found), [3, 4, 5], "from inclusive, to exclusive");
+    assert_eq!(store.count(window).await.unwrap(), 3);
+
+    let snapshot = EventFilter {
+        max_seq: Some(4),
+        ..Default::default()
+    };
+    let found = store
+        .query(query(snapshot, Order::Desc, 100))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&found), [4, 3, 2, 1]);
+
+    // Keyset: strictly after (ts 300, seq 4) in descending order is seq 3 (same ts), then 2, 1.
+    let mut after = query(EventFilter::default(), Order::Desc, 100);
+    after.after = Some(Position {
+        timestamp_ms: 300,
+        seq: 4,
+    });
+    assert_eq!(seqs(&store.query(after).await.unwrap()), [3, 2, 1]);
+    let mut after = query(EventFilter::default(), Order::Asc, 2);
+    after.after = Some(Position {
+        timestamp_ms: 300,
+        seq: 3,
+    });
+    assert_eq!(seqs(&store.query(after).await.unwrap()), [4, 5]);
+
+    let mut page = query(EventFilter::default(), Order::Desc, 3);
+    page.offset = 3;
+    assert_eq!(seqs(&store.query(page).await.unwrap()), [7, 6, 5]);
+}
+
+async fn check_fields_round_trip_and_get(store: Arc<dyn Store>) {
+    let mut stored = event(1, "client-\u{1f600}", "ty\"pe", -5);
+    stored.message = Some("line\nbreak <b>".into());
+    stored.metadata = Some(r#"{"z":1.50,"a":{"b":[1e3,null]}}"#.into());
+    stored.service = None;
+    store
+        .append_batch(vec![stored.clone()].into(), 1)
+        .await
+        .unwrap();
+    assert_eq!(store.get(stored.id.clone()).await.unwrap(), Some(stored));
+    assert_eq!(store.get("missing".into()).await.unwrap(), None);
+}
+
+async fn check_appends_are_idempotent_on_id(store: Arc<dyn Store>) {
+    store
+        .append_batch(vec![event(1, "client-a", "t", 1)].into(), 1)
+        .await
+        .unwrap();
+    // A replay after a crash, or an old duplicate no longer in the dedup set.
+    let again = vec![
+        event(1, "client-a", "t", 1),
+        event(2, "client-a", "t", 2),
+        event(3, "b", "t", 3),
+    ];
+    store.append_batch(again.into(), 3).await.unwrap();
+    let all = store
+        .query(query(EventFilter::default(), Order::Asc, 10))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&all), [1, 3]);
+    assert_eq!(
+        store.indexed_seq().await.unwrap(),
+        3,
+        "the position advances anyway"
+    );
+}
+
+async fn check_recent_client_ids(store: Arc<dyn Store>) {
+    load_ten(&store).await;
+    store
+        .append_batch(vec![event(11, "server-made", "t", 1)].into(), 11)
+        .await
+        .unwrap();
+    // received_at is 1000 + seq: ids received at 1007 or later are 7..=10.
+    let recent = store.recent_client_ids(1_007, 100).await.unwrap();
+    let ids: Vec<_> = recent.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["client-10", "client-9", "client-8", "client-7"],
+        "newest first, client ids only"
+    );
+    assert_eq!(
+        store.recent_client_ids(0, 2).await.unwrap().len(),
+        2,
+        "limit holds"
+    );
+}
+
+async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("events.db"), false).unwrap();
+    (dir, Arc::new(store))
+}
+
+#[tokio::test]
+async fn sqlite_orders_filters_and_pages() {
+    let (_dir, store) = sqlite_store().await;
+    check_order_filters_and_paging(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_round_trips_every_field() {
+    let (_dir, store) = sqlite_store().await;
+    check_fields_round_trip_and_get(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_appends_are_idempotent_on_id() {
+    let (_dir, store) = sqlite_store().await;
+    check_appends_are_idempotent_on_id(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_lists_recent_client_ids() {
+    let (_dir, store) = sqlite_store().await;
+    check_recent_client_ids(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_events_and_position_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, true).unwrap());
+        load_ten(&store).await;
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, false).unwrap());
+    assert_eq!(store.indexed_seq().await.unwrap(), 10);
+    assert_eq!(store.count(EventFilter::default()).await.unwrap(), 10);
+}
