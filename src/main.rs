@@ -6,6 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use eventide::config::{Cli, Command};
 
+/// glibc's allocator showed up at ~9% of the ingest profile; mimalloc halves that.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

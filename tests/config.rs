@@ -11,7 +11,10 @@ use serde_json::json;
 async fn assert_refused(extra: &[&str], option: &str) {
     let dir = tempfile::tempdir().unwrap();
     let dir_s = dir.path().to_str().unwrap().to_string();
-    let mut args = vec!["serve", "--addr", "127.0.0.1:0", "--data-dir", &dir_s];
+    let mut args = vec!["serve", "--data-dir", &dir_s];
+    if !extra.contains(&"--addr") {
+        args.extend_from_slice(&["--addr", "127.0.0.1:0"]);
+    }
     args.extend_from_slice(extra);
     let (status, _stdout, stderr) = run_binary(&args).await;
     assert!(
@@ -48,6 +51,7 @@ async fn other_invalid_values_are_refused() {
     assert_refused(&["--max-index-backlog", "abc"], "--max-index-backlog").await;
     assert_refused(&["--dedup-window", "forever"], "--dedup-window").await;
     assert_refused(&["--read-wait", "soon"], "--read-wait").await;
+    assert_refused(&["--addr", "not-an-address"], "--addr").await;
 }
 
 #[tokio::test]

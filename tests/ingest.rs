@@ -208,6 +208,7 @@ async fn timestamp_formats_are_normalized_to_utc_millis() {
         // The seconds/milliseconds threshold: 100,000,000,000 and up are milliseconds.
         (json!(100000000000i64), Some("1973-03-03T09:46:40.000Z")),
         (json!(0), Some("1970-01-01T00:00:00.000Z")),
+        (json!(1.7e9), Some("2023-11-14T22:13:20.000Z")),
         // Just below the threshold: seconds, i.e. the year 5138, far in the future.
         (json!(99999999999i64), None),
         (json!("2024-01-15T08:30:00"), None),
@@ -233,6 +234,29 @@ async fn timestamp_formats_are_normalized_to_utc_millis() {
             let ev = fetch(&s, &id_at(&body, i)).await;
             assert_eq!(ev["timestamp"], json!(want), "timestamp sent as {sent}");
         }
+    }
+}
+
+/// The spec bounds timestamps only in the future: any number below 100,000,000,000 is epoch
+/// seconds, negative ones included, and RFC 3339 times before 1970 are valid too.
+#[tokio::test]
+async fn pre_1970_timestamps_are_accepted() {
+    let s = server().await;
+    let batch = json!([
+        {"type": "old", "timestamp": "1969-12-31T23:59:59.999Z"},
+        {"type": "old", "timestamp": -1},
+        {"type": "old", "timestamp": -1.5},
+    ]);
+    let body = check_batch(&s.post_events(&batch).await, &[Want::Ok; 3]);
+    for (i, want) in [
+        "1969-12-31T23:59:59.999Z",
+        "1969-12-31T23:59:59.000Z",
+        "1969-12-31T23:59:58.500Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(fetch(&s, &id_at(&body, i)).await["timestamp"], json!(want));
     }
 }
 
@@ -565,6 +589,28 @@ async fn metadata_text_is_preserved() {
     list.expect_status(200);
     let raw = raw_value(&list.text, "metadata").expect("metadata in GET /events");
     assert_eq!(strip_json_ws(raw), meta, "metadata text changed (list)");
+}
+
+#[tokio::test]
+async fn metadata_string_escapes_are_preserved() {
+    let s = server().await;
+    let meta = r#"{"s":"caf\u00e9 \ud83c\udf89 \/ \n","k\u0041":"x"}"#;
+    let resp = s
+        .post_raw(
+            format!(r#"{{"type":"esc","metadata":{meta}}}"#),
+            JSON,
+            false,
+        )
+        .await;
+    let id = id_at(&check_batch(&resp, &[Want::Ok]), 0);
+    let one = s.get_event(&id).await;
+    one.expect_status(200);
+    let raw = raw_value(&one.text, "metadata").expect("metadata in GET /events/{id}");
+    assert_eq!(strip_json_ws(raw), meta, "metadata text changed");
+    assert_eq!(
+        one.json()["metadata"],
+        json!({"s": "café 🎉 / \n", "kA": "x"})
+    );
 }
 
 #[tokio::test]
@@ -920,6 +966,26 @@ async fn duplicate_ids_inside_one_batch_are_stored_once() {
 }
 
 #[tokio::test]
+async fn an_invalid_event_does_not_claim_its_id() {
+    let s = server().await;
+    let batch = json!([
+        {"id": "claim", "type": ""},
+        {"id": "claim", "type": "valid"},
+    ]);
+    let body = check_batch(
+        &s.post_events(&batch).await,
+        &[Want::Err(&["type"]), Want::Ok],
+    );
+    assert_eq!(body["ids"], json!([null, "claim"]));
+    assert_eq!(fetch(&s, "claim").await["type"], json!("valid"));
+    let resp = s
+        .post_events(&json!({"id": "claim", "type": "valid"}))
+        .await;
+    resp.expect_status(202);
+    assert_eq!(resp.json()["duplicates"], json!(1), "answer: {}", resp.text);
+}
+
+#[tokio::test]
 async fn duplicate_ids_across_requests_are_stored_once() {
     let s = server().await;
     s.post_one(json!({"id": "k1", "type": "orig", "message": "one"}))
@@ -966,7 +1032,7 @@ async fn events_without_id_are_never_duplicates() {
 }
 
 #[tokio::test]
-async fn dedup_window_expires() {
+async fn a_duplicate_past_the_dedup_window_is_still_stored_once() {
     let s = TestServer::start_temp(&["--dedup-window", "1s"]).await;
     s.post_one(json!({"id": "w", "type": "win"})).await;
     let resp = s.post_events(&json!({"id": "w", "type": "win"})).await;
@@ -979,12 +1045,18 @@ async fn dedup_window_expires() {
     );
     // The window has to pass in real time.
     tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Past the window the server can no longer tell from memory: the answer may count it as
+    // accepted, but the spec still wants the event stored only once.
     let resp = s.post_events(&json!({"id": "w", "type": "win"})).await;
     resp.expect_status(202);
     let body = resp.json();
     assert_eq!(body["accepted"], json!(1), "after the window: {body}");
     assert_eq!(body["duplicates"], json!(0), "after the window: {body}");
-    assert_eq!(s.total(&[("type", "win")]).await, 2);
+    assert_eq!(
+        s.total(&[("type", "win")]).await,
+        1,
+        "an old duplicate is still stored only once"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -216,8 +216,9 @@ async fn from_is_inclusive_and_to_exclusive() {
         let mut q_asc = q.clone();
         q_asc.push(("order", "asc"));
         let (got, _) = s.page(&q_asc).await;
-        let want_asc: Vec<String> = want.into_iter().rev().collect();
+        let want_asc: Vec<String> = want.iter().rev().cloned().collect();
         assert_eq!(ids_of(&got), want_asc, "query {q_asc:?}");
+        assert_eq!(s.total(&q).await, want.len() as u64, "page total for {q:?}");
     }
 }
 
@@ -255,6 +256,8 @@ async fn unknown_and_invalid_parameters_are_named() {
         ("from", "2024-01-15T08:30:00"),
         ("to", "yesterday"),
         ("cursor", "definitely-not-a-cursor"),
+        ("userId", "u1"),
+        ("eventType", "x"),
         ("page", "0"),
         ("page", "abc"),
         ("page_size", "0"),
@@ -495,6 +498,25 @@ async fn read_your_writes_sequential() {
         let (events, _) = s.page(&[("type", "ryw"), ("limit", "1000")]).await;
         assert_eq!(events.len(), i + 1, "after {} acknowledged posts", i + 1);
         assert_eq!(ev_id(&events[0]), id, "the newest event comes first");
+    }
+}
+
+#[tokio::test]
+async fn read_your_writes_right_after_large_batches() {
+    let s = server().await;
+    for n in 0..5u64 {
+        let ty = format!("big{n}");
+        let batch: Vec<Value> = (0..10_000)
+            .map(|i| json!({"type": ty, "message": format!("{i}")}))
+            .collect();
+        let ids = s.post_all(&batch).await;
+        // No waiting: the 202 came first, so these queries must see the whole batch.
+        s.get_event(ids.last().unwrap()).await.expect_status(200);
+        assert_eq!(s.total(&[("type", &ty)]).await, 10_000, "{ty}");
+        assert_eq!(s.total(&[]).await, (n + 1) * 10_000);
+        let (events, next) = s.page(&[("type", &ty), ("limit", "1000")]).await;
+        assert_eq!(events.len(), 1000);
+        assert!(next.is_some());
     }
 }
 

@@ -31,6 +31,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error("the store is unavailable: {0:#}")]
@@ -56,6 +58,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Ingest(IngestError::PendingFull { .. }) => {
                 (StatusCode::TOO_MANY_REQUESTS, "ingest_queue_full")
             }

@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/events/{id}", get(events::get_one))
         .route("/health", get(health))
         .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -41,4 +42,8 @@ async fn health() -> axum::Json<serde_json::Value> {
 
 async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }

@@ -93,9 +93,8 @@ pub fn epoch_number_to_ms(n: f64) -> Result<i64, String> {
     if n.is_nan() {
         return Err("must be a number".to_owned());
     }
-    if n < 0.0 {
-        return Err("must not be negative".to_owned());
-    }
+    // Every number below the limit is seconds, negative ones (before 1970) included, as
+    // RFC 3339 times before 1970 are accepted too.
     let ms = if n < SECONDS_LIMIT {
         (n * 1000.0).round()
     } else {
@@ -104,6 +103,9 @@ pub fn epoch_number_to_ms(n: f64) -> Result<i64, String> {
     // MAX_MS is below 2^53, so the comparison is exact, and the cast below cannot saturate.
     if ms > MAX_MS as f64 {
         return Err("must not be beyond the year 9999".to_owned());
+    }
+    if ms < MIN_MS as f64 {
+        return Err("must not be before the year 0000".to_owned());
     }
     Ok(ms as i64)
 }
@@ -119,8 +121,7 @@ pub fn parse_time_param(s: &str) -> Result<i64, String> {
     }
 }
 
-/// `-?digits(.digits)?`. The sign is let in so that `-5` is told it is negative, rather than
-/// that it is not RFC 3339.
+/// `-?digits(.digits)?`: negative numbers are epoch seconds before 1970.
 fn is_plain_number(s: &str) -> bool {
     let unsigned = s.strip_prefix('-').unwrap_or(s);
     let (int, frac) = match unsigned.split_once('.') {
@@ -252,14 +253,15 @@ mod tests {
             (1_700_000_000_123.0, 1_700_000_000_123),
             (1_700_000_000_123.9, 1_700_000_000_123),
             (MAX_MS as f64, MAX_MS),
+            (-1.0, -1_000),
+            (-1.5, -1_500),
         ];
         for (n, want) in ok {
             assert_eq!(epoch_number_to_ms(n), Ok(want), "{n}");
         }
         let bad = [
-            (-1.0, "must not be negative"),
-            (-0.5, "must not be negative"),
-            (f64::NEG_INFINITY, "must not be negative"),
+            (-1e12, "must not be before the year 0000"),
+            (f64::NEG_INFINITY, "must not be before the year 0000"),
             (f64::NAN, "must be a number"),
             (f64::INFINITY, "must not be beyond the year 9999"),
             (MAX_MS as f64 + 1.0, "must not be beyond the year 9999"),
@@ -282,10 +284,7 @@ mod tests {
         for (s, want) in ok {
             assert_eq!(parse_time_param(s), Ok(want), "{s}");
         }
-        assert_eq!(
-            parse_time_param("-5"),
-            Err("must not be negative".to_owned())
-        );
+        assert_eq!(parse_time_param("-5"), Ok(-5_000));
         assert_eq!(
             parse_time_param("99999999999999999999999"),
             Err("must not be beyond the year 9999".to_owned())
