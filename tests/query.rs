@@ -552,3 +552,37 @@ async fn read_your_writes_with_concurrent_writers() {
             .expect("writer task panicked");
     }
 }
+
+/// With almost no read wait, a query right after a large batch may run before the indexer
+/// has caught up; then, and only then, it must say `"partial": true`.
+#[tokio::test]
+async fn a_query_that_could_not_wait_for_the_indexer_says_partial() {
+    let s = TestServer::start_temp(&["--read-wait", "1ms"]).await;
+    let mut flagged = 0;
+    for n in 0..5u64 {
+        let batch: Vec<Value> = (0..10_000)
+            .map(|i| json!({"type": "p", "message": format!("{i}")}))
+            .collect();
+        s.post_all(&batch).await;
+        let resp = s.get_events(&[("page", "1"), ("page_size", "1")]).await;
+        resp.expect_status(200);
+        let body = resp.json();
+        let total = body["total"].as_u64().unwrap();
+        let acknowledged = (n + 1) * 10_000;
+        if body.get("partial") == Some(&json!(true)) {
+            flagged += 1;
+            assert!(total < acknowledged, "partial but complete: {body}");
+        } else {
+            assert_eq!(
+                body.get("partial"),
+                None,
+                "partial is only ever true: {body}"
+            );
+            assert_eq!(
+                total, acknowledged,
+                "a complete answer must see every acknowledged event"
+            );
+        }
+    }
+    eprintln!("{flagged} of 5 answers were partial");
+}

@@ -33,6 +33,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    NotYetIndexed(String),
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error("the store is unavailable: {0:#}")]
@@ -72,6 +74,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
             }
             ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::NotYetIndexed(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_yet_indexed"),
         }
     }
 }

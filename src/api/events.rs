@@ -290,12 +290,14 @@ pub async fn get_one(
         .await
         .map_err(ApiError::StoreUnavailable)?
         .ok_or_else(|| {
-            let behind = if complete {
-                ""
+            if complete {
+                ApiError::NotFound(format!("no event with id '{id}'"))
             } else {
-                " (indexing is behind: it may appear shortly)"
-            };
-            ApiError::NotFound(format!("no event with id '{id}'{behind}"))
+                // It may be among the events acknowledged but not yet indexed: not a 404.
+                ApiError::NotYetIndexed(format!(
+                    "no event with id '{id}' is indexed yet, and indexing is behind: retry shortly"
+                ))
+            }
         })?;
     let mut out = Vec::with_capacity(1024);
     render::write_event(&mut out, &event);

@@ -368,6 +368,17 @@ impl TestServer {
         server
     }
 
+    /// Tests check read-your-writes by what the answers contain; on a loaded CI machine the
+    /// 1 s default could run out first and turn them into (correctly flagged) partial answers.
+    /// So unless a test sets its own, servers wait up to 30 s for the indexer.
+    fn read_wait_default(&self) -> Vec<&'static str> {
+        if self.args.iter().any(|arg| arg == "--read-wait") {
+            Vec::new()
+        } else {
+            vec!["--read-wait", "30s"]
+        }
+    }
+
     async fn launch(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let mut cmd = Command::new(BIN);
@@ -376,6 +387,7 @@ impl TestServer {
             .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(self.read_wait_default())
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
