@@ -378,12 +378,16 @@ impl Prober {
                     lag = Some(micros(acknowledged_at.elapsed()));
                     break;
                 }
-                Ok(Ok(response)) if response.status == 404 || response.status == 429 => {
-                    // Not visible yet. The server holds such a query for up to ~1 s; if it
-                    // answered faster, pause briefly rather than spin on it.
+                Ok(Ok(response)) if response.status == 429 => {
                     let pause = response.retry_after.unwrap_or(Duration::from_millis(10));
-                    if asked_at.elapsed() < Duration::from_millis(50) || response.status == 429 {
-                        tokio::time::sleep(pause).await;
+                    tokio::time::sleep(pause).await;
+                }
+                Ok(Ok(response)) if matches!(response.status, 404 | 503) => {
+                    // Not visible yet (503: "not yet indexed" after the server held the query
+                    // for its read wait). If it answered faster than that, pause briefly
+                    // rather than spin on it; Retry-After would distort the measured lag.
+                    if asked_at.elapsed() < Duration::from_millis(50) {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
                 Ok(Ok(response)) => {
