@@ -41,6 +41,27 @@ fn id_at(body: &Value, i: usize) -> String {
         .to_string()
 }
 
+/// Posts `cases` as one batch, checks each event's answer, and reads every accepted event
+/// back: its `stored_as` field must equal what was sent under the first of `sent_as` present.
+async fn check_field_cases(s: &Api, cases: &[(Value, Want)], stored_as: &str, sent_as: &[&str]) {
+    let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
+    let wants: Vec<Want> = cases.iter().map(|c| c.1).collect();
+    let body = check_batch(&s.post_events(&batch).await, &wants);
+    for (i, (input, want)) in cases.iter().enumerate() {
+        if matches!(want, Want::Ok) {
+            let sent = sent_as
+                .iter()
+                .find_map(|name| input.get(*name))
+                .unwrap_or_else(|| panic!("case {i} sends none of {sent_as:?}"));
+            assert_eq!(
+                &fetch(s, &id_at(&body, i)).await[stored_as],
+                sent,
+                "case {i}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Shapes
 // ---------------------------------------------------------------------------------------------
@@ -162,18 +183,7 @@ async fn type_length_boundaries() {
         (json!({"eventType": rep('y', 101)}), Want::Err(t_alias)),
         (json!({"eventType": rep('y', 100)}), Want::Ok),
     ];
-    let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
-    let wants: Vec<Want> = cases.iter().map(|c| c.1).collect();
-    let body = check_batch(&s.post_events(&batch).await, &wants);
-    for (i, (input, want)) in cases.iter().enumerate() {
-        if matches!(want, Want::Ok) {
-            let sent = input
-                .get("type")
-                .or_else(|| input.get("eventType"))
-                .unwrap();
-            assert_eq!(&fetch(&s, &id_at(&body, i)).await["type"], sent);
-        }
-    }
+    check_field_cases(&s, &cases, "type", &["type", "eventType"]).await;
 }
 
 #[tokio::test]
@@ -329,18 +339,7 @@ async fn service_length_and_source_alias() {
         (json!({"type": "t", "service": 7}), Want::Err(f)),
         (json!({"type": "t", "service": ""}), Want::Ok),
     ];
-    let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
-    let wants: Vec<Want> = cases.iter().map(|c| c.1).collect();
-    let body = check_batch(&s.post_events(&batch).await, &wants);
-    for (i, (input, want)) in cases.iter().enumerate() {
-        if matches!(want, Want::Ok) {
-            let sent = input
-                .get("service")
-                .or_else(|| input.get("source"))
-                .unwrap();
-            assert_eq!(&fetch(&s, &id_at(&body, i)).await["service"], sent);
-        }
-    }
+    check_field_cases(&s, &cases, "service", &["service", "source"]).await;
 }
 
 #[tokio::test]
@@ -356,18 +355,7 @@ async fn user_id_length_and_user_id_alias() {
         (json!({"type": "t", "userId": rep('v', 257)}), Want::Err(fa)),
         (json!({"type": "t", "user_id": 42}), Want::Err(f)),
     ];
-    let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
-    let wants: Vec<Want> = cases.iter().map(|c| c.1).collect();
-    let body = check_batch(&s.post_events(&batch).await, &wants);
-    for (i, (input, want)) in cases.iter().enumerate() {
-        if matches!(want, Want::Ok) {
-            let sent = input
-                .get("user_id")
-                .or_else(|| input.get("userId"))
-                .unwrap();
-            assert_eq!(&fetch(&s, &id_at(&body, i)).await["user_id"], sent);
-        }
-    }
+    check_field_cases(&s, &cases, "user_id", &["user_id", "userId"]).await;
 }
 
 #[tokio::test]
@@ -390,17 +378,7 @@ async fn message_length_boundaries() {
             Want::Err(f),
         ),
     ];
-    let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
-    let wants: Vec<Want> = cases.iter().map(|c| c.1).collect();
-    let body = check_batch(&s.post_events(&batch).await, &wants);
-    for (i, (input, want)) in cases.iter().enumerate() {
-        if matches!(want, Want::Ok) {
-            assert_eq!(
-                fetch(&s, &id_at(&body, i)).await["message"],
-                input["message"]
-            );
-        }
-    }
+    check_field_cases(&s, &cases, "message", &["message"]).await;
 }
 
 /// A compact metadata object whose serialized text is exactly `len` bytes.
@@ -495,18 +473,8 @@ async fn client_id_rules() {
         (json!({"type": "t", "id": "order 17: café"}), Want::Ok),
         (json!({"type": "t", "id": "tenant/a?b#c%20"}), Want::Ok),
     ];
-    let batch = Value::Array(cases.iter().map(|c| c.0.clone()).collect());
-    let wants: Vec<Want> = cases.iter().map(|c| c.1).collect();
-    let body = check_batch(&s.post_events(&batch).await, &wants);
-    for (i, (input, want)) in cases.iter().enumerate() {
-        if matches!(want, Want::Ok) {
-            assert_eq!(
-                body["ids"][i], input["id"],
-                "the client's id is the event id"
-            );
-            fetch(&s, input["id"].as_str().unwrap()).await;
-        }
-    }
+    // The client's id is the event id.
+    check_field_cases(&s, &cases, "id", &["id"]).await;
 }
 
 #[tokio::test]

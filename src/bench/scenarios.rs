@@ -158,12 +158,8 @@ pub async fn single(context: &BenchContext, duration: Duration) -> Result<Report
 
     let mut report = Report::new("single");
     push_ingest_figures(&mut report, &mut durable);
-    report.push_rate(
-        "null_store_events_per_sec",
-        null_store.value.events_per_sec(),
-    );
-    report.push_ratio(
-        "durable_to_null_ratio",
+    push_null_store_comparison(
+        &mut report,
         durable.value.events_per_sec(),
         null_store.value.events_per_sec(),
     );
@@ -209,12 +205,8 @@ pub async fn batch(context: &BenchContext, duration: Duration) -> Result<Report>
 
     let mut report = Report::new("batch");
     push_ingest_figures(&mut report, &mut durable);
-    report.push_rate(
-        "null_store_events_per_sec",
-        null_store.value.events_per_sec(),
-    );
-    report.push_ratio(
-        "durable_to_null_ratio",
+    push_null_store_comparison(
+        &mut report,
         durable.value.events_per_sec(),
         null_store.value.events_per_sec(),
     );
@@ -701,4 +693,10 @@ fn warn_errors(label: &str, outcome: &LoadOutcome) {
     for sample in &outcome.error_samples {
         eprintln!("[bench]   {sample}");
     }
+}
+
+/// The null store's rate and how close the durable path comes to it.
+fn push_null_store_comparison(report: &mut Report, durable_per_sec: f64, null_store_per_sec: f64) {
+    report.push_rate("null_store_events_per_sec", null_store_per_sec);
+    report.push_ratio("durable_to_null_ratio", durable_per_sec, null_store_per_sec);
 }

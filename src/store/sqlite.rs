@@ -76,8 +76,8 @@ impl SqliteStore {
         writer.pragma_update(None, "journal_mode", "WAL")?;
         writer.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
         writer.pragma_update(None, "cache_size", -64 * 1024)?; // KiB: 64 MiB
-        // Checkpoint about every 100 MiB of WAL: the same hot index pages are rewritten by
-        // batch after batch, and a checkpoint copies each page once however often it changed.
+                                                               // Checkpoint about every 100 MiB of WAL: the same hot index pages are rewritten by
+                                                               // batch after batch, and a checkpoint copies each page once however often it changed.
         writer.pragma_update(None, "wal_autocheckpoint", 6_400)?;
         writer.pragma_update(None, "temp_store", "MEMORY")?;
         migrate(&mut writer)?;
