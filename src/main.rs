@@ -11,6 +11,7 @@ use eventide::config::{Cli, Command};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {
@@ -83,4 +84,15 @@ fn one_line(rendered: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// SQLite allocates through the C allocator, from whichever thread runs a query or an index
+/// batch; glibc gives each such thread its own arena and keeps their free space, which
+/// measured ~30 MB of extra peak RSS under sustained load. Two arenas are plenty here.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called first thing in main, before any other thread exists or allocates.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }

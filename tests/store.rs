@@ -48,8 +48,14 @@ async fn load_ten(store: &Arc<dyn Store>) {
             event(seq, &format!("client-{seq}"), kind, ts)
         })
         .collect();
-    store.append_batch(events[..6].into(), 6).await.unwrap();
-    store.append_batch(events[6..].into(), 10).await.unwrap();
+    store
+        .append_batch(Arc::new(events[..6].to_vec()), 6)
+        .await
+        .unwrap();
+    store
+        .append_batch(Arc::new(events[6..].to_vec()), 10)
+        .await
+        .unwrap();
 }
 
 async fn check_order_filters_and_paging(store: Arc<dyn Store>) {
@@ -140,7 +146,7 @@ async fn check_fields_round_trip_and_get(store: Arc<dyn Store>) {
     stored.metadata = Some(r#"{"z":1.50,"a":{"b":[1e3,null]}}"#.into());
     stored.service = None;
     store
-        .append_batch(vec![stored.clone()].into(), 1)
+        .append_batch(Arc::new(vec![stored.clone()]), 1)
         .await
         .unwrap();
     assert_eq!(store.get(stored.id.clone()).await.unwrap(), Some(stored));
@@ -149,7 +155,7 @@ async fn check_fields_round_trip_and_get(store: Arc<dyn Store>) {
 
 async fn check_appends_are_idempotent_on_id(store: Arc<dyn Store>) {
     store
-        .append_batch(vec![event(1, "client-a", "t", 1)].into(), 1)
+        .append_batch(Arc::new(vec![event(1, "client-a", "t", 1)]), 1)
         .await
         .unwrap();
     // A replay after a crash, or an old duplicate no longer in the dedup set.
@@ -158,7 +164,7 @@ async fn check_appends_are_idempotent_on_id(store: Arc<dyn Store>) {
         event(2, "client-a", "t", 2),
         event(3, "b", "t", 3),
     ];
-    store.append_batch(again.into(), 3).await.unwrap();
+    store.append_batch(Arc::new(again), 3).await.unwrap();
     let all = store
         .query(query(EventFilter::default(), Order::Asc, 10))
         .await
@@ -174,7 +180,7 @@ async fn check_appends_are_idempotent_on_id(store: Arc<dyn Store>) {
 async fn check_recent_client_ids(store: Arc<dyn Store>) {
     load_ten(&store).await;
     store
-        .append_batch(vec![event(11, "server-made", "t", 1)].into(), 11)
+        .append_batch(Arc::new(vec![event(11, "server-made", "t", 1)]), 11)
         .await
         .unwrap();
     // received_at is 1000 + seq: ids received at 1007 or later are 7..=10.

@@ -54,10 +54,10 @@ pub async fn run(
             (log_reader, events)
         })
         .await;
-        let events: Arc<[StoredEvent]> = match read {
+        let events: Arc<Vec<StoredEvent>> = match read {
             Ok((log_reader, Ok(events))) => {
                 reader = Some(log_reader);
-                events.into()
+                Arc::new(events)
             }
             Ok((log_reader, Err(err))) => {
                 tracing::error!(error = format!("{err:#}"), "reading the durable log failed");

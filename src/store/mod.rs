@@ -56,7 +56,7 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `events` and records `indexed_seq` as the new indexed position, atomically.
     async fn append_batch(
         &self,
-        events: Arc<[StoredEvent]>,
+        events: Arc<Vec<StoredEvent>>,
         indexed_seq: u64,
     ) -> anyhow::Result<()>;
 

@@ -59,7 +59,7 @@ pub struct SqliteStore {
 
 /// A batch for the writer thread, and where to send the outcome.
 struct WriteJob {
-    events: Arc<[StoredEvent]>,
+    events: Arc<Vec<StoredEvent>>,
     indexed_seq: u64,
     done: tokio::sync::oneshot::Sender<Result<()>>,
 }
@@ -247,7 +247,7 @@ fn push_filter(sql: &mut String, params: &mut Vec<Value>, filter: &EventFilter) 
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn append_batch(&self, events: Arc<[StoredEvent]>, indexed_seq: u64) -> Result<()> {
+    async fn append_batch(&self, events: Arc<Vec<StoredEvent>>, indexed_seq: u64) -> Result<()> {
         let (done, outcome) = tokio::sync::oneshot::channel();
         let job = WriteJob {
             events,
