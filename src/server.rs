@@ -37,15 +37,14 @@ pub async fn serve(
         )
     })?;
 
-    let data_dir = config.data_dir.clone();
-    let (store, log, recovered) = tokio::task::spawn_blocking(move || -> Result<_> {
-        let store = SqliteStore::open(&data_dir.join("events.db"), fsync)?;
-        let indexed_seq = store_indexed_seq(&store)?;
-        let (log, recovered) = LogWriter::open(&data_dir.join("log"), indexed_seq, fsync)?;
-        Ok((store, log, (indexed_seq, recovered)))
-    })
-    .await??;
-    let (indexed_seq, recovered) = recovered;
+    let db_path = config.data_dir.join("events.db");
+    let store: Arc<dyn Store> =
+        Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&db_path, fsync)).await??);
+    let indexed_seq = store.indexed_seq().await?;
+    let log_dir = config.data_dir.join("log");
+    let (log, recovered) =
+        tokio::task::spawn_blocking(move || LogWriter::open(&log_dir, indexed_seq, fsync))
+            .await??;
     let committed_seq = recovered.next_seq - 1;
     if recovered.truncated_bytes > 0 {
         tracing::warn!(
@@ -59,7 +58,6 @@ pub async fn serve(
             "indexing events logged before the last stop"
         );
     }
-    let store: Arc<dyn Store> = Arc::new(store);
 
     let window_ms = config.dedup_window.as_millis() as i64;
     let mut dedup = RecentIds::new(config.dedup_capacity, window_ms);
@@ -132,9 +130,4 @@ pub async fn serve(
         "stopped"
     );
     Ok(())
-}
-
-fn store_indexed_seq(store: &SqliteStore) -> Result<u64> {
-    // Startup runs outside the async store API: nothing else uses the store yet.
-    tokio::runtime::Handle::current().block_on(store.indexed_seq())
 }
