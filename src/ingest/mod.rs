@@ -14,7 +14,7 @@ pub mod record;
 pub mod writer;
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -154,7 +154,6 @@ struct IngestInner {
     max_pending: u64,
     max_backlog: u64,
     progress: Arc<Progress>,
-    log_failing: Arc<AtomicBool>,
 }
 
 impl Ingest {
@@ -187,19 +186,6 @@ impl Ingest {
 
     pub fn progress(&self) -> &Arc<Progress> {
         &self.inner.progress
-    }
-
-    pub fn pending(&self) -> u64 {
-        self.inner.pending.load(Ordering::Relaxed)
-    }
-
-    pub fn max_pending(&self) -> u64 {
-        self.inner.max_pending
-    }
-
-    /// Whether the last log append failed (cleared by the next one that succeeds).
-    pub fn log_failing(&self) -> bool {
-        self.inner.log_failing.load(Ordering::Relaxed)
     }
 }
 

@@ -2,7 +2,7 @@
 //! deduplicates client ids, assigns `seq`s, appends all their frames in one write (and one
 //! fdatasync with `--durability fsync`), then answers each submission.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -31,14 +31,13 @@ pub fn start(
 ) -> (Ingest, JoinHandle<()>) {
     let (submissions, receiver) = mpsc::unbounded_channel();
     let pending = Arc::new(AtomicU64::new(0));
-    let log_failing = Arc::new(AtomicBool::new(false));
     let writer = Writer {
         log,
         dedup,
         next_seq: progress.committed() + 1,
         progress: progress.clone(),
         pending: pending.clone(),
-        log_failing: log_failing.clone(),
+        log_failing: false,
         receiver,
     };
     let thread = std::thread::Builder::new()
@@ -52,7 +51,6 @@ pub fn start(
             max_pending: config.max_pending,
             max_backlog: config.max_backlog,
             progress,
-            log_failing,
         }),
     };
     (ingest, thread)
@@ -64,7 +62,8 @@ struct Writer {
     next_seq: u64,
     progress: Arc<Progress>,
     pending: Arc<AtomicU64>,
-    log_failing: Arc<AtomicBool>,
+    /// Set while appends fail, so the failure is logged once per outage, not per request.
+    log_failing: bool,
     receiver: mpsc::UnboundedReceiver<Submission>,
 }
 
@@ -114,7 +113,7 @@ impl Writer {
             self.pending.fetch_sub(events as u64, Ordering::AcqRel);
             match appended {
                 Ok(()) => {
-                    if self.log_failing.swap(false, Ordering::Relaxed) {
+                    if std::mem::replace(&mut self.log_failing, false) {
                         tracing::info!("the durable log accepts writes again");
                     }
                     let last_seq = self.next_seq - 1;
@@ -133,7 +132,7 @@ impl Writer {
                     }
                 }
                 Err(err) => {
-                    if !self.log_failing.swap(true, Ordering::Relaxed) {
+                    if !std::mem::replace(&mut self.log_failing, true) {
                         tracing::error!(error = %err, "appending to the durable log failed; answering 503 until it works again");
                     }
                     for hash in &newly_remembered {
