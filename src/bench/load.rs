@@ -30,19 +30,15 @@ const MAX_PROBES_IN_FLIGHT: usize = 256;
 const PROBE_LIMIT: Duration = Duration::from_secs(30);
 
 /// When the connections send their requests.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Schedule {
     /// Back to back until the deadline.
     UntilDeadline { deadline: Instant },
-    /// Request `k` (counted across all connections) is due at `start + k * interval`;
-    /// nothing due at or after `deadline` is sent. A connection that falls behind (slow
-    /// answers, 429 back-off) sends its next request at once, so the total offered never
-    /// exceeds the rate times the duration.
-    Paced {
-        start: Instant,
-        interval: Duration,
-        deadline: Instant,
-    },
+    /// Requests (counted across all connections) are due one `pace` interval apart, an
+    /// interval the caller may change during the run; nothing due at or after `deadline` is
+    /// sent. A connection that falls behind (slow answers, 429 back-off) sends its next
+    /// request at once, so the total offered never exceeds what the pace allowed.
+    Paced { pace: Arc<Pace>, deadline: Instant },
     /// Exactly `requests` requests across all connections, retrying 429s until
     /// `give_up_at` (preloading).
     Count { requests: u64, give_up_at: Instant },
@@ -55,6 +51,43 @@ impl Schedule {
             Schedule::UntilDeadline { deadline } | Schedule::Paced { deadline, .. } => deadline,
             Schedule::Count { give_up_at, .. } => give_up_at,
         }
+    }
+}
+
+/// The request rate of a paced run, adjustable while it runs.
+#[derive(Debug)]
+pub struct Pace {
+    next_due: Mutex<Instant>,
+    interval_ns: AtomicU64,
+}
+
+impl Pace {
+    pub fn new(start: Instant, requests_per_sec: f64) -> Arc<Pace> {
+        let pace = Pace {
+            next_due: Mutex::new(start),
+            interval_ns: AtomicU64::new(0),
+        };
+        pace.set_rate(requests_per_sec);
+        Arc::new(pace)
+    }
+
+    pub fn set_rate(&self, requests_per_sec: f64) {
+        let interval_ns = (1e9 / requests_per_sec.max(0.001)) as u64;
+        self.interval_ns.store(interval_ns, Ordering::Relaxed);
+    }
+
+    pub fn rate(&self) -> f64 {
+        1e9 / self.interval_ns.load(Ordering::Relaxed).max(1) as f64
+    }
+
+    /// When the next request is due; each call reserves one slot.
+    fn next_due(&self) -> Instant {
+        let interval = Duration::from_nanos(self.interval_ns.load(Ordering::Relaxed));
+        let mut next_due = lock(&self.next_due);
+        // A run that fell behind does not make up for lost time in a burst.
+        let due = (*next_due).max(Instant::now() - interval);
+        *next_due = due + interval;
+        due
     }
 }
 
@@ -138,34 +171,30 @@ impl SharedLoad {
     /// Claims the next request, sleeping until it is due on a paced schedule; `None` once
     /// the schedule is exhausted.
     async fn claim(&self) -> Option<u64> {
-        match self.plan.schedule {
-            Schedule::UntilDeadline { deadline } => (Instant::now() < deadline)
+        match &self.plan.schedule {
+            Schedule::UntilDeadline { deadline } => (Instant::now() < *deadline)
                 .then(|| self.next_request.fetch_add(1, Ordering::Relaxed)),
-            Schedule::Paced {
-                start,
-                interval,
-                deadline,
-            } => {
-                let index = self.next_request.fetch_add(1, Ordering::Relaxed);
-                let due = start + interval.mul_f64(index as f64);
-                if due >= deadline {
+            Schedule::Paced { pace, deadline } => {
+                let due = pace.next_due();
+                if due >= *deadline {
                     return None;
                 }
+                let index = self.next_request.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep_until(due.into()).await;
                 Some(index)
             }
             Schedule::Count { requests, .. } => {
                 let index = self.next_request.fetch_add(1, Ordering::Relaxed);
-                (index < requests).then_some(index)
+                (index < *requests).then_some(index)
             }
         }
     }
 
     fn template_for(&self, index: u64) -> &RequestTemplate {
         if let (Schedule::Count { requests, .. }, Some(last)) =
-            (self.plan.schedule, &self.plan.final_request)
+            (&self.plan.schedule, &self.plan.final_request)
         {
-            if index + 1 == requests {
+            if index + 1 == *requests {
                 return last;
             }
         }
@@ -343,6 +372,11 @@ impl Prober {
             idle_connections: Mutex::new(Vec::new()),
             outcome: Mutex::new(ProbeOutcome::default()),
         })
+    }
+
+    /// Probes started and not yet finished: events acknowledged and not yet visible.
+    pub fn in_flight(&self) -> usize {
+        MAX_PROBES_IN_FLIGHT - self.slots.available_permits()
     }
 
     /// Starts a probe for `id`, acknowledged at `acknowledged_at`, unless all slots are busy.

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use super::gen::{ClientIds, IdSource, RequestTemplate, Rng, EVENT_TYPES, USERS};
 use super::http::{get_request, url_encode, HttpConnection};
 use super::load::{
-    describe_refusal, ensure_connected, rate, run_post_load, LoadOutcome, PostLoad, ProbeOutcome,
-    Prober, Schedule, REQUEST_TIMEOUT,
+    describe_refusal, ensure_connected, rate, run_post_load, LoadOutcome, Pace, PostLoad,
+    ProbeOutcome, Prober, Schedule, REQUEST_TIMEOUT,
 };
 use super::server::{RunningServer, ScratchDir, ServerCommand};
 use super::stats::{micros, LatencySummary};
@@ -236,9 +236,21 @@ struct SustainedRun {
     load: LoadOutcome,
     queryable_events: u64,
     probes: ProbeOutcome,
+    /// The offered rate (events/s) at each step of the controller.
+    rates: Vec<f64>,
 }
 
 impl SustainedRun {
+    /// The mean offered rate over the last quarter of the run, once the controller settled.
+    fn settled_rate(&self) -> f64 {
+        let tail = &self.rates[self.rates.len() * 3 / 4..];
+        if tail.is_empty() {
+            0.0
+        } else {
+            tail.iter().sum::<f64>() / tail.len() as f64
+        }
+    }
+
     /// Events queryable at the end per second of load.
     fn events_per_sec(&self) -> f64 {
         rate(self.queryable_events, self.load.elapsed)
@@ -260,15 +272,15 @@ pub async fn sustained(context: &BenchContext, duration: Duration) -> Result<Rep
         &mut rng,
     );
     let all_ids = templates(BATCH_TEMPLATES, BATCH_SIZE, ClientIds::Every, &mut rng);
-    let interval = Duration::from_secs_f64(BATCH_SIZE as f64 / offered_rate as f64);
+    let max_rate = offered_rate as f64;
 
     let mut server_ids =
-        sustained_variant(context, "sustained-durable", &probed, interval, duration).await?;
+        sustained_variant(context, "sustained-durable", &probed, max_rate, duration).await?;
     let mut with_ids = sustained_variant(
         context,
         "sustained-client-ids",
         &all_ids,
-        interval,
+        max_rate,
         duration,
     )
     .await?;
@@ -284,7 +296,12 @@ pub async fn sustained(context: &BenchContext, duration: Duration) -> Result<Rep
         "errors",
         server_ids.value.errors() + with_ids.value.errors(),
     );
-    report.push("offered_rate", offered_rate);
+    report.push("max_offered_rate", offered_rate);
+    report.push_rate("settled_offered_rate", server_ids.value.settled_rate());
+    report.push_rate(
+        "client_ids_settled_offered_rate",
+        with_ids.value.settled_rate(),
+    );
     report.push("rejected_429", server_ids.value.load.rejected_429);
     report.push(
         "acknowledged_events",
@@ -311,27 +328,32 @@ async fn sustained_variant(
     context: &BenchContext,
     label: &str,
     batches: &[RequestTemplate],
-    interval: Duration,
+    max_rate: f64,
     duration: Duration,
 ) -> Result<Measured<SustainedRun>> {
     let measured = context
         .with_server(label, false, |addr| async move {
             let prober = Prober::new(addr);
             let start = Instant::now();
+            let deadline = start + duration;
+            let pace = Pace::new(start, max_rate * INITIAL_RATE_SHARE / BATCH_SIZE as f64);
+            let controller = tokio::spawn(keep_indexer_up(
+                Arc::clone(&pace),
+                Arc::clone(&prober),
+                max_rate,
+                deadline,
+            ));
             let load = run_post_load(PostLoad {
                 addr,
                 connections: SUSTAINED_CONNECTIONS,
                 templates: batches.to_vec(),
                 final_request: None,
                 ids: Arc::new(IdSource::new(&mut Rng::from_clock(4))),
-                schedule: Schedule::Paced {
-                    start,
-                    interval,
-                    deadline: start + duration,
-                },
+                schedule: Schedule::Paced { pace, deadline },
                 probes: Some(Arc::clone(&prober)),
             })
             .await;
+            let rates = controller.await.unwrap_or_default();
             // Count right after the load stops: events still unindexed do not count.
             let queryable_events = fetch_total(addr).await?;
             let probes = prober.finish().await;
@@ -339,6 +361,7 @@ async fn sustained_variant(
                 load,
                 queryable_events,
                 probes,
+                rates,
             })
         })
         .await?;
@@ -699,4 +722,42 @@ fn warn_errors(label: &str, outcome: &LoadOutcome) {
 fn push_null_store_comparison(report: &mut Report, durable_per_sec: f64, null_store_per_sec: f64) {
     report.push_rate("null_store_events_per_sec", null_store_per_sec);
     report.push_ratio("durable_to_null_ratio", durable_per_sec, null_store_per_sec);
+}
+
+/// The sustained run starts at this share of the ceiling and finds its level from there.
+const INITIAL_RATE_SHARE: f64 = 0.2;
+/// How often the offered rate is adjusted.
+const CONTROL_STEP: Duration = Duration::from_millis(250);
+/// Above this much unindexed traffic (in seconds of load) the rate goes down, below the
+/// lower mark it goes up: together they keep visibility lag well under a second.
+const BACKLOG_HIGH_S: f64 = 0.5;
+const BACKLOG_LOW_S: f64 = 0.25;
+
+/// Adjusts `pace` so the indexer keeps up ("the highest rate the indexer keeps up with"):
+/// one event per batch is probed, so probes in flight times the batch size is about the
+/// number of acknowledged events not yet visible, a signal with no delay (unlike finished
+/// probes, which report a growing lag only once it has shrunk again). Returns the offered
+/// rate at each step.
+async fn keep_indexer_up(
+    pace: Arc<Pace>,
+    prober: Arc<Prober>,
+    max_rate: f64,
+    deadline: Instant,
+) -> Vec<f64> {
+    let mut rates = Vec::new();
+    while Instant::now() + CONTROL_STEP < deadline {
+        tokio::time::sleep(CONTROL_STEP).await;
+        let rate = pace.rate() * BATCH_SIZE as f64;
+        let backlog_s = (prober.in_flight() * BATCH_SIZE) as f64 / rate;
+        let next = if backlog_s > BACKLOG_HIGH_S {
+            rate * 0.85
+        } else if backlog_s < BACKLOG_LOW_S {
+            (rate * 1.05).min(max_rate)
+        } else {
+            rate
+        };
+        pace.set_rate(next / BATCH_SIZE as f64);
+        rates.push(next);
+    }
+    rates
 }
