@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use eventide::event::StoredEvent;
-use eventide::store::sqlite::SqliteStore;
+use eventide::store::sqlite::{SqliteStore, UserIndexSweep};
 use eventide::store::{EventFilter, EventQuery, Order, Position, Store};
 
 fn event(seq: u64, id: &str, kind: &str, ts: i64) -> StoredEvent {
@@ -204,6 +204,107 @@ async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
     (dir, Arc::new(store))
 }
 
+/// A store whose user index keeps about half its entries in each of its two tables, so
+/// user queries must merge them.
+async fn sqlite_store_half_swept() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = UserIndexSweep {
+        per_added: 0.5,
+        recent_target: usize::MAX,
+    };
+    let store = SqliteStore::open_with(&dir.path().join("events.db"), false, sweep).unwrap();
+    (dir, Arc::new(store))
+}
+
+/// Many batches for a few users, with timestamp ties; every user query (both orders,
+/// keyset pages, other filters, counts) must match what the events say.
+async fn check_user_queries_across_batches(store: Arc<dyn Store>) {
+    let mut all = Vec::new();
+    let mut seq = 0;
+    for batch in 0..20 {
+        let mut events = Vec::new();
+        for i in 0..50u64 {
+            seq += 1;
+            let mut e = event(
+                seq,
+                &format!("e-{seq}"),
+                if i % 3 == 0 { "a" } else { "b" },
+                ((seq * 7919) % 400) as i64,
+            );
+            e.user_id = Some(format!("user-{}", (seq * 31 + batch) % 5));
+            events.push(e);
+        }
+        all.extend(events.clone());
+        store.append_batch(Arc::new(events), seq).await.unwrap();
+    }
+    // Replaying a stored id adds nothing, to the events or to the user index.
+    store
+        .append_batch(Arc::new(vec![all[0].clone()]), seq)
+        .await
+        .unwrap();
+
+    for user in 0..5 {
+        let user_id = format!("user-{user}");
+        for (order, kind, from) in [
+            (Order::Desc, None, None),
+            (Order::Asc, Some("a"), Some(100)),
+        ] {
+            let filter = EventFilter {
+                user_id: Some(user_id.clone()),
+                kind: kind.map(str::to_owned),
+                from_ms: from,
+                ..Default::default()
+            };
+            let mut expected: Vec<&StoredEvent> = all
+                .iter()
+                .filter(|e| e.user_id.as_deref() == Some(user_id.as_str()))
+                .filter(|e| kind.is_none_or(|k| e.kind == k))
+                .filter(|e| from.is_none_or(|f| e.timestamp_ms >= f))
+                .collect();
+            expected.sort_by_key(|e| (e.timestamp_ms, e.seq));
+            if order == Order::Desc {
+                expected.reverse();
+            }
+            let expected: Vec<u64> = expected.iter().map(|e| e.seq).collect();
+            assert!(!expected.is_empty());
+
+            let everything = store
+                .query(query(filter.clone(), order, 1000))
+                .await
+                .unwrap();
+            assert_eq!(seqs(&everything), expected, "{user_id} {order:?}");
+            assert_eq!(
+                store.count(filter.clone()).await.unwrap(),
+                expected.len() as u64
+            );
+
+            let mut walked = Vec::new();
+            let mut after = None;
+            loop {
+                let mut page = query(filter.clone(), order, 7);
+                page.after = after;
+                let events = store.query(page).await.unwrap();
+                let Some(last) = events.last() else { break };
+                after = Some(Position {
+                    timestamp_ms: last.timestamp_ms,
+                    seq: last.seq,
+                });
+                walked.extend(seqs(&events));
+            }
+            assert_eq!(walked, expected, "keyset walk for {user_id} {order:?}");
+
+            let mut offset_page = query(filter.clone(), order, 5);
+            offset_page.offset = 3;
+            let page = store.query(offset_page).await.unwrap();
+            assert_eq!(
+                seqs(&page),
+                expected[3..8.min(expected.len())],
+                "offset page for {user_id}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn sqlite_orders_filters_and_pages() {
     let (_dir, store) = sqlite_store().await;
@@ -239,4 +340,41 @@ async fn sqlite_keeps_events_and_position_across_reopen() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, false).unwrap());
     assert_eq!(store.indexed_seq().await.unwrap(), 10);
     assert_eq!(store.count(EventFilter::default()).await.unwrap(), 10);
+}
+
+#[tokio::test]
+async fn sqlite_user_queries_match_across_batches() {
+    let (dir, store) = sqlite_store().await;
+    check_user_queries_across_batches(store).await;
+    let (main, recent) = user_index_levels(&dir);
+    assert_eq!(main + recent, 1000, "one entry per event with a user");
+    assert!(main > 0, "the sweep moved entries into the main level");
+}
+
+/// Rows in each level of the user index of the store in `dir`.
+fn user_index_levels(dir: &tempfile::TempDir) -> (i64, i64) {
+    let db = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
+    let count = |table: &str| {
+        db.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+            row.get(0)
+        })
+        .unwrap()
+    };
+    (count("user_index"), count("user_index_recent"))
+}
+
+#[tokio::test]
+async fn sqlite_with_both_user_index_levels_in_use() {
+    let (dir, store) = sqlite_store_half_swept().await;
+    check_user_queries_across_batches(store).await;
+    let (main, recent) = user_index_levels(&dir);
+    assert_eq!(main + recent, 1000, "one entry per event with a user");
+    assert!(
+        main > 100 && recent > 100,
+        "both levels in use: {main} + {recent}"
+    );
+    let (_dir, store) = sqlite_store_half_swept().await;
+    check_order_filters_and_paging(store).await;
+    let (_dir, store) = sqlite_store_half_swept().await;
+    check_appends_are_idempotent_on_id(store).await;
 }

@@ -1,0 +1,263 @@
+//! The `(user_id, ts)` index, in two levels.
+//!
+//! User ids arrive in random order, so as a plain index of the events table every batch
+//! rewrote nearly all of its leaf pages (into the WAL, and again at checkpoint) whatever the
+//! batch size: it cost more than all the other indexes together, and kept the visibility lag
+//! and the indexing rate at odds. Here a batch's entries go into the small
+//! `user_index_recent` table, whose pages stay few, and in the same transaction a sweep moves
+//! a run of it, in key order, into `user_index`: each page of the big table is then rewritten
+//! about once per sweep cycle instead of once per batch. Every entry is in exactly one of the
+//! two tables; queries read both and merge.
+
+use anyhow::Result;
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction};
+
+use super::event_from_row;
+use crate::event::StoredEvent;
+use crate::store::{EventFilter, EventQuery, Order, Position};
+
+pub(super) const INSERT_RECENT: &str =
+    "INSERT OR IGNORE INTO user_index_recent (user_id, ts, seq) VALUES (?, ?, ?)";
+
+const TABLES: [&str; 2] = ["user_index", "user_index_recent"];
+
+const EVENT_COLUMNS: &str = "e.seq, e.id, e.id_from_client, e.type, e.ts, e.received_at, \
+                             e.service, e.user_id, e.message, e.metadata";
+
+/// How much of the recent table each batch moves into the main one.
+#[derive(Debug, Clone, Copy)]
+pub struct Sweep {
+    /// Entries moved per entry added (1.0 keeps the recent table from growing).
+    pub per_added: f64,
+    /// Beyond this many recent entries, each batch also moves an eighth of the excess.
+    pub recent_target: usize,
+}
+
+impl Sweep {
+    pub const DEFAULT: Sweep = Sweep {
+        per_added: 1.0,
+        recent_target: 200_000,
+    };
+}
+
+type Key = (String, i64, i64);
+
+/// The sweep's state, kept by the store's writer thread.
+pub(super) struct Sweeper {
+    tuning: Sweep,
+    /// The last key moved; the next run starts after it (from the start when `None`).
+    cursor: Option<Key>,
+    recent_len: usize,
+}
+
+/// What one sweep did, applied to the [`Sweeper`] once its transaction commits.
+pub(super) struct Swept {
+    cursor: Option<Key>,
+    added: usize,
+    moved: usize,
+}
+
+impl Sweeper {
+    pub(super) fn new(connection: &Connection, tuning: Sweep) -> Result<Sweeper> {
+        let recent_len: i64 =
+            connection.query_row("SELECT count(*) FROM user_index_recent", [], |row| {
+                row.get(0)
+            })?;
+        Ok(Sweeper {
+            tuning,
+            cursor: None,
+            recent_len: recent_len as usize,
+        })
+    }
+
+    /// Moves the next run of recent entries into the main table, within `tx`, after a batch
+    /// added `added` entries.
+    pub(super) fn sweep(&self, tx: &Transaction, added: usize) -> Result<Swept> {
+        let excess = (self.recent_len + added).saturating_sub(self.tuning.recent_target) / 8;
+        let quota = (added as f64 * self.tuning.per_added) as usize + excess;
+        if quota == 0 {
+            return Ok(Swept {
+                cursor: self.cursor.clone(),
+                added,
+                moved: 0,
+            });
+        }
+        let mut after = String::new();
+        let mut after_params = Vec::new();
+        if let Some((user_id, ts, seq)) = &self.cursor {
+            after.push_str(" AND (user_id, ts, seq) > (?, ?, ?)");
+            after_params.extend([
+                Value::Text(user_id.clone()),
+                Value::Integer(*ts),
+                Value::Integer(*seq),
+            ]);
+        }
+        // The run ends at the quota-th key after the cursor, or at the table's end.
+        let mut last_params = after_params.clone();
+        last_params.push(Value::Integer(quota as i64 - 1));
+        let last: Option<Key> = tx
+            .prepare_cached(&format!(
+                "SELECT user_id, ts, seq FROM user_index_recent WHERE 1 = 1{after}
+                 ORDER BY user_id, ts, seq LIMIT 1 OFFSET ?"
+            ))?
+            .query_row(params_from_iter(last_params), |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        let mut range = after;
+        let mut range_params = after_params;
+        if let Some((user_id, ts, seq)) = &last {
+            range.push_str(" AND (user_id, ts, seq) <= (?, ?, ?)");
+            range_params.extend([
+                Value::Text(user_id.clone()),
+                Value::Integer(*ts),
+                Value::Integer(*seq),
+            ]);
+        }
+        let moved = tx
+            .prepare_cached(&format!(
+                "INSERT OR IGNORE INTO user_index (user_id, ts, seq)
+                 SELECT user_id, ts, seq FROM user_index_recent WHERE 1 = 1{range}"
+            ))?
+            .execute(params_from_iter(range_params.iter()))?;
+        tx.prepare_cached(&format!("DELETE FROM user_index_recent WHERE 1 = 1{range}"))?
+            .execute(params_from_iter(range_params.iter()))?;
+        // Reaching the table's end, the next run starts over from its beginning.
+        Ok(Swept {
+            cursor: last,
+            added,
+            moved,
+        })
+    }
+
+    pub(super) fn committed(&mut self, swept: Swept) {
+        self.cursor = swept.cursor;
+        self.recent_len = (self.recent_len + swept.added).saturating_sub(swept.moved);
+    }
+}
+
+/// Events of one user: each table gives its matches already in order (read off its primary
+/// key, joined to the events by seq), and the two runs are merged.
+pub(super) fn query(connection: &Connection, query: &EventQuery) -> Result<Vec<StoredEvent>> {
+    let wanted = query.limit + query.offset;
+    let mut runs = Vec::with_capacity(TABLES.len());
+    for table in TABLES {
+        let (mut sql, mut params) = select(
+            table,
+            EVENT_COLUMNS,
+            &query.filter,
+            query.after,
+            query.order,
+        );
+        let direction = match query.order {
+            Order::Desc => "DESC",
+            Order::Asc => "ASC",
+        };
+        sql.push_str(&format!(
+            " ORDER BY u.ts {direction}, u.seq {direction} LIMIT ?"
+        ));
+        params.push(Value::Integer(wanted as i64));
+        let mut statement = connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(params_from_iter(params), event_from_row)?;
+        runs.push(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+    }
+    let recent = runs.pop().unwrap_or_default();
+    let main = runs.pop().unwrap_or_default();
+    Ok(merge(main, recent, query.order)
+        .into_iter()
+        .skip(query.offset)
+        .take(query.limit)
+        .collect())
+}
+
+pub(super) fn count(connection: &Connection, filter: &EventFilter) -> Result<u64> {
+    let mut total = 0;
+    for table in TABLES {
+        let (sql, params) = select(table, "count(*)", filter, None, Order::Desc);
+        let count: i64 = connection
+            .prepare_cached(&sql)?
+            .query_row(params_from_iter(params), |row| row.get(0))?;
+        total += count as u64;
+    }
+    Ok(total)
+}
+
+/// `SELECT {what} FROM {table} u JOIN events e` with the filter's conditions: those on time
+/// and position on the index table (so its primary key serves them), the others on events.
+fn select(
+    table: &str,
+    what: &str,
+    filter: &EventFilter,
+    after: Option<Position>,
+    order: Order,
+) -> (String, Vec<Value>) {
+    let mut sql = format!(
+        "SELECT {what} FROM {table} AS u CROSS JOIN events AS e ON e.seq = u.seq WHERE u.user_id = ?"
+    );
+    let mut params = vec![Value::Text(filter.user_id.clone().unwrap_or_default())];
+    let mut condition = |sql: &mut String, text: &str, value: Value| {
+        sql.push_str(text);
+        params.push(value);
+    };
+    if let Some(from) = filter.from_ms {
+        condition(&mut sql, " AND u.ts >= ?", Value::Integer(from));
+    }
+    if let Some(to) = filter.to_ms {
+        condition(&mut sql, " AND u.ts < ?", Value::Integer(to));
+    }
+    if let Some(max_seq) = filter.max_seq {
+        condition(&mut sql, " AND u.seq <= ?", Value::Integer(max_seq as i64));
+    }
+    if let Some(after) = after {
+        let compare = if order == Order::Desc { "<" } else { ">" };
+        condition(
+            &mut sql,
+            &format!(" AND u.ts {compare}= ?"),
+            Value::Integer(after.timestamp_ms),
+        );
+        condition(
+            &mut sql,
+            &format!(" AND (u.ts {compare} ?"),
+            Value::Integer(after.timestamp_ms),
+        );
+        condition(
+            &mut sql,
+            &format!(" OR u.seq {compare} ?)"),
+            Value::Integer(after.seq as i64),
+        );
+    }
+    if let Some(kind) = &filter.kind {
+        condition(&mut sql, " AND e.type = ?", Value::Text(kind.clone()));
+    }
+    if let Some(service) = &filter.service {
+        condition(&mut sql, " AND e.service = ?", Value::Text(service.clone()));
+    }
+    (sql, params)
+}
+
+/// Merges two runs that are each in `order` by `(timestamp, seq)`.
+fn merge(first: Vec<StoredEvent>, second: Vec<StoredEvent>, order: Order) -> Vec<StoredEvent> {
+    let key = |event: &StoredEvent| (event.timestamp_ms, event.seq);
+    let mut merged = Vec::with_capacity(first.len() + second.len());
+    let mut first = first.into_iter().peekable();
+    let mut second = second.into_iter().peekable();
+    loop {
+        let take_first = match (first.peek(), second.peek()) {
+            (Some(a), Some(b)) => match order {
+                Order::Desc => key(a) > key(b),
+                Order::Asc => key(a) < key(b),
+            },
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if take_first {
+            first.next()
+        } else {
+            second.next()
+        };
+        merged.extend(next);
+    }
+    merged
+}
