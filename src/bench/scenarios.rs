@@ -730,8 +730,8 @@ const INITIAL_RATE_SHARE: f64 = 0.2;
 const CONTROL_STEP: Duration = Duration::from_millis(250);
 /// Above this much unindexed traffic (in seconds of load) the rate goes down, below the
 /// lower mark it goes up: together they keep visibility lag well under a second.
-const BACKLOG_HIGH_S: f64 = 0.5;
-const BACKLOG_LOW_S: f64 = 0.25;
+const BACKLOG_HIGH_S: f64 = 0.4;
+const BACKLOG_LOW_S: f64 = 0.2;
 
 /// Adjusts `pace` so the indexer keeps up ("the highest rate the indexer keeps up with"):
 /// one event per batch is probed, so probes in flight times the batch size is about the
