@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{EventFilter, EventQuery, Order, Store};
+use super::{EventFilter, EventQuery, Order, Position, Store};
 use crate::event::StoredEvent;
 
 /// Schema migrations, applied in order at start; `PRAGMA user_version` records how many ran.
@@ -236,6 +236,14 @@ fn migrate(connection: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// `ORDER BY` keyword for `order`.
+fn direction(order: Order) -> &'static str {
+    match order {
+        Order::Desc => "DESC",
+        Order::Asc => "ASC",
+    }
+}
+
 fn event_from_row(row: &Row) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
         seq: row.get::<_, i64>(0)? as u64,
@@ -251,26 +259,70 @@ fn event_from_row(row: &Row) -> rusqlite::Result<StoredEvent> {
     })
 }
 
-/// Appends ` AND ...` conditions for `filter` to `sql`, with their parameters.
-fn push_filter(sql: &mut String, params: &mut Vec<Value>, filter: &EventFilter) {
-    sql.push_str(" WHERE 1 = 1");
-    for (column, value) in [("type", &filter.kind), ("service", &filter.service)] {
-        if let Some(value) = value {
-            sql.push_str(&format!(" AND {column} = ?"));
-            params.push(Value::Text(value.clone()));
-        }
+/// Table aliases for [`push_conditions`]: where the time and position conditions go (the
+/// table whose index serves them) and where the other event columns are.
+struct Aliases<'a> {
+    index: &'a str,
+    events: &'a str,
+}
+
+const PLAIN: Aliases = Aliases {
+    index: "",
+    events: "",
+};
+
+/// Appends ` AND ...` for `filter` and, when paging, for "strictly after `after` in
+/// `order`", with their parameters: the one place that turns a query into SQL conditions.
+fn push_conditions(
+    sql: &mut String,
+    params: &mut Vec<Value>,
+    filter: &EventFilter,
+    after: Option<(Position, Order)>,
+    aliases: &Aliases,
+) {
+    let Aliases { index, events } = aliases;
+    let mut condition = |text: String, value: Value| {
+        sql.push_str(&text);
+        params.push(value);
+    };
+    if let Some(user_id) = &filter.user_id {
+        condition(
+            format!(" AND {index}user_id = ?"),
+            Value::Text(user_id.clone()),
+        );
     }
     if let Some(from) = filter.from_ms {
-        sql.push_str(" AND ts >= ?");
-        params.push(Value::Integer(from));
+        condition(format!(" AND {index}ts >= ?"), Value::Integer(from));
     }
     if let Some(to) = filter.to_ms {
-        sql.push_str(" AND ts < ?");
-        params.push(Value::Integer(to));
+        condition(format!(" AND {index}ts < ?"), Value::Integer(to));
     }
     if let Some(max_seq) = filter.max_seq {
-        sql.push_str(" AND seq <= ?");
-        params.push(Value::Integer(max_seq as i64));
+        condition(
+            format!(" AND {index}seq <= ?"),
+            Value::Integer(max_seq as i64),
+        );
+    }
+    if let Some((after, order)) = after {
+        // The plain `ts` bound lets SQLite range-scan the index; the second condition breaks
+        // ties on seq.
+        let compare = if order == Order::Desc { "<" } else { ">" };
+        let ts = Value::Integer(after.timestamp_ms);
+        condition(format!(" AND {index}ts {compare}= ?"), ts.clone());
+        condition(format!(" AND ({index}ts {compare} ?"), ts);
+        condition(
+            format!(" OR {index}seq {compare} ?)"),
+            Value::Integer(after.seq as i64),
+        );
+    }
+    if let Some(kind) = &filter.kind {
+        condition(format!(" AND {events}type = ?"), Value::Text(kind.clone()));
+    }
+    if let Some(service) = &filter.service {
+        condition(
+            format!(" AND {events}service = ?"),
+            Value::Text(service.clone()),
+        );
     }
 }
 
@@ -310,23 +362,11 @@ impl Store for SqliteStore {
                 .await;
         }
         self.read(move |connection| {
-            let mut sql = format!("SELECT {COLUMNS} FROM events");
+            let mut sql = format!("SELECT {COLUMNS} FROM events WHERE 1 = 1");
             let mut params = Vec::new();
-            push_filter(&mut sql, &mut params, &query.filter);
-            let (compare, direction) = match query.order {
-                Order::Desc => ("<", "DESC"),
-                Order::Asc => (">", "ASC"),
-            };
-            if let Some(after) = query.after {
-                // The plain `ts` bound lets SQLite range-scan the index; the second condition
-                // breaks ties on seq.
-                sql.push_str(&format!(
-                    " AND ts {compare}= ? AND (ts {compare} ? OR seq {compare} ?)"
-                ));
-                params.push(Value::Integer(after.timestamp_ms));
-                params.push(Value::Integer(after.timestamp_ms));
-                params.push(Value::Integer(after.seq as i64));
-            }
+            let after = query.after.map(|after| (after, query.order));
+            push_conditions(&mut sql, &mut params, &query.filter, after, &PLAIN);
+            let direction = direction(query.order);
             sql.push_str(&format!(
                 " ORDER BY ts {direction}, seq {direction} LIMIT ? OFFSET ?"
             ));
@@ -346,9 +386,9 @@ impl Store for SqliteStore {
                 .await;
         }
         self.read(move |connection| {
-            let mut sql = "SELECT count(*) FROM events".to_owned();
+            let mut sql = "SELECT count(*) FROM events WHERE 1 = 1".to_owned();
             let mut params = Vec::new();
-            push_filter(&mut sql, &mut params, &filter);
+            push_conditions(&mut sql, &mut params, &filter, None, &PLAIN);
             let count: i64 = connection
                 .prepare_cached(&sql)?
                 .query_row(rusqlite::params_from_iter(params), |row| row.get(0))?;

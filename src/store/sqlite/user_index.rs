@@ -13,7 +13,7 @@ use anyhow::Result;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction};
 
-use super::event_from_row;
+use super::{direction, event_from_row, push_conditions, Aliases};
 use crate::event::StoredEvent;
 use crate::store::{EventFilter, EventQuery, Order, Position};
 
@@ -143,17 +143,9 @@ pub(super) fn query(connection: &Connection, query: &EventQuery) -> Result<Vec<S
     let wanted = query.limit + query.offset;
     let mut runs = Vec::with_capacity(TABLES.len());
     for table in TABLES {
-        let (mut sql, mut params) = select(
-            table,
-            EVENT_COLUMNS,
-            &query.filter,
-            query.after,
-            query.order,
-        );
-        let direction = match query.order {
-            Order::Desc => "DESC",
-            Order::Asc => "ASC",
-        };
+        let after = query.after.map(|after| (after, query.order));
+        let (mut sql, mut params) = select(table, EVENT_COLUMNS, &query.filter, after);
+        let direction = direction(query.order);
         sql.push_str(&format!(
             " ORDER BY u.ts {direction}, u.seq {direction} LIMIT ?"
         ));
@@ -174,7 +166,7 @@ pub(super) fn query(connection: &Connection, query: &EventQuery) -> Result<Vec<S
 pub(super) fn count(connection: &Connection, filter: &EventFilter) -> Result<u64> {
     let mut total = 0;
     for table in TABLES {
-        let (sql, params) = select(table, "count(*)", filter, None, Order::Desc);
+        let (sql, params) = select(table, "count(*)", filter, None);
         let count: i64 = connection
             .prepare_cached(&sql)?
             .query_row(params_from_iter(params), |row| row.get(0))?;
@@ -189,50 +181,17 @@ fn select(
     table: &str,
     what: &str,
     filter: &EventFilter,
-    after: Option<Position>,
-    order: Order,
+    after: Option<(Position, Order)>,
 ) -> (String, Vec<Value>) {
     let mut sql = format!(
-        "SELECT {what} FROM {table} AS u CROSS JOIN events AS e ON e.seq = u.seq WHERE u.user_id = ?"
+        "SELECT {what} FROM {table} AS u CROSS JOIN events AS e ON e.seq = u.seq WHERE 1 = 1"
     );
-    let mut params = vec![Value::Text(filter.user_id.clone().unwrap_or_default())];
-    let mut condition = |sql: &mut String, text: &str, value: Value| {
-        sql.push_str(text);
-        params.push(value);
+    let mut params = Vec::new();
+    let aliases = Aliases {
+        index: "u.",
+        events: "e.",
     };
-    if let Some(from) = filter.from_ms {
-        condition(&mut sql, " AND u.ts >= ?", Value::Integer(from));
-    }
-    if let Some(to) = filter.to_ms {
-        condition(&mut sql, " AND u.ts < ?", Value::Integer(to));
-    }
-    if let Some(max_seq) = filter.max_seq {
-        condition(&mut sql, " AND u.seq <= ?", Value::Integer(max_seq as i64));
-    }
-    if let Some(after) = after {
-        let compare = if order == Order::Desc { "<" } else { ">" };
-        condition(
-            &mut sql,
-            &format!(" AND u.ts {compare}= ?"),
-            Value::Integer(after.timestamp_ms),
-        );
-        condition(
-            &mut sql,
-            &format!(" AND (u.ts {compare} ?"),
-            Value::Integer(after.timestamp_ms),
-        );
-        condition(
-            &mut sql,
-            &format!(" OR u.seq {compare} ?)"),
-            Value::Integer(after.seq as i64),
-        );
-    }
-    if let Some(kind) = &filter.kind {
-        condition(&mut sql, " AND e.type = ?", Value::Text(kind.clone()));
-    }
-    if let Some(service) = &filter.service {
-        condition(&mut sql, " AND e.service = ?", Value::Text(service.clone()));
-    }
+    push_conditions(&mut sql, &mut params, filter, after, &aliases);
     (sql, params)
 }
 
