@@ -87,20 +87,17 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = %self, "request refused");
         }
-        let mut body = match &self {
-            ApiError::NoValidEvents { answer } => answer.clone(),
+        let message = self.to_string();
+        let mut body = match self {
+            ApiError::NoValidEvents { answer } => answer,
+            ApiError::InvalidParameter { parameter, .. } => json!({ "parameter": parameter }),
+            ApiError::MalformedJson { line, column, .. } => {
+                json!({ "line": line, "column": column })
+            }
             _ => json!({}),
         };
         body["error"] = json!(code);
-        body["message"] = json!(self.to_string());
-        match &self {
-            ApiError::InvalidParameter { parameter, .. } => body["parameter"] = json!(parameter),
-            ApiError::MalformedJson { line, column, .. } => {
-                body["line"] = json!(line);
-                body["column"] = json!(column);
-            }
-            _ => {}
-        }
+        body["message"] = json!(message);
         let mut response = (status, axum::Json(body)).into_response();
         if matches!(
             status,

@@ -216,12 +216,7 @@ pub async fn list(
                     timestamp_ms: last.timestamp_ms,
                     seq: last.seq,
                 };
-                Some(Cursor::new(
-                    position,
-                    snapshot_seq,
-                    &filter_without_snapshot(&filter),
-                    params.order,
-                ))
+                Some(Cursor::new(position, snapshot_seq, &filter, params.order))
             } else {
                 None
             };
@@ -268,14 +263,6 @@ pub async fn list(
     }
     out.push(b'}');
     Ok(json_response(StatusCode::OK, out))
-}
-
-/// The cursor's fingerprint covers what the client sends, not the snapshot it pins.
-fn filter_without_snapshot(filter: &crate::store::EventFilter) -> crate::store::EventFilter {
-    crate::store::EventFilter {
-        max_seq: None,
-        ..filter.clone()
-    }
 }
 
 /// `GET /events/{id}`

@@ -29,24 +29,14 @@ pub fn new_event_id(now_ms: i64) -> String {
     value |= (random & 0xfff) << 64; // rand_a
     value |= 0b10 << 62; // variant
     value |= random >> 66; // rand_b
-    let hex = format!("{value:032x}");
-    let mut id = String::with_capacity(36);
-    for (i, part) in [
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32],
-    ]
-    .iter()
-    .enumerate()
-    {
-        if i > 0 {
-            id.push('-');
-        }
-        id.push_str(part);
-    }
-    id
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        value >> 96,
+        (value >> 80) & 0xffff,
+        (value >> 64) & 0xffff,
+        (value >> 48) & 0xffff,
+        value & 0xffff_ffff_ffff
+    )
 }
 
 /// A 128-bit hash of a client id: the dedup set keeps these instead of the ids themselves,

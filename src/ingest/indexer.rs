@@ -40,8 +40,6 @@ pub async fn run(
             tokio::select! {
                 _ = progress.committed_changed() => {}
                 _ = stop.changed() => {}
-                // Belt and braces against a missed wake-up.
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
             }
             continue;
         }
