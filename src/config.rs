@@ -77,6 +77,16 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTIDE_READ_WAIT", default_value = "1s", value_parser = parse_duration)]
     pub read_wait: Duration,
 
+    /// Most `/stream` and `/stream/metrics` subscribers at once; beyond it they get 503.
+    #[arg(long, env = "EVENTIDE_MAX_SUBSCRIBERS", default_value_t = 1_000)]
+    pub max_subscribers: usize,
+
+    /// Events a stream subscriber may fall behind before it is told `lagged` and
+    /// disconnected (it can resume from where it was).
+    #[arg(long, env = "EVENTIDE_STREAM_BUFFER", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub stream_buffer: u64,
+
     /// Benchmark aid: acknowledge events without storing them.
     #[arg(long, hide = true)]
     pub null_store: bool,

@@ -10,11 +10,11 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::params::{parse_list_params, Cursor, Paging};
-use super::render;
 use super::AppState;
 use crate::event::parse::{
     parse_body, BodyError, BodyFormat, MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST,
 };
+use crate::event::render;
 use crate::ingest::{ids, PreparedBatch};
 use crate::store::{EventQuery, Position};
 

@@ -3,7 +3,6 @@
 pub mod error;
 pub mod events;
 pub mod params;
-pub mod render;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! and what the store keeps and returns ([`StoredEvent`]).
 
 pub mod parse;
+pub mod render;
 pub mod timefmt;
 
 /// A validated event as a client sent it, before it is given a sequence number.

@@ -67,6 +67,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn count(&self, filter: EventFilter) -> anyhow::Result<u64>;
 
+    /// Events with `seq` above `after_seq` matching `filter`, in `seq` order, at most
+    /// `limit`: what a resuming stream subscriber replays.
+    async fn events_after_seq(
+        &self,
+        filter: EventFilter,
+        after_seq: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<StoredEvent>>;
+
     async fn get(&self, id: String) -> anyhow::Result<Option<StoredEvent>>;
 
     /// Client ids received at or after `since_ms`, newest first, at most `limit`: what the

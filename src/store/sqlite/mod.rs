@@ -397,6 +397,27 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn events_after_seq(
+        &self,
+        filter: EventFilter,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        self.read(move |connection| {
+            // By seq (the rowid): user ids are matched on the table, not through the user
+            // index, since the walk is in seq order anyway.
+            let mut sql = format!("SELECT {COLUMNS} FROM events WHERE seq > ?");
+            let mut params = vec![Value::Integer(after_seq as i64)];
+            push_conditions(&mut sql, &mut params, &filter, None, &PLAIN);
+            sql.push_str(" ORDER BY seq LIMIT ?");
+            params.push(Value::Integer(limit as i64));
+            let mut statement = connection.prepare_cached(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(params), event_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn get(&self, id: String) -> Result<Option<StoredEvent>> {
         self.read(move |connection| {
             let sql = format!("SELECT {COLUMNS} FROM events WHERE id = ?");
