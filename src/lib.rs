@@ -5,6 +5,7 @@
 //! - [`event`]: the event, parsed and validated at the edge.
 //! - [`ingest`]: the durable log, its group-commit writer, deduplication and the indexer.
 //! - [`store`]: the `Store` trait and the embedded SQLite store.
+//! - [`metrics`]: event counts over windows, time series and summary, from rollups.
 //! - [`api`]: HTTP routes, errors and rendering.
 //! - [`server`]: puts the parts together and shuts them down in order.
 //! - [`bench`]: `eventide bench`, the load generator.
@@ -18,7 +19,9 @@
 //! 3. The writer drops duplicates of recent client ids, assigns `seq`s, appends every waiting
 //!    batch in one write (one fdatasync with `--durability fsync`) and answers: `202`.
 //! 4. The indexer reads the log in large batches into the SQLite store's indexed table;
-//!    queries wait (bounded) for it to reach what was acknowledged before they began.
+//!    queries wait (bounded) for it to reach what was acknowledged before they began. The
+//!    same transaction adds the events to the per-minute rollups; then the in-memory counts
+//!    behind the metrics endpoints take them in.
 
 pub mod api;
 pub mod bench;
@@ -26,5 +29,6 @@ pub mod clock;
 pub mod config;
 pub mod event;
 pub mod ingest;
+pub mod metrics;
 pub mod server;
 pub mod store;

@@ -15,6 +15,7 @@ use crate::config::{Durability, ServeConfig};
 use crate::ingest::dedup::RecentIds;
 use crate::ingest::log::LogWriter;
 use crate::ingest::{ids, indexer, writer, Progress};
+use crate::metrics::EventMetrics;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -71,6 +72,11 @@ pub async fn serve(
         dedup.insert(ids::client_id_hash(&id), received_at);
     }
 
+    let metrics = Arc::new(
+        EventMetrics::load(store.clone(), clock.clone())
+            .await
+            .context("rebuilding the event counts")?,
+    );
     let progress = Arc::new(Progress::new(committed_seq, indexed_seq));
     let log = (!config.null_store).then_some(log);
     let (ingest, writer_thread) = writer::start(
@@ -86,6 +92,7 @@ pub async fn serve(
     let indexer = (!config.null_store).then(|| {
         tokio::spawn(indexer::run(
             store.clone(),
+            metrics.clone(),
             config.data_dir.join("log"),
             progress.clone(),
             indexer_stop,
@@ -95,6 +102,7 @@ pub async fn serve(
     let state = AppState {
         ingest,
         store,
+        metrics,
         clock,
         read_wait: config.read_wait,
     };

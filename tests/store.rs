@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use eventide::event::StoredEvent;
 use eventide::store::sqlite::{SqliteStore, UserIndexSweep};
-use eventide::store::{EventFilter, EventQuery, Order, Position, Store};
+use eventide::store::{
+    EventFilter, EventQuery, Order, Position, RollupQuery, RollupRow, Store, HOUR_MS, MINUTE_MS,
+};
 
 fn event(seq: u64, id: &str, kind: &str, ts: i64) -> StoredEvent {
     StoredEvent {
@@ -164,7 +166,12 @@ async fn check_appends_are_idempotent_on_id(store: Arc<dyn Store>) {
         event(2, "client-a", "t", 2),
         event(3, "b", "t", 3),
     ];
-    store.append_batch(Arc::new(again), 3).await.unwrap();
+    let outcome = store.append_batch(Arc::new(again), 3).await.unwrap();
+    assert_eq!(
+        outcome.skipped,
+        [1, 2],
+        "ids already stored are reported skipped"
+    );
     let all = store
         .query(query(EventFilter::default(), Order::Asc, 10))
         .await
@@ -196,6 +203,120 @@ async fn check_recent_client_ids(store: Arc<dyn Store>) {
         2,
         "limit holds"
     );
+}
+
+/// Rollups count exactly the stored events (not the skipped duplicates), per minute, type and
+/// service (none apart from ""), including times before 1970; the event count matches.
+async fn check_rollups_and_counts(store: Arc<dyn Store>) {
+    let minute = 1_700_000_040_000; // a minute boundary
+    let mut events = vec![
+        event(1, "a", "login", minute),
+        event(2, "b", "login", minute + 59_999),
+        event(3, "c", "login", minute + 60_000),
+        event(4, "d", "signup", minute - 1),
+        event(5, "e", "login", -1), // 1969-12-31T23:59:59.999Z
+    ];
+    events[0].service = None;
+    events[1].service = Some(String::new());
+    events[2].service = Some(String::new());
+    events[3].service = Some("web".into());
+    events[4].service = Some("web".into());
+    store
+        .append_batch(Arc::new(events.clone()), 5)
+        .await
+        .unwrap();
+    // A duplicate id is not counted twice.
+    let again = vec![event(6, "a", "login", minute)];
+    store.append_batch(Arc::new(again), 6).await.unwrap();
+    assert_eq!(store.event_count().await.unwrap(), 5);
+
+    let rollups = |from_ms, to_ms, bucket_ms, kind: Option<&str>, service: Option<&str>| {
+        let store = store.clone();
+        let query = RollupQuery {
+            from_ms,
+            to_ms,
+            bucket_ms,
+            kind: kind.map(Into::into),
+            service: service.map(Into::into),
+        };
+        async move {
+            let mut rows = store.rollups(query).await.unwrap();
+            rows.sort_by(|a, b| {
+                (a.bucket_ms, &a.kind, &a.service).cmp(&(b.bucket_ms, &b.kind, &b.service))
+            });
+            rows
+        }
+    };
+    let row = |bucket_ms, kind: &str, service: Option<&str>, count| RollupRow {
+        bucket_ms,
+        kind: kind.into(),
+        service: service.map(Into::into),
+        count,
+    };
+    assert_eq!(
+        rollups(i64::MIN, i64::MAX, MINUTE_MS, None, None).await,
+        [
+            row(-MINUTE_MS, "login", Some("web"), 1),
+            row(minute - MINUTE_MS, "signup", Some("web"), 1),
+            row(minute, "login", None, 1),
+            row(minute, "login", Some(""), 1),
+            row(minute + MINUTE_MS, "login", Some(""), 1),
+        ]
+    );
+    assert_eq!(
+        rollups(
+            minute - MINUTE_MS,
+            minute + 2 * MINUTE_MS,
+            HOUR_MS,
+            Some("login"),
+            Some("")
+        )
+        .await,
+        [row(
+            minute - minute.rem_euclid(HOUR_MS),
+            "login",
+            Some(""),
+            2
+        )],
+        "hour buckets, filtered; the range excludes the 1969 event"
+    );
+    assert_eq!(
+        rollups(minute, minute + MINUTE_MS, MINUTE_MS, None, Some("web")).await,
+        []
+    );
+
+    let mut seconds = store.counts_per_second(minute - 1).await.unwrap();
+    seconds.sort_by(|a, b| (a.bucket_ms, &a.service).cmp(&(b.bucket_ms, &b.service)));
+    assert_eq!(
+        seconds,
+        [
+            row(minute - 1_000, "signup", Some("web"), 1),
+            row(minute, "login", None, 1),
+            row(minute + 59_000, "login", Some(""), 1),
+            row(minute + 60_000, "login", Some(""), 1),
+        ]
+    );
+}
+
+/// A resuming stream reads events after a seq, in seq order, filtered.
+async fn check_events_after_seq(store: Arc<dyn Store>) {
+    load_ten(&store).await;
+    let after = |filter: EventFilter, seq, limit| {
+        let store = store.clone();
+        async move { seqs(&store.events_after_seq(filter, seq, limit).await.unwrap()) }
+    };
+    assert_eq!(after(EventFilter::default(), 6, 100).await, [7, 8, 9, 10]);
+    assert_eq!(after(EventFilter::default(), 0, 3).await, [1, 2, 3]);
+    let even = EventFilter {
+        kind: Some("even".into()),
+        ..Default::default()
+    };
+    assert_eq!(after(even, 3, 100).await, [4, 6, 8, 10]);
+    let user = EventFilter {
+        user_id: Some("user-1".into()),
+        ..Default::default()
+    };
+    assert_eq!(after(user, 1, 100).await, [4, 7, 10]);
 }
 
 async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -327,6 +448,18 @@ async fn sqlite_appends_are_idempotent_on_id() {
 async fn sqlite_lists_recent_client_ids() {
     let (_dir, store) = sqlite_store().await;
     check_recent_client_ids(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_keeps_rollups_and_counts() {
+    let (_dir, store) = sqlite_store().await;
+    check_rollups_and_counts(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_reads_events_after_a_seq() {
+    let (_dir, store) = sqlite_store().await;
+    check_events_after_seq(store).await;
 }
 
 #[tokio::test]

@@ -167,7 +167,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
 
 /// Waits (bounded) until every event acknowledged before now is indexed. Returns the seq
 /// the answer may include up to, and whether that covers everything acknowledged.
-async fn read_position(state: &AppState) -> (u64, bool) {
+pub(super) async fn read_position(state: &AppState) -> (u64, bool) {
     let progress = state.ingest.progress();
     let committed = progress.committed();
     if progress.wait_indexed(committed, state.read_wait).await {

@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod events;
+pub mod metrics;
 pub mod params;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use axum::Router;
 
 use crate::clock::Clock;
 use crate::ingest::Ingest;
+use crate::metrics::EventMetrics;
 use crate::store::Store;
 use error::ApiError;
 
@@ -20,6 +22,7 @@ use error::ApiError;
 pub struct AppState {
     pub ingest: Ingest,
     pub store: Arc<dyn Store>,
+    pub metrics: Arc<EventMetrics>,
     pub clock: Arc<dyn Clock>,
     /// How long a query waits for the indexer (read-your-writes).
     pub read_wait: Duration,
@@ -29,6 +32,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/events", get(events::list).post(events::ingest))
         .route("/events/{id}", get(events::get_one))
+        .route("/metrics", get(metrics::window))
+        .route("/metrics/timeseries", get(metrics::timeseries))
+        .route("/metrics/summary", get(metrics::summary))
         .route("/health", get(health))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -189,7 +189,33 @@ pub fn parse_list_params(raw_query: Option<&str>) -> Result<ListParams, ApiError
     })
 }
 
-fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
+/// The pairs of a query string whose parameters are all in `known`, each at most once.
+pub fn known_pairs(
+    raw_query: Option<&str>,
+    known: &[&str],
+) -> Result<Vec<(String, String)>, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw_query.unwrap_or(""))
+        .map_err(|err| {
+            ApiError::invalid_parameter("", format!("unreadable query string: {err}"))
+        })?;
+    for (index, (name, _)) in pairs.iter().enumerate() {
+        if !known.contains(&name.as_str()) {
+            return Err(ApiError::invalid_parameter(
+                name,
+                format!("unknown parameter '{name}'; known: {}", known.join(", ")),
+            ));
+        }
+        if pairs[..index].iter().any(|(earlier, _)| earlier == name) {
+            return Err(ApiError::invalid_parameter(
+                name,
+                format!("'{name}' is given more than once"),
+            ));
+        }
+    }
+    Ok(pairs)
+}
+
+pub fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
     parse_time_param(value)
         .map_err(|reason| ApiError::invalid_parameter(name, format!("'{name}' {reason}")))
 }

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::log::{self, LogReader};
 use super::Progress;
 use crate::event::StoredEvent;
+use crate::metrics::EventMetrics;
 use crate::store::Store;
 
 /// Most events per store transaction. The indexer takes whatever is committed up to this:
@@ -24,6 +25,7 @@ const BATCH_EVENTS: usize = 20_000;
 /// Runs until `stop` turns true; then returns after the batch in hand is stored.
 pub async fn run(
     store: Arc<dyn Store>,
+    metrics: Arc<EventMetrics>,
     log_dir: PathBuf,
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
@@ -75,7 +77,8 @@ pub async fn run(
         // A batch in hand is retried until stored: the reader has moved past it.
         loop {
             match store.append_batch(events.clone(), last_seq).await {
-                Ok(()) => {
+                Ok(outcome) => {
+                    metrics.record(&events, &outcome.skipped);
                     if failures > 0 {
                         tracing::info!("the store accepts writes again");
                     }

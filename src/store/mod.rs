@@ -47,18 +47,56 @@ pub struct EventQuery {
     pub offset: usize,
 }
 
+/// What `append_batch` did beyond storing: the events it skipped as already stored ids, so
+/// whoever counts what was stored can leave them out.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendOutcome {
+    pub skipped: Vec<u64>,
+}
+
+pub const SECOND_MS: i64 = 1_000;
+pub const MINUTE_MS: i64 = 60 * SECOND_MS;
+pub const HOUR_MS: i64 = 60 * MINUTE_MS;
+pub const DAY_MS: i64 = 24 * HOUR_MS;
+
+/// The start of the `size`-long bucket (aligned on the epoch, so on UTC boundaries for
+/// seconds to days) that `ms` falls in; also right for times before 1970.
+pub fn floor_to(ms: i64, size: i64) -> i64 {
+    ms - ms.rem_euclid(size)
+}
+
+/// Event counts from the rollups, summed into `bucket_ms`-long buckets (a whole number of
+/// minutes) per type and service, for minutes in `[from_ms, to_ms)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupQuery {
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub bucket_ms: i64,
+    pub kind: Option<String>,
+    pub service: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupRow {
+    pub bucket_ms: i64,
+    pub kind: String,
+    pub service: Option<String>,
+    pub count: u64,
+}
+
 /// The boundary between the service and where events are indexed and queried.
 ///
 /// Writes come only from the indexer, in `seq` order; `append_batch` is idempotent on the
 /// event id (an id already stored is skipped), so replaying the log after a crash is safe.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Stores `events` and records `indexed_seq` as the new indexed position, atomically.
+    /// Stores `events`, adds them to the rollups and records `indexed_seq` as the new
+    /// indexed position, atomically.
     async fn append_batch(
         &self,
         events: Arc<Vec<StoredEvent>>,
         indexed_seq: u64,
-    ) -> anyhow::Result<()>;
+    ) -> anyhow::Result<AppendOutcome>;
 
     /// The highest seq recorded by `append_batch` (0 for an empty store).
     async fn indexed_seq(&self) -> anyhow::Result<u64>;
@@ -77,6 +115,17 @@ pub trait Store: Send + Sync + 'static {
     ) -> anyhow::Result<Vec<StoredEvent>>;
 
     async fn get(&self, id: String) -> anyhow::Result<Option<StoredEvent>>;
+
+    /// How many events are stored, maintained as they are written (no scan).
+    async fn event_count(&self) -> anyhow::Result<u64>;
+
+    /// Counts from the per-minute rollups.
+    async fn rollups(&self, query: RollupQuery) -> anyhow::Result<Vec<RollupRow>>;
+
+    /// Counts per second x type x service of the events with timestamps from `from_ms` on,
+    /// computed from the events themselves: what the in-memory per-second counts are rebuilt
+    /// from at start (an hour's worth, read once).
+    async fn counts_per_second(&self, from_ms: i64) -> anyhow::Result<Vec<RollupRow>>;
 
     /// Client ids received at or after `since_ms`, newest first, at most `limit`: what the
     /// deduplication set is rebuilt from at start.

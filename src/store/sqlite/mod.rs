@@ -8,6 +8,7 @@ mod user_index;
 
 pub use user_index::Sweep as UserIndexSweep;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -16,7 +17,10 @@ use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::{EventFilter, EventQuery, Order, Position, Store};
+use super::{
+    floor_to, AppendOutcome, EventFilter, EventQuery, Order, Position, RollupQuery, RollupRow,
+    Store, MINUTE_MS,
+};
 use crate::event::StoredEvent;
 
 /// Schema migrations, applied in order at start; `PRAGMA user_version` records how many ran.
@@ -53,6 +57,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_client_ids ON events (received_at) WHERE id_from_client = 1;
     CREATE TABLE progress (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO progress VALUES ('indexed_seq', 0);",
+    // 2: counts per minute x type x service, maintained in the transaction that stores the
+    // events (metrics never scan events), and the number of events stored. Backfilled for a
+    // store created by an earlier version. `has_service` tells "no service" from "".
+    "CREATE TABLE rollups (
+        minute INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        has_service INTEGER NOT NULL,
+        service TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (minute, type, has_service, service)
+    ) WITHOUT ROWID;
+    INSERT INTO rollups
+        SELECT ts - ((ts % 60000) + 60000) % 60000, type, service IS NOT NULL,
+               ifnull(service, ''), count(*)
+        FROM events GROUP BY 1, 2, 3, 4;
+    INSERT INTO progress VALUES ('event_count', (SELECT count(*) FROM events));",
 ];
 
 const COLUMNS: &str =
@@ -74,7 +94,7 @@ pub struct SqliteStore {
 struct WriteJob {
     events: Arc<Vec<StoredEvent>>,
     indexed_seq: u64,
-    done: tokio::sync::oneshot::Sender<Result<()>>,
+    done: tokio::sync::oneshot::Sender<Result<AppendOutcome>>,
 }
 
 impl SqliteStore {
@@ -170,9 +190,11 @@ fn insert_batch(
     sweeper: &mut user_index::Sweeper,
     events: &[StoredEvent],
     indexed_seq: u64,
-) -> Result<()> {
+) -> Result<AppendOutcome> {
     let tx = connection.transaction()?;
     let mut user_entries = 0;
+    let mut skipped = Vec::new();
+    let mut rollups = RollupBatch::default();
     {
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO events (seq, id, id_from_client, type, ts, received_at,
@@ -192,19 +214,54 @@ fn insert_batch(
                 event.message,
                 event.metadata,
             ])?;
-            // Nothing to index for an event skipped as an already stored id.
-            if let (1, Some(user_id)) = (inserted, &event.user_id) {
+            if inserted == 0 {
+                // Nothing to index or count for an event skipped as an already stored id.
+                skipped.push(event.seq);
+                continue;
+            }
+            rollups.add(event);
+            if let Some(user_id) = &event.user_id {
                 insert_user.execute(params![user_id, event.timestamp_ms, event.seq as i64])?;
                 user_entries += 1;
             }
         }
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO rollups (minute, type, has_service, service, count)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT DO UPDATE SET count = count + excluded.count",
+        )?;
+        for ((minute, kind, service), count) in &rollups.counts {
+            upsert.execute(params![
+                minute,
+                kind,
+                service.is_some(),
+                service.unwrap_or(""),
+                *count as i64
+            ])?;
+        }
+        tx.prepare_cached("UPDATE progress SET value = value + ? WHERE name = 'event_count'")?
+            .execute([(events.len() - skipped.len()) as i64])?;
         tx.prepare_cached("UPDATE progress SET value = ? WHERE name = 'indexed_seq'")?
             .execute([indexed_seq as i64])?;
     }
     let swept = sweeper.sweep(&tx, user_entries)?;
     tx.commit()?;
     sweeper.committed(swept);
-    Ok(())
+    Ok(AppendOutcome { skipped })
+}
+
+/// A batch's events counted per minute x type x service, before they go into `rollups`.
+#[derive(Default)]
+struct RollupBatch<'a> {
+    counts: HashMap<(i64, &'a str, Option<&'a str>), u64>,
+}
+
+impl<'a> RollupBatch<'a> {
+    fn add(&mut self, event: &'a StoredEvent) {
+        let minute = floor_to(event.timestamp_ms, MINUTE_MS);
+        let key = (minute, event.kind.as_str(), event.service.as_deref());
+        *self.counts.entry(key).or_default() += 1;
+    }
 }
 
 fn open_reader(path: &Path) -> Result<Connection> {
@@ -328,7 +385,11 @@ fn push_conditions(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn append_batch(&self, events: Arc<Vec<StoredEvent>>, indexed_seq: u64) -> Result<()> {
+    async fn append_batch(
+        &self,
+        events: Arc<Vec<StoredEvent>>,
+        indexed_seq: u64,
+    ) -> Result<AppendOutcome> {
         let (done, outcome) = tokio::sync::oneshot::channel();
         let job = WriteJob {
             events,
@@ -425,6 +486,69 @@ impl Store for SqliteStore {
                 .prepare_cached(&sql)?
                 .query_row([id], event_from_row)
                 .optional()?)
+        })
+        .await
+    }
+
+    async fn event_count(&self) -> Result<u64> {
+        self.read(|connection| {
+            let count: i64 = connection.query_row(
+                "SELECT value FROM progress WHERE name = 'event_count'",
+                [],
+                |row| row.get(0),
+            )?;
+            Ok(count as u64)
+        })
+        .await
+    }
+
+    async fn rollups(&self, query: RollupQuery) -> Result<Vec<RollupRow>> {
+        self.read(move |connection| {
+            let bucket = query.bucket_ms;
+            let mut sql = format!(
+                "SELECT minute - ((minute % {bucket}) + {bucket}) % {bucket} AS bucket, type,
+                        has_service, service, sum(count)
+                 FROM rollups WHERE minute >= ? AND minute < ?"
+            );
+            let mut params = vec![Value::Integer(query.from_ms), Value::Integer(query.to_ms)];
+            if let Some(kind) = query.kind {
+                sql.push_str(" AND type = ?");
+                params.push(Value::Text(kind));
+            }
+            if let Some(service) = query.service {
+                sql.push_str(" AND has_service = 1 AND service = ?");
+                params.push(Value::Text(service));
+            }
+            sql.push_str(" GROUP BY 1, 2, 3, 4");
+            let mut statement = connection.prepare_cached(&sql)?;
+            let rows = statement.query_map(rusqlite::params_from_iter(params), |row| {
+                Ok(RollupRow {
+                    bucket_ms: row.get(0)?,
+                    kind: row.get(1)?,
+                    service: if row.get(2)? { Some(row.get(3)?) } else { None },
+                    count: row.get::<_, i64>(4)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn counts_per_second(&self, from_ms: i64) -> Result<Vec<RollupRow>> {
+        self.read(move |connection| {
+            let mut statement = connection.prepare(
+                "SELECT ts - ((ts % 1000) + 1000) % 1000, type, service, count(*)
+                 FROM events WHERE ts >= ? GROUP BY 1, 2, 3",
+            )?;
+            let rows = statement.query_map([from_ms], |row| {
+                Ok(RollupRow {
+                    bucket_ms: row.get(0)?,
+                    kind: row.get(1)?,
+                    service: row.get(2)?,
+                    count: row.get::<_, i64>(3)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -1,0 +1,439 @@
+//! Event metrics: counts over time windows, time series and a summary, answered from counts
+//! maintained as events are indexed, never by scanning events.
+//!
+//! Recent counts live in memory ([`counts`]); older ranges come from the store's per-minute
+//! rollups, which are written in the same transaction as the events. Both are updated only
+//! with what the store has committed, so the metrics agree with the queries at every moment.
+
+pub mod counts;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::clock::Clock;
+use crate::event::timefmt::format_rfc3339_ms;
+use crate::event::StoredEvent;
+use crate::store::{
+    floor_to, RollupQuery, RollupRow, Store, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS,
+};
+use counts::{Counts, PairCounts};
+
+/// Windows up to this are counted to the second; longer ones by whole minutes.
+pub const MAX_EXACT_WINDOW_SECONDS: u64 = 3_600;
+pub const MAX_WINDOW_SECONDS: u64 = 24 * 3_600;
+/// Most points (buckets x series) in one time series answer.
+pub const MAX_POINTS: usize = 10_000;
+const TOP: usize = 10;
+
+pub struct EventMetrics {
+    counts: Mutex<Counts>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+}
+
+/// `GET /metrics`
+#[derive(Debug, Serialize)]
+pub struct WindowReport {
+    pub window_seconds: u64,
+    pub from: String,
+    pub to: String,
+    pub total: u64,
+    pub events_per_second: f64,
+    pub by_type: BTreeMap<String, u64>,
+    pub by_service: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Interval {
+    pub fn millis(self) -> i64 {
+        match self {
+            Interval::Minute => MINUTE_MS,
+            Interval::Hour => HOUR_MS,
+            Interval::Day => DAY_MS,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Interval::Minute => "minute",
+            Interval::Hour => "hour",
+            Interval::Day => "day",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    None,
+    Type,
+    Service,
+}
+
+#[derive(Debug, Clone)]
+pub struct SeriesQuery {
+    pub interval: Interval,
+    /// Both ends are included: the buckets containing them are the first and the last.
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub group_by: GroupBy,
+    pub kind: Option<String>,
+    pub service: Option<String>,
+}
+
+/// `GET /metrics/timeseries`
+#[derive(Debug, Serialize)]
+pub struct SeriesReport {
+    pub interval: &'static str,
+    pub from: String,
+    pub to: String,
+    pub series: Vec<Series>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Series {
+    pub key: String,
+    pub points: Vec<(String, u64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeriesError {
+    #[error("'from' is after 'to'")]
+    FromAfterTo,
+    #[error("the answer would have {points} points, more than {MAX_POINTS}: ask for a shorter range, a longer interval, or filter by type or service")]
+    TooManyPoints { points: usize },
+    #[error(transparent)]
+    Store(#[from] anyhow::Error),
+}
+
+/// `GET /metrics/summary`
+#[derive(Debug, Serialize)]
+pub struct SummaryReport {
+    pub total_events: u64,
+    pub events_last_hour: u64,
+    pub events_last_24h: u64,
+    pub avg_events_per_minute_24h: f64,
+    pub top_services: Vec<ServiceCount>,
+    pub top_types: Vec<TypeCount>,
+    pub by_hour: Vec<HourCount>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServiceCount {
+    pub service: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TypeCount {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HourCount {
+    pub hour: String,
+    pub count: u64,
+}
+
+/// Counts of a window by type and by service. Events without a service count in the total
+/// and by type, not by service.
+#[derive(Default)]
+struct Tally {
+    total: u64,
+    by_type: HashMap<String, u64>,
+    by_service: HashMap<String, u64>,
+}
+
+impl Tally {
+    fn add(&mut self, kind: &str, service: Option<&str>, count: u64) {
+        self.total += count;
+        add_to(&mut self.by_type, kind, count);
+        if let Some(service) = service {
+            add_to(&mut self.by_service, service, count);
+        }
+    }
+
+    fn from_memory(counts: &Counts, sums: &PairCounts) -> Tally {
+        let mut tally = Tally::default();
+        for (pair, count) in sums {
+            tally.add(
+                counts.pairs.kind(*pair),
+                counts.pairs.service(*pair),
+                *count,
+            );
+        }
+        tally
+    }
+
+    fn from_rows(rows: &[RollupRow]) -> Tally {
+        let mut tally = Tally::default();
+        for row in rows {
+            tally.add(&row.kind, row.service.as_deref(), row.count);
+        }
+        tally
+    }
+}
+
+fn add_to(map: &mut HashMap<String, u64>, key: &str, count: u64) {
+    match map.get_mut(key) {
+        Some(sum) => *sum += count,
+        None => {
+            map.insert(key.to_owned(), count);
+        }
+    }
+}
+
+/// The `n` largest counts, ties by name.
+fn top(map: HashMap<String, u64>, n: usize) -> Vec<(String, u64)> {
+    let mut all: Vec<(String, u64)> = map.into_iter().collect();
+    all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    all.truncate(n);
+    all
+}
+
+impl EventMetrics {
+    /// Rebuilds the in-memory counts from `store`: the last hour per second from the events,
+    /// the last 25 hours per minute from the rollups. Run before the indexer starts.
+    pub async fn load(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<EventMetrics> {
+        let now = clock.now_ms();
+        let mut counts = Counts::new(now);
+        let minutes = store
+            .rollups(RollupQuery {
+                from_ms: counts.minutes_from(),
+                to_ms: i64::MAX,
+                bucket_ms: MINUTE_MS,
+                kind: None,
+                service: None,
+            })
+            .await?;
+        for row in minutes {
+            let pair = counts.pairs.id(&row.kind, row.service.as_deref());
+            counts.add_minutes(now, row.bucket_ms, pair, row.count);
+        }
+        for row in store.counts_per_second(counts.seconds_from()).await? {
+            let pair = counts.pairs.id(&row.kind, row.service.as_deref());
+            // Minutes were counted from the rollups above: only the seconds level here.
+            counts.add_seconds(now, row.bucket_ms, pair, row.count);
+        }
+        counts.set_total(store.event_count().await?);
+        Ok(EventMetrics {
+            counts: Mutex::new(counts),
+            store,
+            clock,
+        })
+    }
+
+    /// Counts what the indexer just stored: `events` but those in `skipped` (ids already
+    /// stored). Called after the store committed them and before they are reported indexed.
+    pub fn record(&self, events: &[StoredEvent], skipped: &[u64]) {
+        let now = self.clock.now_ms();
+        let skipped: HashSet<u64> = skipped.iter().copied().collect();
+        let mut counts = self.counts.lock().unwrap();
+        let mut stored = Vec::with_capacity(events.len());
+        for event in events {
+            if !skipped.contains(&event.seq) {
+                let pair = counts.pairs.id(&event.kind, event.service.as_deref());
+                stored.push((event.timestamp_ms, pair));
+            }
+        }
+        counts.add_events(now, stored);
+    }
+
+    /// Counts of the `window_seconds` ending now: to the second up to an hour, by whole
+    /// minutes beyond.
+    pub async fn window(&self, window_seconds: u64) -> Result<WindowReport> {
+        let now = self.clock.now_ms();
+        let window_ms = window_seconds as i64 * SECOND_MS;
+        let (from, to) = if window_seconds <= MAX_EXACT_WINDOW_SECONDS {
+            let end = floor_to(now, SECOND_MS) + SECOND_MS;
+            (end - window_ms, end)
+        } else {
+            let end = floor_to(now, MINUTE_MS) + MINUTE_MS;
+            (end - floor_to(window_ms + MINUTE_MS - 1, MINUTE_MS), end)
+        };
+        let tally = self.tally(from, to).await?;
+        Ok(WindowReport {
+            window_seconds,
+            from: format_rfc3339_ms(tally.0),
+            to: format_rfc3339_ms(now),
+            total: tally.1.total,
+            events_per_second: tally.1.total as f64 / window_seconds as f64,
+            by_type: tally.1.by_type.into_iter().collect(),
+            by_service: tally.1.by_service.into_iter().collect(),
+        })
+    }
+
+    /// Counts of `[from, to)`, and where they really start: from memory when it holds the
+    /// range, otherwise from the store's rollups by whole minutes.
+    async fn tally(&self, from: i64, to: i64) -> Result<(i64, Tally)> {
+        {
+            let counts = self.counts.lock().unwrap();
+            if let Some(sums) = counts.sum(from, to) {
+                return Ok((from, Tally::from_memory(&counts, &sums)));
+            }
+        }
+        let from = floor_to(from, MINUTE_MS);
+        let rows = self
+            .store
+            .rollups(RollupQuery {
+                from_ms: from,
+                to_ms: to,
+                bucket_ms: floor_to(to - from + MINUTE_MS - 1, MINUTE_MS),
+                kind: None,
+                service: None,
+            })
+            .await?;
+        Ok((from, Tally::from_rows(&rows)))
+    }
+
+    pub async fn timeseries(&self, query: SeriesQuery) -> Result<SeriesReport, SeriesError> {
+        let now = self.clock.now_ms();
+        let size = query.interval.millis();
+        let last = floor_to(query.to_ms.unwrap_or(now), size);
+        let first = match query.from_ms {
+            Some(from) => floor_to(from, size),
+            None => last - 59 * size,
+        };
+        if first > last {
+            return Err(SeriesError::FromAfterTo);
+        }
+        let buckets = ((last - first) / size + 1) as usize;
+        if buckets > MAX_POINTS {
+            return Err(SeriesError::TooManyPoints { points: buckets });
+        }
+        let end = last + size;
+        let key_of = |kind: &str, service: Option<&str>| -> Option<String> {
+            if query.kind.as_deref().is_some_and(|wanted| wanted != kind)
+                || query
+                    .service
+                    .as_deref()
+                    .is_some_and(|wanted| Some(wanted) != service)
+            {
+                return None;
+            }
+            match query.group_by {
+                GroupBy::None => Some("all".to_owned()),
+                GroupBy::Type => Some(kind.to_owned()),
+                GroupBy::Service => service.map(str::to_owned),
+            }
+        };
+        let mut series: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        if query.group_by == GroupBy::None {
+            series.insert("all".to_owned(), vec![0; buckets]);
+        }
+        let mut add = |bucket: i64, key: Option<String>, count: u64| {
+            if let Some(key) = key {
+                let points = series.entry(key).or_insert_with(|| vec![0; buckets]);
+                points[((bucket - first) / size) as usize] += count;
+            }
+        };
+        let from_memory = {
+            let counts = self.counts.lock().unwrap();
+            let mut sums = Vec::with_capacity(buckets);
+            for bucket in (first..end).step_by(size as usize) {
+                match counts.sum(bucket, bucket + size) {
+                    Some(sum) => sums.push((bucket, sum)),
+                    None => break,
+                }
+            }
+            if sums.len() == buckets {
+                for (bucket, sum) in sums {
+                    for (pair, count) in sum {
+                        let (kind, service) = (counts.pairs.kind(pair), counts.pairs.service(pair));
+                        add(bucket, key_of(kind, service), count);
+                    }
+                }
+                true
+            } else {
+                false
+            }
+        };
+        if !from_memory {
+            let rows = self
+                .store
+                .rollups(RollupQuery {
+                    from_ms: first,
+                    to_ms: end,
+                    bucket_ms: size,
+                    kind: query.kind.clone(),
+                    service: query.service.clone(),
+                })
+                .await?;
+            for row in rows {
+                add(
+                    row.bucket_ms,
+                    key_of(&row.kind, row.service.as_deref()),
+                    row.count,
+                );
+            }
+        }
+        let points = series.len() * buckets;
+        if points > MAX_POINTS {
+            return Err(SeriesError::TooManyPoints { points });
+        }
+        let mut series: Vec<(String, Vec<u64>)> = series.into_iter().collect();
+        // Largest series first, as a chart legend would list them.
+        series.sort_by_cached_key(|(key, points)| {
+            (std::cmp::Reverse(points.iter().sum::<u64>()), key.clone())
+        });
+        let labels: Vec<String> = (first..end)
+            .step_by(size as usize)
+            .map(format_rfc3339_ms)
+            .collect();
+        Ok(SeriesReport {
+            interval: query.interval.name(),
+            from: format_rfc3339_ms(first),
+            to: format_rfc3339_ms(end),
+            series: series
+                .into_iter()
+                .map(|(key, points)| Series {
+                    key,
+                    points: labels.iter().cloned().zip(points).collect(),
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn summary(&self) -> Result<SummaryReport> {
+        let now = self.clock.now_ms();
+        let second_end = floor_to(now, SECOND_MS) + SECOND_MS;
+        let minute_end = floor_to(now, MINUTE_MS) + MINUTE_MS;
+        let hour_end = floor_to(now, HOUR_MS) + HOUR_MS;
+        let (_, last_hour) = self.tally(second_end - HOUR_MS, second_end).await?;
+        let (_, last_day) = self.tally(minute_end - DAY_MS, minute_end).await?;
+        let mut by_hour = Vec::with_capacity(24);
+        for hour in (hour_end - DAY_MS..hour_end).step_by(HOUR_MS as usize) {
+            let (_, tally) = self.tally(hour, hour + HOUR_MS).await?;
+            by_hour.push(HourCount {
+                hour: format_rfc3339_ms(hour),
+                count: tally.total,
+            });
+        }
+        let total_events = self.counts.lock().unwrap().total();
+        Ok(SummaryReport {
+            total_events,
+            events_last_hour: last_hour.total,
+            events_last_24h: last_day.total,
+            avg_events_per_minute_24h: last_day.total as f64 / (24.0 * 60.0),
+            top_services: top(last_day.by_service, TOP)
+                .into_iter()
+                .map(|(service, count)| ServiceCount { service, count })
+                .collect(),
+            top_types: top(last_day.by_type, TOP)
+                .into_iter()
+                .map(|(kind, count)| TypeCount { kind, count })
+                .collect(),
+            by_hour,
+        })
+    }
+}

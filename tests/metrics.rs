@@ -1,0 +1,378 @@
+//! Event metrics through the real server: windows (with late, future-dated and edge events),
+//! zero-filled time series for each interval (from memory and from the store's rollups),
+//! the summary, rebuilding after restarts, and parameter errors.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use eventide::event::timefmt::{format_rfc3339_ms, parse_rfc3339_ms};
+use serde_json::{json, Value};
+
+const SECOND: i64 = 1_000;
+const MINUTE: i64 = 60 * SECOND;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn floor(ms: i64, size: i64) -> i64 {
+    ms - ms.rem_euclid(size)
+}
+
+/// An event as posted and as the test remembers it.
+#[derive(Clone)]
+struct Sent {
+    ts: i64,
+    kind: &'static str,
+    service: Option<&'static str>,
+}
+
+fn sent(ts: i64, kind: &'static str, service: Option<&'static str>) -> Sent {
+    Sent { ts, kind, service }
+}
+
+async fn post(api: &Api, events: &[Sent]) {
+    let body: Vec<Value> = events
+        .iter()
+        .map(|event| {
+            let mut value = json!({"type": event.kind, "timestamp": format_rfc3339_ms(event.ts)});
+            if let Some(service) = event.service {
+                value["service"] = json!(service);
+            }
+            value
+        })
+        .collect();
+    api.post_all(&body).await;
+}
+
+fn time_field(body: &Value, name: &str) -> i64 {
+    parse_rfc3339_ms(
+        body[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {body}")),
+    )
+    .unwrap()
+}
+
+/// What `/metrics` should say for `events` given the window the answer reports: events from
+/// its `from` up to the end of the second (or minute) holding its `to`.
+fn expected_window(events: &[Sent], from: i64, end: i64) -> Value {
+    let mut by_type: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut by_service: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut total = 0;
+    for event in events.iter().filter(|e| (from..end).contains(&e.ts)) {
+        total += 1;
+        *by_type.entry(event.kind).or_default() += 1;
+        if let Some(service) = event.service {
+            *by_service.entry(service).or_default() += 1;
+        }
+    }
+    json!({"total": total, "by_type": by_type, "by_service": by_service})
+}
+
+async fn window(api: &Api, window: &str) -> Value {
+    let resp = api.get(&format!("/metrics?window={window}")).await;
+    resp.expect_status(200);
+    resp.json()
+}
+
+#[track_caller]
+fn check_window(body: &Value, events: &[Sent], seconds: i64, granularity: i64) {
+    let from = time_field(body, "from");
+    let to = time_field(body, "to");
+    let end = floor(to, granularity) + granularity;
+    assert_eq!(from % granularity, 0, "{body}");
+    assert!(
+        end - from >= seconds * SECOND,
+        "the window covers at least what was asked: {body}"
+    );
+    assert!(end - from < seconds * SECOND + granularity, "{body}");
+    let expected = expected_window(events, from, end);
+    let got = json!({"total": body["total"], "by_type": body["by_type"], "by_service": body["by_service"]});
+    assert_eq!(got, expected, "answer: {body}");
+    assert_eq!(body["window_seconds"], json!(seconds));
+    let rate = body["events_per_second"].as_f64().unwrap();
+    assert!((rate - body["total"].as_f64().unwrap() / seconds as f64).abs() < 1e-9);
+}
+
+#[tokio::test]
+async fn windows_count_exactly_with_late_future_and_edge_events() {
+    let server = TestServer::start_temp(&[]).await;
+    let api = server.api();
+    let now = now_ms();
+    let mut events = Vec::new();
+    // Every 100 ms across both edges of a 60 s window, so whichever second the answer starts
+    // at, events fall on both sides of it (and exactly on it).
+    for i in 0..60 {
+        events.push(sent(now - 63 * SECOND + i * 100, "edge", Some("web")));
+    }
+    events.push(sent(now - 10 * SECOND, "click", Some("web")));
+    events.push(sent(now - 20 * SECOND, "click", None));
+    events.push(sent(now - 30 * SECOND, "view", Some("")));
+    events.push(sent(now - 30 * MINUTE, "late", Some("batch"))); // in 1h, not in 60s
+    events.push(sent(now - 3 * HOUR, "later", Some("batch"))); // only in windows of hours
+    events.push(sent(now - 30 * HOUR, "ancient", Some("batch"))); // in no window
+    events.push(sent(now + HOUR, "future", Some("web"))); // not yet in any window
+    post(&api, &events).await;
+
+    let body = window(&api, "60s").await;
+    check_window(&body, &events, 60, SECOND);
+    assert!(body["by_type"]["edge"].as_u64().unwrap() > 0, "{body}");
+    assert!(body["by_type"].get("late").is_none(), "{body}");
+
+    let default = api.get("/metrics").await;
+    check_window(&default.json(), &events, 60, SECOND);
+    check_window(&window(&api, "1h").await, &events, 3_600, SECOND);
+    check_window(&window(&api, "90m").await, &events, 5_400, MINUTE);
+    check_window(&window(&api, "24h").await, &events, 86_400, MINUTE);
+    let day = window(&api, "24h").await;
+    assert_eq!(day["by_type"]["later"], json!(1), "{day}");
+    assert!(day["by_type"].get("ancient").is_none(), "{day}");
+    assert!(day["by_type"].get("future").is_none(), "{day}");
+}
+
+#[tokio::test]
+async fn metrics_survive_restarts_and_crashes() {
+    let mut server = TestServer::start_temp(&[]).await;
+    let now = now_ms();
+    let events = vec![
+        sent(now - 5 * SECOND, "a", Some("x")),
+        sent(now - 40 * MINUTE, "b", Some("y")),
+        sent(now - 5 * HOUR, "c", None),
+        sent(now + 30 * MINUTE, "d", Some("x")),
+    ];
+    post(&server.api(), &events).await;
+    let before = server.api().get("/metrics/summary").await.json();
+    assert_eq!(before["total_events"], json!(4), "{before}");
+
+    server.terminate().await;
+    server.restart().await;
+    check_window(&window(&server.api(), "1h").await, &events, 3_600, SECOND);
+    check_window(&window(&server.api(), "10h").await, &events, 36_000, MINUTE);
+
+    // Killed right after acknowledging: the events are indexed (and counted) at restart.
+    let more = vec![sent(now - 2 * SECOND, "e", Some("x"))];
+    post(&server.api(), &more).await;
+    server.kill9().await;
+    server.restart().await;
+    let all: Vec<Sent> = events.iter().chain(&more).cloned().collect();
+    check_window(&window(&server.api(), "1h").await, &all, 3_600, SECOND);
+    let summary = server.api().get("/metrics/summary").await.json();
+    assert_eq!(summary["total_events"], json!(5), "{summary}");
+}
+
+async fn timeseries(api: &Api, query: &str) -> Value {
+    let resp = api.get(&format!("/metrics/timeseries?{query}")).await;
+    resp.expect_status(200);
+    resp.json()
+}
+
+/// The series of a time series answer as key -> [(bucket start ms, count)].
+fn series_of(body: &Value) -> BTreeMap<String, Vec<(i64, u64)>> {
+    body["series"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no series in {body}"))
+        .iter()
+        .map(|series| {
+            let points = series["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|point| {
+                    (
+                        parse_rfc3339_ms(point[0].as_str().unwrap()).unwrap(),
+                        point[1].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            (series["key"].as_str().unwrap().to_owned(), points)
+        })
+        .collect()
+}
+
+/// Expected points: every bucket of `size` from `first` to `last` inclusive, zero-filled.
+fn expected_points(events: &[&Sent], first: i64, last: i64, size: i64) -> Vec<(i64, u64)> {
+    (0..=(last - first) / size)
+        .map(|i| {
+            let bucket = first + i * size;
+            let count = events
+                .iter()
+                .filter(|e| floor(e.ts, size) == bucket)
+                .count() as u64;
+            (bucket, count)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn time_series_are_zero_filled_for_each_interval() {
+    let server = TestServer::start_temp(&[]).await;
+    let api = server.api();
+    let now = now_ms();
+    let this_minute = floor(now, MINUTE);
+    let events = vec![
+        sent(this_minute - 3 * MINUTE + 1, "a", Some("x")),
+        sent(this_minute - 3 * MINUTE + 59_999, "a", Some("y")),
+        sent(this_minute - MINUTE, "b", Some("x")),
+        sent(this_minute - 2 * HOUR, "a", None),
+        sent(this_minute - 3 * DAY, "b", Some("y")), // only in the store's rollups
+        sent(this_minute - 3 * DAY - HOUR, "a", Some("x")),
+    ];
+    post(&api, &events).await;
+    let all: Vec<&Sent> = events.iter().collect();
+
+    // Default: the last 60 minutes, one series "all".
+    let body = timeseries(&api, "").await;
+    assert_eq!(body["interval"], json!("minute"));
+    let series = series_of(&body);
+    assert_eq!(series.keys().collect::<Vec<_>>(), ["all"]);
+    let last = floor(time_field(&body, "to") - 1, MINUTE);
+    assert_eq!(
+        series["all"],
+        expected_points(&all, last - 59 * MINUTE, last, MINUTE)
+    );
+    assert!(
+        series["all"].iter().filter(|(_, count)| *count > 0).count() == 2,
+        "{body}"
+    );
+
+    // Each interval over an explicit range, grouped by type.
+    for (interval, size, span) in [
+        ("minute", MINUTE, 10 * MINUTE),
+        ("hour", HOUR, 5 * DAY),
+        ("day", DAY, 10 * DAY),
+    ] {
+        let from = format_rfc3339_ms(now - span);
+        let to = format_rfc3339_ms(now);
+        let query = format!("interval={interval}&group_by=type&from={from}&to={to}");
+        let body = timeseries(&api, &query.replace('+', "%2B")).await;
+        let series = series_of(&body);
+        let (first, last) = (floor(now - span, size), floor(now, size));
+        for kind in ["a", "b"] {
+            let of_kind: Vec<&Sent> = events.iter().filter(|e| e.kind == kind).collect();
+            let expected = expected_points(&of_kind, first, last, size);
+            if expected.iter().all(|(_, count)| *count == 0) {
+                assert!(!series.contains_key(kind), "{interval}: {body}");
+            } else {
+                assert_eq!(series[kind], expected, "{interval} {kind}: {body}");
+            }
+        }
+    }
+
+    // Filters, and grouping by service (events without one are in no service's series).
+    let from = format_rfc3339_ms(now - 4 * DAY);
+    let body = timeseries(
+        &api,
+        &format!("interval=day&group_by=service&type=a&from={from}"),
+    )
+    .await;
+    let series = series_of(&body);
+    assert_eq!(series.keys().collect::<Vec<_>>(), ["x", "y"], "{body}");
+    let a_x: Vec<&Sent> = events
+        .iter()
+        .filter(|e| e.kind == "a" && e.service == Some("x"))
+        .collect();
+    assert_eq!(
+        series["x"],
+        expected_points(&a_x, floor(now - 4 * DAY, DAY), floor(now, DAY), DAY)
+    );
+    let body = timeseries(&api, "interval=hour&service=y").await;
+    let y: Vec<&Sent> = events.iter().filter(|e| e.service == Some("y")).collect();
+    let last = floor(now, HOUR);
+    assert_eq!(
+        series_of(&body)["all"],
+        expected_points(&y, last - 59 * HOUR, last, HOUR)
+    );
+}
+
+#[tokio::test]
+async fn time_series_refuse_too_many_points_and_bad_parameters() {
+    let server = TestServer::start_temp(&[]).await;
+    let api = server.api();
+    let resp = api
+        .get("/metrics/timeseries?interval=minute&from=2020-01-01T00:00:00Z")
+        .await;
+    let body = resp.expect_error(400);
+    assert!(
+        body["message"].as_str().unwrap().contains("10000"),
+        "{body}"
+    );
+    for (query, parameter) in [
+        ("interval=week", "interval"),
+        ("group_by=user", "group_by"),
+        ("from=yesterday", "from"),
+        ("from=2024-01-02T00:00:00Z&to=2024-01-01T00:00:00Z", "from"),
+        ("colour=red", "colour"),
+    ] {
+        let resp = api.get(&format!("/metrics/timeseries?{query}")).await;
+        resp.expect_error(400);
+        assert_names_parameter(&resp, parameter);
+    }
+    for window in ["0s", "25h", "1500ms", "soon", "-5s"] {
+        let resp = api.get(&format!("/metrics?window={window}")).await;
+        resp.expect_error(400);
+        assert_names_parameter(&resp, "window");
+    }
+    let resp = api.get("/metrics/summary?x=1").await;
+    resp.expect_error(400);
+    assert_names_parameter(&resp, "x");
+}
+
+#[tokio::test]
+async fn summary_counts_the_last_day() {
+    let server = TestServer::start_temp(&[]).await;
+    let api = server.api();
+    let now = now_ms();
+    let mut events = Vec::new();
+    for i in 0..12 {
+        // Services s0 (12 events), s1 (11) ... s11 (1): a clear top 10.
+        for _ in 0..(12 - i) {
+            events.push(sent(
+                now - 10 * MINUTE,
+                "t",
+                Some(
+                    [
+                        "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11",
+                    ][i],
+                ),
+            ));
+        }
+    }
+    events.push(sent(now - 5 * HOUR, "old", None));
+    events.push(sent(now - 2 * DAY, "older", Some("s0")));
+    post(&api, &events).await;
+
+    let body = api.get("/metrics/summary").await.json();
+    assert_eq!(body["total_events"], json!(80), "{body}");
+    assert_eq!(body["events_last_hour"], json!(78), "{body}");
+    assert_eq!(body["events_last_24h"], json!(79), "{body}");
+    let average = body["avg_events_per_minute_24h"].as_f64().unwrap();
+    assert!((average - 79.0 / 1440.0).abs() < 1e-9, "{body}");
+    let services = body["top_services"].as_array().unwrap();
+    assert_eq!(services.len(), 10, "{body}");
+    assert_eq!(services[0], json!({"service": "s0", "count": 12}));
+    assert_eq!(services[9], json!({"service": "s9", "count": 3}));
+    assert_eq!(
+        body["top_types"],
+        json!([{"type": "t", "count": 78}, {"type": "old", "count": 1}])
+    );
+    let hours = body["by_hour"].as_array().unwrap();
+    assert_eq!(hours.len(), 24);
+    let this_hour = floor(now, HOUR);
+    for (i, hour) in hours.iter().enumerate() {
+        let start = this_hour - (23 - i as i64) * HOUR;
+        assert_eq!(
+            parse_rfc3339_ms(hour["hour"].as_str().unwrap()).unwrap(),
+            start
+        );
+        let expected = events.iter().filter(|e| floor(e.ts, HOUR) == start).count();
+        assert_eq!(hour["count"], json!(expected), "{body}");
+    }
+}
