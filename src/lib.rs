@@ -6,6 +6,7 @@
 //! - [`ingest`]: the durable log, its group-commit writer, deduplication and the indexer.
 //! - [`store`]: the `Store` trait and the embedded SQLite store.
 //! - [`metrics`]: event counts over windows, time series and summary, from rollups.
+//! - [`telemetry`]: the service's own metrics, for Prometheus.
 //! - [`api`]: HTTP routes, errors and rendering.
 //! - [`server`]: puts the parts together and shuts them down in order.
 //! - [`bench`]: `eventide bench`, the load generator.
@@ -32,3 +33,4 @@ pub mod ingest;
 pub mod metrics;
 pub mod server;
 pub mod store;
+pub mod telemetry;

@@ -18,6 +18,7 @@ use crate::ingest::{ids, indexer, writer, Progress};
 use crate::metrics::EventMetrics;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
+use crate::telemetry;
 
 /// How long shutdown waits for the indexer to finish the batch in hand.
 const INDEXER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,6 +31,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    telemetry::install();
     let fsync = config.durability == Durability::Fsync;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
@@ -88,17 +90,19 @@ pub async fn serve(
             max_backlog: config.max_index_backlog,
         },
     );
-    let (stop_indexer, indexer_stop) = watch::channel(false);
+    // Tells the background tasks (indexer, metrics upkeep) to finish.
+    let (stop_background, background_stop) = watch::channel(false);
     let indexer = (!config.null_store).then(|| {
         tokio::spawn(indexer::run(
             store.clone(),
             metrics.clone(),
             config.data_dir.join("log"),
             progress.clone(),
-            indexer_stop,
+            background_stop.clone(),
         ))
     });
 
+    tokio::spawn(telemetry::run_upkeep(background_stop.clone()));
     let state = AppState {
         ingest,
         store,
@@ -122,7 +126,7 @@ pub async fn serve(
     tokio::task::spawn_blocking(move || writer_thread.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the log writer panicked"))?;
-    let _ = stop_indexer.send(true);
+    let _ = stop_background.send(true);
     let indexer_stopped = match indexer {
         Some(indexer) => tokio::time::timeout(INDEXER_STOP_TIMEOUT, indexer)
             .await

@@ -376,3 +376,71 @@ async fn summary_counts_the_last_day() {
         assert_eq!(hour["count"], json!(expected), "{body}");
     }
 }
+
+/// The value of the sample `name{labels}` (labels as rendered, in order) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn prometheus_exposes_the_service_itself() {
+    let server = TestServer::start_temp(&[]).await;
+    let api = server.api();
+    let resp = api
+        .post_events(&json!([
+            {"type": "a", "id": "k1"},
+            {"type": "a", "id": "k1"},
+            {"type": ""},
+            {"type": "b"}
+        ]))
+        .await;
+    resp.expect_status(202);
+    api.post_events(&json!({"type": ""}))
+        .await
+        .expect_error(400);
+    api.get_events(&[]).await.expect_status(200);
+    api.get("/nowhere").await.expect_error(404);
+
+    let resp = api.get("/metrics/prometheus").await;
+    resp.expect_status(200);
+    assert!(resp
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = &resp.text;
+    let value =
+        |series: &str| sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    assert_eq!(value("eventide_events_ingested_total"), 2.0);
+    assert_eq!(value("eventide_events_duplicate_total"), 1.0);
+    assert_eq!(
+        value("eventide_events_rejected_total{reason=\"invalid\"}"),
+        2.0
+    );
+    assert_eq!(value("eventide_ingest_pending_capacity"), 100_000.0);
+    assert_eq!(value("eventide_ingest_pending_events"), 0.0);
+    assert_eq!(value("eventide_stream_subscribers"), 0.0);
+    assert_eq!(
+        value("eventide_http_requests_total{route=\"/events\",method=\"POST\",status=\"202\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("eventide_http_requests_total{route=\"/events\",method=\"POST\",status=\"400\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("eventide_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"}"),
+        1.0
+    );
+    assert!(value("eventide_commit_batch_events_count") >= 1.0, "{text}");
+    assert!(
+        value("eventide_commit_duration_seconds_bucket{le=\"+Inf\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(text.contains("eventide_http_request_duration_seconds_bucket{route=\"/events\""));
+}

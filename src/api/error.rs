@@ -61,17 +61,16 @@ impl ApiError {
             }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Ingest(IngestError::PendingFull { .. }) => {
-                (StatusCode::TOO_MANY_REQUESTS, "ingest_queue_full")
-            }
-            ApiError::Ingest(IngestError::BacklogFull { .. }) => {
-                (StatusCode::TOO_MANY_REQUESTS, "index_backlog_full")
-            }
-            ApiError::Ingest(IngestError::LogUnavailable(_)) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "log_unavailable")
-            }
-            ApiError::Ingest(IngestError::ShuttingDown) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            ApiError::Ingest(err) => {
+                let status = match err {
+                    IngestError::PendingFull { .. } | IngestError::BacklogFull { .. } => {
+                        StatusCode::TOO_MANY_REQUESTS
+                    }
+                    IngestError::LogUnavailable(_) | IngestError::ShuttingDown => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                };
+                (status, err.code())
             }
             ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::NotYetIndexed(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_yet_indexed"),

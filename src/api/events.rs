@@ -17,6 +17,7 @@ use crate::event::parse::{
 use crate::event::render;
 use crate::ingest::{ids, PreparedBatch};
 use crate::store::{EventQuery, Position};
+use crate::telemetry;
 
 #[derive(Serialize)]
 struct IngestAnswer {
@@ -85,15 +86,23 @@ pub async fn ingest(
             }
         }
     }
+    telemetry::events_rejected("invalid", answer.errors.len());
     if batch.is_empty() {
         let answer = serde_json::to_value(&answer).expect("serializable");
         return Err(ApiError::NoValidEvents { answer });
     }
 
     let submitted = batch.len();
-    let duplicates = state.ingest.submit(batch).await?;
+    let duplicates = match state.ingest.submit(batch).await {
+        Ok(duplicates) => duplicates,
+        Err(err) => {
+            telemetry::events_rejected(err.code(), submitted);
+            return Err(err.into());
+        }
+    };
     answer.duplicates = duplicates.len();
     answer.accepted = submitted - duplicates.len();
+    telemetry::events_ingested(answer.accepted, answer.duplicates);
     Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response())
 }
 

@@ -3,6 +3,8 @@
 //! request began (or, past `--read-wait`, with `"partial": true`).
 
 use axum::extract::{RawQuery, State};
+use axum::http::header;
+use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
@@ -13,6 +15,7 @@ use super::params::{known_pairs, parse_time};
 use super::AppState;
 use crate::config::parse_duration;
 use crate::metrics::{GroupBy, Interval, SeriesError, SeriesQuery, MAX_WINDOW_SECONDS};
+use crate::telemetry;
 
 pub const DEFAULT_WINDOW_SECONDS: u64 = 60;
 
@@ -131,4 +134,25 @@ fn with_partial(report: &impl Serialize, complete: bool) -> Json<Value> {
         value["partial"] = Value::Bool(true);
     }
     Json(value)
+}
+
+/// `GET /metrics/prometheus`: the service's own metrics in the Prometheus text format.
+pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
+    let (pending_events, pending_capacity) = state.ingest.pending();
+    let progress = state.ingest.progress();
+    let text = telemetry::render(telemetry::Snapshot {
+        pending_events,
+        pending_capacity,
+        committed_seq: progress.committed(),
+        indexed_seq: progress.indexed(),
+        stream_subscribers: 0,
+        stream_lagged: 0,
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
 }

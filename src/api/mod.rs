@@ -35,9 +35,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::window))
         .route("/metrics/timeseries", get(metrics::timeseries))
         .route("/metrics/summary", get(metrics::summary))
+        .route("/metrics/prometheus", get(metrics::prometheus))
         .route("/health", get(health))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::telemetry::track_requests))
         .with_state(state)
 }
 

@@ -15,6 +15,7 @@ use super::Progress;
 use crate::event::StoredEvent;
 use crate::metrics::EventMetrics;
 use crate::store::Store;
+use crate::telemetry;
 
 /// Most events per store transaction. The indexer takes whatever is committed up to this:
 /// a few events at a time when traffic is light, full batches under load. Measured in the
@@ -76,8 +77,10 @@ pub async fn run(
 
         // A batch in hand is retried until stored: the reader has moved past it.
         loop {
+            let started = std::time::Instant::now();
             match store.append_batch(events.clone(), last_seq).await {
                 Ok(outcome) => {
+                    telemetry::index_batch(started.elapsed());
                     metrics.record(&events, &outcome.skipped);
                     if failures > 0 {
                         tracing::info!("the store accepts writes again");

@@ -76,6 +76,18 @@ pub enum IngestError {
     ShuttingDown,
 }
 
+impl IngestError {
+    /// A short machine-readable name for the cause.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::PendingFull { .. } => "ingest_queue_full",
+            IngestError::BacklogFull { .. } => "index_backlog_full",
+            IngestError::LogUnavailable(_) => "log_unavailable",
+            IngestError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
 /// What a commit did with a submission: positions (within it) of events that were
 /// duplicates of already accepted client ids, so not stored again.
 pub type CommitOutcome = Vec<usize>;
@@ -182,6 +194,12 @@ impl Ingest {
             return Err(IngestError::ShuttingDown);
         }
         answer.await.unwrap_or(Err(IngestError::ShuttingDown))
+    }
+
+    /// Events submitted and not yet answered, and the most there may be.
+    pub fn pending(&self) -> (u64, u64) {
+        let inner = &self.inner;
+        (inner.pending.load(Ordering::Relaxed), inner.max_pending)
     }
 
     pub fn progress(&self) -> &Arc<Progress> {

@@ -5,12 +5,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 
 use super::dedup::RecentIds;
 use super::log::LogWriter;
 use super::{record, Ingest, IngestError, IngestInner, Progress, Submission};
+use crate::telemetry::CommitMetrics;
 
 /// Upper bound of events in one group commit, so one write stays a few MiB.
 const MAX_GROUP_EVENTS: usize = 20_000;
@@ -39,6 +41,7 @@ pub fn start(
         pending: pending.clone(),
         log_failing: false,
         receiver,
+        commit_metrics: CommitMetrics::new(),
     };
     let thread = std::thread::Builder::new()
         .name("eventide-log-writer".into())
@@ -65,6 +68,7 @@ struct Writer {
     /// Set while appends fail, so the failure is logged once per outage, not per request.
     log_failing: bool,
     receiver: mpsc::UnboundedReceiver<Submission>,
+    commit_metrics: CommitMetrics,
 }
 
 impl Writer {
@@ -105,10 +109,13 @@ impl Writer {
                 duplicates.push(batch_duplicates);
             }
 
+            let started = Instant::now();
             let appended = match &mut self.log {
                 Some(log) => log.append(&frames),
                 None => Ok(()),
             };
+            self.commit_metrics
+                .record((self.next_seq - first_seq) as usize, started.elapsed());
             // Before answering, so a client that retries at once sees the room it frees.
             self.pending.fetch_sub(events as u64, Ordering::AcqRel);
             match appended {

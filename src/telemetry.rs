@@ -1,0 +1,200 @@
+//! Self-metrics: how the service itself is doing, in the Prometheus text format at
+//! `GET /metrics/prometheus` (the `metrics` facade with its Prometheus recorder).
+//!
+//! Counters and histograms are recorded where things happen; gauges that mirror state kept
+//! elsewhere (queue depth, subscribers) are read when scraped, so the hot paths pay nothing
+//! for them.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics::{counter, gauge, histogram, Counter, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const EVENTS_INGESTED: &str = "eventide_events_ingested_total";
+pub const EVENTS_REJECTED: &str = "eventide_events_rejected_total";
+pub const EVENTS_DUPLICATE: &str = "eventide_events_duplicate_total";
+pub const PENDING_EVENTS: &str = "eventide_ingest_pending_events";
+pub const PENDING_CAPACITY: &str = "eventide_ingest_pending_capacity";
+pub const INDEX_BACKLOG: &str = "eventide_index_backlog_events";
+pub const COMMITTED_SEQ: &str = "eventide_log_committed_seq";
+pub const INDEXED_SEQ: &str = "eventide_index_indexed_seq";
+pub const COMMIT_BATCH: &str = "eventide_commit_batch_events";
+pub const COMMIT_DURATION: &str = "eventide_commit_duration_seconds";
+pub const INDEX_BATCH_DURATION: &str = "eventide_index_batch_duration_seconds";
+pub const HTTP_REQUESTS: &str = "eventide_http_requests_total";
+pub const HTTP_DURATION: &str = "eventide_http_request_duration_seconds";
+pub const STREAM_SUBSCRIBERS: &str = "eventide_stream_subscribers";
+pub const STREAM_LAGGED: &str = "eventide_stream_lagged_disconnects_total";
+
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 10.0, 50.0, 100.0, 500.0, 1_000.0, 5_000.0, 10_000.0, 20_000.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder (once; later calls reuse it). Call before creating
+/// the handles that record, such as the log writer's: handles made earlier record nothing.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(SECONDS_BUCKETS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(Matcher::Full(COMMIT_BATCH.into()), BATCH_BUCKETS)
+            })
+            .expect("bucket lists are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            // Only when something else in the process installed one first.
+            tracing::warn!(
+                "a metrics recorder was already installed; /metrics/prometheus will be empty"
+            );
+        }
+        handle
+    })
+}
+
+/// Handles for the log writer's per-commit figures.
+pub struct CommitMetrics {
+    batch: Histogram,
+    duration: Histogram,
+}
+
+impl CommitMetrics {
+    pub fn new() -> CommitMetrics {
+        CommitMetrics {
+            batch: histogram!(COMMIT_BATCH),
+            duration: histogram!(COMMIT_DURATION),
+        }
+    }
+
+    pub fn record(&self, events: usize, took: Duration) {
+        self.batch.record(events as f64);
+        self.duration.record(took.as_secs_f64());
+    }
+}
+
+impl Default for CommitMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub fn index_batch(took: Duration) {
+    histogram!(INDEX_BATCH_DURATION).record(took.as_secs_f64());
+}
+
+/// What a POST /events did with its events.
+pub fn events_ingested(accepted: usize, duplicates: usize) {
+    static ACCEPTED: OnceLock<Counter> = OnceLock::new();
+    static DUPLICATES: OnceLock<Counter> = OnceLock::new();
+    ACCEPTED
+        .get_or_init(|| counter!(EVENTS_INGESTED))
+        .increment(accepted as u64);
+    if duplicates > 0 {
+        DUPLICATES
+            .get_or_init(|| counter!(EVENTS_DUPLICATE))
+            .increment(duplicates as u64);
+    }
+}
+
+/// Events refused, by reason: `invalid` (per-event validation), or why a whole batch was
+/// (`ingest_queue_full`, `index_backlog_full`, `log_unavailable`, `shutting_down`).
+pub fn events_rejected(reason: &'static str, events: usize) {
+    if events > 0 {
+        counter!(EVENTS_REJECTED, "reason" => reason).increment(events as u64);
+    }
+}
+
+/// State read at scrape time.
+pub struct Snapshot {
+    pub pending_events: u64,
+    pub pending_capacity: u64,
+    pub committed_seq: u64,
+    pub indexed_seq: u64,
+    pub stream_subscribers: u64,
+    pub stream_lagged: u64,
+}
+
+/// The exposition text, with the gauges set from `snapshot` first.
+pub fn render(snapshot: Snapshot) -> String {
+    let handle = install();
+    gauge!(PENDING_EVENTS).set(snapshot.pending_events as f64);
+    gauge!(PENDING_CAPACITY).set(snapshot.pending_capacity as f64);
+    gauge!(COMMITTED_SEQ).set(snapshot.committed_seq as f64);
+    gauge!(INDEXED_SEQ).set(snapshot.indexed_seq as f64);
+    gauge!(INDEX_BACKLOG).set(snapshot.committed_seq.saturating_sub(snapshot.indexed_seq) as f64);
+    gauge!(STREAM_SUBSCRIBERS).set(snapshot.stream_subscribers as f64);
+    counter!(STREAM_LAGGED).absolute(snapshot.stream_lagged);
+    handle.render()
+}
+
+/// Drains the histograms' raw samples into their buckets now and then, so memory stays flat
+/// between scrapes.
+pub async fn run_upkeep(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let handle = install();
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = every.tick() => handle.run_upkeep(),
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Middleware: counts every request by route, method and status, and times it.
+pub async fn track_requests(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| route_label(path.as_str()))
+        .unwrap_or("unmatched");
+    let method = method_label(request.method());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    counter!(HTTP_REQUESTS, "route" => route, "method" => method, "status" => status).increment(1);
+    histogram!(HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Routes as static labels: the set is fixed, so labels never allocate or explode.
+fn route_label(path: &str) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "/events",
+        "/events/{id}",
+        "/metrics",
+        "/metrics/timeseries",
+        "/metrics/summary",
+        "/metrics/prometheus",
+        "/stream",
+        "/stream/metrics",
+        "/health",
+    ];
+    ROUTES
+        .iter()
+        .find(|route| **route == path)
+        .copied()
+        .unwrap_or("other")
+}
+
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
