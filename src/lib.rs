@@ -5,6 +5,7 @@
 //! - [`event`]: the event, parsed and validated at the edge.
 //! - [`ingest`]: the durable log, its group-commit writer, deduplication and the indexer.
 //! - [`store`]: the `Store` trait and the embedded SQLite store.
+//! - [`live`]: the live stream (`GET /stream`): committed events pushed to subscribers.
 //! - [`api`]: HTTP routes, errors and rendering.
 //! - [`server`]: puts the parts together and shuts them down in order.
 //! - [`bench`]: `eventide bench`, the load generator.
@@ -19,6 +20,8 @@
 //!    batch in one write (one fdatasync with `--durability fsync`) and answers: `202`.
 //! 4. The indexer reads the log in large batches into the SQLite store's indexed table;
 //!    queries wait (bounded) for it to reach what was acknowledged before they began.
+//! 5. Meanwhile the writer hands each committed group to the [`live`] dispatcher, which
+//!    pushes the events to the matching `/stream` subscribers.
 
 pub mod api;
 pub mod bench;
@@ -26,5 +29,6 @@ pub mod clock;
 pub mod config;
 pub mod event;
 pub mod ingest;
+pub mod live;
 pub mod server;
 pub mod store;

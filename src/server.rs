@@ -15,6 +15,7 @@ use crate::config::{Durability, ServeConfig};
 use crate::ingest::dedup::RecentIds;
 use crate::ingest::log::LogWriter;
 use crate::ingest::{ids, indexer, writer, Progress};
+use crate::live::{self, LiveConfig};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -72,6 +73,14 @@ pub async fn serve(
     }
 
     let progress = Arc::new(Progress::new(committed_seq, indexed_seq));
+    let (live, publisher, dispatcher) = live::start(
+        LiveConfig {
+            max_subscribers: config.max_subscribers,
+            buffer: usize::try_from(config.stream_buffer).unwrap_or(usize::MAX),
+        },
+        progress.clone(),
+        store.clone(),
+    );
     let log = (!config.null_store).then_some(log);
     let (ingest, writer_thread) = writer::start(
         log,
@@ -81,6 +90,7 @@ pub async fn serve(
             max_pending: config.max_pending_events,
             max_backlog: config.max_index_backlog,
         },
+        Some(publisher),
     );
     let (stop_indexer, indexer_stop) = watch::channel(false);
     let indexer = (!config.null_store).then(|| {
@@ -97,6 +107,7 @@ pub async fn serve(
         store,
         clock,
         read_wait: config.read_wait,
+        live: live.clone(),
     };
     let app = api::router(state);
     tracing::info!(
@@ -105,10 +116,18 @@ pub async fn serve(
         "listening on http://{}",
         listener.local_addr()?
     );
+    // Graceful shutdown waits for every response to finish, and a stream's never would: so
+    // when it begins, the live streams are ended too.
+    let shutdown = async move {
+        shutdown.await;
+        live.shutdown();
+    };
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")?;
+    // It stopped when the shutdown began; this only collects it.
+    let _ = dispatcher.await;
 
     // Every handler has answered and dropped its handle: the writer drains and ends.
     tokio::task::spawn_blocking(move || writer_thread.join())

@@ -3,6 +3,7 @@
 pub mod error;
 pub mod events;
 pub mod params;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +13,7 @@ use axum::Router;
 
 use crate::clock::Clock;
 use crate::ingest::Ingest;
+use crate::live::Live;
 use crate::store::Store;
 use error::ApiError;
 
@@ -23,12 +25,15 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// How long a query waits for the indexer (read-your-writes).
     pub read_wait: Duration,
+    /// The live stream: subscriptions and their counters.
+    pub live: Live,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/events", get(events::list).post(events::ingest))
         .route("/events/{id}", get(events::get_one))
+        .route("/stream", get(stream::subscribe))
         .route("/health", get(health))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
