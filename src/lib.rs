@@ -7,7 +7,8 @@
 //! - [`store`]: the `Store` trait and the embedded SQLite store.
 //! - [`live`]: the live stream (`GET /stream`): committed events pushed to subscribers.
 //! - [`api`]: HTTP routes, errors and rendering.
-//! - [`server`]: puts the parts together and shuts them down in order.
+//! - [`server`]: puts the parts together and shuts them down in order ([`connections`]:
+//!   cutting the connections that would hold shutdown forever).
 //! - [`bench`]: `eventide bench`, the load generator.
 //!
 //! # Path of an event
@@ -27,6 +28,7 @@ pub mod api;
 pub mod bench;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod event;
 pub mod ingest;
 pub mod live;

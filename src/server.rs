@@ -1,7 +1,7 @@
 //! Assembles the service: opens the store and the log (recovering after a crash), starts the
 //! log writer and the indexer, serves HTTP until `shutdown` resolves, then drains in order.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Durability, ServeConfig};
+use crate::connections::{OpenConnections, TrackedListener};
 use crate::ingest::dedup::RecentIds;
 use crate::ingest::log::LogWriter;
 use crate::ingest::{ids, indexer, writer, Progress};
@@ -21,6 +22,10 @@ use crate::store::Store;
 
 /// How long shutdown waits for the indexer to finish the batch in hand.
 const INDEXER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for open connections to finish their responses before cutting
+/// them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the service on `listener` until `shutdown` resolves: then it stops accepting,
 /// answers the requests in flight (their events committed), and returns.
@@ -118,14 +123,34 @@ pub async fn serve(
     );
     // Graceful shutdown waits for every response to finish, and a stream's never would: so
     // when it begins, the live streams are ended too.
+    let (shutdown_began, began) = tokio::sync::oneshot::channel();
     let shutdown = async move {
         shutdown.await;
         live.shutdown();
+        let _ = shutdown_began.send(());
     };
-    axum::serve(listener, app)
+    let open_connections = Arc::new(OpenConnections::default());
+    let listener = TrackedListener::new(listener, open_connections.clone());
+    let serving = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")?;
+        .into_future();
+    tokio::pin!(serving);
+    let grace_over = async {
+        match began.await {
+            Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let served = tokio::select! {
+        served = &mut serving => served,
+        () = grace_over => {
+            // Such as a stream whose client stopped reading: its end can never be written.
+            let cut = open_connections.cut_all();
+            tracing::warn!(connections = cut, "connections still open {SHUTDOWN_GRACE:?} after shutdown began; cutting them");
+            serving.await
+        }
+    };
+    served.context("serving HTTP")?;
     // It stopped when the shutdown began; this only collects it.
     let _ = dispatcher.await;
 
