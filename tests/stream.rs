@@ -199,6 +199,28 @@ async fn read_events(sse: &mut Sse, n: usize) -> Vec<Value> {
     read_frames(sse, n).await.iter().map(Frame::json).collect()
 }
 
+/// Asserts two seq lists are equal, reporting the first difference rather than thousands
+/// of numbers.
+#[track_caller]
+fn assert_seqs(got: &[u64], want: &[u64], what: &str) {
+    if got == want {
+        return;
+    }
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| g != w)
+        .unwrap_or(got.len().min(want.len()));
+    let window = |v: &[u64]| v[at.saturating_sub(3)..(at + 4).min(v.len())].to_vec();
+    panic!(
+        "{what}: {} seqs, expected {}; first difference at index {at}: got {:?}, expected {:?}",
+        got.len(),
+        want.len(),
+        window(got),
+        window(want)
+    );
+}
+
 fn ids(events: &[Value]) -> Vec<String> {
     events.iter().map(ev_id).collect()
 }
@@ -263,7 +285,9 @@ async fn subscribers_get_only_later_matching_events_in_order() {
     let api = server.api();
     api.post_all(&mixed("before", 12)).await;
 
-    let filters: [(&str, Option<&str>, Option<&str>, Option<&str>); 4] = [
+    // (query, type, service, user_id)
+    type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+    let filters: [Case; 4] = [
         ("", None, None, None),
         ("?type=signup", Some("signup"), None, None),
         (
@@ -443,7 +467,11 @@ async fn resume_under_concurrent_ingest_has_no_gap_and_no_duplicate() {
         .map(ev_seq)
         .collect();
     let want: Vec<u64> = (since as u64 + 1..=total as u64).collect();
-    assert_eq!(got, want, "every seq after {since} exactly once, in order");
+    assert_seqs(
+        &got,
+        &want,
+        &format!("every seq after {since} exactly once, in order"),
+    );
 
     let stored_a: Vec<u64> = api
         .walk(&[("type", "a"), ("order", "asc")], 1000)
@@ -457,7 +485,7 @@ async fn resume_under_concurrent_ingest_has_no_gap_and_no_duplicate() {
         .iter()
         .map(ev_seq)
         .collect();
-    assert_eq!(got_a, stored_a);
+    assert_seqs(&got_a, &stored_a, "type=a after 500");
     assert_nothing_else(&api, &mut [&mut all]).await;
 }
 
@@ -533,10 +561,10 @@ async fn a_stalled_subscriber_is_lagged_out_without_slowing_others() {
     );
     let last = posted as u64;
     reader_within(&mut reader_progress, posted, 0).await;
-    assert_eq!(
-        *received.lock().unwrap(),
-        (1..=last).collect::<Vec<_>>(),
-        "the reading subscriber got every event once, in order"
+    assert_seqs(
+        &received.lock().unwrap(),
+        &(1..=last).collect::<Vec<_>>(),
+        "the reading subscriber got every event once, in order",
     );
 
     // The stalled one: a prefix of the events, then `lagged` naming the last one, then the end.
@@ -550,7 +578,11 @@ async fn a_stalled_subscriber_is_lagged_out_without_slowing_others() {
         }
     };
     assert!(!got.is_empty());
-    assert_eq!(got, (1..=got.len() as u64).collect::<Vec<_>>());
+    assert_seqs(
+        &got,
+        &(1..=got.len() as u64).collect::<Vec<_>>(),
+        "the stalled subscriber",
+    );
     let last_got = *got.last().unwrap();
     assert_eq!(lagged.json(), json!({"last_seq": last_got}));
     assert!(last_got < last, "it lagged, so it cannot have everything");
@@ -565,7 +597,11 @@ async fn a_stalled_subscriber_is_lagged_out_without_slowing_others() {
         .iter()
         .map(ev_seq)
         .collect();
-    assert_eq!(rest, (last_got + 1..=last).collect::<Vec<_>>());
+    assert_seqs(
+        &rest,
+        &(last_got + 1..=last).collect::<Vec<_>>(),
+        "resumed after lagging",
+    );
     let id = api
         .post_one(json!({"type": "load", "message": "after"}))
         .await;
@@ -635,6 +671,34 @@ async fn sigterm_ends_open_streams_and_exits_promptly() {
         "shutdown took {:?}",
         started.elapsed()
     );
+}
+
+/// A client that stopped reading cannot be sent the end of its stream: shutdown cuts its
+/// connection after a grace period instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_stalled_subscriber_still_exits() {
+    // A buffer that never fills: the stream stays open, blocked on its socket.
+    let mut server = TestServer::start_temp(&["--stream-buffer", "1000000"]).await;
+    let api = server.api();
+    let _stalled = Sse::open(&api, "", None).await;
+    // About 30 MB, far beyond what the socket buffers of a client that does not read hold.
+    let filler = "x".repeat(1500);
+    for n in 0..200 {
+        let events: Vec<Value> = (0..100)
+            .map(|i| json!({"type": "load", "message": format!("{n}-{i} {filler}")}))
+            .collect();
+        api.post_all(&events).await;
+    }
+    let started = Instant::now();
+    server.send_sigterm();
+    let status = server.wait_exit().await;
+    assert_eq!(status.code(), Some(0), "output:\n{}", server.logs());
+    assert!(
+        server.logs().contains("cutting them"),
+        "the stalled connection should have been cut; output:\n{}",
+        server.logs()
+    );
+    eprintln!("exited {:?} after SIGTERM", started.elapsed());
 }
 
 #[tokio::test]
