@@ -174,6 +174,11 @@ pub fn start(
     progress: Arc<Progress>,
     store: Arc<dyn Store>,
 ) -> (Live, Publisher, JoinHandle<()>) {
+    // A channel's capacity has a ceiling (tokio's semaphore); far above any useful buffer.
+    let config = LiveConfig {
+        buffer: config.buffer.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        ..config
+    };
     let stats = Arc::new(Stats::default());
     let registered = Arc::new(AtomicUsize::new(0));
     let (groups_tx, groups_rx) = mpsc::channel(GROUP_QUEUE);
