@@ -268,3 +268,131 @@ impl Dispatcher {
         subscriber.sender = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::NewEvent;
+
+    fn frames(events: &[(u64, &str, Option<&str>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(seq, kind, service) in events {
+            let event = NewEvent {
+                id: None,
+                kind: kind.into(),
+                timestamp_ms: 0,
+                service: service.map(str::to_owned),
+                user_id: None,
+                message: None,
+                metadata: None,
+            };
+            let mut payload = Vec::new();
+            record::encode_payload(&mut payload, &event, &format!("e{seq}"), 0);
+            record::write_frame(&mut out, seq, &payload);
+        }
+        out
+    }
+
+    fn register(
+        dispatcher: &mut Dispatcher,
+        kind: Option<&str>,
+        service: Option<&str>,
+    ) -> Registered {
+        let (reply, mut answer) = oneshot::channel();
+        let filter = Filter {
+            kind: kind.map(str::to_owned),
+            service: service.map(str::to_owned),
+            user_id: None,
+        };
+        dispatcher.handle(Command::Register { filter, reply });
+        answer.try_recv().expect("registered at once")
+    }
+
+    fn drain(registered: &mut Registered) -> Vec<u64> {
+        let mut seqs = Vec::new();
+        while let Ok(event) = registered.events.try_recv() {
+            seqs.push(event.seq);
+        }
+        seqs
+    }
+
+    #[tokio::test]
+    async fn events_reach_matching_subscribers_and_full_or_missed_ones_lag() {
+        let progress = Arc::new(Progress::new(0, 0));
+        let registered = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(Stats::default());
+        let (commands, mut commands_rx) = mpsc::unbounded_channel();
+        let config = LiveConfig {
+            max_subscribers: 10,
+            buffer: 2,
+        };
+        let mut dispatcher = Dispatcher::new(
+            config,
+            progress.clone(),
+            registered.clone(),
+            stats.clone(),
+            commands,
+        );
+
+        let mut typed = register(&mut dispatcher, Some("a"), None);
+        let mut by_service = register(&mut dispatcher, None, Some("s"));
+        assert_eq!((typed.through, by_service.through), (0, 0));
+        assert_eq!(registered.load(Ordering::SeqCst), 2);
+
+        progress.set_committed(3);
+        dispatcher
+            .dispatch(&frames(&[
+                (1, "a", Some("s")),
+                (2, "b", Some("s")),
+                (3, "a", None),
+            ]))
+            .await;
+        assert_eq!(drain(&mut by_service), [1, 2]);
+
+        // `typed` left 1 and 3 unread: its buffer of 2 is full, so 4 lags it out.
+        progress.set_committed(4);
+        dispatcher.dispatch(&frames(&[(4, "a", None)])).await;
+        assert_eq!(drain(&mut typed), [1, 3], "what it had is still delivered");
+        assert!(
+            typed.events.try_recv().is_err(),
+            "then its channel is closed"
+        );
+        assert!(typed.lagged.load(Ordering::Acquire));
+        assert_eq!(stats.lagged.load(Ordering::Relaxed), 1);
+        assert_eq!(registered.load(Ordering::SeqCst), 1);
+
+        // Groups 5..=10 never reach the dispatcher (queue full): `by_service` needed them; a
+        // subscriber registered after them did not.
+        progress.set_committed(10);
+        let mut late = register(&mut dispatcher, None, None);
+        assert_eq!(late.through, 10);
+        progress.set_committed(11);
+        dispatcher.dispatch(&frames(&[(11, "b", Some("s"))])).await;
+        assert!(by_service.lagged.load(Ordering::Acquire));
+        assert_eq!(drain(&mut by_service), Vec::<u64>::new());
+        assert_eq!(drain(&mut late), [11]);
+        assert!(!late.lagged.load(Ordering::Acquire));
+        assert_eq!(stats.lagged.load(Ordering::Relaxed), 2);
+
+        // Registered after group 12..=13 was committed but before it was dispatched: its
+        // starting point covers that group, so it gets only what follows.
+        progress.set_committed(13);
+        let mut mid = register(&mut dispatcher, None, None);
+        assert_eq!(mid.through, 13);
+        dispatcher
+            .dispatch(&frames(&[(12, "x", None), (13, "x", None)]))
+            .await;
+        assert_eq!(drain(&mut late), [12, 13]);
+        progress.set_committed(14);
+        dispatcher.dispatch(&frames(&[(14, "x", None)])).await;
+        assert_eq!(drain(&mut mid), [14]);
+        assert_eq!(drain(&mut late), [14]);
+
+        // A subscriber that goes away unregisters itself.
+        assert_eq!(registered.load(Ordering::SeqCst), 2);
+        drop(mid);
+        dispatcher.handle(commands_rx.try_recv().expect("an unregistration"));
+        assert_eq!(registered.load(Ordering::SeqCst), 1);
+        assert_eq!(dispatcher.any_kind, [late.id]);
+    }
+}
