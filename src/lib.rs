@@ -7,8 +7,10 @@
 //! - [`store`]: the `Store` trait and the embedded SQLite store.
 //! - [`metrics`]: event counts over windows, time series and summary, from rollups.
 //! - [`telemetry`]: the service's own metrics, for Prometheus.
+//! - [`live`]: the live stream (`GET /stream`): committed events pushed to subscribers.
 //! - [`api`]: HTTP routes, errors and rendering.
-//! - [`server`]: puts the parts together and shuts them down in order.
+//! - [`server`]: puts the parts together and shuts them down in order ([`connections`]:
+//!   cutting the connections that would hold shutdown forever).
 //! - [`bench`]: `eventide bench`, the load generator.
 //!
 //! # Path of an event
@@ -23,13 +25,17 @@
 //!    queries wait (bounded) for it to reach what was acknowledged before they began. The
 //!    same transaction adds the events to the per-minute rollups; then the in-memory counts
 //!    behind the metrics endpoints take them in.
+//! 5. Meanwhile the writer hands each committed group to the [`live`] dispatcher, which
+//!    pushes the events to the matching `/stream` subscribers.
 
 pub mod api;
 pub mod bench;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod event;
 pub mod ingest;
+pub mod live;
 pub mod metrics;
 pub mod server;
 pub mod store;

@@ -1,7 +1,7 @@
 //! Assembles the service: opens the store and the log (recovering after a crash), starts the
 //! log writer and the indexer, serves HTTP until `shutdown` resolves, then drains in order.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,16 +12,22 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Durability, ServeConfig};
+use crate::connections::{OpenConnections, TrackedListener};
 use crate::ingest::dedup::RecentIds;
 use crate::ingest::log::LogWriter;
 use crate::ingest::{ids, indexer, writer, Progress};
 use crate::metrics::EventMetrics;
+use crate::live::{self, LiveConfig};
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::telemetry;
 
 /// How long shutdown waits for the indexer to finish the batch in hand.
 const INDEXER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for open connections to finish their responses before cutting
+/// them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the service on `listener` until `shutdown` resolves: then it stops accepting,
 /// answers the requests in flight (their events committed), and returns.
@@ -80,6 +86,14 @@ pub async fn serve(
             .context("rebuilding the event counts")?,
     );
     let progress = Arc::new(Progress::new(committed_seq, indexed_seq));
+    let (live, publisher, dispatcher) = live::start(
+        LiveConfig {
+            max_subscribers: config.max_subscribers,
+            buffer: usize::try_from(config.stream_buffer).unwrap_or(usize::MAX),
+        },
+        progress.clone(),
+        store.clone(),
+    );
     let log = (!config.null_store).then_some(log);
     let (ingest, writer_thread) = writer::start(
         log,
@@ -89,6 +103,7 @@ pub async fn serve(
             max_pending: config.max_pending_events,
             max_backlog: config.max_index_backlog,
         },
+        Some(publisher),
     );
     // Tells the background tasks (indexer, metrics upkeep) to finish.
     let (stop_background, background_stop) = watch::channel(false);
@@ -109,6 +124,7 @@ pub async fn serve(
         metrics,
         clock,
         read_wait: config.read_wait,
+        live: live.clone(),
     };
     let app = api::router(state);
     tracing::info!(
@@ -117,10 +133,38 @@ pub async fn serve(
         "listening on http://{}",
         listener.local_addr()?
     );
-    axum::serve(listener, app)
+    // Graceful shutdown waits for every response to finish, and a stream's never would: so
+    // when it begins, the live streams are ended too.
+    let (shutdown_began, began) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        shutdown.await;
+        live.shutdown();
+        let _ = shutdown_began.send(());
+    };
+    let open_connections = Arc::new(OpenConnections::default());
+    let listener = TrackedListener::new(listener, open_connections.clone());
+    let serving = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving HTTP")?;
+        .into_future();
+    tokio::pin!(serving);
+    let grace_over = async {
+        match began.await {
+            Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let served = tokio::select! {
+        served = &mut serving => served,
+        () = grace_over => {
+            // Such as a stream whose client stopped reading: its end can never be written.
+            let cut = open_connections.cut_all();
+            tracing::warn!(connections = cut, "connections still open {SHUTDOWN_GRACE:?} after shutdown began; cutting them");
+            serving.await
+        }
+    };
+    served.context("serving HTTP")?;
+    // It stopped when the shutdown began; this only collects it.
+    let _ = dispatcher.await;
 
     // Every handler has answered and dropped its handle: the writer drains and ends.
     tokio::task::spawn_blocking(move || writer_thread.join())

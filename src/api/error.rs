@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use crate::ingest::IngestError;
+use crate::live::SubscribeError;
 
 /// Seconds a client is asked to wait before retrying a refused request.
 const RETRY_AFTER_SECONDS: u64 = 1;
@@ -37,6 +38,8 @@ pub enum ApiError {
     NotYetIndexed(String),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Subscribe(#[from] SubscribeError),
     #[error("the store is unavailable: {0:#}")]
     StoreUnavailable(anyhow::Error),
 }
@@ -72,6 +75,12 @@ impl ApiError {
                 };
                 (status, err.code())
             }
+            ApiError::Subscribe(SubscribeError::TooManySubscribers { .. }) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "too_many_subscribers")
+            }
+            ApiError::Subscribe(SubscribeError::ShuttingDown) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            }
             ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::NotYetIndexed(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_yet_indexed"),
         }
@@ -81,7 +90,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        if status.is_server_error() {
+        // A full house or a shutdown is the server working as intended, not a failure.
+        if status.is_server_error() && !matches!(self, ApiError::Subscribe(_)) {
             tracing::error!(error = %self, "request failed");
         } else {
             tracing::debug!(error = %self, "request refused");

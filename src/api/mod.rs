@@ -4,6 +4,7 @@ pub mod error;
 pub mod events;
 pub mod metrics;
 pub mod params;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use axum::Router;
 use crate::clock::Clock;
 use crate::ingest::Ingest;
 use crate::metrics::EventMetrics;
+use crate::live::Live;
 use crate::store::Store;
 use error::ApiError;
 
@@ -26,6 +28,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// How long a query waits for the indexer (read-your-writes).
     pub read_wait: Duration,
+    /// The live stream: subscriptions and their counters.
+    pub live: Live,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -36,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/timeseries", get(metrics::timeseries))
         .route("/metrics/summary", get(metrics::summary))
         .route("/metrics/prometheus", get(metrics::prometheus))
+        .route("/stream", get(stream::subscribe))
         .route("/health", get(health))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)

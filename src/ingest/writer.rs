@@ -1,6 +1,7 @@
 //! The single log writer: group commit. It takes every submission waiting when it wakes,
 //! deduplicates client ids, assigns `seq`s, appends all their frames in one write (and one
-//! fdatasync with `--durability fsync`), then answers each submission.
+//! fdatasync with `--durability fsync`), then answers each submission and hands the committed
+//! frames to the live stream (without ever waiting for it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use super::dedup::RecentIds;
 use super::log::LogWriter;
 use super::{record, Ingest, IngestError, IngestInner, Progress, Submission};
 use crate::telemetry::CommitMetrics;
+use crate::live::Publisher;
 
 /// Upper bound of events in one group commit, so one write stays a few MiB.
 const MAX_GROUP_EVENTS: usize = 20_000;
@@ -23,13 +25,15 @@ pub struct WriterConfig {
 }
 
 /// Starts the writer thread. `log` is `None` for the benchmark's null store, which
-/// acknowledges without writing. The thread ends once every [`Ingest`] handle is dropped and
-/// what they submitted is committed.
+/// acknowledges without writing. `publisher`, if any, receives every committed group for the
+/// live stream. The thread ends once every [`Ingest`] handle is dropped and what they
+/// submitted is committed.
 pub fn start(
     log: Option<LogWriter>,
     dedup: RecentIds,
     progress: Arc<Progress>,
     config: WriterConfig,
+    publisher: Option<Publisher>,
 ) -> (Ingest, JoinHandle<()>) {
     let (submissions, receiver) = mpsc::unbounded_channel();
     let pending = Arc::new(AtomicU64::new(0));
@@ -42,6 +46,7 @@ pub fn start(
         log_failing: false,
         receiver,
         commit_metrics: CommitMetrics::new(),
+        publisher,
     };
     let thread = std::thread::Builder::new()
         .name("eventide-log-writer".into())
@@ -69,6 +74,7 @@ struct Writer {
     log_failing: bool,
     receiver: mpsc::UnboundedReceiver<Submission>,
     commit_metrics: CommitMetrics,
+    publisher: Option<Publisher>,
 }
 
 impl Writer {
@@ -131,6 +137,11 @@ impl Writer {
                     self.progress.set_committed(last_seq);
                     for (submission, dups) in group.drain(..).zip(duplicates.drain(..)) {
                         let _ = submission.reply.send(Ok(dups));
+                    }
+                    // After `set_committed` (the live stream's no-gap argument relies on that
+                    // order) and after the answers, which need not wait for a copy.
+                    if let Some(publisher) = &self.publisher {
+                        publisher.publish(&frames);
                     }
                     if let Some(log) = &mut self.log {
                         if let Err(err) = log.roll_if_full(self.next_seq) {

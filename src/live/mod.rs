@@ -1,0 +1,301 @@
+//! The live event stream behind `GET /stream`: events are pushed to subscribers once they are
+//! durably committed, in `seq` order, and a subscriber that resumes from a `seq` first replays
+//! what it missed from the store, with neither a gap nor a duplicate at the seam.
+//!
+//! # Parts
+//! - [`Publisher`]: held by the log writer thread. After each successful group commit, and
+//!   only while someone is registered, it hands a copy of the group's frames to the
+//!   dispatcher over a bounded queue with `try_send`: the writer never waits for subscribers.
+//!   A group that does not fit is dropped; the dispatcher notices the hole in the `seq`s.
+//! - The dispatcher ([`dispatcher`]), one task: decodes each group, renders each event's JSON
+//!   once (only if some subscriber wants it) and offers it with `try_send` to the bounded
+//!   channel of each matching subscriber, found through an index by `type`, so the cost of
+//!   an event does not grow with the number of subscribers it does not match. A subscriber
+//!   whose channel is full is told it lagged and dropped: it never slows anyone else.
+//! - [`Subscription`] ([`subscription`]): one subscriber's view, replaying stored events
+//!   (resume) and then following its live channel.
+//! - [`Live`]: the handle request handlers use (subscriber slots, subscribing, shutdown).
+//!
+//! # Why nothing is lost or repeated
+//! The writer sets `committed` *then* reads the number of registered subscribers; a
+//! registration increments that number *then* reads `committed` (= `T`), both with SeqCst
+//! fences in between. So every group committed after `T` is published (or dropped, which the
+//! dispatcher detects), and the dispatcher, which performs registrations itself between
+//! groups, gives the new subscriber exactly the events with `seq > T`. A resuming subscriber
+//! reads the store up to `T` (waiting for the indexer to reach it) before following its
+//! channel, and skips live events it already replayed.
+
+pub mod dispatcher;
+pub mod subscription;
+
+use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::event::StoredEvent;
+use crate::ingest::Progress;
+use crate::store::{EventFilter, Store};
+use dispatcher::{Command, Registered};
+pub use subscription::{Step, Subscription};
+
+/// Group commits that may wait for the dispatcher. Beyond it the writer drops groups (and the
+/// subscribers that needed them are lagged out) rather than wait.
+const GROUP_QUEUE: usize = 256;
+
+/// Counters for self-metrics, updated without locks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Open stream subscribers (holding a slot), including those still replaying history.
+    pub subscribers: AtomicUsize,
+    /// Subscribers disconnected because they fell `--stream-buffer` events behind.
+    pub lagged: AtomicU64,
+    /// Commit groups the writer could not hand to the dispatcher (its queue was full).
+    pub dropped_groups: AtomicU64,
+}
+
+/// One committed event as delivered to subscribers: its JSON is rendered once and shared.
+#[derive(Debug)]
+pub struct LiveEvent {
+    pub seq: u64,
+    /// What `GET /events` renders for this event, on one line (see [`LiveEvent::render`]).
+    pub json: Box<[u8]>,
+}
+
+impl LiveEvent {
+    /// Renders `event` as `GET /events` does, except that line breaks become spaces: a stream
+    /// carries one event per line. The only raw line breaks possible are whitespace between
+    /// tokens of metadata kept verbatim (in strings they are escaped), so the JSON value is
+    /// the same.
+    pub fn render(event: &StoredEvent) -> Arc<LiveEvent> {
+        let mut json = Vec::with_capacity(256);
+        crate::event::render::write_event(&mut json, event);
+        for byte in &mut json {
+            if matches!(*byte, b'\n' | b'\r') {
+                *byte = b' ';
+            }
+        }
+        Arc::new(LiveEvent {
+            seq: event.seq,
+            json: json.into_boxed_slice(),
+        })
+    }
+}
+
+/// What a subscriber wants: exact matches, all of them must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub kind: Option<String>,
+    pub service: Option<String>,
+    pub user_id: Option<String>,
+}
+
+impl Filter {
+    /// Whether `event` matches the conditions other than `type`, which the dispatcher's
+    /// index has already applied.
+    fn matches_besides_kind(&self, event: &StoredEvent) -> bool {
+        fn holds(wanted: &Option<String>, actual: &Option<String>) -> bool {
+            wanted.is_none() || wanted == actual
+        }
+        holds(&self.service, &event.service) && holds(&self.user_id, &event.user_id)
+    }
+
+    /// The same conditions as a store query, limited to `seq <= max_seq`.
+    fn store_filter(&self, max_seq: Option<u64>) -> EventFilter {
+        EventFilter {
+            kind: self.kind.clone(),
+            service: self.service.clone(),
+            user_id: self.user_id.clone(),
+            max_seq,
+            ..EventFilter::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LiveConfig {
+    /// Most subscribers at once (`--max-subscribers`).
+    pub max_subscribers: usize,
+    /// Events one subscriber may have waiting before it is lagged out (`--stream-buffer`).
+    pub buffer: usize,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("{max} stream subscribers are already connected; retry later")]
+    TooManySubscribers { max: usize },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// The writer's end: hands committed groups to the dispatcher without ever waiting.
+pub struct Publisher {
+    registered: Arc<AtomicUsize>,
+    groups: mpsc::Sender<Vec<u8>>,
+    stats: Arc<Stats>,
+}
+
+impl Publisher {
+    /// Called by the writer after `Progress::set_committed` with the frames of that commit.
+    pub fn publish(&self, frames: &[u8]) {
+        // Pairs with the fence in the dispatcher's registration (see the module doc): either
+        // it sees our `committed`, or we see its registration.
+        fence(Ordering::SeqCst);
+        if frames.is_empty() || self.registered.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.groups.try_send(frames.to_vec()) {
+            self.stats.dropped_groups.fetch_add(1, Ordering::Relaxed);
+        }
+        // Closed: the dispatcher stopped at shutdown; nobody is listening any more.
+    }
+}
+
+/// The handle request handlers use. Cheap to clone.
+#[derive(Clone)]
+pub struct Live {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: LiveConfig,
+    stats: Arc<Stats>,
+    progress: Arc<Progress>,
+    store: Arc<dyn Store>,
+    commands: mpsc::UnboundedSender<Command>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Starts the dispatcher task. The [`Publisher`] goes to the log writer.
+pub fn start(
+    config: LiveConfig,
+    progress: Arc<Progress>,
+    store: Arc<dyn Store>,
+) -> (Live, Publisher, JoinHandle<()>) {
+    // A channel's capacity has a ceiling (tokio's semaphore); far above any useful buffer.
+    let config = LiveConfig {
+        buffer: config.buffer.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        ..config
+    };
+    let stats = Arc::new(Stats::default());
+    let registered = Arc::new(AtomicUsize::new(0));
+    let (groups_tx, groups_rx) = mpsc::channel(GROUP_QUEUE);
+    let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let task = tokio::spawn(
+        dispatcher::Dispatcher::new(
+            config,
+            progress.clone(),
+            registered.clone(),
+            stats.clone(),
+            commands_tx.clone(),
+        )
+        .run(groups_rx, commands_rx, shutdown_rx),
+    );
+    let live = Live {
+        shared: Arc::new(Shared {
+            config,
+            stats: stats.clone(),
+            progress,
+            store,
+            commands: commands_tx,
+            shutdown,
+        }),
+    };
+    let publisher = Publisher {
+        registered,
+        groups: groups_tx,
+        stats,
+    };
+    (live, publisher, task)
+}
+
+impl Live {
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.shared.stats
+    }
+
+    /// Ends every stream (their bodies finish) and refuses new ones: called when the server
+    /// begins its graceful shutdown, which would otherwise wait for them forever.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shared.shutdown.borrow()
+    }
+
+    /// Takes one of the `--max-subscribers` slots, released when the [`Slot`] is dropped.
+    /// Public so that other long-lived streams can share the same limit.
+    pub fn try_acquire_slot(&self) -> Result<Slot, SubscribeError> {
+        let max = self.shared.config.max_subscribers;
+        let subscribers = &self.shared.stats.subscribers;
+        let mut current = subscribers.load(Ordering::Relaxed);
+        loop {
+            if current >= max {
+                return Err(SubscribeError::TooManySubscribers { max });
+            }
+            match subscribers.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Ok(Slot {
+                        stats: self.shared.stats.clone(),
+                    })
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Subscribes to events matching `filter`. With `since`, every stored matching event
+    /// with a greater `seq` comes first; without it only events committed from now on (the
+    /// subscriber is registered before this returns).
+    pub async fn subscribe(
+        &self,
+        filter: Filter,
+        since: Option<u64>,
+    ) -> Result<Subscription, SubscribeError> {
+        if self.is_shutting_down() {
+            return Err(SubscribeError::ShuttingDown);
+        }
+        let slot = self.try_acquire_slot()?;
+        Subscription::start(self.clone(), filter, since, slot).await
+    }
+
+    /// Asks the dispatcher to register `filter`; the answer carries the subscriber's channel
+    /// and the committed `seq` it starts after.
+    fn request_registration(
+        &self,
+        filter: Filter,
+    ) -> Result<oneshot::Receiver<Registered>, SubscribeError> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .commands
+            .send(Command::Register { filter, reply })
+            .map_err(|_| SubscribeError::ShuttingDown)?;
+        Ok(answer)
+    }
+}
+
+/// Resolves once `shutdown` is true (or its sender is gone), holding no borrow of the value
+/// afterwards (a `watch::Ref` would make the caller's future `!Send`).
+async fn shutting_down(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|&stop| stop).await;
+}
+
+/// One of the `--max-subscribers` slots, held for as long as a stream is open.
+pub struct Slot {
+    stats: Arc<Stats>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.stats.subscribers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
