@@ -29,6 +29,8 @@ pub const HTTP_REQUESTS: &str = "eventide_http_requests_total";
 pub const HTTP_DURATION: &str = "eventide_http_request_duration_seconds";
 pub const STREAM_SUBSCRIBERS: &str = "eventide_stream_subscribers";
 pub const STREAM_LAGGED: &str = "eventide_stream_lagged_disconnects_total";
+/// Commit groups the live stream dispatcher had no room for (their subscribers lagged out).
+pub const STREAM_DROPPED_GROUPS: &str = "eventide_stream_dropped_groups_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -121,6 +123,7 @@ pub struct Snapshot {
     pub indexed_seq: u64,
     pub stream_subscribers: u64,
     pub stream_lagged: u64,
+    pub stream_dropped_groups: u64,
 }
 
 /// The exposition text, with the gauges set from `snapshot` first.
@@ -133,6 +136,7 @@ pub fn render(snapshot: Snapshot) -> String {
     gauge!(INDEX_BACKLOG).set(snapshot.committed_seq.saturating_sub(snapshot.indexed_seq) as f64);
     gauge!(STREAM_SUBSCRIBERS).set(snapshot.stream_subscribers as f64);
     counter!(STREAM_LAGGED).absolute(snapshot.stream_lagged);
+    counter!(STREAM_DROPPED_GROUPS).absolute(snapshot.stream_dropped_groups);
     handle.render()
 }
 

@@ -590,6 +590,13 @@ async fn a_stalled_subscriber_is_lagged_out_without_slowing_others() {
         stalled.next().await.is_none(),
         "the stream ends after lagged"
     );
+    let prometheus = api.get("/metrics/prometheus").await.text;
+    assert!(
+        prometheus
+            .lines()
+            .any(|line| line == "eventide_stream_lagged_disconnects_total 1"),
+        "{prometheus}"
+    );
 
     let mut resumed = Sse::open(&api, "", Some(last_got)).await;
     let rest: Vec<u64> = read_events(&mut resumed, (last - last_got) as usize)
@@ -721,4 +728,69 @@ async fn bad_parameters_are_400_naming_them() {
         text: resp.text().await.unwrap(),
     };
     assert_names_parameter(&resp, "Last-Event-ID");
+}
+
+/// `/stream/metrics` pushes the `/metrics` document at once and then every second, shares the
+/// subscriber limit with `/stream`, shows in the self-metrics, and ends at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_stream_pushes_the_window_every_second() {
+    let mut server = TestServer::start_temp(&["--max-subscribers", "1"]).await;
+    let api = server.api();
+    let mut pushes = Sse::open(&api, "/metrics?window=10m", None).await;
+    let first = pushes.next().await.expect("a first push");
+    assert_eq!(first.event, "metrics", "{first:?}");
+    assert_eq!(first.json()["window_seconds"], json!(600));
+    assert_eq!(first.json()["total"], json!(0));
+
+    let (status, _, body) = Sse::try_open(&stream_client(), &api.base, "", None)
+        .await
+        .err()
+        .expect("a second subscriber was accepted beyond --max-subscribers 1");
+    assert_eq!(status, 503, "{body}");
+    let prometheus = api.get("/metrics/prometheus").await;
+    assert!(
+        prometheus
+            .text
+            .lines()
+            .any(|line| line == "eventide_stream_subscribers 1"),
+        "{}",
+        prometheus.text
+    );
+
+    api.post_all(&[json!({"type": "pushed"}), json!({"type": "pushed"})])
+        .await;
+    let posted = Instant::now();
+    let mut previous = Instant::now();
+    let mut gaps = Vec::new();
+    loop {
+        let frame = pushes.next().await.expect("the pushes went on");
+        gaps.push(previous.elapsed());
+        previous = Instant::now();
+        if frame.json()["by_type"]["pushed"] == json!(2) {
+            assert_eq!(frame.json()["total"], json!(2));
+            break;
+        }
+        assert!(
+            posted.elapsed() < Duration::from_secs(10),
+            "never counted: {frame:?}"
+        );
+    }
+    let next = pushes.next().await.expect("a push after that");
+    let gap = previous.elapsed();
+    assert_eq!(next.event, "metrics");
+    assert!(
+        gap > Duration::from_millis(500) && gap < Duration::from_secs(5),
+        "pushes {gap:?} apart (before: {gaps:?})"
+    );
+
+    server.send_sigterm();
+    let end = async {
+        while let Some(frame) = pushes.next_within(Duration::from_secs(10)).await {
+            assert_eq!(frame.event, "metrics");
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), end)
+        .await
+        .expect("the metrics stream did not end at shutdown");
+    assert_eq!(server.wait_exit().await.code(), Some(0));
 }

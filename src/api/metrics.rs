@@ -2,22 +2,32 @@
 //! [`crate::metrics::EventMetrics`] once the index has every event acknowledged before the
 //! request began (or, past `--read-wait`, with `"partial": true`).
 
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
+use tokio::time::MissedTickBehavior;
 
 use super::error::ApiError;
 use super::events::read_position;
 use super::params::{known_pairs, parse_time};
 use super::AppState;
 use crate::config::parse_duration;
+use crate::live::SubscribeError;
 use crate::metrics::{GroupBy, Interval, SeriesError, SeriesQuery, MAX_WINDOW_SECONDS};
 use crate::telemetry;
 
 pub const DEFAULT_WINDOW_SECONDS: u64 = 60;
+
+/// How often `/stream/metrics` pushes the `/metrics` document.
+const PUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// `GET /metrics?window=60s`
 pub async fn window(
@@ -140,13 +150,15 @@ fn with_partial(report: &impl Serialize, complete: bool) -> Json<Value> {
 pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     let (pending_events, pending_capacity) = state.ingest.pending();
     let progress = state.ingest.progress();
+    let stats = state.live.stats();
     let text = telemetry::render(telemetry::Snapshot {
         pending_events,
         pending_capacity,
         committed_seq: progress.committed(),
         indexed_seq: progress.indexed(),
-        stream_subscribers: 0,
-        stream_lagged: 0,
+        stream_subscribers: stats.subscribers.load(Ordering::Relaxed) as u64,
+        stream_lagged: stats.lagged.load(Ordering::Relaxed),
+        stream_dropped_groups: stats.dropped_groups.load(Ordering::Relaxed),
     });
     (
         [(
@@ -155,4 +167,56 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
         )],
         text,
     )
+}
+
+/// `GET /stream/metrics?window=60s`: Server-Sent Events pushing the `/metrics` document
+/// (`event: metrics`) at once and then every second, for dashboards. It shares the
+/// `--max-subscribers` limit with `/stream` and ends when the server shuts down. Pushes do
+/// not wait for the indexer: each shows what is indexed at that moment.
+pub async fn stream(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut window_seconds = DEFAULT_WINDOW_SECONDS;
+    for (name, value) in known_pairs(query.as_deref(), &["window"])? {
+        window_seconds = parse_window(&name, &value)?;
+    }
+    if state.live.is_shutting_down() {
+        return Err(SubscribeError::ShuttingDown.into());
+    }
+    let slot = state.live.try_acquire_slot()?;
+    let mut every = tokio::time::interval(PUSH_EVERY);
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let pushes = futures_util::stream::unfold(
+        (state, every, slot),
+        move |(state, mut every, slot)| async move {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = state.live.until_shutdown() => return None,
+            }
+            let frame = match state.metrics.window(window_seconds).await {
+                Ok(report) => {
+                    let json = serde_json::to_string(&report).expect("reports serialize");
+                    format!("event: metrics\ndata: {json}\n\n")
+                }
+                // Keep the stream; the next push may succeed.
+                Err(err) => format!(
+                    ": metrics unavailable: {}\n\n",
+                    err.to_string().replace('\n', " ")
+                ),
+            };
+            Some((
+                Ok::<_, Infallible>(Bytes::from(frame)),
+                (state, every, slot),
+            ))
+        },
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(pushes),
+    )
+        .into_response())
 }

@@ -14,8 +14,8 @@ use axum::Router;
 
 use crate::clock::Clock;
 use crate::ingest::Ingest;
-use crate::metrics::EventMetrics;
 use crate::live::Live;
+use crate::metrics::EventMetrics;
 use crate::store::Store;
 use error::ApiError;
 
@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/summary", get(metrics::summary))
         .route("/metrics/prometheus", get(metrics::prometheus))
         .route("/stream", get(stream::subscribe))
+        .route("/stream/metrics", get(metrics::stream))
         .route("/health", get(health))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -14,6 +14,7 @@ use futures_util::Stream;
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 
 use super::error::ApiError;
+use super::params::known_pairs;
 use super::AppState;
 use crate::live::{Filter, LiveEvent, Step, Subscription};
 
@@ -56,32 +57,14 @@ fn parse_stream_params(
     raw_query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<StreamParams, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw_query.unwrap_or(""))
-        .map_err(|err| {
-            ApiError::invalid_parameter("", format!("unreadable query string: {err}"))
-        })?;
     let mut filter = Filter::default();
     let mut since = None;
-    let mut seen: Vec<&str> = Vec::new();
-    for (name, value) in &pairs {
-        if seen.contains(&name.as_str()) {
-            return Err(ApiError::invalid_parameter(
-                name,
-                format!("'{name}' is given more than once"),
-            ));
-        }
-        seen.push(name);
+    for (name, value) in known_pairs(raw_query, &["type", "service", "user_id", "since"])? {
         match name.as_str() {
-            "type" => filter.kind = Some(value.clone()),
-            "service" => filter.service = Some(value.clone()),
-            "user_id" => filter.user_id = Some(value.clone()),
-            "since" => since = Some(parse_seq(name, value)?),
-            _ => {
-                return Err(ApiError::invalid_parameter(
-                    name,
-                    format!("unknown parameter '{name}'; known: type, service, user_id, since"),
-                ))
-            }
+            "type" => filter.kind = Some(value),
+            "service" => filter.service = Some(value),
+            "user_id" => filter.user_id = Some(value),
+            _ => since = Some(parse_seq(&name, &value)?),
         }
     }
     // A reconnecting EventSource sends the URL it first used (maybe with `since`) and the

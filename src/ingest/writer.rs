@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use super::dedup::RecentIds;
 use super::log::LogWriter;
 use super::{record, Ingest, IngestError, IngestInner, Progress, Submission};
-use crate::telemetry::CommitMetrics;
 use crate::live::Publisher;
+use crate::telemetry::CommitMetrics;
 
 /// Upper bound of events in one group commit, so one write stays a few MiB.
 const MAX_GROUP_EVENTS: usize = 20_000;

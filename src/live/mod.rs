@@ -223,6 +223,11 @@ impl Live {
         self.shared.shutdown.send_replace(true);
     }
 
+    /// Resolves once shutdown has begun: for other long-lived streams to end with these.
+    pub async fn until_shutdown(&self) {
+        shutting_down(&mut self.shared.shutdown.subscribe()).await
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         *self.shared.shutdown.borrow()
     }
