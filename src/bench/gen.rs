@@ -5,12 +5,13 @@
 //! once, with fixed-width slots (timestamp, type, service, user and optionally a client
 //! id) whose offsets are remembered; [`RequestTemplate::fill`] copies the bytes and patches
 //! the slots, which costs a memcpy and a few digit writes per event. Because every slot has
-//! a fixed width, `Content-Length` never changes.
+//! a fixed width, `Content-Length` never changes. An [`EventShape`] chooses how many event
+//! types there are (and so the width of the type slot) and how far back timestamps reach.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Event types are `type-00` .. `type-19`.
+/// Event types are `type-00` .. `type-19` unless an [`EventShape`] says otherwise.
 pub const EVENT_TYPES: u64 = 20;
 /// Services are `svc-00` .. `svc-49`.
 pub const SERVICES: u64 = 50;
@@ -103,6 +104,40 @@ pub enum ClientIds {
     Every,
 }
 
+/// What the generated events look like beyond their fixed layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventShape {
+    /// Event types are `type-0` .. `type-<types - 1>`, zero-padded to the width of the
+    /// largest (at least two digits: `type-00`); each event gets one uniformly at random.
+    pub types: u64,
+    /// Each timestamp is the time of filling minus a uniform random `0..spread` ms; 0 gives
+    /// the time of filling itself.
+    pub timestamp_spread_ms: u64,
+}
+
+impl Default for EventShape {
+    /// 20 types (`type-00` .. `type-19`), timestamps at the time of sending.
+    fn default() -> Self {
+        EventShape {
+            types: EVENT_TYPES,
+            timestamp_spread_ms: 0,
+        }
+    }
+}
+
+impl EventShape {
+    /// Digits of the type slot: those of the largest type, at least two.
+    pub fn type_digits(&self) -> usize {
+        let largest = self.types.max(1) - 1;
+        (largest.checked_ilog10().unwrap_or(0) as usize + 1).max(2)
+    }
+
+    /// The name of type number `index`, as the generator writes it.
+    pub fn type_name(&self, index: u64) -> String {
+        format!("type-{index:0width$}", width = self.type_digits())
+    }
+}
+
 /// Offsets (into the request bytes) of one event's patchable slots.
 #[derive(Debug, Clone)]
 struct EventSlots {
@@ -118,6 +153,7 @@ struct EventSlots {
 pub struct RequestTemplate {
     bytes: Vec<u8>,
     slots: Vec<EventSlots>,
+    shape: EventShape,
 }
 
 /// Request paths and the HTTP methods the fake log lines mention.
@@ -141,10 +177,22 @@ const USER_AGENTS: &[&str] = &[
 ];
 
 impl RequestTemplate {
-    /// Builds a request carrying `events` events: a single JSON object when `events == 1`
-    /// and `as_array` is false, otherwise a JSON array.
+    /// Builds a request carrying `events` events of the default [`EventShape`]: a single
+    /// JSON object when `events == 1` and `as_array` is false, otherwise a JSON array.
     pub fn build(events: usize, as_array: bool, client_ids: ClientIds, rng: &mut Rng) -> Self {
+        Self::build_with(events, as_array, client_ids, EventShape::default(), rng)
+    }
+
+    /// [`build`](Self::build) with events of the given `shape`.
+    pub fn build_with(
+        events: usize,
+        as_array: bool,
+        client_ids: ClientIds,
+        shape: EventShape,
+        rng: &mut Rng,
+    ) -> Self {
         assert!(events >= 1, "a request carries at least one event");
+        assert!(shape.types >= 1, "events need at least one type");
         assert!(as_array || events == 1, "several events need an array");
         let mut body = Vec::with_capacity(events * 420);
         let mut slots = Vec::with_capacity(events);
@@ -160,7 +208,7 @@ impl RequestTemplate {
                 ClientIds::FirstEventOnly => index == 0,
                 ClientIds::Every => true,
             };
-            slots.push(append_event(&mut body, wants_id, rng));
+            slots.push(append_event(&mut body, wants_id, shape.type_digits(), rng));
         }
         if as_array {
             body.push(b']');
@@ -181,7 +229,11 @@ impl RequestTemplate {
             slot.user_digits += body_offset;
         }
 
-        let mut template = RequestTemplate { bytes, slots };
+        let mut template = RequestTemplate {
+            bytes,
+            slots,
+            shape,
+        };
         // The placeholders (zero-padded timestamps, zero ids) are not valid JSON until
         // patched; patch the template itself so it is a valid request as it stands.
         let ids = IdSource::new(rng);
@@ -196,8 +248,9 @@ impl RequestTemplate {
         self.slots.len()
     }
 
-    /// Copies the request into `out` with fresh values in every slot: the current time,
-    /// a random type, service and user, and new unique ids where the template has id slots.
+    /// Copies the request into `out` with fresh values in every slot: the current time
+    /// (less a random part of the shape's spread), a random type, service and user, and new
+    /// unique ids where the template has id slots.
     pub fn fill(&self, out: &mut Vec<u8>, rng: &mut Rng, ids: &IdSource) {
         out.clear();
         out.extend_from_slice(&self.bytes);
@@ -211,18 +264,25 @@ impl RequestTemplate {
             .filter(|slot| slot.client_id.is_some())
             .count();
         let mut next_id = ids.reserve(id_slots as u64);
+        let type_digits = self.shape.type_digits();
+        let spread = self.shape.timestamp_spread_ms;
         for slot in &self.slots {
             if let Some(offset) = slot.client_id {
                 ids.write_id(next_id, &mut out[offset..offset + CLIENT_ID_LEN]);
                 next_id += 1;
             }
             write_decimal(
-                &mut out[slot.type_digits..slot.type_digits + 2],
-                rng.below(EVENT_TYPES),
+                &mut out[slot.type_digits..slot.type_digits + type_digits],
+                rng.below(self.shape.types),
             );
+            let timestamp = if spread > 0 {
+                now_ms.saturating_sub(rng.below(spread))
+            } else {
+                now_ms
+            };
             write_decimal(
                 &mut out[slot.timestamp..slot.timestamp + TIMESTAMP_DIGITS],
-                now_ms,
+                timestamp,
             );
             write_decimal(
                 &mut out[slot.service_digits..slot.service_digits + 2],
@@ -253,8 +313,14 @@ impl RequestTemplate {
     }
 }
 
-/// Appends one event object and returns its slot offsets (relative to `body`).
-fn append_event(body: &mut Vec<u8>, wants_id: bool, rng: &mut Rng) -> EventSlots {
+/// Appends one event object with a type slot of `type_digits` digits and returns its slot
+/// offsets (relative to `body`).
+fn append_event(
+    body: &mut Vec<u8>,
+    wants_id: bool,
+    type_digits: usize,
+    rng: &mut Rng,
+) -> EventSlots {
     fn placeholder(body: &mut Vec<u8>, width: usize) -> usize {
         let offset = body.len();
         body.resize(offset + width, b'0');
@@ -271,7 +337,7 @@ fn append_event(body: &mut Vec<u8>, wants_id: bool, rng: &mut Rng) -> EventSlots
         None
     };
     body.extend_from_slice(br#""type":"type-"#);
-    let type_digits = placeholder(body, 2);
+    let type_digits = placeholder(body, type_digits);
     body.extend_from_slice(br#"","timestamp":"#);
     let timestamp = placeholder(body, TIMESTAMP_DIGITS);
     body.extend_from_slice(br#","service":"svc-"#);
@@ -365,6 +431,53 @@ mod tests {
             (340..=420).contains(&average),
             "average event size {average}"
         );
+    }
+
+    #[test]
+    fn shapes_set_the_type_width_and_the_timestamp_spread() {
+        assert_eq!(EventShape::default().type_digits(), 2);
+        assert_eq!(EventShape::default().type_name(7), "type-07");
+        let wide = EventShape {
+            types: 1000,
+            timestamp_spread_ms: 0,
+        };
+        assert_eq!(wide.type_digits(), 3);
+        assert_eq!(wide.type_name(7), "type-007");
+        let narrow = EventShape {
+            types: 1,
+            timestamp_spread_ms: 0,
+        };
+        assert_eq!(narrow.type_name(0), "type-00");
+
+        let day_ms = 24 * 3_600_000;
+        let shape = EventShape {
+            types: 1000,
+            timestamp_spread_ms: day_ms,
+        };
+        let mut rng = Rng::with_seed(5);
+        let template = RequestTemplate::build_with(1000, true, ClientIds::None, shape, &mut rng);
+        let ids = IdSource::new(&mut rng);
+        let mut request = Vec::new();
+        let before = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        template.fill(&mut request, &mut rng, &ids);
+        let after = before + 60_000;
+        let events = body_json(&request);
+        let mut types = HashSet::new();
+        let mut oldest = u64::MAX;
+        for event in events.as_array().unwrap() {
+            let kind = event["type"].as_str().unwrap();
+            assert_eq!(kind.len(), "type-000".len(), "{kind}");
+            assert!(kind[5..].parse::<u64>().unwrap() < 1000);
+            types.insert(kind.to_owned());
+            let timestamp = event["timestamp"].as_u64().unwrap();
+            assert!(timestamp + day_ms > before && timestamp <= after);
+            oldest = oldest.min(timestamp);
+        }
+        assert!(types.len() > 400, "only {} distinct types", types.len());
+        assert!(before - oldest > day_ms / 2, "timestamps not spread");
     }
 
     #[test]

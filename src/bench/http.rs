@@ -1,5 +1,7 @@
 //! A minimal HTTP/1.1 keep-alive client over `tokio::net::TcpStream`, just enough to load
 //! the server: one request at a time per connection, responses framed by `Content-Length`.
+//! (The streaming responses of `/stream` are read by [`super::sse`], which shares the head
+//! parsing, [`RawHead`].)
 //!
 //! A general client (hyper, reqwest) would cost the load generator CPU that the server
 //! needs on a two-core machine, and would hide connection reuse behind a pool.
@@ -30,36 +32,66 @@ pub struct ResponseHead {
     pub closes_connection: bool,
 }
 
+/// A complete response head: the status and the header lines, unparsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawHead<'a> {
+    pub status: u16,
+    /// Bytes of status line and headers, including the blank line that ends them.
+    pub head_len: usize,
+    /// The header lines (without the status line), separated by CRLF.
+    header_block: &'a str,
+}
+
+impl<'a> RawHead<'a> {
+    /// Splits a response head off the start of `buffer`: `Ok(None)` while it is incomplete.
+    pub fn parse(buffer: &'a [u8]) -> Result<Option<Self>> {
+        let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") else {
+            if buffer.len() > MAX_HEAD_LEN {
+                bail!("response head longer than {MAX_HEAD_LEN} bytes");
+            }
+            return Ok(None);
+        };
+        let head = std::str::from_utf8(&buffer[..end]).context("response head is not UTF-8")?;
+        let (status_line, header_block) = head.split_once("\r\n").unwrap_or((head, ""));
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        if !version.starts_with("HTTP/1.") {
+            bail!("not an HTTP/1.x response: {status_line:?}");
+        }
+        let status: u16 = parts
+            .next()
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| anyhow!("bad status line: {status_line:?}"))?;
+        Ok(Some(RawHead {
+            status,
+            head_len: end + 4,
+            header_block,
+        }))
+    }
+
+    /// The headers as (name, trimmed value) pairs, in order.
+    pub fn headers(&self) -> impl Iterator<Item = Result<(&'a str, &'a str)>> + 'a {
+        self.header_block
+            .split("\r\n")
+            .filter(|line| !line.is_empty())
+            .map(|line| match line.split_once(':') {
+                Some((name, value)) => Ok((name, value.trim())),
+                None => Err(anyhow!("malformed header line: {line:?}")),
+            })
+    }
+}
+
 /// Parses a response head from the start of `buffer`: `Ok(None)` while it is incomplete.
 pub fn parse_response_head(buffer: &[u8]) -> Result<Option<ResponseHead>> {
-    let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") else {
-        if buffer.len() > MAX_HEAD_LEN {
-            bail!("response head longer than {MAX_HEAD_LEN} bytes");
-        }
+    let Some(raw) = RawHead::parse(buffer)? else {
         return Ok(None);
     };
-    let head_len = end + 4;
-    let head = std::str::from_utf8(&buffer[..end]).context("response head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        bail!("not an HTTP/1.x response: {status_line:?}");
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| anyhow!("bad status line: {status_line:?}"))?;
-
+    let status = raw.status;
     let mut content_length = None;
     let mut retry_after = None;
     let mut closes_connection = false;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            bail!("malformed header line: {line:?}");
-        };
-        let value = value.trim();
+    for header in raw.headers() {
+        let (name, value) = header?;
         if name.eq_ignore_ascii_case("content-length") {
             let length = value
                 .parse::<usize>()
@@ -85,7 +117,7 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Option<ResponseHead>> {
     };
     Ok(Some(ResponseHead {
         status,
-        head_len,
+        head_len: raw.head_len,
         content_length,
         retry_after,
         closes_connection,

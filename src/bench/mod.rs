@@ -2,15 +2,18 @@
 //! loopback HTTP, reporting throughput, latency and memory per scenario.
 //!
 //! Layout: [`gen`] pre-builds request bytes, [`http`] is the minimal keep-alive client,
-//! [`load`] drives POST load, [`scenarios`] defines what is measured, [`server`] starts
-//! and stops the server, [`stats`] computes percentiles.
+//! [`sse`] the `/stream` subscriber, [`load`] drives POST load, [`scenarios`] and
+//! [`stream`] define what is measured, [`server`] starts and stops the server, [`stats`]
+//! computes percentiles.
 
 mod gen;
 mod http;
 mod load;
 mod scenarios;
 mod server;
+mod sse;
 mod stats;
+mod stream;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +38,14 @@ pub enum Scenario {
     Sustained,
     /// Preload --query-events events, then a mix of type, cursor and user queries.
     Query,
+    /// Preload --metrics-events events with timestamps spread over the last 24 hours, then
+    /// a mix of /metrics (60 s, 1 h, 24 h windows), /metrics/timeseries (per minute; per
+    /// hour by service) and /metrics/summary.
+    Metrics,
+    /// 1,010 /stream subscribers (one per type of 1,000, plus 10 unfiltered) while 20,000
+    /// events/s are ingested: delivery latency and completeness; then unpaced ingest with
+    /// and without those subscribers.
+    Stream,
     /// All of the above, in that order.
     All,
 }
@@ -46,7 +57,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Scenario::All)]
     pub scenario: Scenario,
 
-    /// Seconds per scenario run [default: single 10, batch 10, sustained 60, query 10].
+    /// Seconds per scenario run [default: single 10, batch 10, sustained 60, query 10,
+    /// metrics 10, stream 20 (its unpaced runs: at most 10)].
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub duration: Option<u64>,
 
@@ -61,6 +73,10 @@ pub struct BenchArgs {
     /// Events to preload before the query scenario.
     #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub query_events: u64,
+
+    /// Events to preload (timestamps over the last 24 hours) before the metrics scenario.
+    #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub metrics_events: u64,
 
     /// Most events per second offered in the sustained scenario, which adjusts its rate
     /// below this to what the indexer keeps up with.
@@ -98,6 +114,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         keep_data: args.keep_data,
         connections: args.connections as usize,
         query_events: args.query_events,
+        metrics_events: args.metrics_events,
         sustained_rate: args.sustained_rate,
     };
     let chosen = match args.scenario {
@@ -106,6 +123,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Batch,
             Scenario::Sustained,
             Scenario::Query,
+            Scenario::Metrics,
+            Scenario::Stream,
         ],
         one => vec![one],
     };
@@ -116,6 +135,8 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Batch => scenarios::batch(&context, seconds(10)).await?,
             Scenario::Sustained => scenarios::sustained(&context, seconds(60)).await?,
             Scenario::Query => scenarios::query(&context, seconds(10)).await?,
+            Scenario::Metrics => scenarios::metrics(&context, seconds(10)).await?,
+            Scenario::Stream => stream::stream(&context, seconds(20)).await?,
             Scenario::All => unreachable!("expanded above"),
         };
         report.print(args.json)?;

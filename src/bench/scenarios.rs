@@ -1,5 +1,6 @@
-//! The four benchmark scenarios (single, batch, sustained, query). Each variant of a
-//! scenario runs against a fresh server so figures do not leak between them.
+//! The benchmark scenarios single, batch, sustained, query and metrics (stream is in
+//! [`super::stream`]). Each variant of a scenario runs against a fresh server so figures
+//! do not leak between them.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
-use super::gen::{ClientIds, IdSource, RequestTemplate, Rng, EVENT_TYPES, USERS};
-use super::http::{get_request, url_encode, HttpConnection};
+use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng, EVENT_TYPES, USERS};
+use super::http::{get_request, url_encode, HttpConnection, Response};
 use super::load::{
     describe_refusal, ensure_connected, rate, run_post_load, LoadOutcome, Pace, PostLoad,
     ProbeOutcome, Prober, Schedule, REQUEST_TIMEOUT,
@@ -19,24 +20,27 @@ use super::server::{RunningServer, ScratchDir, ServerCommand};
 use super::stats::{micros, LatencySummary};
 use super::Report;
 
-/// Events per batch request in the batch, sustained and query-preload loads.
+/// Events per batch request in the batch, sustained and preload loads.
 const BATCH_SIZE: usize = 1000;
 /// Batches are large; a few connections keep the server busy without thrashing it.
 const BATCH_CONNECTIONS: usize = 8;
 /// Enough concurrency to keep up with the offered rate while some batches wait on
 /// back-off or slow answers.
 const SUSTAINED_CONNECTIONS: usize = 16;
+/// Connections of the query and metrics mixes.
 const QUERY_CONNECTIONS: usize = 16;
 /// Events per page in the query mix.
 const QUERY_LIMIT: u32 = 50;
 /// Distinct single-event bodies; patched slots vary the rest.
 const SINGLE_TEMPLATES: usize = 64;
-/// Distinct batch bodies (~380 KB each).
-const BATCH_TEMPLATES: usize = 4;
-/// Bound on preloading the query data set, including 429 back-off.
+/// Distinct batch bodies (~380 KB each at 1,000 events).
+pub(super) const BATCH_TEMPLATES: usize = 4;
+/// Bound on preloading a data set, including 429 back-off.
 const PRELOAD_LIMIT: Duration = Duration::from_secs(3600);
-/// Bound on waiting for preloaded events to become queryable.
-const INDEXING_LIMIT: Duration = Duration::from_secs(600);
+/// Bound on waiting for preloaded events to become queryable: the metrics preload, with
+/// timestamps spread over a day, took 430 s to index on the 2-core machine (the query
+/// preload 80 s), so this leaves room for a slower run while still ending a hung one.
+const INDEXING_LIMIT: Duration = Duration::from_secs(1800);
 
 /// Everything the scenarios share for one `bench` invocation.
 #[derive(Debug)]
@@ -46,13 +50,21 @@ pub struct BenchContext {
     pub keep_data: bool,
     pub connections: usize,
     pub query_events: u64,
+    pub metrics_events: u64,
     pub sustained_rate: u64,
 }
 
+/// The server a scenario's work runs against.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ServerHandle {
+    pub addr: SocketAddr,
+    pub pid: u32,
+}
+
 /// The outcome of one variant plus the server's peak memory during it.
-struct Measured<T> {
-    value: T,
-    peak_rss_mb: f64,
+pub(super) struct Measured<T> {
+    pub value: T,
+    pub peak_rss_mb: f64,
 }
 
 impl BenchContext {
@@ -68,13 +80,33 @@ impl BenchContext {
         F: FnOnce(SocketAddr) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        self.with_server_using(label, &self.server, null_store, |server| work(server.addr))
+            .await
+    }
+
+    /// [`with_server`](Self::with_server) with the server started by `command`.
+    pub(super) async fn with_server_using<T, F, Fut>(
+        &self,
+        label: &str,
+        command: &ServerCommand,
+        null_store: bool,
+        work: F,
+    ) -> Result<Measured<T>>
+    where
+        F: FnOnce(ServerHandle) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let data_dir = self.scratch.path().join(label);
         let log_path = self.scratch.path().join(format!("{label}.log"));
-        let server = RunningServer::start(&self.server, &data_dir, &log_path, null_store)
+        let server = RunningServer::start(command, &data_dir, &log_path, null_store)
             .await
             .with_context(|| format!("starting the server for {label}"))?;
         progress(&format!("{label}: server up at {}", server.addr()));
-        let result = work(server.addr()).await;
+        let result = work(ServerHandle {
+            addr: server.addr(),
+            pid: server.pid(),
+        })
+        .await;
         let peak_rss_mb = server.peak_rss_mb();
         server.stop().await?;
         if !self.keep_data {
@@ -408,64 +440,93 @@ impl QueryOutcome {
     }
 }
 
-/// What the query scenario measured.
-struct QueryRun {
-    preload: LoadOutcome,
+/// A data set loaded into a server before it is queried.
+struct Preloaded {
+    load: LoadOutcome,
+    /// Events queryable once the wait ended (at least all acknowledged ones).
     indexed_events: u64,
     indexing_wait: Duration,
+}
+
+impl Preloaded {
+    /// The preload's figures, shared by the query and metrics reports.
+    fn push_figures(&self, report: &mut Report) {
+        report.push("preloaded_events", self.load.acknowledged_events);
+        report.push("indexed_events", self.indexed_events);
+        report.push_seconds("preload_s", self.load.elapsed);
+        report.push_seconds("indexing_wait_s", self.indexing_wait);
+    }
+}
+
+/// Loads `total_events` events of `shape` in 1,000-event batches from a few connections
+/// (retrying 429s), then waits until all acknowledged events are queryable.
+async fn preload(
+    addr: SocketAddr,
+    label: &str,
+    total_events: u64,
+    shape: EventShape,
+) -> Result<Preloaded> {
+    let mut rng = Rng::from_clock(5);
+    let batches: Vec<RequestTemplate> = (0..BATCH_TEMPLATES)
+        .map(|_| RequestTemplate::build_with(BATCH_SIZE, true, ClientIds::None, shape, &mut rng))
+        .collect();
+    let remainder = (total_events % BATCH_SIZE as u64) as usize;
+    let final_request = (remainder > 0)
+        .then(|| RequestTemplate::build_with(remainder, true, ClientIds::None, shape, &mut rng));
+    let requests = total_events.div_ceil(BATCH_SIZE as u64);
+
+    progress(&format!("{label}: preloading {total_events} events"));
+    let load = run_post_load(PostLoad {
+        addr,
+        connections: BATCH_CONNECTIONS,
+        templates: batches,
+        final_request,
+        ids: Arc::new(IdSource::new(&mut Rng::from_clock(6))),
+        schedule: Schedule::Count {
+            requests,
+            give_up_at: Instant::now() + PRELOAD_LIMIT,
+        },
+        probes: None,
+    })
+    .await;
+    progress(&format!(
+        "{label}: preloaded {} events in {:.1} s ({:.0} events/s, {} x 429, {} errors)",
+        load.acknowledged_events,
+        load.elapsed.as_secs_f64(),
+        load.events_per_sec(),
+        load.rejected_429,
+        load.errors
+    ));
+    warn_errors(&format!("{label} preload"), &load);
+    let waiting_since = Instant::now();
+    let indexed_events = wait_until_indexed(addr, label, load.acknowledged_events).await?;
+    let indexing_wait = waiting_since.elapsed();
+    progress(&format!(
+        "{label}: {indexed_events} events queryable after {:.1} s",
+        indexing_wait.as_secs_f64()
+    ));
+    Ok(Preloaded {
+        load,
+        indexed_events,
+        indexing_wait,
+    })
+}
+
+/// What the query scenario measured.
+struct QueryRun {
+    preloaded: Preloaded,
     queries: QueryOutcome,
 }
 
 /// Preload `--query-events` events, wait until they are indexed, then run the query mix.
 pub async fn query(context: &BenchContext, duration: Duration) -> Result<Report> {
     let total_events = context.query_events;
-    let mut rng = Rng::from_clock(5);
-    let batches = templates(BATCH_TEMPLATES, BATCH_SIZE, ClientIds::None, &mut rng);
-    let remainder = (total_events % BATCH_SIZE as u64) as usize;
-    let final_request =
-        (remainder > 0).then(|| RequestTemplate::build(remainder, true, ClientIds::None, &mut rng));
-    let requests = total_events.div_ceil(BATCH_SIZE as u64);
-
     let mut measured = context
         .with_server("query", false, |addr| async move {
-            progress(&format!("query: preloading {total_events} events"));
-            let preload = run_post_load(PostLoad {
-                addr,
-                connections: BATCH_CONNECTIONS,
-                templates: batches,
-                final_request,
-                ids: Arc::new(IdSource::new(&mut Rng::from_clock(6))),
-                schedule: Schedule::Count {
-                    requests,
-                    give_up_at: Instant::now() + PRELOAD_LIMIT,
-                },
-                probes: None,
-            })
-            .await;
-            progress(&format!(
-                "query: preloaded {} events in {:.1} s ({:.0} events/s, {} x 429, {} errors)",
-                preload.acknowledged_events,
-                preload.elapsed.as_secs_f64(),
-                preload.events_per_sec(),
-                preload.rejected_429,
-                preload.errors
-            ));
-            warn_errors("query preload", &preload);
-            let waiting_since = Instant::now();
-            let indexed_events = wait_until_indexed(addr, preload.acknowledged_events).await?;
-            let indexing_wait = waiting_since.elapsed();
-            progress(&format!(
-                "query: {indexed_events} events queryable after {:.1} s; querying for {} s",
-                indexing_wait.as_secs_f64(),
-                duration.as_secs()
-            ));
+            let preloaded = preload(addr, "query", total_events, EventShape::default()).await?;
+            progress(&format!("query: querying for {} s", duration.as_secs()));
             let queries = run_query_mix(addr, duration).await;
-            Ok(QueryRun {
-                preload,
-                indexed_events,
-                indexing_wait,
-                queries,
-            })
+            Ok(QueryRun { preloaded, queries })
         })
         .await?;
     let run = &mut measured.value;
@@ -484,12 +545,13 @@ pub async fn query(context: &BenchContext, duration: Duration) -> Result<Report>
     let by_type = LatencySummary::from_micros(&mut run.queries.type_us);
     let by_cursor = LatencySummary::from_micros(&mut run.queries.cursor_us);
     let by_user = LatencySummary::from_micros(&mut run.queries.user_us);
+    let preload = &run.preloaded.load;
 
     let mut report = Report::new("query");
-    report.push_rate("events_per_sec", run.preload.events_per_sec());
+    report.push_rate("events_per_sec", preload.events_per_sec());
     report.push_latency("", &overall);
     report.push_mb("server_peak_rss_mb", measured.peak_rss_mb);
-    report.push("errors", run.preload.errors + run.queries.tally.errors);
+    report.push("errors", preload.errors + run.queries.tally.errors);
     report.push_rate(
         "queries_per_sec",
         rate(overall.count as u64, run.queries.tally.elapsed),
@@ -498,21 +560,199 @@ pub async fn query(context: &BenchContext, duration: Duration) -> Result<Report>
     report.push_latency("type_", &by_type);
     report.push_latency("cursor_", &by_cursor);
     report.push_latency("user_", &by_user);
-    report.push("preloaded_events", run.preload.acknowledged_events);
-    report.push("indexed_events", run.indexed_events);
-    report.push_seconds("preload_s", run.preload.elapsed);
-    report.push_seconds("indexing_wait_s", run.indexing_wait);
+    run.preloaded.push_figures(&mut report);
     report.push(
         "rejected_429",
-        run.preload.rejected_429 + run.queries.tally.rejected_429,
+        preload.rejected_429 + run.queries.tally.rejected_429,
     );
     report.push("connections", QUERY_CONNECTIONS as u64);
     report.push_seconds("duration_s", duration);
     Ok(report)
 }
 
+/// The metrics mix: report-field prefix and request path of each endpoint, in the order
+/// they are reported. Without `from`/`to` a time series covers the last 60 intervals: 60
+/// minutes, or 60 hours for `interval=hour`.
+const METRICS_ENDPOINTS: [(&str, &str); 6] = [
+    ("window_60s_", "/metrics"),
+    ("window_1h_", "/metrics?window=1h"),
+    ("window_24h_", "/metrics?window=24h"),
+    ("timeseries_", "/metrics/timeseries"),
+    (
+        "timeseries_hour_service_",
+        "/metrics/timeseries?interval=hour&group_by=service",
+    ),
+    ("summary_", "/metrics/summary"),
+];
+/// The metrics preload's timestamps reach this far back (uniformly), so every window and
+/// the 24-hour summary have data.
+const METRICS_SPREAD: Duration = Duration::from_secs(24 * 3600);
+
+/// Latencies of the metrics mix, by endpoint (as in [`METRICS_ENDPOINTS`]).
+#[derive(Debug, Default)]
+struct MetricsOutcome {
+    by_endpoint: [Vec<u32>; METRICS_ENDPOINTS.len()],
+    /// 200 answers that said `"partial": true` (the index was behind): should be none
+    /// once the preload is indexed.
+    partial: u64,
+    tally: LoadOutcome,
+}
+
+impl MetricsOutcome {
+    fn merge(&mut self, other: MetricsOutcome) {
+        for (mine, theirs) in self.by_endpoint.iter_mut().zip(other.by_endpoint) {
+            mine.extend(theirs);
+        }
+        self.partial += other.partial;
+        self.tally.merge(other.tally);
+    }
+}
+
+/// What the metrics scenario measured.
+struct MetricsRun {
+    preloaded: Preloaded,
+    /// `total` of `/metrics?window=24h` right before the mix: the preload, less the
+    /// events that aged out of the window while it was indexed.
+    window_24h_total: u64,
+    queries: MetricsOutcome,
+}
+
+/// Preload `--metrics-events` events with timestamps over the last 24 hours, wait until
+/// they are indexed, then run the metrics mix.
+pub async fn metrics(context: &BenchContext, duration: Duration) -> Result<Report> {
+    let total_events = context.metrics_events;
+    let shape = EventShape {
+        timestamp_spread_ms: METRICS_SPREAD.as_millis() as u64,
+        ..EventShape::default()
+    };
+    let mut measured = context
+        .with_server("metrics", false, |addr| async move {
+            let preloaded = preload(addr, "metrics", total_events, shape).await?;
+            let window_24h_total = fetch_u64_field(addr, "/metrics?window=24h", "total").await?;
+            progress(&format!(
+                "metrics: /metrics?window=24h counts {window_24h_total} events; querying for {} s",
+                duration.as_secs()
+            ));
+            let queries = run_metrics_mix(addr, duration).await;
+            Ok(MetricsRun {
+                preloaded,
+                window_24h_total,
+                queries,
+            })
+        })
+        .await?;
+    let run = &mut measured.value;
+    warn_errors("metrics mix", &run.queries.tally);
+    let preload = &run.preloaded.load;
+
+    let mut all_queries: Vec<u32> = run.queries.by_endpoint.iter().flatten().copied().collect();
+    let overall = LatencySummary::from_micros(&mut all_queries);
+
+    let mut report = Report::new("metrics");
+    report.push_rate("events_per_sec", preload.events_per_sec());
+    report.push_latency("", &overall);
+    report.push_mb("server_peak_rss_mb", measured.peak_rss_mb);
+    report.push("errors", preload.errors + run.queries.tally.errors);
+    report.push_rate(
+        "queries_per_sec",
+        rate(overall.count as u64, run.queries.tally.elapsed),
+    );
+    report.push("queries", overall.count as u64);
+    for ((prefix, _), samples) in METRICS_ENDPOINTS
+        .iter()
+        .zip(run.queries.by_endpoint.iter_mut())
+    {
+        let summary = LatencySummary::from_micros(samples);
+        report.push_latency(prefix, &summary);
+        // A slow endpoint holds connections and starves the others of samples: show how
+        // many each percentile rests on.
+        report.push(&format!("{prefix}queries"), summary.count as u64);
+    }
+    report.push("partial_answers", run.queries.partial);
+    run.preloaded.push_figures(&mut report);
+    report.push("window_24h_total", run.window_24h_total);
+    report.push(
+        "rejected_429",
+        preload.rejected_429 + run.queries.tally.rejected_429,
+    );
+    report.push("connections", QUERY_CONNECTIONS as u64);
+    report.push_seconds("duration_s", duration);
+    Ok(report)
+}
+
+/// Runs the metrics mix (each request an endpoint of [`METRICS_ENDPOINTS`] at random) from
+/// [`QUERY_CONNECTIONS`] connections for `duration`.
+async fn run_metrics_mix(addr: SocketAddr, duration: Duration) -> MetricsOutcome {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        METRICS_ENDPOINTS
+            .iter()
+            .map(|(_, path)| get_request(path))
+            .collect(),
+    );
+    let tasks: Vec<_> = (0..QUERY_CONNECTIONS)
+        .map(|index| {
+            let requests = Arc::clone(&requests);
+            tokio::spawn(async move {
+                metrics_connection_loop(addr, deadline, index as u64, &requests).await
+            })
+        })
+        .collect();
+    let mut outcome = MetricsOutcome::default();
+    for task in tasks {
+        match task.await {
+            Ok(partial) => outcome.merge(partial),
+            Err(error) => outcome
+                .tally
+                .record_error(format!("metrics task failed: {error}")),
+        }
+    }
+    outcome.tally.elapsed = started.elapsed();
+    outcome
+}
+
+async fn metrics_connection_loop(
+    addr: SocketAddr,
+    deadline: Instant,
+    index: u64,
+    requests: &[Vec<u8>],
+) -> MetricsOutcome {
+    let mut rng = Rng::from_clock(200 + index);
+    let mut outcome = MetricsOutcome::default();
+    let mut connection: Option<HttpConnection> = None;
+    while Instant::now() < deadline {
+        let endpoint = rng.below(METRICS_ENDPOINTS.len() as u64) as usize;
+        let path = METRICS_ENDPOINTS[endpoint].1;
+        let answer = timed_get(
+            &mut connection,
+            addr,
+            path,
+            &requests[endpoint],
+            &mut outcome.tally,
+            deadline,
+        )
+        .await;
+        match answer {
+            Answer::Ok(latency, response) => {
+                outcome.partial += u64::from(find_bytes(response.body, br#""partial":true"#));
+                outcome.by_endpoint[endpoint].push(latency);
+            }
+            Answer::Retry | Answer::Refused => {}
+            Answer::Broken => connection = None,
+        }
+    }
+    outcome
+}
+
+fn find_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
 /// Polls the stored total until it reaches `expected` (bounded); returns the last total.
-async fn wait_until_indexed(addr: SocketAddr, expected: u64) -> Result<u64> {
+async fn wait_until_indexed(addr: SocketAddr, label: &str, expected: u64) -> Result<u64> {
     let started = Instant::now();
     let mut last_progress = started;
     loop {
@@ -527,7 +767,7 @@ async fn wait_until_indexed(addr: SocketAddr, expected: u64) -> Result<u64> {
         }
         if last_progress.elapsed() >= Duration::from_secs(10) {
             progress(&format!(
-                "query: {total} of {expected} events queryable so far"
+                "{label}: {total} of {expected} events queryable so far"
             ));
             last_progress = Instant::now();
         }
@@ -604,14 +844,17 @@ async fn query_connection_loop(addr: SocketAddr, deadline: Instant, index: u64) 
             }
         };
         let request = get_request(&path);
-        let Some(open) = ensure_connected(&mut connection, addr, &mut outcome.tally).await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let sent_at = Instant::now();
-        match tokio::time::timeout(REQUEST_TIMEOUT, open.send(&request)).await {
-            Ok(Ok(response)) if response.status == 200 => {
-                let latency = micros(sent_at.elapsed());
+        let answer = timed_get(
+            &mut connection,
+            addr,
+            &path,
+            &request,
+            &mut outcome.tally,
+            deadline,
+        )
+        .await;
+        match answer {
+            Answer::Ok(latency, response) => {
                 if kind == QueryKind::User {
                     outcome.user_us.push(latency);
                     continue;
@@ -632,61 +875,90 @@ async fn query_connection_loop(addr: SocketAddr, deadline: Instant, index: u64) 
                     )),
                 }
             }
-            Ok(Ok(response)) if response.status == 429 => {
-                outcome.tally.rejected_429 += 1;
-                let wait = response.retry_after.unwrap_or(Duration::from_millis(200));
-                tokio::time::sleep_until((Instant::now() + wait).min(deadline).into()).await;
-            }
-            Ok(Ok(response)) => {
-                outcome
-                    .tally
-                    .record_error(describe_refusal(&format!("GET {path}"), &response));
-                // A failing cursor would fail again; start over from a fresh type page.
-                saved_cursor = None;
-            }
-            Ok(Err(error)) => {
-                outcome.tally.record_error(format!("GET {path}: {error:#}"));
-                connection = None;
-            }
-            Err(_) => {
-                outcome
-                    .tally
-                    .record_error(format!("GET {path}: no answer within {REQUEST_TIMEOUT:?}"));
-                connection = None;
-            }
+            Answer::Retry => {}
+            // A failing cursor would fail again; start over from a fresh type page.
+            Answer::Refused => saved_cursor = None,
+            Answer::Broken => connection = None,
         }
     }
     outcome
 }
 
+/// How one GET of a query mix went.
+enum Answer<'a> {
+    /// 200: the latency in microseconds and the response.
+    Ok(u32, Response<'a>),
+    /// 429 (counted), after backing off as asked (not past the deadline); or no connection
+    /// could be opened (recorded, after a short pause).
+    Retry,
+    /// Another status; recorded as an error.
+    Refused,
+    /// The connection failed or timed out (recorded): the caller must drop it.
+    Broken,
+}
+
+/// Sends one GET on `connection` (opened if needed) and times it; everything but a 200 is
+/// tallied here.
+async fn timed_get<'c>(
+    connection: &'c mut Option<HttpConnection>,
+    addr: SocketAddr,
+    path: &str,
+    request: &[u8],
+    tally: &mut LoadOutcome,
+    deadline: Instant,
+) -> Answer<'c> {
+    let Some(open) = ensure_connected(connection, addr, tally).await else {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return Answer::Retry;
+    };
+    let sent_at = Instant::now();
+    match tokio::time::timeout(REQUEST_TIMEOUT, open.send(request)).await {
+        Ok(Ok(response)) if response.status == 200 => {
+            Answer::Ok(micros(sent_at.elapsed()), response)
+        }
+        Ok(Ok(response)) if response.status == 429 => {
+            tally.rejected_429 += 1;
+            let wait = response.retry_after.unwrap_or(Duration::from_millis(200));
+            tokio::time::sleep_until((Instant::now() + wait).min(deadline).into()).await;
+            Answer::Retry
+        }
+        Ok(Ok(response)) => {
+            tally.record_error(describe_refusal(&format!("GET {path}"), &response));
+            Answer::Refused
+        }
+        Ok(Err(error)) => {
+            tally.record_error(format!("GET {path}: {error:#}"));
+            Answer::Broken
+        }
+        Err(_) => {
+            tally.record_error(format!("GET {path}: no answer within {REQUEST_TIMEOUT:?}"));
+            Answer::Broken
+        }
+    }
+}
+
 /// The number of stored, queryable events (`total` of `GET /events?page=1&page_size=1`).
 async fn fetch_total(addr: SocketAddr) -> Result<u64> {
-    #[derive(Deserialize)]
-    struct Total {
-        total: u64,
-    }
+    fetch_u64_field(addr, "/events?page=1&page_size=1", "total").await
+}
+
+/// The top-level number `field` of the JSON answer to `GET path`, on a new connection.
+async fn fetch_u64_field(addr: SocketAddr, path: &str, field: &str) -> Result<u64> {
     let mut connection = HttpConnection::connect(addr).await?;
-    let response = tokio::time::timeout(
-        REQUEST_TIMEOUT,
-        connection.send(&get_request("/events?page=1&page_size=1")),
-    )
-    .await
-    .map_err(|_| {
-        anyhow!("GET /events?page=1&page_size=1: no answer within {REQUEST_TIMEOUT:?}")
-    })??;
+    let response = tokio::time::timeout(REQUEST_TIMEOUT, connection.send(&get_request(path)))
+        .await
+        .map_err(|_| anyhow!("GET {path}: no answer within {REQUEST_TIMEOUT:?}"))??;
     if response.status != 200 {
-        bail!(describe_refusal(
-            "GET /events?page=1&page_size=1",
-            &response
-        ));
+        bail!(describe_refusal(&format!("GET {path}"), &response));
     }
-    let total: Total = serde_json::from_slice(response.body).with_context(|| {
-        format!(
-            "GET /events?page=1&page_size=1: no numeric `total` in {}",
+    let answer: serde_json::Value = serde_json::from_slice(response.body)
+        .with_context(|| format!("GET {path}: not JSON: {}", response.body_excerpt()))?;
+    answer[field].as_u64().ok_or_else(|| {
+        anyhow!(
+            "GET {path}: no numeric `{field}` in {}",
             response.body_excerpt()
         )
-    })?;
-    Ok(total.total)
+    })
 }
 
 /// `count` request templates of `events` events each (single events are sent as bare
@@ -703,12 +975,12 @@ fn templates(
 }
 
 /// Prints progress to stderr, which stays free of the `--json` output on stdout.
-fn progress(message: &str) {
+pub(super) fn progress(message: &str) {
     eprintln!("[bench] {message}");
 }
 
 /// Makes sure errors are seen, not only counted.
-fn warn_errors(label: &str, outcome: &LoadOutcome) {
+pub(super) fn warn_errors(label: &str, outcome: &LoadOutcome) {
     if outcome.errors == 0 {
         return;
     }

@@ -142,6 +142,10 @@ impl RunningServer {
         self.addr
     }
 
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
     async fn wait_until_healthy(&mut self) -> Result<()> {
         let started = Instant::now();
         let request = get_request("/health");
@@ -232,6 +236,34 @@ impl RunningServer {
             tail
         }
     }
+}
+
+/// CPU time (user plus system) process `pid` has used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat_path = format!("/proc/{pid}/stat");
+    let stat =
+        std::fs::read_to_string(&stat_path).with_context(|| format!("reading {stat_path}"))?;
+    // The command name (field 2) may contain spaces; the fields after it do not. utime and
+    // stime are fields 14 and 15, so the 12th and 13th after the name.
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow!("unexpected format of {stat_path}"))?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let mut ticks = || -> Result<f64> {
+        fields
+            .next()
+            .and_then(|field| field.parse::<u64>().ok())
+            .map(|ticks| ticks as f64)
+            .ok_or_else(|| anyhow!("no CPU times in {stat_path}"))
+    };
+    let (user, system) = (ticks()?, ticks()?);
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks_per_second <= 0 {
+        bail!("sysconf(_SC_CLK_TCK) failed");
+    }
+    Ok((user + system) / ticks_per_second as f64)
 }
 
 /// A loopback address with a port nobody was using a moment ago. The port is released
