@@ -224,6 +224,8 @@ async fn time_series_are_zero_filled_for_each_interval() {
         sent(this_minute - 2 * HOUR, "a", None),
         sent(this_minute - 3 * DAY, "b", Some("y")), // only in the store's rollups
         sent(this_minute - 3 * DAY - HOUR, "a", Some("x")),
+        sent(this_minute - 80 * DAY, "b", Some("x")), // older than memory holds
+        sent(this_minute - 80 * DAY + 90 * SECOND, "a", Some("x")),
     ];
     post(&api, &events).await;
     let all: Vec<&Sent> = events.iter().collect();
@@ -249,12 +251,18 @@ async fn time_series_are_zero_filled_for_each_interval() {
         ("hour", HOUR, 5 * DAY),
         ("day", DAY, 10 * DAY),
     ] {
+        // Minutes that far back: a 10-minute range around the old events.
+        let to_ms = if span > 20 * DAY && size == MINUTE {
+            now - span + 10 * MINUTE
+        } else {
+            now
+        };
         let from = format_rfc3339_ms(now - span);
-        let to = format_rfc3339_ms(now);
+        let to = format_rfc3339_ms(to_ms);
         let query = format!("interval={interval}&group_by=type&from={from}&to={to}");
         let body = timeseries(&api, &query.replace('+', "%2B")).await;
         let series = series_of(&body);
-        let (first, last) = (floor(now - span, size), floor(now, size));
+        let (first, last) = (floor(now - span, size), floor(to_ms, size));
         for kind in ["a", "b"] {
             let of_kind: Vec<&Sent> = events.iter().filter(|e| e.kind == kind).collect();
             let expected = expected_points(&of_kind, first, last, size);

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use eventide::event::StoredEvent;
 use eventide::store::sqlite::{SqliteStore, UserIndexSweep};
 use eventide::store::{
-    EventFilter, EventQuery, Order, Position, RollupQuery, RollupRow, Store, HOUR_MS, MINUTE_MS,
+    EventFilter, EventQuery, Order, Position, RollupQuery, RollupRow, Store, DAY_MS, HOUR_MS,
+    MINUTE_MS,
 };
 
 fn event(seq: u64, id: &str, kind: &str, ts: i64) -> StoredEvent {

@@ -146,7 +146,10 @@ pub async fn stream(context: &BenchContext, duration: Duration) -> Result<Report
     // The same paced load on a server without subscribers: what they cost ingestion at
     // the scenario's rate.
     let paced_alone_run = &mut paced_alone.value;
-    report.push_rate("paced_alone_events_per_sec", paced_alone_run.load.events_per_sec());
+    report.push_rate(
+        "paced_alone_events_per_sec",
+        paced_alone_run.load.events_per_sec(),
+    );
     report.push_ratio(
         "paced_with_to_alone_ratio",
         paced_run.load.events_per_sec(),

@@ -1,16 +1,16 @@
-//! Event counts held in memory: per second for the last hour, per minute and per hour for
-//! the last 25 hours, each split by (type, service). Fed with what the store has just
+//! Event counts held in memory: per second for the last hour, per minute for the last 25
+//! hours, per hour and per day for the last 62 days, each split by (type, service). Fed with what the store has just
 //! indexed, so they always agree with it; rebuilt from the store at start.
 //!
-//! A window is summed from the coarsest buckets that fit inside it (whole hours, then whole
-//! minutes, then seconds at the edges), so even a 24-hour window reads a few hundred buckets.
+//! A range is summed from the coarsest buckets that fit inside it (whole days, whole hours,
+//! whole minutes, then seconds at the edges), so even a 24-hour window reads a few dozen.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::store::{floor_to, HOUR_MS, MINUTE_MS, SECOND_MS};
+use crate::store::{floor_to, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 
 /// A (type, service) pair, numbered in the order first seen.
 pub type PairId = u32;
@@ -82,9 +82,23 @@ impl Pairs {
     }
 }
 
+/// Counts per pair, sorted by pair id: compact (12 bytes a pair) and quick to walk.
 #[derive(Default)]
 struct Bucket {
-    by_pair: PairCounts,
+    pairs: Vec<PairId>,
+    counts: Vec<u64>,
+}
+
+impl Bucket {
+    fn add(&mut self, pair: PairId, count: u64) {
+        match self.pairs.binary_search(&pair) {
+            Ok(index) => self.counts[index] += count,
+            Err(index) => {
+                self.pairs.insert(index, pair);
+                self.counts.insert(index, count);
+            }
+        }
+    }
 }
 
 /// Buckets of one size, complete for every bucket starting at or after `complete_from`.
@@ -132,7 +146,7 @@ impl Level {
                 self.buckets.entry(start).or_default()
             }
         };
-        *bucket.by_pair.entry(pair).or_default() += count;
+        bucket.add(pair, count);
         true
     }
 
@@ -146,7 +160,7 @@ impl Level {
 
     fn sum_into(&self, from: i64, to: i64, out: &mut PairCounts) {
         for bucket in self.buckets.range(from..to).map(|(_, bucket)| bucket) {
-            for (pair, count) in &bucket.by_pair {
+            for (pair, count) in bucket.pairs.iter().zip(&bucket.counts) {
                 *out.entry(*pair).or_default() += count;
             }
         }
@@ -156,8 +170,8 @@ impl Level {
 /// The in-memory counts. Not thread-safe by itself: [`super::EventMetrics`] guards it.
 pub struct Counts {
     pub pairs: Pairs,
-    /// Coarsest first: hours, minutes, seconds.
-    levels: [Level; 3],
+    /// Coarsest first: days, hours, minutes, seconds.
+    levels: [Level; 4],
     total: u64,
     /// Counts are complete only for buckets before this (lowered when a far-future bucket
     /// had to be dropped); ranges reaching past it are answered from the store.
@@ -167,15 +181,19 @@ pub struct Counts {
 /// Seconds cover the last hour and a minute more, so an hour window ending at any second
 /// of the current minute is exact.
 const SECONDS_KEPT_MS: i64 = HOUR_MS + MINUTE_MS;
-/// Minutes and hours cover the last 24 hours and one more, aligned to the hour.
+/// Minutes cover the last 24 hours and one more, aligned to the hour.
 const MINUTES_KEPT_MS: i64 = 25 * HOUR_MS;
+/// Hours and days cover the last 62 days, aligned to the day: the default time series of
+/// 60 hours or 60 days is read from memory.
+const HOURS_KEPT_MS: i64 = 62 * DAY_MS;
 
 impl Counts {
     pub fn new(now_ms: i64) -> Counts {
         Counts {
             pairs: Pairs::default(),
             levels: [
-                Level::new(HOUR_MS, MINUTES_KEPT_MS, HOUR_MS, now_ms),
+                Level::new(DAY_MS, HOURS_KEPT_MS, DAY_MS, now_ms),
+                Level::new(HOUR_MS, HOURS_KEPT_MS, DAY_MS, now_ms),
                 Level::new(MINUTE_MS, MINUTES_KEPT_MS, HOUR_MS, now_ms),
                 Level::new(SECOND_MS, SECONDS_KEPT_MS, SECOND_MS, now_ms),
             ],
@@ -186,11 +204,16 @@ impl Counts {
 
     /// Where the per-second counts start: windows starting earlier are counted by minute.
     pub fn seconds_from(&self) -> i64 {
+        self.levels[3].complete_from
+    }
+
+    /// Where the per-minute counts start.
+    pub fn minutes_from(&self) -> i64 {
         self.levels[2].complete_from
     }
 
-    /// Where the per-minute and per-hour counts start.
-    pub fn minutes_from(&self) -> i64 {
+    /// Where the per-hour and per-day counts start.
+    pub fn hours_from(&self) -> i64 {
         self.levels[1].complete_from
     }
 
@@ -202,14 +225,20 @@ impl Counts {
         self.total = total;
     }
 
-    /// Counts `count` events of `pair` at `ms` per minute and per hour.
-    pub fn add_minutes(&mut self, now_ms: i64, ms: i64, pair: PairId, count: u64) {
+    /// Counts `count` events of `pair` at `ms` per day and per hour (for counts read from
+    /// the hourly rollups at start).
+    pub fn add_hours(&mut self, now_ms: i64, ms: i64, pair: PairId, count: u64) {
         self.add_to_levels(0..2, now_ms, ms, pair, count);
+    }
+
+    /// Counts `count` events of `pair` at `ms` per minute.
+    pub fn add_minutes(&mut self, now_ms: i64, ms: i64, pair: PairId, count: u64) {
+        self.add_to_levels(2..3, now_ms, ms, pair, count);
     }
 
     /// Counts `count` events of `pair` at `ms` per second.
     pub fn add_seconds(&mut self, now_ms: i64, ms: i64, pair: PairId, count: u64) {
-        self.add_to_levels(2..3, now_ms, ms, pair, count);
+        self.add_to_levels(3..4, now_ms, ms, pair, count);
     }
 
     fn add_to_levels(
@@ -241,7 +270,7 @@ impl Counts {
         let mut per_second: Vec<_> = per_second.into_iter().collect();
         per_second.sort_unstable_by_key(|(key, _)| *key);
         for ((second, pair), count) in per_second {
-            self.add_to_levels(0..3, now_ms, second, pair, count);
+            self.add_to_levels(0..4, now_ms, second, pair, count);
         }
         for level in &mut self.levels {
             level.prune(now_ms);

@@ -1,8 +1,8 @@
 //! Event metrics: counts over time windows, time series and a summary, answered from counts
 //! maintained as events are indexed, never by scanning events.
 //!
-//! Recent counts live in memory ([`counts`]); older ranges come from the store's per-minute
-//! rollups, which are written in the same transaction as the events. Both are updated only
+//! Recent counts live in memory ([`counts`]); older ranges come from the store's rollups
+//! (per minute and per hour), which are written in the same transaction as the events. Both are updated only
 //! with what the store has committed, so the metrics agree with the queries at every moment.
 
 pub mod counts;
@@ -202,11 +202,25 @@ fn top(map: HashMap<String, u64>, n: usize) -> Vec<(String, u64)> {
 }
 
 impl EventMetrics {
-    /// Rebuilds the in-memory counts from `store`: the last hour per second from the events,
-    /// the last 25 hours per minute from the rollups. Run before the indexer starts.
+    /// Rebuilds the in-memory counts from `store`: hours and days from the hourly rollups,
+    /// minutes from the per-minute ones, the last hour per second from the events. Run
+    /// before the indexer starts.
     pub async fn load(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<EventMetrics> {
         let now = clock.now_ms();
         let mut counts = Counts::new(now);
+        let hours = store
+            .rollups(RollupQuery {
+                from_ms: counts.hours_from(),
+                to_ms: i64::MAX,
+                bucket_ms: HOUR_MS,
+                kind: None,
+                service: None,
+            })
+            .await?;
+        for row in hours {
+            let pair = counts.pairs.id(&row.kind, row.service.as_deref());
+            counts.add_hours(now, row.bucket_ms, pair, row.count);
+        }
         let minutes = store
             .rollups(RollupQuery {
                 from_ms: counts.minutes_from(),
@@ -222,7 +236,6 @@ impl EventMetrics {
         }
         for row in store.counts_per_second(counts.seconds_from()).await? {
             let pair = counts.pairs.id(&row.kind, row.service.as_deref());
-            // Minutes were counted from the rollups above: only the seconds level here.
             counts.add_seconds(now, row.bucket_ms, pair, row.count);
         }
         counts.set_total(store.event_count().await?);

@@ -19,7 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
     floor_to, AppendOutcome, EventFilter, EventQuery, Order, Position, RollupQuery, RollupRow,
-    Store, MINUTE_MS,
+    Store, HOUR_MS, MINUTE_MS,
 };
 use crate::event::StoredEvent;
 
@@ -57,9 +57,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_client_ids ON events (received_at) WHERE id_from_client = 1;
     CREATE TABLE progress (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO progress VALUES ('indexed_seq', 0);",
-    // 2: counts per minute x type x service, maintained in the transaction that stores the
-    // events (metrics never scan events), and the number of events stored. Backfilled for a
-    // store created by an earlier version. `has_service` tells "no service" from "".
+    // 2: counts per minute (and per hour) x type x service, maintained in the transaction
+    // that stores the events (metrics never scan events), and the number of events stored.
+    // Backfilled for a store created by an earlier version. `has_service` tells "no service"
+    // from "".
     "CREATE TABLE rollups (
         minute INTEGER NOT NULL,
         type TEXT NOT NULL,
@@ -68,10 +69,22 @@ const MIGRATIONS: &[&str] = &[
         count INTEGER NOT NULL,
         PRIMARY KEY (minute, type, has_service, service)
     ) WITHOUT ROWID;
+    CREATE TABLE rollups_hourly (
+        hour INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        has_service INTEGER NOT NULL,
+        service TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (hour, type, has_service, service)
+    ) WITHOUT ROWID;
     INSERT INTO rollups
         SELECT ts - ((ts % 60000) + 60000) % 60000, type, service IS NOT NULL,
                ifnull(service, ''), count(*)
         FROM events GROUP BY 1, 2, 3, 4;
+    INSERT INTO rollups_hourly
+        SELECT minute - ((minute % 3600000) + 3600000) % 3600000, type, has_service, service,
+               sum(count)
+        FROM rollups GROUP BY 1, 2, 3, 4;
     INSERT INTO progress VALUES ('event_count', (SELECT count(*) FROM events));",
 ];
 
@@ -225,19 +238,23 @@ fn insert_batch(
                 user_entries += 1;
             }
         }
-        let mut upsert = tx.prepare_cached(
-            "INSERT INTO rollups (minute, type, has_service, service, count)
-             VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT DO UPDATE SET count = count + excluded.count",
-        )?;
-        for ((minute, kind, service), count) in &rollups.counts {
-            upsert.execute(params![
-                minute,
-                kind,
-                service.is_some(),
-                service.unwrap_or(""),
-                *count as i64
-            ])?;
+        for (table, counts) in [
+            ("rollups", &rollups.minutes),
+            ("rollups_hourly", &rollups.hours()),
+        ] {
+            let mut upsert = tx.prepare_cached(&format!(
+                "INSERT INTO {table} VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT DO UPDATE SET count = count + excluded.count"
+            ))?;
+            for ((bucket, kind, service), count) in counts {
+                upsert.execute(params![
+                    bucket,
+                    kind,
+                    service.is_some(),
+                    service.unwrap_or(""),
+                    *count as i64
+                ])?;
+            }
         }
         tx.prepare_cached("UPDATE progress SET value = value + ? WHERE name = 'event_count'")?
             .execute([(events.len() - skipped.len()) as i64])?;
@@ -250,17 +267,29 @@ fn insert_batch(
     Ok(AppendOutcome { skipped })
 }
 
-/// A batch's events counted per minute x type x service, before they go into `rollups`.
+type RollupCounts<'a> = HashMap<(i64, &'a str, Option<&'a str>), u64>;
+
+/// A batch's events counted per minute x type x service, before they go into the rollups.
 #[derive(Default)]
 struct RollupBatch<'a> {
-    counts: HashMap<(i64, &'a str, Option<&'a str>), u64>,
+    minutes: RollupCounts<'a>,
 }
 
 impl<'a> RollupBatch<'a> {
     fn add(&mut self, event: &'a StoredEvent) {
         let minute = floor_to(event.timestamp_ms, MINUTE_MS);
         let key = (minute, event.kind.as_str(), event.service.as_deref());
-        *self.counts.entry(key).or_default() += 1;
+        *self.minutes.entry(key).or_default() += 1;
+    }
+
+    fn hours(&self) -> RollupCounts<'a> {
+        let mut hours = RollupCounts::new();
+        for (&(minute, kind, service), count) in &self.minutes {
+            *hours
+                .entry((floor_to(minute, HOUR_MS), kind, service))
+                .or_default() += count;
+        }
+        hours
     }
 }
 
@@ -505,10 +534,20 @@ impl Store for SqliteStore {
     async fn rollups(&self, query: RollupQuery) -> Result<Vec<RollupRow>> {
         self.read(move |connection| {
             let bucket = query.bucket_ms;
+            // Whole hours are read from the hourly rollups: 60 times fewer rows.
+            let hour_aligned = |ms: i64| ms % HOUR_MS == 0 || ms == i64::MAX;
+            let (table, column) = if bucket % HOUR_MS == 0
+                && hour_aligned(query.from_ms)
+                && hour_aligned(query.to_ms)
+            {
+                ("rollups_hourly", "hour")
+            } else {
+                ("rollups", "minute")
+            };
             let mut sql = format!(
-                "SELECT minute - ((minute % {bucket}) + {bucket}) % {bucket} AS bucket, type,
+                "SELECT {column} - (({column} % {bucket}) + {bucket}) % {bucket} AS bucket, type,
                         has_service, service, sum(count)
-                 FROM rollups WHERE minute >= ? AND minute < ?"
+                 FROM {table} WHERE {column} >= ? AND {column} < ?"
             );
             let mut params = vec![Value::Integer(query.from_ms), Value::Integer(query.to_ms)];
             if let Some(kind) = query.kind {
