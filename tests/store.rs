@@ -285,6 +285,20 @@ async fn check_rollups_and_counts(store: Arc<dyn Store>) {
         rollups(minute, minute + MINUTE_MS, MINUTE_MS, None, Some("web")).await,
         []
     );
+    // Whole hours come from the hourly rollups, which must agree.
+    let day = minute - minute.rem_euclid(DAY_MS);
+    assert_eq!(
+        rollups(day - DAY_MS, day + DAY_MS, DAY_MS, None, None).await,
+        [
+            row(day, "login", None, 1),
+            row(day, "login", Some(""), 2),
+            row(day, "signup", Some("web"), 1),
+        ]
+    );
+    assert_eq!(
+        rollups(-HOUR_MS, HOUR_MS, HOUR_MS, None, None).await,
+        [row(-HOUR_MS, "login", Some("web"), 1)]
+    );
 
     let mut seconds = store.counts_per_second(minute - 1).await.unwrap();
     seconds.sort_by(|a, b| (a.bucket_ms, &a.service).cmp(&(b.bucket_ms, &b.service)));
