@@ -73,6 +73,8 @@ pub(crate) struct Dispatcher {
     dead: Vec<u64>,
     /// Handed to each [`Registered`], to unregister itself.
     commands: mpsc::UnboundedSender<Command>,
+    /// Bytes of the groups waiting in the queue (shared with the publisher).
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 impl Dispatcher {
@@ -82,6 +84,7 @@ impl Dispatcher {
         registered: Arc<AtomicUsize>,
         stats: Arc<Stats>,
         commands: mpsc::UnboundedSender<Command>,
+        queued_bytes: Arc<AtomicUsize>,
     ) -> Self {
         Dispatcher {
             config,
@@ -95,6 +98,7 @@ impl Dispatcher {
             any_kind: Vec::new(),
             dead: Vec::new(),
             commands,
+            queued_bytes,
         }
     }
 
@@ -111,7 +115,10 @@ impl Dispatcher {
                 biased;
                 _ = super::shutting_down(&mut shutdown) => break,
                 Some(command) = commands.recv() => self.handle(command),
-                Some(frames) = groups.recv() => self.dispatch(&frames).await,
+                Some(frames) = groups.recv() => {
+                    self.queued_bytes.fetch_sub(frames.len(), Ordering::AcqRel);
+                    self.dispatch(&frames).await
+                }
                 else => break,
             }
         }
@@ -332,6 +339,7 @@ mod tests {
             registered.clone(),
             stats.clone(),
             commands,
+            Arc::new(AtomicUsize::new(0)),
         );
 
         let mut typed = register(&mut dispatcher, Some("a"), None);

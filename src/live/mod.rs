@@ -40,9 +40,13 @@ use crate::store::{EventFilter, Store};
 use dispatcher::{Command, Registered};
 pub use subscription::{Step, Subscription};
 
-/// Group commits that may wait for the dispatcher. Beyond it the writer drops groups (and the
-/// subscribers that needed them are lagged out) rather than wait.
-const GROUP_QUEUE: usize = 256;
+/// Group commits that may wait for the dispatcher, in number and in bytes of frames. Beyond
+/// either the writer drops groups (and the subscribers that needed them are lagged out)
+/// rather than wait. Counted in bytes too because groups range from one event (single-event
+/// POSTs, thousands of groups a second) to 20,000: a burst of small groups must not overflow
+/// a queue sized for large ones, nor large ones take unbounded memory.
+const GROUP_QUEUE: usize = 65_536;
+const GROUP_QUEUE_BYTES: usize = 64 << 20;
 
 /// Counters for self-metrics, updated without locks.
 #[derive(Debug, Default)]
@@ -134,6 +138,8 @@ pub enum SubscribeError {
 pub struct Publisher {
     registered: Arc<AtomicUsize>,
     groups: mpsc::Sender<Vec<u8>>,
+    /// Bytes of the groups in the queue; the dispatcher subtracts what it takes.
+    queued_bytes: Arc<AtomicUsize>,
     stats: Arc<Stats>,
 }
 
@@ -146,7 +152,17 @@ impl Publisher {
         if frames.is_empty() || self.registered.load(Ordering::SeqCst) == 0 {
             return;
         }
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.groups.try_send(frames.to_vec()) {
+        let queued = self.queued_bytes.fetch_add(frames.len(), Ordering::AcqRel);
+        let refused = if queued + frames.len() > GROUP_QUEUE_BYTES {
+            true
+        } else {
+            matches!(
+                self.groups.try_send(frames.to_vec()),
+                Err(mpsc::error::TrySendError::Full(_))
+            )
+        };
+        if refused {
+            self.queued_bytes.fetch_sub(frames.len(), Ordering::AcqRel);
             self.stats.dropped_groups.fetch_add(1, Ordering::Relaxed);
         }
         // Closed: the dispatcher stopped at shutdown; nobody is listening any more.
@@ -182,6 +198,7 @@ pub fn start(
     let stats = Arc::new(Stats::default());
     let registered = Arc::new(AtomicUsize::new(0));
     let (groups_tx, groups_rx) = mpsc::channel(GROUP_QUEUE);
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
     let (commands_tx, commands_rx) = mpsc::unbounded_channel();
     let (shutdown, shutdown_rx) = watch::channel(false);
     let task = tokio::spawn(
@@ -191,6 +208,7 @@ pub fn start(
             registered.clone(),
             stats.clone(),
             commands_tx.clone(),
+            queued_bytes.clone(),
         )
         .run(groups_rx, commands_rx, shutdown_rx),
     );
@@ -207,6 +225,7 @@ pub fn start(
     let publisher = Publisher {
         registered,
         groups: groups_tx,
+        queued_bytes,
         stats,
     };
     (live, publisher, task)
