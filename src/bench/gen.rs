@@ -71,6 +71,7 @@ fn mix64(mut value: u64) -> u64 {
 pub struct IdSource {
     nonce: u64,
     next_counter: AtomicU64,
+    next_event: AtomicU64,
 }
 
 impl IdSource {
@@ -78,7 +79,14 @@ impl IdSource {
         IdSource {
             nonce: rng.next_u64(),
             next_counter: AtomicU64::new(0),
+            next_event: AtomicU64::new(0),
         }
+    }
+
+    /// Reserves `count` consecutive event positions (for timestamps in order) with one atomic
+    /// add; returns the first.
+    fn reserve_events(&self, count: u64) -> u64 {
+        self.next_event.fetch_add(count, Ordering::Relaxed)
     }
 
     /// Reserves `count` consecutive counters with one atomic add (one per request, not
@@ -113,6 +121,10 @@ pub struct EventShape {
     /// Each timestamp is the time of filling minus a uniform random `0..spread` ms; 0 gives
     /// the time of filling itself.
     pub timestamp_spread_ms: u64,
+    /// When non-zero, timestamps sweep the spread in order instead, from its start to now
+    /// over this many events (shared by all connections through the [`IdSource`]): a past
+    /// day replayed in order, as it would have arrived, rather than shuffled.
+    pub in_order_over_events: u64,
 }
 
 impl Default for EventShape {
@@ -121,6 +133,7 @@ impl Default for EventShape {
         EventShape {
             types: EVENT_TYPES,
             timestamp_spread_ms: 0,
+            in_order_over_events: 0,
         }
     }
 }
@@ -266,6 +279,12 @@ impl RequestTemplate {
         let mut next_id = ids.reserve(id_slots as u64);
         let type_digits = self.shape.type_digits();
         let spread = self.shape.timestamp_spread_ms;
+        let in_order_over = self.shape.in_order_over_events;
+        let mut position = if in_order_over > 0 {
+            ids.reserve_events(self.slots.len() as u64)
+        } else {
+            0
+        };
         for slot in &self.slots {
             if let Some(offset) = slot.client_id {
                 ids.write_id(next_id, &mut out[offset..offset + CLIENT_ID_LEN]);
@@ -275,10 +294,16 @@ impl RequestTemplate {
                 &mut out[slot.type_digits..slot.type_digits + type_digits],
                 rng.below(self.shape.types),
             );
-            let timestamp = if spread > 0 {
-                now_ms.saturating_sub(rng.below(spread))
-            } else {
+            let timestamp = if spread == 0 {
                 now_ms
+            } else if in_order_over > 0 {
+                let done = u128::from(position.min(in_order_over));
+                position += 1;
+                let back = u128::from(spread) * (u128::from(in_order_over) - done)
+                    / u128::from(in_order_over);
+                now_ms.saturating_sub(back as u64)
+            } else {
+                now_ms.saturating_sub(rng.below(spread))
             };
             write_decimal(
                 &mut out[slot.timestamp..slot.timestamp + TIMESTAMP_DIGITS],
@@ -440,12 +465,14 @@ mod tests {
         let wide = EventShape {
             types: 1000,
             timestamp_spread_ms: 0,
+            in_order_over_events: 0,
         };
         assert_eq!(wide.type_digits(), 3);
         assert_eq!(wide.type_name(7), "type-007");
         let narrow = EventShape {
             types: 1,
             timestamp_spread_ms: 0,
+            in_order_over_events: 0,
         };
         assert_eq!(narrow.type_name(0), "type-00");
 
@@ -453,6 +480,7 @@ mod tests {
         let shape = EventShape {
             types: 1000,
             timestamp_spread_ms: day_ms,
+            in_order_over_events: 0,
         };
         let mut rng = Rng::with_seed(5);
         let template = RequestTemplate::build_with(1000, true, ClientIds::None, shape, &mut rng);

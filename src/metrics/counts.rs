@@ -6,7 +6,6 @@
 //! whole minutes, then seconds at the edges), so even a 24-hour window reads a few dozen.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -14,28 +13,6 @@ use crate::store::{floor_to, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 
 /// A (type, service) pair, numbered in the order first seen.
 pub type PairId = u32;
-
-/// Counts per pair. Pair ids are small dense integers: one multiply hashes them well.
-pub type PairCounts = HashMap<PairId, u64, BuildHasherDefault<PairIdHasher>>;
-
-#[derive(Default)]
-pub struct PairIdHasher(u64);
-
-impl Hasher for PairIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
 
 /// Names of the pairs, and their ids.
 #[derive(Default)]
@@ -157,14 +134,6 @@ impl Level {
             self.complete_from = from;
         }
     }
-
-    fn sum_into(&self, from: i64, to: i64, out: &mut PairCounts) {
-        for bucket in self.buckets.range(from..to).map(|(_, bucket)| bucket) {
-            for (pair, count) in bucket.pairs.iter().zip(&bucket.counts) {
-                *out.entry(*pair).or_default() += count;
-            }
-        }
-    }
 }
 
 /// The in-memory counts. Not thread-safe by itself: [`super::EventMetrics`] guards it.
@@ -277,41 +246,63 @@ impl Counts {
         }
     }
 
-    /// Sums the counts of `[from, to)` per pair, reading whole hours and whole minutes where
-    /// they fit. `None` when part of the range is not held (too old, or past a dropped
-    /// far-future bucket); both ends must be whole seconds.
-    pub fn sum(&self, from: i64, to: i64) -> Option<PairCounts> {
-        if to > self.complete_until {
-            return None;
+    /// Calls `visit` with every (pair, count) of the buckets that together make up
+    /// `[from, to)`: whole days, hours and minutes where they fit, seconds at the edges (a
+    /// pair may come several times). `false`, having visited nothing, when part of the range
+    /// is not held (too old, or past a dropped far-future bucket); both ends must be whole
+    /// seconds.
+    pub fn visit(&self, from: i64, to: i64, mut visit: impl FnMut(PairId, u64)) -> bool {
+        let mut ranges = Vec::new();
+        if to > self.complete_until || !self.plan(0, from, to, &mut ranges) {
+            return false;
         }
-        let mut out = PairCounts::default();
-        self.sum_level(0, from, to, &mut out).then_some(out)
+        for (index, first, end) in ranges {
+            for (_, bucket) in self.levels[index].buckets.range(first..end) {
+                for (pair, count) in bucket.pairs.iter().zip(&bucket.counts) {
+                    visit(*pair, *count);
+                }
+            }
+        }
+        true
     }
 
-    fn sum_level(&self, index: usize, from: i64, to: i64, out: &mut PairCounts) -> bool {
+    /// The bucket ranges, as (level, first, end), that make up `[from, to)`.
+    fn plan(&self, index: usize, from: i64, to: i64, ranges: &mut Vec<(usize, i64, i64)>) -> bool {
         if from >= to {
             return true;
         }
         let level = &self.levels[index];
+        let finest = index + 1 == self.levels.len();
         let size = level.size_ms;
-        let (first, end) = (floor_to(from + size - 1, size), floor_to(to, size));
-        if index + 1 == self.levels.len() || first < end {
-            let (first, end) = if index + 1 == self.levels.len() {
-                (from, to)
-            } else {
-                (first, end)
-            };
-            if first < level.complete_from {
-                return false;
-            }
-            level.sum_into(first, end, out);
-            if index + 1 == self.levels.len() {
-                return true;
-            }
-            return self.sum_level(index + 1, from, first, out)
-                && self.sum_level(index + 1, end, to, out);
+        let (first, end) = if finest {
+            (from, to)
+        } else {
+            (floor_to(from + size - 1, size), floor_to(to, size))
+        };
+        if first >= end {
+            return self.plan(index + 1, from, to, ranges);
         }
-        self.sum_level(index + 1, from, to, out)
+        if first < level.complete_from {
+            return false;
+        }
+        ranges.push((index, first, end));
+        finest
+            || (self.plan(index + 1, from, first, ranges) && self.plan(index + 1, end, to, ranges))
+    }
+
+    /// The number of pairs seen: pair ids are below it.
+    pub fn pair_count(&self) -> usize {
+        self.pairs.names.len()
+    }
+
+    /// Counts of `[from, to)` by pair; see [`visit`](Self::visit).
+    #[cfg(test)]
+    fn sum(&self, from: i64, to: i64) -> Option<HashMap<PairId, u64>> {
+        let mut out = HashMap::new();
+        self.visit(from, to, |pair, count| {
+            *out.entry(pair).or_default() += count
+        })
+        .then_some(out)
     }
 }
 
@@ -331,7 +322,7 @@ mod tests {
         counts
     }
 
-    fn total(sum: Option<PairCounts>) -> Option<u64> {
+    fn total(sum: Option<HashMap<PairId, u64>>) -> Option<u64> {
         sum.map(|sum| sum.values().sum())
     }
 

@@ -19,7 +19,7 @@ use crate::event::StoredEvent;
 use crate::store::{
     floor_to, RollupQuery, RollupRow, Store, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS,
 };
-use counts::{Counts, PairCounts};
+use counts::{Counts, PairId};
 
 /// Windows up to this are counted to the second; longer ones by whole minutes.
 pub const MAX_EXACT_WINDOW_SECONDS: u64 = 3_600;
@@ -163,16 +163,21 @@ impl Tally {
         }
     }
 
-    fn from_memory(counts: &Counts, sums: &PairCounts) -> Tally {
-        let mut tally = Tally::default();
-        for (pair, count) in sums {
-            tally.add(
-                counts.pairs.kind(*pair),
-                counts.pairs.service(*pair),
-                *count,
-            );
+    /// The counts of `[from, to)` held in memory, if they are.
+    fn from_memory(counts: &Counts, from: i64, to: i64) -> Option<Tally> {
+        // Summed per pair id in a plain array first: names are looked up once per pair.
+        let mut by_pair = vec![0u64; counts.pair_count()];
+        if !counts.visit(from, to, |pair, count| by_pair[pair as usize] += count) {
+            return None;
         }
-        tally
+        let mut tally = Tally::default();
+        for (pair, count) in by_pair.into_iter().enumerate() {
+            if count > 0 {
+                let pair = pair as PairId;
+                tally.add(counts.pairs.kind(pair), counts.pairs.service(pair), count);
+            }
+        }
+        Some(tally)
     }
 
     fn from_rows(rows: &[RollupRow]) -> Tally {
@@ -289,11 +294,8 @@ impl EventMetrics {
     /// Counts of `[from, to)`, and where they really start: from memory when it holds the
     /// range, otherwise from the store's rollups by whole minutes.
     async fn tally(&self, from: i64, to: i64) -> Result<(i64, Tally)> {
-        {
-            let counts = self.counts.lock().unwrap();
-            if let Some(sums) = counts.sum(from, to) {
-                return Ok((from, Tally::from_memory(&counts, &sums)));
-            }
+        if let Some(tally) = Tally::from_memory(&self.counts.lock().unwrap(), from, to) {
+            return Ok((from, tally));
         }
         let from = floor_to(from, MINUTE_MS);
         let rows = self
@@ -307,6 +309,20 @@ impl EventMetrics {
             })
             .await?;
         Ok((from, Tally::from_rows(&rows)))
+    }
+
+    /// The number of events in `[from, to)` (whole seconds; whole minutes if not in memory).
+    async fn total(&self, from: i64, to: i64) -> Result<u64> {
+        let mut total = 0;
+        if self
+            .counts
+            .lock()
+            .unwrap()
+            .visit(from, to, |_, count| total += count)
+        {
+            return Ok(total);
+        }
+        Ok(self.tally(from, to).await?.1.total)
     }
 
     pub async fn timeseries(&self, query: SeriesQuery) -> Result<SeriesReport, SeriesError> {
@@ -344,32 +360,43 @@ impl EventMetrics {
         if query.group_by == GroupBy::None {
             series.insert("all".to_owned(), vec![0; buckets]);
         }
-        let mut add = |bucket: i64, key: Option<String>, count: u64| {
-            if let Some(key) = key {
-                let points = series.entry(key).or_insert_with(|| vec![0; buckets]);
-                points[((bucket - first) / size) as usize] += count;
-            }
-        };
         let from_memory = {
             let counts = self.counts.lock().unwrap();
-            let mut sums = Vec::with_capacity(buckets);
-            for bucket in (first..end).step_by(size as usize) {
-                match counts.sum(bucket, bucket + size) {
-                    Some(sum) => sums.push((bucket, sum)),
-                    None => break,
-                }
+            // Which series each pair adds to, decided once per pair rather than per count.
+            let mut series_of_pair: Vec<Option<usize>> = Vec::with_capacity(counts.pair_count());
+            let mut keys: Vec<String> = Vec::new();
+            let mut key_index: HashMap<String, usize> = HashMap::new();
+            for pair in 0..counts.pair_count() as PairId {
+                let key = key_of(counts.pairs.kind(pair), counts.pairs.service(pair));
+                series_of_pair.push(key.map(|key| {
+                    *key_index.entry(key).or_insert_with_key(|key| {
+                        keys.push(key.clone());
+                        keys.len() - 1
+                    })
+                }));
             }
-            if sums.len() == buckets {
-                for (bucket, sum) in sums {
-                    for (pair, count) in sum {
-                        let (kind, service) = (counts.pairs.kind(pair), counts.pairs.service(pair));
-                        add(bucket, key_of(kind, service), count);
+            let mut points = vec![vec![0u64; buckets]; keys.len()];
+            let held = (first..end)
+                .step_by(size as usize)
+                .enumerate()
+                .all(|(index, bucket)| {
+                    counts.visit(bucket, bucket + size, |pair, count| {
+                        if let Some(series) = series_of_pair[pair as usize] {
+                            points[series][index] += count;
+                        }
+                    })
+                });
+            if held {
+                for (key, points) in keys.into_iter().zip(points) {
+                    if points.iter().any(|count| *count > 0) {
+                        let total = series.entry(key).or_insert_with(|| vec![0; buckets]);
+                        for (sum, count) in total.iter_mut().zip(points) {
+                            *sum += count;
+                        }
                     }
                 }
-                true
-            } else {
-                false
             }
+            held
         };
         if !from_memory {
             let rows = self
@@ -383,11 +410,10 @@ impl EventMetrics {
                 })
                 .await?;
             for row in rows {
-                add(
-                    row.bucket_ms,
-                    key_of(&row.kind, row.service.as_deref()),
-                    row.count,
-                );
+                if let Some(key) = key_of(&row.kind, row.service.as_deref()) {
+                    let points = series.entry(key).or_insert_with(|| vec![0; buckets]);
+                    points[((row.bucket_ms - first) / size) as usize] += row.count;
+                }
             }
         }
         let points = series.len() * buckets;
@@ -422,20 +448,19 @@ impl EventMetrics {
         let second_end = floor_to(now, SECOND_MS) + SECOND_MS;
         let minute_end = floor_to(now, MINUTE_MS) + MINUTE_MS;
         let hour_end = floor_to(now, HOUR_MS) + HOUR_MS;
-        let (_, last_hour) = self.tally(second_end - HOUR_MS, second_end).await?;
+        let last_hour = self.total(second_end - HOUR_MS, second_end).await?;
         let (_, last_day) = self.tally(minute_end - DAY_MS, minute_end).await?;
         let mut by_hour = Vec::with_capacity(24);
         for hour in (hour_end - DAY_MS..hour_end).step_by(HOUR_MS as usize) {
-            let (_, tally) = self.tally(hour, hour + HOUR_MS).await?;
             by_hour.push(HourCount {
                 hour: format_rfc3339_ms(hour),
-                count: tally.total,
+                count: self.total(hour, hour + HOUR_MS).await?,
             });
         }
         let total_events = self.counts.lock().unwrap().total();
         Ok(SummaryReport {
             total_events,
-            events_last_hour: last_hour.total,
+            events_last_hour: last_hour,
             events_last_24h: last_day.total,
             avg_events_per_minute_24h: last_day.total as f64 / (24.0 * 60.0),
             top_services: top(last_day.by_service, TOP)
