@@ -227,18 +227,28 @@ impl Counts {
 
     /// Counts newly stored events, given as `(timestamp, pair)`; also drops buckets that
     /// aged out.
-    pub fn add_events(&mut self, now_ms: i64, events: impl IntoIterator<Item = (i64, PairId)>) {
+    #[cfg(test)]
+    fn add_events(&mut self, now_ms: i64, events: impl IntoIterator<Item = (i64, PairId)>) {
         let mut per_second: HashMap<(i64, PairId), u64> = HashMap::new();
         for (ms, pair) in events {
             *per_second
                 .entry((floor_to(ms, SECOND_MS), pair))
                 .or_default() += 1;
-            self.total += 1;
         }
+        let counted = per_second
+            .into_iter()
+            .map(|((second, pair), count)| (second, pair, count))
+            .collect();
+        self.add_counted(now_ms, counted);
+    }
+
+    /// Counts newly stored events already counted per `(second, pair)`; also drops buckets
+    /// that aged out.
+    pub fn add_counted(&mut self, now_ms: i64, mut counted: Vec<(i64, PairId, u64)>) {
         // Oldest first: if far-future buckets must be dropped, the furthest go.
-        let mut per_second: Vec<_> = per_second.into_iter().collect();
-        per_second.sort_unstable_by_key(|(key, _)| *key);
-        for ((second, pair), count) in per_second {
+        counted.sort_unstable_by_key(|(second, pair, _)| (*second, *pair));
+        for (second, pair, count) in counted {
+            self.total += count;
             self.add_to_levels(0..4, now_ms, second, pair, count);
         }
         for level in &mut self.levels {

@@ -256,15 +256,20 @@ impl EventMetrics {
     pub fn record(&self, events: &[StoredEvent], skipped: &[u64]) {
         let now = self.clock.now_ms();
         let skipped: HashSet<u64> = skipped.iter().copied().collect();
-        let mut counts = self.counts.lock().unwrap();
-        let mut stored = Vec::with_capacity(events.len());
-        for event in events {
-            if !skipped.contains(&event.seq) {
-                let pair = counts.pairs.id(&event.kind, event.service.as_deref());
-                stored.push((event.timestamp_ms, pair));
-            }
+        // Counted per second first, without the lock: requests wait only for the few
+        // thousand sums, not for every event of the batch.
+        let mut per_second: HashMap<(i64, &str, Option<&str>), u64> = HashMap::new();
+        for event in events.iter().filter(|event| !skipped.contains(&event.seq)) {
+            let second = floor_to(event.timestamp_ms, SECOND_MS);
+            let key = (second, event.kind.as_str(), event.service.as_deref());
+            *per_second.entry(key).or_default() += 1;
         }
-        counts.add_events(now, stored);
+        let mut counts = self.counts.lock().unwrap();
+        let counted = per_second
+            .into_iter()
+            .map(|((second, kind, service), count)| (second, counts.pairs.id(kind, service), count))
+            .collect();
+        counts.add_counted(now, counted);
     }
 
     /// Counts of the `window_seconds` ending now: to the second up to an hour, by whole
