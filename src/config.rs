@@ -16,6 +16,29 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    #[command(flatten)]
+    pub logging: LogConfig,
+}
+
+/// Where logs go (stderr) and how they look.
+#[derive(Args, Debug, Clone)]
+pub struct LogConfig {
+    /// `text` for people, `json` (one object per line) for log collectors.
+    #[arg(long, global = true, env = "EVENTIDE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Lowest level logged: error, warn, info, debug or trace. `RUST_LOG`, when set, takes
+    /// precedence (and allows per-module levels such as `eventide=debug,hyper=info`).
+    #[arg(long, global = true, env = "EVENTIDE_LOG_LEVEL", default_value = "info",
+          value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub log_level: String,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]

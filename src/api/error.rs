@@ -1,6 +1,9 @@
 //! The one error type of the HTTP API and how each case is answered: always a JSON body with
 //! a machine-readable `error` code and a human `message`.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
@@ -87,12 +90,35 @@ impl ApiError {
     }
 }
 
+/// Logs a server error at `error` once per distinct cause (and again after a minute), at
+/// `debug` otherwise: a failing disk must not log one line per request.
+fn log_failure(error: &ApiError) {
+    static LAST: Mutex<Option<(String, Instant)>> = Mutex::new(None);
+    const AGAIN_AFTER: Duration = Duration::from_secs(60);
+    let cause = error.to_string();
+    let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let repeated = last
+        .as_ref()
+        .is_some_and(|(text, at)| *text == cause && at.elapsed() < AGAIN_AFTER);
+    if repeated {
+        tracing::debug!(error = %cause, "request failed");
+    } else {
+        tracing::error!(error = %cause, "request failed");
+        *last = Some((cause, Instant::now()));
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
-        // A full house or a shutdown is the server working as intended, not a failure.
-        if status.is_server_error() && !matches!(self, ApiError::Subscribe(_)) {
-            tracing::error!(error = %self, "request failed");
+        // A full house or a shutdown is the server working as intended, not a failure; an
+        // unwritable log is reported by the writer, once per outage.
+        let expected = matches!(
+            self,
+            ApiError::Subscribe(_) | ApiError::Ingest(_) | ApiError::NotYetIndexed(_)
+        );
+        if status.is_server_error() && !expected {
+            log_failure(&self);
         } else {
             tracing::debug!(error = %self, "request refused");
         }

@@ -4,6 +4,7 @@ pub mod error;
 pub mod events;
 pub mod metrics;
 pub mod params;
+pub mod request_id;
 pub mod stream;
 
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(crate::telemetry::track_requests))
+        // Outermost: everything above runs, and logs, inside the request's span.
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 

@@ -558,7 +558,7 @@ pub fn parse_listening(line: &str) -> Option<String> {
     let at = line.find(MARK)? + MARK.len();
     let token: String = line[at..]
         .chars()
-        .take_while(|c| !c.is_whitespace())
+        .take_while(|c| !c.is_whitespace() && *c != '"')
         .collect();
     let token = token.trim_end_matches(['/', '"', '\'', ',', ')']);
     (!token.is_empty()).then(|| token.to_string())
