@@ -8,6 +8,7 @@
 //! - [`metrics`]: event counts over windows, time series and summary, from rollups.
 //! - [`telemetry`]: the service's own metrics, for Prometheus.
 //! - [`live`]: the live stream (`GET /stream`): committed events pushed to subscribers.
+//! - [`health`]: failures and last commit, as `/health/*` reports them.
 //! - [`api`]: HTTP routes, errors and rendering.
 //! - [`server`]: puts the parts together and shuts them down in order ([`connections`]:
 //!   cutting the connections that would hold shutdown forever).
@@ -34,6 +35,7 @@ pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod event;
+pub mod health;
 pub mod ingest;
 pub mod live;
 pub mod metrics;

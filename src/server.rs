@@ -13,6 +13,7 @@ use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Durability, ServeConfig};
 use crate::connections::{OpenConnections, TrackedListener};
+use crate::health::Health;
 use crate::ingest::dedup::RecentIds;
 use crate::ingest::log::LogWriter;
 use crate::ingest::{ids, indexer, writer, Progress};
@@ -95,6 +96,7 @@ pub async fn serve(
         store.clone(),
     );
     let log = (!config.null_store).then_some(log);
+    let health = Arc::new(Health::new(&config.data_dir));
     let (ingest, writer_thread) = writer::start(
         log,
         dedup,
@@ -104,6 +106,7 @@ pub async fn serve(
             max_backlog: config.max_index_backlog,
         },
         Some(publisher),
+        health.clone(),
     );
     // Tells the background tasks (indexer, metrics upkeep) to finish.
     let (stop_background, background_stop) = watch::channel(false);
@@ -111,6 +114,7 @@ pub async fn serve(
         tokio::spawn(indexer::run(
             store.clone(),
             metrics.clone(),
+            health.clone(),
             config.data_dir.join("log"),
             progress.clone(),
             background_stop.clone(),
@@ -119,6 +123,7 @@ pub async fn serve(
 
     tokio::spawn(telemetry::run_upkeep(background_stop.clone()));
     let state = AppState {
+        health,
         ingest,
         store,
         metrics,

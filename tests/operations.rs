@@ -109,3 +109,54 @@ async fn json_logs_carry_the_request_id_and_no_event_payloads() {
         "event payloads never reach the logs"
     );
 }
+
+#[tokio::test]
+async fn health_reports_liveness_readiness_and_details() {
+    let server = TestServer::start_temp(&[]).await;
+    let api = server.api();
+    assert_eq!(api.get("/health").await.json()["status"], "ok");
+    let ready = api.get("/health/ready").await;
+    ready.expect_status(200);
+    assert_eq!(ready.json()["status"], "ready");
+
+    let empty = api.get("/health/detailed").await.json();
+    assert_eq!(empty["events"]["stored"], 0, "{empty}");
+    assert_eq!(empty["events"]["oldest"], Value::Null, "{empty}");
+    assert_eq!(empty["last_commit"], Value::Null, "{empty}");
+
+    api.post_all(&[
+        serde_json::json!({"type": "a", "timestamp": "2024-01-15T10:00:00Z"}),
+        serde_json::json!({"type": "b", "timestamp": "2024-03-01T12:30:00.250Z"}),
+    ])
+    .await;
+    // Wait until indexed (a query waits for it).
+    assert_eq!(api.total(&[]).await, 2);
+    let body = api.get("/health/detailed").await.json();
+    assert_eq!(body["status"], "ready", "{body}");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert!(body["uptime_seconds"].as_u64().is_some(), "{body}");
+    assert_eq!(body["store"]["status"], "ok", "{body}");
+    assert!(
+        body["store"]["size_on_disk_bytes"].as_u64().unwrap() > 0,
+        "{body}"
+    );
+    assert_eq!(body["log"]["status"], "ok", "{body}");
+    assert_eq!(body["queue"]["capacity"], 100_000, "{body}");
+    assert_eq!(body["queue"]["pending_events"], 0, "{body}");
+    assert_eq!(body["events"]["stored"], 2, "{body}");
+    assert_eq!(
+        body["events"]["oldest"], "2024-01-15T10:00:00.000Z",
+        "{body}"
+    );
+    assert_eq!(
+        body["events"]["newest"], "2024-03-01T12:30:00.250Z",
+        "{body}"
+    );
+    assert_eq!(body["events"]["committed_seq"], 2, "{body}");
+    assert!(body["last_commit"]["at"].is_string(), "{body}");
+    assert!(
+        body["last_commit"]["latency_ms"].as_f64().unwrap() >= 0.0,
+        "{body}"
+    );
+    assert_eq!(body["stream"]["subscribers"], 0, "{body}");
+}

@@ -209,6 +209,7 @@ async fn check_recent_client_ids(store: Arc<dyn Store>) {
 /// Rollups count exactly the stored events (not the skipped duplicates), per minute, type and
 /// service (none apart from ""), including times before 1970; the event count matches.
 async fn check_rollups_and_counts(store: Arc<dyn Store>) {
+    assert_eq!(store.time_range().await.unwrap(), None, "an empty store");
     let minute = 1_700_000_040_000; // a minute boundary
     let mut events = vec![
         event(1, "a", "login", minute),
@@ -230,6 +231,11 @@ async fn check_rollups_and_counts(store: Arc<dyn Store>) {
     let again = vec![event(6, "a", "login", minute)];
     store.append_batch(Arc::new(again), 6).await.unwrap();
     assert_eq!(store.event_count().await.unwrap(), 5);
+    assert_eq!(
+        store.time_range().await.unwrap(),
+        Some((-1, minute + 60_000)),
+        "oldest and newest timestamps"
+    );
 
     let rollups = |from_ms, to_ms, bucket_ms, kind: Option<&str>, service: Option<&str>| {
         let store = store.clone();

@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod metrics;
 pub mod params;
 pub mod request_id;
@@ -14,6 +15,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::clock::Clock;
+use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::live::Live;
 use crate::metrics::EventMetrics;
@@ -23,6 +25,7 @@ use error::ApiError;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
+    pub health: Arc<Health>,
     pub ingest: Ingest,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<EventMetrics>,
@@ -43,17 +46,15 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/prometheus", get(metrics::prometheus))
         .route("/stream", get(stream::subscribe))
         .route("/stream/metrics", get(metrics::stream))
-        .route("/health", get(health))
+        .route("/health", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/health/detailed", get(health::detailed))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(crate::telemetry::track_requests))
         // Outermost: everything above runs, and logs, inside the request's span.
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
-}
-
-async fn health() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
 async fn unknown_route(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {

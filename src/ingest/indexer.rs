@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use super::log::{self, LogReader};
 use super::Progress;
 use crate::event::StoredEvent;
+use crate::health::Health;
 use crate::metrics::EventMetrics;
 use crate::store::Store;
 use crate::telemetry;
@@ -27,6 +28,7 @@ const BATCH_EVENTS: usize = 20_000;
 pub async fn run(
     store: Arc<dyn Store>,
     metrics: Arc<EventMetrics>,
+    health: Arc<Health>,
     log_dir: PathBuf,
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
@@ -84,6 +86,7 @@ pub async fn run(
                     metrics.record(&events, &outcome.skipped);
                     if failures > 0 {
                         tracing::info!("the store accepts writes again");
+                        health.store_recovered();
                     }
                     failures = 0;
                     break;
@@ -95,6 +98,7 @@ pub async fn run(
                             "indexing a batch failed; retrying"
                         );
                     }
+                    health.store_failed(format!("{err:#}"));
                     backoff(&mut failures, &mut stop).await;
                     if *stop.borrow() {
                         return;

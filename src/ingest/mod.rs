@@ -202,6 +202,11 @@ impl Ingest {
         (inner.pending.load(Ordering::Relaxed), inner.max_pending)
     }
 
+    /// The most events that may be committed but not yet indexed.
+    pub fn max_backlog(&self) -> u64 {
+        self.inner.max_backlog
+    }
+
     pub fn progress(&self) -> &Arc<Progress> {
         &self.inner.progress
     }

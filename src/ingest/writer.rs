@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::dedup::RecentIds;
 use super::log::LogWriter;
 use super::{record, Ingest, IngestError, IngestInner, Progress, Submission};
+use crate::health::Health;
 use crate::live::Publisher;
 use crate::telemetry::CommitMetrics;
 
@@ -34,6 +35,7 @@ pub fn start(
     progress: Arc<Progress>,
     config: WriterConfig,
     publisher: Option<Publisher>,
+    health: Arc<Health>,
 ) -> (Ingest, JoinHandle<()>) {
     let (submissions, receiver) = mpsc::unbounded_channel();
     let pending = Arc::new(AtomicU64::new(0));
@@ -44,6 +46,7 @@ pub fn start(
         progress: progress.clone(),
         pending: pending.clone(),
         log_failing: false,
+        health,
         receiver,
         commit_metrics: CommitMetrics::new(),
         publisher,
@@ -72,6 +75,7 @@ struct Writer {
     pending: Arc<AtomicU64>,
     /// Set while appends fail, so the failure is logged once per outage, not per request.
     log_failing: bool,
+    health: Arc<Health>,
     receiver: mpsc::UnboundedReceiver<Submission>,
     commit_metrics: CommitMetrics,
     publisher: Option<Publisher>,
@@ -120,15 +124,18 @@ impl Writer {
                 Some(log) => log.append(&frames),
                 None => Ok(()),
             };
+            let took = started.elapsed();
             self.commit_metrics
-                .record((self.next_seq - first_seq) as usize, started.elapsed());
+                .record((self.next_seq - first_seq) as usize, took);
             // Before answering, so a client that retries at once sees the room it frees.
             self.pending.fetch_sub(events as u64, Ordering::AcqRel);
             match appended {
                 Ok(()) => {
                     if std::mem::replace(&mut self.log_failing, false) {
                         tracing::info!("the durable log accepts writes again");
+                        self.health.log_recovered();
                     }
+                    self.health.committed(epoch_ms(), took.as_micros() as u64);
                     let last_seq = self.next_seq - 1;
                     if self.log.is_none() {
                         // Nothing to index: the null store is "indexed" as soon as committed.
@@ -152,6 +159,7 @@ impl Writer {
                 Err(err) => {
                     if !std::mem::replace(&mut self.log_failing, true) {
                         tracing::error!(error = %err, "appending to the durable log failed; answering 503 until it works again");
+                        self.health.log_failed(err.to_string());
                     }
                     for hash in &newly_remembered {
                         self.dedup.remove(*hash);
@@ -167,4 +175,10 @@ impl Writer {
             }
         }
     }
+}
+
+fn epoch_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }

@@ -251,6 +251,11 @@ impl EventMetrics {
         })
     }
 
+    /// Events stored (as counted when indexed).
+    pub fn stored_events(&self) -> u64 {
+        self.counts.lock().unwrap().total()
+    }
+
     /// Counts what the indexer just stored: `events` but those in `skipped` (ids already
     /// stored). Called after the store committed them and before they are reported indexed.
     pub fn record(&self, events: &[StoredEvent], skipped: &[u64]) {

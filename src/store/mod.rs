@@ -119,6 +119,9 @@ pub trait Store: Send + Sync + 'static {
     /// How many events are stored, maintained as they are written (no scan).
     async fn event_count(&self) -> anyhow::Result<u64>;
 
+    /// The oldest and newest event timestamps stored (`None` when empty), from the index.
+    async fn time_range(&self) -> anyhow::Result<Option<(i64, i64)>>;
+
     /// Counts from the per-minute rollups.
     async fn rollups(&self, query: RollupQuery) -> anyhow::Result<Vec<RollupRow>>;
 

@@ -531,6 +531,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn time_range(&self) -> Result<Option<(i64, i64)>> {
+        self.read(|connection| {
+            // Two subqueries: each min/max alone is one step down the ts index.
+            let range: (Option<i64>, Option<i64>) = connection.query_row(
+                "SELECT (SELECT min(ts) FROM events), (SELECT max(ts) FROM events)",
+                [],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            Ok(range.0.zip(range.1))
+        })
+        .await
+    }
+
     async fn rollups(&self, query: RollupQuery) -> Result<Vec<RollupRow>> {
         self.read(move |connection| {
             let bucket = query.bucket_ms;
