@@ -110,6 +110,20 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub stream_buffer: u64,
 
+    /// Events per second each client (IP address) may send; 0: no limit. Beyond it
+    /// ingestion answers 429 with Retry-After and RateLimit-* headers.
+    #[arg(long, env = "EVENTIDE_INGEST_RATE_LIMIT", default_value_t = 0)]
+    pub ingest_rate_limit: u32,
+
+    /// Events a client may send at once above its rate (the bucket size); 0: one second's
+    /// worth. A request of more events than this is admitted when the bucket is full.
+    #[arg(long, env = "EVENTIDE_INGEST_BURST", default_value_t = 0)]
+    pub ingest_burst: u32,
+
+    /// Read requests (events and metrics) per second each client may make; 0: no limit.
+    #[arg(long, env = "EVENTIDE_QUERY_RATE_LIMIT", default_value_t = 0)]
+    pub query_rate_limit: u32,
+
     /// Benchmark aid: acknowledge events without storing them.
     #[arg(long, hide = true)]
     pub null_store: bool,

@@ -136,3 +136,15 @@ impl AsyncWrite for TrackedStream {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+/// The client's address, as handlers extract it (`ConnectInfo<PeerAddr>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TrackedListener>>
+    for PeerAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TrackedListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}

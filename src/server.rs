@@ -9,10 +9,11 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::api::rate_limit::{Limiter, RateLimits};
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Durability, ServeConfig};
-use crate::connections::{OpenConnections, TrackedListener};
+use crate::connections::{OpenConnections, PeerAddr, TrackedListener};
 use crate::health::Health;
 use crate::ingest::dedup::RecentIds;
 use crate::ingest::log::LogWriter;
@@ -122,7 +123,16 @@ pub async fn serve(
     });
 
     tokio::spawn(telemetry::run_upkeep(background_stop.clone()));
+    let rate_limits = Arc::new(RateLimits {
+        ingest: Limiter::new(config.ingest_rate_limit, config.ingest_burst),
+        query: Limiter::new(config.query_rate_limit, 0),
+    });
+    tokio::spawn(RateLimits::run_cleanup(
+        rate_limits.clone(),
+        background_stop.clone(),
+    ));
     let state = AppState {
+        rate_limits,
         health,
         ingest,
         store,
@@ -148,6 +158,7 @@ pub async fn serve(
     };
     let open_connections = Arc::new(OpenConnections::default());
     let listener = TrackedListener::new(listener, open_connections.clone());
+    let app = app.into_make_service_with_connect_info::<PeerAddr>();
     let serving = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .into_future();

@@ -27,6 +27,7 @@ pub const COMMIT_DURATION: &str = "eventide_commit_duration_seconds";
 pub const INDEX_BATCH_DURATION: &str = "eventide_index_batch_duration_seconds";
 pub const HTTP_REQUESTS: &str = "eventide_http_requests_total";
 pub const HTTP_DURATION: &str = "eventide_http_request_duration_seconds";
+pub const RATE_LIMITED: &str = "eventide_rate_limited_requests_total";
 pub const STREAM_SUBSCRIBERS: &str = "eventide_stream_subscribers";
 pub const STREAM_LAGGED: &str = "eventide_stream_lagged_disconnects_total";
 /// Commit groups the live stream dispatcher had no room for (their subscribers lagged out).
@@ -124,6 +125,8 @@ pub struct Snapshot {
     pub stream_subscribers: u64,
     pub stream_lagged: u64,
     pub stream_dropped_groups: u64,
+    /// Requests refused by the ingest and the query rate limits.
+    pub rate_limited: [u64; 2],
 }
 
 /// The exposition text, with the gauges set from `snapshot` first.
@@ -137,6 +140,9 @@ pub fn render(snapshot: Snapshot) -> String {
     gauge!(STREAM_SUBSCRIBERS).set(snapshot.stream_subscribers as f64);
     counter!(STREAM_LAGGED).absolute(snapshot.stream_lagged);
     counter!(STREAM_DROPPED_GROUPS).absolute(snapshot.stream_dropped_groups);
+    for (limit, refused) in ["ingest", "query"].into_iter().zip(snapshot.rate_limited) {
+        counter!(RATE_LIMITED, "limit" => limit).absolute(refused);
+    }
     handle.render()
 }
 
@@ -195,6 +201,10 @@ const ROUTES: &[&str] = &[
     "/stream",
     "/stream/metrics",
     "/health",
+    "/health/ready",
+    "/health/detailed",
+    "/openapi.json",
+    "/docs",
     "other",
     "unmatched",
 ];

@@ -160,3 +160,105 @@ async fn health_reports_liveness_readiness_and_details() {
     );
     assert_eq!(body["stream"]["subscribers"], 0, "{body}");
 }
+
+fn events(n: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| serde_json::json!({"type": "t", "message": format!("{i}")}))
+            .collect(),
+    )
+}
+
+#[track_caller]
+fn assert_rate_limited(resp: &Resp, burst: u64) {
+    let body = resp.expect_error(429);
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    let retry_after: u64 = resp.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry_after), "{retry_after}");
+    assert_eq!(resp.header("ratelimit-limit"), Some(burst.to_string()));
+    assert_eq!(resp.header("ratelimit-remaining").as_deref(), Some("0"));
+    assert_eq!(
+        resp.header("ratelimit-reset"),
+        Some(retry_after.to_string())
+    );
+}
+
+#[tokio::test]
+async fn ingest_rate_limit_counts_events_and_admits_big_batches_when_full() {
+    let server =
+        TestServer::start_temp(&["--ingest-rate-limit", "10", "--ingest-burst", "20"]).await;
+    let api = server.api();
+    api.post_events(&events(20)).await.expect_status(202);
+    let refused = api.post_events(&events(1)).await;
+    assert_rate_limited(&refused, 20);
+    assert_eq!(
+        api.total(&[]).await,
+        20,
+        "nothing of a refused request is stored"
+    );
+
+    // Larger than the burst: admitted once the bucket is full again (2 s at 10/s), and it
+    // empties the bucket.
+    let started = std::time::Instant::now();
+    loop {
+        let resp = api.post_events(&events(50)).await;
+        if resp.status == 202 {
+            break;
+        }
+        assert_rate_limited(&resp, 20);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never admitted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "admitted before the bucket refilled"
+    );
+    assert_rate_limited(&api.post_events(&events(1)).await, 20);
+    // Reads are not limited by the ingest limit.
+    api.get_events(&[]).await.expect_status(200);
+
+    let detailed = api.get("/health/detailed").await.json();
+    let ingest = &detailed["rate_limits"]["ingest"];
+    assert_eq!(ingest["per_second"], 10, "{detailed}");
+    assert!(
+        ingest["rejected_requests"].as_u64().unwrap() >= 2,
+        "{detailed}"
+    );
+    assert_eq!(detailed["rate_limits"]["query"], Value::Null, "{detailed}");
+    let prometheus = api.get("/metrics/prometheus").await.text;
+    assert!(
+        prometheus.contains("eventide_rate_limited_requests_total{limit=\"ingest\"}"),
+        "{prometheus}"
+    );
+}
+
+#[tokio::test]
+async fn query_rate_limit_applies_to_reads_only() {
+    let server = TestServer::start_temp(&["--query-rate-limit", "5"]).await;
+    let api = server.api();
+    let mut admitted = 0;
+    let mut refused = None;
+    for _ in 0..20 {
+        let resp = api.get("/metrics").await;
+        if resp.status == 200 {
+            admitted += 1;
+        } else {
+            refused = Some(resp);
+            break;
+        }
+    }
+    let refused = refused.expect("never limited");
+    assert_rate_limited(&refused, 5);
+    assert!(
+        (5..=7).contains(&admitted),
+        "{admitted} reads admitted at 5/s"
+    );
+    assert_rate_limited(&api.get_events(&[]).await, 5);
+    // Writes, health and self-metrics are not queries.
+    api.post_one(serde_json::json!({"type": "t"})).await;
+    api.get("/health/ready").await.expect_status(200);
+    api.get("/metrics/prometheus").await.expect_status(200);
+}

@@ -8,6 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use super::rate_limit::Limited;
 use crate::ingest::IngestError;
 use crate::live::SubscribeError;
 
@@ -43,6 +44,8 @@ pub enum ApiError {
     Ingest(#[from] IngestError),
     #[error(transparent)]
     Subscribe(#[from] SubscribeError),
+    #[error("rate limit of {} per second (burst {}) exceeded; retry in {:.1} s", .0.per_second, .0.burst, .0.retry_after.as_secs_f64())]
+    RateLimited(Limited),
     #[error("the store is unavailable: {0:#}")]
     StoreUnavailable(anyhow::Error),
 }
@@ -85,6 +88,7 @@ impl ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
             }
             ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::NotYetIndexed(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_yet_indexed"),
         }
     }
@@ -123,7 +127,15 @@ impl IntoResponse for ApiError {
             tracing::debug!(error = %self, "request refused");
         }
         let message = self.to_string();
+        let mut retry_after = RETRY_AFTER_SECONDS;
+        let mut rate_limit_headers = None;
         let mut body = match self {
+            ApiError::RateLimited(limited) => {
+                // Whole seconds, rounded up: retrying sooner would be refused again.
+                retry_after = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                rate_limit_headers = Some(limited.burst);
+                json!({ "retry_after_seconds": retry_after })
+            }
             ApiError::NoValidEvents { answer } => answer,
             ApiError::InvalidParameter { parameter, .. } => json!({ "parameter": parameter }),
             ApiError::MalformedJson { line, column, .. } => {
@@ -140,7 +152,13 @@ impl IntoResponse for ApiError {
         ) {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        if let Some(burst) = rate_limit_headers {
+            let headers = response.headers_mut();
+            headers.insert("ratelimit-limit", HeaderValue::from(burst));
+            headers.insert("ratelimit-remaining", HeaderValue::from(0));
+            headers.insert("ratelimit-reset", HeaderValue::from(retry_after));
         }
         response
     }

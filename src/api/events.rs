@@ -3,14 +3,17 @@
 use std::io::Read;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::error::ApiError;
 use super::params::{parse_list_params, Cursor, Paging};
+use super::rate_limit::ClientKey;
 use super::AppState;
+use crate::connections::PeerAddr;
 use crate::event::parse::{
     parse_body, BodyError, BodyFormat, MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST,
 };
@@ -38,6 +41,7 @@ struct EventError {
 /// valid ones are durable.
 pub async fn ingest(
     State(state): State<AppState>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -93,6 +97,13 @@ pub async fn ingest(
     }
 
     let submitted = batch.len();
+    if let Some(limiter) = &state.rate_limits.ingest {
+        let cells = u32::try_from(submitted).unwrap_or(u32::MAX);
+        if let Err(limited) = limiter.check(&ClientKey::of(&peer), cells) {
+            telemetry::events_rejected("rate_limited", submitted);
+            return Err(ApiError::RateLimited(limited));
+        }
+    }
     let duplicates = match state.ingest.submit(batch).await {
         Ok(duplicates) => duplicates,
         Err(err) => {

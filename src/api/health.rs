@@ -129,5 +129,6 @@ pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
             "subscribers": stats.subscribers.load(Ordering::Relaxed),
             "lagged_disconnects": stats.lagged.load(Ordering::Relaxed),
         },
+        "rate_limits": state.rate_limits.report(),
     }))
 }

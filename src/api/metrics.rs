@@ -159,6 +159,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
         stream_subscribers: stats.subscribers.load(Ordering::Relaxed) as u64,
         stream_lagged: stats.lagged.load(Ordering::Relaxed),
         stream_dropped_groups: stats.dropped_groups.load(Ordering::Relaxed),
+        rate_limited: state.rate_limits.rejected(),
     });
     (
         [(

@@ -5,6 +5,7 @@ pub mod events;
 pub mod health;
 pub mod metrics;
 pub mod params;
+pub mod rate_limit;
 pub mod request_id;
 pub mod stream;
 
@@ -21,11 +22,13 @@ use crate::live::Live;
 use crate::metrics::EventMetrics;
 use crate::store::Store;
 use error::ApiError;
+use rate_limit::RateLimits;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub health: Arc<Health>,
+    pub rate_limits: Arc<RateLimits>,
     pub ingest: Ingest,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<EventMetrics>,
@@ -49,6 +52,10 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/detailed", get(health::detailed))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit_queries,
+        ))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(crate::telemetry::track_requests))
