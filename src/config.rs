@@ -124,6 +124,18 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTIDE_QUERY_RATE_LIMIT", default_value_t = 0)]
     pub query_rate_limit: u32,
 
+    /// Requests in progress at most; beyond, new ones get 503 at once (streams count only
+    /// while they start; `--max-subscribers` caps them).
+    #[arg(long, env = "EVENTIDE_MAX_CONCURRENT_REQUESTS", default_value_t = 4_096,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_concurrent_requests: u64,
+
+    /// Open connections at most; beyond, a new connection is answered 503 and closed. Keep
+    /// it below the process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "EVENTIDE_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+
     /// Benchmark aid: acknowledge events without storing them.
     #[arg(long, hide = true)]
     pub null_store: bool,

@@ -9,11 +9,12 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::api::admission::InFlight;
 use crate::api::rate_limit::{Limiter, RateLimits};
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Durability, ServeConfig};
-use crate::connections::{OpenConnections, PeerAddr, TrackedListener};
+use crate::connections::{raise_open_files_limit, OpenConnections, PeerAddr, TrackedListener};
 use crate::health::Health;
 use crate::ingest::dedup::RecentIds;
 use crate::ingest::log::LogWriter;
@@ -133,6 +134,7 @@ pub async fn serve(
     ));
     let state = AppState {
         rate_limits,
+        in_flight: InFlight::new(config.max_concurrent_requests as usize),
         health,
         ingest,
         store,
@@ -156,8 +158,23 @@ pub async fn serve(
         live.shutdown();
         let _ = shutdown_began.send(());
     };
+    // Room for the connections plus the store, the log and the subscribers' bookkeeping.
+    let wanted_files = config.max_connections + 256;
+    match raise_open_files_limit(wanted_files) {
+        Ok(reached) if reached < wanted_files => tracing::warn!(
+            open_files = reached,
+            max_connections = config.max_connections,
+            "the open-file limit is below --max-connections: connections beyond it will fail to be accepted"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "could not read or raise the open-file limit"),
+    }
     let open_connections = Arc::new(OpenConnections::default());
-    let listener = TrackedListener::new(listener, open_connections.clone());
+    let listener = TrackedListener::new(
+        listener,
+        open_connections.clone(),
+        config.max_connections as usize,
+    );
     let app = app.into_make_service_with_connect_info::<PeerAddr>();
     let serving = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

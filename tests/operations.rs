@@ -262,3 +262,80 @@ async fn query_rate_limit_applies_to_reads_only() {
     api.get("/health/ready").await.expect_status(200);
     api.get("/metrics/prometheus").await.expect_status(200);
 }
+
+fn addr_of(api: &Api) -> String {
+    api.base.trim_start_matches("http://").to_owned()
+}
+
+const GET_HEALTH: &str = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+#[tokio::test]
+async fn connections_beyond_the_cap_get_a_fast_503() {
+    let server = TestServer::start_temp(&["--max-connections", "4"]).await;
+    let addr = addr_of(&server.api());
+    // Idle connections up to the cap (the test client may hold one more already).
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    let refused = poll_until(Duration::from_secs(10), || {
+        let addr = addr.clone();
+        async move {
+            let (status, body) = parse_raw_response(&raw_exchange(&addr, GET_HEALTH, b"").await);
+            (status == 503).then_some(body)
+        }
+    })
+    .await
+    .expect("no 503 beyond --max-connections");
+    let body: Value = serde_json::from_str(&refused).unwrap();
+    assert_eq!(body["error"], "too_many_connections");
+
+    drop(held);
+    let admitted = poll_until(Duration::from_secs(10), || {
+        let addr = addr.clone();
+        async move {
+            let (status, _) = parse_raw_response(&raw_exchange(&addr, GET_HEALTH, b"").await);
+            (status == 200).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        admitted.is_some(),
+        "room freed by closed connections is reused"
+    );
+}
+
+#[tokio::test]
+async fn requests_beyond_the_in_flight_cap_get_a_fast_503() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start_temp(&["--max-concurrent-requests", "1"]).await;
+    let api = server.api();
+    // A request whose body is still coming holds the only slot.
+    let mut slow = tokio::net::TcpStream::connect(addr_of(&api)).await.unwrap();
+    let head = "POST /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                Content-Type: application/json\r\nContent-Length: 15\r\n\r\n";
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(b"{\"type\":").await.unwrap();
+    let refused = poll_until(Duration::from_secs(10), || {
+        let api = api.clone();
+        async move {
+            let resp = api.get("/health").await;
+            (resp.status == 503).then_some(resp)
+        }
+    })
+    .await
+    .expect("no 503 beyond --max-concurrent-requests");
+    assert_eq!(refused.expect_error(503)["error"], "overloaded");
+    assert!(refused.header("retry-after").is_some());
+
+    slow.write_all(b"\"slow\"}").await.unwrap();
+    let mut answer = Vec::new();
+    read_to_end_bounded(&mut slow, &mut answer).await;
+    assert_eq!(
+        parse_raw_response(&answer).0,
+        202,
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    api.get("/health").await.expect_status(200);
+}

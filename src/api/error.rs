@@ -46,6 +46,8 @@ pub enum ApiError {
     Subscribe(#[from] SubscribeError),
     #[error("rate limit of {} per second (burst {}) exceeded; retry in {:.1} s", .0.per_second, .0.burst, .0.retry_after.as_secs_f64())]
     RateLimited(Limited),
+    #[error("{0} requests are already in progress; retry shortly")]
+    Overloaded(usize),
     #[error("the store is unavailable: {0:#}")]
     StoreUnavailable(anyhow::Error),
 }
@@ -89,6 +91,7 @@ impl ApiError {
             }
             ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::NotYetIndexed(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_yet_indexed"),
         }
     }
@@ -119,7 +122,10 @@ impl IntoResponse for ApiError {
         // unwritable log is reported by the writer, once per outage.
         let expected = matches!(
             self,
-            ApiError::Subscribe(_) | ApiError::Ingest(_) | ApiError::NotYetIndexed(_)
+            ApiError::Subscribe(_)
+                | ApiError::Ingest(_)
+                | ApiError::NotYetIndexed(_)
+                | ApiError::Overloaded(_)
         );
         if status.is_server_error() && !expected {
             log_failure(&self);

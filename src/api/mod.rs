@@ -1,5 +1,6 @@
 //! The HTTP API: routes, the shared state handlers see, and the answers for unknown routes.
 
+pub mod admission;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -29,6 +30,8 @@ use rate_limit::RateLimits;
 pub struct AppState {
     pub health: Arc<Health>,
     pub rate_limits: Arc<RateLimits>,
+    /// Requests in progress, against `--max-concurrent-requests`.
+    pub in_flight: Arc<admission::InFlight>,
     pub ingest: Ingest,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<EventMetrics>,
@@ -58,6 +61,10 @@ pub fn router(state: AppState) -> Router {
         ))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admission::limit_in_flight,
+        ))
         .layer(axum::middleware::from_fn(crate::telemetry::track_requests))
         // Outermost: everything above runs, and logs, inside the request's span.
         .layer(axum::middleware::from_fn(request_id::assign))

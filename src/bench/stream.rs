@@ -549,35 +549,14 @@ fn with_max_subscribers(command: &ServerCommand) -> ServerCommand {
     command
 }
 
-/// Raises this process's soft limit on open files towards `needed` (up to the hard limit);
-/// the server, started later, inherits it. Fails when the hard limit is too low.
+/// Raises this process's open-files limit to `needed` (the server it starts inherits it).
 fn raise_open_files_limit(needed: u64) -> Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct it is given, which lives on this stack.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    let needed = needed as libc::rlim_t;
-    if limit.rlim_cur >= needed {
-        return Ok(());
-    }
-    if limit.rlim_max < needed {
+    let reached = crate::connections::raise_open_files_limit(needed)?;
+    if reached < needed {
         bail!(
-            "the stream scenario needs {needed} open files per process, the hard limit is {}: \
-             raise it (ulimit -Hn)",
-            limit.rlim_max
+            "the stream scenario needs {needed} open files per process, the hard limit is \
+             {reached}: raise it (ulimit -Hn)"
         );
-    }
-    let raised = libc::rlimit {
-        rlim_cur: needed,
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: setrlimit only reads the struct it is given.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
     }
     Ok(())
 }

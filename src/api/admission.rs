@@ -1,0 +1,51 @@
+//! The cap on requests in progress: beyond `--max-concurrent-requests` a request is answered
+//! `503` at once instead of queueing, so a flood costs fast refusals, not memory.
+//! (Connections have their own cap in [`crate::connections`].)
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::AppState;
+
+pub struct InFlight {
+    current: AtomicUsize,
+    max: usize,
+}
+
+impl InFlight {
+    pub fn new(max: usize) -> Arc<InFlight> {
+        Arc::new(InFlight {
+            current: AtomicUsize::new(0),
+            max,
+        })
+    }
+}
+
+/// Decrements on drop, also when the request's future is dropped (client gone).
+struct Admitted<'a>(&'a InFlight);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.current.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Middleware: admits the request if fewer than the maximum are in progress.
+pub async fn limit_in_flight(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let in_flight = &state.in_flight;
+    if in_flight.current.fetch_add(1, Ordering::AcqRel) >= in_flight.max {
+        in_flight.current.fetch_sub(1, Ordering::AcqRel);
+        return ApiError::Overloaded(in_flight.max).into_response();
+    }
+    let _admitted = Admitted(in_flight);
+    next.run(request).await
+}
