@@ -182,6 +182,8 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Trac
 /// Raises the soft limit on open files towards `wanted` (at most the hard limit) and returns
 /// the soft limit now in force. Connections are files: a default soft limit of 1,024 would
 /// make accepting fail long before `--max-connections`.
+// `rlim_t` is u64 on Linux but not everywhere: the casts are for portability.
+#[allow(clippy::unnecessary_cast)]
 pub fn raise_open_files_limit(wanted: u64) -> io::Result<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
