@@ -28,7 +28,12 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     if reasons.is_empty() {
         Json(json!({ "status": "ready" })).into_response()
     } else {
-        let body = json!({ "status": "not_ready", "reasons": reasons });
+        let body = json!({
+            "status": "not_ready",
+            "error": "not_ready",
+            "message": reasons.join("; "),
+            "reasons": reasons,
+        });
         (
             StatusCode::SERVICE_UNAVAILABLE,
             [(axum::http::header::RETRY_AFTER, "1")],
