@@ -3,6 +3,7 @@
 pub mod error;
 pub mod events;
 pub mod metrics;
+pub mod openapi;
 pub mod params;
 pub mod stream;
 
@@ -43,12 +44,23 @@ pub fn router(state: AppState) -> Router {
         .route("/stream", get(stream::subscribe))
         .route("/stream/metrics", get(metrics::stream))
         .route("/health", get(health))
+        .merge(openapi::routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(crate::telemetry::track_requests))
         .with_state(state)
 }
 
+/// Liveness
+///
+/// `200` as long as the process answers.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    operation_id = "health",
+    responses((status = 200, description = "Alive", body = openapi::Alive))
+)]
 async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
