@@ -56,8 +56,18 @@ pub struct EventError {
 #[into_params(parameter_in = Header)]
 pub struct IngestHeaders {
     /// `gzip` (or `x-gzip`) for a compressed body; absent or `identity` for none.
-    #[param(rename = "Content-Encoding", required = false, example = "gzip")]
-    pub content_encoding: String,
+    #[param(rename = "Content-Encoding", required = false, inline)]
+    pub content_encoding: ContentEncoding,
+}
+
+#[derive(ToSchema)]
+pub enum ContentEncoding {
+    #[serde(rename = "gzip")]
+    Gzip,
+    #[serde(rename = "x-gzip")]
+    XGzip,
+    #[serde(rename = "identity")]
+    Identity,
 }
 
 /// Ingest events
@@ -83,7 +93,10 @@ pub struct IngestHeaders {
         ),
     ),
     responses(
-        (status = 202, description = "The valid events are durable", body = IngestAnswer),
+        (status = 202, description = "The valid events are durable", body = IngestAnswer,
+            links(("getFirstEvent" = (operation_id = "getEvent",
+                parameters(("id" = "$response.body#/ids/0")),
+                description = "The first event of the request")))),
         (status = 400, description = "`no_valid_events` (with every event's error), \
             `malformed_json` (with `line` and `column`) or `invalid_body`", body = IngestBadRequest),
         (status = 413, description = "`payload_too_large`: over 10 MiB (decompressed) or \

@@ -16,7 +16,7 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::events::read_position;
-use super::openapi::{BadParameter, Unavailable};
+use super::openapi::{BadParameter, Time, Unavailable};
 use super::params::{known_pairs, parse_time};
 use super::AppState;
 use crate::config::parse_duration;
@@ -37,9 +37,14 @@ const PUSH_EVERY: Duration = Duration::from_secs(1);
 #[into_params(parameter_in = Query)]
 pub struct WindowParam {
     /// The window ending now: whole seconds from `1s` to `24h`, as a number and a unit
-    /// (`s`, `m`, `h`), e.g. `30s`, `10m`, `1h`. Counted to the second up to an hour, by
-    /// whole minutes beyond.
-    #[param(required = false, default = "60s", example = "10m")]
+    /// (`ms`, `s`, `m`, `h`, `d`), e.g. `30s`, `10m`, `1h`. Counted to the second up to an
+    /// hour, by whole minutes beyond.
+    #[param(
+        required = false,
+        default = "60s",
+        example = "10m",
+        pattern = "^[0-9]+(ms|s|m|h|d)$"
+    )]
     pub window: String,
 }
 
@@ -47,12 +52,11 @@ pub struct WindowParam {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SeriesParams {
-    /// The bucket holding this time is the first (RFC 3339 with an offset, epoch
-    /// milliseconds or seconds). Default: 59 buckets before `to`'s.
-    #[param(required = false, example = "2024-01-15T00:00:00Z")]
+    /// The bucket holding this time is the first. Default: 59 buckets before `to`'s.
+    #[param(required = false, value_type = Time, example = "2024-01-15T00:00:00Z")]
     pub from: String,
-    /// The bucket holding this time is the last (same forms as `from`). Default: now.
-    #[param(required = false)]
+    /// The bucket holding this time is the last. Default: now.
+    #[param(required = false, value_type = Time)]
     pub to: String,
     #[param(required = false, inline)]
     pub interval: Interval,

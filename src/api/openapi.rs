@@ -72,14 +72,18 @@ pub const DOCS_PATH: &str = "/docs";
 )]
 pub struct ApiDoc;
 
-/// The document as served: the generated one, with `Retry-After` marked required (utoipa's
-/// header object has no `required`): it is only documented on the `429` and `503` answers,
-/// which always carry it. Patched as text to keep the order of the generated document.
+/// The document as served: the generated one with two fixes for utoipa 5, made on the text
+/// (an unescaped `"key":` can only be an object key) to keep the generated order:
+/// - `Retry-After` is marked required (utoipa's header object has no `required`): it is
+///   documented only on the `429` and `503` answers, which always carry it;
+/// - links name their target `operationId`, as OpenAPI spells it (utoipa 5.5 writes
+///   `operation_id`).
 pub fn document_text() -> String {
     let text = ApiDoc::openapi()
         .to_json()
         .expect("the document serializes");
     text.replace(r#""Retry-After":{"#, r#""Retry-After":{"required":true,"#)
+        .replace(r#""operation_id":"#, r#""operationId":"#)
 }
 
 /// `GET /openapi.json`, `GET /docs` (a redirect to `/docs/`), `GET /docs/` and its files.
@@ -158,10 +162,10 @@ impl ToSchema for IngestBadRequest {
     }
 }
 
-/// An event as sent. Other spellings are accepted too: `eventType`, `event_type` or `event`
-/// for `type`; `source` for `service`; `userId` for `user_id`; `properties` for `metadata`.
-/// Any other field makes the event invalid.
+/// An event as sent. Some fields have other spellings, listed after the main ones; giving
+/// two spellings of one field makes the event invalid, and so does any other field.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(examples(json!({
     "type": "signup", "user_id": "u-42", "service": "auth", "metadata": {"plan": "pro"}
 })))]
@@ -171,11 +175,9 @@ pub struct NewEvent {
     #[serde(rename = "type")]
     #[schema(required = false, min_length = 1, max_length = 100)]
     pub kind: String,
-    /// RFC 3339 with an offset, epoch milliseconds, or epoch seconds (numbers below
-    /// 100,000,000,000; fractions allowed). Absent: the time of receipt. More than 24 hours
-    /// ahead: invalid.
+    /// Absent: the time of receipt. More than 24 hours ahead: invalid.
     #[schema(required = false)]
-    pub timestamp: TimestampIn,
+    pub timestamp: Time,
     #[schema(required = false, max_length = 100)]
     pub service: String,
     #[schema(required = false, max_length = 256)]
@@ -189,12 +191,33 @@ pub struct NewEvent {
     /// `--dedup-window` is counted in `duplicates` and not stored again.
     #[schema(required = false, min_length = 1, max_length = 128)]
     pub id: String,
+    /// Another spelling of `type`.
+    #[serde(rename = "eventType")]
+    #[schema(required = false, min_length = 1, max_length = 100)]
+    pub event_type_camel: String,
+    /// Another spelling of `type`.
+    #[schema(required = false, min_length = 1, max_length = 100)]
+    pub event_type: String,
+    /// Another spelling of `type`.
+    #[schema(required = false, min_length = 1, max_length = 100)]
+    pub event: String,
+    /// Another spelling of `service`.
+    #[schema(required = false, max_length = 100)]
+    pub source: String,
+    /// Another spelling of `user_id`.
+    #[serde(rename = "userId")]
+    #[schema(required = false, max_length = 256)]
+    pub user_id_camel: String,
+    /// Another spelling of `metadata`.
+    #[schema(required = false, value_type = Object)]
+    pub properties: Value,
 }
 
-/// The time of an event as sent: an RFC 3339 string or an epoch number.
+/// A time: RFC 3339 with an offset, or an epoch number (seconds below 100,000,000,000,
+/// milliseconds from there; fractions allowed), from the year 0000 to 9999.
 #[derive(ToSchema)]
 #[serde(untagged)]
-pub enum TimestampIn {
+pub enum Time {
     #[schema(format = DateTime)]
     Rfc3339(String),
     Epoch(f64),
@@ -246,7 +269,7 @@ pub struct CursorPage {
     pub events: Vec<Event>,
     /// Pass it as `cursor`, with the same filters and order, for the next page; `null` at
     /// the end. The walk is pinned to the events that matched when it began.
-    #[schema(pattern = "^[0-9a-f]{64}$")]
+    #[schema(required = true, pattern = "^[0-9a-f]{64}$")]
     pub next_cursor: Option<String>,
     /// Present and `true` when the indexer had not caught up within `--read-wait`: the page
     /// may miss events acknowledged before the request.
@@ -499,6 +522,53 @@ mod tests {
             let target = path.split('/').fold(&document, |node, key| &node[key]);
             assert!(!target.is_null(), "{reference} resolves to nothing");
         }
+    }
+
+    #[test]
+    fn links_lead_to_operations_of_the_document() {
+        let document = document_json();
+        let operation_ids: Vec<&str> = document["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter_map(|operation| operation["operationId"].as_str())
+            .collect();
+        let mut links = 0;
+        for item in document["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                for answer in operation["responses"].as_object().unwrap().values() {
+                    for link in answer["links"]
+                        .as_object()
+                        .into_iter()
+                        .flat_map(|l| l.values())
+                    {
+                        let target = link["operationId"].as_str().expect("operationId");
+                        assert!(operation_ids.contains(&target), "{link}");
+                        links += 1;
+                    }
+                }
+            }
+        }
+        assert!(links >= 1, "{links} links");
+        assert!(!document.to_string().contains("operation_id"));
+    }
+
+    #[test]
+    fn an_event_as_sent_has_exactly_the_fields_the_parser_knows() {
+        let document = document_json();
+        let schema = &document["components"]["schemas"]["NewEvent"];
+        assert_eq!(schema["additionalProperties"], false, "{schema}");
+        let mut documented: Vec<&str> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut known: Vec<&str> = crate::event::parse::keys().collect();
+        documented.sort_unstable();
+        known.sort_unstable();
+        assert_eq!(documented, known);
     }
 
     #[test]

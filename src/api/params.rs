@@ -7,6 +7,7 @@ use crate::event::timefmt::parse_time_param;
 use crate::store::{EventFilter, Order, Position};
 
 use super::error::ApiError;
+use super::openapi::Time;
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1_000;
@@ -123,12 +124,11 @@ pub struct EventFilterParams {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// Events at or after this time: RFC 3339 with an offset, epoch milliseconds, or epoch
-    /// seconds (numbers below 100,000,000,000; fractions allowed).
-    #[param(required = false, example = "2024-01-15T00:00:00Z")]
+    /// Events at or after this time.
+    #[param(required = false, value_type = Time, example = "2024-01-15T00:00:00Z")]
     pub from: String,
-    /// Events before this time (same forms as `from`).
-    #[param(required = false, example = "1705363200")]
+    /// Events before this time.
+    #[param(required = false, value_type = Time, example = "1705363200")]
     pub to: String,
     /// Events per page of a cursor walk.
     #[param(required = false, minimum = 1, maximum = 1000, default = 100)]
