@@ -98,11 +98,23 @@ pub enum ContentEncoding {
                 parameters(("id" = "$response.body#/ids/0")),
                 description = "The first event of the request")))),
         (status = 400, description = "`no_valid_events` (with every event's error), \
-            `malformed_json` (with `line` and `column`) or `invalid_body`", body = IngestBadRequest),
+            `malformed_json` (with `line` and `column`) or `invalid_body`", body = IngestBadRequest,
+            examples(
+                ("no_valid_events" = (value = json!({
+                    "error": "no_valid_events", "message": "no event in the request is valid",
+                    "accepted": 0, "duplicates": 0, "ids": [null],
+                    "errors": [{"index": 0, "field": "colour", "message": "unknown field"}]}))),
+                ("malformed_json" = (value = json!({
+                    "error": "malformed_json", "line": 1, "column": 17,
+                    "message": "malformed JSON at line 1, column 17: expected `,` or `}`"}))),
+            )),
         (status = 413, description = "`payload_too_large`: over 10 MiB (decompressed) or \
-            10,000 events", body = ErrorBody),
+            10,000 events", body = ErrorBody, example = json!({"error": "payload_too_large",
+                "message": "the body is larger than 10485760 bytes"})),
         (status = 415, description = "`unsupported_media_type`: a `Content-Type` or \
-            `Content-Encoding` not listed", body = ErrorBody),
+            `Content-Encoding` not listed", body = ErrorBody, example = json!({
+                "error": "unsupported_media_type",
+                "message": "content encoding 'br' is not supported: use gzip or none"})),
         (status = 429, response = TooManyRequests),
         (status = 503, response = Unavailable),
     )

@@ -26,10 +26,8 @@ use utoipa_swagger_ui::Config;
 use super::error::ApiError;
 use super::events::IngestAnswer;
 
-/// Where the document is served.
-pub const DOCUMENT_PATH: &str = "/openapi.json";
-/// Where Swagger UI is served (its page is `/docs/`; `/docs` redirects there).
-pub const DOCS_PATH: &str = "/docs";
+/// Where the document is served (Swagger UI's page loads it from there).
+const DOCUMENT_PATH: &str = "/openapi.json";
 
 /// The OpenAPI document of the whole HTTP API.
 #[derive(OpenApi)]
@@ -90,7 +88,7 @@ pub fn document_text() -> String {
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(DOCUMENT_PATH, get(document))
-        .route(DOCS_PATH, get(docs_redirect))
+        .route("/docs", get(docs_redirect))
         .route("/docs/", get(docs_page))
         .route("/docs/{*file}", get(docs_file))
 }
@@ -129,6 +127,11 @@ pub struct ErrorBody {
 /// `no_valid_events`: no event of the request was valid, so none was stored. The ingest
 /// answer (every event's `errors`), with the error code and message on top.
 #[derive(ToSchema)]
+#[schema(examples(json!({
+    "error": "no_valid_events", "message": "no event in the request is valid",
+    "accepted": 0, "duplicates": 0, "ids": [null],
+    "errors": [{"index": 0, "field": "colour", "message": "unknown field"}]
+})))]
 pub struct NoValidEvents {
     #[serde(flatten)]
     pub answer: IngestAnswer,
@@ -227,7 +230,7 @@ pub enum Time {
 #[derive(ToSchema)]
 #[serde(untagged)]
 pub enum NewEvents {
-    One(NewEvent),
+    One(Box<NewEvent>),
     Many(Vec<NewEvent>),
 }
 
@@ -317,20 +320,29 @@ pub struct BadParameter(pub ErrorBody);
 
 /// Not found (`not_found`).
 #[derive(ToResponse)]
+#[response(example = json!({"error": "not_found", "message": "no event with id 'order-1001'"}))]
 pub struct NotFound(pub ErrorBody);
 
 /// Too many events are waiting (`ingest_queue_full`) or the indexer is too far behind
 /// (`index_backlog_full`). Nothing of the request was stored: retrying after `Retry-After`
 /// seconds is safe.
 #[derive(ToResponse)]
-#[response(headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
+#[response(
+    headers(("Retry-After" = u64, description = "Seconds to wait before retrying")),
+    example = json!({"error": "ingest_queue_full",
+        "message": "too many events are waiting to be committed (100000 of at most 100000)"})
+)]
 pub struct TooManyRequests(pub ErrorBody);
 
 /// Temporarily unavailable: `store_unavailable`, `not_yet_indexed` (queries);
 /// `log_unavailable`, `shutting_down` (ingestion); `too_many_subscribers`, `shutting_down`
 /// (streams). Nothing was changed: retrying after `Retry-After` seconds is safe.
 #[derive(ToResponse)]
-#[response(headers(("Retry-After" = u64, description = "Seconds to wait before retrying")))]
+#[response(
+    headers(("Retry-After" = u64, description = "Seconds to wait before retrying")),
+    example = json!({"error": "store_unavailable",
+        "message": "the store is unavailable: database is locked"})
+)]
 pub struct Unavailable(pub ErrorBody);
 
 // ---------------------------------------------------------------------------------------------
