@@ -480,6 +480,16 @@ async fn page_and_page_size() {
     let body = get(vec![("page", "1"), ("page_size", "7")]).await;
     assert_eq!(body["total"], json!(30), "{body}");
     assert_eq!(body["has_more"], json!(true), "{body}");
+
+    // The last pages there can be: offsets past i64::MAX are past the end, not wrapped
+    // around to the first page.
+    for filter in [("type", "p"), ("user_id", "nobody")] {
+        for page in ["9223372036854776", "18446744073709551"] {
+            let body = get(vec![filter, ("page", page), ("page_size", "1000")]).await;
+            assert_eq!(body["events"], json!([]), "page {page}: {body}");
+            assert_eq!(body["has_more"], json!(false), "{body}");
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

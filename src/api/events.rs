@@ -8,9 +8,14 @@ use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
-use super::params::{parse_list_params, Cursor, Paging};
+use super::openapi::{
+    BadParameter, ErrorBody, Event, EventsPage, IngestBadRequest, NewEvents, NotFound,
+    TooManyRequests, Unavailable,
+};
+use super::params::{parse_list_params, Cursor, EventFilterParams, ListQuery, Paging};
 use super::rate_limit::ClientKey;
 use super::AppState;
 use crate::connections::PeerAddr;
@@ -22,23 +27,101 @@ use crate::ingest::{ids, PreparedBatch};
 use crate::store::{EventQuery, Position};
 use crate::telemetry;
 
-#[derive(Serialize)]
-struct IngestAnswer {
+/// The answer of `POST /events`.
+#[derive(Serialize, ToSchema)]
+#[schema(examples(json!({
+    "accepted": 2, "duplicates": 0, "ids": ["order-1001", "019a1b2c-3d4e-7f00-8a9b-0c1d2e3f4a5b", null],
+    "errors": [{"index": 2, "field": "colour", "message": "unknown field"}]
+})))]
+pub struct IngestAnswer {
+    /// Events stored by this request.
     accepted: usize,
+    /// Valid events not stored again: their `id` was accepted before.
     duplicates: usize,
+    /// Each event's id, in request order (`null` for an invalid event).
     ids: Vec<Option<String>>,
+    /// The invalid events, which were not stored.
     errors: Vec<EventError>,
 }
 
-#[derive(Serialize)]
-struct EventError {
+/// Why one event of a request is invalid.
+#[derive(Serialize, ToSchema)]
+pub struct EventError {
+    /// Position of the event in the request (from 0; the line, from 0, for NDJSON).
     index: usize,
+    /// The field at fault (empty when it is the event as a whole).
     field: String,
     message: String,
 }
 
-/// `POST /events`: one event, a JSON array of events, or NDJSON; answered `202` once the
-/// valid ones are durable.
+/// The headers of `POST /events` besides `Content-Type`, for the API description.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IngestHeaders {
+    /// `gzip` (or `x-gzip`) for a compressed body; absent or `identity` for none.
+    #[param(rename = "Content-Encoding", required = false, inline)]
+    pub content_encoding: ContentEncoding,
+}
+
+#[derive(ToSchema)]
+pub enum ContentEncoding {
+    #[serde(rename = "gzip")]
+    Gzip,
+    #[serde(rename = "x-gzip")]
+    XGzip,
+    #[serde(rename = "identity")]
+    Identity,
+}
+
+/// Ingest events
+///
+/// One event (a JSON object), a JSON array of events, or NDJSON (one event per line), maybe
+/// gzip-compressed; at most 10,000 events and 10 MiB (decompressed). Answered `202` once the
+/// valid events are durable; invalid ones are listed in `errors` and not stored. If no event
+/// is valid: `400` `no_valid_events`.
+#[utoipa::path(
+    post,
+    path = "/events",
+    tag = "events",
+    operation_id = "ingestEvents",
+    params(IngestHeaders),
+    request_body(
+        description = "Events: `application/json` (also `text/json`) for one event or an array; \
+            NDJSON (`application/x-ndjson`, also `application/ndjson`, `application/jsonl`, \
+            `application/x-jsonlines`), one event per line. No `Content-Type`: JSON.",
+        content(
+            (NewEvents = "application/json"),
+            (String = "application/x-ndjson",
+                example = json!("{\"type\":\"click\"}\n{\"type\":\"view\"}\n")),
+        ),
+    ),
+    responses(
+        (status = 202, description = "The valid events are durable", body = IngestAnswer,
+            links(("getFirstEvent" = (operation_id = "getEvent",
+                parameters(("id" = "$response.body#/ids/0")),
+                description = "The first event of the request")))),
+        (status = 400, description = "`no_valid_events` (with every event's error), \
+            `malformed_json` (with `line` and `column`) or `invalid_body`", body = IngestBadRequest,
+            examples(
+                ("no_valid_events" = (value = json!({
+                    "error": "no_valid_events", "message": "no event in the request is valid",
+                    "accepted": 0, "duplicates": 0, "ids": [null],
+                    "errors": [{"index": 0, "field": "colour", "message": "unknown field"}]}))),
+                ("malformed_json" = (value = json!({
+                    "error": "malformed_json", "line": 1, "column": 17,
+                    "message": "malformed JSON at line 1, column 17: expected `,` or `}`"}))),
+            )),
+        (status = 413, description = "`payload_too_large`: over 10 MiB (decompressed) or \
+            10,000 events", body = ErrorBody, example = json!({"error": "payload_too_large",
+                "message": "the body is larger than 10485760 bytes"})),
+        (status = 415, description = "`unsupported_media_type`: a `Content-Type` or \
+            `Content-Encoding` not listed", body = ErrorBody, example = json!({
+                "error": "unsupported_media_type",
+                "message": "content encoding 'br' is not supported: use gzip or none"})),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn ingest(
     State(state): State<AppState>,
     ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
@@ -197,7 +280,24 @@ pub(super) async fn read_position(state: &AppState) -> (u64, bool) {
     }
 }
 
-/// `GET /events`
+/// Query events
+///
+/// Newest first (or `order=asc`), filtered, in pages: follow `next_cursor` (with the same
+/// filters and order) for a walk that sees every event that matched when it began exactly
+/// once, or ask for `page`/`page_size` for offset paging with a `total`. Every event
+/// acknowledged before the request is included, or the answer says `"partial": true`.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    operation_id = "listEvents",
+    params(EventFilterParams, ListQuery),
+    responses(
+        (status = 200, description = "A page of events", body = EventsPage),
+        (status = 400, response = BadParameter),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -285,7 +385,22 @@ pub async fn list(
     Ok(json_response(StatusCode::OK, out))
 }
 
-/// `GET /events/{id}`
+/// Get one event
+///
+/// `404` when no such event is stored; `503` `not_yet_indexed` when it may be among events
+/// acknowledged but not yet indexed.
+#[utoipa::path(
+    get,
+    path = "/events/{id}",
+    tag = "events",
+    operation_id = "getEvent",
+    params(("id" = String, Path, description = "The event's `id`")),
+    responses(
+        (status = 200, description = "The event", body = Event),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<String>,

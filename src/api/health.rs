@@ -9,20 +9,43 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::AppState;
+use super::{openapi, AppState};
 use crate::event::timefmt::format_rfc3339_ms;
 use crate::health::size_on_disk;
 
 /// Readiness fails from this share of a bound on: refusing is near, let a balancer steer away.
 const NEARLY_FULL: f64 = 0.9;
 
-/// `GET /health`: 200 while the process serves.
+/// Liveness
+///
+/// `200` as long as the process answers.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    operation_id = "health",
+    responses((status = 200, description = "Alive", body = openapi::Alive))
+)]
 pub async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `GET /health/ready`: 200 when events can be taken (the log and the store accept writes,
-/// the ingest queue and the index backlog are below 90%); 503 with the reasons otherwise.
+/// Readiness
+///
+/// `200` when events can be taken (the log and the store accept writes, the ingest queue and
+/// the index backlog are below 90%, no shutdown under way); `503` with the reasons otherwise.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    operation_id = "healthReady",
+    responses(
+        (status = 200, description = "Ready", body = openapi::Readiness,
+            example = json!({"status": "ready"})),
+        (status = 503, description = "Not ready", body = openapi::Readiness,
+            example = json!({"status": "not_ready", "error": "not_ready", "message": "the store does not accept writes: disk full", "reasons": ["the store does not accept writes: disk full"]})),
+    )
+)]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let reasons = not_ready_reasons(&state);
     if reasons.is_empty() {
@@ -74,7 +97,17 @@ fn not_ready_reasons(state: &AppState) -> Vec<String> {
     reasons
 }
 
-/// `GET /health/detailed`
+/// Details
+///
+/// The version, uptime, and the state of the store, the log, the ingest queue, the events,
+/// the last commit, the live stream and the rate limits.
+#[utoipa::path(
+    get,
+    path = "/health/detailed",
+    tag = "health",
+    operation_id = "healthDetailed",
+    responses((status = 200, description = "What the service is doing", body = openapi::HealthDetails))
+)]
 pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
     let health = &state.health;
     let dir = health.data_dir().to_owned();

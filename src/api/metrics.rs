@@ -11,17 +11,20 @@ use axum::extract::{RawQuery, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
-use serde_json::Value;
 use tokio::time::MissedTickBehavior;
+use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::events::read_position;
+use super::openapi::{BadParameter, Time, Unavailable};
 use super::params::{known_pairs, parse_time};
 use super::AppState;
 use crate::config::parse_duration;
 use crate::live::SubscribeError;
-use crate::metrics::{GroupBy, Interval, SeriesError, SeriesQuery, MAX_WINDOW_SECONDS};
+use crate::metrics::{
+    GroupBy, Interval, SeriesError, SeriesQuery, SeriesReport, SummaryReport, WindowReport,
+    MAX_WINDOW_SECONDS,
+};
 use crate::telemetry;
 
 pub const DEFAULT_WINDOW_SECONDS: u64 = 60;
@@ -29,22 +32,76 @@ pub const DEFAULT_WINDOW_SECONDS: u64 = 60;
 /// How often `/stream/metrics` pushes the `/metrics` document.
 const PUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// `GET /metrics?window=60s`
+/// `window` of `/metrics` and `/stream/metrics`, for the API description.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WindowParam {
+    /// The window ending now: whole seconds from `1s` to `24h`, as a number and a unit
+    /// (`ms`, `s`, `m`, `h`, `d`), e.g. `30s`, `10m`, `1h`. Counted to the second up to an
+    /// hour, by whole minutes beyond.
+    #[param(
+        required = false,
+        default = "60s",
+        example = "10m",
+        pattern = "^[0-9]+(ms|s|m|h|d)$"
+    )]
+    pub window: String,
+}
+
+/// The parameters of `/metrics/timeseries`, for the API description.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesParams {
+    /// The bucket holding this time is the first. Default: 59 buckets before `to`'s.
+    #[param(required = false, value_type = Time, example = "2024-01-15T00:00:00Z")]
+    pub from: String,
+    /// The bucket holding this time is the last. Default: now.
+    #[param(required = false, value_type = Time)]
+    pub to: String,
+    #[param(required = false, inline)]
+    pub interval: Interval,
+    #[param(required = false, inline)]
+    pub group_by: GroupBy,
+    /// Only events of this type.
+    #[param(rename = "type", required = false)]
+    pub kind: String,
+    /// Only events of this service.
+    #[param(required = false)]
+    pub service: String,
+}
+
+/// Counts of a window
+///
+/// Events whose timestamp lies in the `window` ending now, by type and by service. Late
+/// events count in their own time, future-dated ones once their time comes.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "metrics",
+    operation_id = "getMetrics",
+    params(WindowParam),
+    responses(
+        (status = 200, description = "The counts", body = WindowReport),
+        (status = 400, response = BadParameter),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn window(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WindowReport>, ApiError> {
     let mut window_seconds = DEFAULT_WINDOW_SECONDS;
     for (name, value) in known_pairs(query.as_deref(), &["window"])? {
         window_seconds = parse_window(&name, &value)?;
     }
     let (_, complete) = read_position(&state).await;
-    let report = state
+    let mut report = state
         .metrics
         .window(window_seconds)
         .await
         .map_err(ApiError::StoreUnavailable)?;
-    Ok(with_partial(&report, complete))
+    report.partial = !complete;
+    Ok(Json(report))
 }
 
 fn parse_window(name: &str, value: &str) -> Result<u64, ApiError> {
@@ -59,11 +116,27 @@ fn parse_window(name: &str, value: &str) -> Result<u64, ApiError> {
     Ok((millis / 1_000) as u64)
 }
 
-/// `GET /metrics/timeseries?from&to&interval&group_by&type&service`
+/// Time series
+///
+/// Event counts per `interval` bucket (aligned to UTC), every bucket from the one holding
+/// `from` to the one holding `to`, empty ones as `0`. At most 10,000 points (buckets ×
+/// series): beyond, `400`.
+#[utoipa::path(
+    get,
+    path = "/metrics/timeseries",
+    tag = "metrics",
+    operation_id = "getTimeseries",
+    params(SeriesParams),
+    responses(
+        (status = 200, description = "The series", body = SeriesReport),
+        (status = 400, response = BadParameter),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn timeseries(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SeriesReport>, ApiError> {
     let known = ["from", "to", "interval", "group_by", "type", "service"];
     let mut series = SeriesQuery {
         interval: Interval::Minute,
@@ -108,7 +181,7 @@ pub async fn timeseries(
         }
     }
     let (_, complete) = read_position(&state).await;
-    let report = state
+    let mut report = state
         .metrics
         .timeseries(series)
         .await
@@ -119,34 +192,54 @@ pub async fn timeseries(
             }
             SeriesError::Store(err) => ApiError::StoreUnavailable(err),
         })?;
-    Ok(with_partial(&report, complete))
+    report.partial = !complete;
+    Ok(Json(report))
 }
 
-/// `GET /metrics/summary`
+/// Summary
+///
+/// Totals, the last hour and 24 hours, the top 10 services and types of the last 24 hours,
+/// and each of its hours. Takes no parameter.
+#[utoipa::path(
+    get,
+    path = "/metrics/summary",
+    tag = "metrics",
+    operation_id = "getSummary",
+    responses(
+        (status = 200, description = "The summary", body = SummaryReport),
+        (status = 400, response = BadParameter),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn summary(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SummaryReport>, ApiError> {
     known_pairs(query.as_deref(), &[])?;
     let (_, complete) = read_position(&state).await;
-    let report = state
+    let mut report = state
         .metrics
         .summary()
         .await
         .map_err(ApiError::StoreUnavailable)?;
-    Ok(with_partial(&report, complete))
+    report.partial = !complete;
+    Ok(Json(report))
 }
 
-/// The report as JSON, saying `"partial": true` when the index had not caught up.
-fn with_partial(report: &impl Serialize, complete: bool) -> Json<Value> {
-    let mut value = serde_json::to_value(report).expect("reports serialize");
-    if !complete {
-        value["partial"] = Value::Bool(true);
-    }
-    Json(value)
-}
-
-/// `GET /metrics/prometheus`: the service's own metrics in the Prometheus text format.
+/// The service's own metrics
+///
+/// In the Prometheus text format: events ingested, rejected and duplicate, queue depth,
+/// commit and index latencies, HTTP requests by route, method and status, stream subscribers.
+#[utoipa::path(
+    get,
+    path = "/metrics/prometheus",
+    tag = "metrics",
+    operation_id = "getPrometheusMetrics",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4",
+            content_type = "text/plain", body = String),
+    )
+)]
 pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     let (pending_events, pending_capacity) = state.ingest.pending();
     let progress = state.ingest.progress();
@@ -170,10 +263,25 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-/// `GET /stream/metrics?window=60s`: Server-Sent Events pushing the `/metrics` document
-/// (`event: metrics`) at once and then every second, for dashboards. It shares the
+/// Live counts
+///
+/// Server-Sent Events pushing the `/metrics` document (`event: metrics`, `data:` the
+/// document on one line) at once and then every second, for dashboards. It shares the
 /// `--max-subscribers` limit with `/stream` and ends when the server shuts down. Pushes do
 /// not wait for the indexer: each shows what is indexed at that moment.
+#[utoipa::path(
+    get,
+    path = "/stream/metrics",
+    tag = "stream",
+    operation_id = "streamMetrics",
+    params(WindowParam),
+    responses(
+        (status = 200, description = "An endless event stream", content_type = "text/event-stream",
+            body = String, example = json!("event: metrics\ndata: {\"window_seconds\":60,…}\n\n")),
+        (status = 400, response = BadParameter),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn stream(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,

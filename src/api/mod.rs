@@ -5,6 +5,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod params;
 pub mod rate_limit;
 pub mod request_id;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/detailed", get(health::detailed))
+        .merge(openapi::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             rate_limit::limit_queries,

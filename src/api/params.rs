@@ -1,10 +1,13 @@
 //! Query parameters of `GET /events`: strict parsing (an unknown or invalid parameter is a
 //! `400` naming it) and the opaque paging cursor.
 
+use utoipa::{IntoParams, ToSchema};
+
 use crate::event::timefmt::parse_time_param;
 use crate::store::{EventFilter, Order, Position};
 
 use super::error::ApiError;
+use super::openapi::Time;
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1_000;
@@ -98,6 +101,57 @@ fn fingerprint(filter: &EventFilter, order: Order) -> u64 {
         b"asc"
     });
     hash
+}
+
+/// The filters of `GET /events` and `GET /stream`, for the API description (the parsing is
+/// [`parse_list_params`]'s and the stream's own).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventFilterParams {
+    /// Only events of this type.
+    #[param(rename = "type", required = false)]
+    pub kind: String,
+    /// Only events of this service.
+    #[param(required = false)]
+    pub service: String,
+    /// Only events of this user.
+    #[param(required = false)]
+    pub user_id: String,
+}
+
+/// The time range, order and paging of `GET /events`, for the API description. Every
+/// parameter may be given once; an unknown one is a `400`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Events at or after this time.
+    #[param(required = false, value_type = Time, example = "2024-01-15T00:00:00Z")]
+    pub from: String,
+    /// Events before this time.
+    #[param(required = false, value_type = Time, example = "1705363200")]
+    pub to: String,
+    /// Events per page of a cursor walk.
+    #[param(required = false, minimum = 1, maximum = 1000, default = 100)]
+    pub limit: u64,
+    #[param(required = false, inline)]
+    pub order: SortOrder,
+    /// The `next_cursor` of the previous page, with the same filters and order.
+    #[param(required = false, pattern = "^[0-9a-fA-F]{64}$")]
+    pub cursor: String,
+    /// Offset paging: the page (from 1). Not with `cursor` or `limit`.
+    #[param(required = false, minimum = 1, maximum = 18_446_744_073_709_551_u64)]
+    pub page: u64,
+    /// Offset paging: events per page (also `pageSize`). Not with `cursor` or `limit`.
+    #[param(required = false, minimum = 1, maximum = 1000, default = 100)]
+    pub page_size: u64,
+}
+
+/// By timestamp: newest first (`desc`, the default) or oldest first (`asc`).
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum SortOrder {
+    Asc,
+    Desc,
 }
 
 /// Parses the raw query string of `GET /events`.

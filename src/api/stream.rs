@@ -12,9 +12,11 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
+use utoipa::IntoParams;
 
 use super::error::ApiError;
-use super::params::known_pairs;
+use super::openapi::{BadParameter, Unavailable};
+use super::params::{known_pairs, EventFilterParams};
 use super::AppState;
 use crate::live::{Filter, LiveEvent, Step, Subscription};
 
@@ -29,7 +31,47 @@ struct StreamParams {
     since: Option<u64>,
 }
 
-/// `GET /stream`
+/// `since` of `GET /stream`, for the API description.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SinceParam {
+    /// Resume after this `seq`.
+    #[param(required = false)]
+    pub since: u64,
+}
+
+/// `Last-Event-ID` of `GET /stream`, for the API description.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct LastEventIdHeader {
+    /// Resume after this `seq` (wins over `since`); sent by a reconnecting `EventSource`.
+    #[param(rename = "Last-Event-ID", required = false)]
+    pub last_event_id: u64,
+}
+
+/// Follow events live
+///
+/// Server-Sent Events: a `: connected` comment at once, then one `event: event` per
+/// committed event matching the filters (`id:` its `seq`, `data:` its JSON on one line), a
+/// `: heartbeat` comment every 15 s. Without `Last-Event-ID` or `since`, the events
+/// committed after connecting; with one, first every stored matching event after that
+/// `seq`, then the live ones, with no gap and no duplicate. A subscriber more than
+/// `--stream-buffer` events behind gets `event: lagged` with `data: {"last_seq": N}` and is
+/// disconnected: it can resume from `N`.
+#[utoipa::path(
+    get,
+    path = "/stream",
+    tag = "stream",
+    operation_id = "streamEvents",
+    params(EventFilterParams, SinceParam, LastEventIdHeader),
+    responses(
+        (status = 200, description = "An endless event stream", content_type = "text/event-stream",
+            body = String,
+            example = json!("id: 1043\nevent: event\ndata: {\"id\":\"019a…\",\"type\":\"signup\",…,\"seq\":1043}\n\n")),
+        (status = 400, response = BadParameter),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub async fn subscribe(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -316,6 +316,12 @@ const KEYS: [(&str, Slot); 13] = [
     ("id", Slot::Id),
 ];
 
+/// Every accepted top-level key (for the API description's test).
+#[cfg(test)]
+pub(crate) fn keys() -> impl Iterator<Item = &'static str> {
+    KEYS.iter().map(|(name, _)| *name)
+}
+
 /// A top-level key: an index into [`KEYS`], or a name no event has.
 enum Key {
     Known(usize),

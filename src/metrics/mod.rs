@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::clock::Clock;
 use crate::event::timefmt::format_rfc3339_ms;
@@ -34,19 +35,39 @@ pub struct EventMetrics {
     clock: Arc<dyn Clock>,
 }
 
-/// `GET /metrics`
-#[derive(Debug, Serialize)]
+/// `GET /metrics`: counts of the events whose timestamp lies in the window ending now.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "window_seconds": 600, "from": "2024-01-15T10:20:00.000Z", "to": "2024-01-15T10:30:00.123Z",
+    "total": 1234, "events_per_second": 2.06,
+    "by_type": {"signup": 34, "click": 1200}, "by_service": {"auth": 56}
+})))]
 pub struct WindowReport {
+    /// The window asked for, in seconds.
     pub window_seconds: u64,
+    /// Where the counted window really starts (whole minutes for windows over an hour).
+    #[schema(format = DateTime)]
     pub from: String,
+    /// Now.
+    #[schema(format = DateTime)]
     pub to: String,
+    /// Events in the window.
     pub total: u64,
+    /// `total` divided by `window_seconds`.
     pub events_per_second: f64,
+    /// Events in the window by type.
     pub by_type: BTreeMap<String, u64>,
+    /// Events in the window by service (events without a service are not here).
     pub by_service: BTreeMap<String, u64>,
+    /// Present and `true` when the indexer had not caught up within `--read-wait`: the
+    /// counts may miss events acknowledged before the request.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The bucket size of a time series (default `minute`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum Interval {
     Minute,
     Hour,
@@ -71,7 +92,10 @@ impl Interval {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One series per event type, per service (events without a service are left out), or
+/// one series `all` (`none`, the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum GroupBy {
     None,
     Type,
@@ -89,18 +113,34 @@ pub struct SeriesQuery {
     pub service: Option<String>,
 }
 
-/// `GET /metrics/timeseries`
-#[derive(Debug, Serialize)]
+/// `GET /metrics/timeseries`: event counts per bucket, zero-filled, one series per key.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "interval": "hour", "from": "2024-01-15T00:00:00.000Z", "to": "2024-01-15T02:00:00.000Z",
+    "series": [{"key": "all", "points": [["2024-01-15T00:00:00.000Z", 12], ["2024-01-15T01:00:00.000Z", 0]]}]
+})))]
 pub struct SeriesReport {
+    /// The bucket size.
+    #[schema(value_type = String, examples("minute", "hour", "day"))]
     pub interval: &'static str,
+    /// Start of the first bucket.
+    #[schema(format = DateTime)]
     pub from: String,
+    /// End of the last bucket (exclusive).
+    #[schema(format = DateTime)]
     pub to: String,
+    /// Largest series first; `group_by=none` gives the one series `all`.
     pub series: Vec<Series>,
+    /// Present and `true` when the indexer had not caught up within `--read-wait`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Series {
+    /// `all`, or the type or service the series counts.
     pub key: String,
+    /// `[bucket start, count]` for every bucket from `from` to `to`.
     pub points: Vec<(String, u64)>,
 }
 
@@ -114,33 +154,41 @@ pub enum SeriesError {
     Store(#[from] anyhow::Error),
 }
 
-/// `GET /metrics/summary`
-#[derive(Debug, Serialize)]
+/// `GET /metrics/summary`: totals, the last hour and 24 hours, the top 10 services and types
+/// of the last 24 hours, and the counts of each of its hours.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SummaryReport {
+    /// Every event stored.
     pub total_events: u64,
     pub events_last_hour: u64,
     pub events_last_24h: u64,
     pub avg_events_per_minute_24h: f64,
     pub top_services: Vec<ServiceCount>,
     pub top_types: Vec<TypeCount>,
+    /// The 24 hours up to the current one, oldest first.
     pub by_hour: Vec<HourCount>,
+    /// Present and `true` when the indexer had not caught up within `--read-wait`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ServiceCount {
     pub service: String,
     pub count: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TypeCount {
     #[serde(rename = "type")]
     pub kind: String,
     pub count: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct HourCount {
+    /// Start of the hour.
+    #[schema(format = DateTime)]
     pub hour: String,
     pub count: u64,
 }
@@ -298,6 +346,7 @@ impl EventMetrics {
             events_per_second: tally.1.total as f64 / window_seconds as f64,
             by_type: tally.1.by_type.into_iter().collect(),
             by_service: tally.1.by_service.into_iter().collect(),
+            partial: false,
         })
     }
 
@@ -450,6 +499,7 @@ impl EventMetrics {
                     points: labels.iter().cloned().zip(points).collect(),
                 })
                 .collect(),
+            partial: false,
         })
     }
 
@@ -482,6 +532,7 @@ impl EventMetrics {
                 .map(|(kind, count)| TypeCount { kind, count })
                 .collect(),
             by_hour,
+            partial: false,
         })
     }
 }

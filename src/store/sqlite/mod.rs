@@ -323,6 +323,13 @@ fn migrate(connection: &mut Connection) -> Result<()> {
 }
 
 /// `ORDER BY` keyword for `order`.
+/// A count (`LIMIT`, `OFFSET`) as an SQLite integer. Counts past `i64::MAX` (a huge `page`
+/// times `page_size`) mean "more than any table holds": a plain cast would wrap them
+/// negative, which SQLite reads as no offset or no limit.
+fn sql_count(count: usize) -> Value {
+    Value::Integer(i64::try_from(count).unwrap_or(i64::MAX))
+}
+
 fn direction(order: Order) -> &'static str {
     match order {
         Order::Desc => "DESC",
@@ -460,8 +467,8 @@ impl Store for SqliteStore {
             sql.push_str(&format!(
                 " ORDER BY ts {direction}, seq {direction} LIMIT ? OFFSET ?"
             ));
-            params.push(Value::Integer(query.limit as i64));
-            params.push(Value::Integer(query.offset as i64));
+            params.push(sql_count(query.limit));
+            params.push(sql_count(query.offset));
             let mut statement = connection.prepare_cached(&sql)?;
             let rows = statement.query_map(rusqlite::params_from_iter(params), event_from_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

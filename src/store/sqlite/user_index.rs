@@ -13,7 +13,7 @@ use anyhow::Result;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction};
 
-use super::{direction, event_from_row, push_conditions, Aliases};
+use super::{direction, event_from_row, push_conditions, sql_count, Aliases};
 use crate::event::StoredEvent;
 use crate::store::{EventFilter, EventQuery, Order, Position};
 
@@ -140,7 +140,7 @@ impl Sweeper {
 /// Events of one user: each table gives its matches already in order (read off its primary
 /// key, joined to the events by seq), and the two runs are merged.
 pub(super) fn query(connection: &Connection, query: &EventQuery) -> Result<Vec<StoredEvent>> {
-    let wanted = query.limit + query.offset;
+    let wanted = query.limit.saturating_add(query.offset);
     let mut runs = Vec::with_capacity(TABLES.len());
     for table in TABLES {
         let after = query.after.map(|after| (after, query.order));
@@ -149,7 +149,7 @@ pub(super) fn query(connection: &Connection, query: &EventQuery) -> Result<Vec<S
         sql.push_str(&format!(
             " ORDER BY u.ts {direction}, u.seq {direction} LIMIT ?"
         ));
-        params.push(Value::Integer(wanted as i64));
+        params.push(sql_count(wanted));
         let mut statement = connection.prepare_cached(&sql)?;
         let rows = statement.query_map(params_from_iter(params), event_from_row)?;
         runs.push(rows.collect::<rusqlite::Result<Vec<_>>>()?);
