@@ -319,7 +319,7 @@ async fn requests_beyond_the_in_flight_cap_get_a_fast_503() {
     let refused = poll_until(Duration::from_secs(10), || {
         let api = api.clone();
         async move {
-            let resp = api.get("/health").await;
+            let resp = api.get("/metrics").await;
             (resp.status == 503).then_some(resp)
         }
     })
@@ -327,6 +327,7 @@ async fn requests_beyond_the_in_flight_cap_get_a_fast_503() {
     .expect("no 503 beyond --max-concurrent-requests");
     assert_eq!(refused.expect_error(503)["error"], "overloaded");
     assert!(refused.header("retry-after").is_some());
+    api.get("/health/ready").await.expect_status(200);
 
     slow.write_all(b"\"slow\"}").await.unwrap();
     let mut answer = Vec::new();

@@ -35,12 +35,16 @@ impl Drop for Admitted<'_> {
     }
 }
 
-/// Middleware: admits the request if fewer than the maximum are in progress.
+/// Middleware: admits the request if fewer than the maximum are in progress. Health checks
+/// always pass: an orchestrator must be able to ask an overloaded server how it is.
 pub async fn limit_in_flight(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
+    if request.uri().path().starts_with("/health") {
+        return next.run(request).await;
+    }
     let in_flight = &state.in_flight;
     if in_flight.current.fetch_add(1, Ordering::AcqRel) >= in_flight.max {
         in_flight.current.fetch_sub(1, Ordering::AcqRel);

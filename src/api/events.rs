@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::openapi::{
-    BadParameter, ErrorBody, Event, EventsPage, IngestBadRequest, NewEvents, NotFound,
+    BadParameter, ErrorBody, Event, EventsPage, IngestBadRequest, NewEvents, NotFound, RateLimited,
     TooManyRequests, Unavailable,
 };
 use super::params::{parse_list_params, Cursor, EventFilterParams, ListQuery, Paging};
@@ -295,6 +295,7 @@ pub(super) async fn read_position(state: &AppState) -> (u64, bool) {
     responses(
         (status = 200, description = "A page of events", body = EventsPage),
         (status = 400, response = BadParameter),
+        (status = 429, response = RateLimited),
         (status = 503, response = Unavailable),
     )
 )]
@@ -398,6 +399,7 @@ pub async fn list(
     responses(
         (status = 200, description = "The event", body = Event),
         (status = 404, response = NotFound),
+        (status = 429, response = RateLimited),
         (status = 503, response = Unavailable),
     )
 )]

@@ -16,7 +16,7 @@ use utoipa::IntoParams;
 
 use super::error::ApiError;
 use super::events::read_position;
-use super::openapi::{BadParameter, Time, Unavailable};
+use super::openapi::{BadParameter, RateLimited, Time, Unavailable};
 use super::params::{known_pairs, parse_time};
 use super::AppState;
 use crate::config::parse_duration;
@@ -83,6 +83,7 @@ pub struct SeriesParams {
     responses(
         (status = 200, description = "The counts", body = WindowReport),
         (status = 400, response = BadParameter),
+        (status = 429, response = RateLimited),
         (status = 503, response = Unavailable),
     )
 )]
@@ -130,6 +131,7 @@ fn parse_window(name: &str, value: &str) -> Result<u64, ApiError> {
     responses(
         (status = 200, description = "The series", body = SeriesReport),
         (status = 400, response = BadParameter),
+        (status = 429, response = RateLimited),
         (status = 503, response = Unavailable),
     )
 )]
@@ -208,6 +210,7 @@ pub async fn timeseries(
     responses(
         (status = 200, description = "The summary", body = SummaryReport),
         (status = 400, response = BadParameter),
+        (status = 429, response = RateLimited),
         (status = 503, response = Unavailable),
     )
 )]

@@ -58,7 +58,7 @@ const DOCUMENT_PATH: &str = "/openapi.json";
     ),
     components(
         schemas(ErrorBody),
-        responses(BadParameter, NotFound, TooManyRequests, Unavailable)
+        responses(BadParameter, NotFound, RateLimited, TooManyRequests, Unavailable)
     ),
     tags(
         (name = "events", description = "Ingestion and queries"),
@@ -323,20 +323,42 @@ pub struct BadParameter(pub ErrorBody);
 #[response(example = json!({"error": "not_found", "message": "no event with id 'order-1001'"}))]
 pub struct NotFound(pub ErrorBody);
 
-/// Too many events are waiting (`ingest_queue_full`) or the indexer is too far behind
-/// (`index_backlog_full`). Nothing of the request was stored: retrying after `Retry-After`
-/// seconds is safe.
+/// Too many events are waiting (`ingest_queue_full`), the indexer is too far behind
+/// (`index_backlog_full`), or the client is over `--ingest-rate-limit` (`rate_limited`, with
+/// the `RateLimit-*` headers). Nothing of the request was stored: retrying after
+/// `Retry-After` seconds is safe.
 #[derive(ToResponse)]
 #[response(
-    headers(("Retry-After" = u64, description = "Seconds to wait before retrying")),
+    headers(
+        ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        ("RateLimit-Limit" = u64, description = "With `rate_limited`: the client's bucket size"),
+        ("RateLimit-Remaining" = u64, description = "With `rate_limited`: 0"),
+        ("RateLimit-Reset" = u64, description = "With `rate_limited`: seconds until the request fits"),
+    ),
     example = json!({"error": "ingest_queue_full",
         "message": "too many events are waiting to be committed (100000 of at most 100000)"})
 )]
 pub struct TooManyRequests(pub ErrorBody);
 
+/// The client is over `--query-rate-limit` (`rate_limited`): retry after `Retry-After`
+/// seconds.
+#[derive(ToResponse)]
+#[response(
+    headers(
+        ("Retry-After" = u64, description = "Seconds to wait before retrying"),
+        ("RateLimit-Limit" = u64, description = "The client's bucket size"),
+        ("RateLimit-Remaining" = u64, description = "0"),
+        ("RateLimit-Reset" = u64, description = "Seconds until a request fits"),
+    ),
+    example = json!({"error": "rate_limited",
+        "message": "rate limit of 50 per second (burst 50) exceeded; retry in 0.4 s",
+        "retry_after_seconds": 1})
+)]
+pub struct RateLimited(pub ErrorBody);
+
 /// Temporarily unavailable: `store_unavailable`, `not_yet_indexed` (queries);
 /// `log_unavailable`, `shutting_down` (ingestion); `too_many_subscribers`, `shutting_down`
-/// (streams). Nothing was changed: retrying after `Retry-After` seconds is safe.
+/// (streams); `overloaded` (any route but health: `--max-concurrent-requests` reached). Nothing was changed: retrying after `Retry-After` seconds is safe.
 #[derive(ToResponse)]
 #[response(
     headers(("Retry-After" = u64, description = "Seconds to wait before retrying")),
@@ -346,7 +368,7 @@ pub struct TooManyRequests(pub ErrorBody);
 pub struct Unavailable(pub ErrorBody);
 
 // ---------------------------------------------------------------------------------------------
-// Health: documented ahead of their handlers, which are being added on another branch
+// Health
 // ---------------------------------------------------------------------------------------------
 
 /// `{"status": "ok"}`
