@@ -322,7 +322,6 @@ fn migrate(connection: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-/// `ORDER BY` keyword for `order`.
 /// A count (`LIMIT`, `OFFSET`) as an SQLite integer. Counts past `i64::MAX` (a huge `page`
 /// times `page_size`) mean "more than any table holds": a plain cast would wrap them
 /// negative, which SQLite reads as no offset or no limit.
@@ -330,6 +329,7 @@ fn sql_count(count: usize) -> Value {
     Value::Integer(i64::try_from(count).unwrap_or(i64::MAX))
 }
 
+/// `ORDER BY` keyword for `order`.
 fn direction(order: Order) -> &'static str {
     match order {
         Order::Desc => "DESC",
