@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use crate::clock::{Clock, SystemClock};
 use crate::ingest::ids;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -57,10 +58,7 @@ fn is_sane(id: &str) -> bool {
 }
 
 fn new_id() -> String {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64);
-    ids::new_event_id(now_ms)
+    ids::new_event_id(SystemClock.now_ms())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use super::dedup::RecentIds;
 use super::log::LogWriter;
 use super::{record, Ingest, IngestError, IngestInner, Progress, Submission};
+use crate::clock::{Clock, SystemClock};
 use crate::health::Health;
 use crate::live::Publisher;
 use crate::telemetry::CommitMetrics;
@@ -135,7 +136,8 @@ impl Writer {
                         tracing::info!("the durable log accepts writes again");
                         self.health.log_recovered();
                     }
-                    self.health.committed(epoch_ms(), took.as_micros() as u64);
+                    self.health
+                        .committed(SystemClock.now_ms(), took.as_micros() as u64);
                     let last_seq = self.next_seq - 1;
                     if self.log.is_none() {
                         // Nothing to index: the null store is "indexed" as soon as committed.
@@ -175,10 +177,4 @@ impl Writer {
             }
         }
     }
-}
-
-fn epoch_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
