@@ -20,7 +20,6 @@ use super::openapi::{BadParameter, RateLimited, Time, Unavailable};
 use super::params::{known_pairs, parse_time};
 use super::AppState;
 use crate::config::parse_duration;
-use crate::live::SubscribeError;
 use crate::metrics::{
     GroupBy, Interval, SeriesError, SeriesQuery, SeriesReport, SummaryReport, WindowReport,
     MAX_WINDOW_SECONDS,
@@ -292,9 +291,6 @@ pub async fn stream(
     let mut window_seconds = DEFAULT_WINDOW_SECONDS;
     for (name, value) in known_pairs(query.as_deref(), &["window"])? {
         window_seconds = parse_window(&name, &value)?;
-    }
-    if state.live.is_shutting_down() {
-        return Err(SubscribeError::ShuttingDown.into());
     }
     let slot = state.live.try_acquire_slot()?;
     let mut every = tokio::time::interval(PUSH_EVERY);

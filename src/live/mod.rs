@@ -251,9 +251,13 @@ impl Live {
         *self.shared.shutdown.borrow()
     }
 
-    /// Takes one of the `--max-subscribers` slots, released when the [`Slot`] is dropped.
-    /// Public so that other long-lived streams can share the same limit.
+    /// Takes one of the `--max-subscribers` slots, released when the [`Slot`] is dropped;
+    /// none once shutdown has begun. Public so that other long-lived streams can share the
+    /// same limit.
     pub fn try_acquire_slot(&self) -> Result<Slot, SubscribeError> {
+        if self.is_shutting_down() {
+            return Err(SubscribeError::ShuttingDown);
+        }
         let max = self.shared.config.max_subscribers;
         let subscribers = &self.shared.stats.subscribers;
         let mut current = subscribers.load(Ordering::Relaxed);
@@ -285,9 +289,6 @@ impl Live {
         filter: Filter,
         since: Option<u64>,
     ) -> Result<Subscription, SubscribeError> {
-        if self.is_shutting_down() {
-            return Err(SubscribeError::ShuttingDown);
-        }
         let slot = self.try_acquire_slot()?;
         Subscription::start(self.clone(), filter, since, slot).await
     }
