@@ -90,10 +90,7 @@ pub async fn window(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<WindowReport>, ApiError> {
-    let mut window_seconds = DEFAULT_WINDOW_SECONDS;
-    for (name, value) in known_pairs(query.as_deref(), &["window"])? {
-        window_seconds = parse_window(&name, &value)?;
-    }
+    let window_seconds = window_param(query.as_deref())?;
     let (_, complete) = read_position(&state).await;
     let mut report = state
         .metrics
@@ -102,6 +99,15 @@ pub async fn window(
         .map_err(ApiError::StoreUnavailable)?;
     report.partial = !complete;
     Ok(Json(report))
+}
+
+/// The `window` of `/metrics` and `/stream/metrics`, in seconds (the only parameter).
+fn window_param(query: Option<&str>) -> Result<u64, ApiError> {
+    let mut window_seconds = DEFAULT_WINDOW_SECONDS;
+    for (name, value) in known_pairs(query, &["window"])? {
+        window_seconds = parse_window(&name, &value)?;
+    }
+    Ok(window_seconds)
 }
 
 fn parse_window(name: &str, value: &str) -> Result<u64, ApiError> {
@@ -288,10 +294,7 @@ pub async fn stream(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let mut window_seconds = DEFAULT_WINDOW_SECONDS;
-    for (name, value) in known_pairs(query.as_deref(), &["window"])? {
-        window_seconds = parse_window(&name, &value)?;
-    }
+    let window_seconds = window_param(query.as_deref())?;
     let slot = state.live.try_acquire_slot()?;
     let mut every = tokio::time::interval(PUSH_EVERY);
     every.set_missed_tick_behavior(MissedTickBehavior::Delay);

@@ -29,6 +29,9 @@ pub const MAX_WINDOW_SECONDS: u64 = 24 * 3_600;
 pub const MAX_POINTS: usize = 10_000;
 const TOP: usize = 10;
 
+/// One of [`Counts`]' ways to take counts read from the rollups.
+type AddCounts = fn(&mut Counts, i64, i64, PairId, u64);
+
 pub struct EventMetrics {
     counts: Mutex<Counts>,
     store: Arc<dyn Store>,
@@ -261,31 +264,23 @@ impl EventMetrics {
     pub async fn load(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<EventMetrics> {
         let now = clock.now_ms();
         let mut counts = Counts::new(now);
-        let hours = store
-            .rollups(RollupQuery {
-                from_ms: counts.hours_from(),
+        // Hours and days from the hourly rollups, minutes from the per-minute ones.
+        let levels: [(i64, i64, AddCounts); 2] = [
+            (counts.hours_from(), HOUR_MS, Counts::add_hours),
+            (counts.minutes_from(), MINUTE_MS, Counts::add_minutes),
+        ];
+        for (from_ms, bucket_ms, add) in levels {
+            let query = RollupQuery {
+                from_ms,
                 to_ms: i64::MAX,
-                bucket_ms: HOUR_MS,
+                bucket_ms,
                 kind: None,
                 service: None,
-            })
-            .await?;
-        for row in hours {
-            let pair = counts.pairs.id(&row.kind, row.service.as_deref());
-            counts.add_hours(now, row.bucket_ms, pair, row.count);
-        }
-        let minutes = store
-            .rollups(RollupQuery {
-                from_ms: counts.minutes_from(),
-                to_ms: i64::MAX,
-                bucket_ms: MINUTE_MS,
-                kind: None,
-                service: None,
-            })
-            .await?;
-        for row in minutes {
-            let pair = counts.pairs.id(&row.kind, row.service.as_deref());
-            counts.add_minutes(now, row.bucket_ms, pair, row.count);
+            };
+            for row in store.rollups(query).await? {
+                let pair = counts.pairs.id(&row.kind, row.service.as_deref());
+                add(&mut counts, now, row.bucket_ms, pair, row.count);
+            }
         }
         for row in store.counts_per_second(counts.seconds_from()).await? {
             let pair = counts.pairs.id(&row.kind, row.service.as_deref());
