@@ -25,13 +25,16 @@ struct Failure {
 }
 
 impl Failure {
-    fn failed(&self, error: String) {
-        self.failing.store(true, Ordering::Release);
+    /// Records `error`; `true` if this starts a failure (the part was working).
+    fn failed(&self, error: String) -> bool {
         *self.last_error.lock().unwrap() = Some(error);
+        !self.failing.swap(true, Ordering::AcqRel)
     }
 
-    fn recovered(&self) {
-        self.failing.store(false, Ordering::Release);
+    /// `true` if this ends a failure.
+    fn recovered(&self) -> bool {
+        // A load first: the hot path (every commit) does not write a shared cache line.
+        self.failing.load(Ordering::Acquire) && self.failing.swap(false, Ordering::AcqRel)
     }
 
     fn state(&self) -> PartState {
@@ -70,20 +73,24 @@ impl Health {
         &self.data_dir
     }
 
-    pub fn log_failed(&self, error: String) {
-        self.log.failed(error);
+    /// Records a failure to append to the log; `true` if it starts an outage.
+    pub fn log_failed(&self, error: String) -> bool {
+        self.log.failed(error)
     }
 
-    pub fn log_recovered(&self) {
-        self.log.recovered();
+    /// Records a successful append; `true` if it ends an outage.
+    pub fn log_recovered(&self) -> bool {
+        self.log.recovered()
     }
 
-    pub fn store_failed(&self, error: String) {
-        self.store.failed(error);
+    /// Records a failure to index a batch; `true` if it starts an outage.
+    pub fn store_failed(&self, error: String) -> bool {
+        self.store.failed(error)
     }
 
-    pub fn store_recovered(&self) {
-        self.store.recovered();
+    /// Records a stored batch; `true` if it ends an outage.
+    pub fn store_recovered(&self) -> bool {
+        self.store.recovered()
     }
 
     pub fn log_state(&self) -> PartState {

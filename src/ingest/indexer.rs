@@ -84,21 +84,18 @@ pub async fn run(
                 Ok(outcome) => {
                     telemetry::index_batch(started.elapsed());
                     metrics.record(&events, &outcome.skipped);
-                    if failures > 0 {
+                    if health.store_recovered() {
                         tracing::info!("the store accepts writes again");
-                        health.store_recovered();
                     }
                     failures = 0;
                     break;
                 }
                 Err(err) => {
-                    if failures == 0 {
-                        tracing::error!(
-                            error = format!("{err:#}"),
-                            "indexing a batch failed; retrying"
-                        );
+                    let error = format!("{err:#}");
+                    // Logged once per outage, not per retry.
+                    if health.store_failed(error.clone()) {
+                        tracing::error!(error, "indexing a batch failed; retrying");
                     }
-                    health.store_failed(format!("{err:#}"));
                     backoff(&mut failures, &mut stop).await;
                     if *stop.borrow() {
                         return;

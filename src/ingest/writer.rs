@@ -46,7 +46,6 @@ pub fn start(
         next_seq: progress.committed() + 1,
         progress: progress.clone(),
         pending: pending.clone(),
-        log_failing: false,
         health,
         receiver,
         commit_metrics: CommitMetrics::new(),
@@ -74,8 +73,6 @@ struct Writer {
     next_seq: u64,
     progress: Arc<Progress>,
     pending: Arc<AtomicU64>,
-    /// Set while appends fail, so the failure is logged once per outage, not per request.
-    log_failing: bool,
     health: Arc<Health>,
     receiver: mpsc::UnboundedReceiver<Submission>,
     commit_metrics: CommitMetrics,
@@ -132,9 +129,8 @@ impl Writer {
             self.pending.fetch_sub(events as u64, Ordering::AcqRel);
             match appended {
                 Ok(()) => {
-                    if std::mem::replace(&mut self.log_failing, false) {
+                    if self.health.log_recovered() {
                         tracing::info!("the durable log accepts writes again");
-                        self.health.log_recovered();
                     }
                     self.health
                         .committed(SystemClock.now_ms(), took.as_micros() as u64);
@@ -159,9 +155,9 @@ impl Writer {
                     }
                 }
                 Err(err) => {
-                    if !std::mem::replace(&mut self.log_failing, true) {
+                    // Logged once per outage, not per request.
+                    if self.health.log_failed(err.to_string()) {
                         tracing::error!(error = %err, "appending to the durable log failed; answering 503 until it works again");
-                        self.health.log_failed(err.to_string());
                     }
                     for hash in &newly_remembered {
                         self.dedup.remove(*hash);
