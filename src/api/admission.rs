@@ -10,7 +10,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use super::AppState;
 
 pub struct InFlight {
     current: AtomicUsize,
@@ -38,18 +37,17 @@ impl Drop for Admitted<'_> {
 /// Middleware: admits the request if fewer than the maximum are in progress. Health checks
 /// always pass: an orchestrator must be able to ask an overloaded server how it is.
 pub async fn limit_in_flight(
-    State(state): State<AppState>,
+    State(in_flight): State<Arc<InFlight>>,
     request: Request,
     next: Next,
 ) -> Response {
     if request.uri().path().starts_with("/health") {
         return next.run(request).await;
     }
-    let in_flight = &state.in_flight;
     if in_flight.current.fetch_add(1, Ordering::AcqRel) >= in_flight.max {
         in_flight.current.fetch_sub(1, Ordering::AcqRel);
         return ApiError::Overloaded(in_flight.max).into_response();
     }
-    let _admitted = Admitted(in_flight);
+    let _admitted = Admitted(&in_flight);
     next.run(request).await
 }

@@ -44,7 +44,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/events", get(events::list).post(events::ingest))
         .route("/events/{id}", get(events::get_one))
         .route("/metrics", get(metrics::window))
@@ -56,15 +56,21 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/detailed", get(health::detailed))
-        .merge(openapi::routes())
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+        .merge(openapi::routes());
+    // Only when configured: without a query limit, reads pay nothing for it.
+    let routes = if state.rate_limits.query.is_some() {
+        routes.route_layer(axum::middleware::from_fn_with_state(
+            state.rate_limits.clone(),
             rate_limit::limit_queries,
         ))
+    } else {
+        routes
+    };
+    routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.in_flight.clone(),
             admission::limit_in_flight,
         ))
         .layer(axum::middleware::from_fn(crate::telemetry::track_requests))

@@ -7,6 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -16,7 +17,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use super::error::ApiError;
-use super::AppState;
 use crate::connections::PeerAddr;
 
 /// Who a bucket belongs to.
@@ -129,7 +129,7 @@ impl RateLimits {
 
     /// Forgets idle clients every minute until `stop`.
     pub async fn run_cleanup(
-        limits: std::sync::Arc<RateLimits>,
+        limits: Arc<RateLimits>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut every = tokio::time::interval(Duration::from_secs(60));
@@ -157,12 +157,12 @@ const QUERY_ROUTES: &[&str] = &[
 
 /// Middleware: the query limit, one cell per read request.
 pub async fn limit_queries(
-    State(state): State<AppState>,
+    State(limits): State<Arc<RateLimits>>,
     ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(limiter) = &state.rate_limits.query {
+    if let Some(limiter) = &limits.query {
         let is_query = request.method() == axum::http::Method::GET
             && request
                 .extensions()
