@@ -945,8 +945,9 @@ async fn fetch_total(addr: SocketAddr) -> Result<u64> {
     fetch_u64_field(addr, "/events?page=1&page_size=1", "total").await
 }
 
-/// The top-level number `field` of the JSON answer to `GET path`, on a new connection.
-async fn fetch_u64_field(addr: SocketAddr, path: &str, field: &str) -> Result<u64> {
+/// The body of a `200` answer to `GET path`, on a new connection; anything else is an
+/// error naming the request.
+pub(super) async fn fetch_body(addr: SocketAddr, path: &str) -> Result<Vec<u8>> {
     let mut connection = HttpConnection::connect(addr).await?;
     let response = tokio::time::timeout(REQUEST_TIMEOUT, connection.send(&get_request(path)))
         .await
@@ -954,14 +955,18 @@ async fn fetch_u64_field(addr: SocketAddr, path: &str, field: &str) -> Result<u6
     if response.status != 200 {
         bail!(describe_refusal(&format!("GET {path}"), &response));
     }
-    let answer: serde_json::Value = serde_json::from_slice(response.body)
-        .with_context(|| format!("GET {path}: not JSON: {}", response.body_excerpt()))?;
-    answer[field].as_u64().ok_or_else(|| {
-        anyhow!(
-            "GET {path}: no numeric `{field}` in {}",
-            response.body_excerpt()
-        )
-    })
+    Ok(response.body.to_vec())
+}
+
+/// The top-level number `field` of the JSON answer to `GET path`, on a new connection.
+async fn fetch_u64_field(addr: SocketAddr, path: &str, field: &str) -> Result<u64> {
+    let body = fetch_body(addr, path).await?;
+    let excerpt = || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
+    let answer: serde_json::Value = serde_json::from_slice(&body)
+        .with_context(|| format!("GET {path}: not JSON: {}", excerpt()))?;
+    answer[field]
+        .as_u64()
+        .ok_or_else(|| anyhow!("GET {path}: no numeric `{field}` in {}", excerpt()))
 }
 
 /// `count` request templates of `events` events each (single events are sent as bare

@@ -24,12 +24,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng};
-use super::http::{get_request, HttpConnection};
-use super::load::{
-    describe_refusal, run_post_load, LoadOutcome, Pace, PostLoad, Schedule, REQUEST_TIMEOUT,
-};
+use super::load::{run_post_load, LoadOutcome, Pace, PostLoad, Schedule};
 use super::scenarios::{
-    progress, warn_errors, BenchContext, Measured, ServerHandle, BATCH_TEMPLATES,
+    fetch_body, progress, warn_errors, BenchContext, Measured, ServerHandle, BATCH_TEMPLATES,
 };
 use super::server::{cpu_seconds, ServerCommand};
 use super::sse::{subscribe, SubscriberLinks, SubscriberOutcome, Subscription};
@@ -200,14 +197,8 @@ const DROPPED_GROUPS_COUNTER: &str = "eventide_stream_dropped_groups_total";
 /// The value of the unlabelled Prometheus counter `name` at `/metrics/prometheus`.
 async fn fetch_counter(addr: SocketAddr, name: &str) -> Result<u64> {
     let path = "/metrics/prometheus";
-    let mut connection = HttpConnection::connect(addr).await?;
-    let response = tokio::time::timeout(REQUEST_TIMEOUT, connection.send(&get_request(path)))
-        .await
-        .map_err(|_| anyhow!("GET {path}: no answer within {REQUEST_TIMEOUT:?}"))??;
-    if response.status != 200 {
-        bail!(describe_refusal(&format!("GET {path}"), &response));
-    }
-    let text = String::from_utf8_lossy(response.body);
+    let body = fetch_body(addr, path).await?;
+    let text = String::from_utf8_lossy(&body);
     counter_value(&text, name).ok_or_else(|| anyhow!("GET {path}: no sample of {name}"))
 }
 
