@@ -431,7 +431,11 @@ struct QueryOutcome {
     tally: LoadOutcome,
 }
 
-impl QueryOutcome {
+impl MixOutcome for QueryOutcome {
+    fn tally(&mut self) -> &mut LoadOutcome {
+        &mut self.tally
+    }
+
     fn merge(&mut self, other: QueryOutcome) {
         self.type_us.extend(other.type_us);
         self.cursor_us.extend(other.cursor_us);
@@ -598,7 +602,11 @@ struct MetricsOutcome {
     tally: LoadOutcome,
 }
 
-impl MetricsOutcome {
+impl MixOutcome for MetricsOutcome {
+    fn tally(&mut self) -> &mut LoadOutcome {
+        &mut self.tally
+    }
+
     fn merge(&mut self, other: MetricsOutcome) {
         for (mine, theirs) in self.by_endpoint.iter_mut().zip(other.by_endpoint) {
             mine.extend(theirs);
@@ -702,17 +710,7 @@ async fn run_metrics_mix(addr: SocketAddr, duration: Duration) -> MetricsOutcome
             })
         })
         .collect();
-    let mut outcome = MetricsOutcome::default();
-    for task in tasks {
-        match task.await {
-            Ok(partial) => outcome.merge(partial),
-            Err(error) => outcome
-                .tally
-                .record_error(format!("metrics task failed: {error}")),
-        }
-    }
-    outcome.tally.elapsed = started.elapsed();
-    outcome
+    gather("metrics", tasks, started).await
 }
 
 async fn metrics_connection_loop(
@@ -785,16 +783,32 @@ async fn run_query_mix(addr: SocketAddr, duration: Duration) -> QueryOutcome {
     let tasks: Vec<_> = (0..QUERY_CONNECTIONS)
         .map(|index| tokio::spawn(query_connection_loop(addr, deadline, index as u64)))
         .collect();
-    let mut outcome = QueryOutcome::default();
+    gather("query", tasks, started).await
+}
+
+/// What one connection of a request mix measured, merged across connections.
+trait MixOutcome: Default {
+    fn merge(&mut self, other: Self);
+    fn tally(&mut self) -> &mut LoadOutcome;
+}
+
+/// Waits for a mix's connection tasks and merges what they measured; the mix's elapsed
+/// time runs from `started`.
+async fn gather<T: MixOutcome>(
+    mix: &str,
+    tasks: Vec<tokio::task::JoinHandle<T>>,
+    started: Instant,
+) -> T {
+    let mut outcome = T::default();
     for task in tasks {
         match task.await {
             Ok(partial) => outcome.merge(partial),
             Err(error) => outcome
-                .tally
-                .record_error(format!("query task failed: {error}")),
+                .tally()
+                .record_error(format!("{mix} task failed: {error}")),
         }
     }
-    outcome.tally.elapsed = started.elapsed();
+    outcome.tally().elapsed = started.elapsed();
     outcome
 }
 
