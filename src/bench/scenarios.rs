@@ -551,16 +551,13 @@ pub async fn query(context: &BenchContext, duration: Duration) -> Result<Report>
     let by_user = LatencySummary::from_micros(&mut run.queries.user_us);
     let preload = &run.preloaded.load;
 
-    let mut report = Report::new("query");
-    report.push_rate("events_per_sec", preload.events_per_sec());
-    report.push_latency("", &overall);
-    report.push_mb("server_peak_rss_mb", measured.peak_rss_mb);
-    report.push("errors", preload.errors + run.queries.tally.errors);
-    report.push_rate(
-        "queries_per_sec",
-        rate(overall.count as u64, run.queries.tally.elapsed),
+    let mut report = mix_report(
+        "query",
+        preload,
+        &overall,
+        &run.queries.tally,
+        measured.peak_rss_mb,
     );
-    report.push("queries", overall.count as u64);
     report.push_latency("type_", &by_type);
     report.push_latency("cursor_", &by_cursor);
     report.push_latency("user_", &by_user);
@@ -659,16 +656,13 @@ pub async fn metrics(context: &BenchContext, duration: Duration) -> Result<Repor
     let mut all_queries: Vec<u32> = run.queries.by_endpoint.iter().flatten().copied().collect();
     let overall = LatencySummary::from_micros(&mut all_queries);
 
-    let mut report = Report::new("metrics");
-    report.push_rate("events_per_sec", preload.events_per_sec());
-    report.push_latency("", &overall);
-    report.push_mb("server_peak_rss_mb", measured.peak_rss_mb);
-    report.push("errors", preload.errors + run.queries.tally.errors);
-    report.push_rate(
-        "queries_per_sec",
-        rate(overall.count as u64, run.queries.tally.elapsed),
+    let mut report = mix_report(
+        "metrics",
+        preload,
+        &overall,
+        &run.queries.tally,
+        measured.peak_rss_mb,
     );
-    report.push("queries", overall.count as u64);
     for ((prefix, _), samples) in METRICS_ENDPOINTS
         .iter()
         .zip(run.queries.by_endpoint.iter_mut())
@@ -790,6 +784,25 @@ async fn run_query_mix(addr: SocketAddr, duration: Duration) -> QueryOutcome {
 trait MixOutcome: Default {
     fn merge(&mut self, other: Self);
     fn tally(&mut self) -> &mut LoadOutcome;
+}
+
+/// The first figures of a scenario that preloads events and then runs a request mix:
+/// the preload's rate, the mix's overall latency, memory, errors and request rate.
+fn mix_report(
+    scenario: &str,
+    preload: &LoadOutcome,
+    overall: &LatencySummary,
+    mix: &LoadOutcome,
+    peak_rss_mb: f64,
+) -> Report {
+    let mut report = Report::new(scenario);
+    report.push_rate("events_per_sec", preload.events_per_sec());
+    report.push_latency("", overall);
+    report.push_mb("server_peak_rss_mb", peak_rss_mb);
+    report.push("errors", preload.errors + mix.errors);
+    report.push_rate("queries_per_sec", rate(overall.count as u64, mix.elapsed));
+    report.push("queries", overall.count as u64);
+    report
 }
 
 /// Waits for a mix's connection tasks and merges what they measured; the mix's elapsed
