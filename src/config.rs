@@ -95,6 +95,16 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTIDE_DEDUP_CAPACITY", default_value_t = 1_000_000)]
     pub dedup_capacity: usize,
 
+    /// Events whose timestamp is older than this are deleted, and refused at ingest
+    /// (e.g. 90d, 12h, 30s); `0` keeps events forever.
+    #[arg(long, env = "EVENTIDE_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// How often the retention job runs (it also runs at start).
+    #[arg(long, env = "EVENTIDE_RETENTION_INTERVAL", default_value = "1h",
+          value_parser = parse_positive_duration)]
+    pub retention_interval: Duration,
+
     /// How long a query waits for the indexer to reach events acknowledged before it began;
     /// past it the answer says `"partial": true`.
     #[arg(long, env = "EVENTIDE_READ_WAIT", default_value = "1s", value_parser = parse_duration)]
@@ -141,6 +151,33 @@ pub struct ServeConfig {
     pub null_store: bool,
 }
 
+/// A duration that must not be zero.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration.is_zero() => Err("must be more than 0".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
+/// Writes a duration in the largest unit that divides it: `30d`, `12h`, `90s`, `1500ms`.
+pub fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms == 0 {
+        return "0".to_owned();
+    }
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms % size == 0 {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 /// Parses durations such as `500ms`, `30s`, `10m`, `12h`, `90d`; a bare `0` is zero.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -184,6 +221,14 @@ mod tests {
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn durations_format_in_their_largest_unit() {
+        for text in ["30d", "12h", "90m", "30s", "1500ms", "0"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub mod health;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod retention;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -21,6 +21,7 @@ use crate::ingest::log::LogWriter;
 use crate::ingest::{ids, indexer, writer, Progress};
 use crate::live::{self, LiveConfig};
 use crate::metrics::EventMetrics;
+use crate::retention::Retention;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::telemetry;
@@ -132,7 +133,17 @@ pub async fn serve(
         rate_limits.clone(),
         background_stop.clone(),
     ));
+    let retention = Arc::new(Retention::new(config.retention, config.retention_interval));
+    if !config.null_store {
+        tokio::spawn(retention.clone().run(
+            store.clone(),
+            metrics.clone(),
+            clock.clone(),
+            background_stop.clone(),
+        ));
+    }
     let state = AppState {
+        retention,
         rate_limits,
         in_flight: InFlight::new(config.max_concurrent_requests as usize),
         health,

@@ -514,7 +514,18 @@ fn user_index_levels(dir: &tempfile::TempDir) -> (i64, i64) {
         })
         .unwrap()
     };
-    (count("user_index"), count("user_index_recent"))
+    let day_tables: Vec<String> = db
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 'user_index_d%'",
+        )
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!day_tables.is_empty(), "the main level has a table per day");
+    let main = day_tables.iter().map(|table| count(table)).sum();
+    (main, count("user_index_recent"))
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use super::rate_limit::ClientKey;
 use super::AppState;
 use crate::connections::PeerAddr;
 use crate::event::parse::{
-    parse_body, BodyError, BodyFormat, MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST,
+    parse_body, BodyError, BodyFormat, FieldError, MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST,
 };
 use crate::event::render;
 use crate::ingest::{ids, PreparedBatch};
@@ -154,7 +154,15 @@ pub async fn ingest(
         errors: Vec::new(),
     };
     for item in items {
-        match item.result {
+        let expired = match &item.result {
+            Ok(event) => state.retention.refuse(event.timestamp_ms, now_ms),
+            Err(_) => None,
+        };
+        let result = match expired {
+            Some(message) => Err(FieldError::new("timestamp", message)),
+            None => item.result,
+        };
+        match result {
             Ok(event) => {
                 let id = match &event.id {
                     Some(id) => id.clone(),

@@ -168,5 +168,6 @@ pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
             "lagged_disconnects": stats.lagged.load(Ordering::Relaxed),
         },
         "rate_limits": state.rate_limits.report(),
+        "retention": state.retention.report(),
     }))
 }

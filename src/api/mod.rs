@@ -22,6 +22,7 @@ use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::live::Live;
 use crate::metrics::EventMetrics;
+use crate::retention::Retention;
 use crate::store::Store;
 use error::ApiError;
 use rate_limit::RateLimits;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub read_wait: Duration,
     /// The live stream: subscriptions and their counters.
     pub live: Live,
+    /// What ingest refuses as already expired, and the retention job's report.
+    pub retention: Arc<Retention>,
 }
 
 pub fn router(state: AppState) -> Router {

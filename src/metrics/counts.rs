@@ -127,6 +127,11 @@ impl Level {
         true
     }
 
+    /// Drops the buckets that end at or before `cutoff_ms` (retention deleted their events).
+    fn forget_before(&mut self, cutoff_ms: i64) {
+        self.buckets = self.buckets.split_off(&(cutoff_ms - self.size_ms + 1));
+    }
+
     fn prune(&mut self, now_ms: i64) {
         let from = floor_to(now_ms - self.kept_ms, self.align_ms);
         if from > self.complete_from {
@@ -253,6 +258,15 @@ impl Counts {
         }
         for level in &mut self.levels {
             level.prune(now_ms);
+        }
+    }
+
+    /// Forgets what retention deleted: `events` events, and every bucket that ends at or
+    /// before `cutoff_ms` (as the store forgets its rollups).
+    pub fn forget_before(&mut self, cutoff_ms: i64, events: u64) {
+        self.total = self.total.saturating_sub(events);
+        for level in &mut self.levels {
+            level.forget_before(cutoff_ms);
         }
     }
 

@@ -320,6 +320,11 @@ impl EventMetrics {
         counts.add_counted(now, counted);
     }
 
+    /// Forgets what retention deleted: `events` events with timestamps before `cutoff_ms`.
+    pub fn forget_before(&self, cutoff_ms: i64, events: u64) {
+        self.counts.lock().unwrap().forget_before(cutoff_ms, events);
+    }
+
     /// Counts of the `window_seconds` ending now: to the second up to an hour, by whole
     /// minutes beyond.
     pub async fn window(&self, window_seconds: u64) -> Result<WindowReport> {

@@ -76,6 +76,15 @@ pub struct RollupQuery {
     pub service: Option<String>,
 }
 
+/// What a retention pass removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Events deleted, whether by dropping whole partitions or trimming rows.
+    pub events: u64,
+    /// Whole time partitions dropped.
+    pub partitions: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollupRow {
     pub bucket_ms: i64,
@@ -137,4 +146,9 @@ pub trait Store: Send + Sync + 'static {
         since_ms: i64,
         limit: usize,
     ) -> anyhow::Result<Vec<(String, i64)>>;
+
+    /// Deletes every event whose timestamp is before `cutoff_ms`, the minute and hour rollup
+    /// rows whose whole bucket ends at or before it, and keeps `event_count` right. Done in
+    /// short steps, so indexing goes on in between.
+    async fn purge_before(&self, cutoff_ms: i64) -> anyhow::Result<Purged>;
 }

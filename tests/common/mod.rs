@@ -379,6 +379,16 @@ impl TestServer {
         }
     }
 
+    /// Many tests post events with fixed timestamps (2024, 80 days ago) that the default
+    /// 30-day retention would refuse; unless a test sets its own, servers keep everything.
+    fn retention_default(&self) -> Vec<&'static str> {
+        if self.args.iter().any(|arg| arg == "--retention") {
+            Vec::new()
+        } else {
+            vec!["--retention", "0"]
+        }
+    }
+
     async fn launch(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let mut cmd = Command::new(BIN);
@@ -388,6 +398,7 @@ impl TestServer {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(self.read_wait_default())
+            .args(self.retention_default())
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

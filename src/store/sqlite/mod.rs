@@ -4,30 +4,38 @@
 //! reads, concurrently with the writer thanks to WAL. Every call runs on tokio's blocking pool.
 //! User ids have an index of their own in two levels ([`user_index`]).
 
+mod partitions;
 mod user_index;
 
 pub use user_index::Sweep as UserIndexSweep;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
 use super::{
-    floor_to, AppendOutcome, EventFilter, EventQuery, Order, Position, RollupQuery, RollupRow,
-    Store, HOUR_MS, MINUTE_MS,
+    floor_to, AppendOutcome, EventFilter, EventQuery, Order, Position, Purged, RollupQuery,
+    RollupRow, Store, DAY_MS, HOUR_MS, MINUTE_MS,
 };
 use crate::event::StoredEvent;
+use partitions::Partition;
+
+/// A schema migration: SQL, or code for what SQL alone cannot express.
+enum Migration {
+    Sql(&'static str),
+    Code(fn(&Transaction) -> Result<()>),
+}
 
 /// Schema migrations, applied in order at start; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
-    // 1: events and the indexes the query API uses. The rowid is the seq, so every index
-    // ends in seq and `ORDER BY ts, seq` is read straight off an index.
-    "CREATE TABLE events (
+const MIGRATIONS: &[Migration] = &[
+    // 1: events and the indexes the query API uses (moved into day partitions by 3).
+    Migration::Sql(
+        "CREATE TABLE events (
         seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL,
         id_from_client INTEGER NOT NULL,
@@ -52,16 +60,16 @@ const MIGRATIONS: &[&str] = &[
         user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
         PRIMARY KEY (user_id, ts, seq)
     ) WITHOUT ROWID;
-    -- Only events carrying a client id, in (nearly) arrival order: what the dedup set is
-    -- rebuilt from at start. Cheap to maintain: entries arrive at its end.
     CREATE INDEX events_client_ids ON events (received_at) WHERE id_from_client = 1;
     CREATE TABLE progress (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO progress VALUES ('indexed_seq', 0);",
+    ),
     // 2: counts per minute (and per hour) x type x service, maintained in the transaction
     // that stores the events (metrics never scan events), and the number of events stored.
     // Backfilled for a store created by an earlier version. `has_service` tells "no service"
     // from "".
-    "CREATE TABLE rollups (
+    Migration::Sql(
+        "CREATE TABLE rollups (
         minute INTEGER NOT NULL,
         type TEXT NOT NULL,
         has_service INTEGER NOT NULL,
@@ -86,7 +94,50 @@ const MIGRATIONS: &[&str] = &[
                sum(count)
         FROM rollups GROUP BY 1, 2, 3, 4;
     INSERT INTO progress VALUES ('event_count', (SELECT count(*) FROM events));",
+    ),
+    // 3: events (and the main level of the user index) split into day partitions, so that
+    // retention drops whole days.
+    Migration::Code(partition_existing_events),
 ];
+
+/// Migration 3: moves the events of each day, and their user-index entries, into the day's
+/// partition.
+fn partition_existing_events(tx: &Transaction) -> Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE partitions (day INTEGER PRIMARY KEY, events INTEGER NOT NULL) WITHOUT ROWID",
+    )?;
+    let days: Vec<i64> = tx
+        .prepare(&format!(
+            "SELECT DISTINCT (ts - ((ts % {DAY_MS}) + {DAY_MS}) % {DAY_MS}) / {DAY_MS} FROM events"
+        ))?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for day in days {
+        let partition = Partition { day };
+        partition.create(tx)?;
+        let range = params![partition.start_ms(), partition.end_ms()];
+        let moved = tx.execute(
+            &format!(
+                "INSERT INTO {} SELECT {COLUMNS} FROM events WHERE ts >= ? AND ts < ?",
+                partition.events_table()
+            ),
+            range,
+        )?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {} SELECT user_id, ts, seq FROM user_index WHERE ts >= ? AND ts < ?",
+                partition.users_table()
+            ),
+            range,
+        )?;
+        tx.execute(
+            "UPDATE partitions SET events = ? WHERE day = ?",
+            params![moved as i64, day],
+        )?;
+    }
+    tx.execute_batch("DROP TABLE events; DROP TABLE user_index;")?;
+    Ok(())
+}
 
 const COLUMNS: &str =
     "seq, id, id_from_client, type, ts, received_at, service, user_id, message, metadata";
@@ -98,17 +149,28 @@ const MAX_READERS: usize = 4;
 
 pub struct SqliteStore {
     path: PathBuf,
-    writes: std::sync::mpsc::Sender<WriteJob>,
+    writes: std::sync::mpsc::Sender<WriterTask>,
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Arc<tokio::sync::Semaphore>,
 }
 
-/// A batch for the writer thread, and where to send the outcome.
-struct WriteJob {
-    events: Arc<Vec<StoredEvent>>,
-    indexed_seq: u64,
-    done: tokio::sync::oneshot::Sender<Result<AppendOutcome>>,
+/// Work for the writer thread: appends and retention steps, one at a time, in order.
+type WriterTask = Box<dyn FnOnce(&mut Writer) + Send>;
+
+/// What only the writer thread touches.
+struct Writer {
+    connection: Connection,
+    sweeper: user_index::Sweeper,
+    /// The days that have tables, so a batch creates only missing ones.
+    partitions: HashSet<i64>,
 }
+
+/// Statements kept prepared per connection: a few per partition.
+const STATEMENT_CACHE: usize = 512;
+
+/// Rows deleted per transaction when retention trims a partition by rows: about 25 ms of
+/// the writer's time, so indexing is never held up long.
+const TRIM_ROWS: usize = 2_000;
 
 impl SqliteStore {
     /// Opens (creating and migrating if needed) the database at `path`. With `fsync`, each
@@ -121,30 +183,38 @@ impl SqliteStore {
     /// entries in both of its levels.
     #[doc(hidden)]
     pub fn open_with(path: &Path, fsync: bool, sweep: UserIndexSweep) -> Result<SqliteStore> {
-        let mut writer = Connection::open(path)
+        let mut connection = Connection::open(path)
             .with_context(|| format!("opening the store at {}", path.display()))?;
         // Larger pages: fewer, fuller B-tree pages per index insert (measured +22% indexing
         // throughput over 4 KiB). Only takes effect when the database is created.
-        writer.pragma_update(None, "page_size", 16 * 1024)?;
-        writer.pragma_update(None, "journal_mode", "WAL")?;
-        writer.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
+        connection.pragma_update(None, "page_size", 16 * 1024)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", if fsync { "FULL" } else { "NORMAL" })?;
         // KiB: 64 MiB. Less measurably slows indexing (24 MiB: -25%); more does not help.
-        writer.pragma_update(None, "cache_size", -64 * 1024)?;
+        connection.pragma_update(None, "cache_size", -64 * 1024)?;
         // Checkpoint about every 100 MiB of WAL: the same hot index pages are rewritten by
         // batch after batch, and a checkpoint copies each page once however often it changed.
-        writer.pragma_update(None, "wal_autocheckpoint", 6_400)?;
-        writer.pragma_update(None, "temp_store", "MEMORY")?;
-        migrate(&mut writer)?;
-        let mut sweeper = user_index::Sweeper::new(&writer, sweep)?;
-        let (writes, jobs) = std::sync::mpsc::channel::<WriteJob>();
+        connection.pragma_update(None, "wal_autocheckpoint", 6_400)?;
+        connection.pragma_update(None, "temp_store", "MEMORY")?;
+        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        migrate(&mut connection)?;
+        let sweeper = user_index::Sweeper::new(&connection, sweep)?;
+        let partitions = partitions::list(&connection, None, None, Order::Asc)?
+            .into_iter()
+            .map(|partition| partition.day)
+            .collect();
+        let mut writer = Writer {
+            connection,
+            sweeper,
+            partitions,
+        };
+        let (writes, tasks) = std::sync::mpsc::channel::<WriterTask>();
         std::thread::Builder::new()
             .name("eventide-store-writer".into())
             .spawn(move || {
                 lower_thread_priority();
-                for job in jobs {
-                    let result =
-                        insert_batch(&mut writer, &mut sweeper, &job.events, job.indexed_seq);
-                    let _ = job.done.send(result);
+                for task in tasks {
+                    task(&mut writer);
                 }
             })
             .context("starting the store writer thread")?;
@@ -156,7 +226,24 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `work` on a pooled read connection on the blocking pool.
+    /// Runs `work` on the writer thread, after the work sent before it.
+    async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
+    {
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        let task: WriterTask = Box::new(move |writer| {
+            let _ = done.send(work(writer));
+        });
+        let stopped = || anyhow::anyhow!("the store writer thread has stopped");
+        self.writes.send(task).map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `work` on a pooled read connection on the blocking pool, in one read
+    /// transaction: it sees one snapshot, partitions included, even while retention drops
+    /// some.
     async fn read<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
@@ -176,7 +263,14 @@ impl SqliteStore {
                 Some(connection) => connection,
                 None => open_reader(&path)?,
             };
-            let result = work(&connection);
+            let result = connection
+                .unchecked_transaction()
+                .map_err(anyhow::Error::from)
+                .and_then(|snapshot| {
+                    let result = work(&snapshot)?;
+                    snapshot.commit()?;
+                    Ok(result)
+                });
             // At most MAX_READERS connections exist: one per permit.
             readers.lock().unwrap().push(connection);
             drop(permit);
@@ -198,73 +292,179 @@ fn lower_thread_priority() {
     }
 }
 
-fn insert_batch(
-    connection: &mut Connection,
-    sweeper: &mut user_index::Sweeper,
-    events: &[StoredEvent],
-    indexed_seq: u64,
-) -> Result<AppendOutcome> {
-    let tx = connection.transaction()?;
-    let mut user_entries = 0;
-    let mut skipped = Vec::new();
-    let mut rollups = RollupBatch::default();
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO events (seq, id, id_from_client, type, ts, received_at,
-             service, user_id, message, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )?;
-        let mut insert_user = tx.prepare_cached(user_index::INSERT_RECENT)?;
-        for event in events {
-            let inserted = insert.execute(params![
-                event.seq as i64,
-                event.id,
-                event.id_from_client,
-                event.kind,
-                event.timestamp_ms,
-                event.received_at_ms,
-                event.service,
-                event.user_id,
-                event.message,
-                event.metadata,
-            ])?;
-            if inserted == 0 {
-                // Nothing to index or count for an event skipped as an already stored id.
-                skipped.push(event.seq);
-                continue;
-            }
-            rollups.add(event);
-            if let Some(user_id) = &event.user_id {
-                insert_user.execute(params![user_id, event.timestamp_ms, event.seq as i64])?;
-                user_entries += 1;
-            }
-        }
-        for (table, counts) in [
-            ("rollups", &rollups.minutes),
-            ("rollups_hourly", &rollups.hours()),
-        ] {
-            let mut upsert = tx.prepare_cached(&format!(
-                "INSERT INTO {table} VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT DO UPDATE SET count = count + excluded.count"
-            ))?;
-            for ((bucket, kind, service), count) in counts {
-                upsert.execute(params![
-                    bucket,
-                    kind,
-                    service.is_some(),
-                    service.unwrap_or(""),
-                    *count as i64
+impl Writer {
+    fn append(&mut self, events: &[StoredEvent], indexed_seq: u64) -> Result<AppendOutcome> {
+        let tx = self.connection.transaction()?;
+        let mut created = Vec::new();
+        let mut user_entries = 0;
+        let mut skipped = Vec::new();
+        let mut rollups = RollupBatch::default();
+        let mut per_partition: HashMap<i64, i64> = HashMap::new();
+        {
+            let mut insert_user = tx.prepare_cached(user_index::INSERT_RECENT)?;
+            // Batches mostly fall in one day: its statement is kept while the day holds.
+            let mut current = None;
+            for event in events {
+                let partition = Partition::of(event.timestamp_ms);
+                if !self.partitions.contains(&partition.day) && !created.contains(&partition.day) {
+                    partition.create(&tx)?;
+                    created.push(partition.day);
+                }
+                let insert = match &mut current {
+                    Some((day, insert)) if *day == partition.day => insert,
+                    _ => {
+                        let sql = format!(
+                            "INSERT OR IGNORE INTO {} ({COLUMNS})
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            partition.events_table()
+                        );
+                        &mut current.insert((partition.day, tx.prepare_cached(&sql)?)).1
+                    }
+                };
+                let inserted = insert.execute(params![
+                    event.seq as i64,
+                    event.id,
+                    event.id_from_client,
+                    event.kind,
+                    event.timestamp_ms,
+                    event.received_at_ms,
+                    event.service,
+                    event.user_id,
+                    event.message,
+                    event.metadata,
                 ])?;
+                if inserted == 0 {
+                    // Nothing to index or count for an event skipped as an already stored id.
+                    skipped.push(event.seq);
+                    continue;
+                }
+                *per_partition.entry(partition.day).or_default() += 1;
+                rollups.add(event);
+                if let Some(user_id) = &event.user_id {
+                    insert_user.execute(params![user_id, event.timestamp_ms, event.seq as i64])?;
+                    user_entries += 1;
+                }
             }
+            for (table, counts) in [
+                ("rollups", &rollups.minutes),
+                ("rollups_hourly", &rollups.hours()),
+            ] {
+                let mut upsert = tx.prepare_cached(&format!(
+                    "INSERT INTO {table} VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT DO UPDATE SET count = count + excluded.count"
+                ))?;
+                for ((bucket, kind, service), count) in counts {
+                    upsert.execute(params![
+                        bucket,
+                        kind,
+                        service.is_some(),
+                        service.unwrap_or(""),
+                        *count as i64
+                    ])?;
+                }
+            }
+            let mut count_partition =
+                tx.prepare_cached("UPDATE partitions SET events = events + ? WHERE day = ?")?;
+            for (day, count) in &per_partition {
+                count_partition.execute([count, day])?;
+            }
+            tx.prepare_cached("UPDATE progress SET value = value + ? WHERE name = 'event_count'")?
+                .execute([(events.len() - skipped.len()) as i64])?;
+            tx.prepare_cached("UPDATE progress SET value = ? WHERE name = 'indexed_seq'")?
+                .execute([indexed_seq as i64])?;
         }
-        tx.prepare_cached("UPDATE progress SET value = value + ? WHERE name = 'event_count'")?
-            .execute([(events.len() - skipped.len()) as i64])?;
-        tx.prepare_cached("UPDATE progress SET value = ? WHERE name = 'indexed_seq'")?
-            .execute([indexed_seq as i64])?;
+        let swept = self.sweeper.sweep(&tx, user_entries)?;
+        tx.commit()?;
+        self.sweeper.committed(swept);
+        self.partitions.extend(created);
+        Ok(AppendOutcome { skipped })
     }
-    let swept = sweeper.sweep(&tx, user_entries)?;
-    tx.commit()?;
-    sweeper.committed(swept);
-    Ok(AppendOutcome { skipped })
+
+    /// Drops a whole day; returns how many events it held.
+    fn drop_partition(&mut self, partition: Partition) -> Result<u64> {
+        let tx = self.connection.transaction()?;
+        let events = partition.drop(&tx)?;
+        subtract_from_event_count(&tx, events)?;
+        tx.commit()?;
+        self.partitions.remove(&partition.day);
+        Ok(events)
+    }
+
+    /// Deletes up to `max_rows` of the events of `partition` older than `cutoff_ms`, oldest
+    /// first, with their user-index entries; returns how many it deleted.
+    fn trim_partition(
+        &mut self,
+        partition: Partition,
+        cutoff_ms: i64,
+        max_rows: usize,
+    ) -> Result<u64> {
+        let tx = self.connection.transaction()?;
+        let events = partition.events_table();
+        let users = partition.users_table();
+        let doomed: Vec<(i64, i64, Option<String>)> = tx
+            .prepare_cached(&format!(
+                "SELECT seq, ts, user_id FROM {events} WHERE ts < ? ORDER BY ts LIMIT ?"
+            ))?
+            .query_map(params![cutoff_ms, max_rows as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        {
+            let mut delete_event =
+                tx.prepare_cached(&format!("DELETE FROM {events} WHERE seq = ?"))?;
+            let mut delete_user = tx.prepare_cached(&format!(
+                "DELETE FROM {users} WHERE user_id = ? AND ts = ? AND seq = ?"
+            ))?;
+            let mut delete_recent = tx.prepare_cached(
+                "DELETE FROM user_index_recent WHERE user_id = ? AND ts = ? AND seq = ?",
+            )?;
+            for (seq, ts, user_id) in &doomed {
+                delete_event.execute([seq])?;
+                if let Some(user_id) = user_id {
+                    if delete_user.execute(params![user_id, ts, seq])? == 0 {
+                        delete_recent.execute(params![user_id, ts, seq])?;
+                    }
+                }
+            }
+            tx.prepare_cached("UPDATE partitions SET events = events - ? WHERE day = ?")?
+                .execute([doomed.len() as i64, partition.day])?;
+        }
+        subtract_from_event_count(&tx, doomed.len() as u64)?;
+        tx.commit()?;
+        Ok(doomed.len() as u64)
+    }
+
+    /// Deletes the oldest hour's worth of rollup rows whose whole bucket ends at or before
+    /// `cutoff_ms`; returns how many it deleted (0: none are left).
+    fn trim_rollups(&mut self, cutoff_ms: i64) -> Result<u64> {
+        let tx = self.connection.transaction()?;
+        let mut deleted = 0;
+        for (table, column, size) in [
+            ("rollups", "minute", MINUTE_MS),
+            ("rollups_hourly", "hour", HOUR_MS),
+        ] {
+            let oldest: Option<i64> = tx
+                .prepare_cached(&format!("SELECT min({column}) FROM {table}"))?
+                .query_row([], |row| row.get(0))?;
+            let Some(oldest) = oldest else { continue };
+            // An hour of minutes (or a day of hours) at a time: tens of thousands of rows
+            // with many types and services, a short transaction.
+            let end = (cutoff_ms - size + 1).min(oldest.saturating_add(size * 60));
+            deleted += tx
+                .prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE {column} >= ? AND {column} < ?"
+                ))?
+                .execute([oldest, end])? as u64;
+        }
+        tx.commit()?;
+        Ok(deleted)
+    }
+}
+
+fn subtract_from_event_count(tx: &Transaction, events: u64) -> Result<()> {
+    tx.prepare_cached("UPDATE progress SET value = value - ? WHERE name = 'event_count'")?
+        .execute([events as i64])?;
+    Ok(())
 }
 
 type RollupCounts<'a> = HashMap<(i64, &'a str, Option<&'a str>), u64>;
@@ -301,6 +501,7 @@ fn open_reader(path: &Path) -> Result<Connection> {
     .with_context(|| format!("opening a reader on {}", path.display()))?;
     connection.pragma_update(None, "cache_size", -4 * 1024)?; // KiB: 4 MiB
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(connection)
 }
 
@@ -311,10 +512,13 @@ fn migrate(connection: &mut Connection) -> Result<()> {
         "the store's schema version {applied} is newer than this binary knows ({})",
         MIGRATIONS.len()
     );
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied) {
         let tx = connection.transaction()?;
-        tx.execute_batch(sql)
-            .with_context(|| format!("applying migration {}", index + 1))?;
+        match migration {
+            Migration::Sql(sql) => tx.execute_batch(sql).map_err(anyhow::Error::from),
+            Migration::Code(apply) => apply(&tx),
+        }
+        .with_context(|| format!("applying migration {}", index + 1))?;
         tx.pragma_update(None, "user_version", index + 1)?;
         tx.commit()?;
         tracing::info!(version = index + 1, "store schema migrated");
@@ -419,6 +623,90 @@ fn push_conditions(
     }
 }
 
+/// `filter` narrowed to `partition`'s day (what its own conditions select there).
+fn within(filter: &EventFilter, partition: Partition) -> EventFilter {
+    let mut narrowed = filter.clone();
+    narrowed.from_ms = Some(
+        filter
+            .from_ms
+            .map_or(partition.start_ms(), |from| from.max(partition.start_ms())),
+    );
+    narrowed.to_ms = Some(
+        filter
+            .to_ms
+            .map_or(partition.end_ms(), |to| to.min(partition.end_ms())),
+    );
+    narrowed
+}
+
+/// The partitions a `(ts, seq)`-ordered query can find events in, in its order: those
+/// overlapping its time range and, when it continues a page, not before its position.
+fn partitions_for(connection: &Connection, query: &EventQuery) -> Result<Vec<Partition>> {
+    let (mut from, mut to) = (query.filter.from_ms, query.filter.to_ms);
+    if let Some(after) = query.after {
+        match query.order {
+            Order::Desc => {
+                to = Some(to.map_or(after.timestamp_ms + 1, |to| to.min(after.timestamp_ms + 1)))
+            }
+            Order::Asc => {
+                from = Some(from.map_or(after.timestamp_ms, |from| from.max(after.timestamp_ms)))
+            }
+        }
+    }
+    partitions::list(connection, from, to, query.order)
+}
+
+/// The events of `query`, partition after partition: days are disjoint and walked in the
+/// query's order, so their runs concatenate in `(ts, seq)` order. `fetch` gives a partition's
+/// matches (its filter narrowed to the day) at most `limit` after skipping `offset`;
+/// `count` how many it has, so the offset skips whole partitions without reading them.
+fn walk_partitions(
+    connection: &Connection,
+    query: &EventQuery,
+    fetch: impl Fn(Partition, &EventFilter, usize, usize) -> Result<Vec<StoredEvent>>,
+    count: impl Fn(Partition, &EventFilter) -> Result<u64>,
+) -> Result<Vec<StoredEvent>> {
+    let mut events = Vec::new();
+    let mut skip = query.offset;
+    for partition in partitions_for(connection, query)? {
+        if events.len() >= query.limit {
+            break;
+        }
+        let filter = within(&query.filter, partition);
+        if skip > 0 {
+            let matches = count(partition, &filter)? as usize;
+            if matches <= skip {
+                skip -= matches;
+                continue;
+            }
+        }
+        events.extend(fetch(partition, &filter, query.limit - events.len(), skip)?);
+        skip = 0;
+    }
+    Ok(events)
+}
+
+/// Runs `sql` (which names a partition's events table via `{events}`) on every partition
+/// in `order` and gathers the rows.
+fn each_partition<T>(
+    connection: &Connection,
+    partitions: &[Partition],
+    sql: &str,
+    params: &[Value],
+    row: impl Fn(&Row) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut all = Vec::new();
+    for partition in partitions {
+        let sql = sql.replace("{events}", &partition.events_table());
+        let mut statement = connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(params), &row)?;
+        for item in rows {
+            all.push(item?);
+        }
+    }
+    Ok(all)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn append_batch(
@@ -426,18 +714,8 @@ impl Store for SqliteStore {
         events: Arc<Vec<StoredEvent>>,
         indexed_seq: u64,
     ) -> Result<AppendOutcome> {
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        let job = WriteJob {
-            events,
-            indexed_seq,
-            done,
-        };
-        self.writes
-            .send(job)
-            .map_err(|_| anyhow::anyhow!("the store writer thread has stopped"))?;
-        outcome
+        self.write(move |writer| writer.append(&events, indexed_seq))
             .await
-            .map_err(|_| anyhow::anyhow!("the store writer thread has stopped"))?
     }
 
     async fn indexed_seq(&self) -> Result<u64> {
@@ -455,41 +733,66 @@ impl Store for SqliteStore {
     async fn query(&self, query: EventQuery) -> Result<Vec<StoredEvent>> {
         if query.filter.user_id.is_some() {
             return self
-                .read(move |connection| user_index::query(connection, &query))
+                .read(move |connection| {
+                    walk_partitions(
+                        connection,
+                        &query,
+                        |partition, filter, limit, offset| {
+                            user_index::query(connection, partition, filter, &query, limit, offset)
+                        },
+                        |partition, filter| {
+                            count_in(
+                                connection,
+                                partition,
+                                filter,
+                                query.after.map(|a| (a, query.order)),
+                            )
+                        },
+                    )
+                })
                 .await;
         }
         self.read(move |connection| {
-            let mut sql = format!("SELECT {COLUMNS} FROM events WHERE 1 = 1");
-            let mut params = Vec::new();
-            let after = query.after.map(|after| (after, query.order));
-            push_conditions(&mut sql, &mut params, &query.filter, after, &PLAIN);
             let direction = direction(query.order);
-            sql.push_str(&format!(
-                " ORDER BY ts {direction}, seq {direction} LIMIT ? OFFSET ?"
-            ));
-            params.push(sql_count(query.limit));
-            params.push(sql_count(query.offset));
-            let mut statement = connection.prepare_cached(&sql)?;
-            let rows = statement.query_map(rusqlite::params_from_iter(params), event_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let fetch = |partition: Partition, filter: &EventFilter, limit, offset| {
+                let mut sql = format!(
+                    "SELECT {COLUMNS} FROM {} WHERE 1 = 1",
+                    partition.events_table()
+                );
+                let mut params = Vec::new();
+                let after = query.after.map(|after| (after, query.order));
+                push_conditions(&mut sql, &mut params, filter, after, &PLAIN);
+                sql.push_str(&format!(
+                    " ORDER BY ts {direction}, seq {direction} LIMIT ? OFFSET ?"
+                ));
+                params.push(sql_count(limit));
+                params.push(sql_count(offset));
+                let mut statement = connection.prepare_cached(&sql)?;
+                let rows =
+                    statement.query_map(rusqlite::params_from_iter(params), event_from_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            };
+            let count = |partition: Partition, filter: &EventFilter| {
+                count_in(
+                    connection,
+                    partition,
+                    filter,
+                    query.after.map(|a| (a, query.order)),
+                )
+            };
+            walk_partitions(connection, &query, fetch, count)
         })
         .await
     }
 
     async fn count(&self, filter: EventFilter) -> Result<u64> {
-        if filter.user_id.is_some() {
-            return self
-                .read(move |connection| user_index::count(connection, &filter))
-                .await;
-        }
         self.read(move |connection| {
-            let mut sql = "SELECT count(*) FROM events WHERE 1 = 1".to_owned();
-            let mut params = Vec::new();
-            push_conditions(&mut sql, &mut params, &filter, None, &PLAIN);
-            let count: i64 = connection
-                .prepare_cached(&sql)?
-                .query_row(rusqlite::params_from_iter(params), |row| row.get(0))?;
-            Ok(count as u64)
+            let mut total = 0;
+            for partition in partitions::list(connection, filter.from_ms, filter.to_ms, Order::Asc)?
+            {
+                total += count_in(connection, partition, &within(&filter, partition), None)?;
+            }
+            Ok(total)
         })
         .await
     }
@@ -501,27 +804,41 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
         self.read(move |connection| {
-            // By seq (the rowid): user ids are matched on the table, not through the user
-            // index, since the walk is in seq order anyway.
-            let mut sql = format!("SELECT {COLUMNS} FROM events WHERE seq > ?");
+            // By seq (the rowid) in each partition, then merged: seqs interleave across days
+            // when events arrive out of time order. User ids are matched on the table, not
+            // through the user index, since the walk is in seq order anyway.
+            let partitions =
+                partitions::list(connection, filter.from_ms, filter.to_ms, Order::Asc)?;
+            let mut sql = format!("SELECT {COLUMNS} FROM {{events}} WHERE seq > ?");
             let mut params = vec![Value::Integer(after_seq as i64)];
             push_conditions(&mut sql, &mut params, &filter, None, &PLAIN);
             sql.push_str(" ORDER BY seq LIMIT ?");
-            params.push(Value::Integer(limit as i64));
-            let mut statement = connection.prepare_cached(&sql)?;
-            let rows = statement.query_map(rusqlite::params_from_iter(params), event_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            params.push(sql_count(limit));
+            let mut events =
+                each_partition(connection, &partitions, &sql, &params, event_from_row)?;
+            events.sort_unstable_by_key(|event| event.seq);
+            events.truncate(limit);
+            Ok(events)
         })
         .await
     }
 
     async fn get(&self, id: String) -> Result<Option<StoredEvent>> {
         self.read(move |connection| {
-            let sql = format!("SELECT {COLUMNS} FROM events WHERE id = ?");
-            Ok(connection
-                .prepare_cached(&sql)?
-                .query_row([id], event_from_row)
-                .optional()?)
+            for partition in partitions::list(connection, None, None, Order::Desc)? {
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM {} WHERE id = ?",
+                    partition.events_table()
+                );
+                let found = connection
+                    .prepare_cached(&sql)?
+                    .query_row([&id], event_from_row)
+                    .optional()?;
+                if found.is_some() {
+                    return Ok(found);
+                }
+            }
+            Ok(None)
         })
         .await
     }
@@ -540,13 +857,22 @@ impl Store for SqliteStore {
 
     async fn time_range(&self) -> Result<Option<(i64, i64)>> {
         self.read(|connection| {
-            // Two subqueries: each min/max alone is one step down the ts index.
-            let range: (Option<i64>, Option<i64>) = connection.query_row(
-                "SELECT (SELECT min(ts) FROM events), (SELECT max(ts) FROM events)",
-                [],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
-            Ok(range.0.zip(range.1))
+            // The first partition from each end with an event (trimming can empty one);
+            // each min/max is one step down the ts index.
+            let mut ends = [None, None];
+            for (end, order, aggregate) in [(0, Order::Asc, "min"), (1, Order::Desc, "max")] {
+                for partition in partitions::list(connection, None, None, order)? {
+                    let sql = format!("SELECT {aggregate}(ts) FROM {}", partition.events_table());
+                    let found: Option<i64> = connection
+                        .prepare_cached(&sql)?
+                        .query_row([], |row| row.get(0))?;
+                    if found.is_some() {
+                        ends[end] = found;
+                        break;
+                    }
+                }
+            }
+            Ok(ends[0].zip(ends[1]))
         })
         .await
     }
@@ -595,37 +921,98 @@ impl Store for SqliteStore {
 
     async fn counts_per_second(&self, from_ms: i64) -> Result<Vec<RollupRow>> {
         self.read(move |connection| {
-            let mut statement = connection.prepare(
+            // Seconds never straddle days: each partition's groups are whole.
+            let partitions = partitions::list(connection, Some(from_ms), None, Order::Asc)?;
+            each_partition(
+                connection,
+                &partitions,
                 "SELECT ts - ((ts % 1000) + 1000) % 1000, type, service, count(*)
-                 FROM events WHERE ts >= ? GROUP BY 1, 2, 3",
-            )?;
-            let rows = statement.query_map([from_ms], |row| {
-                Ok(RollupRow {
-                    bucket_ms: row.get(0)?,
-                    kind: row.get(1)?,
-                    service: row.get(2)?,
-                    count: row.get::<_, i64>(3)? as u64,
-                })
-            })?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+                 FROM {events} WHERE ts >= ? GROUP BY 1, 2, 3",
+                &[Value::Integer(from_ms)],
+                |row| {
+                    Ok(RollupRow {
+                        bucket_ms: row.get(0)?,
+                        kind: row.get(1)?,
+                        service: row.get(2)?,
+                        count: row.get::<_, i64>(3)? as u64,
+                    })
+                },
+            )
         })
         .await
     }
 
     async fn recent_client_ids(&self, since_ms: i64, limit: usize) -> Result<Vec<(String, i64)>> {
         self.read(move |connection| {
-            let mut statement = connection.prepare(
-                "SELECT id, received_at FROM events
+            let partitions = partitions::list(connection, None, None, Order::Desc)?;
+            let mut ids = each_partition(
+                connection,
+                &partitions,
+                "SELECT id, received_at FROM {events}
                  WHERE id_from_client = 1 AND received_at >= ?
                  ORDER BY received_at DESC LIMIT ?",
+                &[Value::Integer(since_ms), sql_count(limit)],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
             )?;
-            let ids = statement
-                .query_map(params![since_ms, limit as i64], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            ids.sort_unstable_by_key(|(_, received_at)| std::cmp::Reverse(*received_at));
+            ids.truncate(limit);
             Ok(ids)
         })
         .await
     }
+
+    async fn purge_before(&self, cutoff_ms: i64) -> Result<Purged> {
+        let mut purged = Purged::default();
+        let doomed = self
+            .read(move |connection| partitions::list(connection, None, Some(cutoff_ms), Order::Asc))
+            .await?;
+        // Each step is a task of its own on the writer, so index batches go in between.
+        for partition in doomed {
+            if partition.end_ms() <= cutoff_ms {
+                purged.events += self
+                    .write(move |writer| writer.drop_partition(partition))
+                    .await?;
+                purged.partitions += 1;
+                continue;
+            }
+            loop {
+                let trimmed = self
+                    .write(move |writer| writer.trim_partition(partition, cutoff_ms, TRIM_ROWS))
+                    .await?;
+                purged.events += trimmed;
+                if trimmed < TRIM_ROWS as u64 {
+                    break;
+                }
+            }
+        }
+        while self
+            .write(move |writer| writer.trim_rollups(cutoff_ms))
+            .await?
+            > 0
+        {}
+        Ok(purged)
+    }
+}
+
+/// How many events of `partition` match `filter` (already narrowed to it) and, when given,
+/// come after a position.
+fn count_in(
+    connection: &Connection,
+    partition: Partition,
+    filter: &EventFilter,
+    after: Option<(Position, Order)>,
+) -> Result<u64> {
+    if filter.user_id.is_some() {
+        return user_index::count(connection, partition, filter, after);
+    }
+    let mut sql = format!(
+        "SELECT count(*) FROM {} WHERE 1 = 1",
+        partition.events_table()
+    );
+    let mut params = Vec::new();
+    push_conditions(&mut sql, &mut params, filter, after, &PLAIN);
+    let count: i64 = connection
+        .prepare_cached(&sql)?
+        .query_row(rusqlite::params_from_iter(params), |row| row.get(0))?;
+    Ok(count as u64)
 }

@@ -5,14 +5,16 @@
 //! batch size: it cost more than all the other indexes together, and kept the visibility lag
 //! and the indexing rate at odds. Here a batch's entries go into the small
 //! `user_index_recent` table, whose pages stay few, and in the same transaction a sweep moves
-//! a run of it, in key order, into `user_index`: each page of the big table is then rewritten
-//! about once per sweep cycle instead of once per batch. Every entry is in exactly one of the
-//! two tables; queries read both and merge.
+//! a run of it, in key order, into the main level (a `user_index_d{day}` table per day
+//! partition): each page of the big tables is then rewritten about once per sweep cycle
+//! instead of once per batch. Every entry is in exactly one of the two levels; queries read
+//! both and merge.
 
 use anyhow::Result;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction};
 
+use super::partitions::Partition;
 use super::{direction, event_from_row, push_conditions, sql_count, Aliases};
 use crate::event::StoredEvent;
 use crate::store::{EventFilter, EventQuery, Order, Position};
@@ -20,7 +22,8 @@ use crate::store::{EventFilter, EventQuery, Order, Position};
 pub(super) const INSERT_RECENT: &str =
     "INSERT OR IGNORE INTO user_index_recent (user_id, ts, seq) VALUES (?, ?, ?)";
 
-const TABLES: [&str; 2] = ["user_index", "user_index_recent"];
+/// The recent level, shared by all days; the main level has a table per day.
+const RECENT: &str = "user_index_recent";
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, e.id_from_client, e.type, e.ts, e.received_at, \
                              e.service, e.user_id, e.message, e.metadata";
@@ -115,12 +118,32 @@ impl Sweeper {
                 Value::Integer(*seq),
             ]);
         }
-        let moved = tx
+        // Each entry goes to its day's table (which exists: retention deletes a day's
+        // recent entries when it drops the day).
+        let run: Vec<Key> = tx
             .prepare_cached(&format!(
-                "INSERT OR IGNORE INTO user_index (user_id, ts, seq)
-                 SELECT user_id, ts, seq FROM user_index_recent WHERE 1 = 1{range}"
+                "SELECT user_id, ts, seq FROM user_index_recent WHERE 1 = 1{range}"
             ))?
-            .execute(params_from_iter(range_params.iter()))?;
+            .query_map(params_from_iter(range_params.iter()), |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut current: Option<(i64, rusqlite::CachedStatement)> = None;
+        for (user_id, ts, seq) in &run {
+            let partition = Partition::of(*ts);
+            let insert = match &mut current {
+                Some((day, insert)) if *day == partition.day => insert,
+                _ => {
+                    let sql = format!(
+                        "INSERT OR IGNORE INTO {} (user_id, ts, seq) VALUES (?, ?, ?)",
+                        partition.users_table()
+                    );
+                    &mut current.insert((partition.day, tx.prepare_cached(&sql)?)).1
+                }
+            };
+            insert.execute(rusqlite::params![user_id, ts, seq])?;
+        }
+        let moved = run.len();
         tx.prepare_cached(&format!("DELETE FROM user_index_recent WHERE 1 = 1{range}"))?
             .execute(params_from_iter(range_params.iter()))?;
         // Reaching the table's end, the next run starts over from its beginning.
@@ -137,14 +160,22 @@ impl Sweeper {
     }
 }
 
-/// Events of one user: each table gives its matches already in order (read off its primary
-/// key, joined to the events by seq), and the two runs are merged.
-pub(super) fn query(connection: &Connection, query: &EventQuery) -> Result<Vec<StoredEvent>> {
-    let wanted = query.limit.saturating_add(query.offset);
-    let mut runs = Vec::with_capacity(TABLES.len());
-    for table in TABLES {
+/// Events of one user in one day: its two tables each give their matches already in order
+/// (read off their primary key, joined to the day's events by seq), and the two runs are
+/// merged. `filter` is narrowed to the day, which keeps the recent table's run in it.
+pub(super) fn query(
+    connection: &Connection,
+    partition: Partition,
+    filter: &EventFilter,
+    query: &EventQuery,
+    limit: usize,
+    offset: usize,
+) -> Result<Vec<StoredEvent>> {
+    let wanted = limit.saturating_add(offset);
+    let mut runs = Vec::with_capacity(2);
+    for table in [partition.users_table().as_str(), RECENT] {
         let after = query.after.map(|after| (after, query.order));
-        let (mut sql, mut params) = select(table, EVENT_COLUMNS, &query.filter, after);
+        let (mut sql, mut params) = select(table, partition, EVENT_COLUMNS, filter, after);
         let direction = direction(query.order);
         sql.push_str(&format!(
             " ORDER BY u.ts {direction}, u.seq {direction} LIMIT ?"
@@ -158,15 +189,22 @@ pub(super) fn query(connection: &Connection, query: &EventQuery) -> Result<Vec<S
     let main = runs.pop().unwrap_or_default();
     Ok(merge(main, recent, query.order)
         .into_iter()
-        .skip(query.offset)
-        .take(query.limit)
+        .skip(offset)
+        .take(limit)
         .collect())
 }
 
-pub(super) fn count(connection: &Connection, filter: &EventFilter) -> Result<u64> {
+/// How many events of one user in one day match `filter` (narrowed to the day) and, when
+/// given, come after a position.
+pub(super) fn count(
+    connection: &Connection,
+    partition: Partition,
+    filter: &EventFilter,
+    after: Option<(Position, Order)>,
+) -> Result<u64> {
     let mut total = 0;
-    for table in TABLES {
-        let (sql, params) = select(table, "count(*)", filter, None);
+    for table in [partition.users_table().as_str(), RECENT] {
+        let (sql, params) = select(table, partition, "count(*)", filter, after);
         let count: i64 = connection
             .prepare_cached(&sql)?
             .query_row(params_from_iter(params), |row| row.get(0))?;
@@ -175,16 +213,19 @@ pub(super) fn count(connection: &Connection, filter: &EventFilter) -> Result<u64
     Ok(total)
 }
 
-/// `SELECT {what} FROM {table} u JOIN events e` with the filter's conditions: those on time
-/// and position on the index table (so its primary key serves them), the others on events.
+/// `SELECT {what} FROM {table} u JOIN {the day's events} e` with the filter's conditions:
+/// those on time and position on the index table (so its primary key serves them), the
+/// others on events.
 fn select(
     table: &str,
+    partition: Partition,
     what: &str,
     filter: &EventFilter,
     after: Option<(Position, Order)>,
 ) -> (String, Vec<Value>) {
     let mut sql = format!(
-        "SELECT {what} FROM {table} AS u CROSS JOIN events AS e ON e.seq = u.seq WHERE 1 = 1"
+        "SELECT {what} FROM {table} AS u CROSS JOIN {} AS e ON e.seq = u.seq WHERE 1 = 1",
+        partition.events_table()
     );
     let mut params = Vec::new();
     let aliases = Aliases {
