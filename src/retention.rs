@@ -92,6 +92,7 @@ impl Retention {
             None => tracing::info!(
                 events = run.purged.events,
                 partitions = run.purged.partitions,
+                longest_step_ms = run.purged.longest_step.as_millis() as u64,
                 took_ms = run.took.as_millis() as u64,
                 cutoff = %format_rfc3339_ms(cutoff_ms),
                 "retention run"
@@ -135,6 +136,7 @@ impl Retention {
                 "cutoff": format_rfc3339_ms(run.cutoff_ms),
                 "events_deleted": run.purged.events,
                 "partitions_dropped": run.purged.partitions,
+                "longest_step_ms": run.purged.longest_step.as_secs_f64() * 1000.0,
                 "error": run.error,
             })
         });

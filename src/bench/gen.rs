@@ -125,6 +125,9 @@ pub struct EventShape {
     /// over this many events (shared by all connections through the [`IdSource`]): a past
     /// day replayed in order, as it would have arrived, rather than shuffled.
     pub in_order_over_events: u64,
+    /// When non-zero, timestamps are counted back from this fixed time (epoch ms) instead
+    /// of the time of filling: a chosen past day.
+    pub anchor_ms: u64,
 }
 
 impl Default for EventShape {
@@ -134,6 +137,7 @@ impl Default for EventShape {
             types: EVENT_TYPES,
             timestamp_spread_ms: 0,
             in_order_over_events: 0,
+            anchor_ms: 0,
         }
     }
 }
@@ -267,10 +271,13 @@ impl RequestTemplate {
     pub fn fill(&self, out: &mut Vec<u8>, rng: &mut Rng, ids: &IdSource) {
         out.clear();
         out.extend_from_slice(&self.bytes);
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = match self.shape.anchor_ms {
+            0 => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_millis() as u64)
+                .unwrap_or(0),
+            anchor => anchor,
+        };
         let id_slots = self
             .slots
             .iter()
@@ -466,6 +473,7 @@ mod tests {
             types: 1000,
             timestamp_spread_ms: 0,
             in_order_over_events: 0,
+            anchor_ms: 0,
         };
         assert_eq!(wide.type_digits(), 3);
         assert_eq!(wide.type_name(7), "type-007");
@@ -473,6 +481,7 @@ mod tests {
             types: 1,
             timestamp_spread_ms: 0,
             in_order_over_events: 0,
+            anchor_ms: 0,
         };
         assert_eq!(narrow.type_name(0), "type-00");
 
@@ -481,6 +490,7 @@ mod tests {
             types: 1000,
             timestamp_spread_ms: day_ms,
             in_order_over_events: 0,
+            anchor_ms: 0,
         };
         let mut rng = Rng::with_seed(5);
         let template = RequestTemplate::build_with(1000, true, ClientIds::None, shape, &mut rng);

@@ -9,6 +9,7 @@
 mod gen;
 mod http;
 mod load;
+mod retention;
 mod scenarios;
 mod server;
 mod sse;
@@ -46,6 +47,9 @@ pub enum Scenario {
     /// events/s are ingested: delivery latency and completeness; then unpaced ingest with
     /// and without those subscribers.
     Stream,
+    /// A past day of --retention-events events expires while 20,000 events/s are ingested:
+    /// how long dropping it takes and whether acknowledgements wait for it.
+    Retention,
     /// All of the above, in that order.
     All,
 }
@@ -83,6 +87,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub sustained_rate: u64,
 
+    /// Events in the day the retention scenario drops.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub retention_events: u64,
+
     /// Server binary to start with `serve` [default: this executable].
     #[arg(long, value_name = "PATH")]
     pub server_bin: Option<PathBuf>,
@@ -116,6 +124,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         query_events: args.query_events,
         metrics_events: args.metrics_events,
         sustained_rate: args.sustained_rate,
+        retention_events: args.retention_events,
     };
     let chosen = match args.scenario {
         Scenario::All => vec![
@@ -125,6 +134,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Query,
             Scenario::Metrics,
             Scenario::Stream,
+            Scenario::Retention,
         ],
         one => vec![one],
     };
@@ -137,6 +147,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Query => scenarios::query(&context, seconds(10)).await?,
             Scenario::Metrics => scenarios::metrics(&context, seconds(10)).await?,
             Scenario::Stream => stream::stream(&context, seconds(20)).await?,
+            Scenario::Retention => retention::retention(&context).await?,
             Scenario::All => unreachable!("expanded above"),
         };
         report.print(args.json)?;

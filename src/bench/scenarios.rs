@@ -52,6 +52,7 @@ pub struct BenchContext {
     pub query_events: u64,
     pub metrics_events: u64,
     pub sustained_rate: u64,
+    pub retention_events: u64,
 }
 
 /// The server a scenario's work runs against.
@@ -445,8 +446,8 @@ impl MixOutcome for QueryOutcome {
 }
 
 /// A data set loaded into a server before it is queried.
-struct Preloaded {
-    load: LoadOutcome,
+pub(super) struct Preloaded {
+    pub load: LoadOutcome,
     /// Events queryable once the wait ended (at least all acknowledged ones).
     indexed_events: u64,
     indexing_wait: Duration,
@@ -464,7 +465,7 @@ impl Preloaded {
 
 /// Loads `total_events` events of `shape` in 1,000-event batches from a few connections
 /// (retrying 429s), then waits until all acknowledged events are queryable.
-async fn preload(
+pub(super) async fn preload(
     addr: SocketAddr,
     label: &str,
     total_events: u64,
@@ -747,7 +748,11 @@ fn find_bytes(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Polls the stored total until it reaches `expected` (bounded); returns the last total.
-async fn wait_until_indexed(addr: SocketAddr, label: &str, expected: u64) -> Result<u64> {
+pub(super) async fn wait_until_indexed(
+    addr: SocketAddr,
+    label: &str,
+    expected: u64,
+) -> Result<u64> {
     let started = Instant::now();
     let mut last_progress = started;
     loop {
@@ -998,7 +1003,7 @@ async fn fetch_u64_field(addr: SocketAddr, path: &str, field: &str) -> Result<u6
 
 /// `count` request templates of `events` events each (single events are sent as bare
 /// objects, batches as arrays).
-fn templates(
+pub(super) fn templates(
     count: usize,
     events: usize,
     client_ids: ClientIds,

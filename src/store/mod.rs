@@ -83,6 +83,9 @@ pub struct Purged {
     pub events: u64,
     /// Whole time partitions dropped.
     pub partitions: u64,
+    /// The longest single step (one drop, one chunk of rows): how long indexing had to
+    /// wait for retention at most.
+    pub longest_step: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

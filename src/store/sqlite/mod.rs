@@ -12,6 +12,7 @@ pub use user_index::Sweep as UserIndexSweep;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
@@ -239,6 +240,18 @@ impl SqliteStore {
         let stopped = || anyhow::anyhow!("the store writer thread has stopped");
         self.writes.send(task).map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
+    }
+
+    /// [`write`](Self::write) for a retention step, also timing it.
+    async fn write_step<F>(&self, work: F) -> Result<(u64, Duration)>
+    where
+        F: FnOnce(&mut Writer) -> Result<u64> + Send + 'static,
+    {
+        self.write(move |writer| {
+            let started = Instant::now();
+            Ok((work(writer)?, started.elapsed()))
+        })
+        .await
     }
 
     /// Runs `work` on a pooled read connection on the blocking pool, in one read
@@ -968,28 +981,33 @@ impl Store for SqliteStore {
             .await?;
         // Each step is a task of its own on the writer, so index batches go in between.
         for partition in doomed {
-            if partition.end_ms() <= cutoff_ms {
-                purged.events += self
-                    .write(move |writer| writer.drop_partition(partition))
-                    .await?;
-                purged.partitions += 1;
-                continue;
-            }
+            let whole = partition.end_ms() <= cutoff_ms;
             loop {
-                let trimmed = self
-                    .write(move |writer| writer.trim_partition(partition, cutoff_ms, TRIM_ROWS))
+                let (deleted, took) = self
+                    .write_step(move |writer| match whole {
+                        true => writer.drop_partition(partition),
+                        false => writer.trim_partition(partition, cutoff_ms, TRIM_ROWS),
+                    })
                     .await?;
-                purged.events += trimmed;
-                if trimmed < TRIM_ROWS as u64 {
+                purged.events += deleted;
+                purged.longest_step = purged.longest_step.max(took);
+                if whole {
+                    purged.partitions += 1;
+                }
+                if whole || deleted < TRIM_ROWS as u64 {
                     break;
                 }
             }
         }
-        while self
-            .write(move |writer| writer.trim_rollups(cutoff_ms))
-            .await?
-            > 0
-        {}
+        loop {
+            let (deleted, took) = self
+                .write_step(move |writer| writer.trim_rollups(cutoff_ms))
+                .await?;
+            purged.longest_step = purged.longest_step.max(took);
+            if deleted == 0 {
+                break;
+            }
+        }
         Ok(purged)
     }
 }
