@@ -1,6 +1,8 @@
 //! The indexed store: where events become queryable. One trait, [`Store`], with the embedded
-//! SQLite implementation ([`sqlite`]); the HTTP layer knows nothing of SQL.
+//! SQLite implementation ([`sqlite`]) and the scale-out PostgreSQL one ([`postgres`]); the
+//! HTTP layer knows nothing of SQL.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -52,6 +54,15 @@ pub struct EventQuery {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppendOutcome {
     pub skipped: Vec<u64>,
+}
+
+/// What a retention pass removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Events deleted, whether by dropping whole partitions or trimming rows.
+    pub events: u64,
+    /// Whole time partitions dropped.
+    pub partitions: u64,
 }
 
 pub const SECOND_MS: i64 = 1_000;
@@ -137,4 +148,8 @@ pub trait Store: Send + Sync + 'static {
         since_ms: i64,
         limit: usize,
     ) -> anyhow::Result<Vec<(String, i64)>>;
+
+    /// Deletes every event whose timestamp is before `cutoff_ms`, the minute and hour rollup
+    /// rows whose whole bucket ends at or before it, and keeps `event_count` right.
+    async fn purge_before(&self, cutoff_ms: i64) -> anyhow::Result<Purged>;
 }
