@@ -933,6 +933,52 @@ async fn pg_concurrent_writers_store_each_id_once() {
     }
 }
 
+/// One process's retention drops a day's partition that another process's writer has seen:
+/// that writer's next event on the day recreates the partition instead of failing.
+#[tokio::test]
+async fn pg_writer_recreates_a_partition_dropped_by_another_process() {
+    let Some(schema) = TestSchema::new("dropped_day").await else {
+        return;
+    };
+    let writer: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&schema.url, Some(&schema.name))
+            .await
+            .unwrap(),
+    );
+    let retention: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&schema.url, Some(&schema.name))
+            .await
+            .unwrap(),
+    );
+    let day = 1_700_006_400_000;
+    writer
+        .append_batch(Arc::new(vec![event(1, "a", "t", day)]), 1)
+        .await
+        .unwrap();
+    let purged = retention.purge_before(day + DAY_MS).await.unwrap();
+    assert_eq!(
+        purged,
+        Purged {
+            events: 1,
+            partitions: 1
+        }
+    );
+    writer
+        .append_batch(Arc::new(vec![event(2, "b", "t", day + 1)]), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(
+            &writer
+                .query(query(EventFilter::default(), Order::Asc, 10))
+                .await
+                .unwrap()
+        ),
+        [2]
+    );
+    assert_eq!(writer.event_count().await.unwrap(), 1);
+}
+
 /// Indexing throughput of 1,000-event batches (a figure, not a check):
 /// `cargo test --test store -- --ignored pg_append_throughput --nocapture`.
 #[tokio::test]

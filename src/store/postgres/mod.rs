@@ -183,14 +183,16 @@ impl PostgresStore {
                 minutes_columns.params(),
                 hours_columns.params(),
             );
-            // Sent together (pipelined) and answered in order: one round trip for all.
-            tokio::try_join!(
+            // Sent together (pipelined) and answered in order: one round trip for all. All
+            // are awaited and the first error in statement order kept: after it the others
+            // fail only because the transaction is aborted.
+            let (events, minutes, hours, progress) = tokio::join!(
                 tx.execute(&insert, &event_params),
                 tx.execute(&minutes, &minute_params),
                 tx.execute(&hours, &hour_params),
                 tx.execute(&progress, &progress_params),
-            )
-            .map(|_| 0)
+            );
+            events.and(minutes).and(hours).and(progress)
         }
         .context("storing the events and their rollups")?;
         tx.commit().await.context("committing a batch")?;
