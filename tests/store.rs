@@ -607,6 +607,21 @@ async fn assert_holds_exactly(store: &Arc<dyn Store>, kept: &[StoredEvent], gone
     };
     let kept_odd = kept.iter().filter(|e| e.kind == "odd").count() as u64;
     assert_eq!(store.count(odd).await.unwrap(), kept_odd);
+    let user = EventFilter {
+        user_id: Some("user-1".into()),
+        ..Default::default()
+    };
+    let kept_user: Vec<_> = kept
+        .iter()
+        .filter(|e| e.user_id.as_deref() == Some("user-1"))
+        .cloned()
+        .collect();
+    let found = store
+        .query(query(user.clone(), Order::Asc, 1000))
+        .await
+        .unwrap();
+    assert_eq!(found, kept_user, "by user");
+    assert_eq!(store.count(user).await.unwrap(), kept_user.len() as u64);
     let walked = store
         .events_after_seq(EventFilter::default(), 0, 1000)
         .await

@@ -186,13 +186,13 @@ impl PostgresStore {
             // Sent together (pipelined) and answered in order: one round trip for all. All
             // are awaited and the first error in statement order kept: after it the others
             // fail only because the transaction is aborted.
-            let (events, minutes, hours, progress) = tokio::join!(
+            let results = tokio::join!(
                 tx.execute(&insert, &event_params),
                 tx.execute(&minutes, &minute_params),
                 tx.execute(&hours, &hour_params),
                 tx.execute(&progress, &progress_params),
             );
-            events.and(minutes).and(hours).and(progress)
+            results.0.and(results.1).and(results.2).and(results.3)
         }
         .context("storing the events and their rollups")?;
         tx.commit().await.context("committing a batch")?;
