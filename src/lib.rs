@@ -4,7 +4,7 @@
 //! - [`config`]: options, from flags and `EVENTIDE_*` variables.
 //! - [`event`]: the event, parsed and validated at the edge.
 //! - [`ingest`]: the durable log, its group-commit writer, deduplication and the indexer.
-//! - [`store`]: the `Store` trait and the embedded SQLite store.
+//! - [`store`]: the `Store` trait, the embedded SQLite store and the PostgreSQL one.
 //! - [`metrics`]: event counts over windows, time series and summary, from rollups.
 //! - [`telemetry`]: the service's own metrics, for Prometheus.
 //! - [`live`]: the live stream (`GET /stream`): committed events pushed to subscribers.

@@ -1,13 +1,19 @@
-//! The `Store` contract, checked against a real SQLite file. The checks take any
-//! `Arc<dyn Store>`, so every backend runs the same suite.
+//! The `Store` contract, checked against a real SQLite file and a real PostgreSQL server (a
+//! schema per test; see `common::postgres`). The checks take any `Arc<dyn Store>`, so every
+//! backend runs the same suite.
 
+mod common;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use common::postgres::TestSchema;
 use eventide::event::StoredEvent;
+use eventide::store::postgres::PostgresStore;
 use eventide::store::sqlite::{SqliteStore, UserIndexSweep};
 use eventide::store::{
-    EventFilter, EventQuery, Order, Position, RollupQuery, RollupRow, Store, DAY_MS, HOUR_MS,
-    MINUTE_MS,
+    floor_to, EventFilter, EventQuery, Order, Position, Purged, RollupQuery, RollupRow, Store,
+    DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS,
 };
 
 fn event(seq: u64, id: &str, kind: &str, ts: i64) -> StoredEvent {
@@ -144,8 +150,9 @@ async fn check_order_filters_and_paging(store: Arc<dyn Store>) {
 }
 
 async fn check_fields_round_trip_and_get(store: Arc<dyn Store>) {
-    let mut stored = event(1, "client-\u{1f600}", "ty\"pe", -5);
-    stored.message = Some("line\nbreak <b>".into());
+    let mut stored = event(1, "client-\u{1f600}\u{0}", "ty\"pe\u{0}", -5);
+    stored.message = Some("line\nbreak <b> \u{0}".into());
+    stored.user_id = Some("\u{0}".into());
     stored.metadata = Some(r#"{"z":1.50,"a":{"b":[1e3,null]}}"#.into());
     stored.service = None;
     store
@@ -183,6 +190,11 @@ async fn check_appends_are_idempotent_on_id(store: Arc<dyn Store>) {
         3,
         "the position advances anyway"
     );
+    // A new id twice in one batch: the first event is stored, the second skipped.
+    let twice = vec![event(4, "c", "t", 4), event(5, "c", "t", 5)];
+    let outcome = store.append_batch(Arc::new(twice), 5).await.unwrap();
+    assert_eq!(outcome.skipped, [5]);
+    assert_eq!(store.event_count().await.unwrap(), 3);
 }
 
 async fn check_recent_client_ids(store: Arc<dyn Store>) {
@@ -542,4 +554,497 @@ async fn sqlite_with_both_user_index_levels_in_use() {
     check_order_filters_and_paging(store).await;
     let (_dir, store) = sqlite_store_half_swept().await;
     check_appends_are_idempotent_on_id(store).await;
+}
+
+/// Rollup rows for `events`, summed into `bucket_ms` buckets, in the order the checks sort by.
+fn expected_rollups(events: &[StoredEvent], bucket_ms: i64) -> Vec<RollupRow> {
+    let mut counts: BTreeMap<(i64, String, Option<String>), u64> = BTreeMap::new();
+    for e in events {
+        let key = (
+            floor_to(e.timestamp_ms, bucket_ms),
+            e.kind.clone(),
+            e.service.clone(),
+        );
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|((bucket_ms, kind, service), count)| RollupRow {
+            bucket_ms,
+            kind,
+            service,
+            count,
+        })
+        .collect()
+}
+
+/// `store.rollups(...)` sorted like [`expected_rollups`].
+async fn sorted_rollups(
+    store: &Arc<dyn Store>,
+    from_ms: i64,
+    to_ms: i64,
+    bucket_ms: i64,
+) -> Vec<RollupRow> {
+    let query = RollupQuery {
+        from_ms,
+        to_ms,
+        bucket_ms,
+        kind: None,
+        service: None,
+    };
+    let mut rows = store.rollups(query).await.unwrap();
+    rows.sort_by(|a, b| {
+        (a.bucket_ms, &a.kind, &a.service).cmp(&(b.bucket_ms, &b.kind, &b.service))
+    });
+    rows
+}
+
+/// Every read agrees that exactly `kept` are stored: queries, counts, gets, the time range,
+/// the seq walk, per-second counts, client ids and the stored count.
+async fn assert_holds_exactly(store: &Arc<dyn Store>, kept: &[StoredEvent], gone: &[StoredEvent]) {
+    let all = store
+        .query(query(EventFilter::default(), Order::Asc, 1000))
+        .await
+        .unwrap();
+    assert_eq!(all, kept, "the events left, in order");
+    assert_eq!(
+        store.count(EventFilter::default()).await.unwrap(),
+        kept.len() as u64
+    );
+    assert_eq!(store.event_count().await.unwrap(), kept.len() as u64);
+    let odd = EventFilter {
+        kind: Some("odd".into()),
+        ..Default::default()
+    };
+    let kept_odd = kept.iter().filter(|e| e.kind == "odd").count() as u64;
+    assert_eq!(store.count(odd).await.unwrap(), kept_odd);
+    let user = EventFilter {
+        user_id: Some("user-1".into()),
+        ..Default::default()
+    };
+    let kept_user: Vec<_> = kept
+        .iter()
+        .filter(|e| e.user_id.as_deref() == Some("user-1"))
+        .cloned()
+        .collect();
+    let found = store
+        .query(query(user.clone(), Order::Asc, 1000))
+        .await
+        .unwrap();
+    assert_eq!(found, kept_user, "by user");
+    assert_eq!(store.count(user).await.unwrap(), kept_user.len() as u64);
+    let walked = store
+        .events_after_seq(EventFilter::default(), 0, 1000)
+        .await
+        .unwrap();
+    let mut by_seq = kept.to_vec();
+    by_seq.sort_by_key(|e| e.seq);
+    assert_eq!(walked, by_seq, "in seq order too");
+    for e in gone {
+        assert_eq!(
+            store.get(e.id.clone()).await.unwrap(),
+            None,
+            "{} purged",
+            e.id
+        );
+    }
+    for e in kept {
+        assert_eq!(store.get(e.id.clone()).await.unwrap().as_ref(), Some(e));
+    }
+    let range = kept
+        .first()
+        .zip(kept.last())
+        .map(|(first, last)| (first.timestamp_ms, last.timestamp_ms));
+    assert_eq!(store.time_range().await.unwrap(), range);
+    let mut seconds = store.counts_per_second(i64::MIN).await.unwrap();
+    seconds.sort_by(|a, b| {
+        (a.bucket_ms, &a.kind, &a.service).cmp(&(b.bucket_ms, &b.kind, &b.service))
+    });
+    assert_eq!(seconds, expected_rollups(kept, SECOND_MS));
+    let mut client_ids: Vec<_> = kept
+        .iter()
+        .filter(|e| e.id_from_client)
+        .map(|e| (e.id.clone(), e.received_at_ms))
+        .collect();
+    client_ids.sort_by_key(|(_, received_at)| std::cmp::Reverse(*received_at));
+    assert_eq!(store.recent_client_ids(0, 1000).await.unwrap(), client_ids);
+}
+
+/// Retention: events over three whole days, the day the cutoff falls in and a later day. A
+/// purge deletes exactly the events before the cutoff, and every read agrees; the rollups of
+/// buckets that ended by the cutoff go, later ones are untouched; a purged id is new again.
+/// Returns what the three purges that delete something reported, for the backend's runner to
+/// check `partitions`, which is its own business.
+async fn check_purge_before(store: Arc<dyn Store>) -> Vec<Purged> {
+    let day = 1_700_006_400_000; // 2023-11-15T00:00:00Z
+    let empty = store.purge_before(day).await.unwrap();
+    assert_eq!((empty.events, empty.partitions), (0, 0), "an empty store");
+    let mut all = Vec::new();
+    let mut seq = 0;
+    for d in 0..5 {
+        let mut batch = Vec::new();
+        for hour in [0, 5, 6, 12, 23] {
+            seq += 1;
+            let id = if seq % 2 == 0 {
+                format!("client-{seq}")
+            } else {
+                format!("e-{seq}")
+            };
+            let kind = if seq % 2 == 0 { "even" } else { "odd" };
+            let ts = day + d * DAY_MS + hour * HOUR_MS + 30 * SECOND_MS;
+            batch.push(event(seq, &id, kind, ts));
+        }
+        all.extend(batch.clone());
+        store.append_batch(Arc::new(batch), seq).await.unwrap();
+    }
+
+    // An hour-aligned cutoff on the fourth day, 06:00: days 1-3 and 00:30 and 05:30 go.
+    let cutoff = day + 3 * DAY_MS + 6 * HOUR_MS;
+    let first = store.purge_before(cutoff).await.unwrap();
+    assert_eq!(first.events, 17);
+    let (gone, kept): (Vec<_>, Vec<_>) = all.iter().cloned().partition(|e| e.timestamp_ms < cutoff);
+    assert_holds_exactly(&store, &kept, &gone).await;
+    assert_eq!(store.indexed_seq().await.unwrap(), 25, "the position stays");
+    for bucket in [MINUTE_MS, HOUR_MS, DAY_MS] {
+        assert_eq!(
+            sorted_rollups(&store, day, day + 5 * DAY_MS, bucket).await,
+            expected_rollups(&kept, bucket),
+            "rollups in {bucket} ms buckets count what is left"
+        );
+    }
+    assert_eq!(
+        sorted_rollups(&store, i64::MIN, i64::MAX, MINUTE_MS).await,
+        expected_rollups(&kept, MINUTE_MS)
+    );
+    let again = store.purge_before(cutoff).await.unwrap();
+    assert_eq!(
+        (again.events, again.partitions),
+        (0, 0),
+        "nothing more before the same cutoff"
+    );
+
+    // A cutoff inside a minute, 12:00:30.001: the 06:00:30 and 12:00:30 events go; the rows
+    // of buckets ended by then go, those it falls in are not checked.
+    let cutoff = day + 3 * DAY_MS + 12 * HOUR_MS + 30 * SECOND_MS + 1;
+    let second = store.purge_before(cutoff).await.unwrap();
+    assert_eq!(second.events, 2);
+    let (gone, kept): (Vec<_>, Vec<_>) = all.iter().cloned().partition(|e| e.timestamp_ms < cutoff);
+    assert_holds_exactly(&store, &kept, &gone).await;
+    let noon = day + 3 * DAY_MS + 12 * HOUR_MS;
+    assert_eq!(sorted_rollups(&store, i64::MIN, noon, MINUTE_MS).await, []);
+    assert_eq!(sorted_rollups(&store, day, noon, HOUR_MS).await, []);
+    assert_eq!(
+        sorted_rollups(&store, noon + HOUR_MS, i64::MAX, MINUTE_MS).await,
+        expected_rollups(&kept, MINUTE_MS)
+    );
+
+    // Purged ids are new again: one comes back on a kept day, one on a purged day (the store
+    // takes it; the next purge deletes it).
+    let mut back = all[0].clone();
+    back.seq = 26;
+    back.timestamp_ms = day + 4 * DAY_MS + 13 * HOUR_MS;
+    let mut old = all[1].clone();
+    old.seq = 27;
+    let outcome = store
+        .append_batch(Arc::new(vec![back.clone(), old.clone()]), 27)
+        .await
+        .unwrap();
+    assert_eq!(outcome.skipped, Vec::<u64>::new());
+    assert_eq!(store.event_count().await.unwrap(), kept.len() as u64 + 2);
+    let third = store.purge_before(cutoff).await.unwrap();
+    assert_eq!(third.events, 1);
+    let mut kept = kept;
+    kept.push(back);
+    kept.sort_by_key(|e| (e.timestamp_ms, e.seq));
+    assert_holds_exactly(&store, &kept, &[old]).await;
+    vec![first, second, third]
+}
+
+#[tokio::test]
+async fn sqlite_purges_before_a_cutoff() {
+    let (_dir, store) = sqlite_store().await;
+    let purged = check_purge_before(store).await;
+    let partitions: Vec<u64> = purged.iter().map(|p| p.partitions).collect();
+    assert_eq!(
+        partitions,
+        [3, 0, 1],
+        "three whole days, then a trim, then the day recreated by a late event"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL: the same checks, each in a schema of its own.
+// ---------------------------------------------------------------------------------------------
+
+/// A PostgreSQL store in a fresh schema (dropped with the returned [`TestSchema`]); `None`
+/// when the test server cannot be reached (see `common::postgres`).
+async fn pg_store(label: &str) -> Option<(TestSchema, Arc<dyn Store>)> {
+    let schema = TestSchema::new(label).await?;
+    let store = PostgresStore::connect(&schema.url, Some(&schema.name))
+        .await
+        .unwrap();
+    Some((schema, Arc::new(store)))
+}
+
+#[tokio::test]
+async fn pg_orders_filters_and_pages() {
+    let Some((_schema, store)) = pg_store("orders").await else {
+        return;
+    };
+    check_order_filters_and_paging(store).await;
+}
+
+#[tokio::test]
+async fn pg_round_trips_every_field() {
+    let Some((_schema, store)) = pg_store("round_trip").await else {
+        return;
+    };
+    check_fields_round_trip_and_get(store).await;
+}
+
+#[tokio::test]
+async fn pg_appends_are_idempotent_on_id() {
+    let Some((_schema, store)) = pg_store("idempotent").await else {
+        return;
+    };
+    check_appends_are_idempotent_on_id(store).await;
+}
+
+#[tokio::test]
+async fn pg_lists_recent_client_ids() {
+    let Some((_schema, store)) = pg_store("client_ids").await else {
+        return;
+    };
+    check_recent_client_ids(store).await;
+}
+
+#[tokio::test]
+async fn pg_keeps_rollups_and_counts() {
+    let Some((_schema, store)) = pg_store("rollups").await else {
+        return;
+    };
+    check_rollups_and_counts(store).await;
+}
+
+#[tokio::test]
+async fn pg_reads_events_after_a_seq() {
+    let Some((_schema, store)) = pg_store("after_seq").await else {
+        return;
+    };
+    check_events_after_seq(store).await;
+}
+
+#[tokio::test]
+async fn pg_user_queries_match_across_batches() {
+    let Some((_schema, store)) = pg_store("users").await else {
+        return;
+    };
+    check_user_queries_across_batches(store).await;
+}
+
+#[tokio::test]
+async fn pg_purges_before_a_cutoff() {
+    let Some((_schema, store)) = pg_store("purge").await else {
+        return;
+    };
+    let purged = check_purge_before(store).await;
+    let partitions: Vec<u64> = purged.iter().map(|p| p.partitions).collect();
+    assert_eq!(
+        partitions,
+        [3, 0, 1],
+        "three whole days, then a trim, then the day recreated by a late event"
+    );
+}
+
+/// Connecting again (as a restarted process does) finds the schema migrated, the events and
+/// the position; the migrations do not run twice.
+#[tokio::test]
+async fn pg_keeps_events_and_position_across_reconnect() {
+    let Some(schema) = TestSchema::new("reconnect").await else {
+        return;
+    };
+    {
+        let store: Arc<dyn Store> = Arc::new(
+            PostgresStore::connect(&schema.url, Some(&schema.name))
+                .await
+                .unwrap(),
+        );
+        load_ten(&store).await;
+    }
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&schema.url, Some(&schema.name))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(store.indexed_seq().await.unwrap(), 10);
+    assert_eq!(store.count(EventFilter::default()).await.unwrap(), 10);
+    assert_eq!(store.event_count().await.unwrap(), 10);
+}
+
+/// Processes starting at once take turns migrating: all succeed, each migration runs once.
+#[tokio::test]
+async fn pg_concurrent_connects_migrate_once() {
+    let Some(schema) = TestSchema::new("migrate_race").await else {
+        return;
+    };
+    let connects = (0..4).map(|_| PostgresStore::connect(&schema.url, Some(&schema.name)));
+    let stores = futures_util::future::join_all(connects).await;
+    let stores: Vec<Arc<dyn Store>> = stores
+        .into_iter()
+        .map(|store| Arc::new(store.unwrap()) as Arc<dyn Store>)
+        .collect();
+    load_ten(&stores[0]).await;
+    assert_eq!(stores[3].event_count().await.unwrap(), 10);
+}
+
+/// Two writers (two worker processes) storing overlapping batches at once, some new days in
+/// each: every id is stored exactly once, and the counts and rollups agree.
+#[tokio::test]
+async fn pg_concurrent_writers_store_each_id_once() {
+    let Some(schema) = TestSchema::new("two_writers").await else {
+        return;
+    };
+    let connect = || PostgresStore::connect(&schema.url, Some(&schema.name));
+    let writers: Vec<Arc<dyn Store>> = vec![
+        Arc::new(connect().await.unwrap()),
+        Arc::new(connect().await.unwrap()),
+    ];
+    let day = 1_700_006_400_000;
+    // Writer 0 has ids 0..1500, writer 1 ids 500..2000, in batches of 100 over 8 days.
+    let tasks = writers.iter().enumerate().map(|(w, store)| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut skipped = 0;
+            for batch in 0..15u64 {
+                let events: Vec<_> = (0..100u64)
+                    .map(|i| {
+                        let n = w as u64 * 500 + batch * 100 + i;
+                        let seq = w as u64 * 10_000 + batch * 100 + i + 1;
+                        let ts = day + (n % 8) as i64 * DAY_MS + n as i64;
+                        event(seq, &format!("id-{n}"), "t", ts)
+                    })
+                    .collect();
+                let last = events.last().unwrap().seq;
+                let outcome = store.append_batch(Arc::new(events), last).await.unwrap();
+                skipped += outcome.skipped.len();
+            }
+            skipped
+        })
+    });
+    let skipped: usize = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|skipped| skipped.unwrap())
+        .sum();
+    assert_eq!(
+        skipped, 1000,
+        "each shared id skipped by exactly one writer"
+    );
+    let store = &writers[0];
+    assert_eq!(store.event_count().await.unwrap(), 2000);
+    assert_eq!(store.count(EventFilter::default()).await.unwrap(), 2000);
+    let rolled: u64 = sorted_rollups(store, i64::MIN, i64::MAX, MINUTE_MS)
+        .await
+        .iter()
+        .map(|row| row.count)
+        .sum();
+    assert_eq!(rolled, 2000);
+    for n in [0, 499, 500, 1499, 1500, 1999] {
+        assert!(
+            store.get(format!("id-{n}")).await.unwrap().is_some(),
+            "id-{n}"
+        );
+    }
+}
+
+/// One process's retention drops a day's partition that another process's writer has seen:
+/// that writer's next event on the day recreates the partition instead of failing.
+#[tokio::test]
+async fn pg_writer_recreates_a_partition_dropped_by_another_process() {
+    let Some(schema) = TestSchema::new("dropped_day").await else {
+        return;
+    };
+    let writer: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&schema.url, Some(&schema.name))
+            .await
+            .unwrap(),
+    );
+    let retention: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&schema.url, Some(&schema.name))
+            .await
+            .unwrap(),
+    );
+    let day = 1_700_006_400_000;
+    writer
+        .append_batch(Arc::new(vec![event(1, "a", "t", day)]), 1)
+        .await
+        .unwrap();
+    let purged = retention.purge_before(day + DAY_MS).await.unwrap();
+    assert_eq!((purged.events, purged.partitions), (1, 1));
+    writer
+        .append_batch(Arc::new(vec![event(2, "b", "t", day + 1)]), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        seqs(
+            &writer
+                .query(query(EventFilter::default(), Order::Asc, 10))
+                .await
+                .unwrap()
+        ),
+        [2]
+    );
+    assert_eq!(writer.event_count().await.unwrap(), 1);
+}
+
+/// Indexing throughput of 1,000-event batches (a figure, not a check):
+/// `cargo test --test store -- --ignored pg_append_throughput --nocapture`.
+#[tokio::test]
+#[ignore = "a benchmark"]
+async fn pg_append_throughput() {
+    let Some((_schema, store)) = pg_store("throughput").await else {
+        return;
+    };
+    const BATCHES: u64 = 100;
+    const BATCH: u64 = 1_000;
+    let start_ms = 1_700_006_400_000 + 20 * HOUR_MS;
+    let batches: Vec<Arc<Vec<StoredEvent>>> = (0..BATCHES)
+        .map(|b| {
+            let events = (0..BATCH)
+                .map(|i| {
+                    let seq = b * BATCH + i + 1;
+                    // About 40 s of a busy service: 25 events per ms, crossing midnight.
+                    let ts = start_ms + 4 * HOUR_MS - 20_000 + seq as i64 / 25;
+                    let mut e = event(
+                        seq,
+                        &format!("client-{seq:012}"),
+                        ["click", "view", "login", "error"][(seq % 4) as usize],
+                        ts,
+                    );
+                    e.service = Some(format!("service-{}", seq % 7));
+                    e.user_id = Some(format!("user-{}", (seq * 7919) % 10_000));
+                    e.message = Some(format!("request {seq} handled"));
+                    e.metadata = Some(format!(
+                        r#"{{"path":"/api/items/{seq}","status":200,"ms":{}}}"#,
+                        seq % 250
+                    ));
+                    e
+                })
+                .collect();
+            Arc::new(events)
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    for batch in batches {
+        let last = batch.last().unwrap().seq;
+        store.append_batch(batch, last).await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let events = BATCHES * BATCH;
+    assert_eq!(store.event_count().await.unwrap(), events);
+    println!(
+        "PostgreSQL append_batch: {events} events in {BATCHES} batches of {BATCH}: {:.2} s, {:.0} events/s",
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64()
+    );
 }

@@ -1,6 +1,8 @@
 //! The indexed store: where events become queryable. One trait, [`Store`], with the embedded
-//! SQLite implementation ([`sqlite`]); the HTTP layer knows nothing of SQL.
+//! SQLite implementation ([`sqlite`]) and the scale-out PostgreSQL one ([`postgres`]); the
+//! HTTP layer knows nothing of SQL.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;

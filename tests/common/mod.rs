@@ -1,6 +1,9 @@
 //! Shared helpers for the integration tests: spawning the real `eventide` binary
-//! ([`TestServer`]), a thin HTTP wrapper ([`Api`]), batch-answer checks and time utilities.
+//! ([`TestServer`]), a thin HTTP wrapper ([`Api`]), batch-answer checks, time utilities, and
+//! a PostgreSQL schema per test ([`postgres`]).
 #![allow(dead_code)]
+
+pub mod postgres;
 
 use std::collections::HashSet;
 use std::ops::Deref;
