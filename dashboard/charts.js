@@ -13,6 +13,7 @@
 // Both are exact while the minute an hour ago is empty, and the whole hour is reloaded from
 // /metrics/timeseries at each new minute, so an estimate never lasts more than a minute.
 // The top services are the hour's, straight from each push (the 24 h summary's until then).
+// Each chart's element carries its main figures in data-* attributes (the browser test's).
 
 import {
   clockText, el, formatCount, formatRate, getJSON, svg, svgTitle,
@@ -41,6 +42,8 @@ const state = {
   rate: [],
   /** The previous push: {second, total}. */
   last: null,
+  /** Events counted since the first push (the sum of the live points' seconds). */
+  counted: 0,
   /** [{name, count}], largest first. */
   services: [],
   servicesWindow: 'last 24 h',
@@ -198,6 +201,7 @@ function onPush(report) {
     for (let t = state.last.second + SECOND; t <= second; t += SECOND) left += perSecond(t - HOUR);
     const elapsed = (second - state.last.second) / SECOND;
     const v = Math.max(0, report.total - state.last.total + left) / elapsed;
+    state.counted += v * elapsed;
     for (let t = state.last.second + SECOND; t <= second; t += SECOND) state.rate.push({ t, v });
     while (state.rate.length && state.rate[0].t <= second - RATE_SPAN) state.rate.shift();
   }
@@ -280,7 +284,7 @@ function renderRate() {
   const latest = points.length ? points[points.length - 1].v : 0;
   container.replaceChildren(root);
   container.dataset.max = String(max);
-  container.dataset.points = String(points.filter((p) => p.v > 0).length);
+  container.dataset.counted = String(Math.round(state.counted));
   container.setAttribute('aria-label',
     `Events per second over the last 5 minutes: now ${formatRate(latest)}, peak ${formatRate(max)}`);
   document.getElementById('rate-now').textContent = `${formatRate(latest)}/s`;
@@ -361,6 +365,8 @@ function renderTypes() {
   container.replaceChildren(root);
   container.dataset.max = String(max);
   container.dataset.total = String(ranked.reduce((acc, [, count]) => acc + count, 0));
+  container.dataset.minute = new Date(state.minute).toISOString();
+  container.dataset.current = String(stacks[COLUMNS - 1].total);
   container.setAttribute('aria-label', `Events by type per minute over the last hour: ${
     ranked.slice(0, 5).map(([type, count]) => `${type} ${formatCount(count)}`).join(', ') || 'none'}`);
 
