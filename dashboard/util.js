@@ -107,15 +107,6 @@ export function formatBytes(n) {
   return `${decimal.format(value)} ${units[unit]}`;
 }
 
-/** Calls `callback` with a short pause after the last call (for filters typed in). */
-export function debounce(callback, ms) {
-  let timer = 0;
-  return (...args) => {
-    clearTimeout(timer);
-    timer = setTimeout(() => callback(...args), ms);
-  };
-}
-
 // ---------------------------------------------------------------------------------------
 // The event dialog
 // ---------------------------------------------------------------------------------------
