@@ -9,7 +9,8 @@
 //! - [`telemetry`]: the service's own metrics, for Prometheus.
 //! - [`live`]: the live stream (`GET /stream`): committed events pushed to subscribers.
 //! - [`health`]: failures and last commit, as `/health/*` reports them.
-//! - [`api`]: HTTP routes, errors and rendering.
+//! - [`api`]: HTTP routes, errors and rendering; [`api::dashboard`] serves the web dashboard,
+//!   whose files (`dashboard/`) are compiled in.
 //! - [`server`]: puts the parts together and shuts them down in order ([`connections`]:
 //!   cutting the connections that would hold shutdown forever).
 //! - [`bench`]: `eventide bench`, the load generator.

@@ -205,6 +205,8 @@ const ROUTES: &[&str] = &[
     "/health/detailed",
     "/openapi.json",
     "/docs",
+    "/",
+    "/assets/{file}",
     "other",
     "unmatched",
 ];

@@ -1,6 +1,7 @@
 //! The HTTP API: routes, the shared state handlers see, and the answers for unknown routes.
 
 pub mod admission;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -59,7 +60,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/detailed", get(health::detailed))
-        .merge(openapi::routes());
+        .merge(openapi::routes())
+        .merge(dashboard::routes());
     // Only when configured: without a query limit, reads pay nothing for it.
     let routes = if state.rate_limits.query.is_some() {
         routes.route_layer(axum::middleware::from_fn_with_state(
