@@ -146,9 +146,156 @@ pub struct ServeConfig {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
 
+    /// Where events are stored: `embedded` (SQLite under --data-dir) or a `postgres://` URL.
+    #[arg(long, env = "EVENTIDE_STORE", default_value = "embedded", value_parser = parse_store)]
+    pub store: StoreTarget,
+
+    /// PostgreSQL schema for the store's tables (created if missing); default `public`.
+    #[arg(long, env = "EVENTIDE_POSTGRES_SCHEMA")]
+    pub postgres_schema: Option<String>,
+
+    /// The queue between ingestion and storage: `embedded` (in process, through the durable
+    /// log under --data-dir) or a `redis://` URL (a Redis stream that API nodes add to and
+    /// workers consume).
+    #[arg(long, env = "EVENTIDE_QUEUE", default_value = "embedded", value_parser = parse_queue)]
+    pub queue: QueueTarget,
+
+    /// What this process does: `all`, `api` (HTTP: ingest into the queue, read from the
+    /// store) or `worker` (consume the queue, write the store).
+    #[arg(long, env = "EVENTIDE_ROLE", value_enum, default_value_t = Role::All)]
+    pub role: Role,
+
+    /// With a Redis queue: events not yet stored by the workers beyond which API nodes
+    /// answer 429.
+    #[arg(long, env = "EVENTIDE_MAX_QUEUE_BACKLOG", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queue_backlog: u64,
+
+    /// With a Redis queue: how long an entry a worker took may stay unacknowledged before
+    /// another worker claims it (the first one died).
+    #[arg(long, env = "EVENTIDE_CLAIM_TIMEOUT", default_value = "30s",
+          value_parser = parse_positive_duration)]
+    pub claim_timeout: Duration,
+
+    /// With a Redis queue: prefix of its keys (stream, consumer group, dead letters), so that
+    /// several deployments can share one Redis.
+    #[arg(long, env = "EVENTIDE_QUEUE_PREFIX", default_value = "eventide")]
+    pub queue_prefix: String,
+
     /// Benchmark aid: acknowledge events without storing them.
     #[arg(long, hide = true)]
     pub null_store: bool,
+}
+
+/// Where events are stored.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreTarget {
+    Embedded,
+    Postgres(String),
+}
+
+/// The queue between ingestion and storage.
+#[derive(Clone, PartialEq, Eq)]
+pub enum QueueTarget {
+    Embedded,
+    Redis(String),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    All,
+    Api,
+    Worker,
+}
+
+// Written by hand: the URLs may hold passwords, which must never reach a log.
+impl std::fmt::Debug for StoreTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreTarget::Embedded => f.write_str("embedded"),
+            StoreTarget::Postgres(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+impl std::fmt::Debug for QueueTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueTarget::Embedded => f.write_str("embedded"),
+            QueueTarget::Redis(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`: `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((credentials, host)) => {
+            let user = credentials
+                .split_once(':')
+                .map_or(credentials, |(user, _)| user);
+            let hidden = if credentials.contains(':') {
+                ":***"
+            } else {
+                ""
+            };
+            format!("{scheme}://{user}{hidden}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn parse_store(text: &str) -> Result<StoreTarget, String> {
+    match text {
+        "embedded" => Ok(StoreTarget::Embedded),
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(StoreTarget::Postgres(url.to_owned()))
+        }
+        _ => Err("must be `embedded` or a postgres:// URL".to_owned()),
+    }
+}
+
+fn parse_queue(text: &str) -> Result<QueueTarget, String> {
+    match text {
+        "embedded" => Ok(QueueTarget::Embedded),
+        url if url.starts_with("redis://") => Ok(QueueTarget::Redis(url.to_owned())),
+        _ => Err("must be `embedded` or a redis:// URL".to_owned()),
+    }
+}
+
+impl ServeConfig {
+    /// Refuses combinations that cannot work, saying why.
+    pub fn check(&self) -> Result<(), String> {
+        let redis = matches!(self.queue, QueueTarget::Redis(_));
+        if self.role != Role::All && !redis {
+            return Err(format!(
+                "--role {} needs --queue redis://...: with the embedded (in-process) queue, \
+                 API nodes and workers cannot reach each other",
+                if self.role == Role::Api {
+                    "api"
+                } else {
+                    "worker"
+                }
+            ));
+        }
+        if redis && self.store == StoreTarget::Embedded {
+            return Err(
+                "--queue redis://... needs --store postgres://...: API nodes and \
+                        workers must share the store, and the embedded one is local to a \
+                        process"
+                    .to_owned(),
+            );
+        }
+        if redis && self.null_store {
+            return Err("--null-store works only with the embedded queue".to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// A duration that must not be zero.
@@ -229,6 +376,56 @@ mod tests {
             assert_eq!(format_duration(parse_duration(text).unwrap()), text);
         }
         assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/events"),
+            "postgres://app:***@db:5432/events"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/x?password=a"),
+            "postgres://postgres@127.0.0.1/x?password=a"
+        );
+        let target = parse_store("postgres://u:secret@h/db").unwrap();
+        assert!(!format!("{target:?}").contains("secret"));
+    }
+
+    #[test]
+    fn combinations_that_cannot_work_are_refused() {
+        let config = |args: &[&str]| {
+            let mut all = vec!["eventide", "serve"];
+            all.extend_from_slice(args);
+            let Command::Serve(config) = Cli::try_parse_from(all).unwrap().command else {
+                panic!("not serve")
+            };
+            config.check()
+        };
+        assert!(config(&[]).is_ok());
+        assert!(config(&["--store", "postgres://p@h/d"]).is_ok());
+        let api = config(&["--role", "api"]).unwrap_err();
+        assert!(api.contains("--queue redis://"), "{api}");
+        assert!(config(&["--role", "worker", "--store", "postgres://p@h/d"]).is_err());
+        let redis = config(&["--queue", "redis://h"]).unwrap_err();
+        assert!(redis.contains("--store postgres://"), "{redis}");
+        assert!(config(&[
+            "--role",
+            "api",
+            "--queue",
+            "redis://h",
+            "--store",
+            "postgres://h/d"
+        ])
+        .is_ok());
     }
 
     #[test]

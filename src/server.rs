@@ -96,7 +96,7 @@ pub async fn serve(
             buffer: usize::try_from(config.stream_buffer).unwrap_or(usize::MAX),
         },
         progress.clone(),
-        store.clone(),
+        Arc::new(live::FromStore(store.clone())),
     );
     let log = (!config.null_store).then_some(log);
     let health = Arc::new(Health::new(&config.data_dir));

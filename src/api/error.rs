@@ -74,12 +74,12 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::Ingest(err) => {
                 let status = match err {
-                    IngestError::PendingFull { .. } | IngestError::BacklogFull { .. } => {
-                        StatusCode::TOO_MANY_REQUESTS
-                    }
-                    IngestError::LogUnavailable(_) | IngestError::ShuttingDown => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
+                    IngestError::PendingFull { .. }
+                    | IngestError::BacklogFull { .. }
+                    | IngestError::QueueBacklogFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+                    IngestError::LogUnavailable(_)
+                    | IngestError::QueueUnavailable(_)
+                    | IngestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                 };
                 (status, err.code())
             }

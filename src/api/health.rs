@@ -87,11 +87,16 @@ fn not_ready_reasons(state: &AppState) -> Vec<String> {
             "the ingest queue is {pending} of {capacity} events full"
         ));
     }
-    let backlog = state.ingest.progress().backlog();
+    let backlog = state.ingest.backlog();
     let max_backlog = state.ingest.max_backlog();
     if backlog as f64 >= NEARLY_FULL * max_backlog as f64 {
+        let what = if state.ingest.is_remote() {
+            "the queue's backlog (events the workers have not stored)"
+        } else {
+            "the index backlog"
+        };
         reasons.push(format!(
-            "the index backlog is {backlog} of at most {max_backlog} events"
+            "{what} is {backlog} of at most {max_backlog} events"
         ));
     }
     reasons
@@ -134,6 +139,7 @@ pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
         json!({ "at": format_rfc3339_ms(at_ms), "latency_ms": micros as f64 / 1000.0 })
     });
     let reasons = not_ready_reasons(&state);
+    let stored = state.metrics.stored_events().await.ok();
     Json(json!({
         "status": if reasons.is_empty() { "ready" } else { "not_ready" },
         "reasons": reasons,
@@ -152,15 +158,16 @@ pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
         "queue": {
             "pending_events": pending,
             "capacity": capacity,
-            "index_backlog": progress.backlog(),
+            "index_backlog": state.ingest.backlog(),
             "index_backlog_capacity": state.ingest.max_backlog(),
         },
         "events": {
-            "stored": state.metrics.stored_events(),
+            "stored": stored,
             "oldest": oldest,
             "newest": newest,
-            "committed_seq": progress.committed(),
-            "indexed_seq": progress.indexed(),
+            // An API node of a cluster has no log or index of its own.
+            "committed_seq": (!state.ingest.is_remote()).then(|| progress.committed()),
+            "indexed_seq": (!state.ingest.is_remote()).then(|| progress.indexed()),
         },
         "last_commit": last_commit,
         "stream": {

@@ -60,6 +60,23 @@ impl PreparedBatch {
     pub fn is_empty(&self) -> bool {
         self.events.is_empty()
     }
+
+    /// Each event's encoded payload (the log's record format), in order.
+    pub fn payloads(&self) -> impl Iterator<Item = &[u8]> {
+        self.events
+            .iter()
+            .map(|event| &self.payloads[event.payload.clone()])
+    }
+}
+
+/// A durable queue shared with workers, where an API node of a cluster puts the events it
+/// acknowledges instead of its own log (`--queue redis://...`).
+#[async_trait::async_trait]
+pub trait RemoteQueue: Send + Sync + 'static {
+    /// Adds every payload; `Ok` only once the queue holds them all durably.
+    async fn publish(&self, payloads: Vec<&[u8]>) -> Result<(), String>;
+    /// Entries the workers have not stored yet, as last measured (cheap: no round trip).
+    fn backlog(&self) -> u64;
 }
 
 /// Why a submission was not stored. Nothing of a refused submission is stored, so a retry
@@ -72,6 +89,10 @@ pub enum IngestError {
     BacklogFull { backlog: u64, max: u64 },
     #[error("the durable log cannot be written: {0}")]
     LogUnavailable(String),
+    #[error("the workers are {backlog} events behind (at most {max}); retry shortly")]
+    QueueBacklogFull { backlog: u64, max: u64 },
+    #[error("the queue cannot be written: {0}")]
+    QueueUnavailable(String),
     #[error("the server is shutting down")]
     ShuttingDown,
 }
@@ -83,6 +104,8 @@ impl IngestError {
             IngestError::PendingFull { .. } => "ingest_queue_full",
             IngestError::BacklogFull { .. } => "index_backlog_full",
             IngestError::LogUnavailable(_) => "log_unavailable",
+            IngestError::QueueBacklogFull { .. } => "queue_backlog_full",
+            IngestError::QueueUnavailable(_) => "queue_unavailable",
             IngestError::ShuttingDown => "shutting_down",
         }
     }
@@ -159,7 +182,7 @@ pub struct Ingest {
 }
 
 struct IngestInner {
-    submissions: mpsc::UnboundedSender<Submission>,
+    sink: Sink,
     /// Events submitted but not yet answered: the sender is unbounded because this counter,
     /// checked before sending, is the bound (in events, not in requests).
     pending: Arc<AtomicU64>,
@@ -168,10 +191,40 @@ struct IngestInner {
     progress: Arc<Progress>,
 }
 
+/// Where submitted events go.
+enum Sink {
+    /// The log writer thread (the embedded queue).
+    Log(mpsc::UnboundedSender<Submission>),
+    /// A cluster's queue.
+    Remote(Arc<dyn RemoteQueue>),
+}
+
+/// On an API node, nothing is indexed locally: queries neither wait for nor are pinned to a
+/// local position, so both stay at the largest `seq` the stores take.
+const REMOTE_POSITION: u64 = i64::MAX as u64;
+
 impl Ingest {
+    /// An API node's ingest: events go to `queue`, at most `max_pending` in flight, refused
+    /// with 429 while the workers are `max_backlog` or more entries behind.
+    pub fn remote(queue: Arc<dyn RemoteQueue>, max_pending: u64, max_backlog: u64) -> Ingest {
+        Ingest {
+            inner: Arc::new(IngestInner {
+                sink: Sink::Remote(queue),
+                pending: Arc::new(AtomicU64::new(0)),
+                max_pending,
+                max_backlog,
+                progress: Arc::new(Progress::new(REMOTE_POSITION, REMOTE_POSITION)),
+            }),
+        }
+    }
+
     /// Submits a batch and waits for its commit.
     pub async fn submit(&self, batch: PreparedBatch) -> Result<CommitOutcome, IngestError> {
         let inner = &self.inner;
+        let submissions = match &inner.sink {
+            Sink::Log(submissions) => submissions,
+            Sink::Remote(queue) => return self.submit_remote(queue, batch).await,
+        };
         let backlog = inner.progress.backlog();
         if backlog >= inner.max_backlog {
             return Err(IngestError::BacklogFull {
@@ -189,11 +242,55 @@ impl Ingest {
             });
         }
         let (reply, answer) = oneshot::channel();
-        if inner.submissions.send(Submission { batch, reply }).is_err() {
+        if submissions.send(Submission { batch, reply }).is_err() {
             inner.pending.fetch_sub(count, Ordering::AcqRel);
             return Err(IngestError::ShuttingDown);
         }
         answer.await.unwrap_or(Err(IngestError::ShuttingDown))
+    }
+
+    async fn submit_remote(
+        &self,
+        queue: &Arc<dyn RemoteQueue>,
+        batch: PreparedBatch,
+    ) -> Result<CommitOutcome, IngestError> {
+        let inner = &self.inner;
+        let backlog = queue.backlog();
+        if backlog >= inner.max_backlog {
+            return Err(IngestError::QueueBacklogFull {
+                backlog,
+                max: inner.max_backlog,
+            });
+        }
+        let count = batch.len() as u64;
+        let pending = inner.pending.fetch_add(count, Ordering::AcqRel) + count;
+        let published = if pending > inner.max_pending {
+            Err(IngestError::PendingFull {
+                pending: pending - count,
+                max: inner.max_pending,
+            })
+        } else {
+            queue
+                .publish(batch.payloads().collect())
+                .await
+                .map_err(IngestError::QueueUnavailable)
+        };
+        inner.pending.fetch_sub(count, Ordering::AcqRel);
+        // Duplicates are found by the workers' store (ids are unique there), not here.
+        published.map(|()| Vec::new())
+    }
+
+    /// Events committed (or queued) but not yet stored: what readiness and 429s look at.
+    pub fn backlog(&self) -> u64 {
+        match &self.inner.sink {
+            Sink::Log(_) => self.inner.progress.backlog(),
+            Sink::Remote(queue) => queue.backlog(),
+        }
+    }
+
+    /// Whether events go to a cluster's queue rather than this process's log.
+    pub fn is_remote(&self) -> bool {
+        matches!(self.inner.sink, Sink::Remote(_))
     }
 
     /// Events submitted and not yet answered, and the most there may be.

@@ -57,7 +57,7 @@ pub fn start(
         .expect("spawning the log writer thread");
     let ingest = Ingest {
         inner: Arc::new(IngestInner {
-            submissions,
+            sink: super::Sink::Log(submissions),
             pending,
             max_pending: config.max_pending,
             max_backlog: config.max_backlog,

@@ -106,7 +106,7 @@ impl Dispatcher {
     /// their streams.
     pub(crate) async fn run(
         mut self,
-        mut groups: mpsc::Receiver<Vec<u8>>,
+        mut groups: mpsc::Receiver<super::Group>,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -115,9 +115,9 @@ impl Dispatcher {
                 biased;
                 _ = super::shutting_down(&mut shutdown) => break,
                 Some(command) = commands.recv() => self.handle(command),
-                Some(frames) = groups.recv() => {
-                    self.queued_bytes.fetch_sub(frames.len(), Ordering::AcqRel);
-                    self.dispatch(&frames).await
+                Some(group) = groups.recv() => {
+                    self.queued_bytes.fetch_sub(group.frames.len(), Ordering::AcqRel);
+                    self.dispatch_after(group.after, &group.frames).await
                 }
                 else => break,
             }
@@ -186,8 +186,9 @@ impl Dispatcher {
         self.registered.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// Dispatches one committed group: `frames` as the writer appended them, `seq`s
-    /// consecutive.
+    /// Dispatches one committed group of consecutive `seq`s: `frames` as the writer
+    /// appended them.
+    #[cfg(test)]
     async fn dispatch(&mut self, frames: &[u8]) {
         let Some(first) = frames
             .get(..FRAME_HEADER)
@@ -195,13 +196,22 @@ impl Dispatcher {
         else {
             return;
         };
+        self.dispatch_after(first - 1, frames).await
+    }
+
+    /// Dispatches one committed group that directly follows the event at `after` (`seq`s
+    /// need not be consecutive: a cluster's come from Redis entry ids).
+    async fn dispatch_after(&mut self, after: u64, frames: &[u8]) {
+        if frames.len() < FRAME_HEADER {
+            return;
+        }
         let mut lagged = 0u64;
-        if first > self.dispatched_through + 1 {
+        if after > self.dispatched_through {
             // Groups between were committed but never reached us: either nobody was
             // registered (then every subscriber registered after them) or the queue was full
             // (then those who were registered missed events and must resume from the store).
             for (id, subscriber) in &mut self.subscribers {
-                if subscriber.through.max(self.dispatched_through) + 1 < first {
+                if subscriber.through.max(self.dispatched_through) < after {
                     Self::lag(subscriber);
                     self.dead.push(*id);
                     lagged += 1;

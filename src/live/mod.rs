@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::event::StoredEvent;
-use crate::ingest::Progress;
+use crate::ingest::{record, Progress};
 use crate::store::{EventFilter, Store};
 use dispatcher::{Command, Registered};
 pub use subscription::{Step, Subscription};
@@ -134,18 +134,65 @@ pub enum SubscribeError {
     ShuttingDown,
 }
 
+/// Where a resuming subscriber's past events come from: in `seq` order, after `after_seq`,
+/// matching `filter` (up to its `max_seq`), at most `limit`. A page shorter than `limit`
+/// means nothing more matches up to `max_seq` (or up to what was committed when asked).
+#[async_trait::async_trait]
+pub trait Replay: Send + Sync + 'static {
+    async fn events_after(
+        &self,
+        filter: EventFilter,
+        after_seq: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<StoredEvent>>;
+}
+
+/// Replay from the indexed store: right where `seq`s are committed in order (one log
+/// writer), once the indexer has reached the position replayed to.
+pub struct FromStore(pub Arc<dyn Store>);
+
+#[async_trait::async_trait]
+impl Replay for FromStore {
+    async fn events_after(
+        &self,
+        filter: EventFilter,
+        after_seq: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<StoredEvent>> {
+        self.0.events_after_seq(filter, after_seq, limit).await
+    }
+}
+
+/// A committed group on its way to the dispatcher: `frames` follow the event at `after`.
+pub(crate) struct Group {
+    after: u64,
+    frames: Vec<u8>,
+}
+
 /// The writer's end: hands committed groups to the dispatcher without ever waiting.
 pub struct Publisher {
     registered: Arc<AtomicUsize>,
-    groups: mpsc::Sender<Vec<u8>>,
+    groups: mpsc::Sender<Group>,
     /// Bytes of the groups in the queue; the dispatcher subtracts what it takes.
     queued_bytes: Arc<AtomicUsize>,
     stats: Arc<Stats>,
 }
 
 impl Publisher {
-    /// Called by the writer after `Progress::set_committed` with the frames of that commit.
+    /// Called by the writer after `Progress::set_committed` with the frames of that commit
+    /// (consecutive `seq`s following the previous commit's).
     pub fn publish(&self, frames: &[u8]) {
+        let Some(header) = frames.get(..record::FRAME_HEADER) else {
+            return;
+        };
+        let first = record::read_header(header.try_into().expect("header size")).2;
+        self.publish_after(first - 1, frames);
+    }
+
+    /// [`publish`](Self::publish) for `seq`s with gaps (a cluster's, from Redis entry ids):
+    /// `after` is the `seq` of the event just before these, so that a group dropped
+    /// between them can still be told from a gap in the numbering.
+    pub fn publish_after(&self, after: u64, frames: &[u8]) {
         // Pairs with the fence in the dispatcher's registration (see the module doc): either
         // it sees our `committed`, or we see its registration.
         fence(Ordering::SeqCst);
@@ -157,7 +204,10 @@ impl Publisher {
             true
         } else {
             matches!(
-                self.groups.try_send(frames.to_vec()),
+                self.groups.try_send(Group {
+                    after,
+                    frames: frames.to_vec(),
+                }),
                 Err(mpsc::error::TrySendError::Full(_))
             )
         };
@@ -179,7 +229,7 @@ struct Shared {
     config: LiveConfig,
     stats: Arc<Stats>,
     progress: Arc<Progress>,
-    store: Arc<dyn Store>,
+    replay: Arc<dyn Replay>,
     commands: mpsc::UnboundedSender<Command>,
     shutdown: watch::Sender<bool>,
 }
@@ -188,7 +238,7 @@ struct Shared {
 pub fn start(
     config: LiveConfig,
     progress: Arc<Progress>,
-    store: Arc<dyn Store>,
+    replay: Arc<dyn Replay>,
 ) -> (Live, Publisher, JoinHandle<()>) {
     // A channel's capacity has a ceiling (tokio's semaphore); far above any useful buffer.
     let config = LiveConfig {
@@ -217,7 +267,7 @@ pub fn start(
             config,
             stats: stats.clone(),
             progress,
-            store,
+            replay,
             commands: commands_tx,
             shutdown,
         }),

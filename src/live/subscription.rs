@@ -216,8 +216,8 @@ impl Subscription {
         match self
             .live
             .shared
-            .store
-            .events_after_seq(filter, self.last_seq, PAGE)
+            .replay
+            .events_after(filter, self.last_seq, PAGE)
             .await
         {
             Ok(page) => Some(page),

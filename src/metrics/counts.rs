@@ -176,6 +176,14 @@ impl Counts {
         }
     }
 
+    /// Counts that hold no range: every question goes to the store.
+    pub fn holding_nothing(now_ms: i64) -> Counts {
+        Counts {
+            complete_until: i64::MIN,
+            ..Counts::new(now_ms)
+        }
+    }
+
     /// Where the per-second counts start: windows starting earlier are counted by minute.
     pub fn seconds_from(&self) -> i64 {
         self.levels[3].complete_from

@@ -36,6 +36,9 @@ pub struct EventMetrics {
     counts: Mutex<Counts>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Nothing is counted in memory: everything is read from the store's rollups (an API
+    /// node of a cluster, which does not see what the workers store).
+    store_only: bool,
 }
 
 /// `GET /metrics`: counts of the events whose timestamp lies in the window ending now.
@@ -291,12 +294,29 @@ impl EventMetrics {
             counts: Mutex::new(counts),
             store,
             clock,
+            store_only: false,
         })
     }
 
-    /// Events stored (as counted when indexed).
-    pub fn stored_events(&self) -> u64 {
-        self.counts.lock().unwrap().total()
+    /// Metrics read from the store's rollups alone, in whole minutes (windows of seconds
+    /// are rounded out to minutes and report their real `from`), for a process that does
+    /// not write the store itself.
+    pub fn from_store(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> EventMetrics {
+        let counts = Counts::holding_nothing(clock.now_ms());
+        EventMetrics {
+            counts: Mutex::new(counts),
+            store,
+            clock,
+            store_only: true,
+        }
+    }
+
+    /// Events stored (as counted when indexed, or as the store counts them).
+    pub async fn stored_events(&self) -> Result<u64> {
+        if self.store_only {
+            return self.store.event_count().await;
+        }
+        Ok(self.counts.lock().unwrap().total())
     }
 
     /// Counts what the indexer just stored: `events` but those in `skipped` (ids already
@@ -517,7 +537,7 @@ impl EventMetrics {
                 count: self.total(hour, hour + HOUR_MS).await?,
             });
         }
-        let total_events = self.counts.lock().unwrap().total();
+        let total_events = self.stored_events().await?;
         Ok(SummaryReport {
             total_events,
             events_last_hour: last_hour,
