@@ -40,6 +40,7 @@ pub mod health;
 pub mod ingest;
 pub mod live;
 pub mod metrics;
+pub mod queue;
 pub mod retention;
 pub mod server;
 pub mod store;

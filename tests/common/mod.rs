@@ -1,9 +1,10 @@
 //! Shared helpers for the integration tests: spawning the real `eventide` binary
-//! ([`TestServer`]), a thin HTTP wrapper ([`Api`]), batch-answer checks, time utilities, and
-//! a PostgreSQL schema per test ([`postgres`]).
+//! ([`TestServer`]), a thin HTTP wrapper ([`Api`]), batch-answer checks, time utilities,
+//! a PostgreSQL schema per test ([`postgres`]) and Redis keys per test ([`redis`]).
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod redis;
 
 use std::collections::HashSet;
 use std::ops::Deref;

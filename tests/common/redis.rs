@@ -1,0 +1,98 @@
+//! Redis for tests: which server ([`url`]), key names of each test's own, deleted when the test
+//! ends ([`TestRedis`]), and what happens when no server answers: outside CI the test says so
+//! loudly and passes without running; under `CI=true` it fails.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use eventide::queue::QueueKeys;
+
+/// The server `.ci/run` provides: local, no password.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+/// `EVENTIDE_TEST_REDIS_URL`, or [`DEFAULT_URL`].
+pub fn url() -> String {
+    std::env::var("EVENTIDE_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+/// `host:port` of `url`, for messages: never the user or the password.
+fn server(url: &str) -> String {
+    match redis::Client::open(url) {
+        Ok(client) => client.get_connection_info().addr().to_string(),
+        Err(_) => "(an invalid EVENTIDE_TEST_REDIS_URL)".to_owned(),
+    }
+}
+
+/// A synchronous connection (usable from `Drop`), or why not.
+fn connection(url: &str) -> Result<redis::Connection, String> {
+    let client = redis::Client::open(url).map_err(|err| err.to_string())?;
+    client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .map_err(|err| err.to_string())
+}
+
+/// Keys of one test (a prefix no other test uses), deleted when this is dropped, whether the
+/// test passed or not.
+pub struct TestRedis {
+    pub url: String,
+    pub prefix: String,
+    pub keys: QueueKeys,
+}
+
+impl TestRedis {
+    /// A key prefix named after `label` on the test server; `None` (after printing SKIPPED)
+    /// when the server cannot be reached, unless under CI, where that panics.
+    pub fn new(label: &str) -> Option<TestRedis> {
+        let url = url();
+        let reachable = connection(&url).and_then(|mut conn| {
+            redis::cmd("PING")
+                .query::<String>(&mut conn)
+                .map_err(|err| err.to_string())
+        });
+        if let Err(err) = reachable {
+            let server = server(&url);
+            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                panic!("Redis not reachable at {server} under CI=true: {err}");
+            }
+            // Straight to stderr, not through `eprintln!`, which the test harness captures.
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "\n*** SKIPPED: Redis not reachable at {server} ({err}); this test did not run. \
+                 Start Redis or set EVENTIDE_TEST_REDIS_URL. ***\n"
+            );
+            return None;
+        }
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "test:{label}:{}:{}",
+            uuid::Uuid::now_v7().simple(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Some(TestRedis {
+            url,
+            keys: QueueKeys::with_prefix(&prefix),
+            prefix,
+        })
+    }
+
+    /// A synchronous connection for checks by hand.
+    pub fn connection(&self) -> redis::Connection {
+        connection(&self.url).expect("connect to the test Redis")
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let deleted = connection(&self.url).and_then(|mut conn| {
+            redis::cmd("DEL")
+                .arg(&self.keys.stream)
+                .arg(&self.keys.dead_letters)
+                .query::<i64>(&mut conn)
+                .map_err(|err| err.to_string())
+        });
+        if let Err(err) = deleted {
+            eprintln!("could not delete the test keys {}:*: {err}", self.prefix);
+        }
+    }
+}

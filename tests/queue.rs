@@ -1,0 +1,699 @@
+//! The Redis Streams queue and the worker loop, against a real Redis (keys of each test's own,
+//! see `common::redis`) and real stores: SQLite files, and PostgreSQL (a schema per test).
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::postgres::TestSchema;
+use common::redis::TestRedis;
+use eventide::event::{NewEvent, StoredEvent};
+use eventide::ingest::record::encode_payload;
+use eventide::queue::worker::{self, WorkerConfig};
+use eventide::queue::{entry_id_of, seq_of, RedisQueue};
+use eventide::store::postgres::PostgresStore;
+use eventide::store::sqlite::SqliteStore;
+use eventide::store::{
+    AppendOutcome, EventFilter, EventQuery, Purged, RollupQuery, RollupRow, Store,
+};
+use tokio::sync::watch;
+
+const NOW_MS: i64 = 1_760_000_000_000;
+
+fn new_event(i: u64) -> NewEvent {
+    NewEvent {
+        id: Some(format!("client-{i}")),
+        kind: ["click", "view", "signup"][(i % 3) as usize].to_owned(),
+        timestamp_ms: NOW_MS + i as i64,
+        service: Some(format!("svc-{}", i % 4)),
+        user_id: Some(format!("user-{}", i % 10)),
+        message: (i % 2 == 0).then(|| format!("message {i}")),
+        metadata: Some(format!(r#"{{"n":{i}}}"#)),
+    }
+}
+
+/// Payloads of events `range` (ids `client-{i}`).
+fn payloads(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
+    range
+        .map(|i| {
+            let event = new_event(i);
+            let mut out = Vec::new();
+            encode_payload(&mut out, &event, event.id.as_deref().unwrap(), NOW_MS);
+            out
+        })
+        .collect()
+}
+
+async fn publish(queue: &RedisQueue, payloads: &[Vec<u8>]) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for chunk in payloads.chunks(1000) {
+        let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
+        seqs.extend(queue.publish(&refs).await.expect("publish"));
+    }
+    seqs
+}
+
+async fn connect(redis: &TestRedis) -> RedisQueue {
+    RedisQueue::connect(&redis.url, redis.keys.clone())
+        .await
+        .expect("connect to Redis")
+}
+
+fn sqlite_store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+    Arc::new(SqliteStore::open(&dir.path().join("index.db"), false).expect("open SQLite"))
+}
+
+/// What `on_stored` saw, over every call.
+#[derive(Default)]
+struct Seen {
+    stored: AtomicU64,
+    skipped: AtomicU64,
+    ids: Mutex<Vec<String>>,
+}
+
+/// A running worker: stop it with [`Running::stop`].
+struct Running {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    seen: Arc<Seen>,
+}
+
+impl Running {
+    async fn stop(self) -> Arc<Seen> {
+        self.stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the worker stops within 20 s")
+            .expect("the worker task does not panic");
+        self.seen
+    }
+}
+
+fn config(consumer: &str) -> WorkerConfig {
+    WorkerConfig {
+        consumer: consumer.to_owned(),
+        batch: 500,
+        claim_timeout: Duration::from_secs(30),
+        max_attempts: 3,
+        block: Duration::from_millis(200),
+    }
+}
+
+fn start_worker(queue: &RedisQueue, store: Arc<dyn Store>, config: WorkerConfig) -> Running {
+    let seen = Arc::new(Seen::default());
+    let on_stored = {
+        let seen = seen.clone();
+        Arc::new(move |events: &[StoredEvent], outcome: &AppendOutcome| {
+            let skipped: HashSet<u64> = outcome.skipped.iter().copied().collect();
+            let mut ids = seen.ids.lock().unwrap();
+            for event in events {
+                if skipped.contains(&event.seq) {
+                    seen.skipped.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    seen.stored.fetch_add(1, Ordering::Relaxed);
+                    ids.push(event.id.clone());
+                }
+            }
+        })
+    };
+    let (stop, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(worker::run(
+        queue.clone(),
+        store,
+        config,
+        on_stored,
+        stop_rx,
+    ));
+    Running { stop, task, seen }
+}
+
+/// Waits until `check` holds, polling every 50 ms, for at most `limit`; panics with `what`.
+async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn drained(queue: &RedisQueue, store: &Arc<dyn Store>, count: u64) -> bool {
+    queue.backlog().await.unwrap() == 0 && store.event_count().await.unwrap() == count
+}
+
+fn xlen(redis: &TestRedis, key: &str) -> u64 {
+    redis::cmd("XLEN")
+        .arg(key)
+        .query(&mut redis.connection())
+        .unwrap()
+}
+
+/// XREADGROUP by hand as `consumer`: entries delivered to it, never acknowledged. Returns
+/// their ids.
+fn read_by_hand(redis: &TestRedis, consumer: &str, count: usize) -> Vec<String> {
+    let reply: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg(&redis.keys.group)
+        .arg(consumer)
+        .arg("COUNT")
+        .arg(count)
+        .arg("STREAMS")
+        .arg(&redis.keys.stream)
+        .arg(">")
+        .query(&mut redis.connection())
+        .unwrap();
+    let redis::Value::Array(streams) = reply else {
+        panic!("unexpected XREADGROUP reply {reply:?}")
+    };
+    let redis::Value::Array(stream) = &streams[0] else {
+        panic!("unexpected stream {streams:?}")
+    };
+    let redis::Value::Array(entries) = &stream[1] else {
+        panic!("unexpected entries {stream:?}")
+    };
+    entries
+        .iter()
+        .map(|entry| {
+            let redis::Value::Array(parts) = entry else {
+                panic!("unexpected entry {entry:?}")
+            };
+            let redis::Value::BulkString(id) = &parts[0] else {
+                panic!("unexpected id {parts:?}")
+            };
+            String::from_utf8(id.clone()).unwrap()
+        })
+        .collect()
+}
+
+fn ack_by_hand(redis: &TestRedis, ids: &[String]) {
+    let _: u64 = redis::cmd("XACK")
+        .arg(&redis.keys.stream)
+        .arg(&redis.keys.group)
+        .arg(ids)
+        .query(&mut redis.connection())
+        .unwrap();
+}
+
+#[test]
+fn seqs_round_trip_through_entry_ids() {
+    for seq in [0, 1, (1 << 20) - 1, 1 << 20, 1_760_000_000_000 << 20 | 12] {
+        assert_eq!(seq_of(&entry_id_of(seq)), Some(seq));
+    }
+    assert_eq!(
+        entry_id_of(1_760_000_000_000 << 20 | 12),
+        "1760000000000-12"
+    );
+    assert_eq!(seq_of("1-1048576"), None);
+}
+
+#[tokio::test]
+async fn connecting_to_no_server_fails_fast_without_the_password() {
+    let keys = eventide::queue::QueueKeys::with_prefix("nowhere");
+    let started = Instant::now();
+    let err = RedisQueue::connect("redis://user:s3cret-pw@127.0.0.1:1", keys)
+        .await
+        .expect_err("nothing listens on port 1");
+    let text = format!("{err:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(!text.contains("s3cret-pw"), "the password leaks: {text}");
+    assert!(text.contains("127.0.0.1:1"), "the server is named: {text}");
+}
+
+#[tokio::test]
+async fn published_entries_are_read_back_in_order() {
+    let Some(redis) = TestRedis::new("publish") else {
+        return;
+    };
+    let queue = connect(&redis).await;
+    assert_eq!(queue.first_seq().await.unwrap(), None);
+    assert_eq!(queue.last_seq().await.unwrap(), 0);
+    assert_eq!(queue.backlog().await.unwrap(), 0);
+    assert!(queue.range_after(0, 10).await.unwrap().is_empty());
+
+    let sent = payloads(0..5);
+    let seqs = publish(&queue, &sent).await;
+    assert_eq!(seqs.len(), 5);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    let all = queue.range_after(0, 10).await.unwrap();
+    assert_eq!(all.iter().map(|(s, _)| *s).collect::<Vec<_>>(), seqs);
+    assert_eq!(all.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>(), sent);
+    let middle = queue.range_after(seqs[1], 2).await.unwrap();
+    assert_eq!(
+        middle.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        seqs[2..4]
+    );
+    assert!(queue.range_after(seqs[4], 10).await.unwrap().is_empty());
+
+    assert_eq!(queue.first_seq().await.unwrap(), Some(seqs[0]));
+    assert_eq!(queue.last_seq().await.unwrap(), seqs[4]);
+    assert_eq!(queue.backlog().await.unwrap(), 5, "nothing consumed yet");
+
+    // Blocking read: nothing after the last entry within the block time...
+    let started = Instant::now();
+    let none = queue
+        .read_after(seqs[4], 10, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    // ...entries already there come at once...
+    let some = queue
+        .read_after(seqs[2], 10, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(some.iter().map(|(s, _)| *s).collect::<Vec<_>>(), seqs[3..]);
+    // ...and one published while waiting wakes the reader.
+    let reader = {
+        let queue = queue.clone();
+        let after = seqs[4];
+        tokio::spawn(async move { queue.read_after(after, 10, Duration::from_secs(10)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let late = publish(&queue, &payloads(5..6)).await;
+    let started = Instant::now();
+    let woke = reader.await.unwrap().unwrap();
+    assert_eq!(woke.iter().map(|(s, _)| *s).collect::<Vec<_>>(), late);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(queue.last_seq().await.unwrap(), late[0]);
+    queue.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_stores_and_acknowledges_each_event_once() {
+    let Some(redis) = TestRedis::new("worker") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let queue = connect(&redis).await;
+    const N: u64 = 3000;
+    let sent = payloads(0..N);
+    let seqs = publish(&queue, &sent).await;
+    assert_eq!(queue.backlog().await.unwrap(), N);
+
+    let running = start_worker(&queue, store.clone(), config("w1"));
+    wait_for(Duration::from_secs(30), "the backlog to drain", || {
+        drained(&queue, &store, N)
+    })
+    .await;
+    // Stored with the stream positions as seqs.
+    let first = store.get("client-0".to_owned()).await.unwrap().unwrap();
+    assert_eq!(first.seq, seqs[0]);
+    assert_eq!(first.metadata.as_deref(), Some(r#"{"n":0}"#));
+    assert_eq!(store.indexed_seq().await.unwrap(), *seqs.last().unwrap());
+
+    // The same ids again (a client retrying through another API node): nothing new.
+    publish(&queue, &sent[..500]).await;
+    wait_for(Duration::from_secs(30), "the retries to drain", || async {
+        queue.backlog().await.unwrap() == 0
+    })
+    .await;
+    assert_eq!(store.event_count().await.unwrap(), N);
+    let seen = running.stop().await;
+    assert_eq!(seen.stored.load(Ordering::Relaxed), N);
+    assert_eq!(seen.skipped.load(Ordering::Relaxed), 500);
+    let count = store.count(EventFilter::default()).await.unwrap();
+    assert_eq!(count, N);
+}
+
+#[tokio::test]
+async fn two_workers_in_the_group_store_each_event_once() {
+    let Some(redis) = TestRedis::new("two-workers") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let queue = connect(&redis).await;
+    const N: u64 = 4000;
+    let small_batches = |name: &str| WorkerConfig {
+        batch: 100,
+        ..config(name)
+    };
+    let a = start_worker(&queue, store.clone(), small_batches("a"));
+    let b = start_worker(&queue, store.clone(), small_batches("b"));
+    publish(&queue, &payloads(0..N)).await;
+    wait_for(Duration::from_secs(30), "the backlog to drain", || {
+        drained(&queue, &store, N)
+    })
+    .await;
+    let (a, b) = (a.stop().await, b.stop().await);
+    let mut ids: Vec<String> = a.ids.lock().unwrap().clone();
+    ids.extend(b.ids.lock().unwrap().iter().cloned());
+    assert_eq!(
+        ids.len() as u64,
+        N,
+        "each event stored by exactly one worker"
+    );
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len() as u64, N);
+    assert_eq!(
+        a.skipped.load(Ordering::Relaxed) + b.skipped.load(Ordering::Relaxed),
+        0,
+        "no entry delivered twice"
+    );
+}
+
+#[tokio::test]
+async fn entries_left_pending_by_a_dead_consumer_are_claimed() {
+    let Some(redis) = TestRedis::new("claim") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let queue = connect(&redis).await;
+    publish(&queue, &payloads(0..30)).await;
+    // A consumer reads 20 and dies before acknowledging.
+    let taken = read_by_hand(&redis, "dead-consumer", 20);
+    assert_eq!(taken.len(), 20);
+    assert_eq!(queue.backlog().await.unwrap(), 30);
+
+    let running = start_worker(
+        &queue,
+        store.clone(),
+        WorkerConfig {
+            claim_timeout: Duration::from_millis(600),
+            batch: 7,
+            ..config("survivor")
+        },
+    );
+    wait_for(
+        Duration::from_secs(20),
+        "the claimed entries to be stored",
+        || drained(&queue, &store, 30),
+    )
+    .await;
+    let seen = running.stop().await;
+    assert_eq!(seen.stored.load(Ordering::Relaxed), 30);
+}
+
+/// A store that fails on demand: entirely (`down`: every call, like a server that is gone),
+/// or only batches holding the event id `poison` (like a row the database refuses).
+struct FlakyStore {
+    inner: Arc<dyn Store>,
+    down: AtomicBool,
+    poison: Mutex<Option<String>>,
+    append_calls: AtomicU64,
+}
+
+impl FlakyStore {
+    fn new(inner: Arc<dyn Store>) -> Arc<FlakyStore> {
+        Arc::new(FlakyStore {
+            inner,
+            down: AtomicBool::new(false),
+            poison: Mutex::new(None),
+            append_calls: AtomicU64::new(0),
+        })
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            anyhow::bail!("connection refused (the test store is down)");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for FlakyStore {
+    async fn append_batch(
+        &self,
+        events: Arc<Vec<StoredEvent>>,
+        indexed_seq: u64,
+    ) -> anyhow::Result<AppendOutcome> {
+        self.append_calls.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        let poison = self.poison.lock().unwrap().clone();
+        if let Some(poison) = poison {
+            if events.iter().any(|e| e.id == poison) {
+                anyhow::bail!("value too long for type character varying (event {poison})");
+            }
+        }
+        self.inner.append_batch(events, indexed_seq).await
+    }
+    async fn indexed_seq(&self) -> anyhow::Result<u64> {
+        self.check()?;
+        self.inner.indexed_seq().await
+    }
+    async fn query(&self, query: EventQuery) -> anyhow::Result<Vec<StoredEvent>> {
+        self.check()?;
+        self.inner.query(query).await
+    }
+    async fn count(&self, filter: EventFilter) -> anyhow::Result<u64> {
+        self.check()?;
+        self.inner.count(filter).await
+    }
+    async fn events_after_seq(
+        &self,
+        filter: EventFilter,
+        after_seq: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<StoredEvent>> {
+        self.check()?;
+        self.inner.events_after_seq(filter, after_seq, limit).await
+    }
+    async fn get(&self, id: String) -> anyhow::Result<Option<StoredEvent>> {
+        self.check()?;
+        self.inner.get(id).await
+    }
+    async fn event_count(&self) -> anyhow::Result<u64> {
+        self.check()?;
+        self.inner.event_count().await
+    }
+    async fn time_range(&self) -> anyhow::Result<Option<(i64, i64)>> {
+        self.check()?;
+        self.inner.time_range().await
+    }
+    async fn rollups(&self, query: RollupQuery) -> anyhow::Result<Vec<RollupRow>> {
+        self.check()?;
+        self.inner.rollups(query).await
+    }
+    async fn counts_per_second(&self, from_ms: i64) -> anyhow::Result<Vec<RollupRow>> {
+        self.check()?;
+        self.inner.counts_per_second(from_ms).await
+    }
+    async fn recent_client_ids(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(String, i64)>> {
+        self.check()?;
+        self.inner.recent_client_ids(since_ms, limit).await
+    }
+    async fn purge_before(&self, cutoff_ms: i64) -> anyhow::Result<Purged> {
+        self.check()?;
+        self.inner.purge_before(cutoff_ms).await
+    }
+}
+
+#[tokio::test]
+async fn garbage_goes_to_the_dead_letters_and_can_be_replayed() {
+    let Some(redis) = TestRedis::new("garbage") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let queue = connect(&redis).await;
+    let mut sent = payloads(0..10);
+    sent.insert(4, b"not an event".to_vec());
+    let seqs = publish(&queue, &sent).await;
+    let running = start_worker(&queue, store.clone(), config("w"));
+    wait_for(
+        Duration::from_secs(20),
+        "the good events to be stored",
+        || drained(&queue, &store, 10),
+    )
+    .await;
+    let letters = queue.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].original_id, entry_id_of(seqs[4]));
+    assert!(letters[0].reason.contains("decode"), "{letters:?}");
+    assert_eq!(letters[0].event, None);
+    assert!(letters[0].failed_at_ms > NOW_MS);
+    // Serializes as the API lists it.
+    let json = serde_json::to_value(&letters[0]).unwrap();
+    assert_eq!(json["original_id"], entry_id_of(seqs[4]));
+
+    // Replay: out of the dead letters, into the stream under a new id; garbage comes back.
+    assert_eq!(queue.replay_dead_letters(10).await.unwrap(), 1);
+    let last = queue.last_seq().await.unwrap();
+    assert!(last > *seqs.last().unwrap());
+    wait_for(
+        Duration::from_secs(20),
+        "the replayed entry to fail again",
+        || async {
+            let letters = queue.dead_letters(10).await.unwrap();
+            letters.len() == 1 && letters[0].original_id == entry_id_of(last)
+        },
+    )
+    .await;
+    assert_eq!(queue.replay_dead_letters(0).await.unwrap(), 0);
+    running.stop().await;
+    assert_eq!(store.event_count().await.unwrap(), 10);
+}
+
+#[tokio::test]
+async fn an_event_the_store_refuses_is_dead_lettered_after_max_attempts_then_replayed() {
+    let Some(redis) = TestRedis::new("poison") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = FlakyStore::new(sqlite_store(&dir));
+    *flaky.poison.lock().unwrap() = Some("client-3".to_owned());
+    let store: Arc<dyn Store> = flaky.clone();
+    let queue = connect(&redis).await;
+    let seqs = publish(&queue, &payloads(0..8)).await;
+    let running = start_worker(&queue, store.clone(), config("w"));
+    wait_for(
+        Duration::from_secs(20),
+        "the other events to be stored",
+        || drained(&queue, &store, 7),
+    )
+    .await;
+    let letters = queue.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.original_id, entry_id_of(seqs[3]));
+    assert_eq!(letter.attempts, 3, "max_attempts");
+    assert!(letter.reason.contains("value too long"), "{letter:?}");
+    let event = letter.event.as_ref().expect("the event decodes");
+    assert_eq!(event["id"], "client-3");
+    assert_eq!(event["type"], "click");
+    assert_eq!(event["metadata"]["n"], 3);
+
+    // Fixed (say, a wider column): a replay stores it.
+    *flaky.poison.lock().unwrap() = None;
+    assert_eq!(queue.replay_dead_letters(10).await.unwrap(), 1);
+    assert!(queue.dead_letters(10).await.unwrap().is_empty());
+    wait_for(
+        Duration::from_secs(20),
+        "the replayed event to be stored",
+        || drained(&queue, &store, 8),
+    )
+    .await;
+    running.stop().await;
+    assert!(store.get("client-3".to_owned()).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_store_outage_holds_the_acks_and_drains_when_it_ends() {
+    let Some(redis) = TestRedis::new("outage") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = FlakyStore::new(sqlite_store(&dir));
+    flaky.down.store(true, Ordering::SeqCst);
+    let store: Arc<dyn Store> = flaky.clone();
+    let queue = connect(&redis).await;
+    publish(&queue, &payloads(0..50)).await;
+    let running = start_worker(&queue, store.clone(), config("w"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Retried with backoff (100, 200, 400, 800 ms: a handful of calls, not a busy loop),
+    // nothing acknowledged, nothing dead-lettered.
+    let calls = flaky.append_calls.load(Ordering::SeqCst);
+    assert!((2..=8).contains(&calls), "{calls} attempts in 1.5 s");
+    assert_eq!(queue.backlog().await.unwrap(), 50);
+    assert!(queue.dead_letters(10).await.unwrap().is_empty());
+
+    flaky.down.store(false, Ordering::SeqCst);
+    wait_for(Duration::from_secs(20), "the backlog to drain", || {
+        drained(&queue, &store, 50)
+    })
+    .await;
+    assert!(queue.dead_letters(10).await.unwrap().is_empty());
+    let seen = running.stop().await;
+    assert_eq!(seen.stored.load(Ordering::Relaxed), 50);
+}
+
+#[tokio::test]
+async fn trimming_keeps_every_unacknowledged_entry() {
+    let Some(redis) = TestRedis::new("trim") else {
+        return;
+    };
+    let queue = connect(&redis).await;
+    let seqs = publish(&queue, &payloads(0..10)).await;
+    // Nothing delivered: nothing can go.
+    assert_eq!(queue.trim().await.unwrap(), 0);
+    assert_eq!(xlen(&redis, &redis.keys.stream), 10);
+
+    // Five delivered, three of them acknowledged: the two oldest are still pending.
+    let taken = read_by_hand(&redis, "c", 5);
+    ack_by_hand(&redis, &taken[2..]);
+    assert_eq!(queue.trim().await.unwrap(), 0);
+    assert_eq!(queue.first_seq().await.unwrap(), Some(seqs[0]));
+
+    // The oldest acknowledged: it goes, the second (pending) stays.
+    ack_by_hand(&redis, &taken[..1]);
+    assert_eq!(queue.trim().await.unwrap(), 1);
+    assert_eq!(queue.first_seq().await.unwrap(), Some(seqs[1]));
+
+    // All five acknowledged: they go, the five never delivered stay.
+    ack_by_hand(&redis, &taken[1..2]);
+    assert_eq!(queue.trim().await.unwrap(), 4);
+    assert_eq!(xlen(&redis, &redis.keys.stream), 5);
+    assert_eq!(queue.first_seq().await.unwrap(), Some(seqs[5]));
+
+    // Delivered but pending: they stay.
+    let rest = read_by_hand(&redis, "c", 10);
+    assert_eq!(rest.len(), 5);
+    assert_eq!(queue.trim().await.unwrap(), 0);
+    assert_eq!(queue.backlog().await.unwrap(), 5);
+    ack_by_hand(&redis, &rest);
+    assert_eq!(queue.trim().await.unwrap(), 5);
+    assert_eq!(queue.first_seq().await.unwrap(), None);
+    assert_eq!(queue.backlog().await.unwrap(), 0);
+    // The stream keeps its last id: new entries still come after the old ones.
+    let next = publish(&queue, &payloads(10..11)).await;
+    assert!(next[0] > seqs[9]);
+}
+
+#[tokio::test]
+async fn a_worker_moves_events_into_postgres() {
+    let Some(redis) = TestRedis::new("postgres") else {
+        return;
+    };
+    let Some(schema) = TestSchema::new("queue_worker").await else {
+        return;
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(&schema.url, Some(&schema.name))
+            .await
+            .expect("connect to PostgreSQL"),
+    );
+    let queue = connect(&redis).await;
+    let n: u64 = std::env::var("EVENTIDE_TEST_QUEUE_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(20_000);
+    publish(&queue, &payloads(0..n)).await;
+    let started = Instant::now();
+    let running = start_worker(
+        &queue,
+        store.clone(),
+        WorkerConfig {
+            batch: 1000,
+            ..config("pg")
+        },
+    );
+    wait_for(Duration::from_secs(120), "the backlog to drain", || {
+        drained(&queue, &store, n)
+    })
+    .await;
+    let elapsed = started.elapsed();
+    running.stop().await;
+    eprintln!(
+        "worker into PostgreSQL: {n} events in {elapsed:.2?}: {:.0} events/s",
+        n as f64 / elapsed.as_secs_f64()
+    );
+    assert_eq!(store.count(EventFilter::default()).await.unwrap(), n);
+}
