@@ -9,6 +9,9 @@
 //! - [`telemetry`]: the service's own metrics, for Prometheus.
 //! - [`live`]: the live stream (`GET /stream`): committed events pushed to subscribers.
 //! - [`health`]: failures and last commit, as `/health/*` reports them.
+//! - [`retention`]: the job deleting events older than `--retention`.
+//! - [`queue`]: the Redis Streams queue of a cluster and the worker that consumes it;
+//!   [`cluster`] runs a process of a cluster (`--role api|worker|all`).
 //! - [`api`]: HTTP routes, errors and rendering; [`api::dashboard`] serves the web dashboard,
 //!   whose files (`dashboard/`) are compiled in.
 //! - [`server`]: puts the parts together and shuts them down in order ([`connections`]:
@@ -33,6 +36,7 @@
 pub mod api;
 pub mod bench;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod connections;
 pub mod event;

@@ -13,7 +13,7 @@ use crate::api::admission::InFlight;
 use crate::api::rate_limit::{Limiter, RateLimits};
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Durability, ServeConfig};
+use crate::config::{redact_url, Durability, QueueTarget, ServeConfig, StoreTarget};
 use crate::connections::{raise_open_files_limit, OpenConnections, PeerAddr, TrackedListener};
 use crate::health::Health;
 use crate::ingest::dedup::RecentIds;
@@ -22,6 +22,7 @@ use crate::ingest::{ids, indexer, writer, Progress};
 use crate::live::{self, LiveConfig};
 use crate::metrics::EventMetrics;
 use crate::retention::Retention;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 use crate::telemetry;
@@ -40,19 +41,51 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    config.check().map_err(anyhow::Error::msg)?;
     telemetry::install();
-    let fsync = config.durability == Durability::Fsync;
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
             "invalid --data-dir: cannot create {}",
             config.data_dir.display()
         )
     })?;
+    let store = open_store(&config).await?;
+    match &config.queue {
+        QueueTarget::Embedded => serve_local(config, store, listener, shutdown).await,
+        QueueTarget::Redis(url) => {
+            let url = url.clone();
+            crate::cluster::serve(config, &url, store, listener, shutdown).await
+        }
+    }
+}
 
-    let db_path = config.data_dir.join("events.db");
-    let store: Arc<dyn Store> =
-        Arc::new(tokio::task::spawn_blocking(move || SqliteStore::open(&db_path, fsync)).await??);
+/// Opens the store `--store` names, creating and migrating it if needed.
+async fn open_store(config: &ServeConfig) -> Result<Arc<dyn Store>> {
+    let fsync = config.durability == Durability::Fsync;
+    Ok(match &config.store {
+        StoreTarget::Embedded => {
+            let db_path = config.data_dir.join("events.db");
+            Arc::new(
+                tokio::task::spawn_blocking(move || SqliteStore::open(&db_path, fsync)).await??,
+            )
+        }
+        StoreTarget::Postgres(url) => Arc::new(
+            PostgresStore::connect(url, config.postgres_schema.as_deref())
+                .await
+                .with_context(|| format!("connecting to the store at {}", redact_url(url)))?,
+        ),
+    })
+}
+
+/// One process doing everything, through its own durable log (the embedded queue).
+async fn serve_local(
+    config: ServeConfig,
+    store: Arc<dyn Store>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let fsync = config.durability == Durability::Fsync;
     let indexed_seq = store.indexed_seq().await?;
     let log_dir = config.data_dir.join("log");
     let (log, recovered) =
@@ -144,6 +177,7 @@ pub async fn serve(
     }
     let state = AppState {
         retention,
+        dead_letters: None,
         rate_limits,
         in_flight: InFlight::new(config.max_concurrent_requests as usize),
         health,
@@ -161,52 +195,7 @@ pub async fn serve(
         "listening on http://{}",
         listener.local_addr()?
     );
-    // Graceful shutdown waits for every response to finish, and a stream's never would: so
-    // when it begins, the live streams are ended too.
-    let (shutdown_began, began) = tokio::sync::oneshot::channel();
-    let shutdown = async move {
-        shutdown.await;
-        live.shutdown();
-        let _ = shutdown_began.send(());
-    };
-    // Room for the connections plus the store, the log and the subscribers' bookkeeping.
-    let wanted_files = config.max_connections + 256;
-    match raise_open_files_limit(wanted_files) {
-        Ok(reached) if reached < wanted_files => tracing::warn!(
-            open_files = reached,
-            max_connections = config.max_connections,
-            "the open-file limit is below --max-connections: connections beyond it will fail to be accepted"
-        ),
-        Ok(_) => {}
-        Err(err) => tracing::warn!(error = %err, "could not read or raise the open-file limit"),
-    }
-    let open_connections = Arc::new(OpenConnections::default());
-    let listener = TrackedListener::new(
-        listener,
-        open_connections.clone(),
-        config.max_connections as usize,
-    );
-    let app = app.into_make_service_with_connect_info::<PeerAddr>();
-    let serving = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .into_future();
-    tokio::pin!(serving);
-    let grace_over = async {
-        match began.await {
-            Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
-            Err(_) => std::future::pending().await,
-        }
-    };
-    let served = tokio::select! {
-        served = &mut serving => served,
-        () = grace_over => {
-            // Such as a stream whose client stopped reading: its end can never be written.
-            let cut = open_connections.cut_all();
-            tracing::warn!(connections = cut, "connections still open {SHUTDOWN_GRACE:?} after shutdown began; cutting them");
-            serving.await
-        }
-    };
-    served.context("serving HTTP")?;
+    serve_http(app, listener, config.max_connections, live, shutdown).await?;
     // It stopped when the shutdown began; this only collects it.
     let _ = dispatcher.await;
 
@@ -229,5 +218,60 @@ pub async fn serve(
         indexed = progress.indexed(),
         "stopped"
     );
+    Ok(())
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains: streams are ended and
+/// connections still open after [`SHUTDOWN_GRACE`] are cut.
+pub(crate) async fn serve_http(
+    app: axum::Router,
+    listener: TcpListener,
+    max_connections: u64,
+    live: live::Live,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    // Graceful shutdown waits for every response to finish, and a stream's never would: so
+    // when it begins, the live streams are ended too.
+    let (shutdown_began, began) = tokio::sync::oneshot::channel();
+    let shutdown = async move {
+        shutdown.await;
+        live.shutdown();
+        let _ = shutdown_began.send(());
+    };
+    // Room for the connections plus the store, the log and the subscribers' bookkeeping.
+    let wanted_files = max_connections + 256;
+    match raise_open_files_limit(wanted_files) {
+        Ok(reached) if reached < wanted_files => tracing::warn!(
+            open_files = reached,
+            max_connections = max_connections,
+            "the open-file limit is below --max-connections: connections beyond it will fail to be accepted"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "could not read or raise the open-file limit"),
+    }
+    let open_connections = Arc::new(OpenConnections::default());
+    let listener =
+        TrackedListener::new(listener, open_connections.clone(), max_connections as usize);
+    let app = app.into_make_service_with_connect_info::<PeerAddr>();
+    let serving = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .into_future();
+    tokio::pin!(serving);
+    let grace_over = async {
+        match began.await {
+            Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    let served = tokio::select! {
+        served = &mut serving => served,
+        () = grace_over => {
+            // Such as a stream whose client stopped reading: its end can never be written.
+            let cut = open_connections.cut_all();
+            tracing::warn!(connections = cut, "connections still open {SHUTDOWN_GRACE:?} after shutdown began; cutting them");
+            serving.await
+        }
+    };
+    served.context("serving HTTP")?;
     Ok(())
 }

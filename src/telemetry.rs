@@ -200,6 +200,8 @@ const ROUTES: &[&str] = &[
     "/metrics/prometheus",
     "/stream",
     "/stream/metrics",
+    "/dead-letters",
+    "/dead-letters/replay",
     "/health",
     "/health/ready",
     "/health/detailed",

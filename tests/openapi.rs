@@ -20,6 +20,8 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/metrics/prometheus"),
     ("GET", "/stream"),
     ("GET", "/stream/metrics"),
+    ("GET", "/dead-letters"),
+    ("POST", "/dead-letters/replay"),
     ("GET", "/health"),
     ("GET", "/health/ready"),
     ("GET", "/health/detailed"),

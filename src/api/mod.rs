@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod dashboard;
+pub mod dead_letters;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -23,6 +24,7 @@ use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::live::Live;
 use crate::metrics::EventMetrics;
+use crate::queue::redis::RedisQueue;
 use crate::retention::Retention;
 use crate::store::Store;
 use error::ApiError;
@@ -45,6 +47,9 @@ pub struct AppState {
     pub live: Live,
     /// What ingest refuses as already expired, and the retention job's report.
     pub retention: Arc<Retention>,
+    /// A cluster's queue, for its dead letters (`None` with the embedded queue, which has
+    /// none: invalid events are refused at ingest).
+    pub dead_letters: Option<RedisQueue>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -57,6 +62,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/prometheus", get(metrics::prometheus))
         .route("/stream", get(stream::subscribe))
         .route("/stream/metrics", get(metrics::stream))
+        .route("/dead-letters", get(dead_letters::list))
+        .route(
+            "/dead-letters/replay",
+            axum::routing::post(dead_letters::replay),
+        )
         .route("/health", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/health/detailed", get(health::detailed))

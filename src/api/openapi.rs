@@ -48,6 +48,8 @@ const DOCUMENT_PATH: &str = "/openapi.json";
         super::metrics::prometheus,
         super::stream::subscribe,
         super::metrics::stream,
+        super::dead_letters::list,
+        super::dead_letters::replay,
         super::health::live,
         super::health::ready,
         super::health::detailed,

@@ -274,7 +274,7 @@ pub fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
         .map_err(|reason| ApiError::invalid_parameter(name, format!("'{name}' {reason}")))
 }
 
-fn parse_count(name: &str, value: &str, max: usize) -> Result<usize, ApiError> {
+pub fn parse_count(name: &str, value: &str, max: usize) -> Result<usize, ApiError> {
     match value.parse::<usize>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(ApiError::invalid_parameter(

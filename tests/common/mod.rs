@@ -325,6 +325,18 @@ pub struct TestServer {
     child: Option<Child>,
     logs: Arc<Mutex<Vec<String>>>,
     _tempdir: Option<tempfile::TempDir>,
+    /// The PostgreSQL schema the server stores into, when the suite runs on PostgreSQL.
+    _schema: Option<postgres::TestSchema>,
+}
+
+/// Whether this test binary is a suite run on the PostgreSQL store: `tests/*_on_postgres.rs`
+/// are links to other suites, whose servers then get `--store postgres://...` and a schema
+/// of their own.
+fn suite_on_postgres() -> bool {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_name()?.to_str().map(str::to_owned))
+        .is_some_and(|name| name.contains("_on_postgres"))
 }
 
 impl Deref for TestServer {
@@ -367,7 +379,36 @@ impl TestServer {
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
             _tempdir: tempdir,
+            _schema: None,
         };
+        if suite_on_postgres() && !extra_args.contains(&"--store") {
+            // A server started again on the same data directory (a restart with other
+            // flags) finds its predecessor's schema, which that one still owns.
+            let marker = server.data_dir.join("test-postgres-schema");
+            let (url, name) = match std::fs::read_to_string(&marker) {
+                Ok(name) => (postgres::url(), name),
+                // Without a server (outside CI) this has said SKIPPED; the suite then runs
+                // on the embedded store.
+                Err(_) => match postgres::TestSchema::new("suite").await {
+                    Some(schema) => {
+                        let found = (schema.url.clone(), schema.name.clone());
+                        std::fs::create_dir_all(&server.data_dir).unwrap();
+                        std::fs::write(&marker, &schema.name).unwrap();
+                        server._schema = Some(schema);
+                        found
+                    }
+                    None => (String::new(), String::new()),
+                },
+            };
+            if !name.is_empty() {
+                server.args.extend([
+                    "--store".to_owned(),
+                    url,
+                    "--postgres-schema".to_owned(),
+                    name,
+                ]);
+            }
+        }
         server.launch().await;
         server
     }

@@ -1,0 +1,106 @@
+//! `GET /dead-letters` and `POST /dead-letters/replay`: a cluster's events that the workers
+//! could not store after several attempts, with the reason, and putting them back in the
+//! queue once the cause is fixed. With the embedded queue there are none (invalid events are
+//! refused at ingest), and both answer accordingly.
+
+use axum::extract::{RawQuery, State};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use super::params::{known_pairs, parse_count};
+use super::AppState;
+use crate::ingest::IngestError;
+use crate::queue::DeadLetter;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 10_000;
+
+/// The dead letters, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetters {
+    #[schema(value_type = Vec<Object>)]
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// How many dead letters went back into the queue.
+#[derive(Serialize, ToSchema)]
+pub struct Replayed {
+    pub replayed: u64,
+}
+
+fn limit_of(query: Option<&str>) -> Result<usize, ApiError> {
+    let mut limit = DEFAULT_LIMIT;
+    for (_, value) in known_pairs(query, &["limit"])? {
+        limit = parse_count("limit", &value, MAX_LIMIT)?;
+    }
+    Ok(limit)
+}
+
+fn unavailable(err: impl std::fmt::Display) -> ApiError {
+    ApiError::Ingest(IngestError::QueueUnavailable(err.to_string()))
+}
+
+/// List dead letters
+///
+/// Events a cluster's workers could not store after `max_attempts` tries (or could not
+/// decode), with the reason, the number of attempts and the event. Always empty with the
+/// embedded queue.
+#[utoipa::path(
+    get,
+    path = "/dead-letters",
+    tag = "events",
+    operation_id = "listDeadLetters",
+    params(("limit" = Option<usize>, Query, description = "At most this many (1 to 10000, default 100)")),
+    responses(
+        (status = 200, description = "The dead letters, oldest first", body = DeadLetters),
+        (status = 400, response = super::openapi::BadParameter),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<DeadLetters>, ApiError> {
+    let limit = limit_of(query.as_deref())?;
+    let dead_letters = match &state.dead_letters {
+        Some(queue) => queue.dead_letters(limit).await.map_err(unavailable)?,
+        None => Vec::new(),
+    };
+    Ok(Json(DeadLetters { dead_letters }))
+}
+
+/// Replay dead letters
+///
+/// Puts up to `limit` dead letters back into the queue (oldest first) and removes them from
+/// the dead letters; the workers try them again. Safe to repeat: event ids make storing
+/// idempotent.
+#[utoipa::path(
+    post,
+    path = "/dead-letters/replay",
+    tag = "events",
+    operation_id = "replayDeadLetters",
+    params(("limit" = Option<usize>, Query, description = "At most this many (1 to 10000, default 100)")),
+    responses(
+        (status = 200, description = "How many went back into the queue", body = Replayed),
+        (status = 400, response = super::openapi::BadParameter),
+        (status = 429, response = super::openapi::RateLimited),
+        (status = 503, response = super::openapi::Unavailable),
+    )
+)]
+pub async fn replay(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Replayed>, ApiError> {
+    let limit = limit_of(query.as_deref())?;
+    let replayed = match &state.dead_letters {
+        Some(queue) => queue
+            .replay_dead_letters(limit)
+            .await
+            .map_err(unavailable)?,
+        None => 0,
+    };
+    Ok(Json(Replayed { replayed }))
+}
