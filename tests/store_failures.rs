@@ -101,9 +101,10 @@ async fn a_full_disk_is_refused_reported_and_recovered_from() {
     let ready = api.get("/health/ready").await;
     let reasons = ready.expect_error(503);
     assert!(reasons["reasons"].to_string().contains("log"), "{reasons}");
-    // More refusals, still one error line for the cause.
+    // More refusals, still one error line for the cause. As large as the refused batch: a
+    // smaller one may still fit in what is left.
     for tag in 1000..1005 {
-        api.post_events(&batch(tag, 50)).await.expect_error(503);
+        api.post_events(&batch(tag, 200)).await.expect_error(503);
     }
     let logs = server.logs();
     let errors = logs
