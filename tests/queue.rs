@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::postgres::TestSchema;
-use common::redis::TestRedis;
+use common::redis::{Proxy, TestRedis};
 use eventide::event::{NewEvent, StoredEvent};
 use eventide::ingest::record::encode_payload;
 use eventide::queue::worker::{self, WorkerConfig};
@@ -103,7 +103,18 @@ fn config(consumer: &str) -> WorkerConfig {
     }
 }
 
+/// The worker's logs on stderr when `EVENTIDE_TEST_LOG` is set (once per test binary).
+fn init_logs() {
+    if std::env::var_os("EVENTIDE_TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("eventide=debug")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 fn start_worker(queue: &RedisQueue, store: Arc<dyn Store>, config: WorkerConfig) -> Running {
+    init_logs();
     let seen = Arc::new(Seen::default());
     let on_stored = {
         let seen = seen.clone();
@@ -288,6 +299,15 @@ async fn published_entries_are_read_back_in_order() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(queue.last_seq().await.unwrap(), late[0]);
     queue.ping().await.unwrap();
+
+    // A deletion inside the unread range makes Redis answer a nil lag: still counted.
+    assert_eq!(queue.backlog().await.unwrap(), 6);
+    let _: u64 = redis::cmd("XDEL")
+        .arg(&redis.keys.stream)
+        .arg(entry_id_of(seqs[2]))
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(queue.backlog().await.unwrap(), 5);
 }
 
 #[tokio::test]
@@ -321,6 +341,13 @@ async fn a_worker_stores_and_acknowledges_each_event_once() {
     })
     .await;
     assert_eq!(store.event_count().await.unwrap(), N);
+    // Everything acknowledged: the worker's periodic trim (every 5 s) empties the stream.
+    wait_for(
+        Duration::from_secs(15),
+        "the stream to be trimmed",
+        || async { queue.first_seq().await.unwrap().is_none() },
+    )
+    .await;
     let seen = running.stop().await;
     assert_eq!(seen.stored.load(Ordering::Relaxed), N);
     assert_eq!(seen.skipped.load(Ordering::Relaxed), 500);
@@ -696,4 +723,93 @@ async fn a_worker_moves_events_into_postgres() {
         n as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(store.count(EventFilter::default()).await.unwrap(), n);
+}
+
+#[tokio::test]
+async fn a_worker_recreates_the_group_when_redis_forgets_it() {
+    let Some(redis) = TestRedis::new("forgotten") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let queue = connect(&redis).await;
+    publish(&queue, &payloads(0..10)).await;
+    let running = start_worker(&queue, store.clone(), config("w"));
+    wait_for(Duration::from_secs(20), "the first events", || {
+        drained(&queue, &store, 10)
+    })
+    .await;
+    // What a restart of a Redis without persistence leaves: no stream, no group.
+    let _: u64 = redis::cmd("DEL")
+        .arg(&redis.keys.stream)
+        .query(&mut redis.connection())
+        .unwrap();
+    publish(&queue, &payloads(10..20)).await;
+    wait_for(
+        Duration::from_secs(20),
+        "the events published after",
+        || drained(&queue, &store, 20),
+    )
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn when_redis_is_unreachable_publish_fails_and_everything_recovers_by_itself() {
+    let Some(redis) = TestRedis::new("redis-down") else {
+        return;
+    };
+    let proxy = Proxy::start(&redis).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    // The worker and an API node's queue reach Redis through the proxy; `direct` does not.
+    let queue = RedisQueue::connect(&proxy.url, redis.keys.clone())
+        .await
+        .unwrap();
+    let direct = connect(&redis).await;
+    let running = start_worker(&queue, store.clone(), config("w"));
+    publish(&queue, &payloads(0..100)).await;
+    wait_for(Duration::from_secs(20), "the first events", || {
+        drained(&direct, &store, 100)
+    })
+    .await;
+
+    proxy.set_up(false);
+    let started = Instant::now();
+    let refs: Vec<Vec<u8>> = payloads(100..110);
+    let refs: Vec<&[u8]> = refs.iter().map(Vec::as_slice).collect();
+    let err = queue
+        .publish(&refs)
+        .await
+        .expect_err("Redis is unreachable");
+    assert!(matches!(err, eventide::queue::QueueError::Unavailable(_)));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(queue.backlog().await.is_err());
+    assert!(queue.ping().await.is_err());
+    // Meanwhile other API nodes keep publishing.
+    publish(&direct, &payloads(100..200)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(store.event_count().await.unwrap(), 100);
+
+    proxy.set_up(true);
+    wait_for(Duration::from_secs(30), "the worker to catch up", || {
+        drained(&direct, &store, 200)
+    })
+    .await;
+    wait_for(
+        Duration::from_secs(10),
+        "the queue to answer again",
+        || async { queue.ping().await.is_ok() },
+    )
+    .await;
+    publish(&queue, &payloads(200..210)).await;
+    wait_for(Duration::from_secs(20), "the last events", || {
+        drained(&direct, &store, 210)
+    })
+    .await;
+    running.stop().await;
 }

@@ -24,12 +24,15 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One entry read by the worker: its id as Redis spelled it (what XACK takes back), its seq
-/// and its payload (`None` when the entry was deleted while pending, or has no payload field).
+/// (`None` if the id is beyond the seq range) and its payload (`None` if it has no `e` field).
 #[derive(Debug)]
 pub struct Entry {
     pub id: Vec<u8>,
     pub seq: Option<u64>,
     pub payload: Option<Vec<u8>>,
+    /// Deleted from the stream while pending: XREADGROUP of a pending list answers such an
+    /// entry with its id and no fields. There is nothing to store.
+    pub deleted: bool,
 }
 
 impl Entry {
@@ -583,9 +586,16 @@ fn is_no_such_key(err: &QueueError) -> bool {
 }
 
 /// Whether Redis said the consumer group does not exist.
-pub(crate) fn is_no_group(err: &QueueError) -> bool {
+fn is_no_group(err: &QueueError) -> bool {
     let QueueError::Unavailable(text) = err;
     text.contains("NOGROUP")
+}
+
+/// Whether the group may be gone: Redis said so, or unblocked a read because the stream was
+/// deleted (UNBLOCKED).
+pub(crate) fn group_may_be_gone(err: &QueueError) -> bool {
+    let QueueError::Unavailable(text) = err;
+    is_no_group(err) || text.contains("UNBLOCKED")
 }
 
 fn unexpected(what: &str, got: &dyn std::fmt::Debug) -> QueueError {
@@ -700,11 +710,13 @@ fn entries(reply: Value) -> Vec<Entry> {
         .filter_map(|entry| {
             let mut parts = list(entry).into_iter();
             let id = bytes(parts.next()?)?;
-            let payload = parts.next().and_then(take_payload);
+            let fields = parts.next().unwrap_or_default();
+            let deleted = matches!(fields, Value::Nil);
             Some(Entry {
                 seq: seq_of_bytes(&id),
                 id,
-                payload,
+                payload: take_payload(fields),
+                deleted,
             })
         })
         .collect()

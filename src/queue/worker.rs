@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::redis::{is_no_group, Entry, RedisQueue};
+use super::redis::{group_may_be_gone, Entry, RedisQueue};
 use super::QueueError;
 use crate::clock::{Clock, SystemClock};
 use crate::event::StoredEvent;
@@ -123,8 +123,8 @@ pub async fn run(
         claim_start: "0-0".to_owned(),
         next_claim: now + config.claim_timeout / 2,
         next_trim: now + TRIM_EVERY,
-        redis: Outage::new("redis"),
-        store_outage: Outage::new("store"),
+        redis: Outage::new("Redis"),
+        store_outage: Outage::new("the store"),
         config,
         stop,
     };
@@ -161,9 +161,11 @@ impl Worker {
     }
 
     async fn run(&mut self) {
+        // A batch read while the previous one was being stored.
+        let mut prefetched: Option<Vec<Entry>> = None;
         while !self.stopping() {
             let now = Instant::now();
-            if now >= self.next_claim {
+            if now >= self.next_claim && prefetched.is_none() {
                 if let Flow::Stopped = self.claim().await {
                     return;
                 }
@@ -177,43 +179,78 @@ impl Worker {
                     Err(err) => tracing::warn!(error = %err, "could not trim the stream"),
                 }
             }
-            let read = self
-                .queue
-                .read_group(
-                    &self.config.consumer,
-                    self.read_pending,
-                    self.config.batch,
-                    self.config.block,
-                )
-                .await;
-            let entries = match read {
-                Ok(entries) => {
-                    self.redis.recovered();
-                    entries
-                }
-                Err(err) => {
-                    if let Flow::Stopped = self.redis_failed(err).await {
-                        return;
+            let entries = match prefetched.take() {
+                Some(entries) => entries,
+                None => match self.read(self.read_pending).await {
+                    Ok(entries) => entries,
+                    Err(err) => {
+                        if let Flow::Stopped = self.redis_failed(err).await {
+                            return;
+                        }
+                        continue;
                     }
-                    continue;
-                }
+                },
             };
             if entries.is_empty() {
                 // Own pending list drained (or nothing new within `block`).
                 self.read_pending = false;
                 continue;
             }
-            if let Flow::Stopped = self.process(entries).await {
+            if entries.len() < self.config.batch || self.read_pending {
+                if let Flow::Stopped = self.process(entries).await {
+                    return;
+                }
+                continue;
+            }
+            // A full batch: more is probably waiting. Read the next batch while this one is
+            // stored, so the store (the slow part) is kept busy. A prefetched batch left
+            // behind by a stop stays pending, to be claimed by another consumer.
+            let queue = self.queue.clone();
+            let consumer = self.config.consumer.clone();
+            let (batch, block) = (self.config.batch, self.config.block);
+            let (flow, next) = tokio::join!(
+                self.process(entries),
+                queue.read_group(&consumer, false, batch, block)
+            );
+            match next {
+                Ok(next) if next.is_empty() => {}
+                Ok(next) => prefetched = Some(next),
+                Err(err) => {
+                    if let Flow::Continue = flow {
+                        if let Flow::Stopped = self.redis_failed(err).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            if let Flow::Stopped = flow {
                 return;
             }
         }
+    }
+
+    /// XREADGROUP of a batch: this consumer's own pending entries, or new ones.
+    async fn read(&mut self, pending: bool) -> Result<Vec<Entry>, QueueError> {
+        let read = self
+            .queue
+            .read_group(
+                &self.config.consumer,
+                pending,
+                self.config.batch,
+                self.config.block,
+            )
+            .await;
+        if read.is_ok() {
+            self.redis.recovered();
+        }
+        read
     }
 
     /// After a Redis failure: recreate the group if Redis forgot it (a restart without
     /// persistence), back off, and re-read the pending list afterwards.
     async fn redis_failed(&mut self, err: QueueError) -> Flow {
         self.read_pending = true;
-        if is_no_group(&err) {
+        if group_may_be_gone(&err) {
             if let Err(err) = self.queue.ensure_group().await {
                 tracing::debug!(error = %err, "could not recreate the consumer group");
             } else {
@@ -282,12 +319,13 @@ impl Worker {
         let mut gone = Vec::new();
         let mut max_seq = 0;
         for (index, entry) in entries.iter().enumerate() {
+            if entry.deleted {
+                gone.push(index);
+                continue;
+            }
             let reason = match (entry.seq, &entry.payload) {
                 (None, _) => "the entry id is beyond the range of seqs",
-                (Some(_), None) => {
-                    gone.push(index);
-                    continue;
-                }
+                (Some(_), None) => "the entry has no `e` field (no event payload)",
                 (Some(seq), Some(payload)) => match decode_payload(seq, payload) {
                     Some(event) => {
                         max_seq = max_seq.max(seq);
@@ -305,6 +343,7 @@ impl Worker {
         let events = Arc::new(events);
         let mut acks: Vec<&[u8]> = gone.iter().map(|&i| entries[i].id.as_slice()).collect();
         if !events.is_empty() {
+            let mut retried = false;
             loop {
                 match self.store.append_batch(events.clone(), max_seq).await {
                     Ok(outcome) => {
@@ -315,6 +354,15 @@ impl Worker {
                     }
                     Err(err) => {
                         if self.store_answers().await {
+                            if !retried {
+                                // Perhaps a passing conflict: once more, whole.
+                                retried = true;
+                                tracing::debug!(error = %format!("{err:#}"), "storing a batch failed: retrying it");
+                                if let Flow::Stopped = self.sleep(FIRST_BACKOFF).await {
+                                    return Flow::Stopped;
+                                }
+                                continue;
+                            }
                             // Something in this batch: find it, event by event.
                             tracing::warn!(
                                 error = %format!("{err:#}"),
@@ -445,11 +493,14 @@ impl Worker {
     }
 }
 
-/// One dependency's failures: logged once when they start (error) and once when they end
-/// (info), with the backoff to wait before each retry.
+/// One dependency's failures, with the backoff to wait before each retry. Logged once per
+/// outage: an error when a failure persists past one retry (a single failure that the next
+/// attempt gets past, such as a connection found dead and replaced, is no outage), an info
+/// line when it ends.
 struct Outage {
     what: &'static str,
-    since: Option<Instant>,
+    /// When the current run of failures began, and whether it was logged as an outage.
+    since: Option<(Instant, bool)>,
     delay: Duration,
 }
 
@@ -464,14 +515,21 @@ impl Outage {
 
     /// Records a failure; returns how long to wait before retrying.
     fn failed(&mut self, err: &dyn std::fmt::Display) -> Duration {
-        if self.since.is_none() {
-            self.since = Some(Instant::now());
-            self.delay = FIRST_BACKOFF;
-            tracing::error!(
-                error = %err,
-                "the {} is unavailable: retrying with backoff, acknowledging nothing meanwhile",
-                self.what
-            );
+        match &mut self.since {
+            None => {
+                self.since = Some((Instant::now(), false));
+                self.delay = FIRST_BACKOFF;
+                tracing::debug!(error = %err, "{} failed: retrying", self.what);
+            }
+            Some((_, logged @ false)) => {
+                *logged = true;
+                tracing::error!(
+                    error = %err,
+                    "{} is unavailable: retrying with backoff, acknowledging nothing meanwhile",
+                    self.what
+                );
+            }
+            Some((_, true)) => {}
         }
         let delay = self.delay;
         self.delay = (self.delay * 2).min(MAX_BACKOFF);
@@ -479,13 +537,11 @@ impl Outage {
     }
 
     fn recovered(&mut self) {
-        if let Some(since) = self.since.take() {
+        if let Some((since, logged)) = self.since.take() {
             self.delay = FIRST_BACKOFF;
-            tracing::info!(
-                after = ?since.elapsed(),
-                "the {} is available again",
-                self.what
-            );
+            if logged {
+                tracing::info!(after = ?since.elapsed(), "{} is available again", self.what);
+            }
         }
     }
 }
