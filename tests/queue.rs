@@ -420,8 +420,33 @@ async fn entries_left_pending_by_a_dead_consumer_are_claimed() {
         || drained(&queue, &store, 30),
     )
     .await;
+    // The dead consumer, with nothing pending any more and quiet for ten claim timeouts, is
+    // deleted from the group; the live one stays.
+    wait_for(
+        Duration::from_secs(20),
+        "the dead consumer to go",
+        || async { consumers(&redis) == ["survivor"] },
+    )
+    .await;
     let seen = running.stop().await;
     assert_eq!(seen.stored.load(Ordering::Relaxed), 30);
+}
+
+/// Names of the group's consumers.
+fn consumers(redis: &TestRedis) -> Vec<String> {
+    let reply: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&redis.keys.stream)
+        .arg(&redis.keys.group)
+        .query(&mut redis.connection())
+        .unwrap();
+    reply
+        .iter()
+        .map(|c| match &c["name"] {
+            redis::Value::BulkString(name) => String::from_utf8(name.clone()).unwrap(),
+            other => panic!("unexpected name {other:?}"),
+        })
+        .collect()
 }
 
 /// A store that fails on demand: entirely (`down`: every call, like a server that is gone),
@@ -675,8 +700,13 @@ async fn trimming_keeps_every_unacknowledged_entry() {
     assert_eq!(rest.len(), 5);
     assert_eq!(queue.trim().await.unwrap(), 0);
     assert_eq!(queue.backlog().await.unwrap(), 5);
+    // Nor is a consumer holding pending entries ever deleted, however quiet.
+    let none = queue.delete_idle_consumers(Duration::ZERO).await.unwrap();
+    assert!(none.is_empty(), "{none:?}");
     ack_by_hand(&redis, &rest);
     assert_eq!(queue.trim().await.unwrap(), 5);
+    let deleted = queue.delete_idle_consumers(Duration::ZERO).await.unwrap();
+    assert_eq!(deleted, ["c"]);
     assert_eq!(queue.first_seq().await.unwrap(), None);
     assert_eq!(queue.backlog().await.unwrap(), 0);
     // The stream keeps its last id: new entries still come after the old ones.

@@ -17,6 +17,14 @@ use crate::ingest::record::decode_payload;
 /// The field of a stream entry that holds the event payload.
 const PAYLOAD_FIELD: &str = "e";
 
+/// Deletes consumer ARGV[2] of group ARGV[1] on stream KEYS[1] if it has nothing pending:
+/// answers what XGROUP DELCONSUMER does (its pending count, so 0), or -1 when it was kept.
+const DELETE_IF_NOTHING_PENDING: &str = "\
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1";
+
 /// How long a command on the normal connection may take before it counts as failed. Generous:
 /// a publish pipeline of 10,000 entries on a loaded machine is well within it, while a stuck
 /// server still turns into a `503` in seconds.
@@ -473,6 +481,58 @@ impl RedisQueue {
             .unwrap_or_else(|| "0-0".to_owned());
         let claimed = parts.next().map(entries).unwrap_or_default();
         Ok((next, claimed))
+    }
+
+    /// Removes the consumers that have nothing pending and have not been heard from for
+    /// `idle`: names of worker processes gone for good (each process has a name of its own,
+    /// so they would pile up). Checked and deleted in one script per consumer, so a consumer
+    /// that has just read something is never deleted (XGROUP DELCONSUMER would drop its
+    /// pending entries). Returns the names deleted.
+    pub async fn delete_idle_consumers(&self, idle: Duration) -> Result<Vec<String>, QueueError> {
+        let reply = match self
+            .query(
+                redis::cmd("XINFO")
+                    .arg("CONSUMERS")
+                    .arg(&self.keys.stream)
+                    .arg(&self.keys.group),
+            )
+            .await
+        {
+            Ok(reply) => reply,
+            Err(err) if is_no_such_key(&err) || is_no_group(&err) => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        let idle_ms = idle.as_millis() as u64;
+        let mut deleted = Vec::new();
+        for consumer in list(reply).into_iter().map(pairs) {
+            // `inactive` (Redis 7.2+) counts from the last successful read; `idle` from the
+            // last attempt, which is what 7.0 has.
+            let quiet = field_u64(&consumer, "inactive").or_else(|| field_u64(&consumer, "idle"));
+            let (Some(name), Some(0), Some(quiet)) = (
+                field_str(&consumer, "name"),
+                field_u64(&consumer, "pending"),
+                quiet,
+            ) else {
+                continue;
+            };
+            if quiet < idle_ms {
+                continue;
+            }
+            let removed = self
+                .query(
+                    redis::cmd("EVAL")
+                        .arg(DELETE_IF_NOTHING_PENDING)
+                        .arg(1)
+                        .arg(&self.keys.stream)
+                        .arg(&self.keys.group)
+                        .arg(&name),
+                )
+                .await?;
+            if int(&removed) == Some(0) {
+                deleted.push(name);
+            }
+        }
+        Ok(deleted)
     }
 
     /// Moves `entry` to the dead-letter stream with why and after how many attempts, and

@@ -26,6 +26,11 @@ use crate::event::StoredEvent;
 use crate::ingest::record::decode_payload;
 use crate::store::{AppendOutcome, Store};
 
+/// Entries moved to the dead letters by this process (a Prometheus counter).
+pub const DEAD_LETTERED: &str = "eventide_queue_dead_lettered_total";
+/// Entries this process claimed from consumers that left them pending.
+pub const CLAIMED: &str = "eventide_queue_claimed_total";
+
 /// Called with each stored batch and what the store skipped as already stored.
 pub type OnStored = Arc<dyn Fn(&[StoredEvent], &AppendOutcome) + Send + Sync>;
 
@@ -82,6 +87,9 @@ pub fn default_consumer_name() -> String {
 
 /// How often the stream is trimmed.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// A consumer with nothing pending, quiet for this many claim timeouts, is deleted from the
+/// group (a live one reads every `block`, and would be recreated by its next read anyway).
+const CONSUMER_IDLE_CLAIM_TIMEOUTS: u32 = 10;
 /// Backoff after a failure: from the first to the last, doubling.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -123,6 +131,7 @@ pub async fn run(
         claim_start: "0-0".to_owned(),
         next_claim: now + config.claim_timeout / 2,
         next_trim: now + TRIM_EVERY,
+        next_consumer_cleanup: now,
         redis: Outage::new("Redis"),
         store_outage: Outage::new("the store"),
         config,
@@ -145,6 +154,7 @@ struct Worker {
     claim_start: String,
     next_claim: Instant,
     next_trim: Instant,
+    next_consumer_cleanup: Instant,
     redis: Outage,
     store_outage: Outage,
 }
@@ -163,7 +173,8 @@ impl Worker {
     async fn run(&mut self) {
         // A batch read while the previous one was being stored.
         let mut prefetched: Option<Vec<Entry>> = None;
-        while !self.stopping() {
+        // On a stop, a prefetched batch is still stored (unless the store is down).
+        while !self.stopping() || prefetched.is_some() {
             let now = Instant::now();
             if now >= self.next_claim && prefetched.is_none() {
                 if let Flow::Stopped = self.claim().await {
@@ -196,15 +207,14 @@ impl Worker {
                 self.read_pending = false;
                 continue;
             }
-            if entries.len() < self.config.batch || self.read_pending {
+            if entries.len() < self.config.batch || self.read_pending || self.stopping() {
                 if let Flow::Stopped = self.process(entries).await {
                     return;
                 }
                 continue;
             }
             // A full batch: more is probably waiting. Read the next batch while this one is
-            // stored, so the store (the slow part) is kept busy. A prefetched batch left
-            // behind by a stop stays pending, to be claimed by another consumer.
+            // stored, so the store (the slow part) is kept busy.
             let queue = self.queue.clone();
             let consumer = self.config.consumer.clone();
             let (batch, block) = (self.config.batch, self.config.block);
@@ -295,6 +305,7 @@ impl Worker {
         };
         if next == "0-0" {
             self.next_claim = Instant::now() + self.config.claim_timeout / 2;
+            self.delete_idle_consumers().await;
         }
         self.claim_start = next;
         if entries.is_empty() {
@@ -305,7 +316,24 @@ impl Worker {
             entries = entries.len(),
             "claimed entries left pending by another consumer"
         );
+        metrics::counter!(CLAIMED).increment(entries.len() as u64);
         self.process(entries).await
+    }
+
+    /// Now and then (every [`CONSUMER_IDLE_CLAIM_TIMEOUTS`] claim timeouts), deletes the
+    /// consumers quiet for that long with nothing pending: workers gone for good.
+    async fn delete_idle_consumers(&mut self) {
+        let now = Instant::now();
+        let idle = self.config.claim_timeout * CONSUMER_IDLE_CLAIM_TIMEOUTS;
+        if now < self.next_consumer_cleanup {
+            return;
+        }
+        self.next_consumer_cleanup = now + idle;
+        match self.queue.delete_idle_consumers(idle).await {
+            Ok(deleted) if deleted.is_empty() => {}
+            Ok(deleted) => tracing::info!(?deleted, "deleted consumers gone for good"),
+            Err(err) => tracing::debug!(error = %err, "could not delete idle consumers"),
+        }
     }
 
     /// Stores a batch of entries and acknowledges them; dead-letters what cannot be stored.
@@ -345,8 +373,10 @@ impl Worker {
         if !events.is_empty() {
             let mut retried = false;
             loop {
+                let started = Instant::now();
                 match self.store.append_batch(events.clone(), max_seq).await {
                     Ok(outcome) => {
+                        crate::telemetry::index_batch(started.elapsed());
                         self.store_outage.recovered();
                         (self.on_stored)(&events, &outcome);
                         acks.extend(sources.iter().map(|&i| entries[i].id.as_slice()));
@@ -479,6 +509,7 @@ impl Worker {
             {
                 Ok(()) => {
                     self.redis.recovered();
+                    metrics::counter!(DEAD_LETTERED).increment(1);
                     return Flow::Continue;
                 }
                 Err(err) => {
