@@ -450,10 +450,12 @@ fn consumers(redis: &TestRedis) -> Vec<String> {
 }
 
 /// A store that fails on demand: entirely (`down`: every call, like a server that is gone),
-/// or only batches holding the event id `poison` (like a row the database refuses).
+/// every write (`read_only`), or only batches holding the event id `poison` (like a row the database refuses).
 struct FlakyStore {
     inner: Arc<dyn Store>,
     down: AtomicBool,
+    /// Reads work, every write fails (a full disk, a read-only replica).
+    read_only: AtomicBool,
     poison: Mutex<Option<String>>,
     append_calls: AtomicU64,
 }
@@ -463,6 +465,7 @@ impl FlakyStore {
         Arc::new(FlakyStore {
             inner,
             down: AtomicBool::new(false),
+            read_only: AtomicBool::new(false),
             poison: Mutex::new(None),
             append_calls: AtomicU64::new(0),
         })
@@ -485,6 +488,9 @@ impl Store for FlakyStore {
     ) -> anyhow::Result<AppendOutcome> {
         self.append_calls.fetch_add(1, Ordering::SeqCst);
         self.check()?;
+        if self.read_only.load(Ordering::SeqCst) {
+            anyhow::bail!("could not extend file: No space left on device");
+        }
         let poison = self.poison.lock().unwrap().clone();
         if let Some(poison) = poison {
             if events.iter().any(|e| e.id == poison) {
@@ -753,6 +759,12 @@ async fn a_worker_moves_events_into_postgres() {
         n as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(store.count(EventFilter::default()).await.unwrap(), n);
+    // The worker's probe of a failing store (an empty batch at the current position) changes
+    // nothing.
+    let seq = store.indexed_seq().await.unwrap();
+    store.append_batch(Arc::new(Vec::new()), seq).await.unwrap();
+    assert_eq!(store.indexed_seq().await.unwrap(), seq);
+    assert_eq!(store.event_count().await.unwrap(), n);
 }
 
 #[tokio::test]
@@ -841,5 +853,33 @@ async fn when_redis_is_unreachable_publish_fails_and_everything_recovers_by_itse
         drained(&direct, &store, 210)
     })
     .await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_store_that_reads_but_cannot_write_is_an_outage_not_bad_entries() {
+    let Some(redis) = TestRedis::new("read-only") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = FlakyStore::new(sqlite_store(&dir));
+    flaky.read_only.store(true, Ordering::SeqCst);
+    let store: Arc<dyn Store> = flaky.clone();
+    let queue = connect(&redis).await;
+    publish(&queue, &payloads(0..20)).await;
+    let running = start_worker(&queue, store.clone(), config("w"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        queue.dead_letters(10).await.unwrap().is_empty(),
+        "nothing dead-lettered"
+    );
+    assert_eq!(queue.backlog().await.unwrap(), 20, "nothing acknowledged");
+
+    flaky.read_only.store(false, Ordering::SeqCst);
+    wait_for(Duration::from_secs(20), "the backlog to drain", || {
+        drained(&queue, &store, 20)
+    })
+    .await;
+    assert!(queue.dead_letters(10).await.unwrap().is_empty());
     running.stop().await;
 }

@@ -7,10 +7,11 @@
 //! entries pending, to be re-read by this consumer or claimed by another (XAUTOCLAIM after
 //! `claim_timeout`); storing them twice is harmless, the store skips ids it already has.
 //!
-//! When the store fails, the worker tells an outage (the store does not answer a trivial
-//! query either: wait with backoff and retry the batch, forever, counting nothing) from a bad
-//! entry (the store answers: retry the batch's events one by one, and send the one that keeps
-//! failing to the dead-letter stream after `max_attempts`). A payload that does not decode
+//! When the store fails, the worker tells an outage (the store does not answer a read, or
+//! cannot commit an empty batch either: wait with backoff and retry the batch, forever,
+//! counting nothing) from a bad entry (the store works: retry the batch once, then its events
+//! one by one, and send the one that keeps failing to the dead-letter stream after
+//! `max_attempts`). A payload that does not decode
 //! goes there at once. Every few seconds the stream is trimmed below the oldest entry the group
 //! still needs.
 
@@ -383,7 +384,7 @@ impl Worker {
                         break;
                     }
                     Err(err) => {
-                        if self.store_answers().await {
+                        if self.store_works().await {
                             if !retried {
                                 // Perhaps a passing conflict: once more, whole.
                                 retried = true;
@@ -397,7 +398,7 @@ impl Worker {
                             tracing::warn!(
                                 error = %format!("{err:#}"),
                                 events = events.len(),
-                                "storing a batch failed while the store answers: retrying its events one by one"
+                                "storing a batch failed while the store works: retrying its events one by one"
                             );
                             return self
                                 .process_one_by_one(&entries, &events, &sources, acks)
@@ -427,13 +428,16 @@ impl Worker {
         }
     }
 
-    /// Whether the store answers a trivial query: if not, a failed write is an outage, not a
-    /// bad entry.
-    async fn store_answers(&self) -> bool {
-        matches!(
-            tokio::time::timeout(PROBE_TIMEOUT, self.store.indexed_seq()).await,
-            Ok(Ok(_))
-        )
+    /// Whether the store still works: it answers a read (`indexed_seq`) and commits an empty
+    /// batch (a write transaction that changes nothing but the indexed position, set to what
+    /// it already is). If not, a failed write is an outage (the server is gone, or its disk is
+    /// full or read-only) and no entry is to blame.
+    async fn store_works(&self) -> bool {
+        let probe = async {
+            let seq = self.store.indexed_seq().await?;
+            self.store.append_batch(Arc::new(Vec::new()), seq).await
+        };
+        matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(_)))
     }
 
     /// Stores `events` one at a time; one that fails `max_attempts` times while the store
@@ -460,7 +464,7 @@ impl Worker {
                     }
                     Err(err) => {
                         let reason = format!("{err:#}");
-                        if !self.store_answers().await {
+                        if !self.store_works().await {
                             // The store went down meanwhile: not this entry's fault.
                             attempts -= 1;
                             let delay = self.store_outage.failed(&reason);
