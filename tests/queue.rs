@@ -738,7 +738,14 @@ async fn a_worker_moves_events_into_postgres() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(20_000);
-    publish(&queue, &payloads(0..n)).await;
+    let sent = payloads(0..n);
+    let started = Instant::now();
+    publish(&queue, &sent).await;
+    eprintln!(
+        "publish, pipelines of 1000: {n} events in {:.2?}: {:.0} events/s",
+        started.elapsed(),
+        n as f64 / started.elapsed().as_secs_f64()
+    );
     let started = Instant::now();
     let running = start_worker(
         &queue,
