@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use common::postgres::TestSchema;
-use common::redis::TestRedis;
+use common::redis::{Proxy, TestRedis};
 use eventide::event::{NewEvent, StoredEvent};
 use eventide::ingest::record::encode_payload;
 use eventide::queue::worker::{self, WorkerConfig};
@@ -103,7 +103,18 @@ fn config(consumer: &str) -> WorkerConfig {
     }
 }
 
+/// The worker's logs on stderr when `EVENTIDE_TEST_LOG` is set (once per test binary).
+fn init_logs() {
+    if std::env::var_os("EVENTIDE_TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("eventide=debug")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 fn start_worker(queue: &RedisQueue, store: Arc<dyn Store>, config: WorkerConfig) -> Running {
+    init_logs();
     let seen = Arc::new(Seen::default());
     let on_stored = {
         let seen = seen.clone();
@@ -288,6 +299,15 @@ async fn published_entries_are_read_back_in_order() {
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(queue.last_seq().await.unwrap(), late[0]);
     queue.ping().await.unwrap();
+
+    // A deletion inside the unread range makes Redis answer a nil lag: still counted.
+    assert_eq!(queue.backlog().await.unwrap(), 6);
+    let _: u64 = redis::cmd("XDEL")
+        .arg(&redis.keys.stream)
+        .arg(entry_id_of(seqs[2]))
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(queue.backlog().await.unwrap(), 5);
 }
 
 #[tokio::test]
@@ -321,6 +341,13 @@ async fn a_worker_stores_and_acknowledges_each_event_once() {
     })
     .await;
     assert_eq!(store.event_count().await.unwrap(), N);
+    // Everything acknowledged: the worker's periodic trim (every 5 s) empties the stream.
+    wait_for(
+        Duration::from_secs(15),
+        "the stream to be trimmed",
+        || async { queue.first_seq().await.unwrap().is_none() },
+    )
+    .await;
     let seen = running.stop().await;
     assert_eq!(seen.stored.load(Ordering::Relaxed), N);
     assert_eq!(seen.skipped.load(Ordering::Relaxed), 500);
@@ -393,15 +420,42 @@ async fn entries_left_pending_by_a_dead_consumer_are_claimed() {
         || drained(&queue, &store, 30),
     )
     .await;
+    // The dead consumer, with nothing pending any more and quiet for ten claim timeouts, is
+    // deleted from the group; the live one stays.
+    wait_for(
+        Duration::from_secs(20),
+        "the dead consumer to go",
+        || async { consumers(&redis) == ["survivor"] },
+    )
+    .await;
     let seen = running.stop().await;
     assert_eq!(seen.stored.load(Ordering::Relaxed), 30);
 }
 
+/// Names of the group's consumers.
+fn consumers(redis: &TestRedis) -> Vec<String> {
+    let reply: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&redis.keys.stream)
+        .arg(&redis.keys.group)
+        .query(&mut redis.connection())
+        .unwrap();
+    reply
+        .iter()
+        .map(|c| match &c["name"] {
+            redis::Value::BulkString(name) => String::from_utf8(name.clone()).unwrap(),
+            other => panic!("unexpected name {other:?}"),
+        })
+        .collect()
+}
+
 /// A store that fails on demand: entirely (`down`: every call, like a server that is gone),
-/// or only batches holding the event id `poison` (like a row the database refuses).
+/// every write (`read_only`), or only batches holding the event id `poison` (like a row the database refuses).
 struct FlakyStore {
     inner: Arc<dyn Store>,
     down: AtomicBool,
+    /// Reads work, every write fails (a full disk, a read-only replica).
+    read_only: AtomicBool,
     poison: Mutex<Option<String>>,
     append_calls: AtomicU64,
 }
@@ -411,6 +465,7 @@ impl FlakyStore {
         Arc::new(FlakyStore {
             inner,
             down: AtomicBool::new(false),
+            read_only: AtomicBool::new(false),
             poison: Mutex::new(None),
             append_calls: AtomicU64::new(0),
         })
@@ -433,6 +488,9 @@ impl Store for FlakyStore {
     ) -> anyhow::Result<AppendOutcome> {
         self.append_calls.fetch_add(1, Ordering::SeqCst);
         self.check()?;
+        if self.read_only.load(Ordering::SeqCst) {
+            anyhow::bail!("could not extend file: No space left on device");
+        }
         let poison = self.poison.lock().unwrap().clone();
         if let Some(poison) = poison {
             if events.iter().any(|e| e.id == poison) {
@@ -648,8 +706,13 @@ async fn trimming_keeps_every_unacknowledged_entry() {
     assert_eq!(rest.len(), 5);
     assert_eq!(queue.trim().await.unwrap(), 0);
     assert_eq!(queue.backlog().await.unwrap(), 5);
+    // Nor is a consumer holding pending entries ever deleted, however quiet.
+    let none = queue.delete_idle_consumers(Duration::ZERO).await.unwrap();
+    assert!(none.is_empty(), "{none:?}");
     ack_by_hand(&redis, &rest);
     assert_eq!(queue.trim().await.unwrap(), 5);
+    let deleted = queue.delete_idle_consumers(Duration::ZERO).await.unwrap();
+    assert_eq!(deleted, ["c"]);
     assert_eq!(queue.first_seq().await.unwrap(), None);
     assert_eq!(queue.backlog().await.unwrap(), 0);
     // The stream keeps its last id: new entries still come after the old ones.
@@ -675,7 +738,14 @@ async fn a_worker_moves_events_into_postgres() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(20_000);
-    publish(&queue, &payloads(0..n)).await;
+    let sent = payloads(0..n);
+    let started = Instant::now();
+    publish(&queue, &sent).await;
+    eprintln!(
+        "publish, pipelines of 1000: {n} events in {:.2?}: {:.0} events/s",
+        started.elapsed(),
+        n as f64 / started.elapsed().as_secs_f64()
+    );
     let started = Instant::now();
     let running = start_worker(
         &queue,
@@ -696,4 +766,127 @@ async fn a_worker_moves_events_into_postgres() {
         n as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(store.count(EventFilter::default()).await.unwrap(), n);
+    // The worker's probe of a failing store (an empty batch at the current position) changes
+    // nothing.
+    let seq = store.indexed_seq().await.unwrap();
+    store.append_batch(Arc::new(Vec::new()), seq).await.unwrap();
+    assert_eq!(store.indexed_seq().await.unwrap(), seq);
+    assert_eq!(store.event_count().await.unwrap(), n);
+}
+
+#[tokio::test]
+async fn a_worker_recreates_the_group_when_redis_forgets_it() {
+    let Some(redis) = TestRedis::new("forgotten") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    let queue = connect(&redis).await;
+    publish(&queue, &payloads(0..10)).await;
+    let running = start_worker(&queue, store.clone(), config("w"));
+    wait_for(Duration::from_secs(20), "the first events", || {
+        drained(&queue, &store, 10)
+    })
+    .await;
+    // What a restart of a Redis without persistence leaves: no stream, no group.
+    let _: u64 = redis::cmd("DEL")
+        .arg(&redis.keys.stream)
+        .query(&mut redis.connection())
+        .unwrap();
+    publish(&queue, &payloads(10..20)).await;
+    wait_for(
+        Duration::from_secs(20),
+        "the events published after",
+        || drained(&queue, &store, 20),
+    )
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn when_redis_is_unreachable_publish_fails_and_everything_recovers_by_itself() {
+    let Some(redis) = TestRedis::new("redis-down") else {
+        return;
+    };
+    let proxy = Proxy::start(&redis).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = sqlite_store(&dir);
+    // The worker and an API node's queue reach Redis through the proxy; `direct` does not.
+    let queue = RedisQueue::connect(&proxy.url, redis.keys.clone())
+        .await
+        .unwrap();
+    let direct = connect(&redis).await;
+    let running = start_worker(&queue, store.clone(), config("w"));
+    publish(&queue, &payloads(0..100)).await;
+    wait_for(Duration::from_secs(20), "the first events", || {
+        drained(&direct, &store, 100)
+    })
+    .await;
+
+    proxy.set_up(false);
+    let started = Instant::now();
+    let refs: Vec<Vec<u8>> = payloads(100..110);
+    let refs: Vec<&[u8]> = refs.iter().map(Vec::as_slice).collect();
+    let err = queue
+        .publish(&refs)
+        .await
+        .expect_err("Redis is unreachable");
+    assert!(matches!(err, eventide::queue::QueueError::Unavailable(_)));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(queue.backlog().await.is_err());
+    assert!(queue.ping().await.is_err());
+    // Meanwhile other API nodes keep publishing.
+    publish(&direct, &payloads(100..200)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(store.event_count().await.unwrap(), 100);
+
+    proxy.set_up(true);
+    wait_for(Duration::from_secs(30), "the worker to catch up", || {
+        drained(&direct, &store, 200)
+    })
+    .await;
+    wait_for(
+        Duration::from_secs(10),
+        "the queue to answer again",
+        || async { queue.ping().await.is_ok() },
+    )
+    .await;
+    publish(&queue, &payloads(200..210)).await;
+    wait_for(Duration::from_secs(20), "the last events", || {
+        drained(&direct, &store, 210)
+    })
+    .await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_store_that_reads_but_cannot_write_is_an_outage_not_bad_entries() {
+    let Some(redis) = TestRedis::new("read-only") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let flaky = FlakyStore::new(sqlite_store(&dir));
+    flaky.read_only.store(true, Ordering::SeqCst);
+    let store: Arc<dyn Store> = flaky.clone();
+    let queue = connect(&redis).await;
+    publish(&queue, &payloads(0..20)).await;
+    let running = start_worker(&queue, store.clone(), config("w"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        queue.dead_letters(10).await.unwrap().is_empty(),
+        "nothing dead-lettered"
+    );
+    assert_eq!(queue.backlog().await.unwrap(), 20, "nothing acknowledged");
+
+    flaky.read_only.store(false, Ordering::SeqCst);
+    wait_for(Duration::from_secs(20), "the backlog to drain", || {
+        drained(&queue, &store, 20)
+    })
+    .await;
+    assert!(queue.dead_letters(10).await.unwrap().is_empty());
+    running.stop().await;
 }

@@ -17,6 +17,14 @@ use crate::ingest::record::decode_payload;
 /// The field of a stream entry that holds the event payload.
 const PAYLOAD_FIELD: &str = "e";
 
+/// Deletes consumer ARGV[2] of group ARGV[1] on stream KEYS[1] if it has nothing pending:
+/// answers what XGROUP DELCONSUMER does (its pending count, so 0), or -1 when it was kept.
+const DELETE_IF_NOTHING_PENDING: &str = "\
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1";
+
 /// How long a command on the normal connection may take before it counts as failed. Generous:
 /// a publish pipeline of 10,000 entries on a loaded machine is well within it, while a stuck
 /// server still turns into a `503` in seconds.
@@ -24,12 +32,15 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One entry read by the worker: its id as Redis spelled it (what XACK takes back), its seq
-/// and its payload (`None` when the entry was deleted while pending, or has no payload field).
+/// (`None` if the id is beyond the seq range) and its payload (`None` if it has no `e` field).
 #[derive(Debug)]
 pub struct Entry {
     pub id: Vec<u8>,
     pub seq: Option<u64>,
     pub payload: Option<Vec<u8>>,
+    /// Deleted from the stream while pending: XREADGROUP of a pending list answers such an
+    /// entry with its id and no fields. There is nothing to store.
+    pub deleted: bool,
 }
 
 impl Entry {
@@ -472,6 +483,58 @@ impl RedisQueue {
         Ok((next, claimed))
     }
 
+    /// Removes the consumers that have nothing pending and have not been heard from for
+    /// `idle`: names of worker processes gone for good (each process has a name of its own,
+    /// so they would pile up). Checked and deleted in one script per consumer, so a consumer
+    /// that has just read something is never deleted (XGROUP DELCONSUMER would drop its
+    /// pending entries). Returns the names deleted.
+    pub async fn delete_idle_consumers(&self, idle: Duration) -> Result<Vec<String>, QueueError> {
+        let reply = match self
+            .query(
+                redis::cmd("XINFO")
+                    .arg("CONSUMERS")
+                    .arg(&self.keys.stream)
+                    .arg(&self.keys.group),
+            )
+            .await
+        {
+            Ok(reply) => reply,
+            Err(err) if is_no_such_key(&err) || is_no_group(&err) => return Ok(Vec::new()),
+            Err(err) => return Err(err),
+        };
+        let idle_ms = idle.as_millis() as u64;
+        let mut deleted = Vec::new();
+        for consumer in list(reply).into_iter().map(pairs) {
+            // `inactive` (Redis 7.2+) counts from the last successful read; `idle` from the
+            // last attempt, which is what 7.0 has.
+            let quiet = field_u64(&consumer, "inactive").or_else(|| field_u64(&consumer, "idle"));
+            let (Some(name), Some(0), Some(quiet)) = (
+                field_str(&consumer, "name"),
+                field_u64(&consumer, "pending"),
+                quiet,
+            ) else {
+                continue;
+            };
+            if quiet < idle_ms {
+                continue;
+            }
+            let removed = self
+                .query(
+                    redis::cmd("EVAL")
+                        .arg(DELETE_IF_NOTHING_PENDING)
+                        .arg(1)
+                        .arg(&self.keys.stream)
+                        .arg(&self.keys.group)
+                        .arg(&name),
+                )
+                .await?;
+            if int(&removed) == Some(0) {
+                deleted.push(name);
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Moves `entry` to the dead-letter stream with why and after how many attempts, and
     /// acknowledges it, in one MULTI/EXEC: it is never both lost and acknowledged.
     pub async fn dead_letter(
@@ -583,9 +646,16 @@ fn is_no_such_key(err: &QueueError) -> bool {
 }
 
 /// Whether Redis said the consumer group does not exist.
-pub(crate) fn is_no_group(err: &QueueError) -> bool {
+fn is_no_group(err: &QueueError) -> bool {
     let QueueError::Unavailable(text) = err;
     text.contains("NOGROUP")
+}
+
+/// Whether the group may be gone: Redis said so, or unblocked a read because the stream was
+/// deleted (UNBLOCKED).
+pub(crate) fn group_may_be_gone(err: &QueueError) -> bool {
+    let QueueError::Unavailable(text) = err;
+    is_no_group(err) || text.contains("UNBLOCKED")
 }
 
 fn unexpected(what: &str, got: &dyn std::fmt::Debug) -> QueueError {
@@ -700,11 +770,13 @@ fn entries(reply: Value) -> Vec<Entry> {
         .filter_map(|entry| {
             let mut parts = list(entry).into_iter();
             let id = bytes(parts.next()?)?;
-            let payload = parts.next().and_then(take_payload);
+            let fields = parts.next().unwrap_or_default();
+            let deleted = matches!(fields, Value::Nil);
             Some(Entry {
                 seq: seq_of_bytes(&id),
                 id,
-                payload,
+                payload: take_payload(fields),
+                deleted,
             })
         })
         .collect()

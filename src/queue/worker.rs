@@ -7,10 +7,11 @@
 //! entries pending, to be re-read by this consumer or claimed by another (XAUTOCLAIM after
 //! `claim_timeout`); storing them twice is harmless, the store skips ids it already has.
 //!
-//! When the store fails, the worker tells an outage (the store does not answer a trivial
-//! query either: wait with backoff and retry the batch, forever, counting nothing) from a bad
-//! entry (the store answers: retry the batch's events one by one, and send the one that keeps
-//! failing to the dead-letter stream after `max_attempts`). A payload that does not decode
+//! When the store fails, the worker tells an outage (the store does not answer a read, or
+//! cannot commit an empty batch either: wait with backoff and retry the batch, forever,
+//! counting nothing) from a bad entry (the store works: retry the batch once, then its events
+//! one by one, and send the one that keeps failing to the dead-letter stream after
+//! `max_attempts`). A payload that does not decode
 //! goes there at once. Every few seconds the stream is trimmed below the oldest entry the group
 //! still needs.
 
@@ -19,12 +20,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::redis::{is_no_group, Entry, RedisQueue};
+use super::redis::{group_may_be_gone, Entry, RedisQueue};
 use super::QueueError;
 use crate::clock::{Clock, SystemClock};
 use crate::event::StoredEvent;
 use crate::ingest::record::decode_payload;
 use crate::store::{AppendOutcome, Store};
+
+/// Entries moved to the dead letters by this process (a Prometheus counter).
+pub const DEAD_LETTERED: &str = "eventide_queue_dead_lettered_total";
+/// Entries this process claimed from consumers that left them pending.
+pub const CLAIMED: &str = "eventide_queue_claimed_total";
 
 /// Called with each stored batch and what the store skipped as already stored.
 pub type OnStored = Arc<dyn Fn(&[StoredEvent], &AppendOutcome) + Send + Sync>;
@@ -82,6 +88,9 @@ pub fn default_consumer_name() -> String {
 
 /// How often the stream is trimmed.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
+/// A consumer with nothing pending, quiet for this many claim timeouts, is deleted from the
+/// group (a live one reads every `block`, and would be recreated by its next read anyway).
+const CONSUMER_IDLE_CLAIM_TIMEOUTS: u32 = 10;
 /// Backoff after a failure: from the first to the last, doubling.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -123,8 +132,9 @@ pub async fn run(
         claim_start: "0-0".to_owned(),
         next_claim: now + config.claim_timeout / 2,
         next_trim: now + TRIM_EVERY,
-        redis: Outage::new("redis"),
-        store_outage: Outage::new("store"),
+        next_consumer_cleanup: now,
+        redis: Outage::new("Redis"),
+        store_outage: Outage::new("the store"),
         config,
         stop,
     };
@@ -145,6 +155,7 @@ struct Worker {
     claim_start: String,
     next_claim: Instant,
     next_trim: Instant,
+    next_consumer_cleanup: Instant,
     redis: Outage,
     store_outage: Outage,
 }
@@ -161,9 +172,12 @@ impl Worker {
     }
 
     async fn run(&mut self) {
-        while !self.stopping() {
+        // A batch read while the previous one was being stored.
+        let mut prefetched: Option<Vec<Entry>> = None;
+        // On a stop, a prefetched batch is still stored (unless the store is down).
+        while !self.stopping() || prefetched.is_some() {
             let now = Instant::now();
-            if now >= self.next_claim {
+            if now >= self.next_claim && prefetched.is_none() {
                 if let Flow::Stopped = self.claim().await {
                     return;
                 }
@@ -177,43 +191,77 @@ impl Worker {
                     Err(err) => tracing::warn!(error = %err, "could not trim the stream"),
                 }
             }
-            let read = self
-                .queue
-                .read_group(
-                    &self.config.consumer,
-                    self.read_pending,
-                    self.config.batch,
-                    self.config.block,
-                )
-                .await;
-            let entries = match read {
-                Ok(entries) => {
-                    self.redis.recovered();
-                    entries
-                }
-                Err(err) => {
-                    if let Flow::Stopped = self.redis_failed(err).await {
-                        return;
+            let entries = match prefetched.take() {
+                Some(entries) => entries,
+                None => match self.read(self.read_pending).await {
+                    Ok(entries) => entries,
+                    Err(err) => {
+                        if let Flow::Stopped = self.redis_failed(err).await {
+                            return;
+                        }
+                        continue;
                     }
-                    continue;
-                }
+                },
             };
             if entries.is_empty() {
                 // Own pending list drained (or nothing new within `block`).
                 self.read_pending = false;
                 continue;
             }
-            if let Flow::Stopped = self.process(entries).await {
+            if entries.len() < self.config.batch || self.read_pending || self.stopping() {
+                if let Flow::Stopped = self.process(entries).await {
+                    return;
+                }
+                continue;
+            }
+            // A full batch: more is probably waiting. Read the next batch while this one is
+            // stored, so the store (the slow part) is kept busy.
+            let queue = self.queue.clone();
+            let consumer = self.config.consumer.clone();
+            let (batch, block) = (self.config.batch, self.config.block);
+            let (flow, next) = tokio::join!(
+                self.process(entries),
+                queue.read_group(&consumer, false, batch, block)
+            );
+            match next {
+                Ok(next) if next.is_empty() => {}
+                Ok(next) => prefetched = Some(next),
+                Err(err) => {
+                    if let Flow::Continue = flow {
+                        if let Flow::Stopped = self.redis_failed(err).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            if let Flow::Stopped = flow {
                 return;
             }
         }
+    }
+
+    /// XREADGROUP of a batch: this consumer's own pending entries, or new ones.
+    async fn read(&mut self, pending: bool) -> Result<Vec<Entry>, QueueError> {
+        let read = self
+            .queue
+            .read_group(
+                &self.config.consumer,
+                pending,
+                self.config.batch,
+                self.config.block,
+            )
+            .await;
+        if read.is_ok() {
+            self.redis.recovered();
+        }
+        read
     }
 
     /// After a Redis failure: recreate the group if Redis forgot it (a restart without
     /// persistence), back off, and re-read the pending list afterwards.
     async fn redis_failed(&mut self, err: QueueError) -> Flow {
         self.read_pending = true;
-        if is_no_group(&err) {
+        if group_may_be_gone(&err) {
             if let Err(err) = self.queue.ensure_group().await {
                 tracing::debug!(error = %err, "could not recreate the consumer group");
             } else {
@@ -258,6 +306,7 @@ impl Worker {
         };
         if next == "0-0" {
             self.next_claim = Instant::now() + self.config.claim_timeout / 2;
+            self.delete_idle_consumers().await;
         }
         self.claim_start = next;
         if entries.is_empty() {
@@ -268,7 +317,24 @@ impl Worker {
             entries = entries.len(),
             "claimed entries left pending by another consumer"
         );
+        metrics::counter!(CLAIMED).increment(entries.len() as u64);
         self.process(entries).await
+    }
+
+    /// Now and then (every [`CONSUMER_IDLE_CLAIM_TIMEOUTS`] claim timeouts), deletes the
+    /// consumers quiet for that long with nothing pending: workers gone for good.
+    async fn delete_idle_consumers(&mut self) {
+        let now = Instant::now();
+        let idle = self.config.claim_timeout * CONSUMER_IDLE_CLAIM_TIMEOUTS;
+        if now < self.next_consumer_cleanup {
+            return;
+        }
+        self.next_consumer_cleanup = now + idle;
+        match self.queue.delete_idle_consumers(idle).await {
+            Ok(deleted) if deleted.is_empty() => {}
+            Ok(deleted) => tracing::info!(?deleted, "deleted consumers gone for good"),
+            Err(err) => tracing::debug!(error = %err, "could not delete idle consumers"),
+        }
     }
 
     /// Stores a batch of entries and acknowledges them; dead-letters what cannot be stored.
@@ -282,12 +348,13 @@ impl Worker {
         let mut gone = Vec::new();
         let mut max_seq = 0;
         for (index, entry) in entries.iter().enumerate() {
+            if entry.deleted {
+                gone.push(index);
+                continue;
+            }
             let reason = match (entry.seq, &entry.payload) {
                 (None, _) => "the entry id is beyond the range of seqs",
-                (Some(_), None) => {
-                    gone.push(index);
-                    continue;
-                }
+                (Some(_), None) => "the entry has no `e` field (no event payload)",
                 (Some(seq), Some(payload)) => match decode_payload(seq, payload) {
                     Some(event) => {
                         max_seq = max_seq.max(seq);
@@ -305,21 +372,33 @@ impl Worker {
         let events = Arc::new(events);
         let mut acks: Vec<&[u8]> = gone.iter().map(|&i| entries[i].id.as_slice()).collect();
         if !events.is_empty() {
+            let mut retried = false;
             loop {
+                let started = Instant::now();
                 match self.store.append_batch(events.clone(), max_seq).await {
                     Ok(outcome) => {
+                        crate::telemetry::index_batch(started.elapsed());
                         self.store_outage.recovered();
                         (self.on_stored)(&events, &outcome);
                         acks.extend(sources.iter().map(|&i| entries[i].id.as_slice()));
                         break;
                     }
                     Err(err) => {
-                        if self.store_answers().await {
+                        if self.store_works().await {
+                            if !retried {
+                                // Perhaps a passing conflict: once more, whole.
+                                retried = true;
+                                tracing::debug!(error = %format!("{err:#}"), "storing a batch failed: retrying it");
+                                if let Flow::Stopped = self.sleep(FIRST_BACKOFF).await {
+                                    return Flow::Stopped;
+                                }
+                                continue;
+                            }
                             // Something in this batch: find it, event by event.
                             tracing::warn!(
                                 error = %format!("{err:#}"),
                                 events = events.len(),
-                                "storing a batch failed while the store answers: retrying its events one by one"
+                                "storing a batch failed while the store works: retrying its events one by one"
                             );
                             return self
                                 .process_one_by_one(&entries, &events, &sources, acks)
@@ -349,13 +428,16 @@ impl Worker {
         }
     }
 
-    /// Whether the store answers a trivial query: if not, a failed write is an outage, not a
-    /// bad entry.
-    async fn store_answers(&self) -> bool {
-        matches!(
-            tokio::time::timeout(PROBE_TIMEOUT, self.store.indexed_seq()).await,
-            Ok(Ok(_))
-        )
+    /// Whether the store still works: it answers a read (`indexed_seq`) and commits an empty
+    /// batch (a write transaction that changes nothing but the indexed position, set to what
+    /// it already is). If not, a failed write is an outage (the server is gone, or its disk is
+    /// full or read-only) and no entry is to blame.
+    async fn store_works(&self) -> bool {
+        let probe = async {
+            let seq = self.store.indexed_seq().await?;
+            self.store.append_batch(Arc::new(Vec::new()), seq).await
+        };
+        matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(_)))
     }
 
     /// Stores `events` one at a time; one that fails `max_attempts` times while the store
@@ -382,7 +464,7 @@ impl Worker {
                     }
                     Err(err) => {
                         let reason = format!("{err:#}");
-                        if !self.store_answers().await {
+                        if !self.store_works().await {
                             // The store went down meanwhile: not this entry's fault.
                             attempts -= 1;
                             let delay = self.store_outage.failed(&reason);
@@ -431,6 +513,7 @@ impl Worker {
             {
                 Ok(()) => {
                     self.redis.recovered();
+                    metrics::counter!(DEAD_LETTERED).increment(1);
                     return Flow::Continue;
                 }
                 Err(err) => {
@@ -445,11 +528,14 @@ impl Worker {
     }
 }
 
-/// One dependency's failures: logged once when they start (error) and once when they end
-/// (info), with the backoff to wait before each retry.
+/// One dependency's failures, with the backoff to wait before each retry. Logged once per
+/// outage: an error when a failure persists past one retry (a single failure that the next
+/// attempt gets past, such as a connection found dead and replaced, is no outage), an info
+/// line when it ends.
 struct Outage {
     what: &'static str,
-    since: Option<Instant>,
+    /// When the current run of failures began, and whether it was logged as an outage.
+    since: Option<(Instant, bool)>,
     delay: Duration,
 }
 
@@ -464,14 +550,21 @@ impl Outage {
 
     /// Records a failure; returns how long to wait before retrying.
     fn failed(&mut self, err: &dyn std::fmt::Display) -> Duration {
-        if self.since.is_none() {
-            self.since = Some(Instant::now());
-            self.delay = FIRST_BACKOFF;
-            tracing::error!(
-                error = %err,
-                "the {} is unavailable: retrying with backoff, acknowledging nothing meanwhile",
-                self.what
-            );
+        match &mut self.since {
+            None => {
+                self.since = Some((Instant::now(), false));
+                self.delay = FIRST_BACKOFF;
+                tracing::debug!(error = %err, "{} failed: retrying", self.what);
+            }
+            Some((_, logged @ false)) => {
+                *logged = true;
+                tracing::error!(
+                    error = %err,
+                    "{} is unavailable: retrying with backoff, acknowledging nothing meanwhile",
+                    self.what
+                );
+            }
+            Some((_, true)) => {}
         }
         let delay = self.delay;
         self.delay = (self.delay * 2).min(MAX_BACKOFF);
@@ -479,13 +572,11 @@ impl Outage {
     }
 
     fn recovered(&mut self) {
-        if let Some(since) = self.since.take() {
+        if let Some((since, logged)) = self.since.take() {
             self.delay = FIRST_BACKOFF;
-            tracing::info!(
-                after = ?since.elapsed(),
-                "the {} is available again",
-                self.what
-            );
+            if logged {
+                tracing::info!(after = ?since.elapsed(), "{} is available again", self.what);
+            }
         }
     }
 }
