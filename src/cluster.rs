@@ -227,6 +227,9 @@ async fn follow_stream(
     let mut last = progress.committed();
     let mut frames = Vec::new();
     let mut failing = false;
+    // Whether entries after `last` may have been trimmed before this reader saw them: after
+    // an outage, or when it is a full batch behind.
+    let mut may_have_missed = false;
     loop {
         let read = tokio::select! {
             read = queue.read_after(last, FOLLOW_BATCH, FOLLOW_BLOCK) => read,
@@ -245,13 +248,23 @@ async fn follow_stream(
                 for (seq, payload) in &entries {
                     record::write_frame(&mut frames, *seq, payload);
                 }
-                let after = last;
+                let mut after = last;
+                if std::mem::replace(&mut may_have_missed, entries.len() == FOLLOW_BATCH) {
+                    // Trimming removes only entries the workers stored, oldest first: if the
+                    // oldest left is past `last`, some may be gone unseen. Announcing the
+                    // gap lags out the subscribers who needed them; they resume from the
+                    // store.
+                    if let Ok(Some(oldest)) = queue.first_seq().await {
+                        after = after.max(oldest.saturating_sub(1));
+                    }
+                }
                 last = newest;
                 progress.set_committed(last);
                 progress.set_indexed(last);
                 publisher.publish_after(after, &frames);
             }
             Err(err) => {
+                may_have_missed = true;
                 if !failing {
                     failing = true;
                     tracing::warn!(error = %err, "cannot follow the queue for the live stream; retrying");
