@@ -20,7 +20,7 @@
 //! (entries are trimmed only once acknowledged).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +121,7 @@ pub async fn serve(
         let sink = Arc::new(RedisSink {
             queue: queue.clone(),
             backlog: AtomicU64::new(0),
+            probe_failed: AtomicBool::new(false),
             health: health.clone(),
         });
         tokio::spawn(measure_backlog(sink.clone(), background_stop.clone()));
@@ -173,6 +174,8 @@ struct RedisSink {
     queue: RedisQueue,
     /// The workers' backlog as last measured.
     backlog: AtomicU64,
+    /// Whether the last backlog measurement failed.
+    probe_failed: AtomicBool,
     health: Arc<Health>,
 }
 
@@ -206,9 +209,27 @@ async fn measure_backlog(sink: Arc<RedisSink>, mut stop: watch::Receiver<bool>) 
     loop {
         tokio::select! {
             _ = every.tick() => {
-                // On failure the last value stands; publishing reports the outage.
-                if let Ok(backlog) = sink.queue.backlog().await {
-                    sink.backlog.store(backlog, Ordering::Relaxed);
+                // Readiness follows this probe too, not only publishing: without it, Redis
+                // going down unseen by any POST left the node ready, and once not ready (a
+                // balancer then sends no POSTs) it stayed so after Redis came back. It ends
+                // only an outage it saw itself: one that only XADDs meet (e.g. Redis out of
+                // memory) ends with a successful publish. On failure the last backlog stands.
+                match sink.queue.backlog().await {
+                    Ok(backlog) => {
+                        sink.backlog.store(backlog, Ordering::Relaxed);
+                        if sink.probe_failed.swap(false, Ordering::Relaxed)
+                            && sink.health.log_recovered()
+                        {
+                            tracing::info!("the queue answers again");
+                        }
+                    }
+                    Err(err) => {
+                        sink.probe_failed.store(true, Ordering::Relaxed);
+                        let error = err.to_string();
+                        if sink.health.log_failed(error.clone()) {
+                            tracing::error!(%error, "the queue does not answer; answering 503 until it does");
+                        }
+                    }
                 }
             }
             _ = stop.changed() => return,

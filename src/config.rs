@@ -147,7 +147,8 @@ pub struct ServeConfig {
     pub max_connections: u64,
 
     /// Where events are stored: `embedded` (SQLite under --data-dir) or a `postgres://` URL.
-    #[arg(long, env = "EVENTIDE_STORE", default_value = "embedded", value_parser = parse_store)]
+    #[arg(long, env = "EVENTIDE_STORE", default_value = "embedded", hide_env_values = true,
+          value_parser = Redacting(parse_store))]
     pub store: StoreTarget,
 
     /// PostgreSQL schema for the store's tables (created if missing); default `public`.
@@ -157,7 +158,8 @@ pub struct ServeConfig {
     /// The queue between ingestion and storage: `embedded` (in process, through the durable
     /// log under --data-dir) or a `redis://` URL (a Redis stream that API nodes add to and
     /// workers consume).
-    #[arg(long, env = "EVENTIDE_QUEUE", default_value = "embedded", value_parser = parse_queue)]
+    #[arg(long, env = "EVENTIDE_QUEUE", default_value = "embedded", hide_env_values = true,
+          value_parser = Redacting(parse_queue))]
     pub queue: QueueTarget,
 
     /// What this process does: `all`, `api` (HTTP: ingest into the queue, read from the
@@ -247,6 +249,33 @@ pub fn redact_url(url: &str) -> String {
             format!("{scheme}://{user}{hidden}@{host}{tail}")
         }
         None => url.to_owned(),
+    }
+}
+
+/// A value parser for options that take URLs: clap's own errors (and `--help`, hence
+/// `hide_env_values` on those options) would repeat the value as given, password included;
+/// this one shows it through [`redact_url`].
+#[derive(Clone)]
+struct Redacting<T>(fn(&str) -> Result<T, String>);
+
+impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Redacting<T> {
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let text = value.to_string_lossy();
+        (self.0)(&text).map_err(|reason| {
+            let option = arg.map_or_else(String::new, |arg| format!(" for '{arg}'"));
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid value '{}'{option}: {reason}\n", redact_url(&text)),
+            )
+            .with_cmd(cmd)
+        })
     }
 }
 
@@ -398,6 +427,16 @@ mod tests {
         );
         let target = parse_store("postgres://u:secret@h/db").unwrap();
         assert!(!format!("{target:?}").contains("secret"));
+        // A mistyped URL is refused without repeating its password.
+        let err = Cli::try_parse_from(["eventide", "serve", "--store", "postgress://u:secret@h/d"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--store") && err.contains("u:***@h"), "{err}");
+        assert!(!err.contains("secret"), "{err}");
+        let err = Cli::try_parse_from(["eventide", "serve", "--queue", "rediss://:secret@h"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--queue") && !err.contains("secret"), "{err}");
     }
 
     #[test]

@@ -74,7 +74,13 @@ fn not_ready_reasons(state: &AppState) -> Vec<String> {
     let log = state.health.log_state();
     if log.failing {
         let error = log.last_error.unwrap_or_default();
-        reasons.push(format!("the durable log cannot be written: {error}"));
+        // An API node of a cluster has the queue in place of the log.
+        let what = if state.ingest.is_remote() {
+            "the queue"
+        } else {
+            "the durable log"
+        };
+        reasons.push(format!("{what} cannot be written: {error}"));
     }
     let store = state.health.store_state();
     if store.failing {

@@ -116,6 +116,8 @@ pub struct LoadOutcome {
     pub rejected_429: u64,
     /// Non-2xx answers other than 429, plus transport failures and timeouts.
     pub errors: u64,
+    /// Of the errors, `503` answers (e.g. a cluster's queue unavailable).
+    pub unavailable_503: u64,
     pub error_samples: Vec<String>,
     /// Latency of each acknowledged request.
     pub latencies_us: Vec<u32>,
@@ -136,6 +138,7 @@ impl LoadOutcome {
         self.acknowledged_requests += other.acknowledged_requests;
         self.rejected_429 += other.rejected_429;
         self.errors += other.errors;
+        self.unavailable_503 += other.unavailable_503;
         for sample in other.error_samples {
             if self.error_samples.len() < MAX_ERROR_SAMPLES {
                 self.error_samples.push(sample);
@@ -283,6 +286,7 @@ async fn connection_loop(shared: &SharedLoad, connection_index: u64) -> LoadOutc
                     tokio::time::sleep(wait).await;
                 }
                 Ok(Ok(response)) => {
+                    outcome.unavailable_503 += u64::from(response.status == 503);
                     outcome.record_error(describe_refusal("POST /events", &response));
                     break;
                 }

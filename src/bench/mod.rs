@@ -3,9 +3,10 @@
 //!
 //! Layout: [`gen`] pre-builds request bytes, [`http`] is the minimal keep-alive client,
 //! [`sse`] the `/stream` subscriber, [`load`] drives POST load, [`scenarios`] and
-//! [`stream`] define what is measured, [`server`] starts and stops the server, [`stats`]
-//! computes percentiles.
+//! [`stream`] define what is measured ([`cluster`]: a cluster of processes over Redis and
+//! PostgreSQL), [`server`] starts and stops the server, [`stats`] computes percentiles.
 
+mod cluster;
 mod gen;
 mod http;
 mod load;
@@ -50,7 +51,11 @@ pub enum Scenario {
     /// A past day of --retention-events events expires while 20,000 events/s are ingested:
     /// how long dropping it takes and whether acknowledgements wait for it.
     Retention,
-    /// All of the above, in that order.
+    /// Two API nodes and two workers over --redis-url and --postgres-url (a schema and keys
+    /// of the run's own, removed afterwards): 1,000-event batches over both API nodes;
+    /// acknowledged and end-to-end (stored in PostgreSQL) rates, consumer lag, CPU by part.
+    Cluster,
+    /// All of the above but cluster (which needs PostgreSQL and Redis), in that order.
     All,
 }
 
@@ -62,7 +67,7 @@ pub struct BenchArgs {
     pub scenario: Scenario,
 
     /// Seconds per scenario run [default: single 10, batch 10, sustained 60, query 10,
-    /// metrics 10, stream 20 (its unpaced runs: at most 10)].
+    /// metrics 10, stream 20 (its unpaced runs: at most 10), cluster 20].
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub duration: Option<u64>,
 
@@ -102,6 +107,18 @@ pub struct BenchArgs {
     /// Keep the scratch directory (server data and logs) instead of deleting it.
     #[arg(long)]
     pub keep_data: bool,
+
+    /// PostgreSQL for the cluster scenario (it creates a schema of its own and drops it).
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub postgres_url: String,
+
+    /// Redis for the cluster scenario (keys under a prefix of its own, deleted afterwards).
+    #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
 }
 
 /// Runs the selected scenarios in order, printing each report as soon as it is complete.
@@ -125,6 +142,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         metrics_events: args.metrics_events,
         sustained_rate: args.sustained_rate,
         retention_events: args.retention_events,
+        cluster: cluster::ClusterTargets {
+            postgres_url: args.postgres_url.clone(),
+            redis_url: args.redis_url.clone(),
+        },
     };
     let chosen = match args.scenario {
         Scenario::All => vec![
@@ -148,6 +169,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Metrics => scenarios::metrics(&context, seconds(10)).await?,
             Scenario::Stream => stream::stream(&context, seconds(20)).await?,
             Scenario::Retention => retention::retention(&context).await?,
+            Scenario::Cluster => cluster::cluster(&context, seconds(20)).await?,
             Scenario::All => unreachable!("expanded above"),
         };
         report.print(args.json)?;

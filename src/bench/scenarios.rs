@@ -53,6 +53,7 @@ pub struct BenchContext {
     pub metrics_events: u64,
     pub sustained_rate: u64,
     pub retention_events: u64,
+    pub cluster: super::cluster::ClusterTargets,
 }
 
 /// The server a scenario's work runs against.

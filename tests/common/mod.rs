@@ -1,10 +1,13 @@
 //! Shared helpers for the integration tests: spawning the real `eventide` binary
 //! ([`TestServer`]), a thin HTTP wrapper ([`Api`]), batch-answer checks, time utilities,
-//! a PostgreSQL schema per test ([`postgres`]) and Redis keys per test ([`redis`]).
+//! a PostgreSQL schema per test ([`postgres`]), Redis keys per test or a Redis of a test's own
+//! ([`redis`]), a TCP proxy a test can cut ([`proxy`]) and a `/stream` reader ([`sse`]).
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod proxy;
 pub mod redis;
+pub mod sse;
 
 use std::collections::HashSet;
 use std::ops::Deref;

@@ -153,3 +153,89 @@ impl Drop for Proxy {
         self.task.abort();
     }
 }
+
+/// A `redis-server` of a test's own, without persistence (`--save "" --appendonly no`), on a
+/// free port: a test may kill it and start it again on the same port. Killed when dropped.
+pub struct PrivateRedis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    /// Starts one; `None` (after printing SKIPPED) when `redis-server` cannot be run, unless
+    /// under CI, where that panics.
+    pub fn start() -> Option<PrivateRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let mut redis = PrivateRedis {
+            port,
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+        };
+        if let Err(err) = redis.launch() {
+            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+                panic!("cannot start redis-server under CI=true: {err}");
+            }
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "\n*** SKIPPED: cannot start a private redis-server ({err}); this test did not \
+                 run. Install Redis (redis-server on the PATH). ***\n"
+            );
+            return None;
+        }
+        Some(redis)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) on the same port and waits until it answers PING.
+    pub fn launch(&mut self) -> Result<(), String> {
+        assert!(self.child.is_none(), "redis-server already running");
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|err| format!("redis-server: {err}"))?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let pong = connection(&self.url()).and_then(|mut conn| {
+                redis::cmd("PING")
+                    .query::<String>(&mut conn)
+                    .map_err(|err| err.to_string())
+            });
+            match pong {
+                Ok(_) => return Ok(()),
+                Err(err) if std::time::Instant::now() > deadline => {
+                    self.kill();
+                    return Err(format!("no answer on port {} in 20 s: {err}", self.port));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// SIGKILL: gone at once, and with it (no persistence) every key.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
