@@ -134,8 +134,8 @@ pub async fn cluster(context: &BenchContext, duration: Duration) -> Result<Repor
         application: &application,
     };
     let result = run.measure(duration).await;
-    // Removed whatever happened: the schema (with every event) and the keys.
-    progress("cluster: removing the schema and the Redis keys");
+    // Removed whatever happened: the schema (with every event) and the keys. Before any
+    // output, which panics when stderr is a closed pipe.
     if let Err(error) = pg
         .batch_execute(&format!(
             "SET client_min_messages = warning; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
@@ -147,6 +147,7 @@ pub async fn cluster(context: &BenchContext, duration: Duration) -> Result<Repor
     if let Err(error) = queue.delete_all().await {
         eprintln!("[bench] could not delete the keys {prefix}:*: {error}");
     }
+    progress("cluster: removed the schema and the Redis keys");
     result
 }
 

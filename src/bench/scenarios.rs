@@ -1015,9 +1015,12 @@ pub(super) fn templates(
         .collect()
 }
 
-/// Prints progress to stderr, which stays free of the `--json` output on stdout.
+/// Prints progress to stderr, which stays free of the `--json` output on stdout. Never
+/// panics (`eprintln!` does when stderr is a closed pipe): a scenario must get to its
+/// clean-up, such as the cluster scenario's schema.
 pub(super) fn progress(message: &str) {
-    eprintln!("[bench] {message}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "[bench] {message}");
 }
 
 /// Makes sure errors are seen, not only counted.
