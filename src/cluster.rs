@@ -30,19 +30,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::admission::InFlight;
-use crate::api::rate_limit::{Limiter, RateLimits};
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{redact_url, Role, ServeConfig};
 use crate::event::StoredEvent;
 use crate::health::Health;
 use crate::ingest::{record, Ingest, Progress, RemoteQueue};
-use crate::live::{self, LiveConfig, Publisher, Replay};
+use crate::live::{self, Publisher, Replay};
 use crate::metrics::EventMetrics;
 use crate::queue::redis::RedisQueue;
 use crate::queue::worker::{self, WorkerConfig};
 use crate::queue::QueueKeys;
 use crate::retention::Retention;
+use crate::server::{live_config, rate_limits};
 use crate::store::{EventFilter, Store};
 
 /// How often an API node measures the workers' backlog (what its 429s go by).
@@ -94,10 +94,7 @@ pub async fn serve(
         .context("reading the queue's position")?;
     let progress = Arc::new(Progress::new(live_position, live_position));
     let (live, publisher, dispatcher) = live::start(
-        LiveConfig {
-            max_subscribers: config.max_subscribers,
-            buffer: usize::try_from(config.stream_buffer).unwrap_or(usize::MAX),
-        },
+        live_config(&config),
         progress.clone(),
         Arc::new(QueueReplay {
             queue: queue.clone(),
@@ -125,16 +122,8 @@ pub async fn serve(
             health: health.clone(),
         });
         tokio::spawn(measure_backlog(sink.clone(), background_stop.clone()));
-        let rate_limits = Arc::new(RateLimits {
-            ingest: Limiter::new(config.ingest_rate_limit, config.ingest_burst),
-            query: Limiter::new(config.query_rate_limit, 0),
-        });
-        tokio::spawn(RateLimits::run_cleanup(
-            rate_limits.clone(),
-            background_stop.clone(),
-        ));
         api::router(AppState {
-            rate_limits,
+            rate_limits: rate_limits(&config, background_stop.clone()),
             in_flight: InFlight::new(config.max_concurrent_requests as usize),
             health,
             ingest: Ingest::remote(sink, config.max_pending_events, config.max_queue_backlog),

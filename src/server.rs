@@ -124,10 +124,7 @@ async fn serve_local(
     );
     let progress = Arc::new(Progress::new(committed_seq, indexed_seq));
     let (live, publisher, dispatcher) = live::start(
-        LiveConfig {
-            max_subscribers: config.max_subscribers,
-            buffer: usize::try_from(config.stream_buffer).unwrap_or(usize::MAX),
-        },
+        live_config(&config),
         progress.clone(),
         Arc::new(live::FromStore(store.clone())),
     );
@@ -158,14 +155,7 @@ async fn serve_local(
     });
 
     tokio::spawn(telemetry::run_upkeep(background_stop.clone()));
-    let rate_limits = Arc::new(RateLimits {
-        ingest: Limiter::new(config.ingest_rate_limit, config.ingest_burst),
-        query: Limiter::new(config.query_rate_limit, 0),
-    });
-    tokio::spawn(RateLimits::run_cleanup(
-        rate_limits.clone(),
-        background_stop.clone(),
-    ));
+    let rate_limits = rate_limits(&config, background_stop.clone());
     let retention = Arc::new(Retention::new(config.retention, config.retention_interval));
     if !config.null_store {
         tokio::spawn(retention.clone().run(
@@ -274,4 +264,23 @@ pub(crate) async fn serve_http(
     };
     served.context("serving HTTP")?;
     Ok(())
+}
+
+/// What `--max-subscribers` and `--stream-buffer` ask of the live stream.
+pub(crate) fn live_config(config: &ServeConfig) -> LiveConfig {
+    LiveConfig {
+        max_subscribers: config.max_subscribers,
+        buffer: usize::try_from(config.stream_buffer).unwrap_or(usize::MAX),
+    }
+}
+
+/// The rate limits `--ingest-rate-limit`, `--ingest-burst` and `--query-rate-limit` ask for,
+/// with the task that forgets idle clients until `stop` changes.
+pub(crate) fn rate_limits(config: &ServeConfig, stop: watch::Receiver<bool>) -> Arc<RateLimits> {
+    let rate_limits = Arc::new(RateLimits {
+        ingest: Limiter::new(config.ingest_rate_limit, config.ingest_burst),
+        query: Limiter::new(config.query_rate_limit, 0),
+    });
+    tokio::spawn(RateLimits::run_cleanup(rate_limits.clone(), stop));
+    rate_limits
 }
