@@ -15,7 +15,7 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction};
 
 use super::partitions::Partition;
-use super::{direction, event_from_row, push_conditions, sql_count, Aliases};
+use super::{direction, event_from_row, push_conditions, sql_count, within, Aliases};
 use crate::event::StoredEvent;
 use crate::store::{EventFilter, EventQuery, Order, Position};
 
@@ -162,7 +162,7 @@ impl Sweeper {
 
 /// Events of one user in one day: its two tables each give their matches already in order
 /// (read off their primary key, joined to the day's events by seq), and the two runs are
-/// merged. `filter` is narrowed to the day, which keeps the recent table's run in it.
+/// merged; the recent table's run is kept to the day by narrowing `filter` to it.
 pub(super) fn query(
     connection: &Connection,
     partition: Partition,
@@ -172,6 +172,7 @@ pub(super) fn query(
     offset: usize,
 ) -> Result<Vec<StoredEvent>> {
     let wanted = limit.saturating_add(offset);
+    let filter = &within(filter, partition);
     let mut runs = Vec::with_capacity(2);
     for table in [partition.users_table().as_str(), RECENT] {
         let after = query.after.map(|after| (after, query.order));
@@ -202,6 +203,7 @@ pub(super) fn count(
     filter: &EventFilter,
     after: Option<(Position, Order)>,
 ) -> Result<u64> {
+    let filter = &within(filter, partition);
     let mut total = 0;
     for table in [partition.users_table().as_str(), RECENT] {
         let (sql, params) = select(table, partition, "count(*)", filter, after);
