@@ -17,7 +17,7 @@ use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction};
 use super::partitions::Partition;
 use super::{direction, event_from_row, push_conditions, sql_count, within, Aliases};
 use crate::event::StoredEvent;
-use crate::store::{EventFilter, EventQuery, Order, Position};
+use crate::store::{EventFilter, EventQuery, Order, Position, DAY_MS};
 
 pub(super) const INSERT_RECENT: &str =
     "INSERT OR IGNORE INTO user_index_recent (user_id, ts, seq) VALUES (?, ?, ?)";
@@ -119,32 +119,32 @@ impl Sweeper {
             ]);
         }
         // Each entry goes to its day's table (which exists: retention deletes a day's
-        // recent entries when it drops the day).
-        let run: Vec<Key> = tx
+        // recent entries when it drops the day), a statement per day in the run: usually
+        // one, and SQLite moves the rows without handing each to us.
+        let days: Vec<i64> = tx
             .prepare_cached(&format!(
-                "SELECT user_id, ts, seq FROM user_index_recent WHERE 1 = 1{range}"
+                "SELECT DISTINCT (ts - ((ts % {DAY_MS}) + {DAY_MS}) % {DAY_MS}) / {DAY_MS}
+                 FROM user_index_recent WHERE 1 = 1{range}"
             ))?
-            .query_map(params_from_iter(range_params.iter()), |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })?
+            .query_map(params_from_iter(range_params.iter()), |row| row.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        let mut current: Option<(i64, rusqlite::CachedStatement)> = None;
-        for (user_id, ts, seq) in &run {
-            let partition = Partition::of(*ts);
-            let insert = match &mut current {
-                Some((day, insert)) if *day == partition.day => insert,
-                _ => {
-                    let sql = format!(
-                        "INSERT OR IGNORE INTO {} (user_id, ts, seq) VALUES (?, ?, ?)",
-                        partition.users_table()
-                    );
-                    &mut current.insert((partition.day, tx.prepare_cached(&sql)?)).1
-                }
-            };
-            insert.execute(rusqlite::params![user_id, ts, seq])?;
+        for day in days {
+            let partition = Partition { day };
+            let mut params = range_params.clone();
+            params.extend([
+                Value::Integer(partition.start_ms()),
+                Value::Integer(partition.end_ms()),
+            ]);
+            tx.prepare_cached(&format!(
+                "INSERT OR IGNORE INTO {} (user_id, ts, seq)
+                 SELECT user_id, ts, seq FROM user_index_recent
+                 WHERE 1 = 1{range} AND ts >= ? AND ts < ?",
+                partition.users_table()
+            ))?
+            .execute(params_from_iter(params))?;
         }
-        let moved = run.len();
-        tx.prepare_cached(&format!("DELETE FROM user_index_recent WHERE 1 = 1{range}"))?
+        let moved = tx
+            .prepare_cached(&format!("DELETE FROM user_index_recent WHERE 1 = 1{range}"))?
             .execute(params_from_iter(range_params.iter()))?;
         // Reaching the table's end, the next run starts over from its beginning.
         Ok(Swept {
