@@ -51,17 +51,13 @@ impl Retention {
         Some(now_ms.saturating_sub(keep_ms))
     }
 
-    /// Why an event with `timestamp_ms` is refused at `now_ms`, if it is already older than
-    /// the retention.
-    pub fn refuse(&self, timestamp_ms: i64, now_ms: i64) -> Option<String> {
-        let cutoff = self.cutoff_ms(now_ms)?;
-        (timestamp_ms < cutoff).then(|| {
-            format!(
-                "is older than the retention of {} (events before {} are deleted)",
-                format_duration(self.keep.unwrap_or_default()),
-                format_rfc3339_ms(cutoff)
-            )
-        })
+    /// Why an event older than `cutoff_ms` (from [`cutoff_ms`](Self::cutoff_ms)) is refused.
+    pub fn refusal(&self, cutoff_ms: i64) -> String {
+        format!(
+            "is older than the retention of {} (events before {} are deleted)",
+            format_duration(self.keep.unwrap_or_default()),
+            format_rfc3339_ms(cutoff_ms)
+        )
     }
 
     /// Deletes what is older than the retention now; remembers and returns what it did.

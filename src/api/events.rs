@@ -153,14 +153,15 @@ pub async fn ingest(
         ids: Vec::with_capacity(items.len()),
         errors: Vec::new(),
     };
+    // Once per request, not per event.
+    let cutoff_ms = state.retention.cutoff_ms(now_ms).unwrap_or(i64::MIN);
     for item in items {
-        let expired = match &item.result {
-            Ok(event) => state.retention.refuse(event.timestamp_ms, now_ms),
-            Err(_) => None,
-        };
-        let result = match expired {
-            Some(message) => Err(FieldError::new("timestamp", message)),
-            None => item.result,
+        let result = match item.result {
+            Ok(event) if event.timestamp_ms < cutoff_ms => Err(FieldError::new(
+                "timestamp",
+                state.retention.refusal(cutoff_ms),
+            )),
+            result => result,
         };
         match result {
             Ok(event) => {
