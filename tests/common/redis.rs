@@ -97,60 +97,33 @@ impl Drop for TestRedis {
     }
 }
 
-/// A TCP proxy in front of the test Redis that a test can cut, as if Redis went down: while
-/// down, open connections are closed and new ones closed as soon as they are accepted.
+/// A [`TcpProxy`](super::proxy::TcpProxy) in front of the test Redis that a test can cut,
+/// as if Redis went down.
 pub struct Proxy {
     /// The test server's URL with the proxy's address in place of the server's.
     pub url: String,
-    up: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    proxy: super::proxy::TcpProxy,
 }
 
 impl Proxy {
     pub async fn start(redis: &TestRedis) -> Proxy {
         let target = server(&redis.url);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
+        let proxy = super::proxy::TcpProxy::start(&target).await;
         let url = if redis.url.contains(&target) {
-            redis.url.replacen(&target, &addr, 1)
+            redis.url.replacen(&target, &proxy.addr, 1)
         } else {
-            format!("redis://{addr}")
+            format!("redis://{}", proxy.addr)
         };
-        let (up, up_rx) = tokio::sync::watch::channel(true);
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                if !*up_rx.borrow() {
-                    continue; // dropped: closed at once
-                }
-                let target = target.clone();
-                let mut up_rx = up_rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = up_rx.wait_for(|up| !*up) => {}
-                    }
-                });
-            }
-        });
-        Proxy { url, up, task }
+        Proxy { url, proxy }
     }
 
     /// Cuts (`false`) or restores (`true`) the way to Redis.
     pub fn set_up(&self, up: bool) {
-        self.up.send_replace(up);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.set_up(false);
-        self.task.abort();
+        if up {
+            self.proxy.resume();
+        } else {
+            self.proxy.cut();
+        }
     }
 }
 
