@@ -8,6 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::sse::{self, Frame};
 use common::*;
 use serde_json::{json, Value};
 
@@ -17,21 +18,6 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------------------------
 // A small SSE client
 // ---------------------------------------------------------------------------------------------
-
-/// One SSE message (comments are skipped).
-#[derive(Debug, Clone)]
-struct Frame {
-    event: String,
-    id: Option<u64>,
-    data: String,
-}
-
-impl Frame {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.data)
-            .unwrap_or_else(|e| panic!("data is not JSON ({e}): {:?}", self.data))
-    }
-}
 
 struct Sse {
     response: reqwest::Response,
@@ -145,37 +131,7 @@ impl Sse {
 
     /// Parses one complete message out of the buffer, skipping comment-only blocks.
     fn parse_one(&mut self) -> Option<Frame> {
-        loop {
-            let rest = &self.buf[self.start..];
-            let end = rest.windows(2).position(|w| w == b"\n\n")?;
-            let block = String::from_utf8(rest[..end].to_vec()).expect("UTF-8 stream");
-            self.start += end + 2;
-            let mut frame = Frame {
-                event: "message".into(),
-                id: None,
-                data: String::new(),
-            };
-            let mut has_field = false;
-            for line in block.split('\n') {
-                if line.starts_with(':') {
-                    continue;
-                }
-                let (name, value) = line.split_once(": ").unwrap_or((line, ""));
-                has_field = true;
-                match name {
-                    "event" => frame.event = value.to_string(),
-                    "id" => frame.id = Some(value.parse().expect("numeric id")),
-                    "data" => {
-                        assert!(frame.data.is_empty(), "more than one data line: {block:?}");
-                        frame.data = value.to_string();
-                    }
-                    other => panic!("unexpected SSE field {other:?} in {block:?}"),
-                }
-            }
-            if has_field {
-                return Some(frame);
-            }
-        }
+        sse::parse_frame(&self.buf, &mut self.start)
     }
 }
 

@@ -106,33 +106,42 @@ impl Sse {
     }
 
     fn parse_one(&mut self) -> Option<Frame> {
-        loop {
-            let rest = &self.buf[self.start..];
-            let end = rest.windows(2).position(|w| w == b"\n\n")?;
-            let block = String::from_utf8(rest[..end].to_vec()).expect("UTF-8 stream");
-            self.start += end + 2;
-            let mut frame = Frame {
-                event: "message".into(),
-                id: None,
-                data: String::new(),
-            };
-            let mut has_field = false;
-            for line in block.split('\n') {
-                if line.starts_with(':') {
-                    continue;
-                }
-                let (name, value) = line.split_once(": ").unwrap_or((line, ""));
-                has_field = true;
-                match name {
-                    "event" => frame.event = value.to_owned(),
-                    "id" => frame.id = Some(value.parse().expect("numeric id")),
-                    "data" => frame.data = value.to_owned(),
-                    other => panic!("unexpected SSE field {other:?} in {block:?}"),
-                }
+        parse_frame(&self.buf, &mut self.start)
+    }
+}
+
+/// Parses the next complete message of `buf` from `*start` (advancing it past what it
+/// consumed), skipping comment-only blocks; `None` until a whole message has arrived.
+pub fn parse_frame(buf: &[u8], start: &mut usize) -> Option<Frame> {
+    loop {
+        let rest = &buf[*start..];
+        let end = rest.windows(2).position(|w| w == b"\n\n")?;
+        let block = String::from_utf8(rest[..end].to_vec()).expect("UTF-8 stream");
+        *start += end + 2;
+        let mut frame = Frame {
+            event: "message".into(),
+            id: None,
+            data: String::new(),
+        };
+        let mut has_field = false;
+        for line in block.split('\n') {
+            if line.starts_with(':') {
+                continue;
             }
-            if has_field {
-                return Some(frame);
+            let (name, value) = line.split_once(": ").unwrap_or((line, ""));
+            has_field = true;
+            match name {
+                "event" => frame.event = value.to_owned(),
+                "id" => frame.id = Some(value.parse().expect("numeric id")),
+                "data" => {
+                    assert!(frame.data.is_empty(), "more than one data line: {block:?}");
+                    frame.data = value.to_owned();
+                }
+                other => panic!("unexpected SSE field {other:?} in {block:?}"),
             }
+        }
+        if has_field {
+            return Some(frame);
         }
     }
 }
