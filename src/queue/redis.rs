@@ -339,8 +339,11 @@ impl RedisQueue {
             .unwrap_or(0))
     }
 
-    /// Up to `limit` dead letters, oldest first.
-    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+    /// Up to `limit` raw dead-letter entries, oldest first.
+    async fn oldest_dead_letters(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Fields)>, QueueError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -354,7 +357,14 @@ impl RedisQueue {
                     .arg(limit),
             )
             .await?;
-        Ok(raw_entries(reply)
+        Ok(raw_entries(reply))
+    }
+
+    /// Up to `limit` dead letters, oldest first.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        Ok(self
+            .oldest_dead_letters(limit)
+            .await?
             .into_iter()
             .map(|(id, fields)| dead_letter(id, fields))
             .collect())
@@ -364,20 +374,7 @@ impl RedisQueue {
     /// again (as new entries, so they get fresh attempts) and XDELs them from the
     /// dead-letter stream, in one MULTI/EXEC. Returns how many.
     pub async fn replay_dead_letters(&self, limit: usize) -> Result<u64, QueueError> {
-        if limit == 0 {
-            return Ok(0);
-        }
-        let reply = self
-            .query(
-                redis::cmd("XRANGE")
-                    .arg(&self.keys.dead_letters)
-                    .arg("-")
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(limit),
-            )
-            .await?;
-        let letters = raw_entries(reply);
+        let letters = self.oldest_dead_letters(limit).await?;
         if letters.is_empty() {
             return Ok(0);
         }
