@@ -120,8 +120,8 @@ pub fn events_rejected(reason: &'static str, events: usize) {
 pub struct Snapshot {
     pub pending_events: u64,
     pub pending_capacity: u64,
-    pub committed_seq: u64,
-    pub indexed_seq: u64,
+    /// The log's committed and indexed seqs (none on an API node of a cluster).
+    pub positions: Option<(u64, u64)>,
     pub stream_subscribers: u64,
     pub stream_lagged: u64,
     pub stream_dropped_groups: u64,
@@ -134,9 +134,11 @@ pub fn render(snapshot: Snapshot) -> String {
     let handle = install();
     gauge!(PENDING_EVENTS).set(snapshot.pending_events as f64);
     gauge!(PENDING_CAPACITY).set(snapshot.pending_capacity as f64);
-    gauge!(COMMITTED_SEQ).set(snapshot.committed_seq as f64);
-    gauge!(INDEXED_SEQ).set(snapshot.indexed_seq as f64);
-    gauge!(INDEX_BACKLOG).set(snapshot.committed_seq.saturating_sub(snapshot.indexed_seq) as f64);
+    if let Some((committed, indexed)) = snapshot.positions {
+        gauge!(COMMITTED_SEQ).set(committed as f64);
+        gauge!(INDEXED_SEQ).set(indexed as f64);
+        gauge!(INDEX_BACKLOG).set(committed.saturating_sub(indexed) as f64);
+    }
     gauge!(STREAM_SUBSCRIBERS).set(snapshot.stream_subscribers as f64);
     counter!(STREAM_LAGGED).absolute(snapshot.stream_lagged);
     counter!(STREAM_DROPPED_GROUPS).absolute(snapshot.stream_dropped_groups);

@@ -277,16 +277,9 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     }
 }
 
-/// Waits (bounded) until every event acknowledged before now is indexed. Returns the seq
-/// the answer may include up to, and whether that covers everything acknowledged.
+/// [`Ingest::read_position`](crate::ingest::Ingest::read_position) with `--read-wait`.
 pub(super) async fn read_position(state: &AppState) -> (u64, bool) {
-    let progress = state.ingest.progress();
-    let committed = progress.committed();
-    if progress.wait_indexed(committed, state.read_wait).await {
-        (committed, true)
-    } else {
-        (progress.indexed(), false)
-    }
+    state.ingest.read_position(state.read_wait).await
 }
 
 /// Query events

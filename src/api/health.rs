@@ -172,8 +172,8 @@ pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
             "oldest": oldest,
             "newest": newest,
             // An API node of a cluster has no log or index of its own.
-            "committed_seq": (!state.ingest.is_remote()).then(|| progress.committed()),
-            "indexed_seq": (!state.ingest.is_remote()).then(|| progress.indexed()),
+            "committed_seq": progress.map(|progress| progress.committed()),
+            "indexed_seq": progress.map(|progress| progress.indexed()),
         },
         "last_commit": last_commit,
         "stream": {

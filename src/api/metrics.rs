@@ -255,8 +255,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     let text = telemetry::render(telemetry::Snapshot {
         pending_events,
         pending_capacity,
-        committed_seq: progress.committed(),
-        indexed_seq: progress.indexed(),
+        positions: progress.map(|progress| (progress.committed(), progress.indexed())),
         stream_subscribers: stats.subscribers.load(Ordering::Relaxed) as u64,
         stream_lagged: stats.lagged.load(Ordering::Relaxed),
         stream_dropped_groups: stats.dropped_groups.load(Ordering::Relaxed),

@@ -200,7 +200,7 @@ enum Sink {
 }
 
 /// On an API node, nothing is indexed locally: queries neither wait for nor are pinned to a
-/// local position, so both stay at the largest `seq` the stores take.
+/// local position, so they read up to the largest `seq` the stores take.
 const REMOTE_POSITION: u64 = i64::MAX as u64;
 
 impl Ingest {
@@ -304,8 +304,29 @@ impl Ingest {
         self.inner.max_backlog
     }
 
-    pub fn progress(&self) -> &Arc<Progress> {
-        &self.inner.progress
+    /// How far this process's log and index have got; `None` on an API node of a cluster,
+    /// which has neither.
+    pub fn progress(&self) -> Option<&Arc<Progress>> {
+        match self.inner.sink {
+            Sink::Log(_) => Some(&self.inner.progress),
+            Sink::Remote(_) => None,
+        }
+    }
+
+    /// Waits (at most `wait`) until every event acknowledged before now is indexed. Returns
+    /// the seq a read may include up to, and whether that covers everything acknowledged.
+    /// An API node of a cluster cannot know what the workers stored: it reads everything
+    /// stored, at once (no read-your-writes).
+    pub async fn read_position(&self, wait: Duration) -> (u64, bool) {
+        let Some(progress) = self.progress() else {
+            return (REMOTE_POSITION, true);
+        };
+        let committed = progress.committed();
+        if progress.wait_indexed(committed, wait).await {
+            (committed, true)
+        } else {
+            (progress.indexed(), false)
+        }
     }
 }
 
