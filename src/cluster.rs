@@ -33,6 +33,7 @@ use crate::api::admission::InFlight;
 use crate::api::{self, AppState};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{redact_url, Role, ServeConfig};
+use crate::connections::OpenConnections;
 use crate::event::StoredEvent;
 use crate::health::Health;
 use crate::ingest::{record, Ingest, Progress, RemoteQueue};
@@ -42,7 +43,7 @@ use crate::queue::redis::RedisQueue;
 use crate::queue::worker::{self, WorkerConfig};
 use crate::queue::QueueKeys;
 use crate::retention::Retention;
-use crate::server::{live_config, rate_limits};
+use crate::server::{cursor_key, http_policy, live_config, rate_limits};
 use crate::store::{EventFilter, Store};
 
 /// How often an API node measures the workers' backlog (what its 429s go by).
@@ -102,6 +103,7 @@ pub async fn serve(
         }),
     );
 
+    let connections = Arc::new(OpenConnections::default());
     let app = if config.role == Role::Worker {
         axum::Router::new().route(
             "/health",
@@ -123,6 +125,8 @@ pub async fn serve(
         });
         tokio::spawn(measure_backlog(sink.clone(), background_stop.clone()));
         api::router(AppState {
+            cursors: cursor_key(store.as_ref()).await?,
+            http: http_policy(&config, &listener, &connections)?,
             rate_limits: rate_limits(&config, background_stop.clone()),
             in_flight: InFlight::new(config.max_concurrent_requests as usize),
             health,
@@ -143,7 +147,7 @@ pub async fn serve(
         "listening on http://{}",
         listener.local_addr()?
     );
-    crate::server::serve_http(app, listener, config.max_connections, live, shutdown).await?;
+    crate::server::serve_http(app, listener, &config, connections, live, shutdown).await?;
     let _ = dispatcher.await;
     let _ = stop_background.send(true);
     if let Some(worker) = worker {

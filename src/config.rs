@@ -44,7 +44,7 @@ pub enum LogFormat {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTP service.
-    Serve(ServeConfig),
+    Serve(Box<ServeConfig>),
     /// Start a server on a temporary directory and measure it over loopback HTTP.
     Bench(crate::bench::BenchArgs),
 }
@@ -145,6 +145,30 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTIDE_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: u64,
+
+    /// How long a client may take to send a request's line and headers, from its first byte
+    /// (from connecting, for a connection's first request); past it, `408` and the connection
+    /// is closed.
+    #[arg(long, env = "EVENTIDE_HEADER_TIMEOUT", default_value = "10s",
+          value_parser = parse_positive_duration)]
+    pub header_timeout: Duration,
+
+    /// How long an idle keep-alive connection is kept open waiting for its next request
+    /// (also how long an answer may wait for its client to read any of it).
+    #[arg(long, env = "EVENTIDE_KEEP_ALIVE_TIMEOUT", default_value = "60s",
+          value_parser = parse_positive_duration)]
+    pub keep_alive_timeout: Duration,
+
+    /// Slowest request body accepted, in bytes per second, measured over each 10 s: a body
+    /// sent slower gets `408` and its connection is closed; 0: no minimum.
+    #[arg(long, env = "EVENTIDE_MIN_BODY_RATE", default_value_t = 1024)]
+    pub min_body_rate: u64,
+
+    /// Host names (or `host:port`) besides the listening address, `localhost` and loopback
+    /// addresses that requests may name in `Host` (comma-separated): a defence against DNS
+    /// rebinding, for a server reached through a proxy or a DNS name.
+    #[arg(long, env = "EVENTIDE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
 
     /// Where events are stored: `embedded` (SQLite under --data-dir) or a `postgres://` URL.
     #[arg(long, env = "EVENTIDE_STORE", default_value = "embedded", hide_env_values = true,
@@ -298,6 +322,12 @@ fn parse_queue(text: &str) -> Result<QueueTarget, String> {
 }
 
 impl ServeConfig {
+    /// Whether this process writes `--data-dir` (the embedded store or the embedded queue's
+    /// log), and so must hold its lock. A cluster's API nodes and workers keep nothing there.
+    pub fn writes_data_dir(&self) -> bool {
+        self.store == StoreTarget::Embedded || self.queue == QueueTarget::Embedded
+    }
+
     /// Refuses combinations that cannot work, saying why.
     pub fn check(&self) -> Result<(), String> {
         let redis = matches!(self.queue, QueueTarget::Redis(_));

@@ -1,7 +1,8 @@
 //! Eventide: real-time event ingestion and analytics in one binary.
 //!
 //! # Layout
-//! - [`config`]: options, from flags and `EVENTIDE_*` variables.
+//! - [`config`]: options, from flags and `EVENTIDE_*` variables; [`data_dir`]: the lock that
+//!   keeps a second process off a data directory.
 //! - [`event`]: the event, parsed and validated at the edge.
 //! - [`ingest`]: the durable log, its group-commit writer, deduplication and the indexer.
 //! - [`store`]: the `Store` trait, the embedded SQLite store and the PostgreSQL one.
@@ -39,6 +40,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod connections;
+pub mod data_dir;
 pub mod event;
 pub mod health;
 pub mod ingest;

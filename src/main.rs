@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(config) => serve(config).await,
+            Command::Serve(config) => serve(*config).await,
             Command::Bench(args) => eventide::bench::run(args).await,
         }
     });

@@ -1,7 +1,7 @@
 //! Assembles the service: opens the store and the log (recovering after a crash), starts the
 //! log writer and the indexer, serves HTTP until `shutdown` resolves, then drains in order.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,11 +10,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::admission::InFlight;
+use crate::api::cursor::CursorKey;
+use crate::api::guard::AllowedHosts;
 use crate::api::rate_limit::{Limiter, RateLimits};
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, HttpPolicy};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{redact_url, Durability, QueueTarget, ServeConfig, StoreTarget};
-use crate::connections::{raise_open_files_limit, OpenConnections, PeerAddr, TrackedListener};
+use crate::connections::{self, raise_open_files_limit, Limits, OpenConnections, Timeouts};
+use crate::data_dir::DataDirLock;
 use crate::health::Health;
 use crate::ingest::dedup::RecentIds;
 use crate::ingest::log::LogWriter;
@@ -43,12 +46,12 @@ pub async fn serve(
 ) -> Result<()> {
     config.check().map_err(anyhow::Error::msg)?;
     telemetry::install();
-    std::fs::create_dir_all(&config.data_dir).with_context(|| {
-        format!(
-            "invalid --data-dir: cannot create {}",
-            config.data_dir.display()
-        )
-    })?;
+    // Held until this function returns, i.e. for as long as anything writes the directory.
+    let _lock = if config.writes_data_dir() {
+        Some(DataDirLock::acquire(&config.data_dir)?)
+    } else {
+        None
+    };
     let store = open_store(&config).await?;
     match &config.queue {
         QueueTarget::Embedded => serve_local(config, store, listener, shutdown).await,
@@ -165,7 +168,10 @@ async fn serve_local(
             background_stop.clone(),
         ));
     }
+    let connections = Arc::new(OpenConnections::default());
     let state = AppState {
+        cursors: cursor_key(store.as_ref()).await?,
+        http: http_policy(&config, &listener, &connections)?,
         retention,
         dead_letters: None,
         rate_limits,
@@ -185,7 +191,7 @@ async fn serve_local(
         "listening on http://{}",
         listener.local_addr()?
     );
-    serve_http(app, listener, config.max_connections, live, shutdown).await?;
+    serve_http(app, listener, &config, connections, live, shutdown).await?;
     // It stopped when the shutdown began; this only collects it.
     let _ = dispatcher.await;
 
@@ -216,54 +222,68 @@ async fn serve_local(
 pub(crate) async fn serve_http(
     app: axum::Router,
     listener: TcpListener,
-    max_connections: u64,
+    config: &ServeConfig,
+    connections: Arc<OpenConnections>,
     live: live::Live,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    // Graceful shutdown waits for every response to finish, and a stream's never would: so
-    // when it begins, the live streams are ended too.
-    let (shutdown_began, began) = tokio::sync::oneshot::channel();
-    let shutdown = async move {
-        shutdown.await;
-        live.shutdown();
-        let _ = shutdown_began.send(());
-    };
     // Room for the connections plus the store, the log and the subscribers' bookkeeping.
-    let wanted_files = max_connections + 256;
+    let wanted_files = config.max_connections + 256;
     match raise_open_files_limit(wanted_files) {
         Ok(reached) if reached < wanted_files => tracing::warn!(
             open_files = reached,
-            max_connections = max_connections,
+            max_connections = config.max_connections,
             "the open-file limit is below --max-connections: connections beyond it will fail to be accepted"
         ),
         Ok(_) => {}
         Err(err) => tracing::warn!(error = %err, "could not read or raise the open-file limit"),
     }
-    let open_connections = Arc::new(OpenConnections::default());
-    let listener =
-        TrackedListener::new(listener, open_connections.clone(), max_connections as usize);
-    let app = app.into_make_service_with_connect_info::<PeerAddr>();
-    let serving = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .into_future();
-    tokio::pin!(serving);
-    let grace_over = async {
-        match began.await {
-            Ok(()) => tokio::time::sleep(SHUTDOWN_GRACE).await,
-            Err(_) => std::future::pending().await,
-        }
+    let limits = Limits {
+        max_connections: config.max_connections as usize,
+        timeouts: Timeouts {
+            header: config.header_timeout,
+            keep_alive: config.keep_alive_timeout,
+        },
+        grace: SHUTDOWN_GRACE,
     };
-    let served = tokio::select! {
-        served = &mut serving => served,
-        () = grace_over => {
-            // Such as a stream whose client stopped reading: its end can never be written.
-            let cut = open_connections.cut_all();
-            tracing::warn!(connections = cut, "connections still open {SHUTDOWN_GRACE:?} after shutdown began; cutting them");
-            serving.await
-        }
-    };
-    served.context("serving HTTP")?;
+    // Graceful shutdown waits for every answer to finish, and a stream's never would: so
+    // when it begins, the live streams are ended too.
+    connections::serve(app, listener, limits, connections, shutdown, move || {
+        live.shutdown()
+    })
+    .await;
     Ok(())
+}
+
+/// The key that signs paging cursors: the deployment's secret, made on first start and kept
+/// in the store, so every API node of a cluster (and the next start) accepts the cursors of
+/// every other.
+pub(crate) async fn cursor_key(store: &dyn Store) -> Result<Arc<CursorKey>> {
+    let mut candidate = vec![0u8; 32];
+    getrandom::fill(&mut candidate).context("no random numbers from the operating system")?;
+    let secret = store
+        .secret("cursor", candidate)
+        .await
+        .context("reading the deployment's secret")?;
+    Ok(Arc::new(CursorKey::new(&secret)))
+}
+
+/// How requests are taken, from `--min-body-rate`, `--allowed-hosts` and the address.
+pub(crate) fn http_policy(
+    config: &ServeConfig,
+    listener: &TcpListener,
+    connections: &Arc<OpenConnections>,
+) -> Result<Arc<HttpPolicy>> {
+    let listening = listener.local_addr()?;
+    Ok(Arc::new(HttpPolicy {
+        connections: connections.clone(),
+        max_connections: config.max_connections as usize,
+        min_body_rate: config.min_body_rate,
+        hosts: Some(Arc::new(AllowedHosts::new(
+            listening,
+            &config.allowed_hosts,
+        ))),
+    }))
 }
 
 /// What `--max-subscribers` and `--stream-buffer` ask of the live stream.

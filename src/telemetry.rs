@@ -14,6 +14,8 @@ use axum::response::Response;
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::connections::ConnectionsReport;
+
 pub const EVENTS_INGESTED: &str = "eventide_events_ingested_total";
 pub const EVENTS_REJECTED: &str = "eventide_events_rejected_total";
 pub const EVENTS_DUPLICATE: &str = "eventide_events_duplicate_total";
@@ -32,6 +34,11 @@ pub const STREAM_SUBSCRIBERS: &str = "eventide_stream_subscribers";
 pub const STREAM_LAGGED: &str = "eventide_stream_lagged_disconnects_total";
 /// Commit groups the live stream dispatcher had no room for (their subscribers lagged out).
 pub const STREAM_DROPPED_GROUPS: &str = "eventide_stream_dropped_groups_total";
+pub const CONNECTIONS_OPEN: &str = "eventide_connections_open";
+/// Connections refused for being beyond `--max-connections`.
+pub const CONNECTIONS_REFUSED: &str = "eventide_connections_refused_total";
+/// Connections closed for making no progress, by cause (`header`, `idle`, `body`, `write`).
+pub const CONNECTIONS_TIMED_OUT: &str = "eventide_connections_timed_out_total";
 
 const SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -127,6 +134,7 @@ pub struct Snapshot {
     pub stream_dropped_groups: u64,
     /// Requests refused by the ingest and the query rate limits.
     pub rate_limited: [u64; 2],
+    pub connections: ConnectionsReport,
 }
 
 /// The exposition text, with the gauges set from `snapshot` first.
@@ -144,6 +152,12 @@ pub fn render(snapshot: Snapshot) -> String {
     counter!(STREAM_DROPPED_GROUPS).absolute(snapshot.stream_dropped_groups);
     for (limit, refused) in ["ingest", "query"].into_iter().zip(snapshot.rate_limited) {
         counter!(RATE_LIMITED, "limit" => limit).absolute(refused);
+    }
+    let connections = &snapshot.connections;
+    gauge!(CONNECTIONS_OPEN).set(connections.open as f64);
+    counter!(CONNECTIONS_REFUSED).absolute(connections.refused);
+    for (&cause, &count) in &connections.timed_out {
+        counter!(CONNECTIONS_TIMED_OUT, "cause" => cause).absolute(count);
     }
     handle.render()
 }

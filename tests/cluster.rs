@@ -420,6 +420,30 @@ async fn every_event_is_stored_once_across_nodes_retries_and_a_killed_worker() {
         dead_letters.expect_status(200);
         assert_eq!(dead_letters.json()["dead_letters"], json!([]));
     }
+
+    // A cursor one API node gave out is good on the other: they share the signing secret.
+    let (first_page, next) = nodes[0].page(&[("limit", "500")]).await;
+    let cursor = next.expect("more than one page");
+    let (second_page, _) = nodes[1]
+        .page(&[("limit", "500"), ("cursor", &cursor)])
+        .await;
+    assert_eq!(second_page.len(), 500);
+    assert!(ids_differ(&first_page, &second_page));
+
+    // Nothing of a cluster lives in a data directory: no process took one's lock.
+    for process in [&api_a, &api_b].into_iter().chain(&workers) {
+        let entries: Vec<_> = std::fs::read_dir(&process.data_dir).unwrap().collect();
+        assert!(
+            entries.is_empty(),
+            "{} holds {entries:?}",
+            process.data_dir.display()
+        );
+    }
+}
+
+fn ids_differ(a: &[Value], b: &[Value]) -> bool {
+    let ids: HashSet<&Value> = a.iter().map(|event| &event["id"]).collect();
+    b.iter().all(|event| !ids.contains(&event["id"]))
 }
 
 /// A subscriber of node B gets what node A ingests, in order; a resume (on either node, from

@@ -273,6 +273,60 @@ async fn unknown_and_invalid_parameters_are_named() {
 // Cursor walks
 // ---------------------------------------------------------------------------------------------
 
+/// The cursor as the hex text it is, with one character of its fields (not its signature)
+/// changed: a made-up position or snapshot.
+fn altered(cursor: &str) -> String {
+    let mut bytes = cursor.as_bytes().to_vec();
+    bytes[40] = if bytes[40] == b'0' { b'1' } else { b'0' };
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn cursors_are_signed_and_outlive_a_restart() {
+    let mut s = server().await;
+    for chunk in 0..3 {
+        let events: Vec<Value> = (0..10)
+            .map(|i| json!({"type": "signed", "timestamp": T0 + chunk * 10 + i}))
+            .collect();
+        s.post_all(&events).await;
+    }
+    let (_, next) = s.page(&[("type", "signed"), ("limit", "10")]).await;
+    let cursor = next.expect("more pages");
+
+    let forged = s
+        .get_events(&[
+            ("type", "signed"),
+            ("limit", "10"),
+            ("cursor", &altered(&cursor)),
+        ])
+        .await;
+    let body = forged.expect_error(400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a cursor this server gave out"),
+        "{body}"
+    );
+    // A cursor cut short is no cursor at all: the message must not accuse the client of
+    // forging one.
+    let cut = s
+        .get_events(&[("type", "signed"), ("cursor", &cursor[..cursor.len() - 2])])
+        .await;
+    let body = cut.expect_error(400);
+    assert!(
+        !body["message"].as_str().unwrap().contains("gave out"),
+        "{body}"
+    );
+
+    // The secret is the deployment's: the walk goes on after a restart.
+    s.restart().await;
+    let (page, _) = s
+        .page(&[("type", "signed"), ("limit", "10"), ("cursor", &cursor)])
+        .await;
+    assert_eq!(page.len(), 10);
+}
+
 #[tokio::test]
 async fn cursor_walk_returns_every_match_once_in_order() {
     let s = server().await;

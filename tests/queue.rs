@@ -548,6 +548,10 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.recent_client_ids(since_ms, limit).await
     }
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+        self.check()?;
+        self.inner.secret(name, candidate).await
+    }
     async fn purge_before(&self, cutoff_ms: i64) -> anyhow::Result<Purged> {
         self.check()?;
         self.inner.purge_before(cutoff_ms).await

@@ -669,6 +669,25 @@ async fn bad_parameters_are_400_naming_them() {
     let server = TestServer::start_temp(&[]).await;
     assert_names_parameter(&server.get("/stream?since=abc").await, "since");
     assert_names_parameter(&server.get("/stream?since=-3").await, "since");
+    // Seqs are below 2^63: larger positions are refused, not read as "from the start".
+    for beyond in [
+        "9223372036854775808",
+        "18446744073709551615",
+        "18446744073709551616",
+    ] {
+        assert_names_parameter(
+            &server.get(&format!("/stream?since={beyond}")).await,
+            "since",
+        );
+        let resp = server
+            .client
+            .get(server.url("/stream"))
+            .header("Last-Event-ID", beyond)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "Last-Event-ID: {beyond}");
+    }
     assert_names_parameter(&server.get("/stream?colour=red").await, "colour");
     assert_names_parameter(&server.get("/stream?type=a&type=b").await, "type");
     let resp = server

@@ -40,6 +40,11 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     NotYetIndexed(String),
+    #[error("{0}")]
+    HostNotAllowed(String),
+    /// The request body arrived slower than `--min-body-rate`.
+    #[error("{0}")]
+    BodyTooSlow(String),
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error(transparent)]
@@ -93,6 +98,8 @@ impl ApiError {
             ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::NotYetIndexed(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_yet_indexed"),
+            ApiError::HostNotAllowed(_) => (StatusCode::FORBIDDEN, "host_not_allowed"),
+            ApiError::BodyTooSlow(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
         }
     }
 }
@@ -159,6 +166,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body is not read: the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(burst) = rate_limit_headers {
             let headers = response.headers_mut();

@@ -1,27 +1,26 @@
 //! `/events`: ingestion (`POST`) and queries (`GET`, `GET /events/{id}`).
 
-use std::io::Read;
+use axum::body::Body;
 
-use axum::body::{Body, Bytes};
-
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
+use super::body;
+use super::cursor::Cursor;
 use super::error::ApiError;
 use super::openapi::{
     BadParameter, ErrorBody, Event, EventsPage, IngestBadRequest, NewEvents, NotFound, RateLimited,
     TooManyRequests, Unavailable,
 };
-use super::params::{parse_list_params, Cursor, EventFilterParams, ListQuery, Paging};
+use super::params::{parse_list_params, EventFilterParams, ListQuery, Paging};
 use super::rate_limit::ClientKey;
 use super::AppState;
-use crate::connections::PeerAddr;
-use crate::event::parse::{
-    parse_body, BodyError, BodyFormat, FieldError, MAX_BODY_BYTES, MAX_EVENTS_PER_REQUEST,
-};
+use crate::connections::{PeerAddr, Timeout};
+use crate::event::parse::{parse_body, BodyError, FieldError, MAX_EVENTS_PER_REQUEST};
 use crate::event::render;
 use crate::ingest::{ids, PreparedBatch};
 use crate::store::{EventQuery, Position};
@@ -88,7 +87,8 @@ pub enum ContentEncoding {
     request_body(
         description = "Events: `application/json` (also `text/json`) for one event or an array; \
             NDJSON (`application/x-ndjson`, also `application/ndjson`, `application/jsonl`, \
-            `application/x-jsonlines`), one event per line. No `Content-Type`: JSON.",
+            `application/x-jsonlines`), one event per line. A `Content-Type` is required \
+            (`415` without one).",
         content(
             (NewEvents = "application/json"),
             (String = "application/x-ndjson",
@@ -111,11 +111,13 @@ pub enum ContentEncoding {
                     "error": "malformed_json", "line": 1, "column": 17,
                     "message": "malformed JSON at line 1, column 17: expected `,` or `}`"}))),
             )),
+        (status = 408, description = "`request_timeout`: the body arrived slower than \
+            `--min-body-rate`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`: over 10 MiB (decompressed) or \
-            10,000 events", body = ErrorBody, example = json!({"error": "payload_too_large",
+            10,000 events; refused before reading when `Content-Length` says so", body = ErrorBody, example = json!({"error": "payload_too_large",
                 "message": "the body is larger than 10485760 bytes"})),
-        (status = 415, description = "`unsupported_media_type`: a `Content-Type` or \
-            `Content-Encoding` not listed", body = ErrorBody, example = json!({
+        (status = 415, description = "`unsupported_media_type`: no `Content-Type`, or a \
+            `Content-Type` or `Content-Encoding` not listed", body = ErrorBody, example = json!({
                 "error": "unsupported_media_type",
                 "message": "content encoding 'br' is not supported: use gzip or none"})),
         (status = 429, response = TooManyRequests),
@@ -128,8 +130,14 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let format = body_format(&headers)?;
-    let body = read_body(&headers, body).await?;
+    let format = body::format(&headers)?;
+    let body = match body::read(&headers, body, state.http.min_body_rate).await {
+        Err(ApiError::BodyTooSlow(message)) => {
+            state.http.connections.count_timeout(Timeout::Body);
+            return Err(ApiError::BodyTooSlow(message));
+        }
+        read => read?,
+    };
     let now_ms = state.clock.now_ms();
     let items = parse_body(&body, format, now_ms).map_err(|err| match err {
         BodyError::Malformed {
@@ -209,74 +217,6 @@ pub async fn ingest(
     Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response())
 }
 
-fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
-    let Some(content_type) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(BodyFormat::Json);
-    };
-    let media_type = content_type
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match media_type.as_str() {
-        "application/json" | "text/json" => Ok(BodyFormat::Json),
-        "application/x-ndjson" | "application/ndjson" | "application/jsonl"
-        | "application/x-jsonlines" => Ok(BodyFormat::Ndjson),
-        other => Err(ApiError::UnsupportedMediaType(format!(
-            "content type '{other}' is not supported: send application/json (one event or an array) or application/x-ndjson"
-        ))),
-    }
-}
-
-/// Reads the whole body, gunzipping it if asked, refusing more than [`MAX_BODY_BYTES`].
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
-    let too_large =
-        || ApiError::PayloadTooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes"));
-    let raw = axum::body::to_bytes(body, MAX_BODY_BYTES + 1)
-        .await
-        .map_err(|err| {
-            let over_limit = std::error::Error::source(&err)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if over_limit {
-                too_large()
-            } else {
-                ApiError::BadBody {
-                    message: format!("could not read the request body: {err}"),
-                }
-            }
-        })?;
-    if raw.len() > MAX_BODY_BYTES {
-        return Err(too_large());
-    }
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|value| value.to_str().unwrap_or("?").trim().to_ascii_lowercase());
-    match encoding.as_deref() {
-        None | Some("identity") | Some("") => Ok(raw),
-        Some("gzip") | Some("x-gzip") => {
-            let mut decoded = Vec::with_capacity(raw.len() * 4);
-            flate2::read::GzDecoder::new(&raw[..])
-                .take(MAX_BODY_BYTES as u64 + 1)
-                .read_to_end(&mut decoded)
-                .map_err(|err| ApiError::BadBody {
-                    message: format!("the gzip body cannot be decompressed: {err}"),
-                })?;
-            if decoded.len() > MAX_BODY_BYTES {
-                return Err(ApiError::PayloadTooLarge(format!(
-                    "the body decompresses to more than {MAX_BODY_BYTES} bytes"
-                )));
-            }
-            Ok(decoded.into())
-        }
-        Some(other) => Err(ApiError::UnsupportedMediaType(format!(
-            "content encoding '{other}' is not supported: use gzip or none"
-        ))),
-    }
-}
-
 /// [`Ingest::read_position`](crate::ingest::Ingest::read_position) with `--read-wait`.
 pub(super) async fn read_position(state: &AppState) -> (u64, bool) {
     state.ingest.read_position(state.read_wait).await
@@ -305,7 +245,7 @@ pub async fn list(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let params = parse_list_params(query.as_deref())?;
+    let params = parse_list_params(query.as_deref(), &state.cursors)?;
     let mut filter = params.filter;
     let mut out = Vec::with_capacity(16 * 1024);
     let mut partial = false;
@@ -347,7 +287,7 @@ pub async fn list(
             render::write_events(&mut out, &events);
             out.extend_from_slice(b",\"next_cursor\":");
             match next_cursor {
-                Some(cursor) => render::write_str(&mut out, &cursor.encode()),
+                Some(cursor) => render::write_str(&mut out, &state.cursors.encode(&cursor)),
                 None => out.extend_from_slice(b"null"),
             }
         }
@@ -407,8 +347,17 @@ pub async fn list(
 )]
 pub async fn get_one(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|rejection| {
+        ApiError::invalid_parameter(
+            "id",
+            format!(
+                "the event id in the path cannot be read: {}",
+                rejection.body_text()
+            ),
+        )
+    })?;
     let (_, complete) = read_position(&state).await;
     let event = state
         .store

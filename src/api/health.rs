@@ -181,6 +181,7 @@ pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
             "lagged_disconnects": stats.lagged.load(Ordering::Relaxed),
         },
         "rate_limits": state.rate_limits.report(),
+        "connections": state.http.connections.report(state.http.max_connections),
         "retention": state.retention.report(),
     }))
 }

@@ -260,6 +260,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
         stream_lagged: stats.lagged.load(Ordering::Relaxed),
         stream_dropped_groups: stats.dropped_groups.load(Ordering::Relaxed),
         rate_limited: state.rate_limits.rejected(),
+        connections: state.http.connections.report(state.http.max_connections),
     });
     (
         [(

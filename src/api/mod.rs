@@ -1,10 +1,13 @@
 //! The HTTP API: routes, the shared state handlers see, and the answers for unknown routes.
 
 pub mod admission;
+pub mod body;
+pub mod cursor;
 pub mod dashboard;
 pub mod dead_letters;
 pub mod error;
 pub mod events;
+pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
@@ -20,6 +23,7 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::clock::Clock;
+use crate::connections::OpenConnections;
 use crate::health::Health;
 use crate::ingest::Ingest;
 use crate::live::Live;
@@ -27,7 +31,9 @@ use crate::metrics::EventMetrics;
 use crate::queue::redis::RedisQueue;
 use crate::retention::Retention;
 use crate::store::Store;
+use cursor::CursorKey;
 use error::ApiError;
+use guard::AllowedHosts;
 use rate_limit::RateLimits;
 
 /// What every handler can reach.
@@ -50,6 +56,21 @@ pub struct AppState {
     /// A cluster's queue, for its dead letters (`None` with the embedded queue, which has
     /// none: invalid events are refused at ingest).
     pub dead_letters: Option<RedisQueue>,
+    /// How requests are taken at the edge.
+    pub http: Arc<HttpPolicy>,
+    /// Signs the paging cursors with the deployment's secret.
+    pub cursors: Arc<CursorKey>,
+}
+
+/// How requests are taken at the edge, and the connections they come on.
+pub struct HttpPolicy {
+    pub connections: Arc<OpenConnections>,
+    /// `--max-connections`, for the report.
+    pub max_connections: usize,
+    /// `--min-body-rate`: bytes per second.
+    pub min_body_rate: u64,
+    /// The `Host`s served (`None`: any).
+    pub hosts: Option<Arc<AllowedHosts>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -81,13 +102,22 @@ pub fn router(state: AppState) -> Router {
     } else {
         routes
     };
-    routes
+    let routes = routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.in_flight.clone(),
             admission::limit_in_flight,
-        ))
+        ));
+    let routes = match &state.http.hosts {
+        Some(hosts) => routes.layer(axum::middleware::from_fn_with_state(
+            hosts.clone(),
+            guard::check_host,
+        )),
+        None => routes,
+    };
+    routes
+        .layer(axum::middleware::from_fn(guard::answer_headers))
         .layer(axum::middleware::from_fn(crate::telemetry::track_requests))
         // Outermost: everything above runs, and logs, inside the request's span.
         .layer(axum::middleware::from_fn(request_id::assign))

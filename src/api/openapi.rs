@@ -107,11 +107,13 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     "message": "'limit' must be a whole number from 1 to 1000"
 })))]
 pub struct ErrorBody {
-    /// `invalid_parameter`, `malformed_json`, `invalid_body`, `no_valid_events` (400);
-    /// `not_found` (404); `method_not_allowed` (405); `payload_too_large` (413);
-    /// `unsupported_media_type` (415); `ingest_queue_full`, `index_backlog_full` (429);
-    /// `log_unavailable`, `shutting_down`, `store_unavailable`, `not_yet_indexed`,
-    /// `too_many_subscribers` (503).
+    /// `invalid_parameter`, `malformed_json`, `invalid_body`, `no_valid_events`,
+    /// `bad_request` (not HTTP) (400); `host_not_allowed` (403); `not_found` (404);
+    /// `method_not_allowed` (405); `request_timeout` (408); `payload_too_large` (413);
+    /// `unsupported_media_type` (415); `headers_too_large` (431); `ingest_queue_full`,
+    /// `index_backlog_full`, `queue_backlog_full`, `rate_limited` (429); `log_unavailable`,
+    /// `queue_unavailable`, `shutting_down`, `store_unavailable`, `not_yet_indexed`,
+    /// `too_many_subscribers`, `too_many_connections`, `overloaded` (503).
     pub error: String,
     pub message: String,
     /// `invalid_parameter`: the query parameter (or header) at fault; empty when the query
@@ -424,6 +426,9 @@ pub struct HealthDetails {
     pub stream: Value,
     #[schema(required = false, value_type = Object)]
     pub retention: Value,
+    /// Open connections, and those refused or timed out since start.
+    #[schema(required = false)]
+    pub connections: crate::connections::ConnectionsReport,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -498,13 +503,31 @@ async fn docs_file(Path(file): Path<String>) -> Result<Response, ApiError> {
     swagger_file(&file)
 }
 
+/// Swagger UI's own files and this origin's API only. Its scripts are files (none inline),
+/// but it styles what it draws with `style` attributes, hence `'unsafe-inline'` for styles
+/// alone (which cannot run code); never framed, against clickjacking.
+const DOCS_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+    style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+    connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+    frame-ancestors 'none'";
+
 fn swagger_file(path: &str) -> Result<Response, ApiError> {
     // Fails only if the configuration cannot be written as JSON, which plain strings can.
     let file = utoipa_swagger_ui::serve(path, SWAGGER_CONFIG.clone())
         .unwrap_or_else(|err| panic!("the Swagger UI configuration is valid: {err}"))
         .ok_or_else(|| ApiError::NotFound(format!("no Swagger UI file '{path}'")))?;
     let body = axum::body::Body::from(file.bytes);
-    Ok(([(header::CONTENT_TYPE, file.content_type)], body).into_response())
+    Ok((
+        [
+            (header::CONTENT_TYPE, file.content_type),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                DOCS_CONTENT_SECURITY_POLICY.to_owned(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 #[cfg(test)]

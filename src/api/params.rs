@@ -4,8 +4,9 @@
 use utoipa::{IntoParams, ToSchema};
 
 use crate::event::timefmt::parse_time_param;
-use crate::store::{EventFilter, Order, Position};
+use crate::store::{EventFilter, Order};
 
+use super::cursor::{Cursor, CursorError, CursorKey};
 use super::error::ApiError;
 use super::openapi::Time;
 
@@ -28,79 +29,6 @@ pub struct ListParams {
     pub filter: EventFilter,
     pub order: Order,
     pub paging: Paging,
-}
-
-/// Where a cursor walk stands: the last event returned and the snapshot (highest seq) the
-/// walk is pinned to, so events arriving during the walk neither appear nor shift it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cursor {
-    pub position: Position,
-    pub snapshot_seq: u64,
-    /// Fingerprint of the filters and order the walk began with.
-    fingerprint: u64,
-}
-
-impl Cursor {
-    pub fn new(position: Position, snapshot_seq: u64, filter: &EventFilter, order: Order) -> Self {
-        Cursor {
-            position,
-            snapshot_seq,
-            fingerprint: fingerprint(filter, order),
-        }
-    }
-
-    pub fn encode(&self) -> String {
-        format!(
-            "{:016x}{:016x}{:016x}{:016x}",
-            self.position.timestamp_ms as u64,
-            self.position.seq,
-            self.snapshot_seq,
-            self.fingerprint
-        )
-    }
-
-    fn decode(text: &str) -> Option<Cursor> {
-        if text.len() != 64 || !text.is_ascii() {
-            return None;
-        }
-        let field = |i: usize| u64::from_str_radix(&text[i * 16..(i + 1) * 16], 16).ok();
-        Some(Cursor {
-            position: Position {
-                timestamp_ms: field(0)? as i64,
-                seq: field(1)?,
-            },
-            snapshot_seq: field(2)?,
-            fingerprint: field(3)?,
-        })
-    }
-}
-
-/// FNV-1a over the filters: stable across restarts (unlike std's keyed hashers), so a cursor
-/// stays valid while the server restarts.
-fn fingerprint(filter: &EventFilter, order: Order) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for &byte in bytes.iter().chain([0xff].iter()) {
-            hash ^= byte as u64;
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    for text in [&filter.kind, &filter.service, &filter.user_id] {
-        feed(text.as_deref().map_or(b"\x00none", str::as_bytes));
-    }
-    for bound in [filter.from_ms, filter.to_ms] {
-        feed(&bound.map_or([0xfe; 9], |b| {
-            let mut bytes = [0; 9];
-            bytes[..8].copy_from_slice(&b.to_le_bytes());
-            bytes
-        }));
-    }
-    feed(if order == Order::Desc {
-        b"desc"
-    } else {
-        b"asc"
-    });
-    hash
 }
 
 /// The filters of `GET /events` and `GET /stream`, for the API description (the parsing is
@@ -136,7 +64,7 @@ pub struct ListQuery {
     #[param(required = false, inline)]
     pub order: SortOrder,
     /// The `next_cursor` of the previous page, with the same filters and order.
-    #[param(required = false, pattern = "^[0-9a-fA-F]{64}$")]
+    #[param(required = false, pattern = "^[0-9a-f]{96}$")]
     pub cursor: String,
     /// Offset paging: the page (from 1). Not with `cursor` or `limit`.
     #[param(required = false, minimum = 1, maximum = 18_446_744_073_709_551_u64)]
@@ -154,8 +82,8 @@ pub enum SortOrder {
     Desc,
 }
 
-/// Parses the raw query string of `GET /events`.
-pub fn parse_list_params(raw_query: Option<&str>) -> Result<ListParams, ApiError> {
+/// Parses the raw query string of `GET /events`; a cursor must be signed with `key`.
+pub fn parse_list_params(raw_query: Option<&str>, key: &CursorKey) -> Result<ListParams, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw_query.unwrap_or(""))
         .map_err(|err| {
             ApiError::invalid_parameter("", format!("unreadable query string: {err}"))
@@ -197,8 +125,17 @@ pub fn parse_list_params(raw_query: Option<&str>) -> Result<ListParams, ApiError
                 }
             }
             "cursor" => {
-                cursor = Some(Cursor::decode(value).ok_or_else(|| {
-                    ApiError::invalid_parameter(name, "'cursor' is not a cursor this server gave out")
+                cursor = Some(key.decode(value).map_err(|err| {
+                    ApiError::invalid_parameter(
+                        name,
+                        match err {
+                            CursorError::Malformed => "'cursor' is not a cursor: send the \
+                                `next_cursor` of the previous page as it is",
+                            CursorError::Forged => "'cursor' is not a cursor this server gave \
+                                out: its signature does not match (a cursor from another \
+                                deployment, or altered)",
+                        },
+                    )
                 })?)
             }
             _ => {
@@ -210,7 +147,7 @@ pub fn parse_list_params(raw_query: Option<&str>) -> Result<ListParams, ApiError
         }
     }
     if let Some(cursor) = &cursor {
-        if cursor.fingerprint != fingerprint(&filter, order) {
+        if !cursor.belongs_to(&filter, order) {
             return Err(ApiError::invalid_parameter(
                 "cursor",
                 "'cursor' belongs to a walk with other filters or order: send the same ones again",
@@ -287,16 +224,21 @@ pub fn parse_count(name: &str, value: &str, max: usize) -> Result<usize, ApiErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Position;
+
+    fn key() -> CursorKey {
+        CursorKey::new(b"a test deployment's secret")
+    }
 
     fn error_parameter(query: &str) -> String {
-        match parse_list_params(Some(query)) {
+        match parse_list_params(Some(query), &key()) {
             Err(ApiError::InvalidParameter { parameter, .. }) => parameter,
             other => panic!("expected an invalid parameter for {query}, got {other:?}"),
         }
     }
 
     #[test]
-    fn cursors_round_trip_and_are_tied_to_their_filters() {
+    fn cursors_are_tied_to_their_filters() {
         let filter = EventFilter {
             kind: Some("signup".into()),
             ..Default::default()
@@ -305,12 +247,12 @@ mod tests {
             timestamp_ms: 1_700_000_000_000,
             seq: 42,
         };
-        let cursor = Cursor::new(position, 99, &filter, Order::Desc);
-        let text = cursor.encode();
-        assert_eq!(Cursor::decode(&text), Some(cursor));
-
-        let same = parse_list_params(Some(&format!("type=signup&cursor={text}"))).unwrap();
-        assert!(matches!(same.paging, Paging::Cursor { cursor: Some(c), .. } if c == cursor));
+        let text = key().encode(&Cursor::new(position, 99, &filter, Order::Desc));
+        let same = parse_list_params(Some(&format!("type=signup&cursor={text}")), &key()).unwrap();
+        assert!(matches!(
+            same.paging,
+            Paging::Cursor { cursor: Some(c), .. } if c.position == position && c.snapshot_seq == 99
+        ));
         assert_eq!(
             error_parameter(&format!("type=login&cursor={text}")),
             "cursor"
@@ -335,7 +277,7 @@ mod tests {
 
     #[test]
     fn page_size_has_a_camel_case_alias() {
-        let params = parse_list_params(Some("page=2&pageSize=5")).unwrap();
+        let params = parse_list_params(Some("page=2&pageSize=5"), &key()).unwrap();
         assert!(matches!(
             params.paging,
             Paging::Pages {

@@ -120,13 +120,23 @@ fn parse_stream_params(
     Ok(StreamParams { filter, since })
 }
 
+/// A position to resume after: a `seq`, which is never above 2^63 - 1 (the stores keep
+/// seqs as signed 64-bit integers), so a larger number cannot be one.
 fn parse_seq(name: &str, value: &str) -> Result<u64, ApiError> {
-    value.parse::<u64>().map_err(|_| {
-        ApiError::invalid_parameter(
-            name,
-            format!("'{name}' must be the seq (a whole number) of the last event received"),
-        )
-    })
+    value
+        .parse::<u64>()
+        .ok()
+        .filter(|&seq| seq <= i64::MAX as u64)
+        .ok_or_else(|| {
+            ApiError::invalid_parameter(
+                name,
+                format!(
+                    "'{name}' must be the seq of the last event received: a whole number \
+                     from 0 to {}",
+                    i64::MAX
+                ),
+            )
+        })
 }
 
 struct BodyState {

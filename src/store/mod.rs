@@ -152,6 +152,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> anyhow::Result<Vec<(String, i64)>>;
 
+    /// The deployment's secret called `name`: `candidate` (random bytes) the first time it
+    /// is asked for, the bytes first stored ever after, for every process sharing the store.
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> anyhow::Result<Vec<u8>>;
+
     /// Deletes every event whose timestamp is before `cutoff_ms`, the minute and hour rollup
     /// rows whose whole bucket ends at or before it, and keeps `event_count` right. Done in
     /// short steps, so indexing goes on in between.

@@ -64,6 +64,9 @@ const MIGRATIONS: &[&str] = &[
 
     CREATE TABLE progress (name text PRIMARY KEY, value bigint NOT NULL);
     INSERT INTO progress VALUES ('indexed_seq', 0), ('event_count', 0);",
+    // 2: the deployment's secrets (the key that signs cursors, shared by every API node),
+    // made on first use.
+    "CREATE TABLE secrets (name text PRIMARY KEY, value bytea NOT NULL);",
 ];
 
 /// Creates `schema` if given and missing (the connection's search path already names it),

@@ -638,6 +638,23 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
+        let connection = self.pool.get().await?;
+        // Two processes starting at once both insert; the first wins and both read it.
+        connection
+            .client
+            .execute(
+                "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&name, &candidate],
+            )
+            .await?;
+        let row = connection
+            .client
+            .query_one("SELECT value FROM secrets WHERE name = $1", &[&name])
+            .await?;
+        Ok(row.get(0))
+    }
+
     async fn purge_before(&self, cutoff_ms: i64) -> Result<Purged> {
         retention::purge_before(self, cutoff_ms).await
     }

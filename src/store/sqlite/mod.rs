@@ -99,6 +99,8 @@ const MIGRATIONS: &[Migration] = &[
     // 3: events (and the main level of the user index) split into day partitions, so that
     // retention drops whole days.
     Migration::Code(partition_existing_events),
+    // 4: the deployment's secrets (the key that signs cursors), made on first use.
+    Migration::Sql("CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)"),
 ];
 
 /// Migration 3: moves the events of each day, and their user-index entries, into the day's
@@ -972,6 +974,20 @@ impl Store for SqliteStore {
             ids.sort_unstable_by_key(|(_, received_at)| std::cmp::Reverse(*received_at));
             ids.truncate(limit);
             Ok(ids)
+        })
+        .await
+    }
+
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
+        let name = name.to_owned();
+        self.write(move |writer| {
+            let connection = &writer.connection;
+            connection
+                .prepare_cached("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)")?
+                .execute(params![name, candidate])?;
+            Ok(connection
+                .prepare_cached("SELECT value FROM secrets WHERE name = ?")?
+                .query_row([&name], |row| row.get(0))?)
         })
         .await
     }

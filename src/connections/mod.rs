@@ -1,0 +1,176 @@
+//! The HTTP server's connections: accepted up to `--max-connections` (beyond, a `503` the
+//! client can read), each served by hyper ([`connection`]) and closed when its client holds
+//! it without progress (a slow request head, an idle keep-alive, a body slower than
+//! `--min-body-rate`, an answer it does not read), so that slow or idle sockets cannot lock
+//! producers out; at shutdown, drained and, past a grace period, cut ([`open`]).
+
+mod connection;
+mod open;
+
+pub use open::{raise_open_files_limit, ConnectionsReport, OpenConnections, Timeout};
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// The most bytes of request line and headers a request may have: beyond, `431`.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// The most headers a request may have (hyper's default): beyond, `431`.
+pub const MAX_HEADERS: usize = 100;
+
+/// How connections are taken.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open connections at most; beyond, `503`.
+    pub max_connections: usize,
+    pub timeouts: Timeouts,
+    /// How long shutdown waits for connections to finish before cutting them.
+    pub grace: Duration,
+}
+
+/// How long a client may take at each step before its connection is closed.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From a request head's first byte (or from connecting, for the first request) to its
+    /// last; past it, `408` and the connection is closed.
+    pub header: Duration,
+    /// From an answer to the next request's first byte; past it the connection is closed.
+    /// Also how long an answer may wait for the client to read any of it.
+    pub keep_alive: Duration,
+}
+
+/// The client's address, as handlers extract it (`ConnectInfo<PeerAddr>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// What a connection beyond `--max-connections` reads before it is closed: an answer costs
+/// less than a connection left to time out, and tells the client when to come back.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 83\r\n\r\n\
+{\"error\":\"too_many_connections\",\"message\":\"too many open connections; retry later\"}";
+
+/// Refused connections whose request is being read and dropped at once, at most: beyond,
+/// a refused connection is closed at once (its client may then see a reset).
+const MAX_LINGERING: usize = 1024;
+/// How long a refused connection is kept for its client to read the `503`.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting, lets the
+/// requests in progress finish and returns once every connection is closed; `on_shutdown`
+/// runs when shutdown begins (to end the live streams, whose answers never would), and
+/// connections still open `limits.grace` after it are cut.
+pub async fn serve(
+    router: axum::Router,
+    listener: TcpListener,
+    limits: Limits,
+    open: Arc<OpenConnections>,
+    shutdown: impl Future<Output = ()>,
+    on_shutdown: impl FnOnce(),
+) {
+    let Limits {
+        max_connections,
+        timeouts,
+        grace,
+    } = limits;
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        // The connection's own watch applies the timeouts (hyper's header timeout would also
+        // run while a keep-alive connection is idle).
+        .header_read_timeout(None)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
+        .keep_alive(true);
+    let shared = Arc::new(connection::Shared {
+        router,
+        builder,
+        timeouts,
+        open: open.clone(),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let lingering = Arc::new(AtomicUsize::new(0));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    accept_failed(err).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if open.count() >= max_connections {
+            refuse(stream, &open, &lingering);
+            continue;
+        }
+        tokio::spawn(connection::serve(
+            stream,
+            peer,
+            shared.clone(),
+            stopped.clone(),
+        ));
+    }
+    drop(listener);
+    on_shutdown();
+    let _ = stop.send(true);
+    drop(stopped);
+    // Each connection task holds a receiver: the channel closes when the last one ends.
+    let all_closed = stop.closed();
+    tokio::pin!(all_closed);
+    if tokio::time::timeout(grace, &mut all_closed).await.is_err() {
+        // Such as a stream whose client stopped reading: its end can never be written.
+        let cut = open.cut_all();
+        tracing::warn!(
+            connections = cut,
+            "connections still open {grace:?} after shutdown began; cutting them"
+        );
+        all_closed.await;
+    }
+}
+
+/// Accepting fails when the process is out of file descriptors (or a connection was reset
+/// before it was taken): waiting a moment lets connections close instead of spinning.
+async fn accept_failed(err: io::Error) {
+    let per_connection = matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    );
+    if !per_connection {
+        tracing::error!(error = %err, "accepting a connection failed; retrying in 1 s");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Answers a connection beyond the limit with `503` and closes it so that the client reads
+/// the answer: the request it already sent is read and dropped first, since closing a socket
+/// with unread data makes the kernel send a reset, which discards the answer at the client.
+fn refuse(mut stream: TcpStream, open: &OpenConnections, lingering: &Arc<AtomicUsize>) {
+    open.count_refused();
+    // Best effort and never waiting: a fresh socket's send buffer takes it whole.
+    let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+    if lingering.fetch_add(1, Ordering::Relaxed) >= MAX_LINGERING {
+        lingering.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    let lingering = lingering.clone();
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(LINGER, async {
+            stream.shutdown().await?;
+            let mut sink = [0u8; 16 * 1024];
+            while stream.read(&mut sink).await? > 0 {}
+            io::Result::Ok(())
+        })
+        .await;
+        lingering.fetch_sub(1, Ordering::Relaxed);
+    });
+}
