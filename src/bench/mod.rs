@@ -13,6 +13,7 @@ mod load;
 mod retention;
 mod scenarios;
 mod server;
+mod slow_clients;
 mod sse;
 mod stats;
 mod stream;
@@ -48,6 +49,10 @@ pub enum Scenario {
     /// events/s are ingested: delivery latency and completeness; then unpaced ingest with
     /// and without those subscribers.
     Stream,
+    /// Single events from --connections clients alone, then beside 2,000 slow sockets
+    /// (trickling a head or a body a byte every 5 s, or silent) reopened as the server
+    /// closes them: both rates, and how long the server let the slow ones live.
+    SlowClients,
     /// A past day of --retention-events events expires while 20,000 events/s are ingested:
     /// how long dropping it takes and whether acknowledgements wait for it.
     Retention,
@@ -156,6 +161,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Metrics,
             Scenario::Stream,
             Scenario::Retention,
+            Scenario::SlowClients,
         ],
         one => vec![one],
     };
@@ -169,6 +175,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Metrics => scenarios::metrics(&context, seconds(10)).await?,
             Scenario::Stream => stream::stream(&context, seconds(20)).await?,
             Scenario::Retention => retention::retention(&context).await?,
+            Scenario::SlowClients => slow_clients::slow_clients(&context, seconds(10)).await?,
             Scenario::Cluster => cluster::cluster(&context, seconds(20)).await?,
             Scenario::All => unreachable!("expanded above"),
         };

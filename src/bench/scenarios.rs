@@ -72,7 +72,7 @@ pub(super) struct Measured<T> {
 impl BenchContext {
     /// Starts a fresh server for `label`, runs `work` against it, reads its peak RSS, and
     /// stops it, also when `work` failed.
-    async fn with_server<T, F, Fut>(
+    pub(super) async fn with_server<T, F, Fut>(
         &self,
         label: &str,
         null_store: bool,

@@ -3,6 +3,7 @@
 //! applies, and the task that serves it until it ends, times out or the server stops.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -401,37 +402,59 @@ pub(super) async fn serve(
     });
     let connection = shared.builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let mut stopping = *stop.borrow();
-    if stopping {
+    if *stop.borrow() {
         connection.as_mut().graceful_shutdown();
     }
+    let mut stop_changed = Box::pin(async move { stop.changed().await.is_ok() });
+    let mut stopping = false;
+    let timeouts = &shared.timeouts;
+    let first_wake = phases
+        .deadline(timeouts)
+        .map_or(Instant::now() + BUSY_RECHECK, |(at, _)| at);
+    let wake = tokio::time::sleep_until(first_wake);
+    tokio::pin!(wake);
     loop {
-        let deadline = phases.deadline(&shared.timeouts);
-        let wake = deadline.map_or(Instant::now() + BUSY_RECHECK, |(at, _)| at);
-        tokio::select! {
-            served = connection.as_mut() => {
+        // The connection makes progress; after each step its deadline may have come nearer
+        // (an answer given: the idle timeout may be shorter than the header one), so the
+        // timer is moved up then. A later deadline is met when the timer fires early.
+        let woke = std::future::poll_fn(|cx| {
+            if let Poll::Ready(served) = connection.as_mut().poll(cx) {
                 if let Err(err) = served {
                     tracing::debug!(error = %err, "connection ended with an error");
                 }
-                return;
+                return Poll::Ready(false);
             }
-            () = tokio::time::sleep_until(wake) => {
-                let Some((at, timeout)) = phases.deadline(&shared.timeouts) else { continue };
-                if at > Instant::now() {
-                    continue;
-                }
-                // A client that sent nothing at all is not owed an answer.
-                if timeout == Timeout::Header && phases.any_bytes.load(Ordering::Relaxed) {
-                    send_now(fd, &header_timeout_answer(shared.timeouts.header));
-                }
-                shared.open.count_timeout(timeout);
-                tracing::debug!(%peer, cause = timeout.name(), "closing a connection that made no progress");
-                return;
-            }
-            _ = stop.changed(), if !stopping => {
+            if !stopping && stop_changed.as_mut().poll(cx).is_ready() {
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
+            if let Some((at, _)) = phases.deadline(timeouts) {
+                if at < wake.deadline() {
+                    wake.as_mut().reset(at);
+                }
+            }
+            wake.as_mut().poll(cx).map(|()| true)
+        })
+        .await;
+        if !woke {
+            return;
         }
+        let Some((at, timeout)) = phases.deadline(timeouts) else {
+            wake.as_mut().reset(Instant::now() + BUSY_RECHECK);
+            continue;
+        };
+        if at > Instant::now() {
+            wake.as_mut().reset(at);
+            continue;
+        }
+        // A client that sent nothing at all is not owed an answer.
+        if timeout == Timeout::Header && phases.any_bytes.load(Ordering::Relaxed) {
+            send_now(fd, &header_timeout_answer(timeouts.header));
+        }
+        shared.open.count_timeout(timeout);
+        tracing::debug!(%peer, cause = timeout.name(), "closing a connection that made no progress");
+        return;
     }
 }
