@@ -267,7 +267,7 @@ fn addr_of(api: &Api) -> String {
     api.base.trim_start_matches("http://").to_owned()
 }
 
-const GET_HEALTH: &str = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+const GET_HEALTH: &str = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
 
 #[tokio::test]
 async fn connections_beyond_the_cap_get_a_fast_503() {
@@ -312,7 +312,7 @@ async fn requests_beyond_the_in_flight_cap_get_a_fast_503() {
     let api = server.api();
     // A request whose body is still coming holds the only slot.
     let mut slow = tokio::net::TcpStream::connect(addr_of(&api)).await.unwrap();
-    let head = "POST /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+    let head = "POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
                 Content-Type: application/json\r\nContent-Length: 15\r\n\r\n";
     slow.write_all(head.as_bytes()).await.unwrap();
     slow.write_all(b"{\"type\":").await.unwrap();

@@ -374,7 +374,7 @@ pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let fd = stream.as_raw_fd();
     let phases = Arc::new(Phases::new());
@@ -405,7 +405,10 @@ pub(super) async fn serve(
     if *stop.borrow() {
         connection.as_mut().graceful_shutdown();
     }
-    let mut stop_changed = Box::pin(async move { stop.changed().await.is_ok() });
+    // The server waits for every connection task to drop its receiver, so this one is held
+    // (as `stop`) until the task ends, and the future watching it gets a clone of its own.
+    let mut watching = stop.clone();
+    let mut stop_changed = Box::pin(async move { watching.changed().await.is_ok() });
     let mut stopping = false;
     let timeouts = &shared.timeouts;
     let first_wake = phases
