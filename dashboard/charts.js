@@ -12,6 +12,10 @@
 //   left the window meanwhile (the same estimate), per second elapsed.
 // Both are exact while the minute an hour ago is empty, and the whole hour is reloaded from
 // /metrics/timeseries at each new minute, so an estimate never lasts more than a minute.
+// A push names only the hour's largest types and services and sums the others as "(other)"
+// (as the server does beyond --max-tracked-types), so the minutes' counts of the types it
+// does not name are summed the same way before they are subtracted; "(other)" is drawn with
+// the types that have no colour of their own, and never listed as a service.
 // The top services are the hour's, straight from each push (the 24 h summary's until then).
 // Each chart's element carries its main figures in data-* attributes (the browser test's).
 
@@ -19,6 +23,8 @@ import {
   clockText, el, formatCount, formatRate, getJSON, svg, svgTitle,
 } from './util.js';
 
+/** The key under which the server sums the types or services it does not list by name. */
+const OTHER = '(other)';
 const SECOND = 1000;
 const MINUTE = 60 * SECOND;
 const HOUR = 60 * MINUTE;
@@ -67,7 +73,7 @@ function learnNames(types, services) {
   const fresh = { types: [], services: [] };
   for (const [kind, names] of [['types', types], ['services', services]]) {
     for (const name of names) {
-      if (!state.names[kind].has(name)) {
+      if (name !== OTHER && !state.names[kind].has(name)) {
         state.names[kind].add(name);
         fresh[kind].push(name);
       }
@@ -181,16 +187,22 @@ function onPush(report) {
   const minute = floorTo(now, MINUTE);
   if (minute > state.minute) advance(minute);
 
-  // The current minute: the hour, less its whole minutes, less the old minute's tail.
+  // The current minute: the hour, less its whole minutes, less the old minute's tail, each
+  // summed by the push's keys (a type it does not name is in its "(other)").
   const counts = state.byType ? Object.entries(report.by_type) : [['all', report.total]];
-  const inWindow = (59 - (second - minute) / SECOND) / 60;
-  const old = state.minutes.get(minute - HOUR) || new Map();
+  const named = new Set(counts.map(([type]) => type));
+  const earlier = new Map();
+  const subtract = (start, share) => {
+    for (const [type, count] of state.minutes.get(start) || []) {
+      const key = named.has(type) ? type : OTHER;
+      earlier.set(key, (earlier.get(key) || 0) + share * count);
+    }
+  };
+  subtract(minute - HOUR, (59 - (second - minute) / SECOND) / 60);
+  for (let m = minute - HOUR + MINUTE; m < minute; m += MINUTE) subtract(m, 1);
   const current = new Map();
   for (const [type, count] of counts) {
-    let rest = count - inWindow * (old.get(type) || 0);
-    for (let m = minute - HOUR + MINUTE; m < minute; m += MINUTE) {
-      rest -= state.minutes.get(m)?.get(type) || 0;
-    }
+    const rest = count - (earlier.get(type) || 0);
     if (rest >= 0.5) current.set(type, Math.round(rest));
   }
   state.minutes.set(minute, current);
@@ -208,6 +220,7 @@ function onPush(report) {
   if (!state.last || second > state.last.second) state.last = { second, total: report.total };
 
   state.services = Object.entries(report.by_service)
+    .filter(([name]) => name !== OTHER)
     .map(([name, count]) => ({ name, count }))
     .sort((a, b) => b.count - a.count || a.name.localeCompare(b.name));
   state.servicesWindow = 'last hour, live';
@@ -316,7 +329,8 @@ function renderTypes() {
   for (const { counts } of columns) {
     for (const [type, count] of counts) totals.set(type, (totals.get(type) || 0) + count);
   }
-  const ranked = [...totals.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  const ranked = [...totals.entries()].filter(([type]) => type !== OTHER)
+    .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
   const coloured = ranked.slice(0, COLOURED_TYPES).map(([type]) => type);
   colourTypes(coloured);
   const other = COLOURED_TYPES;
@@ -364,7 +378,7 @@ function renderTypes() {
   });
   container.replaceChildren(root);
   container.dataset.max = String(max);
-  container.dataset.total = String(ranked.reduce((acc, [, count]) => acc + count, 0));
+  container.dataset.total = String(sum(totals));
   container.dataset.minute = new Date(state.minute).toISOString();
   container.dataset.current = String(stacks[COLUMNS - 1].total);
   container.setAttribute('aria-label', `Events by type per minute over the last hour: ${
@@ -376,12 +390,15 @@ function renderTypes() {
     el('span', { className: 'legend-name', title: type }, type),
     el('span', { className: 'legend-count' }, formatCount(totals.get(type)))));
   const rest = ranked.slice(COLOURED_TYPES);
-  if (rest.length) {
+  const folded = totals.get(OTHER) || 0;
+  if (rest.length || folded) {
+    // How many types "(other)" holds is not known, only their count.
+    const name = folded ? 'other types' : `${rest.length} other types`;
     items.push(el('li', {},
       el('span', { className: `swatch s${other}` }),
-      el('span', { className: 'legend-name' }, `${rest.length} other types`),
+      el('span', { className: 'legend-name' }, name),
       el('span', { className: 'legend-count' },
-        formatCount(rest.reduce((acc, [, count]) => acc + count, 0)))));
+        formatCount(rest.reduce((acc, [, count]) => acc + count, folded)))));
   }
   legend.replaceChildren(...items);
 }

@@ -69,7 +69,11 @@ pub async fn serve(
     let retention = Arc::new(Retention::new(config.retention, config.retention_interval));
 
     let worker = (config.role != Role::Api).then(|| {
-        let metrics = Arc::new(EventMetrics::from_store(store.clone(), clock.clone()));
+        let metrics = Arc::new(EventMetrics::from_store(
+            store.clone(),
+            clock.clone(),
+            config.tracked_names(),
+        ));
         tokio::spawn(retention.clone().run(
             store.clone(),
             metrics,
@@ -131,7 +135,11 @@ pub async fn serve(
             in_flight: InFlight::new(config.max_concurrent_requests as usize),
             health,
             ingest: Ingest::remote(sink, config.max_pending_events, config.max_queue_backlog),
-            metrics: Arc::new(EventMetrics::from_store(store.clone(), clock.clone())),
+            metrics: Arc::new(EventMetrics::from_store(
+                store.clone(),
+                clock.clone(),
+                config.tracked_names(),
+            )),
             store,
             clock,
             read_wait: config.read_wait,

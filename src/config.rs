@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::metrics::NameLimits;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "eventide",
@@ -119,6 +121,19 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTIDE_STREAM_BUFFER", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub stream_buffer: u64,
+
+    /// Event types the metrics count on their own (memory holds counts per type and
+    /// service); events of any further type count together as "(other)", so memory stays
+    /// bounded whatever types are sent. Reports from the store are folded to it too.
+    #[arg(long, env = "EVENTIDE_MAX_TRACKED_TYPES", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(..=1_000_000))]
+    pub max_tracked_types: u64,
+
+    /// Services the metrics count on their own; events of any further service count
+    /// together as "(other)", as for --max-tracked-types.
+    #[arg(long, env = "EVENTIDE_MAX_TRACKED_SERVICES", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(..=1_000_000))]
+    pub max_tracked_services: u64,
 
     /// Events per second each client (IP address) may send; 0: no limit. Beyond it
     /// ingestion answers 429 with Retry-After and RateLimit-* headers.
@@ -328,6 +343,14 @@ impl ServeConfig {
         self.store == StoreTarget::Embedded || self.queue == QueueTarget::Embedded
     }
 
+    /// How many types and services the metrics keep apart.
+    pub fn tracked_names(&self) -> NameLimits {
+        NameLimits {
+            types: self.max_tracked_types as usize,
+            services: self.max_tracked_services as usize,
+        }
+    }
+
     /// Refuses combinations that cannot work, saying why.
     pub fn check(&self) -> Result<(), String> {
         let redis = matches!(self.queue, QueueTarget::Redis(_));
@@ -514,6 +537,38 @@ mod tests {
         assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.durability, Durability::Process);
         assert_eq!(config.max_pending_events, 100_000);
+        assert_eq!(
+            config.tracked_names(),
+            NameLimits {
+                types: 1_000,
+                services: 1_000
+            }
+        );
+    }
+
+    #[test]
+    fn tracked_names_are_bounded() {
+        let Command::Serve(config) = Cli::try_parse_from([
+            "eventide",
+            "serve",
+            "--max-tracked-types",
+            "0",
+            "--max-tracked-services",
+            "1000000",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not serve")
+        };
+        assert_eq!(
+            (config.max_tracked_types, config.max_tracked_services),
+            (0, 1_000_000)
+        );
+        for option in ["--max-tracked-types", "--max-tracked-services"] {
+            let err = Cli::try_parse_from(["eventide", "serve", option, "1000001"]).unwrap_err();
+            assert!(err.to_string().contains(option), "{err}");
+        }
     }
 
     #[test]

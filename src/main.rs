@@ -42,24 +42,29 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: eventide::config::ServeConfig) -> anyhow::Result<()> {
+    // Before anything listens: a SIGTERM that arrived between "listening" and the handler's
+    // installation would kill the process without a graceful shutdown.
+    let shutdown = shutdown_signal()?;
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await
         .map_err(|err| {
             anyhow::anyhow!("invalid --addr: cannot listen on {}: {err}", config.addr)
         })?;
-    eventide::server::serve(config, listener, shutdown_signal()).await
+    eventide::server::serve(config, listener, shutdown).await
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate.recv() => {}
-    }
-    tracing::info!("shutting down: finishing requests in flight");
+/// Installs the Ctrl-C and SIGTERM handlers now; the future resolves on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutting down: finishing requests in flight");
+    })
 }
 
 fn init_tracing(config: &LogConfig) {

@@ -121,7 +121,7 @@ async fn serve_local(
     }
 
     let metrics = Arc::new(
-        EventMetrics::load(store.clone(), clock.clone())
+        EventMetrics::load(store.clone(), clock.clone(), config.tracked_names())
             .await
             .context("rebuilding the event counts")?,
     );

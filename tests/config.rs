@@ -52,6 +52,12 @@ async fn other_invalid_values_are_refused() {
     assert_refused(&["--dedup-window", "forever"], "--dedup-window").await;
     assert_refused(&["--read-wait", "soon"], "--read-wait").await;
     assert_refused(&["--addr", "not-an-address"], "--addr").await;
+    assert_refused(&["--max-tracked-types", "2000000"], "--max-tracked-types").await;
+    assert_refused(
+        &["--max-tracked-services", "many"],
+        "--max-tracked-services",
+    )
+    .await;
 }
 
 #[tokio::test]

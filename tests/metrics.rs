@@ -1,11 +1,14 @@
 //! Event metrics through the real server: windows (with late, future-dated and edge events),
 //! zero-filled time series for each interval (from memory and from the store's rollups),
-//! the summary, rebuilding after restarts, and parameter errors.
+//! the summary, rebuilding after restarts, parameter errors, and bounded answers and memory
+//! whatever the number of distinct types and services (folded as `(other)`).
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use common::sse::Sse;
 use common::*;
 use eventide::event::timefmt::{format_rfc3339_ms, parse_rfc3339_ms};
 use serde_json::{json, Value};
@@ -451,4 +454,267 @@ async fn prometheus_exposes_the_service_itself() {
         "{text}"
     );
     assert!(text.contains("eventide_http_request_duration_seconds_bucket{route=\"/events\""));
+}
+
+const OTHER: &str = "(other)";
+
+/// A name of 100 characters (the longest allowed), distinct for each `i`.
+fn long_name(prefix: &str, i: usize) -> String {
+    format!("{prefix}-{i:07}-")
+        .chars()
+        .chain(std::iter::repeat('.'))
+        .take(100)
+        .collect()
+}
+
+/// Posts `count` events from number `first` on, each with a type and a service of its own,
+/// spread over the last ten minutes, in requests of 10,000 (the most one may hold).
+async fn post_distinct(api: &Api, first: usize, count: usize) {
+    let now = now_ms();
+    let events: Vec<Value> = (first..first + count)
+        .map(|i| {
+            json!({
+                "type": long_name("type", i),
+                "service": long_name("service", i),
+                "timestamp": format_rfc3339_ms(now - (i % 600) as i64 * SECOND),
+            })
+        })
+        .collect();
+    for batch in events.chunks(10_000) {
+        api.post_all(batch).await;
+    }
+}
+
+/// Checks that `by_type` and `by_service` of a window report hold at most `top` names
+/// besides `(other)`, which they have, and add up to `total`.
+#[track_caller]
+fn check_folded(body: &Value, total: u64, top: usize) {
+    assert_eq!(
+        body["total"],
+        json!(total),
+        "{}",
+        truncate(&body.to_string(), 2_000)
+    );
+    for map in ["by_type", "by_service"] {
+        let counts = body[map].as_object().unwrap();
+        assert!(counts.len() <= top + 1, "{map}: {} names", counts.len());
+        assert!(counts[OTHER].as_u64().unwrap() > 0, "{map} without {OTHER}");
+        let sum: u64 = counts.values().map(|count| count.as_u64().unwrap()).sum();
+        assert_eq!(sum, total, "{map} does not add up to the total");
+    }
+}
+
+fn rss_mb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1_024
+}
+
+#[tokio::test]
+async fn fifty_thousand_distinct_names_keep_every_answer_small() {
+    let server = TestServer::start_temp(&[]).await;
+    let api = server.api();
+    // A frequent type and service first, so that they are among those tracked.
+    let now = now_ms();
+    let popular: Vec<Value> = (0..30)
+        .map(|_| json!({"type": "popular", "service": "main", "timestamp": format_rfc3339_ms(now)}))
+        .collect();
+    api.post_all(&popular).await;
+    post_distinct(&api, 0, 50_000).await;
+    let total = 50_030;
+
+    for window in ["1h", "24h"] {
+        let resp = api.get(&format!("/metrics?window={window}")).await;
+        resp.expect_status(200);
+        eprintln!("/metrics?window={window}: {} bytes", resp.text.len());
+        assert!(resp.text.len() < 100_000, "{} bytes", resp.text.len());
+        let body = resp.json();
+        check_folded(&body, total, 50);
+        assert_eq!(body["by_type"]["popular"], json!(30));
+        assert_eq!(body["by_service"]["main"], json!(30));
+    }
+    let body = api.get("/metrics?window=1h&top=5").await.json();
+    check_folded(&body, total, 5);
+    assert_eq!(body["by_type"].as_object().unwrap().len(), 6, "{body}");
+    assert_eq!(body["by_type"]["popular"], json!(30));
+    let body = api.get("/metrics?window=1h&top=0").await.json();
+    assert_eq!(body["by_type"], json!({OTHER: total}));
+    assert_eq!(body["by_service"], json!({OTHER: total}));
+    for top in ["51", "-1", "many"] {
+        let resp = api.get(&format!("/metrics?top={top}")).await;
+        resp.expect_error(400);
+        assert_names_parameter(&resp, "top");
+    }
+
+    // The summary: the ten largest, and the rest as a total.
+    let resp = api.get("/metrics/summary").await;
+    eprintln!("/metrics/summary: {} bytes", resp.text.len());
+    let body = resp.json();
+    assert_eq!(body["events_last_24h"], json!(total));
+    assert_eq!(
+        body["top_types"][0],
+        json!({"type": "popular", "count": 30})
+    );
+    assert_eq!(
+        body["top_services"][0],
+        json!({"service": "main", "count": 30})
+    );
+    for (list, other) in [
+        ("top_types", "other_types"),
+        ("top_services", "other_services"),
+    ] {
+        let top = body[list].as_array().unwrap();
+        assert_eq!(top.len(), 10, "{body}");
+        let listed: u64 = top
+            .iter()
+            .map(|entry| entry["count"].as_u64().unwrap())
+            .sum();
+        assert_eq!(listed, 39, "{body}");
+        assert_eq!(body[other], json!(total - 39), "{body}");
+    }
+
+    // Pushes list the 20 largest by default.
+    let mut pushes = Sse::open(&api, "/metrics?window=1h", None).await;
+    for _ in 0..2 {
+        let frame = pushes.next(Duration::from_secs(10)).await;
+        assert_eq!(frame.event, "metrics");
+        eprintln!("/stream/metrics push: {} bytes", frame.data.len());
+        assert!(frame.data.len() < 10_000, "{} bytes", frame.data.len());
+        check_folded(&frame.json(), total, 20);
+    }
+    drop(pushes);
+    let mut pushes = Sse::open(&api, "/metrics?window=1h&top=3", None).await;
+    let push = pushes.next(Duration::from_secs(10)).await.json();
+    check_folded(&push, total, 3);
+    assert_eq!(push["by_service"]["main"], json!(30));
+    drop(pushes);
+
+    // A time series by type: the names tracked, then "(other)".
+    let today = format_rfc3339_ms(now);
+    let query = format!("interval=day&from={today}&to={today}&group_by=type");
+    let body = timeseries(&api, &query).await;
+    let keys: Vec<&str> = body["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|series| series["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 1_001, "1,000 types and {OTHER}");
+    assert_eq!((keys[0], keys[1_000]), ("popular", OTHER));
+    let counted: u64 = series_of(&body).values().map(|points| points[0].1).sum();
+    assert_eq!(counted, total);
+    // A type counted as "(other)" still has its exact series, from the rollups.
+    let folded = (0..50_000)
+        .map(|i| long_name("type", i))
+        .find(|name| !keys.contains(&name.as_str()))
+        .unwrap();
+    let body = timeseries(
+        &api,
+        &format!("interval=day&from={today}&to={today}&type={folded}"),
+    )
+    .await;
+    assert_eq!(series_of(&body)["all"][0].1, 1, "{body}");
+}
+
+#[tokio::test]
+async fn other_appears_only_when_names_were_folded() {
+    let mut server =
+        TestServer::start_temp(&["--max-tracked-types", "2", "--max-tracked-services", "2"]).await;
+    let now = now_ms();
+    let mut events = Vec::new();
+    for (kind, service, times) in [("a", "x", 3), ("b", "y", 2)] {
+        for _ in 0..times {
+            events.push(sent(now - 5 * SECOND, kind, Some(service)));
+        }
+    }
+    post(&server.api(), &events).await;
+    let body = window(&server.api(), "1h").await;
+    check_window(&body, &events, 3_600, SECOND);
+    let summary = server.api().get("/metrics/summary").await.json();
+    assert_eq!(
+        (
+            summary["other_types"].clone(),
+            summary["other_services"].clone()
+        ),
+        (json!(0), json!(0))
+    );
+    let types = |body: &Value| series_of(body).keys().cloned().collect::<Vec<_>>();
+    let hour = "interval=hour&group_by=type";
+    assert_eq!(types(&timeseries(&server.api(), hour).await), ["a", "b"]);
+
+    // A third type and service: beyond the limits.
+    let late = [sent(now - 4 * SECOND, "c", Some("z"))];
+    post(&server.api(), &late).await;
+    let body = window(&server.api(), "1h").await;
+    assert_eq!(body["by_type"], json!({"a": 3, "b": 2, OTHER: 1}));
+    assert_eq!(body["by_service"], json!({"x": 3, "y": 2, OTHER: 1}));
+    let summary = server.api().get("/metrics/summary").await.json();
+    assert_eq!(
+        summary["top_types"],
+        json!([{"type": "a", "count": 3}, {"type": "b", "count": 2}])
+    );
+    assert_eq!(
+        (
+            summary["other_types"].clone(),
+            summary["other_services"].clone()
+        ),
+        (json!(1), json!(1))
+    );
+    let body = timeseries(&server.api(), hour).await;
+    let keys: Vec<&str> = body["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["a", "b", OTHER]);
+    // Filtered on the folded name, the series is exact (from the rollups).
+    let body = timeseries(&server.api(), "interval=hour&type=c").await;
+    assert_eq!(
+        series_of(&body)["all"].iter().map(|p| p.1).sum::<u64>(),
+        1,
+        "{body}"
+    );
+
+    // At a restart the most frequent names of the rollups are the ones tracked.
+    let frequent: Vec<Sent> = (0..10)
+        .map(|_| sent(now - 3 * SECOND, "d", Some("w")))
+        .collect();
+    post(&server.api(), &frequent).await;
+    let body = window(&server.api(), "1h").await;
+    assert_eq!(body["by_type"], json!({"a": 3, "b": 2, OTHER: 11}));
+    server.terminate().await;
+    server.restart().await;
+    let body = window(&server.api(), "1h").await;
+    assert_eq!(body["by_type"], json!({"d": 10, "a": 3, OTHER: 3}));
+    assert_eq!(body["by_service"], json!({"w": 10, "x": 3, OTHER: 3}));
+    assert_eq!(body["total"], json!(16));
+}
+
+#[tokio::test]
+async fn memory_stays_bounded_whatever_the_names() {
+    let server = TestServer::start_temp(&[]).await;
+    let api = server.api();
+    // Enough for the tracked names, the store's caches and the allocator to settle.
+    post_distinct(&api, 0, 50_000).await;
+    window(&api, "1h").await;
+    let before = rss_mb(server.pid());
+    post_distinct(&api, 50_000, 200_000).await;
+    let body = window(&api, "1h").await;
+    let after = rss_mb(server.pid());
+    eprintln!("RSS {before} MB before 200,000 more distinct names, {after} MB after");
+    check_folded(&body, 250_000, 50);
+    // Counted by name, they took 360 MB more; folded, a few (the store's caches).
+    assert!(
+        after < before + 50,
+        "RSS grew from {before} MB to {after} MB"
+    );
 }

@@ -1,6 +1,7 @@
 //! `GET /metrics`, `/metrics/timeseries` and `/metrics/summary`: event counts, answered by
 //! [`crate::metrics::EventMetrics`] once the index has every event acknowledged before the
-//! request began (or, past `--read-wait`, with `"partial": true`).
+//! request began (or, past `--read-wait`, with `"partial": true`); `/stream/metrics`, the
+//! `/metrics` document pushed every second; `/metrics/prometheus`, the service's own.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -22,11 +23,14 @@ use super::AppState;
 use crate::config::parse_duration;
 use crate::metrics::{
     GroupBy, Interval, SeriesError, SeriesQuery, SeriesReport, SummaryReport, WindowReport,
-    MAX_WINDOW_SECONDS,
+    MAX_TOP, MAX_WINDOW_SECONDS,
 };
 use crate::telemetry;
 
 pub const DEFAULT_WINDOW_SECONDS: u64 = 60;
+/// Types and services a `/stream/metrics` push lists by name unless `top` says otherwise:
+/// a dashboard shows fewer, and each subscriber gets a push every second.
+const DEFAULT_PUSH_TOP: usize = 20;
 
 /// How often `/stream/metrics` pushes the `/metrics` document.
 const PUSH_EVERY: Duration = Duration::from_secs(1);
@@ -45,6 +49,26 @@ pub struct WindowParam {
         pattern = "^[0-9]+(ms|s|m|h|d)$"
     )]
     pub window: String,
+}
+
+/// `top` of `/metrics`, for the API description.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TopParam {
+    /// How many types, and how many services, are listed by name: those with the most
+    /// events in the window. The others' events are summed under `(other)`.
+    #[param(required = false, minimum = 0, maximum = 50, default = 50)]
+    pub top: u64,
+}
+
+/// `top` of `/stream/metrics`, for the API description.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PushTopParam {
+    /// How many types, and how many services, each push lists by name: those with the most
+    /// events in the window. The others' events are summed under `(other)`.
+    #[param(required = false, minimum = 0, maximum = 50, default = 20)]
+    pub top: u64,
 }
 
 /// The parameters of `/metrics/timeseries`, for the API description.
@@ -71,14 +95,15 @@ pub struct SeriesParams {
 
 /// Counts of a window
 ///
-/// Events whose timestamp lies in the `window` ending now, by type and by service. Late
-/// events count in their own time, future-dated ones once their time comes.
+/// Events whose timestamp lies in the `window` ending now, by type and by service: the
+/// `top` largest of each by name, the rest summed under `(other)`. Late events count in
+/// their own time, future-dated ones once their time comes.
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "metrics",
     operation_id = "getMetrics",
-    params(WindowParam),
+    params(WindowParam, TopParam),
     responses(
         (status = 200, description = "The counts", body = WindowReport),
         (status = 400, response = BadParameter),
@@ -90,24 +115,39 @@ pub async fn window(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Json<WindowReport>, ApiError> {
-    let window_seconds = window_param(query.as_deref())?;
+    let (window_seconds, top) = window_params(query.as_deref(), MAX_TOP)?;
     let (_, complete) = read_position(&state).await;
     let mut report = state
         .metrics
-        .window(window_seconds)
+        .window(window_seconds, top)
         .await
         .map_err(ApiError::StoreUnavailable)?;
     report.partial = !complete;
     Ok(Json(report))
 }
 
-/// The `window` of `/metrics` and `/stream/metrics`, in seconds (the only parameter).
-fn window_param(query: Option<&str>) -> Result<u64, ApiError> {
+/// The `window` (in seconds) and `top` of `/metrics` and `/stream/metrics`, their only
+/// parameters.
+fn window_params(query: Option<&str>, default_top: usize) -> Result<(u64, usize), ApiError> {
     let mut window_seconds = DEFAULT_WINDOW_SECONDS;
-    for (name, value) in known_pairs(query, &["window"])? {
-        window_seconds = parse_window(&name, &value)?;
+    let mut top = default_top;
+    for (name, value) in known_pairs(query, &["window", "top"])? {
+        if name == "top" {
+            top = value
+                .parse()
+                .ok()
+                .filter(|top| *top <= MAX_TOP)
+                .ok_or_else(|| {
+                    ApiError::invalid_parameter(
+                        &name,
+                        format!("'top' must be a whole number from 0 to {MAX_TOP}"),
+                    )
+                })?;
+        } else {
+            window_seconds = parse_window(&name, &value)?;
+        }
     }
-    Ok(window_seconds)
+    Ok((window_seconds, top))
 }
 
 fn parse_window(name: &str, value: &str) -> Result<u64, ApiError> {
@@ -125,8 +165,9 @@ fn parse_window(name: &str, value: &str) -> Result<u64, ApiError> {
 /// Time series
 ///
 /// Event counts per `interval` bucket (aligned to UTC), every bucket from the one holding
-/// `from` to the one holding `to`, empty ones as `0`. At most 10,000 points (buckets ×
-/// series): beyond, `400`.
+/// `from` to the one holding `to`, empty ones as `0`. Grouped by type or service, the
+/// types or services beyond `--max-tracked-types` or `--max-tracked-services` are summed in
+/// one series, `(other)`. At most 10,000 points (buckets × series): beyond, `400`.
 #[utoipa::path(
     get,
     path = "/metrics/timeseries",
@@ -205,8 +246,8 @@ pub async fn timeseries(
 
 /// Summary
 ///
-/// Totals, the last hour and 24 hours, the top 10 services and types of the last 24 hours,
-/// and each of its hours. Takes no parameter.
+/// Totals, the last hour and 24 hours, the top 10 services and types of the last 24 hours
+/// with the sum of the others, and each of its hours. Takes no parameter.
 #[utoipa::path(
     get,
     path = "/metrics/summary",
@@ -274,7 +315,8 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
 /// Live counts
 ///
 /// Server-Sent Events pushing the `/metrics` document (`event: metrics`, `data:` the
-/// document on one line) at once and then every second, for dashboards. It shares the
+/// document on one line, with the `top` types and services by name, 20 unless said) at once
+/// and then every second, for dashboards. It shares the
 /// `--max-subscribers` limit with `/stream` and ends when the server shuts down. Pushes do
 /// not wait for the indexer: each shows what is indexed at that moment.
 #[utoipa::path(
@@ -282,7 +324,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     path = "/stream/metrics",
     tag = "stream",
     operation_id = "streamMetrics",
-    params(WindowParam),
+    params(WindowParam, PushTopParam),
     responses(
         (status = 200, description = "An endless event stream", content_type = "text/event-stream",
             body = String, example = json!("event: metrics\ndata: {\"window_seconds\":60,…}\n\n")),
@@ -294,7 +336,7 @@ pub async fn stream(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let window_seconds = window_param(query.as_deref())?;
+    let (window_seconds, top) = window_params(query.as_deref(), DEFAULT_PUSH_TOP)?;
     let slot = state.live.try_acquire_slot()?;
     let mut every = tokio::time::interval(PUSH_EVERY);
     every.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -305,7 +347,7 @@ pub async fn stream(
                 _ = every.tick() => {}
                 _ = state.live.until_shutdown() => return None,
             }
-            let frame = match state.metrics.window(window_seconds).await {
+            let frame = match state.metrics.window(window_seconds, top).await {
                 Ok(report) => {
                     let json = serde_json::to_string(&report).expect("reports serialize");
                     format!("event: metrics\ndata: {json}\n\n")

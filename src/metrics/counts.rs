@@ -1,61 +1,57 @@
 //! Event counts held in memory: per second for the last hour, per minute for the last 25
 //! hours, per hour and per day for the last 62 days, each split by (type, service). Fed with what the store has just
-//! indexed, so they always agree with it; rebuilt from the store at start.
+//! indexed, so they always agree with it; rebuilt from the store at start. Only so many
+//! types and services are kept apart ([`Names`]), so every bucket holds a bounded number of
+//! pairs whatever the input.
 //!
 //! A range is summed from the coarsest buckets that fit inside it (whole days, whole hours,
 //! whole minutes, then seconds at the edges), so even a 24-hour window reads a few dozen.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::Arc;
 
+use super::names::{NameId, NameLimits, Names};
 use crate::store::{floor_to, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS};
 
 /// A (type, service) pair, numbered in the order first seen.
 pub type PairId = u32;
 
-/// Names of the pairs, and their ids.
-#[derive(Default)]
+/// The pairs, as tracked type and service ids: with at most `types` types and `services`
+/// services tracked, there are at most (types + 1) x (services + 2) of them (one more for
+/// "no service"), whatever the input.
 pub struct Pairs {
-    ids: HashMap<String, PairsOfType>,
-    names: Vec<(Arc<str>, Option<Arc<str>>)>,
-}
-
-#[derive(Default)]
-struct PairsOfType {
-    without_service: Option<PairId>,
-    by_service: HashMap<String, PairId>,
+    pub types: Names,
+    pub services: Names,
+    ids: HashMap<(NameId, Option<NameId>), PairId>,
+    pairs: Vec<(NameId, Option<NameId>)>,
 }
 
 impl Pairs {
-    pub fn id(&mut self, kind: &str, service: Option<&str>) -> PairId {
-        if !self.ids.contains_key(kind) {
-            self.ids.insert(kind.to_owned(), PairsOfType::default());
+    pub fn new(limits: NameLimits) -> Pairs {
+        Pairs {
+            types: Names::new(limits.types),
+            services: Names::new(limits.services),
+            ids: HashMap::new(),
+            pairs: Vec::new(),
         }
-        let of_type = self.ids.get_mut(kind).expect("inserted above");
-        let next = self.names.len() as PairId;
-        let id = match service {
-            None => *of_type.without_service.get_or_insert(next),
-            Some(service) => match of_type.by_service.get(service) {
-                Some(id) => *id,
-                None => {
-                    of_type.by_service.insert(service.to_owned(), next);
-                    next
-                }
-            },
-        };
+    }
+
+    pub fn id(&mut self, kind: &str, service: Option<&str>) -> PairId {
+        let key = (
+            self.types.id(kind),
+            service.map(|service| self.services.id(service)),
+        );
+        let next = self.pairs.len() as PairId;
+        let id = *self.ids.entry(key).or_insert(next);
         if id == next {
-            self.names.push((kind.into(), service.map(Into::into)));
+            self.pairs.push(key);
         }
         id
     }
 
-    pub fn kind(&self, id: PairId) -> &str {
-        &self.names[id as usize].0
-    }
-
-    pub fn service(&self, id: PairId) -> Option<&str> {
-        self.names[id as usize].1.as_deref()
+    /// The type and the service (if any) of `pair`.
+    pub fn get(&self, pair: PairId) -> (NameId, Option<NameId>) {
+        self.pairs[pair as usize]
     }
 }
 
@@ -162,9 +158,9 @@ const MINUTES_KEPT_MS: i64 = 25 * HOUR_MS;
 const HOURS_KEPT_MS: i64 = 62 * DAY_MS;
 
 impl Counts {
-    pub fn new(now_ms: i64) -> Counts {
+    pub fn new(now_ms: i64, limits: NameLimits) -> Counts {
         Counts {
-            pairs: Pairs::default(),
+            pairs: Pairs::new(limits),
             levels: [
                 Level::new(DAY_MS, HOURS_KEPT_MS, DAY_MS, now_ms),
                 Level::new(HOUR_MS, HOURS_KEPT_MS, DAY_MS, now_ms),
@@ -177,10 +173,10 @@ impl Counts {
     }
 
     /// Counts that hold no range: every question goes to the store.
-    pub fn holding_nothing(now_ms: i64) -> Counts {
+    pub fn holding_nothing(now_ms: i64, limits: NameLimits) -> Counts {
         Counts {
             complete_until: i64::MIN,
-            ..Counts::new(now_ms)
+            ..Counts::new(now_ms, limits)
         }
     }
 
@@ -324,7 +320,7 @@ impl Counts {
 
     /// The number of pairs seen: pair ids are below it.
     pub fn pair_count(&self) -> usize {
-        self.pairs.names.len()
+        self.pairs.pairs.len()
     }
 
     /// Counts of `[from, to)` by pair; see [`visit`](Self::visit).
@@ -341,11 +337,16 @@ impl Counts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::names::OTHER;
 
     const NOW: i64 = 1_700_000_000_000 + 12_345; // mid-minute
+    const LIMITS: NameLimits = NameLimits {
+        types: 1_000,
+        services: 1_000,
+    };
 
     fn counts_with(events: &[(i64, &str)]) -> Counts {
-        let mut counts = Counts::new(NOW);
+        let mut counts = Counts::new(NOW, LIMITS);
         let events: Vec<(i64, PairId)> = events
             .iter()
             .map(|(ms, kind)| (*ms, counts.pairs.id(kind, None)))
@@ -418,7 +419,7 @@ mod tests {
 
     #[test]
     fn far_future_buckets_are_bounded() {
-        let mut counts = Counts::new(NOW);
+        let mut counts = Counts::new(NOW, LIMITS);
         let pair = counts.pairs.id("t", Some("s"));
         let far = floor_to(NOW + 10 * 365 * 24 * HOUR_MS, HOUR_MS);
         counts.add_events(NOW, (0..30_000).map(|i| (far + i * HOUR_MS, pair)));
@@ -434,13 +435,43 @@ mod tests {
 
     #[test]
     fn pairs_tell_no_service_from_empty_service() {
-        let mut pairs = Pairs::default();
+        let mut pairs = Pairs::new(LIMITS);
         let none = pairs.id("t", None);
         let empty = pairs.id("t", Some(""));
         assert_ne!(none, empty);
         assert_eq!(pairs.id("t", None), none);
         assert_eq!(pairs.id("t", Some("")), empty);
-        assert_eq!(pairs.service(empty), Some(""));
-        assert_eq!(pairs.kind(none), "t");
+        let (kind, service) = pairs.get(empty);
+        assert_eq!(pairs.services.name(service.unwrap()), "");
+        assert_eq!(pairs.types.name(kind), "t");
+        assert_eq!(pairs.get(none).1, None);
+    }
+
+    #[test]
+    fn pairs_stay_bounded_whatever_the_names() {
+        let mut counts = Counts::new(
+            NOW,
+            NameLimits {
+                types: 10,
+                services: 20,
+            },
+        );
+        let events: Vec<(i64, PairId)> = (0..50_000)
+            .map(|i| {
+                let service = (i % 3 > 0).then(|| format!("s{i}"));
+                (
+                    NOW - i,
+                    counts.pairs.id(&format!("t{i}"), service.as_deref()),
+                )
+            })
+            .collect();
+        counts.add_events(NOW, events);
+        assert!(counts.pair_count() <= 11 * 22, "{}", counts.pair_count());
+        assert!(counts.pairs.types.folded() && counts.pairs.services.folded());
+        // Every event is still counted, the folded ones under OTHER.
+        assert_eq!(total(counts.sum(NOW - HOUR_MS, NOW + 1)), Some(50_000));
+        let other = counts.pairs.id("a new type", Some("a new service"));
+        assert_eq!(counts.pairs.get(other), (0, Some(0)));
+        assert_eq!(counts.pairs.types.name(0), OTHER);
     }
 }

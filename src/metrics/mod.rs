@@ -4,10 +4,18 @@
 //! Recent counts live in memory ([`counts`]); older ranges come from the store's rollups
 //! (per minute and per hour), which are written in the same transaction as the events. Both are updated only
 //! with what the store has committed, so the metrics agree with the queries at every moment.
+//!
+//! Every answer is bounded whatever the number of distinct types and services: memory keeps
+//! only so many apart ([`names`]), and reports list the largest counts and add up the rest
+//! under [`OTHER`], whether they come from memory or from the rollups (which keep every
+//! name).
 
 pub mod counts;
+pub mod names;
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
@@ -21,13 +29,21 @@ use crate::store::{
     floor_to, RollupQuery, RollupRow, Store, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS,
 };
 use counts::{Counts, PairId};
+use names::{NameId, Names};
+pub use names::{NameLimits, OTHER};
 
 /// Windows up to this are counted to the second; longer ones by whole minutes.
 pub const MAX_EXACT_WINDOW_SECONDS: u64 = 3_600;
 pub const MAX_WINDOW_SECONDS: u64 = 24 * 3_600;
 /// Most points (buckets x series) in one time series answer.
 pub const MAX_POINTS: usize = 10_000;
-const TOP: usize = 10;
+/// Most types and services a window report lists by name (each map besides [`OTHER`]). A
+/// name is at most 100 characters of at most 6 bytes of JSON each (a control character is
+/// written `\u00XX`), so an entry is at most 624 bytes with its 20-digit count, and a report
+/// at most 2 x 51 entries, about 64 KB: under 100 KB whatever the names.
+pub const MAX_TOP: usize = 50;
+/// Services and types the summary lists.
+const SUMMARY_TOP: usize = 10;
 
 /// One of [`Counts`]' ways to take counts read from the rollups.
 type AddCounts = fn(&mut Counts, i64, i64, PairId, u64);
@@ -39,6 +55,9 @@ pub struct EventMetrics {
     /// Nothing is counted in memory: everything is read from the store's rollups (an API
     /// node of a cluster, which does not see what the workers store).
     store_only: bool,
+    /// How many types and services reports read from the rollups keep apart, as memory
+    /// does.
+    limits: NameLimits,
 }
 
 /// `GET /metrics`: counts of the events whose timestamp lies in the window ending now.
@@ -46,7 +65,7 @@ pub struct EventMetrics {
 #[schema(examples(json!({
     "window_seconds": 600, "from": "2024-01-15T10:20:00.000Z", "to": "2024-01-15T10:30:00.123Z",
     "total": 1234, "events_per_second": 2.06,
-    "by_type": {"signup": 34, "click": 1200}, "by_service": {"auth": 56}
+    "by_type": {"signup": 34, "click": 1200}, "by_service": {"auth": 56, "(other)": 3}
 })))]
 pub struct WindowReport {
     /// The window asked for, in seconds.
@@ -61,9 +80,12 @@ pub struct WindowReport {
     pub total: u64,
     /// `total` divided by `window_seconds`.
     pub events_per_second: f64,
-    /// Events in the window by type.
+    /// Events in the window by type: the `top` largest counts, and under `"(other)"` the
+    /// sum of the rest (with the types beyond `--max-tracked-types`), present only when not
+    /// 0. The counts add up to `total`.
     pub by_type: BTreeMap<String, u64>,
-    /// Events in the window by service (events without a service are not here).
+    /// Events in the window by service, as `by_type` (events without a service are not
+    /// here).
     pub by_service: BTreeMap<String, u64>,
     /// Present and `true` when the indexer had not caught up within `--read-wait`: the
     /// counts may miss events acknowledged before the request.
@@ -135,7 +157,7 @@ pub struct SeriesReport {
     /// End of the last bucket (exclusive).
     #[schema(format = DateTime)]
     pub to: String,
-    /// Largest series first; `group_by=none` gives the one series `all`.
+    /// Largest series first (`(other)` last); `group_by=none` gives the one series `all`.
     pub series: Vec<Series>,
     /// Present and `true` when the indexer had not caught up within `--read-wait`.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -144,7 +166,9 @@ pub struct SeriesReport {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Series {
-    /// `all`, or the type or service the series counts.
+    /// `all`, or the type or service the series counts; `(other)`, the last series, sums
+    /// the types or services not counted on their own (beyond `--max-tracked-types` or
+    /// `--max-tracked-services`).
     pub key: String,
     /// `[bucket start, count]` for every bucket from `from` to `to`.
     pub points: Vec<(String, u64)>,
@@ -161,7 +185,7 @@ pub enum SeriesError {
 }
 
 /// `GET /metrics/summary`: totals, the last hour and 24 hours, the top 10 services and types
-/// of the last 24 hours, and the counts of each of its hours.
+/// of the last 24 hours with the sum of the others, and the counts of each of its hours.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SummaryReport {
     /// Every event stored.
@@ -169,8 +193,14 @@ pub struct SummaryReport {
     pub events_last_hour: u64,
     pub events_last_24h: u64,
     pub avg_events_per_minute_24h: f64,
+    /// The 10 services with the most events in the last 24 hours, most first.
     pub top_services: Vec<ServiceCount>,
+    /// Events of the last 24 hours of the other services.
+    pub other_services: u64,
+    /// The 10 types with the most events in the last 24 hours, most first.
     pub top_types: Vec<TypeCount>,
+    /// Events of the last 24 hours of the other types.
+    pub other_types: u64,
     /// The 24 hours up to the current one, oldest first.
     pub by_hour: Vec<HourCount>,
     /// Present and `true` when the indexer had not caught up within `--read-wait`.
@@ -201,7 +231,6 @@ pub struct HourCount {
 
 /// Counts of a window by type and by service. Events without a service count in the total
 /// and by type, not by service.
-#[derive(Default)]
 struct Tally {
     total: u64,
     by_type: HashMap<String, u64>,
@@ -209,38 +238,57 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, kind: &str, service: Option<&str>, count: u64) {
-        self.total += count;
-        add_to(&mut self.by_type, kind, count);
-        if let Some(service) = service {
-            add_to(&mut self.by_service, service, count);
-        }
-    }
-
     /// The counts of `[from, to)` held in memory, if they are.
     fn from_memory(counts: &Counts, from: i64, to: i64) -> Option<Tally> {
-        // Summed per pair id in a plain array first: names are looked up once per pair.
-        let mut by_pair = vec![0u64; counts.pair_count()];
-        if !counts.visit(from, to, |pair, count| by_pair[pair as usize] += count) {
-            return None;
-        }
-        let mut tally = Tally::default();
-        for (pair, count) in by_pair.into_iter().enumerate() {
-            if count > 0 {
-                let pair = pair as PairId;
-                tally.add(counts.pairs.kind(pair), counts.pairs.service(pair), count);
+        // Summed per name id in plain arrays first: names are looked up once per name.
+        let pairs = &counts.pairs;
+        let mut total = 0;
+        let mut by_type = vec![0u64; pairs.types.id_count()];
+        let mut by_service = vec![0u64; pairs.services.id_count()];
+        let held = counts.visit(from, to, |pair, count| {
+            let (kind, service) = pairs.get(pair);
+            total += count;
+            by_type[kind as usize] += count;
+            if let Some(service) = service {
+                by_service[service as usize] += count;
             }
-        }
-        Some(tally)
+        });
+        held.then(|| Tally {
+            total,
+            by_type: named(&pairs.types, by_type),
+            by_service: named(&pairs.services, by_service),
+        })
     }
 
-    fn from_rows(rows: &[RollupRow]) -> Tally {
-        let mut tally = Tally::default();
+    /// The counts of `rows`, which name every type and service: as memory would, only the
+    /// `limits` largest are kept by name, the others are summed as [`OTHER`].
+    fn from_rows(rows: &[RollupRow], limits: NameLimits) -> Tally {
+        let mut by_type = HashMap::new();
+        let mut by_service = HashMap::new();
+        let mut total = 0;
         for row in rows {
-            tally.add(&row.kind, row.service.as_deref(), row.count);
+            total += row.count;
+            add_to(&mut by_type, &row.kind, row.count);
+            if let Some(service) = &row.service {
+                add_to(&mut by_service, service, row.count);
+            }
         }
-        tally
+        Tally {
+            total,
+            by_type: fold(by_type, limits.types).into_iter().collect(),
+            by_service: fold(by_service, limits.services).into_iter().collect(),
+        }
     }
+}
+
+/// The counts that are not 0 of `counts`, indexed by id of `names`, by name.
+fn named(names: &Names, counts: Vec<u64>) -> HashMap<String, u64> {
+    counts
+        .into_iter()
+        .enumerate()
+        .filter(|(_, count)| *count > 0)
+        .map(|(id, count)| (names.name(id as NameId).to_owned(), count))
+        .collect()
 }
 
 fn add_to(map: &mut HashMap<String, u64>, key: &str, count: u64) {
@@ -252,21 +300,105 @@ fn add_to(map: &mut HashMap<String, u64>, key: &str, count: u64) {
     }
 }
 
-/// The `n` largest counts, ties by name.
-fn top(map: HashMap<String, u64>, n: usize) -> Vec<(String, u64)> {
-    let mut all: Vec<(String, u64)> = map.into_iter().collect();
-    all.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    all.truncate(n);
-    all
+/// The `n` largest counts of `map` (ties by name) other than [`OTHER`]'s, and the sum of the
+/// rest, [`OTHER`]'s included.
+fn top_and_rest<K>(mut map: HashMap<K, u64>, n: usize) -> (Vec<(K, u64)>, u64)
+where
+    K: Borrow<str> + Hash + Ord,
+{
+    let mut rest = map.remove(OTHER).unwrap_or(0);
+    let mut all: Vec<(K, u64)> = map.into_iter().collect();
+    let by_count = |a: &(K, u64), b: &(K, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
+    if all.len() > n {
+        // Only the first `n` need sorting: with many names, most are left out.
+        if n > 0 {
+            all.select_nth_unstable_by(n - 1, by_count);
+        }
+        rest += all.drain(n..).map(|(_, count)| count).sum::<u64>();
+    }
+    all.sort_unstable_by(by_count);
+    (all, rest)
+}
+
+/// `map` with only its `n` largest counts by name, and the rest under [`OTHER`] if not 0.
+fn fold(map: HashMap<String, u64>, n: usize) -> BTreeMap<String, u64> {
+    let (top, rest) = top_and_rest(map, n);
+    let mut folded: BTreeMap<String, u64> = top.into_iter().collect();
+    if rest > 0 {
+        folded.insert(OTHER.to_owned(), rest);
+    }
+    folded
+}
+
+/// Registers the names of `rows` in `names` most frequent first, so that those are the ones
+/// tracked when there are more than the limit.
+fn register_most_frequent<'a>(names: &mut Names, rows: impl Iterator<Item = (&'a str, u64)>) {
+    let mut totals: HashMap<&str, u64> = HashMap::new();
+    for (name, count) in rows {
+        *totals.entry(name).or_default() += count;
+    }
+    let mut totals: Vec<(&str, u64)> = totals.into_iter().collect();
+    totals.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    for (name, _) in totals {
+        names.id(name);
+    }
+}
+
+/// The series of a time series before their buckets are labelled: key, counts.
+type SeriesPoints = Vec<(String, Vec<u64>)>;
+
+/// The buckets of a time series: `count` of `size` from `first`.
+struct Buckets {
+    first: i64,
+    size: i64,
+    count: usize,
+}
+
+impl Buckets {
+    fn end(&self) -> i64 {
+        self.first + self.count as i64 * self.size
+    }
+}
+
+/// The series of `query` that events of `kind` and `service` count in, if they pass its
+/// filters.
+fn series_key<'a>(query: &SeriesQuery, kind: &'a str, service: Option<&'a str>) -> Option<&'a str> {
+    if query.kind.as_deref().is_some_and(|wanted| wanted != kind)
+        || query
+            .service
+            .as_deref()
+            .is_some_and(|wanted| Some(wanted) != service)
+    {
+        return None;
+    }
+    match query.group_by {
+        GroupBy::None => Some("all"),
+        GroupBy::Type => Some(kind),
+        GroupBy::Service => service,
+    }
+}
+
+/// Refuses an answer of more than [`MAX_POINTS`] points.
+fn check_points(series: usize, buckets: usize) -> Result<(), SeriesError> {
+    let points = series * buckets;
+    if points > MAX_POINTS {
+        return Err(SeriesError::TooManyPoints { points });
+    }
+    Ok(())
 }
 
 impl EventMetrics {
     /// Rebuilds the in-memory counts from `store`: hours and days from the hourly rollups,
     /// minutes from the per-minute ones, the last hour per second from the events. Run
-    /// before the indexer starts.
-    pub async fn load(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Result<EventMetrics> {
+    /// before the indexer starts. When the rollups name more types or services than
+    /// `limits`, the most frequent are the ones tracked.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        limits: NameLimits,
+    ) -> Result<EventMetrics> {
         let now = clock.now_ms();
-        let mut counts = Counts::new(now);
+        let mut counts = Counts::new(now, limits);
         // Hours and days from the hourly rollups, minutes from the per-minute ones.
         let levels: [(i64, i64, AddCounts); 2] = [
             (counts.hours_from(), HOUR_MS, Counts::add_hours),
@@ -280,7 +412,17 @@ impl EventMetrics {
                 kind: None,
                 service: None,
             };
-            for row in store.rollups(query).await? {
+            let rows = store.rollups(query).await?;
+            if bucket_ms == HOUR_MS {
+                // The hours cover every range held, so they name every name counted.
+                let kinds = rows.iter().map(|row| (row.kind.as_str(), row.count));
+                register_most_frequent(&mut counts.pairs.types, kinds);
+                let services = rows
+                    .iter()
+                    .filter_map(|row| Some((row.service.as_deref()?, row.count)));
+                register_most_frequent(&mut counts.pairs.services, services);
+            }
+            for row in rows {
                 let pair = counts.pairs.id(&row.kind, row.service.as_deref());
                 add(&mut counts, now, row.bucket_ms, pair, row.count);
             }
@@ -295,19 +437,25 @@ impl EventMetrics {
             store,
             clock,
             store_only: false,
+            limits,
         })
     }
 
     /// Metrics read from the store's rollups alone, in whole minutes (windows of seconds
     /// are rounded out to minutes and report their real `from`), for a process that does
-    /// not write the store itself.
-    pub fn from_store(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> EventMetrics {
-        let counts = Counts::holding_nothing(clock.now_ms());
+    /// not write the store itself. Reports are folded to `limits` as memory would be.
+    pub fn from_store(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        limits: NameLimits,
+    ) -> EventMetrics {
+        let counts = Counts::holding_nothing(clock.now_ms(), limits);
         EventMetrics {
             counts: Mutex::new(counts),
             store,
             clock,
             store_only: true,
+            limits,
         }
     }
 
@@ -346,8 +494,8 @@ impl EventMetrics {
     }
 
     /// Counts of the `window_seconds` ending now: to the second up to an hour, by whole
-    /// minutes beyond.
-    pub async fn window(&self, window_seconds: u64) -> Result<WindowReport> {
+    /// minutes beyond; the `top` largest by type and by service, the rest as [`OTHER`].
+    pub async fn window(&self, window_seconds: u64, top: usize) -> Result<WindowReport> {
         let now = self.clock.now_ms();
         let window_ms = window_seconds as i64 * SECOND_MS;
         let (from, to) = if window_seconds <= MAX_EXACT_WINDOW_SECONDS {
@@ -364,8 +512,8 @@ impl EventMetrics {
             to: format_rfc3339_ms(now),
             total: tally.1.total,
             events_per_second: tally.1.total as f64 / window_seconds as f64,
-            by_type: tally.1.by_type.into_iter().collect(),
-            by_service: tally.1.by_service.into_iter().collect(),
+            by_type: fold(tally.1.by_type, top),
+            by_service: fold(tally.1.by_service, top),
             partial: false,
         })
     }
@@ -387,7 +535,7 @@ impl EventMetrics {
                 service: None,
             })
             .await?;
-        Ok((from, Tally::from_rows(&rows)))
+        Ok((from, Tally::from_rows(&rows, self.limits)))
     }
 
     /// The number of events in `[from, to)` (whole seconds; whole minutes if not in memory).
@@ -415,103 +563,43 @@ impl EventMetrics {
         if first > last {
             return Err(SeriesError::FromAfterTo);
         }
-        let buckets = ((last - first) / size + 1) as usize;
-        if buckets > MAX_POINTS {
-            return Err(SeriesError::TooManyPoints { points: buckets });
+        let count = ((last - first) / size + 1) as usize;
+        if count > MAX_POINTS {
+            return Err(SeriesError::TooManyPoints { points: count });
         }
-        let end = last + size;
-        let key_of = |kind: &str, service: Option<&str>| -> Option<String> {
-            if query.kind.as_deref().is_some_and(|wanted| wanted != kind)
-                || query
-                    .service
-                    .as_deref()
-                    .is_some_and(|wanted| Some(wanted) != service)
-            {
-                return None;
-            }
-            match query.group_by {
-                GroupBy::None => Some("all".to_owned()),
-                GroupBy::Type => Some(kind.to_owned()),
-                GroupBy::Service => service.map(str::to_owned),
+        let buckets = Buckets { first, size, count };
+        let mut series = match self.series_from_memory(&query, &buckets)? {
+            Some(series) => series,
+            None => {
+                let rows = self
+                    .store
+                    .rollups(RollupQuery {
+                        from_ms: first,
+                        to_ms: buckets.end(),
+                        bucket_ms: size,
+                        kind: query.kind.clone(),
+                        service: query.service.clone(),
+                    })
+                    .await?;
+                self.series_from_rows(&query, &buckets, &rows)?
             }
         };
-        let mut series: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        if query.group_by == GroupBy::None {
-            series.insert("all".to_owned(), vec![0; buckets]);
-        }
-        let from_memory = {
-            let counts = self.counts.lock().unwrap();
-            // Which series each pair adds to, decided once per pair rather than per count.
-            let mut series_of_pair: Vec<Option<usize>> = Vec::with_capacity(counts.pair_count());
-            let mut keys: Vec<String> = Vec::new();
-            let mut key_index: HashMap<String, usize> = HashMap::new();
-            for pair in 0..counts.pair_count() as PairId {
-                let key = key_of(counts.pairs.kind(pair), counts.pairs.service(pair));
-                series_of_pair.push(key.map(|key| {
-                    *key_index.entry(key).or_insert_with_key(|key| {
-                        keys.push(key.clone());
-                        keys.len() - 1
-                    })
-                }));
-            }
-            let mut points = vec![vec![0u64; buckets]; keys.len()];
-            let held = (first..end)
-                .step_by(size as usize)
-                .enumerate()
-                .all(|(index, bucket)| {
-                    counts.visit(bucket, bucket + size, |pair, count| {
-                        if let Some(series) = series_of_pair[pair as usize] {
-                            points[series][index] += count;
-                        }
-                    })
-                });
-            if held {
-                for (key, points) in keys.into_iter().zip(points) {
-                    if points.iter().any(|count| *count > 0) {
-                        let total = series.entry(key).or_insert_with(|| vec![0; buckets]);
-                        for (sum, count) in total.iter_mut().zip(points) {
-                            *sum += count;
-                        }
-                    }
-                }
-            }
-            held
-        };
-        if !from_memory {
-            let rows = self
-                .store
-                .rollups(RollupQuery {
-                    from_ms: first,
-                    to_ms: end,
-                    bucket_ms: size,
-                    kind: query.kind.clone(),
-                    service: query.service.clone(),
-                })
-                .await?;
-            for row in rows {
-                if let Some(key) = key_of(&row.kind, row.service.as_deref()) {
-                    let points = series.entry(key).or_insert_with(|| vec![0; buckets]);
-                    points[((row.bucket_ms - first) / size) as usize] += row.count;
-                }
-            }
-        }
-        let points = series.len() * buckets;
-        if points > MAX_POINTS {
-            return Err(SeriesError::TooManyPoints { points });
-        }
-        let mut series: Vec<(String, Vec<u64>)> = series.into_iter().collect();
-        // Largest series first, as a chart legend would list them.
+        // Largest series first, as a chart legend would list them, and the rest last.
         series.sort_by_cached_key(|(key, points)| {
-            (std::cmp::Reverse(points.iter().sum::<u64>()), key.clone())
+            (
+                key == OTHER,
+                std::cmp::Reverse(points.iter().sum::<u64>()),
+                key.clone(),
+            )
         });
-        let labels: Vec<String> = (first..end)
+        let labels: Vec<String> = (first..buckets.end())
             .step_by(size as usize)
             .map(format_rfc3339_ms)
             .collect();
         Ok(SeriesReport {
             interval: query.interval.name(),
             from: format_rfc3339_ms(first),
-            to: format_rfc3339_ms(end),
+            to: format_rfc3339_ms(buckets.end()),
             series: series
                 .into_iter()
                 .map(|(key, points)| Series {
@@ -521,6 +609,125 @@ impl EventMetrics {
                 .collect(),
             partial: false,
         })
+    }
+
+    /// The series of `query` over `buckets` from memory: `None` if memory does not hold
+    /// every bucket, or a filter names a type or service that memory may have counted as
+    /// [`OTHER`] (only the rollups know its counts).
+    fn series_from_memory(
+        &self,
+        query: &SeriesQuery,
+        buckets: &Buckets,
+    ) -> Result<Option<SeriesPoints>, SeriesError> {
+        let counts = self.counts.lock().unwrap();
+        let pairs = &counts.pairs;
+        let folded = |names: &Names, wanted: &Option<String>| {
+            wanted
+                .as_deref()
+                .is_some_and(|name| names.folded() && names.get(name).is_none())
+        };
+        if folded(&pairs.types, &query.kind) || folded(&pairs.services, &query.service) {
+            return Ok(None);
+        }
+        // Which series each pair adds to, decided once per pair rather than per count.
+        let mut keys: Vec<&str> = Vec::new();
+        let mut key_index: HashMap<&str, usize> = HashMap::new();
+        let series_of_pair: Vec<Option<usize>> = (0..counts.pair_count() as PairId)
+            .map(|pair| {
+                let (kind, service) = pairs.get(pair);
+                let service = service.map(|service| pairs.services.name(service));
+                let key = series_key(query, pairs.types.name(kind), service)?;
+                Some(*key_index.entry(key).or_insert_with(|| {
+                    keys.push(key);
+                    keys.len() - 1
+                }))
+            })
+            .collect();
+        // The series with counts in the range, found before any point is allocated.
+        let mut totals = vec![0u64; keys.len()];
+        let held = counts.visit(buckets.first, buckets.end(), |pair, count| {
+            if let Some(key) = series_of_pair[pair as usize] {
+                totals[key] += count;
+            }
+        });
+        if !held {
+            return Ok(None);
+        }
+        let mut shown: Vec<&str> = Vec::new();
+        let row_of_key: Vec<Option<usize>> = keys
+            .iter()
+            .zip(&totals)
+            .map(|(key, total)| {
+                (*total > 0).then(|| {
+                    shown.push(key);
+                    shown.len() - 1
+                })
+            })
+            .collect();
+        if query.group_by == GroupBy::None && shown.is_empty() {
+            shown.push("all");
+        }
+        check_points(shown.len(), buckets.count)?;
+        let mut points = vec![vec![0u64; buckets.count]; shown.len()];
+        let held = (buckets.first..buckets.end())
+            .step_by(buckets.size as usize)
+            .enumerate()
+            .all(|(index, bucket)| {
+                counts.visit(bucket, bucket + buckets.size, |pair, count| {
+                    let key = series_of_pair[pair as usize];
+                    if let Some(row) = key.and_then(|key| row_of_key[key]) {
+                        points[row][index] += count;
+                    }
+                })
+            });
+        Ok(held.then(|| shown.into_iter().map(str::to_owned).zip(points).collect()))
+    }
+
+    /// The series of `query` over `buckets` from the rollups `rows`, which name every type
+    /// and service: as in memory, the ones with the largest counts up to the limit are
+    /// series of their own, the others are summed as [`OTHER`].
+    fn series_from_rows(
+        &self,
+        query: &SeriesQuery,
+        buckets: &Buckets,
+        rows: &[RollupRow],
+    ) -> Result<SeriesPoints, SeriesError> {
+        let limit = match query.group_by {
+            GroupBy::None => 1,
+            GroupBy::Type => self.limits.types,
+            GroupBy::Service => self.limits.services,
+        };
+        let mut totals: HashMap<&str, u64> = HashMap::new();
+        if query.group_by == GroupBy::None {
+            totals.insert("all", 0);
+        }
+        for row in rows {
+            if let Some(key) = series_key(query, &row.kind, row.service.as_deref()) {
+                *totals.entry(key).or_default() += row.count;
+            }
+        }
+        let (kept, rest) = top_and_rest(totals, limit);
+        let row_of_key: HashMap<&str, usize> = kept
+            .iter()
+            .enumerate()
+            .map(|(row, (key, _))| (*key, row))
+            .collect();
+        let mut keys: Vec<String> = kept.into_iter().map(|(key, _)| key.to_owned()).collect();
+        let other = (rest > 0).then(|| {
+            keys.push(OTHER.to_owned());
+            keys.len() - 1
+        });
+        check_points(keys.len(), buckets.count)?;
+        let mut points = vec![vec![0u64; buckets.count]; keys.len()];
+        for row in rows {
+            let key = series_key(query, &row.kind, row.service.as_deref());
+            let series = key.and_then(|key| row_of_key.get(key).copied().or(other));
+            if let Some(series) = series {
+                points[series][((row.bucket_ms - buckets.first) / buckets.size) as usize] +=
+                    row.count;
+            }
+        }
+        Ok(keys.into_iter().zip(points).collect())
     }
 
     pub async fn summary(&self) -> Result<SummaryReport> {
@@ -538,21 +745,192 @@ impl EventMetrics {
             });
         }
         let total_events = self.stored_events().await?;
+        let (top_services, other_services) = top_and_rest(last_day.by_service, SUMMARY_TOP);
+        let (top_types, other_types) = top_and_rest(last_day.by_type, SUMMARY_TOP);
         Ok(SummaryReport {
             total_events,
             events_last_hour: last_hour,
             events_last_24h: last_day.total,
             avg_events_per_minute_24h: last_day.total as f64 / (24.0 * 60.0),
-            top_services: top(last_day.by_service, TOP)
+            top_services: top_services
                 .into_iter()
                 .map(|(service, count)| ServiceCount { service, count })
                 .collect(),
-            top_types: top(last_day.by_type, TOP)
+            other_services,
+            top_types: top_types
                 .into_iter()
                 .map(|(kind, count)| TypeCount { kind, count })
                 .collect(),
+            other_types,
             by_hour,
             partial: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::store::sqlite::SqliteStore;
+
+    fn event(seq: u64, timestamp_ms: i64, kind: &str, service: Option<&str>) -> StoredEvent {
+        StoredEvent {
+            seq,
+            id: format!("e{seq}"),
+            id_from_client: false,
+            kind: kind.to_owned(),
+            timestamp_ms,
+            received_at_ms: timestamp_ms,
+            service: service.map(str::to_owned),
+            user_id: None,
+            message: None,
+            metadata: None,
+        }
+    }
+
+    /// A store holding, a few minutes ago: type `a` 5 times (service `x`), `b` 3 times
+    /// (`y`), `c` twice (`z`), `d` once (no service), and `(other)`, sent as such, once.
+    async fn store_with_four_types(dir: &std::path::Path) -> Arc<dyn Store> {
+        let store = SqliteStore::open(&dir.join("events.db"), false).unwrap();
+        let at = SystemClock.now_ms() - 3 * MINUTE_MS;
+        let mut events = Vec::new();
+        for (kind, service, times) in [
+            ("a", Some("x"), 5),
+            ("b", Some("y"), 3),
+            ("c", Some("z"), 2),
+            ("d", None, 1),
+            (OTHER, Some("x"), 1),
+        ] {
+            for _ in 0..times {
+                let seq = events.len() as u64 + 1;
+                events.push(event(seq, at, kind, service));
+            }
+        }
+        let last = events.len() as u64;
+        store.append_batch(Arc::new(events), last).await.unwrap();
+        Arc::new(store)
+    }
+
+    const TWO: NameLimits = NameLimits {
+        types: 2,
+        services: 2,
+    };
+
+    fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+        pairs
+            .iter()
+            .map(|(name, count)| (name.to_string(), *count))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn memory_and_rollups_fold_reports_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_four_types(dir.path()).await;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let loaded = EventMetrics::load(store.clone(), clock.clone(), TWO)
+            .await
+            .unwrap();
+        let api_node = EventMetrics::from_store(store, clock, TWO);
+        for metrics in [&loaded, &api_node] {
+            // Memory tracked the two most frequent names of the rollups at start; an API
+            // node reads every name and folds the same way.
+            let report = metrics.window(600, MAX_TOP).await.unwrap();
+            assert_eq!(report.total, 12);
+            assert_eq!(report.by_type, counts(&[("a", 5), ("b", 3), (OTHER, 4)]));
+            assert_eq!(report.by_service, counts(&[("x", 6), ("y", 3), (OTHER, 2)]));
+            let report = metrics.window(600, 1).await.unwrap();
+            assert_eq!(report.by_type, counts(&[("a", 5), (OTHER, 7)]));
+            let report = metrics.window(600, 0).await.unwrap();
+            assert_eq!(report.by_type, counts(&[(OTHER, 12)]));
+
+            let summary = metrics.summary().await.unwrap();
+            assert_eq!(summary.top_types.len(), 2);
+            assert_eq!(
+                (summary.top_types[0].kind.as_str(), summary.other_types),
+                ("a", 4)
+            );
+            assert_eq!(summary.other_services, 2);
+
+            let series = metrics
+                .timeseries(SeriesQuery {
+                    interval: Interval::Hour,
+                    from_ms: None,
+                    to_ms: None,
+                    group_by: GroupBy::Type,
+                    kind: None,
+                    service: None,
+                })
+                .await
+                .unwrap();
+            let keys: Vec<&str> = series.series.iter().map(|s| s.key.as_str()).collect();
+            assert_eq!(keys, ["a", "b", OTHER]);
+            let sums: Vec<u64> = series
+                .series
+                .iter()
+                .map(|s| s.points.iter().map(|(_, count)| count).sum())
+                .collect();
+            assert_eq!(sums, [5, 3, 4]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_filter_on_a_folded_name_is_answered_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_four_types(dir.path()).await;
+        let metrics = EventMetrics::load(store, Arc::new(SystemClock), TWO)
+            .await
+            .unwrap();
+        for (kind, want) in [("c", 2), ("a", 5), ("never sent", 0)] {
+            let series = metrics
+                .timeseries(SeriesQuery {
+                    interval: Interval::Hour,
+                    from_ms: None,
+                    to_ms: None,
+                    group_by: GroupBy::Service,
+                    kind: Some(kind.to_owned()),
+                    service: None,
+                })
+                .await
+                .unwrap();
+            let total: u64 = series
+                .series
+                .iter()
+                .flat_map(|s| &s.points)
+                .map(|(_, count)| count)
+                .sum();
+            assert_eq!(total, want, "{kind}: {series:?}");
+        }
+    }
+
+    #[test]
+    fn the_largest_window_report_is_under_100_kb() {
+        // The longest names JSON can make of 100 characters, and the largest counts.
+        let names = |prefix: char| -> HashMap<String, u64> {
+            (0..1_000)
+                .map(|i| {
+                    let name: String = format!("{prefix}{i:03}")
+                        .chars()
+                        .chain(std::iter::repeat('\u{1}'))
+                        .take(100)
+                        .collect();
+                    (name, u64::MAX / 4_000)
+                })
+                .collect()
+        };
+        let report = WindowReport {
+            window_seconds: MAX_WINDOW_SECONDS,
+            from: format_rfc3339_ms(0),
+            to: format_rfc3339_ms(0),
+            total: u64::MAX,
+            events_per_second: f64::MAX,
+            by_type: fold(names('t'), MAX_TOP),
+            by_service: fold(names('s'), MAX_TOP),
+            partial: true,
+        };
+        assert_eq!(report.by_type.len(), MAX_TOP + 1);
+        let size = serde_json::to_string(&report).unwrap().len();
+        assert!(size > 60_000 && size < 100_000, "{size} bytes");
     }
 }
