@@ -21,12 +21,13 @@
 //!
 //! # Path of an event
 //! 1. `POST /events` reads the body (gunzipping it if asked) and [`event::parse`] turns each
-//!    JSON object into a validated `NewEvent`, or a per-event error naming the field.
+//!    JSON object into a validated `NewEvent`, or per-event errors, each naming its field.
 //! 2. The handler gives each valid event its id (the client's or a UUIDv7), encodes it for the
 //!    log and submits the batch to the single log writer, which refuses it (`429`) if too
 //!    much is pending or the indexer is too far behind.
-//! 3. The writer drops duplicates of recent client ids, assigns `seq`s, appends every waiting
-//!    batch in one write (one fdatasync with `--durability fsync`) and answers: `202`.
+//! 3. The writer drops repeats of recent client ids (duplicates, or conflicts when the
+//!    content differs), assigns `seq`s, appends every waiting batch in one write (one
+//!    fdatasync with `--durability fsync`) and answers: `202`.
 //! 4. The indexer reads the log in large batches into the SQLite store's indexed table;
 //!    queries wait (bounded) for it to reach what was acknowledged before they began. The
 //!    same transaction adds the events to the per-minute rollups; then the in-memory counts

@@ -117,7 +117,7 @@ async fn serve_local(
         .context("reading recent client ids")?;
     remembered.reverse(); // oldest first, so capacity evicts the oldest
     for (id, received_at) in remembered.into_iter().chain(recovered.client_ids) {
-        dedup.insert(ids::client_id_hash(&id), received_at);
+        dedup.remember(ids::client_id_hash(&id), received_at);
     }
 
     let metrics = Arc::new(

@@ -19,6 +19,8 @@ use crate::connections::ConnectionsReport;
 pub const EVENTS_INGESTED: &str = "eventide_events_ingested_total";
 pub const EVENTS_REJECTED: &str = "eventide_events_rejected_total";
 pub const EVENTS_DUPLICATE: &str = "eventide_events_duplicate_total";
+/// Events not stored because their client id was accepted with other content.
+pub const EVENTS_CONFLICT: &str = "eventide_events_conflict_total";
 pub const PENDING_EVENTS: &str = "eventide_ingest_pending_events";
 pub const PENDING_CAPACITY: &str = "eventide_ingest_pending_capacity";
 pub const INDEX_BACKLOG: &str = "eventide_index_backlog_events";
@@ -102,9 +104,10 @@ pub fn index_batch(took: Duration) {
 }
 
 /// What a POST /events did with its events.
-pub fn events_ingested(accepted: usize, duplicates: usize) {
+pub fn events_ingested(accepted: usize, duplicates: usize, conflicts: usize) {
     static ACCEPTED: OnceLock<Counter> = OnceLock::new();
     static DUPLICATES: OnceLock<Counter> = OnceLock::new();
+    static CONFLICTS: OnceLock<Counter> = OnceLock::new();
     ACCEPTED
         .get_or_init(|| counter!(EVENTS_INGESTED))
         .increment(accepted as u64);
@@ -112,6 +115,11 @@ pub fn events_ingested(accepted: usize, duplicates: usize) {
         DUPLICATES
             .get_or_init(|| counter!(EVENTS_DUPLICATE))
             .increment(duplicates as u64);
+    }
+    if conflicts > 0 {
+        CONFLICTS
+            .get_or_init(|| counter!(EVENTS_CONFLICT))
+            .increment(conflicts as u64);
     }
 }
 

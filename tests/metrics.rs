@@ -118,7 +118,7 @@ async fn windows_count_exactly_with_late_future_and_edge_events() {
     }
     events.push(sent(now - 10 * SECOND, "click", Some("web")));
     events.push(sent(now - 20 * SECOND, "click", None));
-    events.push(sent(now - 30 * SECOND, "view", Some("")));
+    events.push(sent(now - 30 * SECOND, "view", Some("api")));
     events.push(sent(now - 30 * MINUTE, "late", Some("batch"))); // in 1h, not in 60s
     events.push(sent(now - 3 * HOUR, "later", Some("batch"))); // only in windows of hours
     events.push(sent(now - 30 * HOUR, "ancient", Some("batch"))); // in no window
@@ -388,17 +388,6 @@ async fn summary_counts_the_last_day() {
     }
 }
 
-/// The value of the sample `name{labels}` (labels as rendered, in order) in `text`.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 #[tokio::test]
 async fn prometheus_exposes_the_service_itself() {
     let server = TestServer::start_temp(&[]).await;
@@ -425,8 +414,9 @@ async fn prometheus_exposes_the_service_itself() {
         .unwrap()
         .starts_with("text/plain"));
     let text = &resp.text;
-    let value =
-        |series: &str| sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    let value = |series: &str| {
+        prometheus_sample(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
     assert_eq!(value("eventide_events_ingested_total"), 2.0);
     assert_eq!(value("eventide_events_duplicate_total"), 1.0);
     assert_eq!(

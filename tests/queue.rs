@@ -29,6 +29,7 @@ fn new_event(i: u64) -> NewEvent {
         id: Some(format!("client-{i}")),
         kind: ["click", "view", "signup"][(i % 3) as usize].to_owned(),
         timestamp_ms: NOW_MS + i as i64,
+        timestamp_sent: true,
         service: Some(format!("svc-{}", i % 4)),
         user_id: Some(format!("user-{}", i % 10)),
         message: (i % 2 == 0).then(|| format!("message {i}")),

@@ -20,7 +20,7 @@ use super::params::{parse_list_params, EventFilterParams, ListQuery, Paging};
 use super::rate_limit::ClientKey;
 use super::AppState;
 use crate::connections::{PeerAddr, Timeout};
-use crate::event::parse::{parse_body, BodyError, FieldError, MAX_EVENTS_PER_REQUEST};
+use crate::event::parse::{parse_body, BodyError, TimeBounds, MAX_EVENTS_PER_REQUEST};
 use crate::event::render;
 use crate::ingest::{ids, PreparedBatch};
 use crate::store::{EventQuery, Position};
@@ -29,21 +29,30 @@ use crate::telemetry;
 /// The answer of `POST /events`.
 #[derive(Serialize, ToSchema)]
 #[schema(examples(json!({
-    "accepted": 2, "duplicates": 0, "ids": ["order-1001", "019a1b2c-3d4e-7f00-8a9b-0c1d2e3f4a5b", null],
-    "errors": [{"index": 2, "field": "colour", "message": "unknown field"}]
+    "accepted": 2, "duplicates": 0, "conflicts": 0,
+    "ids": ["order-1001", "019a1b2c-3d4e-7f00-8a9b-0c1d2e3f4a5b", null],
+    "errors": [{"index": 2, "field": "colour", "message": "unknown field"},
+        {"index": 2, "field": "type", "message": "must not be blank (empty or only whitespace)"}]
 })))]
 pub struct IngestAnswer {
     /// Events stored by this request.
     accepted: usize,
-    /// Valid events not stored again: their `id` was accepted before.
+    /// Valid events not stored again: their `id` was accepted before, with the same content
+    /// (a retry). `accepted + duplicates + conflicts` is the number of valid events.
     duplicates: usize,
+    /// Valid events not stored because their `id` was accepted before with other content
+    /// (type, timestamp if one was sent, service, user id, message or metadata): the first
+    /// version stays. Only told apart from `duplicates` while the id is in memory (see
+    /// `--dedup-window`); a repeat found by the store is counted in `accepted`.
+    conflicts: usize,
     /// Each event's id, in request order (`null` for an invalid event).
     ids: Vec<Option<String>>,
-    /// The invalid events, which were not stored.
+    /// What is wrong with the invalid events, which were not stored: every problem of each,
+    /// one entry per problem (entries of one event share its `index`).
     errors: Vec<EventError>,
 }
 
-/// Why one event of a request is invalid.
+/// One reason why an event of a request is invalid.
 #[derive(Serialize, ToSchema)]
 pub struct EventError {
     /// Position of the event in the request (from 0; the line, from 0, for NDJSON).
@@ -76,8 +85,8 @@ pub enum ContentEncoding {
 ///
 /// One event (a JSON object), a JSON array of events, or NDJSON (one event per line), maybe
 /// gzip-compressed; at most 10,000 events and 10 MiB (decompressed). Answered `202` once the
-/// valid events are durable; invalid ones are listed in `errors` and not stored. If no event
-/// is valid: `400` `no_valid_events`.
+/// valid events are durable; invalid ones are not stored, and `errors` lists every problem
+/// of each. If no event is valid: `400` `no_valid_events`.
 #[utoipa::path(
     post,
     path = "/events",
@@ -105,7 +114,7 @@ pub enum ContentEncoding {
             examples(
                 ("no_valid_events" = (value = json!({
                     "error": "no_valid_events", "message": "no event in the request is valid",
-                    "accepted": 0, "duplicates": 0, "ids": [null],
+                    "accepted": 0, "duplicates": 0, "conflicts": 0, "ids": [null],
                     "errors": [{"index": 0, "field": "colour", "message": "unknown field"}]}))),
                 ("malformed_json" = (value = json!({
                     "error": "malformed_json", "line": 1, "column": 17,
@@ -139,7 +148,14 @@ pub async fn ingest(
         read => read?,
     };
     let now_ms = state.clock.now_ms();
-    let items = parse_body(&body, format, now_ms).map_err(|err| match err {
+    // Once per request, not per event.
+    let oldest_ms = state.retention.cutoff_ms(now_ms).unwrap_or(i64::MIN);
+    let bounds = TimeBounds {
+        now_ms,
+        oldest_ms,
+        too_old: &|| state.retention.refusal(oldest_ms),
+    };
+    let items = parse_body(&body, format, &bounds).map_err(|err| match err {
         BodyError::Malformed {
             line,
             column,
@@ -158,20 +174,13 @@ pub async fn ingest(
     let mut answer = IngestAnswer {
         accepted: 0,
         duplicates: 0,
+        conflicts: 0,
         ids: Vec::with_capacity(items.len()),
         errors: Vec::new(),
     };
-    // Once per request, not per event.
-    let cutoff_ms = state.retention.cutoff_ms(now_ms).unwrap_or(i64::MIN);
+    let mut invalid = 0;
     for item in items {
-        let result = match item.result {
-            Ok(event) if event.timestamp_ms < cutoff_ms => Err(FieldError::new(
-                "timestamp",
-                state.retention.refusal(cutoff_ms),
-            )),
-            result => result,
-        };
-        match result {
+        match item.result {
             Ok(event) => {
                 let id = match &event.id {
                     Some(id) => id.clone(),
@@ -180,17 +189,20 @@ pub async fn ingest(
                 batch.push(&event, &id);
                 answer.ids.push(Some(id));
             }
-            Err(error) => {
-                answer.errors.push(EventError {
-                    index: item.index,
-                    field: error.field,
-                    message: error.message,
-                });
+            Err(errors) => {
+                invalid += 1;
+                answer
+                    .errors
+                    .extend(errors.into_iter().map(|error| EventError {
+                        index: item.index,
+                        field: error.field,
+                        message: error.message,
+                    }));
                 answer.ids.push(None);
             }
         }
     }
-    telemetry::events_rejected("invalid", answer.errors.len());
+    telemetry::events_rejected("invalid", invalid);
     if batch.is_empty() {
         let answer = serde_json::to_value(&answer).expect("serializable");
         return Err(ApiError::NoValidEvents { answer });
@@ -204,16 +216,17 @@ pub async fn ingest(
             return Err(ApiError::RateLimited(limited));
         }
     }
-    let duplicates = match state.ingest.submit(batch).await {
-        Ok(duplicates) => duplicates,
+    let outcome = match state.ingest.submit(batch).await {
+        Ok(outcome) => outcome,
         Err(err) => {
             telemetry::events_rejected(err.code(), submitted);
             return Err(err.into());
         }
     };
-    answer.duplicates = duplicates.len();
-    answer.accepted = submitted - duplicates.len();
-    telemetry::events_ingested(answer.accepted, answer.duplicates);
+    answer.duplicates = outcome.duplicates;
+    answer.conflicts = outcome.conflicts;
+    answer.accepted = submitted - outcome.duplicates - outcome.conflicts;
+    telemetry::events_ingested(answer.accepted, answer.duplicates, answer.conflicts);
     Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response())
 }
 

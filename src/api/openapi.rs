@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::Value;
-use utoipa::openapi::schema::{AnyOfBuilder, Schema};
+use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{OpenApi, PartialSchema, ToResponse, ToSchema};
 use utoipa_swagger_ui::Config;
@@ -133,7 +133,7 @@ pub struct ErrorBody {
 #[derive(ToSchema)]
 #[schema(examples(json!({
     "error": "no_valid_events", "message": "no event in the request is valid",
-    "accepted": 0, "duplicates": 0, "ids": [null],
+    "accepted": 0, "duplicates": 0, "conflicts": 0, "ids": [null],
     "errors": [{"index": 0, "field": "colour", "message": "unknown field"}]
 })))]
 pub struct NoValidEvents {
@@ -177,25 +177,31 @@ impl ToSchema for IngestBadRequest {
     "type": "signup", "user_id": "u-42", "service": "auth", "metadata": {"plan": "pro"}
 })))]
 pub struct NewEvent {
-    /// 1–100 characters. Required, except that an event with `service` and `message` and no
-    /// type gets the type `log`.
+    /// 1–100 characters, not blank (only whitespace), without control characters
+    /// (U+0000–U+001F, U+007F–U+009F) or bidirectional overrides and isolates
+    /// (U+202A–U+202E, U+2066–U+2069). Required, except that an event with `service` and
+    /// `message` and no type gets the type `log`.
     #[serde(rename = "type")]
     #[schema(required = false, min_length = 1, max_length = 100)]
     pub kind: String,
-    /// Absent: the time of receipt. More than 24 hours ahead: invalid.
+    /// Absent: the time of receipt. More than 24 hours ahead, or older than the retention:
+    /// invalid.
     #[schema(required = false)]
     pub timestamp: Time,
-    #[schema(required = false, max_length = 100)]
+    /// Not blank (leave it out or send null when there is none), and no control or
+    /// bidirectional formatting characters, as for `type`.
+    #[schema(required = false, min_length = 1, max_length = 100)]
     pub service: String,
-    #[schema(required = false, max_length = 256)]
-    pub user_id: String,
+    #[schema(required = false)]
+    pub user_id: UserId,
     #[schema(required = false, max_length = 2000)]
     pub message: String,
     /// Any JSON object up to 16 KiB, nested at most 10 deep; returned exactly as sent.
     #[schema(required = false, value_type = Object)]
     pub metadata: Value,
     /// An idempotency key, 1–128 characters: an event whose `id` was accepted in the last
-    /// `--dedup-window` is counted in `duplicates` and not stored again.
+    /// `--dedup-window` is not stored again, and counted in `duplicates` (the same content)
+    /// or `conflicts` (other content; the first version stays).
     #[schema(required = false, min_length = 1, max_length = 128)]
     pub id: String,
     /// Another spelling of `type`.
@@ -209,12 +215,12 @@ pub struct NewEvent {
     #[schema(required = false, min_length = 1, max_length = 100)]
     pub event: String,
     /// Another spelling of `service`.
-    #[schema(required = false, max_length = 100)]
+    #[schema(required = false, min_length = 1, max_length = 100)]
     pub source: String,
     /// Another spelling of `user_id`.
     #[serde(rename = "userId")]
-    #[schema(required = false, max_length = 256)]
-    pub user_id_camel: String,
+    #[schema(required = false)]
+    pub user_id_camel: UserId,
     /// Another spelling of `metadata`.
     #[schema(required = false, value_type = Object)]
     pub properties: Value,
@@ -229,6 +235,32 @@ pub enum Time {
     Rfc3339(String),
     Epoch(f64),
 }
+
+/// A user id as sent: a string, or an integer (older systems send numbers).
+pub struct UserId;
+
+impl PartialSchema for UserId {
+    // By hand: the derive puts no length limit on one variant of an untagged enum.
+    fn schema() -> RefOr<Schema> {
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(256)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::Integer))
+            .description(Some(
+                "A string of at most 256 characters without control or bidirectional \
+                formatting characters (as for `type`), or an integer of at most 64 bits, \
+                stored as its decimal string (`42` is stored, returned and found as `\"42\"`). \
+                Other numbers (with a fraction or an exponent) are invalid: send them as \
+                strings.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for UserId {}
 
 /// The body of `POST /events` as JSON: one event or an array of them (at most 10,000).
 #[derive(ToSchema)]

@@ -16,6 +16,9 @@ pub struct NewEvent {
     pub kind: String,
     /// Event time in UTC epoch milliseconds (the time of receipt when the client sent none).
     pub timestamp_ms: i64,
+    /// Whether the client sent the timestamp: one it did not send differs on a retry, so it
+    /// is not part of what makes a retry the same event (see [`crate::ingest::dedup`]).
+    pub timestamp_sent: bool,
     pub service: Option<String>,
     pub user_id: Option<String>,
     pub message: Option<String>,

@@ -26,8 +26,9 @@ pub const MAX_FUTURE_MS: i64 = 24 * 60 * 60 * 1000;
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// Why one event was refused. `field` is the key as the client wrote it (an alias such as
-/// `eventType` stays so), or "" when the error is about the whole event.
+/// One reason an event was refused (an event may have several). `field` is the key as the
+/// client wrote it (an alias such as `eventType` stays so), or "" when the error is about the
+/// whole event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     pub field: String,
@@ -94,36 +95,60 @@ impl fmt::Display for BodyError {
 
 impl std::error::Error for BodyError {}
 
+/// A valid event, or every reason it is invalid (at least one): structural problems (unknown,
+/// repeated or conflicting keys) in document order, then the fields' own, in the order of
+/// [`NewEvent`]'s fields. All of them, so that a client can fix an event in one pass.
+pub type EventResult = Result<NewEvent, Vec<FieldError>>;
+
 /// One event's outcome. `index` is its position in the array, or its line number (from 0)
 /// in NDJSON.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
     pub index: usize,
-    pub result: Result<NewEvent, FieldError>,
+    pub result: EventResult,
 }
 
-/// Splits and parses a body. `now_ms`: the time of receipt (injected clock), used as the
-/// default timestamp and for the future check.
+/// What timestamps are checked against, fixed once per request.
+#[derive(Clone, Copy)]
+pub struct TimeBounds<'a> {
+    /// The time of receipt (injected clock): the timestamp of an event that has none, and
+    /// where "more than 24 h in the future" is counted from.
+    pub now_ms: i64,
+    /// Older timestamps are refused (the retention would delete them at once), with the
+    /// message `too_old` gives: made only for an event refused, not for every request.
+    pub oldest_ms: i64,
+    pub too_old: &'a (dyn Fn() -> String + Sync),
+}
+
+/// Splits and parses a body.
 ///
 /// The caller has already limited `body` to [`MAX_BODY_BYTES`].
-pub fn parse_body(body: &[u8], format: BodyFormat, now_ms: i64) -> Result<Vec<Item>, BodyError> {
+pub fn parse_body(
+    body: &[u8],
+    format: BodyFormat,
+    bounds: &TimeBounds<'_>,
+) -> Result<Vec<Item>, BodyError> {
     let (body, bom_len) = match body.strip_prefix(BOM) {
         Some(rest) => (rest, BOM.len()),
         None => (body, 0),
     };
     match format {
-        BodyFormat::Json => parse_json_body(body, bom_len, now_ms),
-        BodyFormat::Ndjson => parse_ndjson_body(body, now_ms),
+        BodyFormat::Json => parse_json_body(body, bom_len, bounds),
+        BodyFormat::Ndjson => parse_ndjson_body(body, bounds),
     }
 }
 
 /// Parses one JSON value's text as an event (the text is known to be syntactically valid
 /// JSON; if it is not, that is reported as an invalid event).
-pub fn parse_event(raw: &str, now_ms: i64) -> Result<NewEvent, FieldError> {
-    parse_event_text(raw, now_ms).unwrap_or_else(|e| Err(invalid_json(&e)))
+pub fn parse_event(raw: &str, bounds: &TimeBounds<'_>) -> EventResult {
+    parse_event_text(raw, bounds).unwrap_or_else(|e| Err(vec![invalid_json(&e)]))
 }
 
-fn parse_json_body(body: &[u8], bom_len: usize, now_ms: i64) -> Result<Vec<Item>, BodyError> {
+fn parse_json_body(
+    body: &[u8],
+    bom_len: usize,
+    bounds: &TimeBounds<'_>,
+) -> Result<Vec<Item>, BodyError> {
     // Validating up front lets serde_json take the faster `&str` path and borrow strings.
     let text = std::str::from_utf8(body).map_err(|e| {
         let (line, column) = position_of(body, e.valid_up_to(), bom_len);
@@ -134,7 +159,7 @@ fn parse_json_body(body: &[u8], bom_len: usize, now_ms: i64) -> Result<Vec<Item>
         }
     })?;
     if first_non_whitespace(text) != Some(b'[') {
-        let result = parse_event_text(text, now_ms).map_err(|e| malformed(&e, bom_len))?;
+        let result = parse_event_text(text, bounds).map_err(|e| malformed(&e, bom_len))?;
         return Ok(vec![Item { index: 0, result }]);
     }
 
@@ -159,7 +184,7 @@ fn parse_json_body(body: &[u8], bom_len: usize, now_ms: i64) -> Result<Vec<Item>
         .enumerate()
         .map(|(index, raw)| Item {
             index,
-            result: parse_event(raw.get(), now_ms),
+            result: parse_event(raw.get(), bounds),
         })
         .collect())
 }
@@ -190,7 +215,7 @@ impl<'de> Visitor<'de> for ElementsVisitor<'_> {
     }
 }
 
-fn parse_ndjson_body(body: &[u8], now_ms: i64) -> Result<Vec<Item>, BodyError> {
+fn parse_ndjson_body(body: &[u8], bounds: &TimeBounds<'_>) -> Result<Vec<Item>, BodyError> {
     let lines = || {
         body.split(|&b| b == b'\n')
             .enumerate()
@@ -206,32 +231,32 @@ fn parse_ndjson_body(body: &[u8], now_ms: i64) -> Result<Vec<Item>, BodyError> {
     let mut items = Vec::with_capacity(count);
     items.extend(lines().map(|(index, line)| Item {
         index,
-        result: parse_ndjson_line(line.strip_suffix(b"\r").unwrap_or(line), now_ms),
+        result: parse_ndjson_line(line.strip_suffix(b"\r").unwrap_or(line), bounds),
     }));
     Ok(items)
 }
 
-fn parse_ndjson_line(line: &[u8], now_ms: i64) -> Result<NewEvent, FieldError> {
+fn parse_ndjson_line(line: &[u8], bounds: &TimeBounds<'_>) -> EventResult {
     let text = std::str::from_utf8(line).map_err(|e| {
-        FieldError::whole(format!("invalid UTF-8 at column {}", e.valid_up_to() + 1))
+        vec![FieldError::whole(format!(
+            "invalid UTF-8 at column {}",
+            e.valid_up_to() + 1
+        ))]
     })?;
-    parse_event(text, now_ms)
+    parse_event(text, bounds)
 }
 
 /// Parses one event, checking the JSON syntax in the same pass: the outer error is a syntax
 /// error, the inner one an invalid event.
-fn parse_event_text(
-    text: &str,
-    now_ms: i64,
-) -> Result<Result<NewEvent, FieldError>, serde_json::Error> {
+fn parse_event_text(text: &str, bounds: &TimeBounds<'_>) -> Result<EventResult, serde_json::Error> {
     if first_non_whitespace(text) != Some(b'{') {
         serde_json::from_str::<IgnoredAny>(text)?;
-        return Ok(Err(FieldError::whole("event must be a JSON object")));
+        return Ok(Err(vec![FieldError::whole("event must be a JSON object")]));
     }
     let mut de = serde_json::Deserializer::from_str(text);
     let fields = de.deserialize_map(EventVisitor)?;
     de.end()?;
-    Ok(fields.into_event(now_ms))
+    Ok(fields.into_event(bounds))
 }
 
 fn first_non_whitespace(text: &str) -> Option<u8> {
@@ -373,7 +398,10 @@ impl<'de> DeserializeSeed<'de> for KeyVisitor {
 enum Val<'de> {
     Null,
     Str(Cow<'de, str>),
-    Num(f64),
+    /// A number JSON gives exactly as an integer (one that fits in 64 bits, signed or not).
+    Int(i128),
+    /// Any other number: with a fraction or an exponent, or beyond 64 bits.
+    Float(f64),
     /// A boolean, array or object where none is wanted.
     Other,
     /// Metadata: the exact text, checked later.
@@ -409,17 +437,16 @@ impl<'de> Visitor<'de> for ValVisitor {
         Ok(Val::Other)
     }
 
-    // Numbers beyond 2^53 lose precision as f64, but every such timestamp is out of range anyway.
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<Val<'de>, E> {
-        Ok(Val::Num(n as f64))
+        Ok(Val::Int(n.into()))
     }
 
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<Val<'de>, E> {
-        Ok(Val::Num(n as f64))
+        Ok(Val::Int(n.into()))
     }
 
     fn visit_f64<E: de::Error>(self, n: f64) -> Result<Val<'de>, E> {
-        Ok(Val::Num(n))
+        Ok(Val::Float(n))
     }
 
     fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Val<'de>, E> {
@@ -450,8 +477,19 @@ impl<'de> Visitor<'de> for ValVisitor {
 struct Fields<'de> {
     /// Per slot: the index into [`KEYS`] of the key that gave the value, and the value.
     values: [Option<(usize, Val<'de>)>; SLOTS],
-    /// The first structural problem (unknown, duplicate or conflicting key), in document order.
-    error: Option<FieldError>,
+    /// Structural problems (unknown, repeated or conflicting keys), in document order, each
+    /// once.
+    errors: Vec<FieldError>,
+}
+
+impl Fields<'_> {
+    fn structural(&mut self, error: FieldError) {
+        // The same error again (a key given thrice, an unknown key twice) is no other problem
+        // to fix.
+        if !self.errors.contains(&error) {
+            self.errors.push(error);
+        }
+    }
 }
 
 struct EventVisitor;
@@ -463,27 +501,25 @@ impl<'de> Visitor<'de> for EventVisitor {
         f.write_str("an event object")
     }
 
-    /// Reads every entry even after a problem is found, so that a syntax error later in the
-    /// text still wins: the caller must be able to tell broken JSON from a bad event.
+    /// Reads every entry, also after a problem: every problem is reported, and a syntax
+    /// error later in the text still wins (the caller must be able to tell broken JSON from
+    /// a bad event). Of a repeated key or of conflicting aliases, the first value is kept and
+    /// validated.
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
         let mut fields = Fields::default();
         let mut seen = 0u16;
         while let Some(key) = map.next_key_seed(KeyVisitor)? {
-            if fields.error.is_some() {
-                map.next_value::<IgnoredAny>()?;
-                continue;
-            }
             let k = match key {
                 Key::Known(k) => k,
                 Key::Unknown(name) => {
-                    fields.error = Some(FieldError::new(name, "unknown field"));
+                    fields.structural(FieldError::new(name, "unknown field"));
                     map.next_value::<IgnoredAny>()?;
                     continue;
                 }
             };
             let (name, slot) = KEYS[k];
             if seen & (1 << k) != 0 {
-                fields.error = Some(FieldError::new(name, "duplicate key"));
+                fields.structural(FieldError::new(name, "duplicate key"));
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
@@ -505,7 +541,7 @@ impl<'de> Visitor<'de> for EventVisitor {
                 Some((other, prev)) if !matches!(prev, Val::Null) => {
                     if !matches!(val, Val::Null) {
                         let message = format!("conflicts with \"{}\"", KEYS[*other].0);
-                        fields.error = Some(FieldError::new(name, message));
+                        fields.structural(FieldError::new(name, message));
                     }
                 }
                 _ => *entry = Some((k, val)),
@@ -513,6 +549,11 @@ impl<'de> Visitor<'de> for EventVisitor {
         }
         Ok(fields)
     }
+}
+
+/// Keeps a field's value, or records why it is invalid.
+fn valid<T>(errors: &mut Vec<FieldError>, result: Result<T, FieldError>) -> Option<T> {
+    result.map_err(|error| errors.push(error)).ok()
 }
 
 impl<'de> Fields<'de> {
@@ -528,37 +569,72 @@ impl<'de> Fields<'de> {
         matches!(&self.values[slot as usize], Some((_, v)) if !matches!(v, Val::Null))
     }
 
-    fn into_event(mut self, now_ms: i64) -> Result<NewEvent, FieldError> {
-        if let Some(e) = self.error.take() {
-            return Err(e);
-        }
+    /// Validates every field, collecting every error.
+    fn into_event(mut self, bounds: &TimeBounds<'_>) -> EventResult {
+        let mut errors = std::mem::take(&mut self.errors);
         let kind = match self.take(Slot::Type) {
-            Some(entry) => string(entry, 1, MAX_TYPE_CHARS)?,
+            Some(entry) => valid(&mut errors, kind(entry)),
             // The log shape: structured log lines carry no type of their own.
-            None if self.present(Slot::Service) && self.present(Slot::Message) => "log".to_owned(),
-            None => return Err(FieldError::new("type", "is required")),
+            None if self.present(Slot::Service) && self.present(Slot::Message) => {
+                Some("log".to_owned())
+            }
+            None => {
+                errors.push(FieldError::new("type", "is required"));
+                None
+            }
         };
-        let timestamp_ms = match self.take(Slot::Timestamp) {
-            None => now_ms,
-            Some((name, val)) => timestamp(val, now_ms).map_err(|m| FieldError::new(name, m))?,
+        let timestamp = match self.take(Slot::Timestamp) {
+            None => Some((bounds.now_ms, false)),
+            Some((name, val)) => valid(
+                &mut errors,
+                timestamp(val, bounds)
+                    .map(|ms| (ms, true))
+                    .map_err(|message| FieldError::new(name, message)),
+            ),
         };
-        let service = optional_string(self.take(Slot::Service), 0, MAX_SERVICE_CHARS)?;
-        let user_id = optional_string(self.take(Slot::UserId), 0, MAX_USER_ID_CHARS)?;
-        let message = optional_string(self.take(Slot::Message), 0, MAX_MESSAGE_CHARS)?;
-        let metadata = match self.take(Slot::Metadata) {
-            None => None,
-            Some((name, val)) => Some(metadata(val).map_err(|m| FieldError::new(name, m))?),
-        };
-        let id = optional_string(self.take(Slot::Id), 1, MAX_ID_CHARS)?;
-        Ok(NewEvent {
-            id,
-            kind,
-            timestamp_ms,
-            service,
-            user_id,
-            message,
-            metadata,
-        })
+        let service = valid(
+            &mut errors,
+            self.take(Slot::Service).map(service).transpose(),
+        );
+        let user_id = valid(
+            &mut errors,
+            self.take(Slot::UserId).map(user_id).transpose(),
+        );
+        let message = valid(
+            &mut errors,
+            optional_string(self.take(Slot::Message), 0, MAX_MESSAGE_CHARS),
+        );
+        let metadata = valid(
+            &mut errors,
+            self.take(Slot::Metadata)
+                .map(|(name, val)| metadata(val).map_err(|m| FieldError::new(name, m)))
+                .transpose(),
+        );
+        let id = valid(
+            &mut errors,
+            optional_string(self.take(Slot::Id), 1, MAX_ID_CHARS),
+        );
+        match (kind, timestamp, service, user_id, message, metadata, id) {
+            (
+                Some(kind),
+                Some((timestamp_ms, timestamp_sent)),
+                Some(service),
+                Some(user_id),
+                Some(message),
+                Some(metadata),
+                Some(id),
+            ) if errors.is_empty() => Ok(NewEvent {
+                id,
+                kind,
+                timestamp_ms,
+                timestamp_sent,
+                service,
+                user_id,
+                message,
+                metadata,
+            }),
+            _ => Err(errors),
+        }
     }
 }
 
@@ -592,10 +668,97 @@ fn string(
     Ok(s.into_owned())
 }
 
-fn timestamp(val: Val<'_>, now_ms: i64) -> Result<i64, String> {
+/// `type`: a name, and not blank (it is what events are counted and filtered by).
+fn kind(entry: (&'static str, Val<'_>)) -> Result<String, FieldError> {
+    let name = entry.0;
+    let kind = string(entry, 0, MAX_TYPE_CHARS)?;
+    visible_name(name, &kind)?;
+    not_blank(name, &kind, "must not be blank (empty or only whitespace)")?;
+    Ok(kind)
+}
+
+/// `service`: a name, and not blank either. An empty service is refused rather than taken
+/// as absent: either would silently change what the client meant, and the client can leave
+/// the field out (or send null) itself.
+fn service(entry: (&'static str, Val<'_>)) -> Result<String, FieldError> {
+    let name = entry.0;
+    let service = string(entry, 0, MAX_SERVICE_CHARS)?;
+    visible_name(name, &service)?;
+    not_blank(
+        name,
+        &service,
+        "must not be blank (empty or only whitespace): leave it out, or send null, when there is none",
+    )?;
+    Ok(service)
+}
+
+/// `user_id`: a name, or an integer (older systems send numbers), kept as its decimal text
+/// so that it is found by `?user_id=42` like the string "42".
+fn user_id((name, val): (&'static str, Val<'_>)) -> Result<String, FieldError> {
+    match val {
+        Val::Int(n) => Ok(n.to_string()),
+        // Its decimal text would not be what the client has: a fraction or an exponent
+        // has no single spelling, and beyond 64 bits JSON numbers lose digits.
+        Val::Float(_) => Err(FieldError::new(
+            name,
+            "must be a string or an integer (no fraction or exponent, at most 64 bits): send other numbers as strings",
+        )),
+        Val::Str(_) => {
+            let user_id = string((name, val), 0, MAX_USER_ID_CHARS)?;
+            visible_name(name, &user_id)?;
+            Ok(user_id)
+        }
+        _ => Err(FieldError::new(name, "must be a string or an integer")),
+    }
+}
+
+/// Refuses the characters that make a name (`type`, `service`, `user_id`) mean something
+/// else than it shows: control characters (C0 such as NUL and ESC, DEL, and C1, whose CSI
+/// acts as ESC `[` in some terminals) and bidirectional overrides and isolates (which
+/// reorder the text around them on screen). Names are filtered by, grouped by and shown;
+/// `message` and `metadata` are free text and keep anything.
+fn visible_name(name: &'static str, value: &str) -> Result<(), FieldError> {
+    // Printable ASCII, by far the common case, needs no decoding.
+    if value.bytes().all(|b| matches!(b, b' '..=b'~')) {
+        return Ok(());
+    }
+    let found = value.chars().enumerate().find_map(|(i, c)| {
+        if c.is_control() {
+            Some((i, c, "a control character"))
+        } else if matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            Some((i, c, "a bidirectional formatting character"))
+        } else {
+            None
+        }
+    });
+    match found {
+        None => Ok(()),
+        Some((i, c, what)) => Err(FieldError::new(
+            name,
+            format!(
+                "contains {what} (U+{:04X}) at position {}",
+                u32::from(c),
+                i + 1
+            ),
+        )),
+    }
+}
+
+/// Refuses a value with nothing but whitespace (Unicode's White_Space), or nothing at all.
+fn not_blank(name: &'static str, value: &str, message: &str) -> Result<(), FieldError> {
+    if value.trim().is_empty() {
+        return Err(FieldError::new(name, message));
+    }
+    Ok(())
+}
+
+fn timestamp(val: Val<'_>, bounds: &TimeBounds<'_>) -> Result<i64, String> {
     let ms = match val {
         Val::Str(s) => timefmt::parse_rfc3339_ms(&s)?,
-        Val::Num(n) => timefmt::epoch_number_to_ms(n)?,
+        // Integers beyond 2^53 lose precision as f64, but every such timestamp is out of
+        // range anyway.
+        Val::Int(n) => timefmt::epoch_number_to_ms(n as f64)?,
+        Val::Float(n) => timefmt::epoch_number_to_ms(n)?,
         _ => {
             return Err(
                 "must be an RFC 3339 string or a number of epoch seconds or milliseconds"
@@ -603,8 +766,11 @@ fn timestamp(val: Val<'_>, now_ms: i64) -> Result<i64, String> {
             )
         }
     };
-    if ms.saturating_sub(now_ms) > MAX_FUTURE_MS {
+    if ms.saturating_sub(bounds.now_ms) > MAX_FUTURE_MS {
         return Err("is more than 24 h in the future".to_owned());
+    }
+    if ms < bounds.oldest_ms {
+        return Err((bounds.too_old)());
     }
     Ok(ms)
 }
@@ -786,8 +952,21 @@ mod tests {
     /// 2024-06-01T00:00:00Z.
     const NOW: i64 = 1_717_200_000_000;
 
-    fn ev(json: &str) -> Result<NewEvent, FieldError> {
-        parse_event(json, NOW)
+    fn never() -> String {
+        unreachable!("no timestamp is before i64::MIN")
+    }
+
+    /// Received at `now_ms`, with no retention.
+    fn at(now_ms: i64) -> TimeBounds<'static> {
+        TimeBounds {
+            now_ms,
+            oldest_ms: i64::MIN,
+            too_old: &never,
+        }
+    }
+
+    fn ev(json: &str) -> EventResult {
+        parse_event(json, &at(NOW))
     }
 
     fn event(kind: &str) -> NewEvent {
@@ -795,6 +974,7 @@ mod tests {
             id: None,
             kind: kind.to_owned(),
             timestamp_ms: NOW,
+            timestamp_sent: false,
             service: None,
             user_id: None,
             message: None,
@@ -802,18 +982,26 @@ mod tests {
         }
     }
 
-    fn fail(field: &str, message: &str) -> Result<NewEvent, FieldError> {
-        Err(FieldError::new(field, message))
+    fn fail(field: &str, message: &str) -> EventResult {
+        fails(&[(field, message)])
+    }
+
+    /// Invalid, for these reasons in this order.
+    fn fails(errors: &[(&str, &str)]) -> EventResult {
+        Err(errors
+            .iter()
+            .map(|(field, message)| FieldError::new(*field, *message))
+            .collect())
     }
 
     /// Runs `(json, expected)` rows, naming the failing row.
-    fn check(rows: &[(&str, Result<NewEvent, FieldError>)]) {
+    fn check(rows: &[(&str, EventResult)]) {
         for (json, want) in rows {
             assert_eq!(&ev(json), want, "{json}");
         }
     }
 
-    fn with<F: FnOnce(&mut NewEvent)>(kind: &str, f: F) -> Result<NewEvent, FieldError> {
+    fn with<F: FnOnce(&mut NewEvent)>(kind: &str, f: F) -> EventResult {
         let mut e = event(kind);
         f(&mut e);
         Ok(e)
@@ -841,6 +1029,11 @@ mod tests {
         }
     }
 
+    const BLANK_TYPE: &str = "must not be blank (empty or only whitespace)";
+    const BLANK_SERVICE: &str = "must not be blank (empty or only whitespace): leave it out, or send null, when there is none";
+    const NOT_A_USER_ID: &str = "must be a string or an integer";
+    const INEXACT_USER_ID: &str = "must be a string or an integer (no fraction or exponent, at most 64 bits): send other numbers as strings";
+
     #[test]
     fn type_rules() {
         let a100 = "a".repeat(100);
@@ -854,13 +1047,19 @@ mod tests {
             (&obj(&[("type", json!(e100))]), Ok(event(&e100))),
             (
                 &obj(&[("type", json!("a".repeat(101)))]),
-                fail("type", "must be 1-100 characters"),
+                fail("type", "must be at most 100 characters"),
             ),
             (
                 &obj(&[("event", json!("😀".repeat(101)))]),
-                fail("event", "must be 1-100 characters"),
+                fail("event", "must be at most 100 characters"),
             ),
-            (r#"{"type":""}"#, fail("type", "must be 1-100 characters")),
+            (r#"{"type":""}"#, fail("type", BLANK_TYPE)),
+            (r#"{"type":" "}"#, fail("type", BLANK_TYPE)),
+            (
+                r#"{"eventType":"\u3000 \u00a0"}"#,
+                fail("eventType", BLANK_TYPE),
+            ),
+            (r#"{"type":" a "}"#, Ok(event(" a "))),
             (r#"{"type":5}"#, fail("type", "must be a string")),
             (
                 r#"{"eventType":true}"#,
@@ -901,7 +1100,10 @@ mod tests {
             (r#"{"service":"s","message":"m"}"#, log("s")),
             (r#"{"source":"s","message":"m"}"#, log("s")),
             (r#"{"type":null,"service":"s","message":"m"}"#, log("s")),
-            (r#"{"service":"","message":"m"}"#, log("")),
+            (
+                r#"{"service":"","message":"m"}"#,
+                fail("service", BLANK_SERVICE),
+            ),
             (
                 r#"{"service":1,"message":"m"}"#,
                 fail("service", "must be a string"),
@@ -917,13 +1119,18 @@ mod tests {
 
     #[test]
     fn timestamp_rules() {
-        let at = |ms: i64| with("a", |e| e.timestamp_ms = ms);
+        let at = |ms: i64| {
+            with("a", |e| {
+                e.timestamp_ms = ms;
+                e.timestamp_sent = true;
+            })
+        };
         let bad_rfc = "must be an RFC 3339 date-time with offset, e.g. 2024-01-15T10:30:00Z";
         let wrong_type = "must be an RFC 3339 string or a number of epoch seconds or milliseconds";
         let future = "is more than 24 h in the future";
         check(&[
-            (r#"{"type":"a"}"#, at(NOW)),
-            (r#"{"type":"a","timestamp":null}"#, at(NOW)),
+            (r#"{"type":"a"}"#, Ok(event("a"))),
+            (r#"{"type":"a","timestamp":null}"#, Ok(event("a"))),
             (
                 r#"{"type":"a","timestamp":"2024-01-15T10:30:00Z"}"#,
                 at(1_705_314_600_000),
@@ -1001,7 +1208,10 @@ mod tests {
             "1700000000",
         ] {
             let json = obj(&[("type", json!("a")), ("timestamp", json!(text))]);
-            let err = ev(&json).unwrap_err();
+            let errors = ev(&json).unwrap_err();
+            let [err] = &errors[..] else {
+                panic!("{json}: {errors:?}")
+            };
             assert_eq!(err.field, "timestamp", "{json}");
             assert!(err.message.starts_with(bad_rfc), "{json}: {err}");
         }
@@ -1023,6 +1233,11 @@ mod tests {
             } else {
                 format!("must be at most {limit} characters")
             };
+            let not_a_string = if field == "user_id" {
+                NOT_A_USER_ID
+            } else {
+                "must be a string"
+            };
             for key in [field, alias] {
                 check(&[
                     (
@@ -1034,8 +1249,8 @@ mod tests {
                         fail(key, &message),
                     ),
                     (
-                        &obj(&[("type", json!("a")), (key, json!(7))]),
-                        fail(key, "must be a string"),
+                        &obj(&[("type", json!("a")), (key, json!(true))]),
+                        fail(key, not_a_string),
                     ),
                     (
                         &obj(&[("type", json!("a")), (key, Value::Null)]),
@@ -1044,10 +1259,10 @@ mod tests {
                 ]);
             }
             let empty = obj(&[("type", json!("a")), (field, json!(""))]);
-            if field == "id" {
-                assert_eq!(ev(&empty), fail("id", &message));
-            } else {
-                assert_eq!(ev(&empty), with("a", |e| set(e, String::new())), "{empty}");
+            match field {
+                "id" => assert_eq!(ev(&empty), fail("id", &message)),
+                "service" => assert_eq!(ev(&empty), fail("service", BLANK_SERVICE)),
+                _ => assert_eq!(ev(&empty), with("a", |e| set(e, String::new())), "{empty}"),
             }
         };
         max("service", "source", 100);
@@ -1067,27 +1282,221 @@ mod tests {
                 r#"{"type":"a","source":null,"service":"s"}"#,
                 with("a", |e| e.service = Some("s".to_owned())),
             ),
+            (
+                r#"{"type":"a","service":7}"#,
+                fail("service", "must be a string"),
+            ),
+            (
+                r#"{"type":"a","message":7}"#,
+                fail("message", "must be a string"),
+            ),
+            (r#"{"type":"a","id":7}"#, fail("id", "must be a string")),
+            (
+                r#"{"type":"a","source":" \t"}"#,
+                fail(
+                    "source",
+                    "contains a control character (U+0009) at position 2",
+                ),
+            ),
+            (
+                r#"{"type":"a","service":"\u2003"}"#,
+                fail("service", BLANK_SERVICE),
+            ),
+            (
+                r#"{"type":"a","service":" s "}"#,
+                with("a", |e| e.service = Some(" s ".to_owned())),
+            ),
+            (
+                r#"{"type":"a","user_id":" "}"#,
+                with("a", |e| e.user_id = Some(" ".to_owned())),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn numeric_user_ids_are_kept_as_their_decimal_text() {
+        let user = |u: &str| with("a", |e| e.user_id = Some(u.to_owned()));
+        check(&[
+            (r#"{"type":"a","user_id":42}"#, user("42")),
+            (r#"{"type":"a","userId":0}"#, user("0")),
+            (r#"{"type":"a","userId":-7}"#, user("-7")),
+            (
+                r#"{"type":"a","user_id":9007199254740993}"#,
+                user("9007199254740993"),
+            ),
+            (
+                r#"{"type":"a","user_id":18446744073709551615}"#,
+                user("18446744073709551615"),
+            ),
+            (
+                r#"{"type":"a","user_id":-9223372036854775808}"#,
+                user("-9223372036854775808"),
+            ),
+            (
+                r#"{"type":"a","user_id":18446744073709551616}"#,
+                fail("user_id", INEXACT_USER_ID),
+            ),
+            (
+                r#"{"type":"a","user_id":4.5}"#,
+                fail("user_id", INEXACT_USER_ID),
+            ),
+            (
+                r#"{"type":"a","userId":1.0}"#,
+                fail("userId", INEXACT_USER_ID),
+            ),
+            (
+                r#"{"type":"a","user_id":1e3}"#,
+                fail("user_id", INEXACT_USER_ID),
+            ),
+            (
+                r#"{"type":"a","user_id":[1]}"#,
+                fail("user_id", NOT_A_USER_ID),
+            ),
+            (
+                r#"{"type":"a","user_id":{}}"#,
+                fail("user_id", NOT_A_USER_ID),
+            ),
+            // A number and a string of one alias pair still conflict.
+            (
+                r#"{"type":"a","user_id":1,"userId":"1"}"#,
+                fail("userId", "conflicts with \"user_id\""),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn names_refuse_control_and_bidirectional_formatting_characters() {
+        let control = |field: &str, code: &str, position: usize| {
+            fail(
+                field,
+                &format!("contains a control character (U+{code}) at position {position}"),
+            )
+        };
+        let bidi = |field: &str, code: &str, position: usize| {
+            fail(field, &format!("contains a bidirectional formatting character (U+{code}) at position {position}"))
+        };
+        check(&[
+            (r#"{"type":"\u0000"}"#, control("type", "0000", 1)),
+            (r#"{"type":"ab\u001b[31m"}"#, control("type", "001B", 3)),
+            (r#"{"event":"é😀\u0007"}"#, control("event", "0007", 3)),
+            (r#"{"type":"a\nb"}"#, control("type", "000A", 2)),
+            (r#"{"type":"a\u007f"}"#, control("type", "007F", 2)),
+            (r#"{"type":"a\u009b"}"#, control("type", "009B", 2)),
+            (r#"{"type":"\u202eevil"}"#, bidi("type", "202E", 1)),
+            (
+                r#"{"type":"a","service":"x\u202ay"}"#,
+                bidi("service", "202A", 2),
+            ),
+            (
+                r#"{"type":"a","source":"\u2066"}"#,
+                bidi("source", "2066", 1),
+            ),
+            (
+                r#"{"type":"a","user_id":"u\u2069"}"#,
+                bidi("user_id", "2069", 2),
+            ),
+            (
+                r#"{"type":"a","userId":"\u001b"}"#,
+                control("userId", "001B", 1),
+            ),
+            // The first such character is named.
+            (r#"{"type":"\u2067\u0000"}"#, bidi("type", "2067", 1)),
+            // Neighbours that are fine: other formatting characters, line separators.
+            (
+                r#"{"type":"a\u200e\u2028\u2065\u206a\u00a0\u00a1"}"#,
+                Ok(event("a\u{200e}\u{2028}\u{2065}\u{206a}\u{a0}\u{a1}")),
+            ),
         ]);
     }
 
     #[test]
     fn strings_are_kept_exactly_as_sent() {
-        let raw = " \t lead \"quoted\" back\\slash \u{0} \u{1f} é 😀 \u{2028} trail  ";
+        let name = " lead \"quoted\" back\\slash é 😀 \u{200b} trail  ";
+        let text = " \t lead \"quoted\" back\\slash \u{0} \u{1b} \u{1f} \u{7f} \u{202e} é 😀 \u{2028} trail  ";
         let json = obj(&[
-            ("type", json!(raw)),
-            ("service", json!(raw)),
-            ("userId", json!(raw)),
-            ("message", json!(raw)),
-            ("id", json!(raw)),
+            ("type", json!(name)),
+            ("service", json!(name)),
+            ("userId", json!(name)),
+            ("message", json!(text)),
+            ("id", json!(text)),
         ]);
         let e = ev(&json).unwrap();
-        for got in [Some(e.kind), e.service, e.user_id, e.message, e.id] {
-            assert_eq!(got.as_deref(), Some(raw));
+        for got in [Some(e.kind), e.service, e.user_id] {
+            assert_eq!(got.as_deref(), Some(name));
+        }
+        for got in [e.message, e.id] {
+            assert_eq!(got.as_deref(), Some(text));
         }
         // Escapes that serde_json would not write itself.
         let e = ev(r#"{"type":"\u0041\/\ud83d\ude00","message":"a\nb"}"#).unwrap();
         assert_eq!(e.kind, "A/😀");
         assert_eq!(e.message.as_deref(), Some("a\nb"));
+    }
+
+    #[test]
+    fn every_error_of_an_event_is_reported() {
+        check(&[
+            (
+                r#"{"type":" ","timestamp":true,"service":"","user_id":1.5,"message":5,"metadata":[],"id":""}"#,
+                fails(&[
+                    ("type", BLANK_TYPE),
+                    (
+                        "timestamp",
+                        "must be an RFC 3339 string or a number of epoch seconds or milliseconds",
+                    ),
+                    ("service", BLANK_SERVICE),
+                    ("user_id", INEXACT_USER_ID),
+                    ("message", "must be a string"),
+                    ("metadata", "must be a JSON object"),
+                    ("id", "must be 1-128 characters"),
+                ]),
+            ),
+            // Structural problems first, in document order, each once; then the fields'.
+            (
+                r#"{"colour":1,"type":"\u001b","event":"b","type":"c","size":2,"colour":3,"type":"d","userId":true}"#,
+                fails(&[
+                    ("colour", "unknown field"),
+                    ("event", "conflicts with \"type\""),
+                    ("type", "duplicate key"),
+                    ("size", "unknown field"),
+                    (
+                        "type",
+                        "contains a control character (U+001B) at position 1",
+                    ),
+                    ("userId", NOT_A_USER_ID),
+                ]),
+            ),
+            (
+                r#"{"Type":"a","message":"m"}"#,
+                fails(&[("Type", "unknown field"), ("type", "is required")]),
+            ),
+        ]);
+    }
+
+    #[test]
+    fn timestamps_older_than_the_retention_are_refused() {
+        let oldest_ms = NOW - 1_000;
+        let too_old = || "is older than the retention".to_owned();
+        let bounds = TimeBounds {
+            now_ms: NOW,
+            oldest_ms,
+            too_old: &too_old,
+        };
+        let with_ts = |ts: i64| obj(&[("type", json!("a")), ("timestamp", json!(ts))]);
+        assert!(parse_event(&with_ts(oldest_ms), &bounds).is_ok());
+        assert_eq!(
+            parse_event(&with_ts(oldest_ms - 1), &bounds),
+            fail("timestamp", "is older than the retention")
+        );
+        assert!(parse_event(r#"{"type":"a"}"#, &bounds).is_ok());
+        // Reported with the event's other errors.
+        assert_eq!(
+            parse_event(r#"{"type":"","timestamp":0}"#, &bounds),
+            fails(&[
+                ("type", BLANK_TYPE),
+                ("timestamp", "is older than the retention")
+            ])
+        );
     }
 
     #[test]
@@ -1221,7 +1630,10 @@ mod tests {
         let whole = "event must be a JSON object";
         check(&[
             (r#"{"type":"a","foo":1}"#, fail("foo", "unknown field")),
-            (r#"{"Type":"a"}"#, fail("Type", "unknown field")),
+            (
+                r#"{"Type":"a"}"#,
+                fails(&[("Type", "unknown field"), ("type", "is required")]),
+            ),
             (r#"{"type":"a","":1}"#, fail("", "unknown field")),
             (r#"{"type":"a","type":"b"}"#, fail("type", "duplicate key")),
             (r#"{"type":"a","type":null}"#, fail("type", "duplicate key")),
@@ -1233,19 +1645,47 @@ mod tests {
                 r#"{"type":"a","metadata":{},"metadata":{}}"#,
                 fail("metadata", "duplicate key"),
             ),
-            // The first problem in document order wins.
-            (r#"{"foo":1,"type":5}"#, fail("foo", "unknown field")),
-            (r#"{"type":5,"foo":1}"#, fail("foo", "unknown field")),
-            (r#"{"bar":1,"foo":1}"#, fail("bar", "unknown field")),
-            ("[]", Err(FieldError::whole(whole))),
-            (r#"[{"type":"a"}]"#, Err(FieldError::whole(whole))),
-            (r#""x""#, Err(FieldError::whole(whole))),
-            ("null", Err(FieldError::whole(whole))),
-            ("12", Err(FieldError::whole(whole))),
+            // Every problem is reported: structural ones first, in document order.
+            (
+                r#"{"foo":1,"type":5}"#,
+                fails(&[("foo", "unknown field"), ("type", "must be a string")]),
+            ),
+            (
+                r#"{"type":5,"foo":1}"#,
+                fails(&[("foo", "unknown field"), ("type", "must be a string")]),
+            ),
+            (
+                r#"{"bar":1,"foo":1,"bar":2}"#,
+                fails(&[
+                    ("bar", "unknown field"),
+                    ("foo", "unknown field"),
+                    ("type", "is required"),
+                ]),
+            ),
+            (
+                r#"{"type":"a","type":"b","type":"c","id":"x","id":"y"}"#,
+                fails(&[("type", "duplicate key"), ("id", "duplicate key")]),
+            ),
+            (
+                r#"{"type":"a","event":"b","eventType":"c","service":"s","source":"t"}"#,
+                fails(&[
+                    ("event", "conflicts with \"type\""),
+                    ("eventType", "conflicts with \"type\""),
+                    ("source", "conflicts with \"service\""),
+                ]),
+            ),
+            ("[]", fail("", whole)),
+            (r#"[{"type":"a"}]"#, fail("", whole)),
+            (r#""x""#, fail("", whole)),
+            ("null", fail("", whole)),
+            ("12", fail("", whole)),
             (" \n{\"type\":\"a\"}\n ", Ok(event("a"))),
         ]);
         // Not JSON at all: parse_event's contract was broken, reported as an invalid event.
-        let err = ev(r#"{"type":"a""#).unwrap_err();
+        let errors = ev(r#"{"type":"a""#).unwrap_err();
+        let [err] = &errors[..] else {
+            panic!("{errors:?}")
+        };
         assert_eq!(err.field, "");
         assert!(err.message.starts_with("invalid JSON: EOF"), "{err}");
     }
@@ -1259,6 +1699,7 @@ mod tests {
                     id: None,
                     kind: "signup".to_owned(),
                     timestamp_ms: 1_700_000_000_000,
+                    timestamp_sent: true,
                     service: None,
                     user_id: Some("u1".to_owned()),
                     message: None,
@@ -1271,6 +1712,7 @@ mod tests {
                     id: None,
                     kind: "log".to_owned(),
                     timestamp_ms: 1_705_307_400_000, // 2024-01-15T08:30:00Z
+                    timestamp_sent: true,
                     service: Some("auth".to_owned()),
                     user_id: None,
                     message: Some("login ok".to_owned()),
@@ -1285,10 +1727,10 @@ mod tests {
     }
 
     fn body(text: &[u8], format: BodyFormat) -> Result<Vec<Item>, BodyError> {
-        parse_body(text, format, NOW)
+        parse_body(text, format, &at(NOW))
     }
 
-    fn item(index: usize, result: Result<NewEvent, FieldError>) -> Item {
+    fn item(index: usize, result: EventResult) -> Item {
         Item { index, result }
     }
 
@@ -1305,8 +1747,8 @@ mod tests {
             body(text, BodyFormat::Json),
             Ok(vec![
                 item(0, Ok(event("a"))),
-                item(1, fail("type", "must be 1-100 characters")),
-                item(2, Err(FieldError::whole("event must be a JSON object"))),
+                item(1, fail("type", BLANK_TYPE)),
+                item(2, fail("", "event must be a JSON object")),
                 item(3, fail("foo", "unknown field")),
                 item(4, with("b", |e| e.id = Some("k1".to_owned()))),
             ])
@@ -1332,17 +1774,11 @@ mod tests {
         assert_eq!(body(b" [ ] ", j), Ok(vec![]));
         assert_eq!(
             body(b"\"x\"", j),
-            Ok(vec![item(
-                0,
-                Err(FieldError::whole("event must be a JSON object"))
-            )])
+            Ok(vec![item(0, fail("", "event must be a JSON object"))])
         );
         assert_eq!(
             body(b"[[]]", j),
-            Ok(vec![item(
-                0,
-                Err(FieldError::whole("event must be a JSON object"))
-            )])
+            Ok(vec![item(0, fail("", "event must be a JSON object"))])
         );
     }
 
@@ -1436,11 +1872,11 @@ mod tests {
             {\"type\":\"d\"} {\"type\":\"e\"}\n\
             \x20 {\"type\":\"f\"}  \r\n";
         let items = body(text, BodyFormat::Ndjson).unwrap();
-        let got: Vec<(usize, Result<String, FieldError>)> = items
+        let got: Vec<(usize, Result<String, Vec<FieldError>>)> = items
             .into_iter()
             .map(|i| (i.index, i.result.map(|e| e.kind)))
             .collect();
-        let whole = |m: &str| Err(FieldError::whole(m));
+        let whole = |m: &str| Err(vec![FieldError::whole(m)]);
         assert_eq!(
             got,
             vec![
@@ -1449,7 +1885,7 @@ mod tests {
                     2,
                     whole("invalid JSON: EOF while parsing an object at column 11")
                 ),
-                (4, Err(FieldError::new("foo", "unknown field"))),
+                (4, Err(vec![FieldError::new("foo", "unknown field")])),
                 (5, whole("event must be a JSON object")),
                 (6, whole("invalid UTF-8 at column 10")),
                 (7, whole("invalid JSON: key must be a string at column 11")),
@@ -1575,7 +2011,7 @@ mod tests {
             prop_assert_eq!(items.len(), objects.len());
             // Each NDJSON line gives the same result as the same text in an array.
             for (i, item) in items.iter().enumerate() {
-                prop_assert_eq!(&item.result, &parse_event(&objects[i], NOW));
+                prop_assert_eq!(&item.result, &parse_event(&objects[i], &at(NOW)));
             }
         }
 
@@ -1588,12 +2024,13 @@ mod tests {
         }
     }
 
-    /// How a generated event spells its timestamp, and the milliseconds it means.
-    fn arb_timestamp() -> impl Strategy<Value = (Option<Value>, i64)> {
+    /// How a generated event spells its timestamp, the milliseconds it means, and whether
+    /// it counts as sent.
+    fn arb_timestamp() -> impl Strategy<Value = (Option<Value>, i64, bool)> {
         let latest = NOW + MAX_FUTURE_MS;
         prop_oneof![
-            Just((None, NOW)),
-            Just((Some(Value::Null), NOW)),
+            Just((None, NOW, false)),
+            Just((Some(Value::Null), NOW, false)),
             (0..=latest, 0i128..1_000_000, -1439i32..=1439).prop_map(|(ms, nanos, minutes)| {
                 let offset = time::UtcOffset::from_whole_seconds(minutes * 60).unwrap();
                 let text = time::OffsetDateTime::from_unix_timestamp_nanos(
@@ -1603,28 +2040,70 @@ mod tests {
                 .to_offset(offset)
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap();
-                (Some(Value::String(text)), ms)
+                (Some(Value::String(text)), ms, true)
             }),
-            (100_000_000_000..=latest).prop_map(|ms| (Some(Value::from(ms)), ms)),
-            (0..=latest / 1000).prop_map(|s| (Some(Value::from(s)), s * 1000)),
+            (100_000_000_000..=latest).prop_map(|ms| (Some(Value::from(ms)), ms, true)),
+            (0..=latest / 1000).prop_map(|s| (Some(Value::from(s)), s * 1000, true)),
             (0..=latest / 1000, 0i64..1000).prop_map(|(s, frac)| {
                 let n = s as f64 + frac as f64 / 1000.0;
-                (Some(json!(n)), s * 1000 + frac)
+                (Some(json!(n)), s * 1000 + frac, true)
             }),
         ]
+    }
+
+    /// A character a name (`type`, `service`, `user_id`) may hold: mapped rather than
+    /// filtered, as filtering long names would reject too many cases.
+    fn arb_name_char() -> impl Strategy<Value = char> {
+        arb_char().prop_map(|c| {
+            let forbidden =
+                c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if forbidden {
+                '_'
+            } else {
+                c
+            }
+        })
+    }
+
+    /// A name of `len` characters, blank or not.
+    fn arb_name(len: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = String> {
+        prop::collection::vec(arb_name_char(), len).prop_map(|cs| cs.into_iter().collect())
+    }
+
+    fn arb_non_blank_name(max: usize) -> impl Strategy<Value = String> {
+        arb_name(1..=max).prop_map(|mut s| {
+            if s.trim().is_empty() {
+                let first = s.chars().next().map_or(0, char::len_utf8);
+                s.replace_range(..first, "n");
+            }
+            s
+        })
+    }
+
+    /// A value as sent and as stored.
+    fn sent_as_is(s: String) -> (Value, String) {
+        (Value::String(s.clone()), s)
     }
 
     /// An optional field: absent, null, or a value (with the alias to write it under).
     fn arb_optional(
         aliases: &'static [&'static str],
-        len: std::ops::RangeInclusive<usize>,
-    ) -> impl Strategy<Value = (&'static str, Option<Option<String>>)> {
+        value: impl Strategy<Value = (Value, String)>,
+    ) -> impl Strategy<Value = (&'static str, Option<Option<(Value, String)>>)> {
         let value = prop_oneof![
             1 => Just(None),
             1 => Just(Some(None)),
-            4 => arb_text(len).prop_map(|s| Some(Some(s))),
+            4 => value.prop_map(|v| Some(Some(v))),
         ];
         (prop::sample::select(aliases), value)
+    }
+
+    fn arb_user_id() -> impl Strategy<Value = (Value, String)> {
+        prop_oneof![
+            3 => arb_name(0..=256).prop_map(sent_as_is),
+            1 => any::<i64>().prop_map(|n| (Value::from(n), n.to_string())),
+            1 => any::<u64>().prop_map(|n| (Value::from(n), n.to_string())),
+        ]
     }
 
     fn arb_metadata() -> impl Strategy<Value = Map<String, Value>> {
@@ -1639,45 +2118,47 @@ mod tests {
         fn arb_valid_event()(
             kind in (
                 prop::sample::select(&["type", "eventType", "event_type", "event"][..]),
-                prop::option::weighted(0.8, arb_text(1..=100)),
+                prop::option::weighted(0.8, arb_non_blank_name(MAX_TYPE_CHARS)),
             ),
             ts in arb_timestamp(),
-            service in arb_optional(&["service", "source"], 0..=100),
-            user_id in arb_optional(&["user_id", "userId"], 0..=256),
-            message in arb_optional(&["message"], 0..=2000),
-            id in arb_optional(&["id"], 1..=128),
+            service in arb_optional(
+                &["service", "source"],
+                arb_non_blank_name(MAX_SERVICE_CHARS).prop_map(sent_as_is),
+            ),
+            user_id in arb_optional(&["user_id", "userId"], arb_user_id()),
+            message in arb_optional(&["message"], arb_text(0..=2000).prop_map(sent_as_is)),
+            id in arb_optional(&["id"], arb_text(1..=128).prop_map(sent_as_is)),
             metadata in (
                 prop::sample::select(&["metadata", "properties"][..]),
                 prop::option::of(prop::option::of(arb_metadata())),
             ),
         ) -> (String, NewEvent) {
             let mut map = Map::new();
-            let mut put = |(key, v): (&str, Option<Option<String>>)| {
-                if let Some(v) = &v {
-                    map.insert(key.to_owned(), v.clone().map_or(Value::Null, Value::String));
-                }
-                v.flatten()
+            let mut put = |(key, v): (&str, Option<Option<(Value, String)>>)| {
+                let v = v?;
+                map.insert(key.to_owned(), v.as_ref().map_or(Value::Null, |(sent, _)| sent.clone()));
+                v.map(|(_, stored)| stored)
             };
             let (kind_key, kind) = kind;
             // Without a type, the event takes the log shape.
             let log = kind.is_none();
             let service = match (log, service) {
-                (true, (key, None | Some(None))) => (key, Some(Some("svc".to_owned()))),
+                (true, (key, None | Some(None))) => (key, Some(Some(sent_as_is("svc".to_owned())))),
                 (_, s) => s,
             };
             let message = match (log, message) {
-                (true, (key, None | Some(None))) => (key, Some(Some(String::new()))),
+                (true, (key, None | Some(None))) => (key, Some(Some(sent_as_is(String::new())))),
                 (_, m) => m,
             };
             let kind = match kind {
-                Some(k) => put((kind_key, Some(Some(k)))).unwrap(),
+                Some(k) => put((kind_key, Some(Some(sent_as_is(k))))).unwrap(),
                 None => "log".to_owned(),
             };
             let service = put(service);
             let user_id = put(user_id);
             let message = put(message);
             let id = put(id);
-            let (ts_value, timestamp_ms) = ts;
+            let (ts_value, timestamp_ms, timestamp_sent) = ts;
             if let Some(v) = ts_value {
                 map.insert("timestamp".to_owned(), v);
             }
@@ -1695,20 +2176,85 @@ mod tests {
                     Some(text)
                 }
             };
-            let event = NewEvent { id, kind, timestamp_ms, service, user_id, message, metadata };
+            let event = NewEvent {
+                id,
+                kind,
+                timestamp_ms,
+                timestamp_sent,
+                service,
+                user_id,
+                message,
+                metadata,
+            };
             (Value::Object(map).to_string(), event)
         }
     }
 
+    /// Per slot, in the order errors are reported: its aliases, a value that breaks it, and
+    /// the error that value gets.
+    const BREAKERS: [(&[&str], &str, &str); SLOTS] = [
+        (
+            &["type", "eventType", "event_type", "event"],
+            r#"" ""#,
+            BLANK_TYPE,
+        ),
+        (
+            &["timestamp"],
+            "true",
+            "must be an RFC 3339 string or a number of epoch seconds or milliseconds",
+        ),
+        (&["service", "source"], r#""""#, BLANK_SERVICE),
+        (&["user_id", "userId"], "1.5", INEXACT_USER_ID),
+        (&["message"], "5", "must be a string"),
+        (&["metadata", "properties"], "[]", "must be a JSON object"),
+        (&["id"], r#""""#, "must be 1-128 characters"),
+    ];
+
     proptest! {
         #[test]
         fn valid_events_parse_back((text, want) in arb_valid_event()) {
-            prop_assert_eq!(parse_event(&text, NOW), Ok(want.clone()));
+            prop_assert_eq!(parse_event(&text, &at(NOW)), Ok(want.clone()));
             let items = body(text.as_bytes(), BodyFormat::Ndjson).unwrap();
             prop_assert_eq!(items, vec![item(0, Ok(want.clone()))]);
             let array = format!("[{text},{text}]");
             let items = body(array.as_bytes(), BodyFormat::Json).unwrap();
             prop_assert_eq!(items, vec![item(0, Ok(want.clone())), item(1, Ok(want))]);
+        }
+
+        /// Breaking any fields of a valid event, and adding unknown ones, gets one error per
+        /// problem, all of them: unknown fields first, then the fields in their order.
+        #[test]
+        fn every_error_is_reported(
+            (text, _) in arb_valid_event(),
+            broken in prop::collection::vec(any::<bool>(), SLOTS),
+            unknown in 0usize..3,
+        ) {
+            let Value::Object(mut map) = serde_json::from_str(&text).unwrap() else {
+                unreachable!("an event is an object")
+            };
+            let mut want = Vec::new();
+            for i in 0..unknown {
+                // After every known key in the text, whether the map keeps insertion order
+                // or sorts.
+                let name = format!("zz{i}");
+                map.insert(name.clone(), json!(i));
+                want.push(FieldError::new(name, "unknown field"));
+            }
+            for ((aliases, value, message), broken) in BREAKERS.iter().zip(&broken) {
+                if !broken {
+                    continue;
+                }
+                let key = aliases.iter().find(|k| map.contains_key(**k)).unwrap_or(&aliases[0]);
+                map.insert(key.to_string(), serde_json::from_str(value).unwrap());
+                want.push(FieldError::new(*key, *message));
+            }
+            let text = Value::Object(map).to_string();
+            let got = parse_event(&text, &at(NOW));
+            if want.is_empty() {
+                prop_assert!(got.is_ok(), "{}: {:?}", text, got);
+            } else {
+                prop_assert_eq!(got, Err(want), "{}", text);
+            }
         }
     }
 }

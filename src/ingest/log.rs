@@ -314,6 +314,7 @@ mod tests {
                 id: Some(format!("id-{seq}")),
                 kind: "t".into(),
                 timestamp_ms: seq as i64,
+                timestamp_sent: true,
                 service: None,
                 user_id: None,
                 message: None,

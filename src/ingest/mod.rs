@@ -31,7 +31,9 @@ pub struct PreparedBatch {
 
 struct PreparedEvent {
     payload: Range<usize>,
-    client_id_hash: Option<u128>,
+    /// For an event with a client id: the id's hash and the content's
+    /// ([`record::content_hash`]), computed here rather than on the single writer thread.
+    client: Option<(u128, u64)>,
 }
 
 impl PreparedBatch {
@@ -47,10 +49,15 @@ impl PreparedBatch {
     pub fn push(&mut self, event: &NewEvent, id: &str) {
         let start = self.payloads.len();
         record::encode_payload(&mut self.payloads, event, id, self.received_at_ms);
-        self.events.push(PreparedEvent {
-            payload: start..self.payloads.len(),
-            client_id_hash: event.id.as_deref().map(ids::client_id_hash),
+        let payload = start..self.payloads.len();
+        let client = event.id.as_deref().map(|id| {
+            let content = &self.payloads[payload.clone()];
+            (
+                ids::client_id_hash(id),
+                record::content_hash(content, id, event.timestamp_sent),
+            )
         });
+        self.events.push(PreparedEvent { payload, client });
     }
 
     pub fn len(&self) -> usize {
@@ -111,9 +118,14 @@ impl IngestError {
     }
 }
 
-/// What a commit did with a submission: positions (within it) of events that were
-/// duplicates of already accepted client ids, so not stored again.
-pub type CommitOutcome = Vec<usize>;
+/// What a commit did not store of a submission: events whose client id was accepted before.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CommitOutcome {
+    /// Repeats of an accepted event (same id, same content).
+    pub duplicates: usize,
+    /// Events with an accepted id but other content: the first version stays.
+    pub conflicts: usize,
+}
 
 pub(crate) struct Submission {
     batch: PreparedBatch,
@@ -277,7 +289,7 @@ impl Ingest {
         };
         inner.pending.fetch_sub(count, Ordering::AcqRel);
         // Duplicates are found by the workers' store (ids are unique there), not here.
-        published.map(|()| Vec::new())
+        published.map(|()| CommitOutcome::default())
     }
 
     /// Events committed (or queued) but not yet stored: what readiness and 429s look at.

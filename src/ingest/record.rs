@@ -5,6 +5,8 @@
 //! `[payload_len u32][crc32 u32][seq u64][payload]`, the CRC covering seq and payload, so a
 //! torn or corrupted tail is detected at recovery.
 
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
 use crate::event::{NewEvent, StoredEvent};
 
 /// Bytes before the payload in a frame: length, checksum, seq.
@@ -49,6 +51,28 @@ pub fn encode_payload(out: &mut Vec<u8>, event: &NewEvent, id: &str, received_at
         put_str(out, value);
     }
 }
+
+/// A 64-bit hash of what the client sent of the event `encode_payload` wrote as `payload`
+/// under the client id `id`: its type, service, user id, message and metadata text, and its
+/// timestamp only if the client sent one (otherwise it is the time of receipt, which a retry
+/// does not repeat). Never [`UNKNOWN_CONTENT`].
+pub fn content_hash(payload: &[u8], id: &str, timestamp_sent: bool) -> u64 {
+    // [timestamp 8][received_at 8][flags 1][id]: what follows is the client's, verbatim.
+    let fields = &payload[8 + 8 + 1 + 4 + id.len()..];
+    // The flags say which optional fields the rest holds, so that one field's value cannot
+    // pass for another's.
+    let mut seed = u64::from(payload[16]);
+    if timestamp_sent {
+        seed = xxh3_64_with_seed(&payload[..8], seed | 1 << 8);
+    }
+    match xxh3_64_with_seed(fields, seed) {
+        UNKNOWN_CONTENT => 1,
+        hash => hash,
+    }
+}
+
+/// The content hash of an event whose content is not known (one remembered from the store).
+pub const UNKNOWN_CONTENT: u64 = 0;
 
 /// Appends a complete frame for `payload` at position `seq` to `out`.
 pub fn write_frame(out: &mut Vec<u8>, seq: u64, payload: &[u8]) {
@@ -159,6 +183,7 @@ mod tests {
             id: id.map(str::to_owned),
             kind: "signup".into(),
             timestamp_ms: 1_700_000_000_123,
+            timestamp_sent: true,
             service: None,
             user_id: Some("u-\u{e9}".into()),
             message: Some(String::new()),
@@ -205,6 +230,46 @@ mod tests {
             None,
             "server ids are not client ids"
         );
+    }
+
+    #[test]
+    fn content_hashes_cover_what_the_client_sent_and_only_that() {
+        let hash = |event: &NewEvent, id: &str, received_at_ms: i64| {
+            let mut payload = Vec::new();
+            encode_payload(&mut payload, event, id, received_at_ms);
+            content_hash(&payload, id, event.timestamp_sent)
+        };
+        let sent = sample(Some("c"));
+        let base = hash(&sent, "c", 1);
+        assert_ne!(base, UNKNOWN_CONTENT);
+        // Not the receipt time, nor (being the same on a hit) the id.
+        assert_eq!(hash(&sent, "c", 2), base);
+        assert_eq!(hash(&sent, "another", 1), base);
+        let mut unsent = sent.clone();
+        unsent.timestamp_sent = false;
+        let without_timestamp = hash(&unsent, "c", 1);
+        assert_ne!(without_timestamp, base);
+        unsent.timestamp_ms += 1;
+        assert_eq!(
+            hash(&unsent, "c", 1),
+            without_timestamp,
+            "a timestamp the client did not send is not its content"
+        );
+        let changed: [fn(&mut NewEvent); 7] = [
+            |e| e.kind.push('!'),
+            |e| e.timestamp_ms += 1,
+            |e| e.service = Some(String::new()),
+            |e| e.user_id = None,
+            |e| e.message = None,
+            |e| e.metadata = Some(r#"{"a":1.5}"#.into()),
+            // The same text in another field.
+            |e| (e.user_id, e.service) = (None, e.user_id.take()),
+        ];
+        for (i, change) in changed.iter().enumerate() {
+            let mut other = sent.clone();
+            change(&mut other);
+            assert_ne!(hash(&other, "c", 1), base, "change {i}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The single log writer: group commit. It takes every submission waiting when it wakes,
-//! deduplicates client ids, assigns `seq`s, appends all their frames in one write (and one
-//! fdatasync with `--durability fsync`), then answers each submission and hands the committed
-//! frames to the live stream (without ever waiting for it).
+//! sets aside events whose client id was accepted before (duplicates and conflicts), assigns
+//! `seq`s, appends all their frames in one write (and one fdatasync with `--durability
+//! fsync`), then answers each submission and hands the committed frames to the live stream
+//! (without ever waiting for it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,9 +11,9 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use super::dedup::RecentIds;
+use super::dedup::{RecentIds, Seen};
 use super::log::LogWriter;
-use super::{record, Ingest, IngestError, IngestInner, Progress, Submission};
+use super::{record, CommitOutcome, Ingest, IngestError, IngestInner, Progress, Submission};
 use crate::clock::{Clock, SystemClock};
 use crate::health::Health;
 use crate::live::Publisher;
@@ -83,7 +84,7 @@ impl Writer {
     fn run(mut self) {
         let mut group: Vec<Submission> = Vec::new();
         let mut frames: Vec<u8> = Vec::with_capacity(1 << 20);
-        let mut duplicates: Vec<Vec<usize>> = Vec::new();
+        let mut outcomes: Vec<CommitOutcome> = Vec::new();
         let mut newly_remembered: Vec<u128> = Vec::new();
         while let Some(first) = self.receiver.blocking_recv() {
             let mut events = first.batch.len();
@@ -101,20 +102,29 @@ impl Writer {
             let first_seq = self.next_seq;
             for submission in &group {
                 let batch = &submission.batch;
-                let mut batch_duplicates = Vec::new();
-                for (position, event) in batch.events.iter().enumerate() {
-                    if let Some(hash) = event.client_id_hash {
-                        if !self.dedup.insert(hash, batch.received_at_ms) {
-                            batch_duplicates.push(position);
-                            continue;
+                let mut outcome = CommitOutcome::default();
+                for event in &batch.events {
+                    if let Some((id_hash, content_hash)) = event.client {
+                        match self
+                            .dedup
+                            .insert(id_hash, content_hash, batch.received_at_ms)
+                        {
+                            Seen::New => newly_remembered.push(id_hash),
+                            Seen::Duplicate => {
+                                outcome.duplicates += 1;
+                                continue;
+                            }
+                            Seen::Conflict => {
+                                outcome.conflicts += 1;
+                                continue;
+                            }
                         }
-                        newly_remembered.push(hash);
                     }
                     let payload = &batch.payloads[event.payload.clone()];
                     record::write_frame(&mut frames, self.next_seq, payload);
                     self.next_seq += 1;
                 }
-                duplicates.push(batch_duplicates);
+                outcomes.push(outcome);
             }
 
             let started = Instant::now();
@@ -140,8 +150,8 @@ impl Writer {
                         self.progress.set_indexed(last_seq);
                     }
                     self.progress.set_committed(last_seq);
-                    for (submission, dups) in group.drain(..).zip(duplicates.drain(..)) {
-                        let _ = submission.reply.send(Ok(dups));
+                    for (submission, outcome) in group.drain(..).zip(outcomes.drain(..)) {
+                        let _ = submission.reply.send(Ok(outcome));
                     }
                     // After `set_committed` (the live stream's no-gap argument relies on that
                     // order) and after the answers, which need not wait for a copy.
@@ -159,11 +169,11 @@ impl Writer {
                     if self.health.log_failed(err.to_string()) {
                         tracing::error!(error = %err, "appending to the durable log failed; answering 503 until it works again");
                     }
-                    for hash in &newly_remembered {
-                        self.dedup.remove(*hash);
+                    for hash in newly_remembered.iter().rev() {
+                        self.dedup.forget(*hash);
                     }
                     self.next_seq = first_seq;
-                    duplicates.clear();
+                    outcomes.clear();
                     for submission in group.drain(..) {
                         let _ = submission
                             .reply

@@ -298,6 +298,7 @@ mod tests {
                 id: None,
                 kind: kind.into(),
                 timestamp_ms: 0,
+                timestamp_sent: true,
                 service: service.map(str::to_owned),
                 user_id: None,
                 message: None,

@@ -249,6 +249,7 @@ impl Api {
         let body = resp.json();
         assert_eq!(body["accepted"], json!(events.len()), "answer: {body}");
         assert_eq!(body["duplicates"], json!(0), "answer: {body}");
+        assert_eq!(body["conflicts"], json!(0), "answer: {body}");
         assert_eq!(body["errors"], json!([]), "answer: {body}");
         let ids = body["ids"].as_array().expect("ids array");
         assert_eq!(ids.len(), events.len(), "answer: {body}");
@@ -753,8 +754,9 @@ pub enum Want {
 }
 
 /// Checks a POST /events answer against per-event expectations: status 202 (or 400 when no
-/// event is valid, with `error` and `message`), `accepted`, `duplicates` = 0, `ids` (null
-/// exactly for invalid events) and `errors` (one per invalid event, with its index and field).
+/// event is valid, with `error` and `message`), `accepted`, `duplicates` = `conflicts` = 0,
+/// `ids` (null exactly for invalid events) and `errors` (at least one per invalid event, each
+/// with its index and field).
 /// Returns the body.
 #[track_caller]
 pub fn check_batch(resp: &Resp, wants: &[Want]) -> Value {
@@ -768,6 +770,7 @@ pub fn check_batch(resp: &Resp, wants: &[Want]) -> Value {
     let n_ok = wants.iter().filter(|w| matches!(w, Want::Ok)).count();
     assert_eq!(body["accepted"], json!(n_ok), "accepted; answer: {body}");
     assert_eq!(body["duplicates"], json!(0), "duplicates; answer: {body}");
+    assert_eq!(body["conflicts"], json!(0), "conflicts; answer: {body}");
     let ids = body["ids"]
         .as_array()
         .unwrap_or_else(|| panic!("no ids array: {body}"));
@@ -832,6 +835,18 @@ pub fn check_batch(resp: &Resp, wants: &[Want]) -> Value {
         );
     }
     body
+}
+
+/// The value of the sample `name{labels}` (labels as rendered, in order) in the Prometheus
+/// exposition `text`.
+pub fn prometheus_sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// The ids of an answer (`null` entries as `None`).
