@@ -1,6 +1,7 @@
 // status.js: the Status panel, from GET /health/detailed every 2 seconds: ready or not (and
 // why), the ingest rate (events committed per second between two reads), how full the
-// ingest queue and the index backlog are, the store's and the log's health, the last error.
+// ingest queue and the backlog are, each component's health (the log or the queue, the
+// store, the indexer or the worker, retention...), the data on disk, the last error.
 
 import { formatBytes, formatCount, formatRate, getJSON } from './util.js';
 
@@ -53,17 +54,18 @@ function show(health) {
   const fill = share(queue.pending_events, queue.capacity);
   byId('status-queue-meter').value = fill;
   setText('status-queue', `${(fill * 100).toFixed(1)}% (${formatCount(queue.pending_events ?? 0)} of ${formatCount(queue.capacity ?? 0)})`);
-  const backlog = share(queue.index_backlog, queue.index_backlog_capacity);
+  const backlog = share(queue.backlog, queue.backlog_capacity);
   byId('status-backlog-meter').value = backlog;
-  setText('status-backlog', `${(backlog * 100).toFixed(1)}% (${formatCount(queue.index_backlog ?? 0)} events)`);
+  setText('status-backlog', `${(backlog * 100).toFixed(1)}% (${formatCount(queue.backlog ?? 0)} events)`);
+  byId('status-backlog').title = queue.backlog_is ?? '';
 
-  const store = health.store || {};
-  setText('status-store', `${store.status ?? '?'}${store.size_on_disk_bytes !== undefined ? `, ${formatBytes(store.size_on_disk_bytes)}` : ''}`);
-  setKind('status-store', store.status === 'ok' ? 'ok' : 'error');
-  const log = health.log || {};
-  setText('status-log', log.status ?? '?');
-  setKind('status-log', log.status === 'ok' ? 'ok' : 'error');
-  const lastError = store.last_error || log.last_error;
+  const components = Object.entries(health.components || {});
+  setText('status-components', components.map(([name, c]) => `${name} ${c.status}`).join(' · ') || '–');
+  const failing = components.some(([, c]) => c.status !== 'ok');
+  setKind('status-components', failing ? 'error' : 'ok');
+  const data = health.data;
+  setText('status-data', data ? formatBytes(data.size_on_disk_bytes) : 'none (a cluster keeps it in PostgreSQL and Redis)');
+  const lastError = components.map(([, c]) => c.last_error).find(Boolean);
   setText('status-error', lastError || 'none');
   setKind('status-error', lastError ? 'error' : 'ok');
 

@@ -186,7 +186,8 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTIDE_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
 
-    /// Where events are stored: `embedded` (SQLite under --data-dir) or a `postgres://` URL.
+    /// Where events are stored: `embedded` (SQLite under --data-dir), a `postgres://` URL, or
+    /// `null` (keep nothing: for benchmarks of acknowledging alone).
     #[arg(long, env = "EVENTIDE_STORE", default_value = "embedded", hide_env_values = true,
           value_parser = Redacting(parse_store))]
     pub store: StoreTarget,
@@ -223,10 +224,6 @@ pub struct ServeConfig {
     /// several deployments can share one Redis.
     #[arg(long, env = "EVENTIDE_QUEUE_PREFIX", default_value = "eventide")]
     pub queue_prefix: String,
-
-    /// Benchmark aid: acknowledge events without storing them.
-    #[arg(long, hide = true)]
-    pub null_store: bool,
 }
 
 /// Where events are stored.
@@ -234,6 +231,8 @@ pub struct ServeConfig {
 pub enum StoreTarget {
     Embedded,
     Postgres(String),
+    /// Keeps nothing (benchmarks).
+    Null,
 }
 
 /// The queue between ingestion and storage.
@@ -256,6 +255,7 @@ impl std::fmt::Debug for StoreTarget {
         match self {
             StoreTarget::Embedded => f.write_str("embedded"),
             StoreTarget::Postgres(url) => f.write_str(&redact_url(url)),
+            StoreTarget::Null => f.write_str("null"),
         }
     }
 }
@@ -322,10 +322,11 @@ impl<T: Clone + Send + Sync + 'static> clap::builder::TypedValueParser for Redac
 fn parse_store(text: &str) -> Result<StoreTarget, String> {
     match text {
         "embedded" => Ok(StoreTarget::Embedded),
+        "null" => Ok(StoreTarget::Null),
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             Ok(StoreTarget::Postgres(url.to_owned()))
         }
-        _ => Err("must be `embedded` or a postgres:// URL".to_owned()),
+        _ => Err("must be `embedded`, a postgres:// URL or `null`".to_owned()),
     }
 }
 
@@ -342,6 +343,17 @@ impl ServeConfig {
     /// log), and so must hold its lock. A cluster's API nodes and workers keep nothing there.
     pub fn writes_data_dir(&self) -> bool {
         self.store == StoreTarget::Embedded || self.queue == QueueTarget::Embedded
+    }
+
+    /// Whether this process answers the API (an API node, or a process doing everything).
+    pub fn serves_api(&self) -> bool {
+        self.role != Role::Worker
+    }
+
+    /// Whether this process stores what the queue holds (a worker, or a process doing
+    /// everything).
+    pub fn consumes(&self) -> bool {
+        self.role != Role::Api
     }
 
     /// How many types and services the metrics keep apart.
@@ -366,16 +378,13 @@ impl ServeConfig {
                 }
             ));
         }
-        if redis && self.store == StoreTarget::Embedded {
+        if redis && !matches!(self.store, StoreTarget::Postgres(_)) {
             return Err(
                 "--queue redis://... needs --store postgres://...: API nodes and \
                         workers must share the store, and the embedded one is local to a \
                         process"
                     .to_owned(),
             );
-        }
-        if redis && self.null_store {
-            return Err("--null-store works only with the embedded queue".to_owned());
         }
         Ok(())
     }

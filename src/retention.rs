@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::config::format_duration;
 use crate::event::timefmt::format_rfc3339_ms;
+use crate::health::Component;
 use crate::metrics::EventMetrics;
 use crate::store::{Purged, Store};
 
@@ -105,6 +106,7 @@ impl Retention {
         store: Arc<dyn Store>,
         metrics: Arc<EventMetrics>,
         clock: Arc<dyn Clock>,
+        health: Arc<Component>,
         mut stop: watch::Receiver<bool>,
     ) {
         if self.keep.is_none() {
@@ -116,7 +118,15 @@ impl Retention {
         loop {
             tokio::select! {
                 _ = every.tick() => {
-                    self.run_once(store.as_ref(), &metrics, clock.as_ref()).await;
+                    let run = self.run_once(store.as_ref(), &metrics, clock.as_ref()).await;
+                    match run.and_then(|run| run.error) {
+                        Some(error) => {
+                            health.failed(error);
+                        }
+                        None => {
+                            health.recovered();
+                        }
+                    }
                 }
                 _ = stop.changed() => return,
             }

@@ -1,13 +1,19 @@
-//! Assembles the service: opens the store and the log (recovering after a crash), starts the
-//! log writer and the indexer, serves HTTP until `shutdown` resolves, then drains in order.
+//! Assembles the service, the one place that does, for every deployment: it picks the store
+//! (SQLite, PostgreSQL or none), the queue (the embedded log or a Redis stream) and what this
+//! process does with them (`--role`), starts the parts in order (the live stream fed by the
+//! queue, the consume loop, retention, the API), serves HTTP until `shutdown` resolves, then
+//! stops them in order so that everything acknowledged is committed.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::thread::JoinHandle as ThreadHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::api::admission::InFlight;
 use crate::api::cursor::CursorKey;
@@ -17,28 +23,33 @@ use crate::api::{self, AppState, HttpPolicy};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{redact_url, Durability, QueueTarget, ServeConfig, StoreTarget};
 use crate::connections::{self, raise_open_files_limit, Limits, OpenConnections, Timeouts};
+use crate::consume::indexer::Indexer;
+use crate::consume::worker::{self, WorkerConfig};
+use crate::consume::{self, OnStored, Storing};
 use crate::data_dir::DataDirLock;
-use crate::health::Health;
-use crate::ingest::dedup::RecentIds;
-use crate::ingest::log::LogWriter;
-use crate::ingest::{ids, indexer, writer, Progress};
-use crate::live::{self, LiveConfig};
+use crate::event::StoredEvent;
+use crate::health::{Health, Readiness};
+use crate::live::{self, Live, LiveConfig, Replay};
 use crate::metrics::EventMetrics;
+use crate::queue::log::{LogConfig, LogQueue};
+use crate::queue::redis::{QueueKeys, RedisQueue, RedisStream};
+use crate::queue::{Ingest, Queue};
 use crate::retention::Retention;
+use crate::store::null::NullStore;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::Store;
+use crate::store::{AppendOutcome, Store};
 use crate::telemetry;
 
-/// How long shutdown waits for the indexer to finish the batch in hand.
-const INDEXER_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for the consume loop to finish the batch in hand.
+const CONSUMER_STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How long shutdown waits for open connections to finish their responses before cutting
 /// them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the service on `listener` until `shutdown` resolves: then it stops accepting,
-/// answers the requests in flight (their events committed), and returns.
+/// answers the requests in flight (their events committed), stores what it can and returns.
 pub async fn serve(
     config: ServeConfig,
     listener: TcpListener,
@@ -52,14 +63,305 @@ pub async fn serve(
     } else {
         None
     };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let health = Arc::new(Health::new(
+        config.writes_data_dir().then(|| config.data_dir.clone()),
+    ));
     let store = open_store(&config).await?;
-    match &config.queue {
-        QueueTarget::Embedded => serve_local(config, store, listener, shutdown).await,
+    let (stop_background, background_stop) = watch::channel(false);
+    let retention = Arc::new(Retention::new(config.retention, config.retention_interval));
+
+    let assembled = match &config.queue {
+        QueueTarget::Embedded => {
+            embedded(
+                &config,
+                &store,
+                &clock,
+                &health,
+                &retention,
+                &background_stop,
+            )
+            .await?
+        }
         QueueTarget::Redis(url) => {
-            let url = url.clone();
-            crate::cluster::serve(config, &url, store, listener, shutdown).await
+            cluster(
+                &config,
+                url,
+                &store,
+                &clock,
+                &health,
+                &retention,
+                &background_stop,
+            )
+            .await?
+        }
+    };
+    let Assembled {
+        queue,
+        metrics,
+        live,
+        consumer,
+        writer,
+        dead_letters,
+        close_queue,
+    } = assembled;
+
+    let connections = Arc::new(OpenConnections::default());
+    let app = match (&queue, &live) {
+        (Some(queue), Some((live, _))) if config.serves_api() => api::router(AppState {
+            cursors: cursor_key(store.as_ref()).await?,
+            http: http_policy(&config, &listener, &connections)?,
+            rate_limits: rate_limits(&config, background_stop.clone()),
+            in_flight: InFlight::new(config.max_concurrent_requests as usize),
+            health: health.clone(),
+            ingest: Ingest::new(queue.clone(), config.max_pending_events),
+            store: store.clone(),
+            metrics,
+            clock,
+            read_wait: config.read_wait,
+            live: live.clone(),
+            retention,
+            dead_letters,
+        }),
+        // A worker answers only liveness over HTTP.
+        _ => axum::Router::new().route(
+            "/health",
+            get(|| async { axum::Json(serde_json::json!({"status": "ok", "role": "worker"})) }),
+        ),
+    };
+    tokio::spawn(telemetry::run_upkeep(background_stop.clone()));
+    tracing::info!(
+        role = ?config.role,
+        store = ?config.store,
+        queue = ?config.queue,
+        data_dir = %config.data_dir.display(),
+        durability = ?config.durability,
+        "listening on http://{}",
+        listener.local_addr()?
+    );
+    let live_handle = live.as_ref().map(|(live, _)| live.clone());
+    serve_http(app, listener, &config, connections, live_handle, shutdown).await?;
+
+    // Every answer is written: the live stream ended as shutdown began.
+    if let Some((_, dispatcher)) = live {
+        let _ = dispatcher.await;
+    }
+    // The log writer commits what it was given, then stops.
+    if let Some(close) = close_queue {
+        close();
+    }
+    if let Some(writer) = writer {
+        tokio::task::spawn_blocking(move || writer.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the log writer panicked"))?;
+    }
+    let _ = stop_background.send(true);
+    if let Some(consumer) = consumer {
+        if tokio::time::timeout(CONSUMER_STOP_TIMEOUT, consumer)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the consume loop did not stop in time: what it held is stored at next start (the log) or by another worker (Redis)");
         }
     }
+    match queue.as_ref().and_then(|queue| queue.positions()) {
+        Some(positions) => tracing::info!(
+            committed = positions.committed,
+            indexed = positions.indexed,
+            "stopped"
+        ),
+        None => tracing::info!("stopped"),
+    }
+    Ok(())
+}
+
+/// The parts a deployment mode put together.
+struct Assembled {
+    /// What the API publishes to (`None` for a worker).
+    queue: Option<Arc<dyn Queue>>,
+    metrics: Arc<EventMetrics>,
+    /// The live stream and its dispatcher task (`None` for a worker).
+    live: Option<(Live, JoinHandle<()>)>,
+    /// The consume loop's task (`None` for an API node).
+    consumer: Option<JoinHandle<()>>,
+    /// The log writer's thread (the embedded queue).
+    writer: Option<ThreadHandle<()>>,
+    /// A cluster's dead letters, for the API.
+    dead_letters: Option<RedisStream>,
+    /// Closes the queue once no request can publish any more.
+    close_queue: Option<Box<dyn FnOnce() + Send>>,
+}
+
+/// One process doing everything through its own durable log: the log writer feeds the live
+/// stream, the indexer (the consume loop over the log) fills the store and the in-memory
+/// counts behind the metrics.
+async fn embedded(
+    config: &ServeConfig,
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+    health: &Arc<Health>,
+    retention: &Arc<Retention>,
+    stop: &watch::Receiver<bool>,
+) -> Result<Assembled> {
+    let queue = Arc::new(
+        LogQueue::open(
+            LogConfig {
+                dir: config.data_dir.join("log"),
+                fsync: config.durability == Durability::Fsync,
+                dedup_window: config.dedup_window,
+                dedup_capacity: config.dedup_capacity,
+                max_backlog: config.max_index_backlog,
+            },
+            store.clone(),
+            clock.as_ref(),
+            health,
+        )
+        .await?,
+    );
+    let metrics = Arc::new(
+        EventMetrics::load(store.clone(), clock.clone(), config.tracked_names())
+            .await
+            .context("rebuilding the event counts")?,
+    );
+    let (live, publisher, dispatcher) =
+        live::start(live_config(config), queue.clone() as Arc<dyn Replay>);
+    let writer = queue.start(publisher)?;
+
+    let recording = metrics.clone();
+    let on_stored: OnStored = Arc::new(move |events: &[StoredEvent], outcome: &AppendOutcome| {
+        recording.record(events, &outcome.skipped)
+    });
+    let indexer = Indexer::new(
+        &queue,
+        health.register(
+            "indexer",
+            "the indexer cannot read the durable log",
+            Readiness::Required,
+        ),
+        stop.clone(),
+    );
+    let storing = Storing::new(
+        store.clone(),
+        Some(on_stored),
+        health.register(
+            "store",
+            "the store does not accept writes",
+            Readiness::Required,
+        ),
+        stop.clone(),
+    );
+    let consumer = tokio::spawn(consume::run(indexer, storing));
+    spawn_retention(retention, store, &metrics, clock, health, stop);
+    let closing = queue.clone();
+    Ok(Assembled {
+        queue: Some(queue),
+        metrics,
+        live: Some((live, dispatcher)),
+        consumer: Some(consumer),
+        writer: Some(writer),
+        dead_letters: None,
+        close_queue: Some(Box::new(move || closing.close())),
+    })
+}
+
+/// A process of a cluster over a Redis stream and PostgreSQL: an API node publishes to the
+/// stream and follows it for its live stream; a worker consumes it as one of the group into
+/// the store and runs retention; `--role all` does both.
+async fn cluster(
+    config: &ServeConfig,
+    redis_url: &str,
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+    health: &Arc<Health>,
+    retention: &Arc<Retention>,
+    stop: &watch::Receiver<bool>,
+) -> Result<Assembled> {
+    let stream = RedisStream::connect(redis_url, QueueKeys::with_prefix(&config.queue_prefix))
+        .await
+        .with_context(|| format!("connecting to the queue at {}", redact_url(redis_url)))?;
+    // Metrics are read from the store's rollups: this process sees only part of what the
+    // workers store.
+    let metrics = Arc::new(EventMetrics::from_store(
+        store.clone(),
+        clock.clone(),
+        config.tracked_names(),
+    ));
+    let consumer = config.consumes().then(|| {
+        spawn_retention(retention, store, &metrics, clock, health, stop);
+        let worker_config = WorkerConfig {
+            claim_timeout: config.claim_timeout,
+            ..WorkerConfig::default()
+        };
+        let (stream, store, health, stop) =
+            (stream.clone(), store.clone(), health.clone(), stop.clone());
+        tokio::spawn(async move {
+            worker::run(
+                stream,
+                store,
+                worker_config,
+                Arc::new(|_, _| {}),
+                &health,
+                stop,
+            )
+            .await
+        })
+    });
+    if !config.serves_api() {
+        return Ok(Assembled {
+            queue: None,
+            metrics,
+            live: None,
+            consumer,
+            writer: None,
+            dead_letters: None,
+            close_queue: None,
+        });
+    }
+    let queue = Arc::new(
+        RedisQueue::new(
+            stream.clone(),
+            store.clone(),
+            config.max_queue_backlog,
+            health.register("queue", "the queue cannot be written", Readiness::Required),
+        )
+        .await
+        .context("reading the queue's position")?,
+    );
+    let (live, publisher, dispatcher) =
+        live::start(live_config(config), queue.clone() as Arc<dyn Replay>);
+    queue.start(publisher, stop.clone())?;
+    Ok(Assembled {
+        queue: Some(queue),
+        metrics,
+        live: Some((live, dispatcher)),
+        consumer,
+        writer: None,
+        dead_letters: Some(stream),
+        close_queue: None,
+    })
+}
+
+/// Starts the retention job (a no-op when events are kept forever).
+fn spawn_retention(
+    retention: &Arc<Retention>,
+    store: &Arc<dyn Store>,
+    metrics: &Arc<EventMetrics>,
+    clock: &Arc<dyn Clock>,
+    health: &Health,
+    stop: &watch::Receiver<bool>,
+) {
+    let component = health.register(
+        "retention",
+        "the last retention run failed",
+        Readiness::Informative,
+    );
+    tokio::spawn(retention.clone().run(
+        store.clone(),
+        metrics.clone(),
+        clock.clone(),
+        component,
+        stop.clone(),
+    ));
 }
 
 /// Opens the store `--store` names, creating and migrating it if needed.
@@ -77,154 +379,18 @@ async fn open_store(config: &ServeConfig) -> Result<Arc<dyn Store>> {
                 .await
                 .with_context(|| format!("connecting to the store at {}", redact_url(url)))?,
         ),
+        StoreTarget::Null => Arc::new(NullStore::default()),
     })
-}
-
-/// One process doing everything, through its own durable log (the embedded queue).
-async fn serve_local(
-    config: ServeConfig,
-    store: Arc<dyn Store>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let fsync = config.durability == Durability::Fsync;
-    let indexed_seq = store.indexed_seq().await?;
-    let log_dir = config.data_dir.join("log");
-    let (log, recovered) =
-        tokio::task::spawn_blocking(move || LogWriter::open(&log_dir, indexed_seq, fsync))
-            .await??;
-    let committed_seq = recovered.next_seq - 1;
-    if recovered.truncated_bytes > 0 {
-        tracing::warn!(
-            bytes = recovered.truncated_bytes,
-            "cut a torn tail from the durable log (writes never acknowledged)"
-        );
-    }
-    if committed_seq > indexed_seq {
-        tracing::info!(
-            events = committed_seq - indexed_seq,
-            "indexing events logged before the last stop"
-        );
-    }
-
-    let window_ms = config.dedup_window.as_millis() as i64;
-    let mut dedup = RecentIds::new(config.dedup_capacity, window_ms);
-    let since_ms = clock.now_ms() - window_ms;
-    let mut remembered = store
-        .recent_client_ids(since_ms, config.dedup_capacity)
-        .await
-        .context("reading recent client ids")?;
-    remembered.reverse(); // oldest first, so capacity evicts the oldest
-    for (id, received_at) in remembered.into_iter().chain(recovered.client_ids) {
-        dedup.remember(ids::client_id_hash(&id), received_at);
-    }
-
-    let metrics = Arc::new(
-        EventMetrics::load(store.clone(), clock.clone(), config.tracked_names())
-            .await
-            .context("rebuilding the event counts")?,
-    );
-    let progress = Arc::new(Progress::new(committed_seq, indexed_seq));
-    let (live, publisher, dispatcher) = live::start(
-        live_config(&config),
-        progress.clone(),
-        Arc::new(live::FromStore(store.clone())),
-    );
-    let log = (!config.null_store).then_some(log);
-    let health = Arc::new(Health::new(&config.data_dir));
-    let (ingest, writer_thread) = writer::start(
-        log,
-        dedup,
-        progress.clone(),
-        writer::WriterConfig {
-            max_pending: config.max_pending_events,
-            max_backlog: config.max_index_backlog,
-        },
-        Some(publisher),
-        health.clone(),
-    );
-    // Tells the background tasks (indexer, metrics upkeep) to finish.
-    let (stop_background, background_stop) = watch::channel(false);
-    let indexer = (!config.null_store).then(|| {
-        tokio::spawn(indexer::run(
-            store.clone(),
-            metrics.clone(),
-            health.clone(),
-            config.data_dir.join("log"),
-            progress.clone(),
-            background_stop.clone(),
-        ))
-    });
-
-    tokio::spawn(telemetry::run_upkeep(background_stop.clone()));
-    let rate_limits = rate_limits(&config, background_stop.clone());
-    let retention = Arc::new(Retention::new(config.retention, config.retention_interval));
-    if !config.null_store {
-        tokio::spawn(retention.clone().run(
-            store.clone(),
-            metrics.clone(),
-            clock.clone(),
-            background_stop.clone(),
-        ));
-    }
-    let connections = Arc::new(OpenConnections::default());
-    let state = AppState {
-        cursors: cursor_key(store.as_ref()).await?,
-        http: http_policy(&config, &listener, &connections)?,
-        retention,
-        dead_letters: None,
-        rate_limits,
-        in_flight: InFlight::new(config.max_concurrent_requests as usize),
-        health,
-        ingest,
-        store,
-        metrics,
-        clock,
-        read_wait: config.read_wait,
-        live: live.clone(),
-    };
-    let app = api::router(state);
-    tracing::info!(
-        data_dir = %config.data_dir.display(),
-        durability = ?config.durability,
-        "listening on http://{}",
-        listener.local_addr()?
-    );
-    serve_http(app, listener, &config, connections, live, shutdown).await?;
-    // It stopped when the shutdown began; this only collects it.
-    let _ = dispatcher.await;
-
-    // Every handler has answered and dropped its handle: the writer drains and ends.
-    tokio::task::spawn_blocking(move || writer_thread.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the log writer panicked"))?;
-    let _ = stop_background.send(true);
-    let indexer_stopped = match indexer {
-        Some(indexer) => tokio::time::timeout(INDEXER_STOP_TIMEOUT, indexer)
-            .await
-            .is_ok(),
-        None => true,
-    };
-    if !indexer_stopped {
-        tracing::warn!("the indexer did not stop in time; the log will be indexed at next start");
-    }
-    tracing::info!(
-        committed = progress.committed(),
-        indexed = progress.indexed(),
-        "stopped"
-    );
-    Ok(())
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains: streams are ended and
 /// connections still open after [`SHUTDOWN_GRACE`] are cut.
-pub(crate) async fn serve_http(
+async fn serve_http(
     app: axum::Router,
     listener: TcpListener,
     config: &ServeConfig,
     connections: Arc<OpenConnections>,
-    live: live::Live,
+    live: Option<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     // Room for the connections plus the store, the log and the subscribers' bookkeeping.
@@ -249,7 +415,9 @@ pub(crate) async fn serve_http(
     // Graceful shutdown waits for every answer to finish, and a stream's never would: so
     // when it begins, the live streams are ended too.
     connections::serve(app, listener, limits, connections, shutdown, move || {
-        live.shutdown()
+        if let Some(live) = live {
+            live.shutdown();
+        }
     })
     .await;
     Ok(())
@@ -258,7 +426,7 @@ pub(crate) async fn serve_http(
 /// The key that signs paging cursors: the deployment's secret, made on first start and kept
 /// in the store, so every API node of a cluster (and the next start) accepts the cursors of
 /// every other.
-pub(crate) async fn cursor_key(store: &dyn Store) -> Result<Arc<CursorKey>> {
+async fn cursor_key(store: &dyn Store) -> Result<Arc<CursorKey>> {
     let mut candidate = vec![0u8; 32];
     getrandom::fill(&mut candidate).context("no random numbers from the operating system")?;
     let secret = store
@@ -269,7 +437,7 @@ pub(crate) async fn cursor_key(store: &dyn Store) -> Result<Arc<CursorKey>> {
 }
 
 /// How requests are taken, from `--min-body-rate`, `--allowed-hosts` and the address.
-pub(crate) fn http_policy(
+fn http_policy(
     config: &ServeConfig,
     listener: &TcpListener,
     connections: &Arc<OpenConnections>,
@@ -287,7 +455,7 @@ pub(crate) fn http_policy(
 }
 
 /// What `--max-subscribers` and `--stream-buffer` ask of the live stream.
-pub(crate) fn live_config(config: &ServeConfig) -> LiveConfig {
+fn live_config(config: &ServeConfig) -> LiveConfig {
     LiveConfig {
         max_subscribers: config.max_subscribers,
         buffer: usize::try_from(config.stream_buffer).unwrap_or(usize::MAX),
@@ -296,7 +464,7 @@ pub(crate) fn live_config(config: &ServeConfig) -> LiveConfig {
 
 /// The rate limits `--ingest-rate-limit`, `--ingest-burst` and `--query-rate-limit` ask for,
 /// with the task that forgets idle clients until `stop` changes.
-pub(crate) fn rate_limits(config: &ServeConfig, stop: watch::Receiver<bool>) -> Arc<RateLimits> {
+fn rate_limits(config: &ServeConfig, stop: watch::Receiver<bool>) -> Arc<RateLimits> {
     let rate_limits = Arc::new(RateLimits {
         ingest: Limiter::new(config.ingest_rate_limit, config.ingest_burst),
         query: Limiter::new(config.query_rate_limit, 0),

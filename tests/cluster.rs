@@ -13,7 +13,7 @@ use common::proxy::TcpProxy;
 use common::redis::{PrivateRedis, TestRedis};
 use common::sse::Sse;
 use common::*;
-use eventide::queue::{QueueKeys, RedisQueue};
+use eventide::queue::redis::{QueueKeys, RedisStream};
 use serde_json::{json, Value};
 
 /// Short, so that entries a killed worker held are claimed by another within the test.
@@ -95,8 +95,8 @@ impl Cluster {
         QueueKeys::with_prefix(&self.prefix)
     }
 
-    async fn queue(&self) -> RedisQueue {
-        RedisQueue::connect(&self.redis_url, self.keys())
+    async fn queue(&self) -> RedisStream {
+        RedisStream::connect(&self.redis_url, self.keys())
             .await
             .expect("connect to the test's Redis")
     }

@@ -135,12 +135,16 @@ async fn health_reports_liveness_readiness_and_details() {
     assert_eq!(body["status"], "ready", "{body}");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert!(body["uptime_seconds"].as_u64().is_some(), "{body}");
-    assert_eq!(body["store"]["status"], "ok", "{body}");
+    for component in ["log", "indexer", "store", "retention"] {
+        assert_eq!(
+            body["components"][component]["status"], "ok",
+            "{component}: {body}"
+        );
+    }
     assert!(
-        body["store"]["size_on_disk_bytes"].as_u64().unwrap() > 0,
+        body["data"]["size_on_disk_bytes"].as_u64().unwrap() > 0,
         "{body}"
     );
-    assert_eq!(body["log"]["status"], "ok", "{body}");
     assert_eq!(body["queue"]["capacity"], 100_000, "{body}");
     assert_eq!(body["queue"]["pending_events"], 0, "{body}");
     assert_eq!(body["events"]["stored"], 2, "{body}");

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::postgres::TestSchema;
 use common::redis::{Proxy, TestRedis};
+use eventide::consume::worker::{self, WorkerConfig};
 use eventide::event::{NewEvent, StoredEvent};
-use eventide::ingest::record::encode_payload;
-use eventide::queue::worker::{self, WorkerConfig};
-use eventide::queue::{entry_id_of, seq_of, RedisQueue};
+use eventide::queue::redis::{entry_id_of, seq_of, RedisStream};
+use eventide::record::encode_payload;
 use eventide::store::postgres::PostgresStore;
 use eventide::store::sqlite::SqliteStore;
 use eventide::store::{
@@ -49,7 +49,7 @@ fn payloads(range: std::ops::Range<u64>) -> Vec<Vec<u8>> {
         .collect()
 }
 
-async fn publish(queue: &RedisQueue, payloads: &[Vec<u8>]) -> Vec<u64> {
+async fn publish(queue: &RedisStream, payloads: &[Vec<u8>]) -> Vec<u64> {
     let mut seqs = Vec::new();
     for chunk in payloads.chunks(1000) {
         let refs: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
@@ -58,8 +58,8 @@ async fn publish(queue: &RedisQueue, payloads: &[Vec<u8>]) -> Vec<u64> {
     seqs
 }
 
-async fn connect(redis: &TestRedis) -> RedisQueue {
-    RedisQueue::connect(&redis.url, redis.keys.clone())
+async fn connect(redis: &TestRedis) -> RedisStream {
+    RedisStream::connect(&redis.url, redis.keys.clone())
         .await
         .expect("connect to Redis")
 }
@@ -114,7 +114,7 @@ fn init_logs() {
     }
 }
 
-fn start_worker(queue: &RedisQueue, store: Arc<dyn Store>, config: WorkerConfig) -> Running {
+fn start_worker(queue: &RedisStream, store: Arc<dyn Store>, config: WorkerConfig) -> Running {
     init_logs();
     let seen = Arc::new(Seen::default());
     let on_stored = {
@@ -133,13 +133,11 @@ fn start_worker(queue: &RedisQueue, store: Arc<dyn Store>, config: WorkerConfig)
         })
     };
     let (stop, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(worker::run(
-        queue.clone(),
-        store,
-        config,
-        on_stored,
-        stop_rx,
-    ));
+    let queue = queue.clone();
+    let task = tokio::spawn(async move {
+        let health = eventide::health::Health::new(None);
+        worker::run(queue, store, config, on_stored, &health, stop_rx).await
+    });
     Running { stop, task, seen }
 }
 
@@ -156,7 +154,7 @@ where
     }
 }
 
-async fn drained(queue: &RedisQueue, store: &Arc<dyn Store>, count: u64) -> bool {
+async fn drained(queue: &RedisStream, store: &Arc<dyn Store>, count: u64) -> bool {
     queue.backlog().await.unwrap() == 0 && store.event_count().await.unwrap() == count
 }
 
@@ -227,9 +225,9 @@ fn seqs_round_trip_through_entry_ids() {
 
 #[tokio::test]
 async fn connecting_to_no_server_fails_fast_without_the_password() {
-    let keys = eventide::queue::QueueKeys::with_prefix("nowhere");
+    let keys = eventide::queue::redis::QueueKeys::with_prefix("nowhere");
     let started = Instant::now();
-    let err = RedisQueue::connect("redis://user:s3cret-pw@127.0.0.1:1", keys)
+    let err = RedisStream::connect("redis://user:s3cret-pw@127.0.0.1:1", keys)
         .await
         .expect_err("nothing listens on port 1");
     let text = format!("{err:#}");
@@ -817,7 +815,7 @@ async fn when_redis_is_unreachable_publish_fails_and_everything_recovers_by_itse
     let dir = tempfile::tempdir().unwrap();
     let store = sqlite_store(&dir);
     // The worker and an API node's queue reach Redis through the proxy; `direct` does not.
-    let queue = RedisQueue::connect(&proxy.url, redis.keys.clone())
+    let queue = RedisStream::connect(&proxy.url, redis.keys.clone())
         .await
         .unwrap();
     let direct = connect(&redis).await;
@@ -836,7 +834,10 @@ async fn when_redis_is_unreachable_publish_fails_and_everything_recovers_by_itse
         .publish(&refs)
         .await
         .expect_err("Redis is unreachable");
-    assert!(matches!(err, eventide::queue::QueueError::Unavailable(_)));
+    assert!(matches!(
+        err,
+        eventide::queue::redis::QueueError::Unavailable(_)
+    ));
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "{:?}",

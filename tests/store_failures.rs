@@ -113,8 +113,14 @@ async fn a_full_disk_is_refused_reported_and_recovered_from() {
         .count();
     assert_eq!(errors, 1, "logged once per outage:\n{logs}");
     let detailed = api.get("/health/detailed").await.json();
-    assert_eq!(detailed["log"]["status"], "failing", "{detailed}");
-    assert!(detailed["log"]["last_error"].is_string(), "{detailed}");
+    assert_eq!(
+        detailed["components"]["log"]["status"], "failing",
+        "{detailed}"
+    );
+    assert!(
+        detailed["components"]["log"]["last_error"].is_string(),
+        "{detailed}"
+    );
 
     // Space comes back: ingestion, indexing and readiness recover by themselves.
     disk.resize("256m");

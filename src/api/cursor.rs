@@ -17,13 +17,20 @@ const FIELD_BYTES: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
     pub position: Position,
-    pub snapshot_seq: u64,
+    /// `None` when reads are not pinned to a position (a cluster's API node): the walk then
+    /// sees what is stored when each page is read.
+    pub snapshot_seq: Option<u64>,
     /// Fingerprint of the filters and order the walk began with.
     fingerprint: u64,
 }
 
 impl Cursor {
-    pub fn new(position: Position, snapshot_seq: u64, filter: &EventFilter, order: Order) -> Self {
+    pub fn new(
+        position: Position,
+        snapshot_seq: Option<u64>,
+        filter: &EventFilter,
+        order: Order,
+    ) -> Self {
         Cursor {
             position,
             snapshot_seq,
@@ -40,7 +47,8 @@ impl Cursor {
         let mut bytes = [0; FIELD_BYTES];
         bytes[0..8].copy_from_slice(&self.position.timestamp_ms.to_be_bytes());
         bytes[8..16].copy_from_slice(&self.position.seq.to_be_bytes());
-        bytes[16..24].copy_from_slice(&self.snapshot_seq.to_be_bytes());
+        // No seq reaches u64::MAX (seqs are below 2^63): it stands for "not pinned".
+        bytes[16..24].copy_from_slice(&self.snapshot_seq.unwrap_or(u64::MAX).to_be_bytes());
         bytes[24..32].copy_from_slice(&self.fingerprint.to_be_bytes());
         bytes
     }
@@ -106,7 +114,7 @@ impl CursorKey {
                 timestamp_ms: word(0) as i64,
                 seq: word(1),
             },
-            snapshot_seq: word(2),
+            snapshot_seq: Some(word(2)).filter(|&seq| seq != u64::MAX),
             fingerprint: word(3),
         })
     }
@@ -153,7 +161,7 @@ mod tests {
             timestamp_ms: -1_700_000_000_000,
             seq: 42,
         };
-        Cursor::new(position, 99, &filter, Order::Desc)
+        Cursor::new(position, Some(99), &filter, Order::Desc)
     }
 
     #[test]

@@ -11,8 +11,8 @@ use utoipa::ToSchema;
 use super::error::ApiError;
 use super::params::{known_pairs, parse_count};
 use super::AppState;
-use crate::ingest::IngestError;
-use crate::queue::DeadLetter;
+use crate::queue::redis::DeadLetter;
+use crate::queue::IngestError;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 10_000;

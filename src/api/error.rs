@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
 use super::rate_limit::Limited;
-use crate::ingest::IngestError;
 use crate::live::SubscribeError;
+use crate::queue::IngestError;
 
 /// Seconds a client is asked to wait before retrying a refused request.
 const RETRY_AFTER_SECONDS: u64 = 1;

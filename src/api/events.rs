@@ -22,7 +22,7 @@ use super::AppState;
 use crate::connections::{PeerAddr, Timeout};
 use crate::event::parse::{parse_body, BodyError, TimeBounds, MAX_EVENTS_PER_REQUEST};
 use crate::event::render;
-use crate::ingest::{ids, PreparedBatch};
+use crate::queue::{ids, PreparedBatch, ReadPosition};
 use crate::store::{EventQuery, Position};
 use crate::telemetry;
 
@@ -230,8 +230,8 @@ pub async fn ingest(
     Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response())
 }
 
-/// [`Ingest::read_position`](crate::ingest::Ingest::read_position) with `--read-wait`.
-pub(super) async fn read_position(state: &AppState) -> (u64, bool) {
+/// [`Ingest::read_position`](crate::queue::Ingest::read_position) with `--read-wait`.
+pub(super) async fn read_position(state: &AppState) -> ReadPosition {
     state.ingest.read_position(state.read_wait).await
 }
 
@@ -268,12 +268,12 @@ pub async fn list(
                 // Everything up to a cursor's snapshot was indexed when the walk began.
                 Some(cursor) => cursor.snapshot_seq,
                 None => {
-                    let (seq, complete) = read_position(&state).await;
-                    partial = !complete;
-                    seq
+                    let read = read_position(&state).await;
+                    partial = !read.complete;
+                    read.through
                 }
             };
-            filter.max_seq = Some(snapshot_seq);
+            filter.max_seq = snapshot_seq;
             let mut events = state
                 .store
                 .query(EventQuery {
@@ -305,9 +305,9 @@ pub async fn list(
             }
         }
         Paging::Pages { page, page_size } => {
-            let (seq, complete) = read_position(&state).await;
-            partial = !complete;
-            filter.max_seq = Some(seq);
+            let read = read_position(&state).await;
+            partial = !read.complete;
+            filter.max_seq = read.through;
             let offset = (page - 1).saturating_mul(page_size);
             let total = state
                 .store
@@ -371,7 +371,7 @@ pub async fn get_one(
             ),
         )
     })?;
-    let (_, complete) = read_position(&state).await;
+    let complete = read_position(&state).await.complete;
     let event = state
         .store
         .get(id.clone())

@@ -71,22 +71,7 @@ fn not_ready_reasons(state: &AppState) -> Vec<String> {
     if state.live.is_shutting_down() {
         reasons.push("the server is shutting down".to_owned());
     }
-    let log = state.health.log_state();
-    if log.failing {
-        let error = log.last_error.unwrap_or_default();
-        // An API node of a cluster has the queue in place of the log.
-        let what = if state.ingest.is_remote() {
-            "the queue"
-        } else {
-            "the durable log"
-        };
-        reasons.push(format!("{what} cannot be written: {error}"));
-    }
-    let store = state.health.store_state();
-    if store.failing {
-        let error = store.last_error.unwrap_or_default();
-        reasons.push(format!("the store does not accept writes: {error}"));
-    }
+    reasons.extend(state.health.not_ready_reasons());
     let (pending, capacity) = state.ingest.pending();
     if pending as f64 >= NEARLY_FULL * capacity as f64 {
         reasons.push(format!(
@@ -94,15 +79,10 @@ fn not_ready_reasons(state: &AppState) -> Vec<String> {
         ));
     }
     let backlog = state.ingest.backlog();
-    let max_backlog = state.ingest.max_backlog();
-    if backlog as f64 >= NEARLY_FULL * max_backlog as f64 {
-        let what = if state.ingest.is_remote() {
-            "the queue's backlog (events the workers have not stored)"
-        } else {
-            "the index backlog"
-        };
+    if backlog.events as f64 >= NEARLY_FULL * backlog.max as f64 {
         reasons.push(format!(
-            "{what} is {backlog} of at most {max_backlog} events"
+            "{} is {} of at most {} events",
+            backlog.what, backlog.events, backlog.max
         ));
     }
     reasons
@@ -110,8 +90,9 @@ fn not_ready_reasons(state: &AppState) -> Vec<String> {
 
 /// Details
 ///
-/// The version, uptime, and the state of the store, the log, the ingest queue, the events,
-/// the last commit, the live stream and the rate limits.
+/// The version, uptime, each component's state (the log or the queue, the store, the indexer
+/// or the worker, retention...), the ingest queue, the events, the last commit, the live
+/// stream, the rate limits, retention and the connections.
 #[utoipa::path(
     get,
     path = "/health/detailed",
@@ -121,14 +102,17 @@ fn not_ready_reasons(state: &AppState) -> Vec<String> {
 )]
 pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
     let health = &state.health;
-    let dir = health.data_dir().to_owned();
-    let size_bytes = tokio::task::spawn_blocking(move || size_on_disk(&dir))
-        .await
-        .unwrap_or(0);
-    let time_range = state.store.time_range().await;
-    let store_state = health.store_state();
-    let log_state = health.log_state();
-    let (oldest, newest, range_error) = match time_range {
+    let data = match health.data_dir() {
+        Some(dir) => {
+            let path = dir.to_owned();
+            let size_bytes = tokio::task::spawn_blocking(move || size_on_disk(&path))
+                .await
+                .unwrap_or(0);
+            json!({ "dir": dir.display().to_string(), "size_on_disk_bytes": size_bytes })
+        }
+        None => Value::Null,
+    };
+    let (oldest, newest, read_error) = match state.store.time_range().await {
         Ok(Some((oldest, newest))) => (
             Some(format_rfc3339_ms(oldest)),
             Some(format_rfc3339_ms(newest)),
@@ -137,11 +121,25 @@ pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
         Ok(None) => (None, None, None),
         Err(err) => (None, None, Some(format!("{err:#}"))),
     };
-    let store_ok = !store_state.failing && range_error.is_none();
+    let components: serde_json::Map<String, Value> = health
+        .components()
+        .iter()
+        .map(|component| {
+            let state = component.state();
+            (
+                state.name.to_owned(),
+                json!({
+                    "status": if state.failing { "failing" } else { "ok" },
+                    "last_error": state.last_error,
+                }),
+            )
+        })
+        .collect();
     let (pending, capacity) = state.ingest.pending();
-    let progress = state.ingest.progress();
+    let backlog = state.ingest.backlog();
+    let positions = state.ingest.positions();
     let stats = state.live.stats();
-    let last_commit = health.last_commit().map(|(at_ms, micros)| {
+    let last_commit = health.last_commit().get().map(|(at_ms, micros)| {
         json!({ "at": format_rfc3339_ms(at_ms), "latency_ms": micros as f64 / 1000.0 })
     });
     let reasons = not_ready_reasons(&state);
@@ -151,29 +149,23 @@ pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
         "reasons": reasons,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": health.uptime_seconds(),
-        "store": {
-            "status": if store_ok { "ok" } else { "failing" },
-            "last_error": store_state.last_error.or(range_error),
-            "size_on_disk_bytes": size_bytes,
-            "data_dir": health.data_dir().display().to_string(),
-        },
-        "log": {
-            "status": if log_state.failing { "failing" } else { "ok" },
-            "last_error": log_state.last_error,
-        },
+        "components": components,
+        "data": data,
         "queue": {
             "pending_events": pending,
             "capacity": capacity,
-            "index_backlog": state.ingest.backlog(),
-            "index_backlog_capacity": state.ingest.max_backlog(),
+            "backlog": backlog.events,
+            "backlog_capacity": backlog.max,
+            "backlog_is": backlog.what,
         },
         "events": {
             "stored": stored,
             "oldest": oldest,
             "newest": newest,
+            "read_error": read_error,
             // An API node of a cluster has no log or index of its own.
-            "committed_seq": progress.map(|progress| progress.committed()),
-            "indexed_seq": progress.map(|progress| progress.indexed()),
+            "committed_seq": positions.map(|positions| positions.committed),
+            "indexed_seq": positions.map(|positions| positions.indexed),
         },
         "last_commit": last_commit,
         "stream": {
@@ -181,7 +173,7 @@ pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
             "lagged_disconnects": stats.lagged.load(Ordering::Relaxed),
         },
         "rate_limits": state.rate_limits.report(),
-        "connections": state.http.connections.report(state.http.max_connections),
         "retention": state.retention.report(),
+        "connections": state.http.connections.report(state.http.max_connections),
     }))
 }

@@ -116,7 +116,7 @@ pub async fn window(
     RawQuery(query): RawQuery,
 ) -> Result<Json<WindowReport>, ApiError> {
     let (window_seconds, top) = window_params(query.as_deref(), MAX_TOP)?;
-    let (_, complete) = read_position(&state).await;
+    let complete = read_position(&state).await.complete;
     let mut report = state
         .metrics
         .window(window_seconds, top)
@@ -228,7 +228,7 @@ pub async fn timeseries(
             _ => series.service = Some(value),
         }
     }
-    let (_, complete) = read_position(&state).await;
+    let complete = read_position(&state).await.complete;
     let mut report = state
         .metrics
         .timeseries(series)
@@ -265,7 +265,7 @@ pub async fn summary(
     RawQuery(query): RawQuery,
 ) -> Result<Json<SummaryReport>, ApiError> {
     known_pairs(query.as_deref(), &[])?;
-    let (_, complete) = read_position(&state).await;
+    let complete = read_position(&state).await.complete;
     let mut report = state
         .metrics
         .summary()
@@ -291,12 +291,12 @@ pub async fn summary(
 )]
 pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     let (pending_events, pending_capacity) = state.ingest.pending();
-    let progress = state.ingest.progress();
+    let positions = state.ingest.positions();
     let stats = state.live.stats();
     let text = telemetry::render(telemetry::Snapshot {
         pending_events,
         pending_capacity,
-        positions: progress.map(|progress| (progress.committed(), progress.indexed())),
+        positions: positions.map(|positions| (positions.committed, positions.indexed)),
         stream_subscribers: stats.subscribers.load(Ordering::Relaxed) as u64,
         stream_lagged: stats.lagged.load(Ordering::Relaxed),
         stream_dropped_groups: stats.dropped_groups.load(Ordering::Relaxed),

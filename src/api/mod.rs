@@ -25,10 +25,10 @@ use axum::Router;
 use crate::clock::Clock;
 use crate::connections::OpenConnections;
 use crate::health::Health;
-use crate::ingest::Ingest;
 use crate::live::Live;
 use crate::metrics::EventMetrics;
-use crate::queue::redis::RedisQueue;
+use crate::queue::redis::RedisStream;
+use crate::queue::Ingest;
 use crate::retention::Retention;
 use crate::store::Store;
 use cursor::CursorKey;
@@ -55,7 +55,7 @@ pub struct AppState {
     pub retention: Arc<Retention>,
     /// A cluster's queue, for its dead letters (`None` with the embedded queue, which has
     /// none: invalid events are refused at ingest).
-    pub dead_letters: Option<RedisQueue>,
+    pub dead_letters: Option<RedisStream>,
     /// How requests are taken at the edge.
     pub http: Arc<HttpPolicy>,
     /// Signs the paging cursors with the deployment's secret.

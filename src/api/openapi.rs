@@ -446,8 +446,13 @@ pub struct HealthDetails {
     pub version: String,
     #[schema(required = false)]
     pub uptime_seconds: f64,
+    /// Each component by name (`log` or `queue`, `store`, `indexer` or `worker`,
+    /// `retention`...): `status` (`ok` or `failing`) and `last_error`.
     #[schema(required = false, value_type = Object)]
-    pub store: Value,
+    pub components: Value,
+    /// The data directory and its size; `null` for a process of a cluster, which keeps none.
+    #[schema(required = false, value_type = Option<Object>)]
+    pub data: Value,
     /// The ingest queue.
     #[schema(required = false, value_type = Object)]
     pub queue: Value,

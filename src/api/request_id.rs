@@ -10,7 +10,7 @@ use axum::response::Response;
 use tracing::Instrument;
 
 use crate::clock::{Clock, SystemClock};
-use crate::ingest::ids;
+use crate::queue::ids;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -21,7 +21,7 @@ use super::scenarios::{progress, templates, warn_errors, BenchContext, BATCH_TEM
 use super::server::{cpu_seconds, RunningServer, ServerCommand};
 use super::stats::{micros, percentile, LatencySummary};
 use super::Report;
-use crate::queue::{QueueKeys, RedisQueue};
+use crate::queue::redis::{QueueKeys, RedisStream};
 
 const BATCH_SIZE: usize = 1000;
 /// Load connections to each API node.
@@ -122,7 +122,7 @@ pub async fn cluster(context: &BenchContext, duration: Duration) -> Result<Repor
             )
         })?;
     tokio::spawn(connection);
-    let queue = RedisQueue::connect(&targets.redis_url, QueueKeys::with_prefix(&prefix))
+    let queue = RedisStream::connect(&targets.redis_url, QueueKeys::with_prefix(&prefix))
         .await
         .context("connecting to Redis (--redis-url)")?;
     let run = Run {
@@ -154,7 +154,7 @@ pub async fn cluster(context: &BenchContext, duration: Duration) -> Result<Repor
 struct Run<'a> {
     context: &'a BenchContext,
     pg: &'a tokio_postgres::Client,
-    queue: &'a RedisQueue,
+    queue: &'a RedisStream,
     schema: &'a str,
     prefix: &'a str,
     application: &'a str,
@@ -584,7 +584,7 @@ async fn redis_cpu(url: &str) -> Result<f64> {
 /// run's PostgreSQL backends' wait events (`state/wait_event_type:wait_event`) with them.
 async fn sample(
     pg: tokio_postgres::Client,
-    queue: RedisQueue,
+    queue: RedisStream,
     schema: String,
     application: String,
     started: Instant,

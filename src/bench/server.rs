@@ -92,7 +92,7 @@ pub struct RunningServer {
 
 impl RunningServer {
     /// Starts `<binary> serve --addr 127.0.0.1:<free port> --data-dir <data_dir>` (plus
-    /// `--null-store` when asked) and waits until `GET /health` answers 200.
+    /// `--store null` when asked) and waits until `GET /health` answers 200.
     pub async fn start(
         command: &ServerCommand,
         data_dir: &Path,
@@ -114,7 +114,7 @@ impl RunningServer {
             .arg("--data-dir")
             .arg(data_dir);
         if null_store {
-            process.arg("--null-store");
+            process.args(["--store", "null"]);
         }
         process
             .args(&command.extra_args)

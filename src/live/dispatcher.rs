@@ -12,9 +12,8 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Filter, LiveConfig, LiveEvent, Stats};
-use crate::ingest::record::{self, FRAME_HEADER};
-use crate::ingest::Progress;
+use super::{Filter, LiveConfig, LiveEvent, Published, Stats};
+use crate::record::{self, FRAME_HEADER};
 
 /// Events dispatched between two yields to the runtime, so that a large group (up to 20,000
 /// events) does not hold a worker thread for long.
@@ -57,7 +56,7 @@ struct Subscriber {
 
 pub(crate) struct Dispatcher {
     config: LiveConfig,
-    progress: Arc<Progress>,
+    published: Arc<Published>,
     /// Registered subscribers, read by the writer to decide whether to publish at all.
     registered: Arc<AtomicUsize>,
     stats: Arc<Stats>,
@@ -80,7 +79,7 @@ pub(crate) struct Dispatcher {
 impl Dispatcher {
     pub(crate) fn new(
         config: LiveConfig,
-        progress: Arc<Progress>,
+        published: Arc<Published>,
         registered: Arc<AtomicUsize>,
         stats: Arc<Stats>,
         commands: mpsc::UnboundedSender<Command>,
@@ -88,8 +87,8 @@ impl Dispatcher {
     ) -> Self {
         Dispatcher {
             config,
-            dispatched_through: progress.committed(),
-            progress,
+            dispatched_through: published.get(),
+            published,
             registered,
             stats,
             next_id: 0,
@@ -137,7 +136,7 @@ impl Dispatcher {
                 // `Publisher::publish`, so every group committed after `through` is published.
                 self.registered.fetch_add(1, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
-                let through = self.progress.committed();
+                let through = self.published.get();
                 let (sender, events) = mpsc::channel(self.config.buffer);
                 let lagged = Arc::new(AtomicBool::new(false));
                 match &filter.kind {
@@ -336,7 +335,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_reach_matching_subscribers_and_full_or_missed_ones_lag() {
-        let progress = Arc::new(Progress::new(0, 0));
+        let published = Arc::new(Published::new(0));
         let registered = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(Stats::default());
         let (commands, mut commands_rx) = mpsc::unbounded_channel();
@@ -346,7 +345,7 @@ mod tests {
         };
         let mut dispatcher = Dispatcher::new(
             config,
-            progress.clone(),
+            published.clone(),
             registered.clone(),
             stats.clone(),
             commands,
@@ -358,7 +357,7 @@ mod tests {
         assert_eq!((typed.through, by_service.through), (0, 0));
         assert_eq!(registered.load(Ordering::SeqCst), 2);
 
-        progress.set_committed(3);
+        published.set(3);
         dispatcher
             .dispatch(&frames(&[
                 (1, "a", Some("s")),
@@ -369,7 +368,7 @@ mod tests {
         assert_eq!(drain(&mut by_service), [1, 2]);
 
         // `typed` left 1 and 3 unread: its buffer of 2 is full, so 4 lags it out.
-        progress.set_committed(4);
+        published.set(4);
         dispatcher.dispatch(&frames(&[(4, "a", None)])).await;
         assert_eq!(drain(&mut typed), [1, 3], "what it had is still delivered");
         assert!(
@@ -382,10 +381,10 @@ mod tests {
 
         // Groups 5..=10 never reach the dispatcher (queue full): `by_service` needed them; a
         // subscriber registered after them did not.
-        progress.set_committed(10);
+        published.set(10);
         let mut late = register(&mut dispatcher, None, None);
         assert_eq!(late.through, 10);
-        progress.set_committed(11);
+        published.set(11);
         dispatcher.dispatch(&frames(&[(11, "b", Some("s"))])).await;
         assert!(by_service.lagged.load(Ordering::Acquire));
         assert_eq!(drain(&mut by_service), Vec::<u64>::new());
@@ -395,14 +394,14 @@ mod tests {
 
         // Registered after group 12..=13 was committed but before it was dispatched: its
         // starting point covers that group, so it gets only what follows.
-        progress.set_committed(13);
+        published.set(13);
         let mut mid = register(&mut dispatcher, None, None);
         assert_eq!(mid.through, 13);
         dispatcher
             .dispatch(&frames(&[(12, "x", None), (13, "x", None)]))
             .await;
         assert_eq!(drain(&mut late), [12, 13]);
-        progress.set_committed(14);
+        published.set(14);
         dispatcher.dispatch(&frames(&[(14, "x", None)])).await;
         assert_eq!(drain(&mut mid), [14]);
         assert_eq!(drain(&mut late), [14]);

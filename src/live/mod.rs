@@ -3,10 +3,14 @@
 //! what it missed from the store, with neither a gap nor a duplicate at the seam.
 //!
 //! # Parts
-//! - [`Publisher`]: held by the log writer thread. After each successful group commit, and
-//!   only while someone is registered, it hands a copy of the group's frames to the
-//!   dispatcher over a bounded queue with `try_send`: the writer never waits for subscribers.
-//!   A group that does not fit is dropped; the dispatcher notices the hole in the `seq`s.
+//! - [`Publisher`]: held by whatever feeds the stream, the queue (the log writer thread, or
+//!   a cluster node's reader of the Redis stream). After each group it takes, it records the
+//!   position published through and, only while someone is registered, hands a copy of the
+//!   group's frames to the dispatcher over a bounded queue with `try_send`: the queue never
+//!   waits for subscribers. A group that does not fit is dropped; the dispatcher notices the
+//!   hole in the `seq`s.
+//! - [`Replay`]: where a resuming subscriber's past events come from, implemented by each
+//!   queue (the store behind the log; the Redis stream and the store below it).
 //! - The dispatcher ([`dispatcher`]), one task: decodes each group, renders each event's JSON
 //!   once (only if some subscriber wants it) and offers it with `try_send` to the bounded
 //!   channel of each matching subscriber, found through an index by `type`, so the cost of
@@ -17,26 +21,27 @@
 //! - [`Live`]: the handle request handlers use (subscriber slots, subscribing, shutdown).
 //!
 //! # Why nothing is lost or repeated
-//! The writer sets `committed` *then* reads the number of registered subscribers; a
-//! registration increments that number *then* reads `committed` (= `T`), both with SeqCst
-//! fences in between. So every group committed after `T` is published (or dropped, which the
-//! dispatcher detects), and the dispatcher, which performs registrations itself between
-//! groups, gives the new subscriber exactly the events with `seq > T`. A resuming subscriber
-//! reads the store up to `T` (waiting for the indexer to reach it) before following its
-//! channel, and skips live events it already replayed.
+//! The publisher sets the published position *then* reads the number of registered
+//! subscribers; a registration increments that number *then* reads the position (= `T`),
+//! both with SeqCst fences in between. So every group published after `T` is handed over (or
+//! dropped, which the dispatcher detects), and the dispatcher, which performs registrations
+//! itself between groups, gives the new subscriber exactly the events with `seq > T`. A
+//! resuming subscriber replays up to `T` (waiting until it can be replayed) before following
+//! its channel, and skips live events it already replayed.
 
 pub mod dispatcher;
 pub mod subscription;
 
 use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::event::StoredEvent;
-use crate::ingest::{record, Progress};
-use crate::store::{EventFilter, Store};
+use crate::record;
+use crate::store::EventFilter;
 use dispatcher::{Command, Registered};
 pub use subscription::{Step, Subscription};
 
@@ -136,7 +141,7 @@ pub enum SubscribeError {
 
 /// Where a resuming subscriber's past events come from: in `seq` order, after `after_seq`,
 /// matching `filter` (up to its `max_seq`), at most `limit`. A page shorter than `limit`
-/// means nothing more matches up to `max_seq` (or up to what was committed when asked).
+/// means nothing more matches up to `max_seq` (or up to what was published when asked).
 #[async_trait::async_trait]
 pub trait Replay: Send + Sync + 'static {
     async fn events_after(
@@ -145,21 +150,30 @@ pub trait Replay: Send + Sync + 'static {
         after_seq: u64,
         limit: usize,
     ) -> anyhow::Result<Vec<StoredEvent>>;
+
+    /// Waits (at most `timeout`) until every event published through `seq` can be
+    /// replayed; `false` if it could not be in time.
+    async fn wait_replayable(&self, seq: u64, timeout: Duration) -> bool;
+
+    /// The position the queue has published through when the stream starts.
+    fn published_through(&self) -> u64;
 }
 
-/// Replay from the indexed store: right where `seq`s are committed in order (one log
-/// writer), once the indexer has reached the position replayed to.
-pub struct FromStore(pub Arc<dyn Store>);
+/// How far the queue has published: what a new subscriber is registered after.
+#[derive(Debug, Default)]
+pub struct Published(AtomicU64);
 
-#[async_trait::async_trait]
-impl Replay for FromStore {
-    async fn events_after(
-        &self,
-        filter: EventFilter,
-        after_seq: u64,
-        limit: usize,
-    ) -> anyhow::Result<Vec<StoredEvent>> {
-        self.0.events_after_seq(filter, after_seq, limit).await
+impl Published {
+    pub fn new(seq: u64) -> Published {
+        Published(AtomicU64::new(seq))
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, seq: u64) {
+        self.0.store(seq, Ordering::Release);
     }
 }
 
@@ -169,8 +183,9 @@ pub(crate) struct Group {
     frames: Vec<u8>,
 }
 
-/// The writer's end: hands committed groups to the dispatcher without ever waiting.
+/// The queue's end: hands published groups to the dispatcher without ever waiting.
 pub struct Publisher {
+    published: Arc<Published>,
     registered: Arc<AtomicUsize>,
     groups: mpsc::Sender<Group>,
     /// Bytes of the groups in the queue; the dispatcher subtracts what it takes.
@@ -179,8 +194,8 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Called by the writer after `Progress::set_committed` with the frames of that commit
-    /// (consecutive `seq`s following the previous commit's).
+    /// Called by the log writer after each commit with its frames (consecutive `seq`s
+    /// following the previous commit's).
     pub fn publish(&self, frames: &[u8]) {
         let Some(header) = frames.get(..record::FRAME_HEADER) else {
             return;
@@ -193,8 +208,11 @@ impl Publisher {
     /// `after` is the `seq` of the event just before these, so that a group dropped
     /// between them can still be told from a gap in the numbering.
     pub fn publish_after(&self, after: u64, frames: &[u8]) {
+        if let Some(last) = last_seq(frames) {
+            self.published.set(last);
+        }
         // Pairs with the fence in the dispatcher's registration (see the module doc): either
-        // it sees our `committed`, or we see its registration.
+        // it sees our position, or we see its registration.
         fence(Ordering::SeqCst);
         if frames.is_empty() || self.registered.load(Ordering::SeqCst) == 0 {
             return;
@@ -228,24 +246,21 @@ pub struct Live {
 struct Shared {
     config: LiveConfig,
     stats: Arc<Stats>,
-    progress: Arc<Progress>,
+    published: Arc<Published>,
     replay: Arc<dyn Replay>,
     commands: mpsc::UnboundedSender<Command>,
     shutdown: watch::Sender<bool>,
 }
 
-/// Starts the dispatcher task. The [`Publisher`] goes to the log writer.
-pub fn start(
-    config: LiveConfig,
-    progress: Arc<Progress>,
-    replay: Arc<dyn Replay>,
-) -> (Live, Publisher, JoinHandle<()>) {
+/// Starts the dispatcher task. The [`Publisher`] goes to the queue, which `replay` reads.
+pub fn start(config: LiveConfig, replay: Arc<dyn Replay>) -> (Live, Publisher, JoinHandle<()>) {
     // A channel's capacity has a ceiling (tokio's semaphore); far above any useful buffer.
     let config = LiveConfig {
         buffer: config.buffer.clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
         ..config
     };
     let stats = Arc::new(Stats::default());
+    let published = Arc::new(Published::new(replay.published_through()));
     let registered = Arc::new(AtomicUsize::new(0));
     let (groups_tx, groups_rx) = mpsc::channel(GROUP_QUEUE);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
@@ -254,7 +269,7 @@ pub fn start(
     let task = tokio::spawn(
         dispatcher::Dispatcher::new(
             config,
-            progress.clone(),
+            published.clone(),
             registered.clone(),
             stats.clone(),
             commands_tx.clone(),
@@ -266,13 +281,14 @@ pub fn start(
         shared: Arc::new(Shared {
             config,
             stats: stats.clone(),
-            progress,
+            published: published.clone(),
             replay,
             commands: commands_tx,
             shutdown,
         }),
     };
     let publisher = Publisher {
+        published,
         registered,
         groups: groups_tx,
         queued_bytes,
@@ -356,6 +372,18 @@ impl Live {
             .map_err(|_| SubscribeError::ShuttingDown)?;
         Ok(answer)
     }
+}
+
+/// The `seq` of the last frame in `frames`, if any.
+fn last_seq(frames: &[u8]) -> Option<u64> {
+    let mut at = 0;
+    let mut last = None;
+    while let Some(header) = frames.get(at..at + record::FRAME_HEADER) {
+        let (len, _, seq) = record::read_header(header.try_into().expect("header size"));
+        last = Some(seq);
+        at += record::FRAME_HEADER + len;
+    }
+    last
 }
 
 /// Resolves once `shutdown` is true (or its sender is gone), holding no borrow of the value

@@ -99,8 +99,8 @@ impl Subscription {
         loop {
             match &mut self.phase {
                 Phase::Replaying => {
-                    let target = self.live.shared.progress.committed();
-                    if !self.indexed_through(target).await {
+                    let target = self.live.shared.published.get();
+                    if !self.replayable_through(target).await {
                         return self.end();
                     }
                     let Some(page) = self.read_page(None).await else {
@@ -123,7 +123,7 @@ impl Subscription {
                 Phase::Bridging(registered) => {
                     let through = registered.through;
                     if self.last_seq < through {
-                        if !self.indexed_through(through).await {
+                        if !self.replayable_through(through).await {
                             return self.end();
                         }
                         let Some(page) = self.read_page(Some(through)).await else {
@@ -193,14 +193,15 @@ impl Subscription {
         }
     }
 
-    /// Waits until the indexer has reached `seq`; `false` if the server shuts down first.
-    async fn indexed_through(&self, seq: u64) -> bool {
+    /// Waits until everything through `seq` can be replayed (the indexer has reached it);
+    /// `false` if the server shuts down first.
+    async fn replayable_through(&self, seq: u64) -> bool {
         let shared = &self.live.shared;
         let mut shutdown = shared.shutdown.subscribe();
         loop {
             tokio::select! {
                 _ = super::shutting_down(&mut shutdown) => return false,
-                reached = shared.progress.wait_indexed(seq, INDEX_WAIT) => {
+                reached = shared.replay.wait_replayable(seq, INDEX_WAIT) => {
                     if reached {
                         return true;
                     }

@@ -1,173 +1,153 @@
-//! The scale-out queue between API nodes and workers: a Redis stream ([`redis::RedisQueue`])
-//! that API nodes append event payloads to, and the worker loop ([`worker::run`]) that a
-//! consumer group runs to move them into the store.
+//! The queue between taking events over HTTP and storing them: the one boundary both
+//! deployment modes share.
 //!
-//! # Keys
-//! Everything lives under one prefix `p` (default `eventide`), so several deployments (or
-//! tests) can share a Redis server:
-//! - `{p}:events`: the stream. Each entry has one field, `e`, holding the binary payload of
-//!   [`crate::ingest::record::encode_payload`]. The entry id is the event's `seq`
-//!   ([`seq_of`]).
-//! - `{p}:workers`: the consumer group of the workers on `{p}:events` (a group name, not a
-//!   key). Each worker process is one consumer.
-//! - `{p}:dead-letters`: a stream of entries that could not be stored: fields `e` (the
-//!   payload), `original_id`, `reason`, `attempts`, `failed_at_ms`.
-//!
-//! # Positions
-//! A stream entry id `ms-n` becomes the `u64` seq `ms << 20 | n`: ids and seqs order the
-//! same way, so a stream position and a store position are one number. Redis gives ids in
-//! increasing order at XADD time, so a reader resuming "after seq s" with XRANGE never skips
-//! an entry that a worker commits to the store later.
+//! A request handler prepares its events ([`PreparedBatch`]: ids assigned, payloads encoded
+//! in the [`crate::record`] format) and submits them through [`Ingest`], which bounds what is
+//! pending and publishes them to the [`Queue`]: the embedded durable log of a single process
+//! ([`log`]) or a cluster's Redis stream ([`redis`]). `Ok` means durable: the `202`. From
+//! there the consume loop ([`crate::consume`]) moves them into the store. Each queue also
+//! feeds the live stream ([`crate::live::Publisher`]) with what it takes, and replays what a
+//! resuming subscriber missed ([`crate::live::Replay`]).
 
+pub mod batch;
+pub mod ids;
+pub mod log;
 pub mod redis;
-pub mod worker;
 
-pub use self::redis::RedisQueue;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Bits of the seq that hold the sequence number `n` of an entry id `ms-n`.
-const SEQ_BITS: u32 = 20;
+use async_trait::async_trait;
 
-/// A stream entry id `ms-n` as the u64 `seq` used everywhere else: `ms << 20 | n`
-/// (`n < 2^20`, `ms < 2^44`); `None` for anything else.
-pub fn seq_of(entry_id: &str) -> Option<u64> {
-    seq_of_bytes(entry_id.as_bytes())
+pub use batch::{CommitOutcome, PreparedBatch};
+
+/// The ingest side of the queue.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Adds the events of `batch`, all or none; `Ok` once they are durable (as the
+    /// deployment defines it: in the log, or in Redis), with what was set aside as already
+    /// accepted. Refused (nothing added) while the backlog is at its bound.
+    async fn publish(&self, batch: PreparedBatch) -> Result<CommitOutcome, IngestError>;
+
+    /// Events published but not stored yet, as last known (no round trip).
+    fn backlog(&self) -> Backlog;
+
+    /// The `seq` a read may include, after waiting at most `wait` for the store to reach
+    /// everything published before the call.
+    async fn read_position(&self, wait: Duration) -> ReadPosition;
+
+    /// How far the log and the store have got, where this process knows (its own log).
+    fn positions(&self) -> Option<Positions>;
 }
 
-/// [`seq_of`] on the raw bytes Redis answers with, so the worker needs no `String` per entry.
-pub fn seq_of_bytes(entry_id: &[u8]) -> Option<u64> {
-    let dash = entry_id.iter().position(|&b| b == b'-')?;
-    let ms = parse_u64(&entry_id[..dash])?;
-    let n = parse_u64(&entry_id[dash + 1..])?;
-    if n >= 1 << SEQ_BITS || ms >= 1 << (64 - SEQ_BITS) {
-        return None;
-    }
-    Some(ms << SEQ_BITS | n)
+/// Events published but not yet stored, and the bound beyond which publishing is refused.
+#[derive(Debug, Clone, Copy)]
+pub struct Backlog {
+    pub events: u64,
+    pub max: u64,
+    /// What these events wait for, for reports: "the index backlog".
+    pub what: &'static str,
 }
 
-/// The stream entry id `ms-n` of `seq`: the inverse of [`seq_of`].
-pub fn entry_id_of(seq: u64) -> String {
-    format!("{}-{}", seq >> SEQ_BITS, seq & ((1 << SEQ_BITS) - 1))
+/// What a read may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPosition {
+    /// The highest `seq` the read includes; `None`: everything stored (a cluster's API node
+    /// cannot know what the workers are about to store, so it does not wait for them).
+    pub through: Option<u64>,
+    /// Whether that covers every event published before the read began.
+    pub complete: bool,
 }
 
-/// Decimal digits only, no sign, no overflow.
-fn parse_u64(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 20 {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |acc, &d| {
-        if !d.is_ascii_digit() {
-            return None;
-        }
-        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
+/// The log's positions: what is durable, and what of it the store has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Positions {
+    pub committed: u64,
+    pub indexed: u64,
 }
 
-/// Key names, all derived from one prefix (default `eventide`); see the module docs.
-#[derive(Debug, Clone)]
-pub struct QueueKeys {
-    /// `{p}:events`: the stream of event payloads.
-    pub stream: String,
-    /// `{p}:workers`: the workers' consumer group on [`QueueKeys::stream`].
-    pub group: String,
-    /// `{p}:dead-letters`: entries that could not be stored.
-    pub dead_letters: String,
-}
-
-impl QueueKeys {
-    pub const DEFAULT_PREFIX: &'static str = "eventide";
-
-    pub fn with_prefix(prefix: &str) -> QueueKeys {
-        QueueKeys {
-            stream: format!("{prefix}:events"),
-            group: format!("{prefix}:workers"),
-            dead_letters: format!("{prefix}:dead-letters"),
-        }
-    }
-}
-
-impl Default for QueueKeys {
-    fn default() -> QueueKeys {
-        QueueKeys::with_prefix(QueueKeys::DEFAULT_PREFIX)
-    }
-}
-
+/// Why a submission was not stored. Nothing of a refused submission is stored, so a retry
+/// is always safe.
 #[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    /// Redis cannot be reached or refused a command: callers answer 503 and retry later.
-    #[error("the queue is unavailable: {0}")]
-    Unavailable(String),
+pub enum IngestError {
+    #[error("too many events are waiting to be committed ({pending} of at most {max})")]
+    PendingFull { pending: u64, max: u64 },
+    #[error("the indexer is {backlog} events behind (at most {max}); retry shortly")]
+    BacklogFull { backlog: u64, max: u64 },
+    #[error("the durable log cannot be written: {0}")]
+    LogUnavailable(String),
+    #[error("the workers are {backlog} events behind (at most {max}); retry shortly")]
+    QueueBacklogFull { backlog: u64, max: u64 },
+    #[error("the queue cannot be written: {0}")]
+    QueueUnavailable(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
-impl From<::redis::RedisError> for QueueError {
-    fn from(err: ::redis::RedisError) -> QueueError {
-        QueueError::Unavailable(err.to_string())
-    }
-}
-
-/// An entry of the dead-letter stream, as `GET /dead-letters` lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeadLetter {
-    /// The dead-letter entry's own id.
-    pub id: String,
-    /// The id the entry had in the events stream.
-    pub original_id: String,
-    /// Why it could not be stored (the last error, or why it could not be decoded).
-    pub reason: String,
-    /// How many times storing it was tried (0 when it could not even be decoded).
-    pub attempts: u64,
-    pub failed_at_ms: i64,
-    /// The event as JSON (`id`, `type`, `timestamp`, ...) when the payload decodes.
-    pub event: Option<serde_json::Value>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seqs_and_entry_ids_round_trip() {
-        for (id, seq) in [
-            ("0-0", 0),
-            ("0-1", 1),
-            ("1-0", 1 << 20),
-            ("1700000000123-7", 1_700_000_000_123 << 20 | 7),
-            ("1700000000123-1048575", 1_700_000_000_123 << 20 | 1_048_575),
-        ] {
-            assert_eq!(seq_of(id), Some(seq), "{id}");
-            assert_eq!(entry_id_of(seq), id);
+impl IngestError {
+    /// A short machine-readable name for the cause.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::PendingFull { .. } => "ingest_queue_full",
+            IngestError::BacklogFull { .. } => "index_backlog_full",
+            IngestError::LogUnavailable(_) => "log_unavailable",
+            IngestError::QueueBacklogFull { .. } => "queue_backlog_full",
+            IngestError::QueueUnavailable(_) => "queue_unavailable",
+            IngestError::ShuttingDown => "shutting_down",
         }
-        // Order is kept: a later id is a larger seq.
-        assert!(seq_of("5-1048575") < seq_of("6-0"));
-        let ms = 1_760_000_000_000u64;
-        assert_eq!(seq_of(&entry_id_of(ms << 20 | 3)), Some(ms << 20 | 3));
     }
+}
 
-    #[test]
-    fn malformed_entry_ids_have_no_seq() {
-        for id in [
-            "",
-            "-",
-            "1",
-            "1-",
-            "-1",
-            "a-1",
-            "1-a",
-            "1-1048576",
-            "1--1",
-            "+1-1",
-            "17592186044416-0",
-            "99999999999999999999999-0",
-        ] {
-            assert_eq!(seq_of(id), None, "{id}");
+/// The handle request handlers submit through: the queue, with a bound on the events
+/// submitted and not answered yet. Cheap to clone.
+#[derive(Clone)]
+pub struct Ingest {
+    queue: Arc<dyn Queue>,
+    /// Events submitted but not yet answered, in events rather than requests.
+    pending: Arc<AtomicU64>,
+    max_pending: u64,
+}
+
+impl Ingest {
+    pub fn new(queue: Arc<dyn Queue>, max_pending: u64) -> Ingest {
+        Ingest {
+            queue,
+            pending: Arc::new(AtomicU64::new(0)),
+            max_pending,
         }
-        assert_eq!(seq_of("17592186044415-0"), Some(u64::MAX >> 20 << 20));
     }
 
-    #[test]
-    fn keys_share_the_prefix() {
-        let keys = QueueKeys::with_prefix("t1");
-        assert_eq!(keys.stream, "t1:events");
-        assert_eq!(keys.group, "t1:workers");
-        assert_eq!(keys.dead_letters, "t1:dead-letters");
+    /// Submits a batch and waits until it is durable (or refused).
+    pub async fn submit(&self, batch: PreparedBatch) -> Result<CommitOutcome, IngestError> {
+        let count = batch.len() as u64;
+        let pending = self.pending.fetch_add(count, Ordering::AcqRel) + count;
+        let published = if pending > self.max_pending {
+            Err(IngestError::PendingFull {
+                pending: pending - count,
+                max: self.max_pending,
+            })
+        } else {
+            self.queue.publish(batch).await
+        };
+        self.pending.fetch_sub(count, Ordering::AcqRel);
+        published
+    }
+
+    /// Events submitted and not yet answered, and the most there may be.
+    pub fn pending(&self) -> (u64, u64) {
+        (self.pending.load(Ordering::Relaxed), self.max_pending)
+    }
+
+    pub fn backlog(&self) -> Backlog {
+        self.queue.backlog()
+    }
+
+    pub async fn read_position(&self, wait: Duration) -> ReadPosition {
+        self.queue.read_position(wait).await
+    }
+
+    pub fn positions(&self) -> Option<Positions> {
+        self.queue.positions()
     }
 }

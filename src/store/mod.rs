@@ -1,7 +1,8 @@
 //! The indexed store: where events become queryable. One trait, [`Store`], with the embedded
-//! SQLite implementation ([`sqlite`]) and the scale-out PostgreSQL one ([`postgres`]); the
-//! HTTP layer knows nothing of SQL.
+//! SQLite implementation ([`sqlite`]), the scale-out PostgreSQL one ([`postgres`]) and one
+//! that keeps nothing, for benchmarks ([`null`]); the HTTP layer knows nothing of SQL.
 
+pub mod null;
 pub mod postgres;
 pub mod sqlite;
 
@@ -23,6 +24,21 @@ pub struct EventFilter {
     pub to_ms: Option<i64>,
     /// Only events with `seq` at or below this: the snapshot a cursor walk is pinned to.
     pub max_seq: Option<u64>,
+}
+
+impl EventFilter {
+    /// Whether `event` meets the conditions on its fields (not those on time or position).
+    pub fn matches_fields(&self, event: &StoredEvent) -> bool {
+        self.kind.as_ref().is_none_or(|kind| *kind == event.kind)
+            && self
+                .service
+                .as_ref()
+                .is_none_or(|service| Some(service) == event.service.as_ref())
+            && self
+                .user_id
+                .as_ref()
+                .is_none_or(|user| Some(user) == event.user_id.as_ref())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -235,13 +235,15 @@ await step('the charts have data', async () => {
   check(await page.locator('#services-chart rect').count() > 1, 'no bar in the services chart');
 });
 
-await step('the status panel shows the ingest rate, queue fill, store health and last error', async () => {
+await step('the status panel shows the ingest rate, queue fill, the health of each component and the last error', async () => {
   await page.waitForFunction(() => document.getElementById('status-rate').textContent.includes('events/s'),
     null, { timeout: 8000 });
   const text = (id) => page.locator(`#${id}`).textContent();
   check((await text('status-state')) === 'ready', `status: ${await text('status-state')}`);
   check(/%/.test(await text('status-queue')), `queue fill: ${await text('status-queue')}`);
-  check((await text('status-store')).startsWith('ok'), `store: ${await text('status-store')}`);
+  const components = await text('status-components');
+  check(['log', 'indexer', 'store'].every((name) => components.includes(`${name} ok`)),
+    `components: ${components}`);
   check((await text('status-error')) === 'none', `last error: ${await text('status-error')}`);
 });
 

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use eventide::queue::QueueKeys;
+use eventide::queue::redis::QueueKeys;
 
 /// The server `.ci/run` provides: local, no password.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";

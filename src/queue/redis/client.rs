@@ -1,5 +1,6 @@
-//! [`RedisQueue`]: the Redis stream between API nodes and workers, and the consumer-group
-//! commands the worker loop needs (read, ack, claim, dead-letter, trim).
+//! [`RedisStream`]: the commands on the Redis stream between API nodes and workers: adding,
+//! reading and trimming entries, and those of the consumer group the worker needs (read,
+//! ack, claim, dead-letter).
 //!
 //! Replies are taken as raw [`Value`]s and picked apart here, so payloads and entry ids move
 //! out of the reply without another copy and without a typed layer per command.
@@ -12,7 +13,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Cmd, ErrorKind, Pipeline, RedisError, Value};
 
 use super::{entry_id_of, seq_of_bytes, DeadLetter, QueueError, QueueKeys};
-use crate::ingest::record::decode_payload;
+use crate::record::decode_payload;
 
 /// The field of a stream entry that holds the event payload.
 const PAYLOAD_FIELD: &str = "e";
@@ -51,9 +52,9 @@ impl Entry {
 
 /// The Redis stream queue; cheap to clone (the connections are shared).
 #[derive(Clone)]
-pub struct RedisQueue {
+pub struct RedisStream {
     keys: Arc<QueueKeys>,
-    /// For new connections ([`RedisQueue::with_own_blocking_connection`]).
+    /// For new connections ([`RedisStream::with_own_blocking_connection`]).
     client: Client,
     /// `host:port` of the server, for messages: never the URL, which may hold a password.
     server: Arc<str>,
@@ -66,9 +67,9 @@ pub struct RedisQueue {
     blocking: ConnectionManager,
 }
 
-impl std::fmt::Debug for RedisQueue {
+impl std::fmt::Debug for RedisStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisQueue")
+        f.debug_struct("RedisStream")
             .field("server", &self.server)
             .field("keys", &self.keys)
             .finish_non_exhaustive()
@@ -84,11 +85,11 @@ fn manager_config(response_timeout: Option<Duration>) -> ConnectionManagerConfig
         .set_max_delay(Duration::from_millis(500))
 }
 
-impl RedisQueue {
+impl RedisStream {
     /// Connects (fails fast with a clear error when Redis is unreachable) and creates the
     /// consumer group if missing (`XGROUP CREATE ... 0 MKSTREAM`: from the start of the
     /// stream, so entries added before any worker existed are consumed too).
-    pub async fn connect(url: &str, keys: QueueKeys) -> anyhow::Result<RedisQueue> {
+    pub async fn connect(url: &str, keys: QueueKeys) -> anyhow::Result<RedisStream> {
         // The URL may hold a password: errors name only the server.
         let client = Client::open(url).map_err(|_| {
             anyhow::anyhow!("invalid Redis URL (expected redis://[user:password@]host[:port][/db])")
@@ -103,7 +104,7 @@ impl RedisQueue {
         let blocking =
             ConnectionManager::new_lazy_with_config(client.clone(), manager_config(None))
                 .with_context(|| format!("could not connect to Redis at {server}"))?;
-        let queue = RedisQueue {
+        let queue = RedisStream {
             keys: Arc::new(keys),
             client,
             server,
@@ -121,10 +122,10 @@ impl RedisQueue {
 
     /// The same queue with a blocking connection of its own (opened on first use), so its
     /// blocking reads wait for no one else's.
-    pub fn with_own_blocking_connection(&self) -> anyhow::Result<RedisQueue> {
+    pub fn with_own_blocking_connection(&self) -> anyhow::Result<RedisStream> {
         let blocking =
             ConnectionManager::new_lazy_with_config(self.client.clone(), manager_config(None))?;
-        Ok(RedisQueue {
+        Ok(RedisStream {
             blocking,
             ..self.clone()
         })
@@ -280,7 +281,7 @@ impl RedisQueue {
         Ok(seq_payloads(entries(reply)))
     }
 
-    /// Like [`RedisQueue::range_after`] but waits up to `block` when there is nothing yet
+    /// Like [`RedisStream::range_after`] but waits up to `block` when there is nothing yet
     /// (XREAD BLOCK on the blocking connection); an empty `Vec` when nothing came.
     pub async fn read_after(
         &self,

@@ -2,7 +2,7 @@
 //! here replaces a random-order index probe on the ingest path. Bounded by a window and a
 //! capacity; the store's unique id index catches what has aged out of it.
 //!
-//! Each id is kept with a hash of its event's content ([`super::record::content_hash`]), so
+//! Each id is kept with a hash of its event's content ([`crate::record::content_hash`]), so
 //! that a repeated id tells a retry (a duplicate) from another event under a reused id (a
 //! conflict). Either way the first version stays.
 
@@ -10,7 +10,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
-use super::record::UNKNOWN_CONTENT;
+use crate::record::UNKNOWN_CONTENT;
 
 /// A client id's 128-bit hash as two words: a `u128` is 16-byte aligned, which would pad
 /// every entry of the table (with its 8-byte content hash) and of the queue from 24 to 32

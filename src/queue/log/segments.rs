@@ -1,4 +1,4 @@
-//! The durable log: append-only segment files of checksummed frames (see [`super::record`]).
+//! The log's files: append-only segments of checksummed frames (see [`crate::record`]).
 //!
 //! An event is acknowledged once its frame is in the log, because appending is sequential and
 //! cheap; the indexer reads the log afterwards to build the query indexes. Segments are named
@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::record::{self, FRAME_HEADER};
 use crate::event::StoredEvent;
+use crate::record::{self, FRAME_HEADER};
 
 /// A segment is closed and a new one started once it grows past this size.
 const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;

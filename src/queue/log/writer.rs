@@ -1,0 +1,176 @@
+//! The single log writer: group commit. It takes every submission waiting when it wakes,
+//! sets aside events whose client id was accepted before (duplicates and conflicts), assigns
+//! `seq`s, appends all their frames in one write (and one fdatasync with `--durability
+//! fsync`), then answers each submission and hands the committed frames to the live stream
+//! (without ever waiting for it).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::dedup::{RecentIds, Seen};
+use super::segments::LogWriter;
+use super::Progress;
+use crate::clock::{Clock, SystemClock};
+use crate::health::{Component, LastCommit};
+use crate::live::Publisher;
+use crate::queue::{CommitOutcome, IngestError, PreparedBatch};
+use crate::record;
+use crate::telemetry::CommitMetrics;
+
+/// Upper bound of events in one group commit, so one write stays a few MiB.
+const MAX_GROUP_EVENTS: usize = 20_000;
+
+/// What the writer is sent.
+pub(super) enum Message {
+    /// A batch to commit, and where to answer.
+    Submit {
+        batch: PreparedBatch,
+        reply: oneshot::Sender<Result<CommitOutcome, IngestError>>,
+    },
+    /// Commit what came before, then stop.
+    Close,
+}
+
+type Submission = (
+    PreparedBatch,
+    oneshot::Sender<Result<CommitOutcome, IngestError>>,
+);
+
+pub(super) struct Writer {
+    log: LogWriter,
+    dedup: RecentIds,
+    next_seq: u64,
+    progress: Arc<Progress>,
+    health: Arc<Component>,
+    last_commit: Arc<LastCommit>,
+    receiver: mpsc::UnboundedReceiver<Message>,
+    commit_metrics: CommitMetrics,
+}
+
+impl Writer {
+    pub(super) fn new(
+        log: LogWriter,
+        dedup: RecentIds,
+        progress: Arc<Progress>,
+        receiver: mpsc::UnboundedReceiver<Message>,
+        health: Arc<Component>,
+        last_commit: Arc<LastCommit>,
+    ) -> Writer {
+        Writer {
+            log,
+            dedup,
+            next_seq: progress.committed() + 1,
+            progress,
+            health,
+            last_commit,
+            receiver,
+            commit_metrics: CommitMetrics::new(),
+        }
+    }
+
+    /// Commits until closed; `publisher` gets every committed group for the live stream.
+    pub(super) fn run(mut self, publisher: Publisher) {
+        let mut group: Vec<Submission> = Vec::new();
+        let mut frames: Vec<u8> = Vec::with_capacity(1 << 20);
+        let mut closing = false;
+        while !closing {
+            let Some(first) = self.receiver.blocking_recv() else {
+                break;
+            };
+            let mut events = 0;
+            let mut message = Some(first);
+            while let Some(next) = message.take() {
+                match next {
+                    Message::Submit { batch, reply } => {
+                        events += batch.len();
+                        group.push((batch, reply));
+                    }
+                    Message::Close => closing = true,
+                }
+                if events < MAX_GROUP_EVENTS && !closing {
+                    message = self.receiver.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                self.commit(&mut group, &mut frames, &publisher);
+            }
+        }
+        // Anything sent after the close is refused: the server is shutting down.
+        self.receiver.close();
+        while let Ok(Message::Submit { reply, .. }) = self.receiver.try_recv() {
+            let _ = reply.send(Err(IngestError::ShuttingDown));
+        }
+    }
+
+    /// Commits `group` in one write and answers each of its submissions.
+    fn commit(&mut self, group: &mut Vec<Submission>, frames: &mut Vec<u8>, publisher: &Publisher) {
+        frames.clear();
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut newly_remembered: Vec<u128> = Vec::new();
+        let first_seq = self.next_seq;
+        for (batch, _) in group.iter() {
+            let mut outcome = CommitOutcome::default();
+            for event in batch.events() {
+                if let Some((id_hash, content_hash)) = event.client {
+                    match self
+                        .dedup
+                        .insert(id_hash, content_hash, batch.received_at_ms())
+                    {
+                        Seen::New => newly_remembered.push(id_hash),
+                        Seen::Duplicate => {
+                            outcome.duplicates += 1;
+                            continue;
+                        }
+                        Seen::Conflict => {
+                            outcome.conflicts += 1;
+                            continue;
+                        }
+                    }
+                }
+                record::write_frame(frames, self.next_seq, batch.payload(event));
+                self.next_seq += 1;
+            }
+            outcomes.push(outcome);
+        }
+
+        let started = Instant::now();
+        let appended = self.log.append(frames);
+        let took = started.elapsed();
+        self.commit_metrics
+            .record((self.next_seq - first_seq) as usize, took);
+        match appended {
+            Ok(()) => {
+                if self.health.recovered() {
+                    tracing::info!("the durable log accepts writes again");
+                }
+                self.last_commit
+                    .record(SystemClock.now_ms(), took.as_micros() as u64);
+                self.progress.set_committed(self.next_seq - 1);
+                for ((_, reply), outcome) in group.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+                // After `set_committed` (the live stream's no-gap argument relies on that
+                // order) and after the answers, which need not wait for a copy.
+                publisher.publish(frames);
+                if let Err(err) = self.log.roll_if_full(self.next_seq) {
+                    tracing::error!(error = %err, "could not start a new log segment; will retry");
+                }
+            }
+            Err(err) => {
+                // Logged once per outage, not per request.
+                if self.health.failed(err.to_string()) {
+                    tracing::error!(error = %err, "appending to the durable log failed; answering 503 until it works again");
+                }
+                for hash in newly_remembered.iter().rev() {
+                    self.dedup.forget(*hash);
+                }
+                self.next_seq = first_seq;
+                for (_, reply) in group.drain(..) {
+                    let _ = reply.send(Err(IngestError::LogUnavailable(err.to_string())));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The null store, for benchmarks (`--store null`): it takes every batch and keeps nothing,
+//! so a run measures acknowledging events (HTTP, parsing, the durable log) without indexing
+//! them. Reads find nothing; the indexed position is kept, so the indexer and readers that
+//! wait for it see progress.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Result;
+use async_trait::async_trait;
+
+use super::{AppendOutcome, EventFilter, EventQuery, Purged, RollupQuery, RollupRow, Store};
+use crate::event::StoredEvent;
+
+#[derive(Default)]
+pub struct NullStore {
+    indexed_seq: AtomicU64,
+    /// Secrets live as long as the process: a benchmark needs no cursor after a restart.
+    secrets: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+#[async_trait]
+impl Store for NullStore {
+    async fn append_batch(
+        &self,
+        _events: Arc<Vec<StoredEvent>>,
+        indexed_seq: u64,
+    ) -> Result<AppendOutcome> {
+        self.indexed_seq.fetch_max(indexed_seq, Ordering::AcqRel);
+        Ok(AppendOutcome::default())
+    }
+
+    async fn indexed_seq(&self) -> Result<u64> {
+        Ok(self.indexed_seq.load(Ordering::Acquire))
+    }
+
+    async fn query(&self, _query: EventQuery) -> Result<Vec<StoredEvent>> {
+        Ok(Vec::new())
+    }
+
+    async fn count(&self, _filter: EventFilter) -> Result<u64> {
+        Ok(0)
+    }
+
+    async fn events_after_seq(
+        &self,
+        _filter: EventFilter,
+        _after_seq: u64,
+        _limit: usize,
+    ) -> Result<Vec<StoredEvent>> {
+        Ok(Vec::new())
+    }
+
+    async fn get(&self, _id: String) -> Result<Option<StoredEvent>> {
+        Ok(None)
+    }
+
+    async fn event_count(&self) -> Result<u64> {
+        Ok(0)
+    }
+
+    async fn time_range(&self) -> Result<Option<(i64, i64)>> {
+        Ok(None)
+    }
+
+    async fn rollups(&self, _query: RollupQuery) -> Result<Vec<RollupRow>> {
+        Ok(Vec::new())
+    }
+
+    async fn counts_per_second(&self, _from_ms: i64) -> Result<Vec<RollupRow>> {
+        Ok(Vec::new())
+    }
+
+    async fn recent_client_ids(&self, _since_ms: i64, _limit: usize) -> Result<Vec<(String, i64)>> {
+        Ok(Vec::new())
+    }
+
+    async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
+        let mut secrets = self.secrets.lock().unwrap();
+        Ok(secrets.entry(name.to_owned()).or_insert(candidate).clone())
+    }
+
+    async fn purge_before(&self, _cutoff_ms: i64) -> Result<Purged> {
+        Ok(Purged::default())
+    }
+}
