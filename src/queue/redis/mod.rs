@@ -27,6 +27,10 @@
 //! entry, where everything is stored (entries are trimmed only once acknowledged).
 
 pub mod client;
+mod dead_letters;
+mod group;
+mod reply;
+mod stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
