@@ -1,39 +1,56 @@
-//! Eventide: real-time event ingestion and analytics in one binary.
+//! Eventide: real-time event ingestion and analytics in one binary, as one process with an
+//! embedded store or as a cluster of API nodes and workers over Redis and PostgreSQL.
 //!
 //! # Layout
 //! - [`config`]: options, from flags and `EVENTIDE_*` variables; [`data_dir`]: the lock that
 //!   keeps a second process off a data directory.
-//! - [`event`]: the event, parsed and validated at the edge.
-//! - [`ingest`]: the durable log, its group-commit writer, deduplication and the indexer.
-//! - [`store`]: the `Store` trait, the embedded SQLite store and the PostgreSQL one.
+//! - [`event`]: the event, parsed and validated at the edge; [`record`]: its binary form in
+//!   the queue (the log's frames, the Redis stream's entries).
+//! - [`queue`]: the boundary between taking events and storing them, the [`queue::Queue`]
+//!   trait, with the embedded durable log ([`queue::log`]) and the Redis stream
+//!   ([`queue::redis`]).
+//! - [`consume`]: the loop moving events from the queue into the store, over the log (the
+//!   indexer) or a Redis consumer group (the worker).
+//! - [`store`]: the [`store::Store`] trait, the embedded SQLite store, the PostgreSQL one and
+//!   the null one.
+//! - [`live`]: the live stream (`GET /stream`): events pushed to subscribers as the queue
+//!   takes them, resumes replayed by the queue.
 //! - [`metrics`]: event counts over windows, time series and summary, from rollups.
 //! - [`telemetry`]: the service's own metrics, for Prometheus.
-//! - [`live`]: the live stream (`GET /stream`): committed events pushed to subscribers.
-//! - [`health`]: failures and last commit, as `/health/*` reports them.
+//! - [`health`]: a registry of named components and their failures, as `/health/*` reports.
 //! - [`retention`]: the job deleting events older than `--retention`.
-//! - [`queue`]: the Redis Streams queue of a cluster and the worker that consumes it;
-//!   [`cluster`] runs a process of a cluster (`--role api|worker|all`).
 //! - [`api`]: HTTP routes, errors and rendering; [`api::dashboard`] serves the web dashboard,
-//!   whose files (`dashboard/`) are compiled in.
-//! - [`server`]: puts the parts together and shuts them down in order ([`connections`]:
-//!   cutting the connections that would hold shutdown forever).
+//!   whose files (`dashboard/`) are compiled in. [`connections`]: accepting, limiting and
+//!   timing out the connections the API is served on.
+//! - [`server`]: the one place that assembles the parts for a deployment and shuts them down
+//!   in order.
 //! - [`bench`]: `eventide bench`, the load generator.
 //!
 //! # Path of an event
-//! 1. `POST /events` reads the body (gunzipping it if asked) and [`event::parse`] turns each
-//!    JSON object into a validated `NewEvent`, or per-event errors, each naming its field.
-//! 2. The handler gives each valid event its id (the client's or a UUIDv7), encodes it for the
-//!    log and submits the batch to the single log writer, which refuses it (`429`) if too
-//!    much is pending or the indexer is too far behind.
-//! 3. The writer drops repeats of recent client ids (duplicates, or conflicts when the
-//!    content differs), assigns `seq`s, appends every waiting batch in one write (one
-//!    fdatasync with `--durability fsync`) and answers: `202`.
-//! 4. The indexer reads the log in large batches into the SQLite store's indexed table;
-//!    queries wait (bounded) for it to reach what was acknowledged before they began. The
-//!    same transaction adds the events to the per-minute rollups; then the in-memory counts
-//!    behind the metrics endpoints take them in.
-//! 5. Meanwhile the writer hands each committed group to the [`live`] dispatcher, which
-//!    pushes the events to the matching `/stream` subscribers.
+//! 1. `POST /events` reads the body (refused before reading if too large, gunzipped if asked)
+//!    and [`event::parse`] turns each JSON object into a validated `NewEvent`, or per-event
+//!    errors, each naming its field.
+//! 2. The handler gives each valid event its id (the client's or a UUIDv7), encodes it
+//!    ([`record`]) and submits the batch through [`queue::Ingest`] (bounded: `429` when too
+//!    much is pending) to the deployment's [`queue::Queue`]:
+//!    - **one process** ([`queue::log`]): the single log writer drops repeats of recent
+//!      client ids (duplicates, or conflicts when the content differs), assigns `seq`s,
+//!      appends every waiting batch in one write (one fdatasync with `--durability fsync`)
+//!      and answers: `202`. It refuses (`429`) while the index is too far behind.
+//!    - **a cluster's API node** ([`queue::redis`]): the batch is added to the Redis stream in
+//!      one pipeline; `202` once Redis holds every entry, whose id is the event's `seq`. It
+//!      refuses (`429`) while the workers are too far behind, `503` while Redis is down.
+//! 3. The consume loop ([`consume`]) moves the events into the [`store`]: the indexer reads
+//!    the log in large batches into SQLite; in a cluster, workers read the stream as a
+//!    consumer group into PostgreSQL and acknowledge each batch once committed. The same
+//!    transaction adds the events to the per-minute rollups (then, in one process, the
+//!    in-memory counts behind the metrics take them in). Queries in one process wait
+//!    (bounded) for the indexer to reach what was acknowledged before they began; a
+//!    cluster's API nodes read what the workers have stored.
+//! 4. Meanwhile the queue hands what it takes to the [`live`] dispatcher (the log writer
+//!    each commit; on an API node, a reader following the stream), which pushes the events
+//!    to the matching `/stream` subscribers of this process; a resuming subscriber replays
+//!    what it missed from the queue's side ([`live::Replay`]).
 
 pub mod api;
 pub mod bench;
