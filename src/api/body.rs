@@ -75,10 +75,16 @@ pub async fn read(headers: &HeaderMap, body: Body, min_rate: u64) -> Result<Byte
         }
     };
     let raw = read_at_rate(body, declared, min_rate).await?;
+    decode(raw, gzip)
+}
+
+/// The body as sent, gunzipped when `gzip`: refused when it decompresses to more than
+/// [`MAX_BODY_BYTES`] or is not gzip at all. What the fuzz target feeds bodies through.
+pub fn decode(raw: Bytes, gzip: bool) -> Result<Bytes, ApiError> {
     if !gzip {
         return Ok(raw);
     }
-    let mut decoded = Vec::with_capacity(raw.len() * 4);
+    let mut decoded = Vec::with_capacity(raw.len().saturating_mul(4).min(MAX_BODY_BYTES));
     flate2::read::GzDecoder::new(&raw[..])
         .take(MAX_BODY_BYTES as u64 + 1)
         .read_to_end(&mut decoded)
@@ -159,4 +165,31 @@ async fn read_at_rate(
         }
     }
     Ok(first.unwrap_or_else(|| out.into()))
+}
+
+/// A body through everything `POST /events` does with it before storing anything: gzip
+/// decoding (when the first byte's low bit is set) and parsing as JSON or NDJSON (the next
+/// bit). What the fuzz target (`fuzz/`) and the corpus replay test run; refusals are fine,
+/// a panic is a bug.
+pub fn fuzz_ingest_body(data: &[u8]) {
+    use crate::event::parse::{parse_body, TimeBounds};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let format = if mode & 2 == 0 {
+        BodyFormat::Json
+    } else {
+        BodyFormat::Ndjson
+    };
+    let Ok(body) = decode(Bytes::copy_from_slice(rest), mode & 1 == 1) else {
+        return;
+    };
+    let bounds = TimeBounds {
+        now_ms: 1_765_000_000_000,
+        oldest_ms: 1_762_000_000_000,
+        too_old: &|| "is older than the retention".to_owned(),
+    };
+    if let Ok(items) = parse_body(&body, format, &bounds) {
+        assert!(items.len() <= crate::event::parse::MAX_EVENTS_PER_REQUEST);
+    }
 }
