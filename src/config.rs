@@ -186,6 +186,14 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTIDE_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
 
+    /// A PEM file with the certificate chain to serve HTTPS with (with --tls-key).
+    #[arg(long, env = "EVENTIDE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM file with the private key of --tls-cert.
+    #[arg(long, env = "EVENTIDE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Where events are stored: `embedded` (SQLite under --data-dir), a `postgres://` URL, or
     /// `null` (keep nothing: for benchmarks of acknowledging alone).
     #[arg(long, env = "EVENTIDE_STORE", default_value = "embedded", hide_env_values = true,

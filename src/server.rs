@@ -56,6 +56,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     config.check().map_err(anyhow::Error::msg)?;
+    // Before anything is opened: unusable key files stop start-up at once.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => Some(connections::tls_acceptor(cert, key)?),
+        _ => None,
+    };
     telemetry::install();
     // Held until this function returns, i.e. for as long as anything writes the directory.
     let _lock = if config.writes_data_dir() {
@@ -136,11 +141,21 @@ pub async fn serve(
         queue = ?config.queue,
         data_dir = %config.data_dir.display(),
         durability = ?config.durability,
-        "listening on http://{}",
+        "listening on {}://{}",
+        if config.tls_cert.is_some() { "https" } else { "http" },
         listener.local_addr()?
     );
     let live_handle = live.as_ref().map(|(live, _)| live.clone());
-    serve_http(app, listener, &config, connections, live_handle, shutdown).await?;
+    serve_http(
+        app,
+        listener,
+        &config,
+        connections,
+        tls,
+        live_handle,
+        shutdown,
+    )
+    .await?;
 
     // Every answer is written: the live stream ended as shutdown began.
     if let Some((_, dispatcher)) = live {
@@ -390,6 +405,7 @@ async fn serve_http(
     listener: TcpListener,
     config: &ServeConfig,
     connections: Arc<OpenConnections>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     live: Option<Live>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -414,11 +430,19 @@ async fn serve_http(
     };
     // Graceful shutdown waits for every answer to finish, and a stream's never would: so
     // when it begins, the live streams are ended too.
-    connections::serve(app, listener, limits, connections, shutdown, move || {
-        if let Some(live) = live {
-            live.shutdown();
-        }
-    })
+    connections::serve(
+        app,
+        listener,
+        limits,
+        connections,
+        tls,
+        shutdown,
+        move || {
+            if let Some(live) = live {
+                live.shutdown();
+            }
+        },
+    )
     .await;
     Ok(())
 }

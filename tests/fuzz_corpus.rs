@@ -14,5 +14,9 @@ fn every_corpus_input_goes_through_decoding_and_parsing_without_a_panic() {
         eventide::api::body::fuzz_ingest_body(&input);
         replayed += 1;
     }
-    assert!(replayed >= 10, "only {replayed} corpus inputs in {}", dir.display());
+    assert!(
+        replayed >= 10,
+        "only {replayed} corpus inputs in {}",
+        dir.display()
+    );
 }

@@ -146,26 +146,32 @@ impl HttpBody for AnswerBody {
     }
 }
 
-/// The socket, as hyper sees it: reads and writes mark the connection's progress, and
-/// hyper's own refusals of requests it could not parse (which never reach the router, and
-/// have an empty body) are replaced by JSON ones, as every error is JSON.
-struct WatchedStream {
+/// The socket, registered in [`OpenConnections`] for as long as it is open (so that
+/// shutdown can cut it), under TLS or not.
+struct RegisteredStream {
     inner: TcpStream,
-    phases: Arc<Phases>,
     open: Arc<OpenConnections>,
     id: u64,
-    /// A JSON refusal being written in place of hyper's: the bytes and how many are sent.
-    refusal: Option<(Vec<u8>, usize)>,
 }
 
-impl Drop for WatchedStream {
+impl Drop for RegisteredStream {
     fn drop(&mut self) {
         // Before `inner` (the descriptor) is closed: see `OpenConnections::cut_all`.
         self.open.remove(self.id);
     }
 }
 
-impl WatchedStream {
+/// The connection as hyper sees it (plain or TLS): reads and writes mark its progress, and
+/// hyper's own refusals of requests it could not parse (which never reach the router, and
+/// have an empty body) are replaced by JSON ones, as every error is JSON.
+struct WatchedStream<S> {
+    inner: S,
+    phases: Arc<Phases>,
+    /// A JSON refusal being written in place of hyper's: the bytes and how many are sent.
+    refusal: Option<(Vec<u8>, usize)>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WatchedStream<S> {
     /// Whether `first` starts an answer hyper wrote by itself: an error status line whose
     /// head lacks the `x-request-id` every answer of the router carries (hyper writes a head
     /// in one piece, so the whole head is in `first`).
@@ -224,7 +230,7 @@ impl WatchedStream {
     }
 }
 
-impl AsyncRead for WatchedStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WatchedStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -239,7 +245,7 @@ impl AsyncRead for WatchedStream {
     }
 }
 
-impl AsyncWrite for WatchedStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WatchedStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -270,6 +276,46 @@ impl AsyncWrite for WatchedStream {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.note_write(&result);
         result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for RegisteredStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for RegisteredStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -366,10 +412,13 @@ pub(super) struct Shared {
     pub builder: hyper::server::conn::http1::Builder,
     pub timeouts: Timeouts,
     pub open: Arc<OpenConnections>,
+    /// Set for HTTPS: every connection starts with a TLS handshake.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// Serves `stream` until the client closes it, it times out, or (after `stop` turns true)
-/// its requests in progress are answered.
+/// its requests in progress are answered. Under TLS, the handshake must be done within the
+/// header timeout.
 pub(super) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -377,12 +426,38 @@ pub(super) async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let fd = stream.as_raw_fd();
-    let phases = Arc::new(Phases::new());
-    let io = WatchedStream {
+    let stream = RegisteredStream {
         id: shared.open.add(fd),
         inner: stream,
-        phases: phases.clone(),
         open: shared.open.clone(),
+    };
+    let Some(tls) = &shared.tls else {
+        return serve_http(stream, Some(fd), peer, shared, stop).await;
+    };
+    match tokio::time::timeout(shared.timeouts.header, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve_http(stream, None, peer, shared, stop).await,
+        Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+        Err(_) => {
+            shared.open.count_timeout(Timeout::Header);
+            tracing::debug!(%peer, "TLS handshake timed out");
+        }
+    }
+}
+
+/// Serves HTTP on `stream`; `fd` (plain connections only) takes a last word on a timeout.
+async fn serve_http<S>(
+    stream: S,
+    fd: Option<RawFd>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let phases = Arc::new(Phases::new());
+    let io = WatchedStream {
+        inner: stream,
+        phases: phases.clone(),
         refusal: None,
     };
     let router = shared.router.clone();
@@ -452,8 +527,11 @@ pub(super) async fn serve(
             wake.as_mut().reset(at);
             continue;
         }
-        // A client that sent nothing at all is not owed an answer.
-        if timeout == Timeout::Header && phases.any_bytes.load(Ordering::Relaxed) {
+        // A client that sent nothing at all is not owed an answer (nor one under TLS, which
+        // only hyper could write).
+        if let Some(fd) =
+            fd.filter(|_| timeout == Timeout::Header && phases.any_bytes.load(Ordering::Relaxed))
+        {
             send_now(fd, &header_timeout_answer(timeouts.header));
         }
         shared.open.count_timeout(timeout);

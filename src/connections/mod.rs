@@ -35,6 +35,47 @@ pub struct Limits {
     pub grace: Duration,
 }
 
+/// Loads a certificate chain and its private key (PEM files) for HTTPS.
+pub fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use anyhow::Context;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| {
+            format!(
+                "invalid --tls-cert: cannot read a PEM certificate chain from {}",
+                cert.display()
+            )
+        })?;
+    anyhow::ensure!(
+        !chain.is_empty(),
+        "invalid --tls-cert: {} holds no certificate",
+        cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+        format!(
+            "invalid --tls-key: cannot read a PEM private key from {}",
+            key.display()
+        )
+    })?;
+    // `ring` rather than aws-lc-rs (rustls's default), which needs cmake to build: the cost
+    // is no post-quantum key exchange offered, which rustls marks by deprecating this.
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("invalid --tls-cert/--tls-key: the key does not fit the certificate")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+}
+
 /// How long a client may take at each step before its connection is closed.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -71,6 +112,7 @@ pub async fn serve(
     listener: TcpListener,
     limits: Limits,
     open: Arc<OpenConnections>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     on_shutdown: impl FnOnce(),
 ) {
@@ -92,6 +134,7 @@ pub async fn serve(
         builder,
         timeouts,
         open: open.clone(),
+        tls,
     });
     let (stop, stopped) = watch::channel(false);
     let lingering = Arc::new(AtomicUsize::new(0));
