@@ -186,6 +186,11 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTIDE_ALLOWED_HOSTS", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
 
+    /// Origins (`https://app.example.com`, comma-separated) whose pages may call the API
+    /// from a browser (CORS); none by default.
+    #[arg(long, env = "EVENTIDE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
     /// A PEM file with the certificate chain to serve HTTPS with (with --tls-key).
     #[arg(long, env = "EVENTIDE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

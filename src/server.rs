@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::admission::InFlight;
+use crate::api::cors::CorsOrigins;
 use crate::api::cursor::CursorKey;
 use crate::api::guard::AllowedHosts;
 use crate::api::rate_limit::{Limiter, RateLimits};
@@ -475,6 +476,8 @@ fn http_policy(
             listening,
             &config.allowed_hosts,
         ))),
+        cors: (!config.cors_origins.is_empty())
+            .then(|| Arc::new(CorsOrigins::new(&config.cors_origins))),
     }))
 }
 

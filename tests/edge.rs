@@ -392,3 +392,79 @@ async fn answers_carry_nosniff_no_store_and_the_docs_a_policy() {
     let script = server.get("/docs/swagger-initializer.js").await;
     assert!(script.header("content-security-policy").is_some());
 }
+
+#[tokio::test]
+async fn listed_origins_get_cors_and_others_none() {
+    let server = TestServer::start_temp(&["--cors-origins", "https://app.example.com"]).await;
+    let preflight = |origin: &'static str| {
+        let api = server.api();
+        async move {
+            api.client
+                .request(reqwest::Method::OPTIONS, api.url("/events"))
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .header(
+                    "access-control-request-headers",
+                    "authorization, content-type",
+                )
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let granted = preflight("https://app.example.com").await;
+    assert_eq!(granted.status(), 204);
+    let header = |resp: &reqwest::Response, name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        header(&granted, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    assert!(header(&granted, "access-control-allow-methods")
+        .unwrap()
+        .contains("POST"));
+    let allowed_headers = header(&granted, "access-control-allow-headers").unwrap();
+    assert!(allowed_headers.contains("Authorization") && allowed_headers.contains("Content-Type"));
+    let refused = preflight("https://evil.example.com").await;
+    assert_eq!(refused.status(), 403);
+    assert!(header(&refused, "access-control-allow-origin").is_none());
+
+    // The actual request from the listed origin is marked; one from elsewhere is not.
+    let post = |origin: &'static str| {
+        let api = server.api();
+        async move {
+            api.client
+                .post(api.url("/events"))
+                .header("origin", origin)
+                .header("content-type", "application/json")
+                .body(r#"{"type":"from-a-page"}"#)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let answer = post("https://app.example.com").await;
+    assert_eq!(answer.status(), 202);
+    assert_eq!(
+        header(&answer, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    assert!(header(&answer, "vary").unwrap().contains("Origin"));
+    let other = post("https://evil.example.com").await;
+    assert!(header(&other, "access-control-allow-origin").is_none());
+
+    // Without --cors-origins, nobody is granted anything.
+    let plain = TestServer::start_temp(&[]).await;
+    let resp = plain
+        .client
+        .request(reqwest::Method::OPTIONS, plain.url("/events"))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+}

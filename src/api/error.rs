@@ -42,6 +42,8 @@ pub enum ApiError {
     NotYetIndexed(String),
     #[error("{0}")]
     HostNotAllowed(String),
+    #[error("{0}")]
+    CorsOriginNotAllowed(String),
     /// The request body arrived slower than `--min-body-rate`.
     #[error("{0}")]
     BodyTooSlow(String),
@@ -99,6 +101,7 @@ impl ApiError {
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::NotYetIndexed(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_yet_indexed"),
             ApiError::HostNotAllowed(_) => (StatusCode::FORBIDDEN, "host_not_allowed"),
+            ApiError::CorsOriginNotAllowed(_) => (StatusCode::FORBIDDEN, "cors_origin_not_allowed"),
             ApiError::BodyTooSlow(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod body;
+pub mod cors;
 pub mod cursor;
 pub mod dashboard;
 pub mod dead_letters;
@@ -71,6 +72,8 @@ pub struct HttpPolicy {
     pub min_body_rate: u64,
     /// The `Host`s served (`None`: any).
     pub hosts: Option<Arc<AllowedHosts>>,
+    /// The origins granted CORS (`None`: none).
+    pub cors: Option<Arc<cors::CorsOrigins>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -113,6 +116,15 @@ pub fn router(state: AppState) -> Router {
         Some(hosts) => routes.layer(axum::middleware::from_fn_with_state(
             hosts.clone(),
             guard::check_host,
+        )),
+        None => routes,
+    };
+    // Outside the Host check (and, later, authentication): preflights carry neither a key nor
+    // anything else to check, and refusals still name the origin for its page.
+    let routes = match &state.http.cors {
+        Some(origins) => routes.layer(axum::middleware::from_fn_with_state(
+            origins.clone(),
+            cors::cors,
         )),
         None => routes,
     };
