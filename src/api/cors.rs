@@ -41,7 +41,7 @@ impl CorsOrigins {
 
     fn allows(&self, origin: &str) -> bool {
         let origin = origin.to_ascii_lowercase();
-        self.0.iter().any(|allowed| *allowed == origin)
+        self.0.contains(&origin)
     }
 }
 
