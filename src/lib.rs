@@ -13,6 +13,7 @@
 //! - [`retention`]: the job deleting events older than `--retention`.
 //! - [`queue`]: the Redis Streams queue of a cluster and the worker that consumes it;
 //!   [`cluster`] runs a process of a cluster (`--role api|worker|all`).
+//! - [`error_code`]: every `error` code an answer can carry, with its status.
 //! - [`api`]: HTTP routes, errors and rendering; [`api::dashboard`] serves the web dashboard,
 //!   whose files (`dashboard/`) are compiled in.
 //! - [`server`]: puts the parts together and shuts them down in order ([`connections`]:
@@ -42,6 +43,7 @@ pub mod config;
 pub mod connections;
 pub mod consume;
 pub mod data_dir;
+pub mod error_code;
 pub mod event;
 pub mod health;
 pub mod live;
