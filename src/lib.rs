@@ -19,6 +19,7 @@
 //! - [`telemetry`]: the service's own metrics, for Prometheus.
 //! - [`health`]: a registry of named components and their failures, as `/health/*` reports.
 //! - [`retention`]: the job deleting events older than `--retention`.
+//! - [`error_code`]: every `error` code an answer can carry, with its status.
 //! - [`api`]: HTTP routes, errors and rendering; [`api::dashboard`] serves the web dashboard,
 //!   whose files (`dashboard/`) are compiled in. [`connections`]: accepting, limiting and
 //!   timing out the connections the API is served on.
@@ -59,6 +60,7 @@ pub mod config;
 pub mod connections;
 pub mod consume;
 pub mod data_dir;
+pub mod error_code;
 pub mod event;
 pub mod health;
 pub mod live;

@@ -6,8 +6,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde::Serialize;
 use tokio::sync::watch;
+use utoipa::ToSchema;
 
 use crate::clock::Clock;
 use crate::config::format_duration;
@@ -134,23 +135,53 @@ impl Retention {
     }
 
     /// The settings and the last run, for `/health/detailed`.
-    pub fn report(&self) -> Value {
-        let last_run = self.last_run.lock().unwrap().clone().map(|run| {
-            json!({
-                "at": format_rfc3339_ms(run.started_at_ms),
-                "took_ms": run.took.as_secs_f64() * 1000.0,
-                "cutoff": format_rfc3339_ms(run.cutoff_ms),
-                "events_deleted": run.purged.events,
-                "partitions_dropped": run.purged.partitions,
-                "longest_step_ms": run.purged.longest_step.as_secs_f64() * 1000.0,
-                "error": run.error,
-            })
+    pub fn report(&self) -> RetentionReport {
+        let last_run = self.last_run.lock().unwrap().clone().map(|run| RunReport {
+            at: format_rfc3339_ms(run.started_at_ms),
+            took_ms: run.took.as_secs_f64() * 1000.0,
+            cutoff: format_rfc3339_ms(run.cutoff_ms),
+            events_deleted: run.purged.events,
+            partitions_dropped: run.purged.partitions,
+            longest_step_ms: run.purged.longest_step.as_secs_f64() * 1000.0,
+            error: run.error,
         });
-        json!({
-            "retention": self.keep.map_or("0".to_owned(), format_duration),
-            "keeps_forever": self.keep.is_none(),
-            "interval": format_duration(self.interval),
-            "last_run": last_run,
-        })
+        RetentionReport {
+            retention: self.keep.map_or("0".to_owned(), format_duration),
+            keeps_forever: self.keep.is_none(),
+            interval: format_duration(self.interval),
+            last_run,
+        }
     }
+}
+
+/// What `/health/detailed` says of retention.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetentionReport {
+    /// `--retention`, e.g. `30d`; `0` keeps events forever.
+    pub retention: String,
+    pub keeps_forever: bool,
+    /// `--retention-interval`: how often the job runs.
+    pub interval: String,
+    /// `null` until the job first ran.
+    #[schema(required = true)]
+    pub last_run: Option<RunReport>,
+}
+
+/// What the job's last run did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunReport {
+    /// When it started.
+    #[schema(format = DateTime)]
+    pub at: String,
+    pub took_ms: f64,
+    /// Events with timestamps before this were deleted.
+    #[schema(format = DateTime)]
+    pub cutoff: String,
+    pub events_deleted: u64,
+    pub partitions_dropped: u64,
+    /// The longest single step: how long indexing had to wait for retention at most.
+    pub longest_step_ms: f64,
+    /// Why the run failed, part way or at once; `null` when it succeeded.
+    #[schema(required = true)]
+    pub error: Option<String>,
 }

@@ -15,12 +15,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::api;
 use crate::api::admission::InFlight;
 use crate::api::cors::CorsOrigins;
 use crate::api::cursor::CursorKey;
 use crate::api::guard::AllowedHosts;
 use crate::api::rate_limit::{Limiter, RateLimits};
-use crate::api::{self, AppState, HttpPolicy};
+use crate::api::state::{AppState, HttpPolicy};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{redact_url, Durability, QueueTarget, ServeConfig, StoreTarget};
 use crate::connections::{self, raise_open_files_limit, Limits, OpenConnections, Timeouts};

@@ -1,13 +1,14 @@
 //! The API description through the real server: `/openapi.json` is OpenAPI 3.1 and lists
-//! exactly the operations below, each of which the server serves; `/docs` serves Swagger UI
-//! and the files its page loads, from the binary (nothing from elsewhere).
+//! exactly the operations below, each of which the server serves; real answers of every
+//! JSON operation are what the document's schemas say, field for field; `/docs` serves
+//! Swagger UI and the files its page loads, from the binary (nothing from elsewhere).
 
 mod common;
 
 use std::collections::BTreeSet;
 
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
 /// Every operation of the API, as the router serves them.
 const OPERATIONS: &[(&str, &str)] = &[
@@ -30,10 +31,6 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/docs/"),
     ("GET", "/docs/{file}"),
 ];
-
-/// Documented ahead of their handlers, which come from another branch: they may still be
-/// unrouted here. (Once they are routed everywhere, this list can go.)
-const MAYBE_NOT_ROUTED_YET: &[&str] = &["/health/ready", "/health/detailed"];
 
 async fn document(server: &TestServer) -> Value {
     let resp = server.get("/openapi.json").await;
@@ -115,9 +112,6 @@ async fn every_documented_operation_is_served() {
             let unrouted = body["message"]
                 .as_str()
                 .is_some_and(|message| message.starts_with("no route for"));
-            if unrouted && MAYBE_NOT_ROUTED_YET.contains(path) {
-                continue;
-            }
             assert!(!unrouted, "{method} {path} is documented but not routed");
         } else {
             assert!(
@@ -199,4 +193,271 @@ async fn docs_serve_swagger_ui_and_its_files_from_the_binary() {
 
     let missing = server.get("/docs/no-such-file.js").await;
     assert_eq!(missing.expect_error(404)["error"], "not_found");
+}
+
+/// The operations answering JSON, each of which the test below checks at least once with a
+/// success.
+const JSON_OPERATIONS: &[(&str, &str)] = &[
+    ("POST", "/events"),
+    ("GET", "/events"),
+    ("GET", "/events/{id}"),
+    ("GET", "/metrics"),
+    ("GET", "/metrics/timeseries"),
+    ("GET", "/metrics/summary"),
+    ("GET", "/dead-letters"),
+    ("POST", "/dead-letters/replay"),
+    ("GET", "/health"),
+    ("GET", "/health/ready"),
+    ("GET", "/health/detailed"),
+];
+
+/// The document with its object schemas closed: one that lists properties allows no other
+/// (`unevaluatedProperties: false`), so an answer with a field the document does not
+/// describe fails too. An `allOf` is merged into one object schema first, which closing
+/// would otherwise break (each part would refuse the other's fields).
+fn closed(document: &Value) -> Value {
+    fn close(node: &mut Value, schemas: &Map<String, Value>) {
+        match node {
+            Value::Object(object) => {
+                if let Some(Value::Array(parts)) = object.remove("allOf") {
+                    let mut properties = Map::new();
+                    let mut required = Vec::new();
+                    for part in parts {
+                        let part = match part["$ref"].as_str() {
+                            Some(reference) => {
+                                let name = reference
+                                    .strip_prefix("#/components/schemas/")
+                                    .expect("a schema reference");
+                                schemas[name].clone()
+                            }
+                            None => part,
+                        };
+                        assert!(part.get("allOf").is_none(), "nested allOf: {part}");
+                        if let Some(Value::Object(more)) = part.get("properties") {
+                            properties.extend(more.clone());
+                        }
+                        if let Some(Value::Array(more)) = part.get("required") {
+                            required.extend(more.iter().cloned());
+                        }
+                    }
+                    object.insert("type".into(), json!("object"));
+                    object.insert("properties".into(), Value::Object(properties));
+                    object.insert("required".into(), Value::Array(required));
+                }
+                if object.contains_key("properties") && !object.contains_key("additionalProperties")
+                {
+                    object.insert("unevaluatedProperties".into(), json!(false));
+                }
+                for value in object.values_mut() {
+                    close(value, schemas);
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|item| close(item, schemas)),
+            _ => {}
+        }
+    }
+    let schemas = document["components"]["schemas"]
+        .as_object()
+        .expect("schemas")
+        .clone();
+    let mut document = document.clone();
+    close(&mut document, &schemas);
+    document
+}
+
+/// Where the (closed) document gives the schema of the JSON answer of `method path` with
+/// `status`: a JSON pointer, through the reusable answer it refers to if it does.
+fn answer_schema(document: &Value, method: &str, path: &str, status: u16) -> String {
+    let escape = |segment: &str| segment.replace('~', "~0").replace('/', "~1");
+    let operation = format!(
+        "/paths/{}/{}/responses/{status}",
+        escape(path),
+        method.to_lowercase()
+    );
+    let answer = document
+        .pointer(&operation)
+        .unwrap_or_else(|| panic!("{method} {path}: the document has no {status} answer"));
+    let answer = match answer["$ref"].as_str() {
+        Some(reference) => reference.strip_prefix('#').expect("local").to_owned(),
+        None => operation,
+    };
+    let schema = format!("{answer}/content/application~1json/schema");
+    assert!(
+        document.pointer(&schema).is_some(),
+        "{method} {path}: the {status} answer has no JSON schema"
+    );
+    schema
+}
+
+/// Panics unless `resp`, an answer of `method path` (as the document spells the path), is
+/// JSON that the document's schema for it accepts, formats included.
+fn check_answer(document: &Value, method: &str, path: &str, resp: &Resp) {
+    let content_type = resp.header("content-type").unwrap_or_default();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{method} {path}: content type {content_type}"
+    );
+    let pointer = answer_schema(document, method, path, resp.status);
+    // A URI fragment: the braces of a path template are percent-encoded.
+    let fragment = pointer.replace('{', "%7B").replace('}', "%7D");
+    let mut root = document.clone();
+    root["$ref"] = json!(format!("#{fragment}"));
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|err| panic!("the schema of {method} {path} does not compile: {err}"));
+    let body = resp.json();
+    let errors: Vec<String> = validator
+        .iter_errors(&body)
+        .map(|err| format!("{} at {}", err, err.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {}: the answer breaks its schema:\n{}\n{body}",
+        resp.status,
+        errors.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn every_json_answer_is_what_its_schema_in_the_document_says() {
+    let server = TestServer::start_temp(&[]).await;
+    let document = closed(&document(&server).await);
+    let mut answers: Vec<(&str, &str, Resp)> = Vec::new();
+
+    let batch = json!([
+        {"id": "order-1001", "type": "signup", "user_id": "u-42", "service": "auth",
+            "message": "a \"quoted\" line\n", "timestamp": now_ms() - 60_000,
+            "metadata": {"plan": "pro", "price": 1.50, "nested": {"list": [1e3, null, true]}}},
+        {"type": "click"},
+        {"event": "view", "userId": 42, "timestamp": "2025-01-01T00:00:00Z"},
+        {"type": " ", "colour": "red"},
+    ]);
+    let accepted = server.post_events(&batch).await;
+    accepted.expect_status(202);
+    answers.push(("POST", "/events", accepted));
+    answers.push((
+        "POST",
+        "/events",
+        server.post_events(&json!([{"colour": "red"}])).await,
+    ));
+    answers.push((
+        "POST",
+        "/events",
+        server
+            .post_raw("{\"type\":", "application/json", false)
+            .await,
+    ));
+    answers.push((
+        "POST",
+        "/events",
+        server.post_raw("{}", "text/plain", false).await,
+    ));
+
+    let first = server.get("/events?limit=2").await;
+    let cursor = first.json()["next_cursor"]
+        .as_str()
+        .expect("a next page")
+        .to_owned();
+    answers.push(("GET", "/events", first));
+    let last = server
+        .get(&format!("/events?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(last.json()["next_cursor"], Value::Null);
+    answers.push(("GET", "/events", last));
+    answers.push((
+        "GET",
+        "/events",
+        server.get("/events?page=2&page_size=2").await,
+    ));
+    answers.push(("GET", "/events", server.get("/events?limit=0").await));
+    answers.push((
+        "GET",
+        "/events/{id}",
+        server.get("/events/order-1001").await,
+    ));
+    answers.push((
+        "GET",
+        "/events/{id}",
+        server.get("/events/no-such-event").await,
+    ));
+
+    answers.push((
+        "GET",
+        "/metrics",
+        server.get("/metrics?window=1h&top=1").await,
+    ));
+    answers.push(("GET", "/metrics", server.get("/metrics?window=soon").await));
+    for query in ["group_by=type&interval=hour", "interval=week"] {
+        let path = format!("/metrics/timeseries?{query}");
+        answers.push(("GET", "/metrics/timeseries", server.get(&path).await));
+    }
+    answers.push((
+        "GET",
+        "/metrics/summary",
+        server.get("/metrics/summary").await,
+    ));
+    answers.push(("GET", "/dead-letters", server.get("/dead-letters").await));
+    answers.push((
+        "GET",
+        "/dead-letters",
+        server.get("/dead-letters?limit=0").await,
+    ));
+    let replay = server
+        .client
+        .post(server.url("/dead-letters/replay"))
+        .send()
+        .await
+        .expect("POST /dead-letters/replay");
+    let replay = Resp {
+        status: replay.status().as_u16(),
+        headers: replay.headers().clone(),
+        text: replay.text().await.expect("body"),
+    };
+    answers.push(("POST", "/dead-letters/replay", replay));
+    for path in ["/health", "/health/ready", "/health/detailed"] {
+        answers.push(("GET", path, server.get(path).await));
+    }
+    answers.push((
+        "GET",
+        "/docs/{file}",
+        server.get("/docs/no-such-file.js").await,
+    ));
+
+    // Refusals for being over the rate limits (one event, or one read, per second).
+    let limited = TestServer::start_temp(&[
+        "--ingest-rate-limit",
+        "1",
+        "--ingest-burst",
+        "1",
+        "--query-rate-limit",
+        "1",
+    ])
+    .await;
+    let event = json!({"type": "limited"});
+    limited.post_events(&event).await.expect_status(202);
+    answers.push(("POST", "/events", limited.post_events(&event).await));
+    limited.get("/events").await.expect_status(200);
+    answers.push(("GET", "/events", limited.get("/events").await));
+
+    let mut succeeded = BTreeSet::new();
+    let mut statuses = BTreeSet::new();
+    for (method, path, resp) in &answers {
+        check_answer(&document, method, path, resp);
+        statuses.insert(resp.status);
+        if resp.status < 300 {
+            succeeded.insert((*method, *path));
+        }
+    }
+    for operation in JSON_OPERATIONS {
+        assert!(
+            succeeded.contains(operation),
+            "no success of {operation:?} checked"
+        );
+    }
+    assert_eq!(
+        statuses,
+        BTreeSet::from([200, 202, 400, 404, 415, 429]),
+        "the statuses checked"
+    );
 }

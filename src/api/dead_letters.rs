@@ -10,7 +10,8 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::params::{known_pairs, parse_count};
-use super::AppState;
+use super::refusals::ReadRefusals;
+use super::state::AppState;
 use crate::queue::redis::DeadLetter;
 use crate::queue::IngestError;
 
@@ -20,7 +21,6 @@ const MAX_LIMIT: usize = 10_000;
 /// The dead letters, oldest first.
 #[derive(Serialize, ToSchema)]
 pub struct DeadLetters {
-    #[schema(value_type = Vec<Object>)]
     pub dead_letters: Vec<DeadLetter>,
 }
 
@@ -55,9 +55,7 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
     params(("limit" = Option<usize>, Query, description = "At most this many (1 to 10000, default 100)")),
     responses(
         (status = 200, description = "The dead letters, oldest first", body = DeadLetters),
-        (status = 400, response = super::openapi::BadParameter),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 503, response = super::openapi::Unavailable),
+        ReadRefusals,
     )
 )]
 pub async fn list(
@@ -85,9 +83,7 @@ pub async fn list(
     params(("limit" = Option<usize>, Query, description = "At most this many (1 to 10000, default 100)")),
     responses(
         (status = 200, description = "How many went back into the queue", body = Replayed),
-        (status = 400, response = super::openapi::BadParameter),
-        (status = 429, response = super::openapi::RateLimited),
-        (status = 503, response = super::openapi::Unavailable),
+        ReadRefusals,
     )
 )]
 pub async fn replay(

@@ -1,14 +1,19 @@
 //! The one error type of the HTTP API and how each case is answered: always a JSON body with
-//! a machine-readable `error` code and a human `message`.
+//! a machine-readable `error` code and a human `message` ([`ErrorBody`], or
+//! [`NoValidEvents`] when no event of a request is valid).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::rate_limit::Limited;
+use super::schema::IngestAnswer;
+use crate::error_code::ErrorCode;
 use crate::live::SubscribeError;
 use crate::queue::IngestError;
 
@@ -29,7 +34,7 @@ pub enum ApiError {
     BadBody { message: String },
     /// No event of the request was valid: the ingest answer, with an error code on top.
     #[error("no event in the request is valid")]
-    NoValidEvents { answer: Value },
+    NoValidEvents(IngestAnswer),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -67,44 +72,97 @@ impl ApiError {
         }
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The code it is answered with, which gives the status.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::InvalidParameter { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
-            ApiError::MalformedJson { .. } => (StatusCode::BAD_REQUEST, "malformed_json"),
-            ApiError::BadBody { .. } => (StatusCode::BAD_REQUEST, "invalid_body"),
-            ApiError::NoValidEvents { .. } => (StatusCode::BAD_REQUEST, "no_valid_events"),
-            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ApiError::UnsupportedMediaType(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
-            }
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ApiError::Ingest(err) => {
-                let status = match err {
-                    IngestError::PendingFull { .. }
-                    | IngestError::BacklogFull { .. }
-                    | IngestError::QueueBacklogFull { .. } => StatusCode::TOO_MANY_REQUESTS,
-                    IngestError::LogUnavailable(_)
-                    | IngestError::QueueUnavailable(_)
-                    | IngestError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-                };
-                (status, err.code())
-            }
+            ApiError::InvalidParameter { .. } => ErrorCode::InvalidParameter,
+            ApiError::MalformedJson { .. } => ErrorCode::MalformedJson,
+            ApiError::BadBody { .. } => ErrorCode::InvalidBody,
+            ApiError::NoValidEvents(_) => ErrorCode::NoValidEvents,
+            ApiError::PayloadTooLarge(_) => ErrorCode::PayloadTooLarge,
+            ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::NotYetIndexed(_) => ErrorCode::NotYetIndexed,
+            ApiError::HostNotAllowed(_) => ErrorCode::HostNotAllowed,
+            ApiError::BodyTooSlow(_) => ErrorCode::RequestTimeout,
+            ApiError::Ingest(err) => match err {
+                IngestError::PendingFull { .. } => ErrorCode::IngestQueueFull,
+                IngestError::BacklogFull { .. } => ErrorCode::IndexBacklogFull,
+                IngestError::QueueBacklogFull { .. } => ErrorCode::QueueBacklogFull,
+                IngestError::LogUnavailable(_) => ErrorCode::LogUnavailable,
+                IngestError::QueueUnavailable(_) => ErrorCode::QueueUnavailable,
+                IngestError::ShuttingDown => ErrorCode::ShuttingDown,
+            },
             ApiError::Subscribe(SubscribeError::TooManySubscribers { .. }) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "too_many_subscribers")
+                ErrorCode::TooManySubscribers
             }
-            ApiError::Subscribe(SubscribeError::ShuttingDown) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
-            }
-            ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
-            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            ApiError::NotYetIndexed(_) => (StatusCode::SERVICE_UNAVAILABLE, "not_yet_indexed"),
-            ApiError::HostNotAllowed(_) => (StatusCode::FORBIDDEN, "host_not_allowed"),
-            ApiError::CorsOriginNotAllowed(_) => (StatusCode::FORBIDDEN, "cors_origin_not_allowed"),
-            ApiError::BodyTooSlow(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::Subscribe(SubscribeError::ShuttingDown) => ErrorCode::ShuttingDown,
+            ApiError::RateLimited(_) => ErrorCode::RateLimited,
+            ApiError::Overloaded(_) => ErrorCode::Overloaded,
+            ApiError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
+            ApiError::CorsOriginNotAllowed(_) => ErrorCode::CorsOriginNotAllowed,
         }
     }
+}
+
+/// Every error answer: a machine-readable `error` code and a human `message`, with more
+/// fields for some codes.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "error": "invalid_parameter", "message": "'limit' must be a whole number from 1 to 1000",
+    "parameter": "limit"
+})))]
+pub struct ErrorBody {
+    pub error: ErrorCode,
+    pub message: String,
+    /// `invalid_parameter`: the query parameter (or header) at fault; empty when the query
+    /// string itself could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub parameter: Option<String>,
+    /// `malformed_json`: the line of the body where it stops being JSON (from 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub line: Option<usize>,
+    /// `malformed_json`: the column in that line (from 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub column: Option<usize>,
+    /// `rate_limited`: the `Retry-After` seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub retry_after_seconds: Option<u64>,
+}
+
+impl ErrorBody {
+    /// An answer with no field but the code and the message.
+    pub fn new(error: ErrorCode, message: String) -> ErrorBody {
+        ErrorBody {
+            error,
+            message,
+            parameter: None,
+            line: None,
+            column: None,
+            retry_after_seconds: None,
+        }
+    }
+}
+
+/// `no_valid_events`: no event of the request was valid, so none was stored. The ingest
+/// answer (every event's `errors`), with the error code and message on top.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(examples(json!({
+    "error": "no_valid_events", "message": "no event in the request is valid",
+    "accepted": 0, "duplicates": 0, "conflicts": 0, "ids": [null],
+    "errors": [{"index": 0, "field": "colour", "message": "unknown field"}]
+})))]
+pub struct NoValidEvents {
+    /// `no_valid_events`
+    pub error: ErrorCode,
+    pub message: String,
+    #[serde(flatten)]
+    pub answer: IngestAnswer,
 }
 
 /// Logs a server error at `error` once per distinct cause (and again after a minute), at
@@ -127,7 +185,8 @@ fn log_failure(error: &ApiError) {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+        let code = self.code();
+        let status = code.status();
         // A full house or a shutdown is the server working as intended, not a failure; an
         // unwritable log is reported by the writer, once per outage.
         let expected = matches!(
@@ -142,26 +201,40 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = %self, "request refused");
         }
-        let message = self.to_string();
+        let body = ErrorBody::new(code, self.to_string());
         let mut retry_after = RETRY_AFTER_SECONDS;
-        let mut rate_limit_headers = None;
-        let mut body = match self {
+        let mut rate_limit_burst = None;
+        let body = match self {
+            ApiError::NoValidEvents(answer) => Json(NoValidEvents {
+                error: code,
+                message: body.message,
+                answer,
+            })
+            .into_response(),
+            ApiError::InvalidParameter { parameter, .. } => Json(ErrorBody {
+                parameter: Some(parameter),
+                ..body
+            })
+            .into_response(),
+            ApiError::MalformedJson { line, column, .. } => Json(ErrorBody {
+                line: Some(line),
+                column: Some(column),
+                ..body
+            })
+            .into_response(),
             ApiError::RateLimited(limited) => {
                 // Whole seconds, rounded up: retrying sooner would be refused again.
                 retry_after = limited.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                rate_limit_headers = Some(limited.burst);
-                json!({ "retry_after_seconds": retry_after })
+                rate_limit_burst = Some(limited.burst);
+                Json(ErrorBody {
+                    retry_after_seconds: Some(retry_after),
+                    ..body
+                })
+                .into_response()
             }
-            ApiError::NoValidEvents { answer } => answer,
-            ApiError::InvalidParameter { parameter, .. } => json!({ "parameter": parameter }),
-            ApiError::MalformedJson { line, column, .. } => {
-                json!({ "line": line, "column": column })
-            }
-            _ => json!({}),
+            _ => Json(body).into_response(),
         };
-        body["error"] = json!(code);
-        body["message"] = json!(message);
-        let mut response = (status, axum::Json(body)).into_response();
+        let mut response = (status, body).into_response();
         if matches!(
             status,
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
@@ -176,12 +249,20 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        if let Some(burst) = rate_limit_headers {
+        if let Some(burst) = rate_limit_burst {
             let headers = response.headers_mut();
             headers.insert("ratelimit-limit", HeaderValue::from(burst));
             headers.insert("ratelimit-remaining", HeaderValue::from(0));
             headers.insert("ratelimit-reset", HeaderValue::from(retry_after));
         }
         response
+    }
+}
+
+/// A rate limiter's refusal is answered as [`ApiError::RateLimited`] (here, so that the
+/// limiter's middleware needs nothing of this module).
+impl IntoResponse for Limited {
+    fn into_response(self) -> Response {
+        ApiError::RateLimited(self).into_response()
     }
 }

@@ -1,7 +1,6 @@
 //! `/events`: ingestion (`POST`) and queries (`GET`, `GET /events/{id}`).
 
 use axum::body::Body;
-
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -11,56 +10,20 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::body;
 use super::cursor::Cursor;
-use super::error::ApiError;
-use super::openapi::{
-    BadParameter, ErrorBody, Event, EventsPage, IngestBadRequest, NewEvents, NotFound, RateLimited,
-    TooManyRequests, Unavailable,
-};
+use super::error::{ApiError, ErrorBody};
 use super::params::{parse_list_params, EventFilterParams, ListQuery, Paging};
 use super::rate_limit::ClientKey;
-use super::AppState;
+use super::refusals::{IngestBadRequest, NotFound, ReadRefusals, TooManyRequests, Unavailable};
+use super::schema::{EventError, IngestAnswer, NewEvents};
+use super::snapshot::Snapshot;
+use super::state::AppState;
 use crate::connections::{PeerAddr, Timeout};
 use crate::event::parse::{parse_body, BodyError, TimeBounds, MAX_EVENTS_PER_REQUEST};
-use crate::event::render;
-use crate::queue::{ids, PreparedBatch, ReadPosition};
+use crate::event::render::{self, EventView};
+use crate::event::StoredEvent;
+use crate::queue::{ids, PreparedBatch};
 use crate::store::{EventQuery, Position};
 use crate::telemetry;
-
-/// The answer of `POST /events`.
-#[derive(Serialize, ToSchema)]
-#[schema(examples(json!({
-    "accepted": 2, "duplicates": 0, "conflicts": 0,
-    "ids": ["order-1001", "019a1b2c-3d4e-7f00-8a9b-0c1d2e3f4a5b", null],
-    "errors": [{"index": 2, "field": "colour", "message": "unknown field"},
-        {"index": 2, "field": "type", "message": "must not be blank (empty or only whitespace)"}]
-})))]
-pub struct IngestAnswer {
-    /// Events stored by this request.
-    accepted: usize,
-    /// Valid events not stored again: their `id` was accepted before, with the same content
-    /// (a retry). `accepted + duplicates + conflicts` is the number of valid events.
-    duplicates: usize,
-    /// Valid events not stored because their `id` was accepted before with other content
-    /// (type, timestamp if one was sent, service, user id, message or metadata): the first
-    /// version stays. Only told apart from `duplicates` while the id is in memory (see
-    /// `--dedup-window`); a repeat found by the store is counted in `accepted`.
-    conflicts: usize,
-    /// Each event's id, in request order (`null` for an invalid event).
-    ids: Vec<Option<String>>,
-    /// What is wrong with the invalid events, which were not stored: every problem of each,
-    /// one entry per problem (entries of one event share its `index`).
-    errors: Vec<EventError>,
-}
-
-/// One reason why an event of a request is invalid.
-#[derive(Serialize, ToSchema)]
-pub struct EventError {
-    /// Position of the event in the request (from 0; the line, from 0, for NDJSON).
-    index: usize,
-    /// The field at fault (empty when it is the event as a whole).
-    field: String,
-    message: String,
-}
 
 /// The headers of `POST /events` besides `Content-Type`, for the API description.
 #[derive(IntoParams)]
@@ -204,8 +167,7 @@ pub async fn ingest(
     }
     telemetry::events_rejected("invalid", invalid);
     if batch.is_empty() {
-        let answer = serde_json::to_value(&answer).expect("serializable");
-        return Err(ApiError::NoValidEvents { answer });
+        return Err(ApiError::NoValidEvents(answer));
     }
 
     let submitted = batch.len();
@@ -219,8 +181,9 @@ pub async fn ingest(
     let outcome = match state.ingest.submit(batch).await {
         Ok(outcome) => outcome,
         Err(err) => {
-            telemetry::events_rejected(err.code(), submitted);
-            return Err(err.into());
+            let err = ApiError::from(err);
+            telemetry::events_rejected(err.code().as_str(), submitted);
+            return Err(err);
         }
     };
     answer.duplicates = outcome.duplicates;
@@ -228,11 +191,6 @@ pub async fn ingest(
     answer.accepted = submitted - outcome.duplicates - outcome.conflicts;
     telemetry::events_ingested(answer.accepted, answer.duplicates, answer.conflicts);
     Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response())
-}
-
-/// [`Ingest::read_position`](crate::queue::Ingest::read_position) with `--read-wait`.
-pub(super) async fn read_position(state: &AppState) -> ReadPosition {
-    state.ingest.read_position(state.read_wait).await
 }
 
 /// Query events
@@ -249,9 +207,7 @@ pub(super) async fn read_position(state: &AppState) -> ReadPosition {
     params(EventFilterParams, ListQuery),
     responses(
         (status = 200, description = "A page of events", body = EventsPage),
-        (status = 400, response = BadParameter),
-        (status = 429, response = RateLimited),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 pub async fn list(
@@ -260,17 +216,14 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let params = parse_list_params(query.as_deref(), &state.cursors)?;
     let mut filter = params.filter;
-    let mut out = Vec::with_capacity(16 * 1024);
-    let mut partial = false;
-    match params.paging {
+    let page = match params.paging {
         Paging::Cursor { limit, cursor } => {
-            let snapshot_seq = match &cursor {
+            let (snapshot_seq, partial) = match &cursor {
                 // Everything up to a cursor's snapshot was indexed when the walk began.
-                Some(cursor) => cursor.snapshot_seq,
+                Some(cursor) => (cursor.snapshot_seq, false),
                 None => {
-                    let read = read_position(&state).await;
-                    partial = !read.complete;
-                    read.through
+                    let snapshot = Snapshot::take(&state).await;
+                    (snapshot.through, snapshot.partial)
                 }
             };
             filter.max_seq = snapshot_seq;
@@ -292,22 +245,20 @@ pub async fn list(
                     timestamp_ms: last.timestamp_ms,
                     seq: last.seq,
                 };
-                Some(Cursor::new(position, snapshot_seq, &filter, params.order))
+                let cursor = Cursor::new(position, snapshot_seq, &filter, params.order);
+                Some(state.cursors.encode(&cursor))
             } else {
                 None
             };
-            out.extend_from_slice(b"{\"events\":");
-            render::write_events(&mut out, &events);
-            out.extend_from_slice(b",\"next_cursor\":");
-            match next_cursor {
-                Some(cursor) => render::write_str(&mut out, &state.cursors.encode(&cursor)),
-                None => out.extend_from_slice(b"null"),
-            }
+            EventsPage::Cursor(CursorPage {
+                events,
+                next_cursor,
+                partial,
+            })
         }
         Paging::Pages { page, page_size } => {
-            let read = read_position(&state).await;
-            partial = !read.complete;
-            filter.max_seq = read.through;
+            let snapshot = Snapshot::take(&state).await;
+            filter.max_seq = snapshot.through;
             let offset = (page - 1).saturating_mul(page_size);
             let total = state
                 .store
@@ -326,19 +277,97 @@ pub async fn list(
                 .await
                 .map_err(ApiError::StoreUnavailable)?;
             let has_more = (offset as u64).saturating_add(events.len() as u64) < total;
-            out.extend_from_slice(b"{\"events\":");
-            render::write_events(&mut out, &events);
-            out.extend_from_slice(
-                format!(",\"page\":{page},\"page_size\":{page_size},\"total\":{total},\"has_more\":{has_more}")
-                    .as_bytes(),
-            );
+            EventsPage::Offset(OffsetPage {
+                events,
+                page,
+                page_size,
+                total,
+                has_more,
+                partial: snapshot.partial,
+            })
         }
+    };
+    Ok(json_response(page.to_json()))
+}
+
+// Serialized by hand (`to_json`) as serde would, which tests check.
+/// The answer of `GET /events`: a cursor page, or an offset page when `page` or
+/// `page_size` is given.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EventsPage {
+    Cursor(CursorPage),
+    Offset(OffsetPage),
+}
+
+/// A page of a cursor walk (without `page`/`page_size`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CursorPage {
+    #[serde(serialize_with = "render::serialize_events")]
+    #[schema(value_type = Vec<EventView>)]
+    pub events: Vec<StoredEvent>,
+    /// Pass it as `cursor`, with the same filters and order, for the next page; `null` at
+    /// the end. The walk is pinned to the events that matched when it began.
+    #[schema(required = true, pattern = "^[0-9a-f]{96}$")]
+    pub next_cursor: Option<String>,
+    /// Present and `true` when the indexer had not caught up within `--read-wait`: the page
+    /// may miss events acknowledged before the request.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+}
+
+/// A page of offset paging (with `page` and/or `page_size`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OffsetPage {
+    #[serde(serialize_with = "render::serialize_events")]
+    #[schema(value_type = Vec<EventView>)]
+    pub events: Vec<StoredEvent>,
+    #[schema(minimum = 1)]
+    pub page: usize,
+    #[schema(minimum = 1, maximum = 1000)]
+    pub page_size: usize,
+    /// Events matching the filters.
+    pub total: u64,
+    /// Whether a later page has events.
+    pub has_more: bool,
+    /// Present and `true` when the indexer had not caught up within `--read-wait`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+}
+
+impl EventsPage {
+    /// The JSON serde writes for the page, written by hand like its events
+    /// ([`render::write_events`]: a page of 1,000 events is the answer where it counts).
+    fn to_json(&self) -> Vec<u8> {
+        let (events, partial) = match self {
+            EventsPage::Cursor(page) => (&page.events, page.partial),
+            EventsPage::Offset(page) => (&page.events, page.partial),
+        };
+        let mut out = Vec::with_capacity(16 * 1024);
+        out.extend_from_slice(b"{\"events\":");
+        render::write_events(&mut out, events);
+        match self {
+            EventsPage::Cursor(page) => {
+                out.extend_from_slice(b",\"next_cursor\":");
+                match &page.next_cursor {
+                    Some(cursor) => render::write_str(&mut out, cursor),
+                    None => out.extend_from_slice(b"null"),
+                }
+            }
+            EventsPage::Offset(page) => out.extend_from_slice(
+                format!(
+                    ",\"page\":{},\"page_size\":{},\"total\":{},\"has_more\":{}",
+                    page.page, page.page_size, page.total, page.has_more
+                )
+                .as_bytes(),
+            ),
+        }
+        if partial {
+            out.extend_from_slice(b",\"partial\":true");
+        }
+        out.push(b'}');
+        out
     }
-    if partial {
-        out.extend_from_slice(b",\"partial\":true");
-    }
-    out.push(b'}');
-    Ok(json_response(StatusCode::OK, out))
 }
 
 /// Get one event
@@ -352,10 +381,9 @@ pub async fn list(
     operation_id = "getEvent",
     params(("id" = String, Path, description = "The event's `id`")),
     responses(
-        (status = 200, description = "The event", body = Event),
+        (status = 200, description = "The event", body = EventView),
         (status = 404, response = NotFound),
-        (status = 429, response = RateLimited),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 pub async fn get_one(
@@ -371,32 +399,95 @@ pub async fn get_one(
             ),
         )
     })?;
-    let complete = read_position(&state).await.complete;
+    let partial = Snapshot::take(&state).await.partial;
     let event = state
         .store
         .get(id.clone())
         .await
         .map_err(ApiError::StoreUnavailable)?
         .ok_or_else(|| {
-            if complete {
-                ApiError::NotFound(format!("no event with id '{id}'"))
-            } else {
+            if partial {
                 // It may be among the events acknowledged but not yet indexed: not a 404.
                 ApiError::NotYetIndexed(format!(
                     "no event with id '{id}' is indexed yet, and indexing is behind: retry shortly"
                 ))
+            } else {
+                ApiError::NotFound(format!("no event with id '{id}'"))
             }
         })?;
     let mut out = Vec::with_capacity(1024);
     render::write_event(&mut out, &event);
-    Ok(json_response(StatusCode::OK, out))
+    Ok(json_response(out))
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+/// A `200` with a JSON body already written.
+fn json_response(body: Vec<u8>) -> Response {
     (
-        status,
         [(header::CONTENT_TYPE, "application/json")],
         Body::from(body),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, metadata: Option<&str>) -> StoredEvent {
+        StoredEvent {
+            seq,
+            id: format!("id-{seq}"),
+            id_from_client: false,
+            kind: "signup".into(),
+            timestamp_ms: 1_700_000_000_000 + seq as i64,
+            received_at_ms: 1_700_000_000_500,
+            service: (seq % 2 == 0).then(|| "auth".into()),
+            user_id: None,
+            message: Some("a \"quoted\" line\n".into()),
+            metadata: metadata.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn pages_are_written_as_serde_writes_them() {
+        let events = || {
+            vec![
+                event(1, Some(r#"{"plan": "pro", "n": 1.50}"#)),
+                event(2, None),
+            ]
+        };
+        let pages = [
+            EventsPage::Cursor(CursorPage {
+                events: events(),
+                next_cursor: Some("ab".repeat(48)),
+                partial: false,
+            }),
+            EventsPage::Cursor(CursorPage {
+                events: Vec::new(),
+                next_cursor: None,
+                partial: true,
+            }),
+            EventsPage::Offset(OffsetPage {
+                events: events(),
+                page: 3,
+                page_size: 2,
+                total: 7,
+                has_more: true,
+                partial: false,
+            }),
+            EventsPage::Offset(OffsetPage {
+                events: Vec::new(),
+                page: 9,
+                page_size: 100,
+                total: 0,
+                has_more: false,
+                partial: true,
+            }),
+        ];
+        for page in pages {
+            let hand = String::from_utf8(page.to_json()).unwrap();
+            let serde = serde_json::to_string(&page).unwrap();
+            assert_eq!(hand, serde);
+        }
+    }
 }

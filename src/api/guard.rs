@@ -12,7 +12,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use crate::error_code::ErrorCode;
 
 /// Which `Host`s requests may name: a page on another site that points its own DNS name at
 /// this machine (DNS rebinding) would otherwise be same-origin with the API and read it.
@@ -137,16 +138,16 @@ async fn into_json_error(response: Response) -> Response {
         text
     };
     let code = match parts.status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid_body",
-        status if status.is_server_error() => "internal_error",
-        _ => "request_failed",
+        StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::InvalidBody,
+        status if status.is_server_error() => ErrorCode::InternalError,
+        _ => ErrorCode::RequestFailed,
     };
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let body = serde_json::to_string(&ErrorBody::new(code, message)).expect("serializable");
     let mut response = Response::from_parts(parts, Body::from(body));
     let headers = response.headers_mut();
     headers.remove(header::CONTENT_LENGTH);

@@ -16,10 +16,11 @@ use tokio::time::MissedTickBehavior;
 use utoipa::IntoParams;
 
 use super::error::ApiError;
-use super::events::read_position;
-use super::openapi::{BadParameter, RateLimited, Time, Unavailable};
 use super::params::{known_pairs, parse_time};
-use super::AppState;
+use super::refusals::{ReadRefusals, StreamRefusals};
+use super::schema::Time;
+use super::snapshot::Snapshot;
+use super::state::AppState;
 use crate::config::parse_duration;
 use crate::metrics::{
     GroupBy, Interval, SeriesError, SeriesQuery, SeriesReport, SummaryReport, WindowReport,
@@ -106,9 +107,7 @@ pub struct SeriesParams {
     params(WindowParam, TopParam),
     responses(
         (status = 200, description = "The counts", body = WindowReport),
-        (status = 400, response = BadParameter),
-        (status = 429, response = RateLimited),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 pub async fn window(
@@ -116,13 +115,13 @@ pub async fn window(
     RawQuery(query): RawQuery,
 ) -> Result<Json<WindowReport>, ApiError> {
     let (window_seconds, top) = window_params(query.as_deref(), MAX_TOP)?;
-    let complete = read_position(&state).await.complete;
+    let snapshot = Snapshot::take(&state).await;
     let mut report = state
         .metrics
         .window(window_seconds, top)
         .await
         .map_err(ApiError::StoreUnavailable)?;
-    report.partial = !complete;
+    report.partial = snapshot.partial;
     Ok(Json(report))
 }
 
@@ -176,9 +175,7 @@ fn parse_window(name: &str, value: &str) -> Result<u64, ApiError> {
     params(SeriesParams),
     responses(
         (status = 200, description = "The series", body = SeriesReport),
-        (status = 400, response = BadParameter),
-        (status = 429, response = RateLimited),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 pub async fn timeseries(
@@ -228,7 +225,7 @@ pub async fn timeseries(
             _ => series.service = Some(value),
         }
     }
-    let complete = read_position(&state).await.complete;
+    let snapshot = Snapshot::take(&state).await;
     let mut report = state
         .metrics
         .timeseries(series)
@@ -240,7 +237,7 @@ pub async fn timeseries(
             }
             SeriesError::Store(err) => ApiError::StoreUnavailable(err),
         })?;
-    report.partial = !complete;
+    report.partial = snapshot.partial;
     Ok(Json(report))
 }
 
@@ -255,9 +252,7 @@ pub async fn timeseries(
     operation_id = "getSummary",
     responses(
         (status = 200, description = "The summary", body = SummaryReport),
-        (status = 400, response = BadParameter),
-        (status = 429, response = RateLimited),
-        (status = 503, response = Unavailable),
+        ReadRefusals,
     )
 )]
 pub async fn summary(
@@ -265,13 +260,13 @@ pub async fn summary(
     RawQuery(query): RawQuery,
 ) -> Result<Json<SummaryReport>, ApiError> {
     known_pairs(query.as_deref(), &[])?;
-    let complete = read_position(&state).await.complete;
+    let snapshot = Snapshot::take(&state).await;
     let mut report = state
         .metrics
         .summary()
         .await
         .map_err(ApiError::StoreUnavailable)?;
-    report.partial = !complete;
+    report.partial = snapshot.partial;
     Ok(Json(report))
 }
 
@@ -328,8 +323,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
     responses(
         (status = 200, description = "An endless event stream", content_type = "text/event-stream",
             body = String, example = json!("event: metrics\ndata: {\"window_seconds\":60,…}\n\n")),
-        (status = 400, response = BadParameter),
-        (status = 503, response = Unavailable),
+        StreamRefusals,
     )
 )]
 pub async fn stream(

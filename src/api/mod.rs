@@ -1,4 +1,5 @@
-//! The HTTP API: routes, the shared state handlers see, and the answers for unknown routes.
+//! The HTTP API: routes, and the answers for unknown routes (the state handlers see is
+//! [`state::AppState`]).
 
 pub mod admission;
 pub mod body;
@@ -14,67 +15,18 @@ pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod rate_limit;
+pub mod refusals;
 pub mod request_id;
+pub mod schema;
+pub mod snapshot;
+pub mod state;
 pub mod stream;
-
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
 
-use crate::clock::Clock;
-use crate::connections::OpenConnections;
-use crate::health::Health;
-use crate::live::Live;
-use crate::metrics::EventMetrics;
-use crate::queue::redis::RedisStream;
-use crate::queue::Ingest;
-use crate::retention::Retention;
-use crate::store::Store;
-use cursor::CursorKey;
 use error::ApiError;
-use guard::AllowedHosts;
-use rate_limit::RateLimits;
-
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub health: Arc<Health>,
-    pub rate_limits: Arc<RateLimits>,
-    /// Requests in progress, against `--max-concurrent-requests`.
-    pub in_flight: Arc<admission::InFlight>,
-    pub ingest: Ingest,
-    pub store: Arc<dyn Store>,
-    pub metrics: Arc<EventMetrics>,
-    pub clock: Arc<dyn Clock>,
-    /// How long a query waits for the indexer (read-your-writes).
-    pub read_wait: Duration,
-    /// The live stream: subscriptions and their counters.
-    pub live: Live,
-    /// What ingest refuses as already expired, and the retention job's report.
-    pub retention: Arc<Retention>,
-    /// A cluster's queue, for its dead letters (`None` with the embedded queue, which has
-    /// none: invalid events are refused at ingest).
-    pub dead_letters: Option<RedisStream>,
-    /// How requests are taken at the edge.
-    pub http: Arc<HttpPolicy>,
-    /// Signs the paging cursors with the deployment's secret.
-    pub cursors: Arc<CursorKey>,
-}
-
-/// How requests are taken at the edge, and the connections they come on.
-pub struct HttpPolicy {
-    pub connections: Arc<OpenConnections>,
-    /// `--max-connections`, for the report.
-    pub max_connections: usize,
-    /// `--min-body-rate`: bytes per second.
-    pub min_body_rate: u64,
-    /// The `Host`s served (`None`: any).
-    pub hosts: Option<Arc<AllowedHosts>>,
-    /// The origins granted CORS (`None`: none).
-    pub cors: Option<Arc<cors::CorsOrigins>>,
-}
+use state::AppState;
 
 pub fn router(state: AppState) -> Router {
     let routes = Router::new()

@@ -8,7 +8,7 @@ use crate::store::{EventFilter, Order};
 
 use super::cursor::{Cursor, CursorError, CursorKey};
 use super::error::ApiError;
-use super::openapi::Time;
+use super::schema::Time;
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1_000;

@@ -15,8 +15,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::error::ApiError;
 use crate::connections::PeerAddr;
 
 /// Who a bucket belongs to.
@@ -39,7 +40,7 @@ pub struct Limiter {
     rejected: AtomicU64,
 }
 
-/// A refusal: how long until the request would fit.
+/// A refusal: how long until the request would fit (answered `429` `rate_limited`).
 #[derive(Debug)]
 pub struct Limited {
     pub burst: u32,
@@ -114,17 +115,18 @@ impl RateLimits {
     }
 
     /// The settings and refusals, as `/health/detailed` shows them.
-    pub fn report(&self) -> serde_json::Value {
+    pub fn report(&self) -> RateLimitsReport {
         let describe = |limiter: &Option<Limiter>| {
-            limiter.as_ref().map(|limiter| {
-                serde_json::json!({
-                    "per_second": limiter.per_second(),
-                    "burst": limiter.burst(),
-                    "rejected_requests": limiter.rejected(),
-                })
+            limiter.as_ref().map(|limiter| LimitReport {
+                per_second: limiter.per_second(),
+                burst: limiter.burst(),
+                rejected_requests: limiter.rejected(),
             })
         };
-        serde_json::json!({ "ingest": describe(&self.ingest), "query": describe(&self.query) })
+        RateLimitsReport {
+            ingest: describe(&self.ingest),
+            query: describe(&self.query),
+        }
     }
 
     /// Forgets idle clients every minute until `stop`.
@@ -144,6 +146,25 @@ impl RateLimits {
             }
         }
     }
+}
+
+/// What `/health/detailed` says of the rate limits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitsReport {
+    /// `--ingest-rate-limit`, in events per second; `null` when there is none.
+    #[schema(required = true)]
+    pub ingest: Option<LimitReport>,
+    /// `--query-rate-limit`, in requests per second; `null` when there is none.
+    #[schema(required = true)]
+    pub query: Option<LimitReport>,
+}
+
+/// One limit: its settings, and the requests it refused since start.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitReport {
+    pub per_second: u32,
+    pub burst: u32,
+    pub rejected_requests: u64,
 }
 
 /// Routes the query limit applies to: reads of events and metrics.
@@ -170,7 +191,7 @@ pub async fn limit_queries(
                 .is_some_and(|path| QUERY_ROUTES.contains(&path.as_str()));
         if is_query {
             if let Err(limited) = limiter.check(&ClientKey::of(&peer), 1) {
-                return ApiError::RateLimited(limited).into_response();
+                return limited.into_response();
             }
         }
     }

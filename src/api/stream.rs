@@ -15,9 +15,9 @@ use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use utoipa::IntoParams;
 
 use super::error::ApiError;
-use super::openapi::{BadParameter, Unavailable};
 use super::params::{known_pairs, EventFilterParams};
-use super::AppState;
+use super::refusals::StreamRefusals;
+use super::state::AppState;
 use crate::live::{Filter, LiveEvent, Step, Subscription};
 
 /// A comment line this often keeps idle connections (and proxies) from timing out.
@@ -68,8 +68,7 @@ pub struct LastEventIdHeader {
         (status = 200, description = "An endless event stream", content_type = "text/event-stream",
             body = String,
             example = json!("id: 1043\nevent: event\ndata: {\"id\":\"019a…\",\"type\":\"signup\",…,\"seq\":1043}\n\n")),
-        (status = 400, response = BadParameter),
-        (status = 503, response = Unavailable),
+        StreamRefusals,
     )
 )]
 pub async fn subscribe(

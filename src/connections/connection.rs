@@ -25,7 +25,8 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use super::open::{OpenConnections, Timeout};
-use super::{PeerAddr, Timeouts};
+use super::{json_answer, PeerAddr, Timeouts};
+use crate::error_code::ErrorCode;
 
 /// How often a connection busy answering looks again at whether its client still reads.
 const BUSY_RECHECK: Duration = Duration::from_secs(1);
@@ -331,25 +332,11 @@ impl AsyncWrite for RegisteredStream {
     }
 }
 
-/// A complete JSON answer closing the connection.
-fn json_answer(status: u16, reason: &str, code: &str, message: &str) -> Vec<u8> {
-    let body = serde_json::json!({ "error": code, "message": message }).to_string();
-    format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n\
-         x-content-type-options: nosniff\r\ncache-control: no-store\r\nconnection: close\r\n\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
 /// The JSON answer for a request hyper refused with `status` before parsing it whole.
 fn refusal(status: u16) -> Vec<u8> {
     match status {
         431 => json_answer(
-            431,
-            "Request Header Fields Too Large",
-            "headers_too_large",
+            ErrorCode::HeadersTooLarge,
             &format!(
                 "the request line and headers are larger than {} bytes, or there are more \
                  than {} headers",
@@ -357,22 +344,13 @@ fn refusal(status: u16) -> Vec<u8> {
                 super::MAX_HEADERS
             ),
         ),
-        414 => json_answer(
-            414,
-            "URI Too Long",
-            "uri_too_long",
-            "the request target is too long",
-        ),
+        414 => json_answer(ErrorCode::UriTooLong, "the request target is too long"),
         505 => json_answer(
-            505,
-            "HTTP Version Not Supported",
-            "http_version_not_supported",
+            ErrorCode::HttpVersionNotSupported,
             "only HTTP/1.1 and HTTP/1.0 are served",
         ),
         _ => json_answer(
-            400,
-            "Bad Request",
-            "bad_request",
+            ErrorCode::BadRequest,
             "the request is not valid HTTP/1.1 (its request line, a header or its framing)",
         ),
     }
@@ -381,9 +359,7 @@ fn refusal(status: u16) -> Vec<u8> {
 /// What is sent to a client that started a request and did not finish its head in time.
 fn header_timeout_answer(timeout: Duration) -> Vec<u8> {
     json_answer(
-        408,
-        "Request Timeout",
-        "request_timeout",
+        ErrorCode::RequestTimeout,
         &format!(
             "the request line and headers did not arrive within {} s",
             timeout.as_secs_f64()

@@ -13,12 +13,15 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+use crate::error_code::ErrorCode;
 
 /// The most bytes of request line and headers a request may have: beyond, `431`.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -93,9 +96,12 @@ pub struct PeerAddr(pub SocketAddr);
 
 /// What a connection beyond `--max-connections` reads before it is closed: an answer costs
 /// less than a connection left to time out, and tells the client when to come back.
-const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 83\r\n\r\n\
-{\"error\":\"too_many_connections\",\"message\":\"too many open connections; retry later\"}";
+static TOO_MANY_CONNECTIONS: LazyLock<Vec<u8>> = LazyLock::new(|| {
+    json_answer(
+        ErrorCode::TooManyConnections,
+        "too many open connections; retry later",
+    )
+});
 
 /// Refused connections whose request is being read and dropped at once, at most: beyond,
 /// a refused connection is closed at once (its client may then see a reset).
@@ -200,7 +206,7 @@ async fn accept_failed(err: io::Error) {
 fn refuse(mut stream: TcpStream, open: &OpenConnections, lingering: &Arc<AtomicUsize>) {
     open.count_refused();
     // Best effort and never waiting: a fresh socket's send buffer takes it whole.
-    let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+    let _ = stream.try_write(&TOO_MANY_CONNECTIONS);
     if lingering.fetch_add(1, Ordering::Relaxed) >= MAX_LINGERING {
         lingering.fetch_sub(1, Ordering::Relaxed);
         return;
@@ -216,4 +222,26 @@ fn refuse(mut stream: TcpStream, open: &OpenConnections, lingering: &Arc<AtomicU
         .await;
         lingering.fetch_sub(1, Ordering::Relaxed);
     });
+}
+
+/// A complete answer the connection layer writes by itself, closing the connection: JSON,
+/// like every error of the API, with the headers the router's answers carry, and
+/// `Retry-After` on a `503`.
+fn json_answer(code: ErrorCode, message: &str) -> Vec<u8> {
+    let status = code.status();
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    let retry_after = if status == StatusCode::SERVICE_UNAVAILABLE {
+        "retry-after: 1\r\n"
+    } else {
+        ""
+    };
+    format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n{retry_after}\
+         x-content-type-options: nosniff\r\ncache-control: no-store\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error"),
+        body.len()
+    )
+    .into_bytes()
 }

@@ -85,20 +85,6 @@ pub enum IngestError {
     ShuttingDown,
 }
 
-impl IngestError {
-    /// A short machine-readable name for the cause.
-    pub fn code(&self) -> &'static str {
-        match self {
-            IngestError::PendingFull { .. } => "ingest_queue_full",
-            IngestError::BacklogFull { .. } => "index_backlog_full",
-            IngestError::LogUnavailable(_) => "log_unavailable",
-            IngestError::QueueBacklogFull { .. } => "queue_backlog_full",
-            IngestError::QueueUnavailable(_) => "queue_unavailable",
-            IngestError::ShuttingDown => "shutting_down",
-        }
-    }
-}
-
 /// The handle request handlers submit through: the queue, with a bound on the events
 /// submitted and not answered yet. Cheap to clone.
 #[derive(Clone)]

@@ -108,9 +108,8 @@ fn dead_letter(id: Vec<u8>, fields: Fields) -> DeadLetter {
     let event = field_bytes(&fields, PAYLOAD_FIELD)
         .and_then(|payload| decode_payload(super::seq_of(&original_id).unwrap_or(0), payload))
         .and_then(|event| {
-            let mut json = Vec::new();
-            crate::event::render::write_event(&mut json, &event);
-            serde_json::from_slice(&json).ok()
+            let view = crate::event::render::EventView::of(&event).ok()?;
+            serde_json::to_value(view).ok()
         });
     DeadLetter {
         id: String::from_utf8_lossy(&id).into_owned(),

@@ -393,7 +393,7 @@ impl From<::redis::RedisError> for QueueError {
 }
 
 /// An entry of the dead-letter stream, as `GET /dead-letters` lists it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     /// The dead-letter entry's own id.
     pub id: String,
@@ -403,8 +403,10 @@ pub struct DeadLetter {
     pub reason: String,
     /// How many times storing it was tried (0 when it could not even be decoded).
     pub attempts: u64,
+    /// When it was given up on, in epoch milliseconds.
     pub failed_at_ms: i64,
-    /// The event as JSON (`id`, `type`, `timestamp`, ...) when the payload decodes.
+    /// The event as queries return it, when the payload decodes.
+    #[schema(value_type = Option<crate::event::render::EventView>)]
     pub event: Option<serde_json::Value>,
 }
 
