@@ -49,6 +49,8 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Start a server on a temporary directory and measure it over loopback HTTP.
     Bench(crate::bench::BenchArgs),
+    /// Create, list or revoke API keys, offline (on --data-dir, or a cluster's --store).
+    Keys(crate::auth::command::KeysArgs),
 }
 
 /// What a `202` promises about the events it acknowledges.
@@ -191,6 +193,22 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTIDE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// When requests need an API key: `required`, or `off` (anyone who reaches the port may
+    /// do anything). Default: required when listening beyond loopback, and on loopback as
+    /// soon as a key exists.
+    #[arg(long, env = "EVENTIDE_AUTH", value_enum)]
+    pub auth: Option<AuthSetting>,
+
+    /// A file holding an API key (`evk_...`) to create with the admin scope at start if it
+    /// does not exist yet (stored hashed): how a container gets its first key. The variable
+    /// EVENTIDE_BOOTSTRAP_KEY may hold the key itself instead.
+    #[arg(long, env = "EVENTIDE_BOOTSTRAP_KEY_FILE")]
+    pub bootstrap_key_file: Option<PathBuf>,
+
+    /// EVENTIDE_BOOTSTRAP_KEY: a variable only, so the key never shows in a command line.
+    #[arg(skip = std::env::var("EVENTIDE_BOOTSTRAP_KEY").ok().filter(|key| !key.is_empty()).map(Secret))]
+    pub bootstrap_key: Option<Secret>,
+
     /// A PEM file with the certificate chain to serve HTTPS with (with --tls-key).
     #[arg(long, env = "EVENTIDE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -253,6 +271,23 @@ pub enum StoreTarget {
 pub enum QueueTarget {
     Embedded,
     Redis(String),
+}
+
+/// A secret given in the configuration: shown as `***` wherever the configuration is printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `--auth`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthSetting {
+    Required,
+    Off,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -51,6 +51,10 @@ error_codes! {
     BadRequest = "bad_request", BAD_REQUEST;
     /// Refused by a layer of the server for another reason, with its own status.
     RequestFailed = "request_failed", BAD_REQUEST;
+    /// No key, or a key that is unknown, revoked or expired.
+    Unauthorized = "unauthorized", UNAUTHORIZED;
+    /// A valid key without the scope the route needs (named in the message).
+    Forbidden = "forbidden", FORBIDDEN;
     /// The `Host` is not served (`--allowed-hosts`).
     HostNotAllowed = "host_not_allowed", FORBIDDEN;
     /// A CORS preflight from an origin `--cors-origins` does not list.

@@ -2,6 +2,7 @@
 //! embedded store or as a cluster of API nodes and workers over Redis and PostgreSQL.
 //!
 //! # Layout
+//! - [`auth`]: API keys with scopes, and the server's view of them.
 //! - [`config`]: options, from flags and `EVENTIDE_*` variables; [`data_dir`]: the lock that
 //!   keeps a second process off a data directory.
 //! - [`event`]: the event, parsed and validated at the edge; [`record`]: its binary form in
@@ -54,6 +55,7 @@
 //!    what it missed from the queue's side ([`live::Replay`]).
 
 pub mod api;
+pub mod auth;
 pub mod bench;
 pub mod clock;
 pub mod config;

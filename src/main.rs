@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(config) => serve(*config).await,
             Command::Bench(args) => eventide::bench::run(args).await,
+            Command::Keys(args) => eventide::auth::command::run(args).await,
         }
     });
     match result {

@@ -22,8 +22,12 @@ use crate::api::cursor::CursorKey;
 use crate::api::guard::AllowedHosts;
 use crate::api::rate_limit::{Limiter, RateLimits};
 use crate::api::state::{AppState, HttpPolicy};
+use crate::auth::keys::{self, Scope, Scopes};
+use crate::auth::{AuthMode, Keys};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{redact_url, Durability, QueueTarget, ServeConfig, StoreTarget};
+use crate::config::{
+    redact_url, AuthSetting, Durability, QueueTarget, Secret, ServeConfig, StoreTarget,
+};
 use crate::connections::{self, raise_open_files_limit, Limits, OpenConnections, Timeouts};
 use crate::consume::indexer::Indexer;
 use crate::consume::worker::{self, WorkerConfig};
@@ -114,8 +118,16 @@ pub async fn serve(
     } = assembled;
 
     let connections = Arc::new(OpenConnections::default());
-    let app = match (&queue, &live) {
-        (Some(queue), Some((live, _))) if config.serves_api() => api::router(AppState {
+    let keys = if config.serves_api() {
+        let keys = open_keys(&config, &store, &clock).await?;
+        tokio::spawn(keys.clone().run(background_stop.clone()));
+        Some(keys)
+    } else {
+        None
+    };
+    let app = match (&queue, &live, keys) {
+        (Some(queue), Some((live, _)), Some(keys)) => api::router(AppState {
+            keys,
             cursors: cursor_key(store.as_ref()).await?,
             http: http_policy(&config, &listener, &connections)?,
             rate_limits: rate_limits(&config, background_stop.clone()),
@@ -379,6 +391,72 @@ fn spawn_retention(
         component,
         stop.clone(),
     ));
+}
+
+/// The API keys and when they are required (`--auth`), with the bootstrap key created if
+/// given. Beyond loopback, a server without any key and without `--auth off` refuses to
+/// start: it would be open to anyone who reaches it.
+async fn open_keys(
+    config: &ServeConfig,
+    store: &Arc<dyn Store>,
+    clock: &Arc<dyn Clock>,
+) -> Result<Arc<Keys>> {
+    let loopback = config.addr.ip().is_loopback();
+    let mode = match config.auth {
+        Some(AuthSetting::Required) => AuthMode::Required,
+        Some(AuthSetting::Off) => AuthMode::Off,
+        None if loopback => AuthMode::WhenKeysExist,
+        None => AuthMode::Required,
+    };
+    let bootstrap = match (&config.bootstrap_key_file, &config.bootstrap_key) {
+        (Some(file), _) => Some(
+            std::fs::read_to_string(file)
+                .map(|text| text.trim().to_owned())
+                .with_context(|| {
+                    format!(
+                        "invalid --bootstrap-key-file: cannot read {}",
+                        file.display()
+                    )
+                })?,
+        ),
+        (None, Some(Secret(key))) => Some(key.trim().to_owned()),
+        (None, None) => None,
+    };
+    if let Some(secret) = bootstrap {
+        keys::check_format(&secret)
+            .map_err(|reason| anyhow::anyhow!("invalid bootstrap key: {reason}"))?;
+        let hash = keys::hash(&secret);
+        let existing = store.list_keys().await.context("reading the API keys")?;
+        if !existing.iter().any(|key| key.hash == hash) {
+            let record = keys::record_for(
+                &secret,
+                format!("key_{}", keys::random_base62(12)?),
+                "bootstrap",
+                Scopes::new([Scope::Admin]),
+                clock.now_ms(),
+                None,
+            );
+            store
+                .create_key(&record)
+                .await
+                .context("creating the bootstrap key")?;
+            tracing::info!(key = %record.id, "created the bootstrap key (admin)");
+        }
+    }
+    let keys = Keys::load(store.clone(), clock.clone(), mode).await?;
+    if !loopback && mode == AuthMode::Required && !keys.has_active_keys() {
+        anyhow::bail!(
+            "listening on {} (beyond loopback) needs API keys, and there is none yet: create an \
+             admin key first (`eventide keys create --name admin --scope admin`, with the same \
+             --data-dir or --store), or give one in EVENTIDE_BOOTSTRAP_KEY or \
+             --bootstrap-key-file; or start with --auth off to serve without authentication",
+            config.addr
+        );
+    }
+    if mode == AuthMode::Off && !loopback {
+        tracing::warn!(addr = %config.addr, "authentication is off (--auth off) on an address beyond loopback: anyone who reaches it can read and write every event");
+    }
+    Ok(keys)
 }
 
 /// Opens the store `--store` names, creating and migrating it if needed.

@@ -37,6 +37,9 @@ pub const STREAM_LAGGED: &str = "eventide_stream_lagged_disconnects_total";
 /// Commit groups the live stream dispatcher had no room for (their subscribers lagged out).
 pub const STREAM_DROPPED_GROUPS: &str = "eventide_stream_dropped_groups_total";
 pub const CONNECTIONS_OPEN: &str = "eventide_connections_open";
+/// Requests refused by authentication, by reason (`missing`, `unknown`, `revoked`,
+/// `expired`, `forbidden`).
+pub const AUTH_FAILURES: &str = "eventide_auth_failures_total";
 /// Connections refused for being beyond `--max-connections`.
 pub const CONNECTIONS_REFUSED: &str = "eventide_connections_refused_total";
 /// Connections closed for making no progress, by cause (`header`, `idle`, `body`, `write`).
@@ -129,6 +132,11 @@ pub fn events_rejected(reason: &'static str, events: usize) {
     if events > 0 {
         counter!(EVENTS_REJECTED, "reason" => reason).increment(events as u64);
     }
+}
+
+/// A request refused by authentication.
+pub fn auth_failed(reason: &'static str) {
+    counter!(AUTH_FAILURES, "reason" => reason).increment(1);
 }
 
 /// State read at scrape time.

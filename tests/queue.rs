@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::postgres::TestSchema;
 use common::redis::{Proxy, TestRedis};
+use eventide::auth::keys::KeyRecord;
 use eventide::consume::worker::{self, WorkerConfig};
 use eventide::event::{NewEvent, StoredEvent};
 use eventide::queue::redis::{entry_id_of, seq_of, RedisStream};
@@ -550,6 +551,26 @@ impl Store for FlakyStore {
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> anyhow::Result<Vec<u8>> {
         self.check()?;
         self.inner.secret(name, candidate).await
+    }
+    async fn create_key(&self, key: &KeyRecord) -> anyhow::Result<()> {
+        self.check()?;
+        self.inner.create_key(key).await
+    }
+    async fn list_keys(&self) -> anyhow::Result<Vec<KeyRecord>> {
+        self.check()?;
+        self.inner.list_keys().await
+    }
+    async fn revoke_key(&self, id: &str, at_ms: i64) -> anyhow::Result<bool> {
+        self.check()?;
+        self.inner.revoke_key(id, at_ms).await
+    }
+    async fn keys_version(&self) -> anyhow::Result<i64> {
+        self.check()?;
+        self.inner.keys_version().await
+    }
+    async fn record_key_uses(&self, uses: Vec<(String, i64)>) -> anyhow::Result<()> {
+        self.check()?;
+        self.inner.record_key_uses(uses).await
     }
     async fn purge_before(&self, cutoff_ms: i64) -> anyhow::Result<Purged> {
         self.check()?;

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use super::rate_limit::Limited;
 use super::schema::IngestAnswer;
+use crate::auth::AuthError;
 use crate::error_code::ErrorCode;
 use crate::live::SubscribeError;
 use crate::queue::IngestError;
@@ -49,6 +50,8 @@ pub enum ApiError {
     HostNotAllowed(String),
     #[error("{0}")]
     CorsOriginNotAllowed(String),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// The request body arrived slower than `--min-body-rate`.
     #[error("{0}")]
     BodyTooSlow(String),
@@ -102,6 +105,8 @@ impl ApiError {
             ApiError::Overloaded(_) => ErrorCode::Overloaded,
             ApiError::StoreUnavailable(_) => ErrorCode::StoreUnavailable,
             ApiError::CorsOriginNotAllowed(_) => ErrorCode::CorsOriginNotAllowed,
+            ApiError::Auth(AuthError::Forbidden { .. }) => ErrorCode::Forbidden,
+            ApiError::Auth(_) => ErrorCode::Unauthorized,
         }
     }
 }
@@ -242,6 +247,12 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"eventide\""),
+            );
         }
         if status == StatusCode::REQUEST_TIMEOUT {
             // The rest of the body is not read: the connection cannot carry another request.

@@ -3,7 +3,7 @@
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
@@ -99,6 +99,7 @@ pub enum ContentEncoding {
 pub async fn ingest(
     State(state): State<AppState>,
     ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -173,7 +174,8 @@ pub async fn ingest(
     let submitted = batch.len();
     if let Some(limiter) = &state.rate_limits.ingest {
         let cells = u32::try_from(submitted).unwrap_or(u32::MAX);
-        if let Err(limited) = limiter.check(&ClientKey::of(&peer), cells) {
+        let client = ClientKey::of(&peer, &extensions);
+        if let Err(limited) = limiter.check(&client, cells) {
             telemetry::events_rejected("rate_limited", submitted);
             return Err(ApiError::RateLimited(limited));
         }

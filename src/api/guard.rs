@@ -13,6 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorBody};
+use crate::auth::Keys;
 use crate::error_code::ErrorCode;
 
 /// Which `Host`s requests may name: a page on another site that points its own DNS name at
@@ -74,12 +75,16 @@ fn host_name(host: &str) -> &str {
         .map_or(host, |(name, _)| name)
 }
 
-/// Middleware: refuses requests naming a `Host` that is not allowed (`403`).
+/// Middleware: while no key is required, refuses requests naming a `Host` that is not
+/// allowed (`403`). With keys, a rebound page would have no key to send.
 pub async fn check_host(
-    State(hosts): State<Arc<AllowedHosts>>,
+    State((hosts, keys)): State<(Arc<AllowedHosts>, Arc<Keys>)>,
     request: Request,
     next: Next,
 ) -> Response {
+    if keys.required() {
+        return next.run(request).await;
+    }
     let host = request
         .headers()
         .get(header::HOST)

@@ -2,6 +2,7 @@
 //! [`state::AppState`]).
 
 pub mod admission;
+pub mod auth;
 pub mod body;
 pub mod cors;
 pub mod cursor;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod events;
 pub mod guard;
 pub mod health;
+pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
@@ -22,15 +24,35 @@ pub mod snapshot;
 pub mod state;
 pub mod stream;
 
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::Router;
 
+use crate::auth::keys::Scope;
 use error::ApiError;
 use state::AppState;
 
 pub fn router(state: AppState) -> Router {
-    let routes = Router::new()
-        .route("/events", get(events::list).post(events::ingest))
+    let guard = |scope: Scope| {
+        axum::middleware::from_fn_with_state(
+            auth::Guard {
+                keys: state.keys.clone(),
+                scope,
+            },
+            auth::require,
+        )
+    };
+    // Open without a key: probes, the API description and the dashboard's files (the page
+    // asks for a key itself).
+    let open = Router::new()
+        .route("/health", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .merge(openapi::routes())
+        .merge(dashboard::routes());
+    let ingest = Router::new()
+        .route("/events", post(events::ingest))
+        .route_layer(guard(Scope::Ingest));
+    let read = Router::new()
+        .route("/events", get(events::list))
         .route("/events/{id}", get(events::get_one))
         .route("/metrics", get(metrics::window))
         .route("/metrics/timeseries", get(metrics::timeseries))
@@ -38,25 +60,25 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/prometheus", get(metrics::prometheus))
         .route("/stream", get(stream::subscribe))
         .route("/stream/metrics", get(metrics::stream))
-        .route("/dead-letters", get(dead_letters::list))
-        .route(
-            "/dead-letters/replay",
-            axum::routing::post(dead_letters::replay),
-        )
-        .route("/health", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/health/detailed", get(health::detailed))
-        .merge(openapi::routes())
-        .merge(dashboard::routes());
-    // Only when configured: without a query limit, reads pay nothing for it.
-    let routes = if state.rate_limits.query.is_some() {
-        routes.route_layer(axum::middleware::from_fn_with_state(
+        .route("/health/detailed", get(health::detailed));
+    // Only when configured: without a query limit, reads pay nothing for it. Inside the
+    // key check, so that a key's requests are limited by key.
+    let read = if state.rate_limits.query.is_some() {
+        read.route_layer(axum::middleware::from_fn_with_state(
             state.rate_limits.clone(),
             rate_limit::limit_queries,
         ))
     } else {
-        routes
+        read
     };
+    let read = read.route_layer(guard(Scope::Read));
+    let admin = Router::new()
+        .route("/keys", get(keys::list).post(keys::create))
+        .route("/keys/{id}", delete(keys::revoke))
+        .route("/dead-letters", get(dead_letters::list))
+        .route("/dead-letters/replay", post(dead_letters::replay))
+        .route_layer(guard(Scope::Admin));
+    let routes = open.merge(ingest).merge(read).merge(admin);
     let routes = routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -66,7 +88,7 @@ pub fn router(state: AppState) -> Router {
         ));
     let routes = match &state.http.hosts {
         Some(hosts) => routes.layer(axum::middleware::from_fn_with_state(
-            hosts.clone(),
+            (hosts.clone(), state.keys.clone()),
             guard::check_host,
         )),
         None => routes,

@@ -16,11 +16,16 @@ use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::Config;
 
 use super::error::{ApiError, ErrorBody};
 use super::refusals::{BadParameter, NotFound, RateLimited, TooManyRequests, Unavailable};
+use crate::auth::keys::Scope;
 
 /// Where the document is served (Swagger UI's page loads it from there).
 const DOCUMENT_PATH: &str = "/openapi.json";
@@ -46,6 +51,9 @@ const DOCUMENT_PATH: &str = "/openapi.json";
         super::metrics::stream,
         super::dead_letters::list,
         super::dead_letters::replay,
+        super::keys::create,
+        super::keys::list,
+        super::keys::revoke,
         super::health::live,
         super::health::ready,
         super::health::detailed,
@@ -54,6 +62,7 @@ const DOCUMENT_PATH: &str = "/openapi.json";
         docs_page,
         docs_file,
     ),
+    modifiers(&Security),
     components(
         schemas(ErrorBody),
         responses(BadParameter, NotFound, RateLimited, TooManyRequests, Unavailable)
@@ -63,10 +72,103 @@ const DOCUMENT_PATH: &str = "/openapi.json";
         (name = "metrics", description = "Event counts, and the service's own metrics"),
         (name = "stream", description = "Server-Sent Events"),
         (name = "health", description = "Liveness and readiness"),
+        (name = "keys", description = "API keys (admin)"),
         (name = "documentation", description = "This document and Swagger UI"),
     )
 )]
 pub struct ApiDoc;
+
+/// The scope an operation needs, `None` for those open without a key. The router enforces
+/// it (`api::router`); `tests/auth.rs` checks every operation against both.
+pub fn scope_of(path: &str, method: &str) -> Option<Scope> {
+    match (path, method) {
+        ("/health" | "/health/ready" | "/openapi.json", _) => None,
+        (docs, _) if docs.starts_with("/docs") => None,
+        ("/events", "post") => Some(Scope::Ingest),
+        ("/keys" | "/keys/{id}", _) => Some(Scope::Admin),
+        (dead_letters, _) if dead_letters.starts_with("/dead-letters") => Some(Scope::Admin),
+        _ => Some(Scope::Read),
+    }
+}
+
+/// Declares the two ways to send a key and, on each operation, whether it needs one, which
+/// scope (`x-eventide-scope`) and the `401`/`403` answers.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, document: &mut utoipa::openapi::OpenApi) {
+        let components = document.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("evk_...")
+                    .description(Some("An Eventide API key: `Authorization: Bearer evk_...`"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "An Eventide API key",
+            ))),
+        );
+        for (path, item) in document.paths.paths.iter_mut() {
+            let operations = [
+                ("get", item.get.as_mut()),
+                ("post", item.post.as_mut()),
+                ("put", item.put.as_mut()),
+                ("delete", item.delete.as_mut()),
+            ];
+            for (method, operation) in operations {
+                let Some(operation) = operation else { continue };
+                let Some(scope) = scope_of(path, method) else {
+                    operation.security = Some(vec![SecurityRequirement::default()]);
+                    continue;
+                };
+                operation.security = Some(vec![
+                    SecurityRequirement::new("bearer", Vec::<String>::new()),
+                    SecurityRequirement::new("api_key", Vec::<String>::new()),
+                ]);
+                let extensions = operation.extensions.get_or_insert_with(Default::default);
+                extensions.insert(
+                    "x-eventide-scope".to_owned(),
+                    serde_json::Value::from(scope.name()),
+                );
+                let description = operation.description.get_or_insert_with(String::new);
+                description.push_str(&format!(
+                    "\n\nNeeds a key with the `{scope}` scope (or `admin`) once keys exist."
+                ));
+                for (status, what) in [
+                    (
+                        "401",
+                        "`unauthorized`: no key, or one unknown, revoked or expired",
+                    ),
+                    ("403", "`forbidden`: the key lacks the scope"),
+                ] {
+                    operation.responses.responses.insert(
+                        status.to_owned(),
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(what)
+                                .content(
+                                    "application/json",
+                                    ContentBuilder::new()
+                                        .schema(Some(RefOr::Ref(Ref::from_schema_name(
+                                            "ErrorBody",
+                                        ))))
+                                        .build(),
+                                )
+                                .build(),
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
 
 /// The document as served: the generated one with two fixes for utoipa 5, made on the text
 /// (an unescaped `"key":` can only be an object key) to keep the generated order:

@@ -2,7 +2,8 @@
 //! and for queries, in requests per second. Off unless configured: an ingestion service must
 //! not throttle its own producers by surprise.
 //!
-//! Clients are keyed by IP address today; [`ClientKey`] is the one place to add API keys.
+//! A request that came with an API key is limited by its key; one without (authentication
+//! off) by its IP address.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -18,17 +19,24 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::auth::Principal;
 use crate::connections::PeerAddr;
 
 /// Who a bucket belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ClientKey {
     Ip(IpAddr),
+    /// An API key, by id: producers behind one NAT each have their own bucket.
+    Key(String),
 }
 
 impl ClientKey {
-    pub fn of(peer: &SocketAddr) -> ClientKey {
-        ClientKey::Ip(peer.ip())
+    /// The request's key if it carried one, else its address.
+    pub fn of(peer: &SocketAddr, extensions: &axum::http::Extensions) -> ClientKey {
+        match extensions.get::<Principal>() {
+            Some(principal) => ClientKey::Key(principal.key_id.clone()),
+            None => ClientKey::Ip(peer.ip()),
+        }
     }
 }
 
@@ -190,7 +198,7 @@ pub async fn limit_queries(
                 .get::<MatchedPath>()
                 .is_some_and(|path| QUERY_ROUTES.contains(&path.as_str()));
         if is_query {
-            if let Err(limited) = limiter.check(&ClientKey::of(&peer), 1) {
+            if let Err(limited) = limiter.check(&ClientKey::of(&peer, request.extensions()), 1) {
                 return limited.into_response();
             }
         }

@@ -8,6 +8,7 @@ use super::admission::InFlight;
 use super::cursor::CursorKey;
 use super::guard::AllowedHosts;
 use super::rate_limit::RateLimits;
+use crate::auth::Keys;
 use crate::clock::Clock;
 use crate::connections::OpenConnections;
 use crate::health::Health;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub http: Arc<HttpPolicy>,
     /// Signs the paging cursors with the deployment's secret.
     pub cursors: Arc<CursorKey>,
+    /// The API keys, and whether a request needs one.
+    pub keys: Arc<Keys>,
 }
 
 /// How requests are taken at the edge, and the connections they come on.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
 
 /// Which events a query is about. All conditions must hold.
@@ -171,6 +172,22 @@ pub trait Store: Send + Sync + 'static {
     /// The deployment's secret called `name`: `candidate` (random bytes) the first time it
     /// is asked for, the bytes first stored ever after, for every process sharing the store.
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> anyhow::Result<Vec<u8>>;
+
+    /// Stores a new API key (its hash and details, never the secret).
+    async fn create_key(&self, key: &KeyRecord) -> anyhow::Result<()>;
+
+    /// Every key, revoked and expired ones included, oldest first.
+    async fn list_keys(&self) -> anyhow::Result<Vec<KeyRecord>>;
+
+    /// Revokes the key `id` at `at_ms`; `false` if no such key is left to revoke.
+    async fn revoke_key(&self, id: &str, at_ms: i64) -> anyhow::Result<bool>;
+
+    /// A number that changes whenever a key is created or revoked, by any process sharing
+    /// the store: what each server polls to reload its keys.
+    async fn keys_version(&self) -> anyhow::Result<i64>;
+
+    /// Records when keys were last used (moving each forward only); not a change of the keys.
+    async fn record_key_uses(&self, uses: Vec<(String, i64)>) -> anyhow::Result<()>;
 
     /// Deletes every event whose timestamp is before `cutoff_ms`, the minute and hour rollup
     /// rows whose whole bucket ends at or before it, and keeps `event_count` right. Done in

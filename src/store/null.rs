@@ -11,13 +11,16 @@ use anyhow::Result;
 use async_trait::async_trait;
 
 use super::{AppendOutcome, EventFilter, EventQuery, Purged, RollupQuery, RollupRow, Store};
+use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
 
 #[derive(Default)]
 pub struct NullStore {
     indexed_seq: AtomicU64,
-    /// Secrets live as long as the process: a benchmark needs no cursor after a restart.
+    /// Secrets and keys live as long as the process: a benchmark needs neither after a
+    /// restart.
     secrets: Mutex<HashMap<String, Vec<u8>>>,
+    keys: Mutex<Vec<KeyRecord>>,
 }
 
 #[async_trait]
@@ -79,6 +82,38 @@ impl Store for NullStore {
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
         let mut secrets = self.secrets.lock().unwrap();
         Ok(secrets.entry(name.to_owned()).or_insert(candidate).clone())
+    }
+
+    async fn create_key(&self, key: &KeyRecord) -> Result<()> {
+        self.keys.lock().unwrap().push(key.clone());
+        Ok(())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
+        Ok(self.keys.lock().unwrap().clone())
+    }
+
+    async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool> {
+        let mut keys = self.keys.lock().unwrap();
+        let found = keys
+            .iter_mut()
+            .find(|key| key.id == id && key.revoked_ms.is_none());
+        Ok(found.map(|key| key.revoked_ms = Some(at_ms)).is_some())
+    }
+
+    /// Keys change only through this process, which reloads at once.
+    async fn keys_version(&self) -> Result<i64> {
+        Ok(self
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|key| 1 + i64::from(key.revoked_ms.is_some()))
+            .sum())
+    }
+
+    async fn record_key_uses(&self, _uses: Vec<(String, i64)>) -> Result<()> {
+        Ok(())
     }
 
     async fn purge_before(&self, _cutoff_ms: i64) -> Result<Purged> {

@@ -135,6 +135,23 @@ pub struct Api {
 }
 
 impl Api {
+    /// The same server, every request carrying `key` (`Authorization: Bearer`).
+    pub fn with_key(&self, key: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+        );
+        Api {
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("reqwest client"),
+            base: self.base.clone(),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -326,6 +343,8 @@ pub struct TestServer {
     pub addr: String,
     pub data_dir: PathBuf,
     args: Vec<String>,
+    /// Variables set for the server (e.g. `EVENTIDE_BOOTSTRAP_KEY`).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
     logs: Arc<Mutex<Vec<String>>>,
     _tempdir: Option<tempfile::TempDir>,
@@ -356,6 +375,15 @@ impl TestServer {
         Self::start_inner(dir.to_path_buf(), extra_args, None).await
     }
 
+    /// Starts the server on `dir` with variables `env` set.
+    pub async fn start_with_env(dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        Self::start_inner_env(dir.to_path_buf(), extra_args, None, env).await
+    }
+
     /// Starts the server on a fresh temporary data directory owned by the returned value.
     pub async fn start_temp(extra_args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
@@ -367,6 +395,15 @@ impl TestServer {
         dir: PathBuf,
         extra_args: &[&str],
         tempdir: Option<tempfile::TempDir>,
+    ) -> Self {
+        Self::start_inner_env(dir, extra_args, tempdir, Vec::new()).await
+    }
+
+    async fn start_inner_env(
+        dir: PathBuf,
+        extra_args: &[&str],
+        tempdir: Option<tempfile::TempDir>,
+        env: Vec<(String, String)>,
     ) -> Self {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -380,6 +417,7 @@ impl TestServer {
             addr: String::new(),
             data_dir: dir,
             args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env,
             child: None,
             logs: Arc::new(Mutex::new(Vec::new())),
             _tempdir: tempdir,
@@ -441,6 +479,7 @@ impl TestServer {
     async fn launch(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let mut cmd = Command::new(BIN);
+        cmd.envs(self.env.iter().map(|(name, value)| (name, value)));
         cmd.arg("serve")
             .arg("--addr")
             .arg("127.0.0.1:0")

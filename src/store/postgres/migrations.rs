@@ -67,6 +67,8 @@ const MIGRATIONS: &[&str] = &[
     // 2: the deployment's secrets (the key that signs cursors, shared by every API node),
     // made on first use.
     "CREATE TABLE secrets (name text PRIMARY KEY, value bytea NOT NULL);",
+    // 3: API keys (their hashes) and the count of changes to them.
+    super::credentials::KEYS_TABLE,
 ];
 
 /// Creates `schema` if given and missing (the connection's search path already names it),

@@ -8,6 +8,7 @@
 //! processes may write at once: each batch's ids and rollup rows are locked in key order, so
 //! two of them wait for each other rather than deadlock.
 
+mod credentials;
 mod migrations;
 mod partitions;
 mod pool;
@@ -27,6 +28,7 @@ use super::{
     floor_to, AppendOutcome, EventFilter, EventQuery, Order, Position, Purged, RollupQuery,
     RollupRow, Store, HOUR_MS, MINUTE_MS,
 };
+use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
 use pool::{Connection, Pool, Target};
 
@@ -639,20 +641,27 @@ impl Store for PostgresStore {
     }
 
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
-        let connection = self.pool.get().await?;
-        // Two processes starting at once both insert; the first wins and both read it.
-        connection
-            .client
-            .execute(
-                "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&name, &candidate],
-            )
-            .await?;
-        let row = connection
-            .client
-            .query_one("SELECT value FROM secrets WHERE name = $1", &[&name])
-            .await?;
-        Ok(row.get(0))
+        credentials::secret(&self.pool, name, &candidate).await
+    }
+
+    async fn create_key(&self, key: &KeyRecord) -> Result<()> {
+        credentials::create_key(&self.pool, key).await
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
+        credentials::list_keys(&self.pool).await
+    }
+
+    async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool> {
+        credentials::revoke_key(&self.pool, id, at_ms).await
+    }
+
+    async fn keys_version(&self) -> Result<i64> {
+        credentials::keys_version(&self.pool).await
+    }
+
+    async fn record_key_uses(&self, uses: Vec<(String, i64)>) -> Result<()> {
+        credentials::record_key_uses(&self.pool, &uses).await
     }
 
     async fn purge_before(&self, cutoff_ms: i64) -> Result<Purged> {

@@ -4,6 +4,7 @@
 //! reads, concurrently with the writer thanks to WAL. Every call runs on tokio's blocking pool.
 //! User ids have an index of their own in two levels ([`user_index`]).
 
+mod credentials;
 mod partitions;
 mod user_index;
 
@@ -23,6 +24,7 @@ use super::{
     floor_to, AppendOutcome, EventFilter, EventQuery, Order, Position, Purged, RollupQuery,
     RollupRow, Store, DAY_MS, HOUR_MS, MINUTE_MS,
 };
+use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
 use partitions::Partition;
 
@@ -101,6 +103,8 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Code(partition_existing_events),
     // 4: the deployment's secrets (the key that signs cursors), made on first use.
     Migration::Sql("CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)"),
+    // 5: API keys (their hashes) and the count of changes to them.
+    Migration::Sql(credentials::KEYS_TABLE),
 ];
 
 /// Migration 3: moves the events of each day, and their user-index entries, into the day's
@@ -980,16 +984,33 @@ impl Store for SqliteStore {
 
     async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
         let name = name.to_owned();
-        self.write(move |writer| {
-            let connection = &writer.connection;
-            connection
-                .prepare_cached("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)")?
-                .execute(params![name, candidate])?;
-            Ok(connection
-                .prepare_cached("SELECT value FROM secrets WHERE name = ?")?
-                .query_row([&name], |row| row.get(0))?)
-        })
-        .await
+        self.write(move |writer| credentials::secret(&writer.connection, &name, &candidate))
+            .await
+    }
+
+    async fn create_key(&self, key: &KeyRecord) -> Result<()> {
+        let key = key.clone();
+        self.write(move |writer| credentials::create_key(&writer.connection, &key))
+            .await
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
+        self.read(credentials::list_keys).await
+    }
+
+    async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |writer| credentials::revoke_key(&writer.connection, &id, at_ms))
+            .await
+    }
+
+    async fn keys_version(&self) -> Result<i64> {
+        self.read(credentials::keys_version).await
+    }
+
+    async fn record_key_uses(&self, uses: Vec<(String, i64)>) -> Result<()> {
+        self.write(move |writer| credentials::record_key_uses(&writer.connection, &uses))
+            .await
     }
 
     async fn purge_before(&self, cutoff_ms: i64) -> Result<Purged> {
