@@ -673,6 +673,88 @@ async fn a_store_outage_holds_the_backlog_and_nothing_acknowledged_is_lost() {
     assert!(worker.logs().contains("the store is available again"));
 }
 
+/// Keys live in PostgreSQL: a key made offline on the store works on every API node, one
+/// created through a node is accepted by the other, and a revocation through one node is
+/// refused by the other within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_shared_and_a_revocation_reaches_every_node_within_a_second() {
+    let Some(cluster) = Cluster::new("keys").await else {
+        return;
+    };
+    let (status, stdout, stderr) = run_binary(&[
+        "keys",
+        "create",
+        "--name",
+        "admin",
+        "--scope",
+        "admin",
+        "--json",
+        "--store",
+        &cluster.schema.url,
+        "--postgres-schema",
+        &cluster.schema.name,
+    ])
+    .await;
+    assert!(status.success(), "{stderr}");
+    let admin_key: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let (a, b) = (cluster.start("api").await, cluster.start("api").await);
+    let _worker = cluster.start("worker").await;
+    a.get("/events").await.expect_error(401);
+    let admin_a = a.with_key(admin_key["key"].as_str().unwrap());
+    admin_a.get("/events").await.expect_status(200);
+
+    let made = admin_a
+        .client
+        .post(admin_a.url("/keys"))
+        .json(&json!({"name": "producer", "scopes": ["ingest"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.unwrap();
+    let producer_b = b.with_key(made["key"].as_str().unwrap());
+    let accepted = poll_until(Duration::from_secs(5), || {
+        let producer_b = producer_b.clone();
+        async move {
+            let resp = producer_b.post_events(&json!({"type": "k"})).await;
+            (resp.status == 202).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        accepted.is_some(),
+        "node B never accepted the key made on node A"
+    );
+
+    let revoked = admin_a
+        .client
+        .delete(admin_a.url(&format!("/keys/{}", made["id"].as_str().unwrap())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let started = std::time::Instant::now();
+    // Refused at once on the node that revoked...
+    let producer_a = a.with_key(made["key"].as_str().unwrap());
+    producer_a
+        .post_events(&json!({"type": "k"}))
+        .await
+        .expect_error(401);
+    // ...and within a second on the other.
+    loop {
+        let resp = producer_b.post_events(&json!({"type": "k"})).await;
+        if resp.status == 401 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "node B still took the revoked key after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Combinations that cannot work stop start-up with one clear line; passwords in URLs never
 /// reach the output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
