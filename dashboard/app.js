@@ -5,6 +5,7 @@
 import * as charts from './charts.js';
 import * as explorer from './explorer.js';
 import * as feed from './feed.js';
+import * as session from './session.js';
 import * as status from './status.js';
 import { el, setUpEventDialog } from './util.js';
 
@@ -28,6 +29,7 @@ function showError(error) {
 
 async function main() {
   setUpEventDialog();
+  session.start();
   const onNames = ({ types, services }) => {
     suggest('known-types', types);
     suggest('known-services', services);

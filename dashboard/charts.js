@@ -19,6 +19,7 @@
 // The top services are the hour's, straight from each push (the 24 h summary's until then).
 // Each chart's element carries its main figures in data-* attributes (the browser test's).
 
+import { EventStream } from './stream.js';
 import {
   clockText, el, formatCount, formatRate, getJSON, svg, svgTitle,
 } from './util.js';
@@ -230,12 +231,10 @@ function onPush(report) {
 }
 
 function subscribe() {
-  const source = new EventSource('/stream/metrics?window=1h');
+  const source = new EventStream('/stream/metrics?window=1h');
   source.addEventListener('metrics', (message) => onPush(JSON.parse(message.data)));
-  source.addEventListener('error', () => {
-    // The browser retries a dropped connection itself; a refusal (e.g. 503) ends it.
-    if (source.readyState === EventSource.CLOSED) setTimeout(subscribe, 5 * SECOND);
-  });
+  // Dropped or refused (e.g. 503): a new stream in a while.
+  source.addEventListener('error', () => setTimeout(subscribe, 5 * SECOND));
 }
 
 // ---------------------------------------------------------------------------------------

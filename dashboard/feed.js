@@ -7,6 +7,7 @@
 // received, and the server replays what was missed: no gap. A stream refused outright (say
 // 503, too many subscribers) is reopened here from the last seq received, with `since`.
 
+import { EventStream } from './stream.js';
 import { el, getJSON, timeElement } from './util.js';
 
 const MAX_ROWS = 200;
@@ -94,7 +95,7 @@ function togglePause() {
     state.heldCount = 0;
   }
   updatePauseButton();
-  setState(state.paused ? 'paused' : (state.source?.readyState === EventSource.OPEN ? 'live' : 'connecting…'),
+  setState(state.paused ? 'paused' : (state.source?.readyState === EventStream.OPEN ? 'live' : 'connecting…'),
     state.paused ? 'paused' : 'live');
 }
 
@@ -109,7 +110,10 @@ function filterQuery() {
 function open(generation) {
   const query = filterQuery();
   query.set('since', String(state.seq));
-  const source = new EventSource(`/stream?${query}`);
+  // A reconnection also names the last event received, as EventSource would.
+  const source = new EventStream(`/stream?${query}`, {
+    lastEventId: state.seq > 0 ? state.seq : undefined,
+  });
   state.source = source;
   source.addEventListener('open', () => {
     state.retryMs = 1000;
@@ -124,8 +128,8 @@ function open(generation) {
   source.addEventListener('lagged', () => setState('catching up…', 'warn'));
   source.addEventListener('error', () => {
     if (generation !== state.generation) return;
-    if (source.readyState === EventSource.CLOSED) {
-      // Refused, not dropped: the browser gives up, so retry from the last seq received.
+    if (source.readyState === EventStream.CLOSED) {
+      // Dropped or refused: open again from the last seq received.
       setState('reconnecting…', 'warn');
       state.retryTimer = setTimeout(() => {
         if (generation === state.generation) open(generation);

@@ -2,9 +2,14 @@
 // markup), times shown in the viewer's time zone with UTC on hover, number formats, and the
 // dialog that shows one event as formatted JSON.
 
-/** GETs a path of the API and returns its JSON; throws an Error with the API's message. */
+import { authorizedFetch } from './session.js';
+
+/**
+ * GETs a path of the API (with the key, asking for one if needed) and returns its JSON;
+ * throws an Error with the API's message.
+ */
 export async function getJSON(path) {
-  const response = await fetch(path, { headers: { Accept: 'application/json' } });
+  const response = await authorizedFetch(path, { headers: { Accept: 'application/json' } });
   let body = null;
   try {
     body = await response.json();

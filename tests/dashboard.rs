@@ -303,3 +303,55 @@ async fn the_dashboard_works_in_a_real_browser() {
         screenshot.display()
     );
 }
+
+/// The page of a server that requires keys: asks for one, refuses an ingest-only key with
+/// the reason, shows the live feed with a read key, keeps the key for the tab only, signs
+/// out (`tests/browser/sign_in.mjs`).
+#[tokio::test]
+async fn the_dashboard_signs_in_with_a_read_key() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let browser_dir = root.join("tests/browser");
+    let chromium = match browser_tooling(&browser_dir) {
+        Ok(chromium) => chromium,
+        Err(reason) => return skip(&reason),
+    };
+    let secret = "evk_DashboardSignInTest000000";
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_with_env(dir.path(), &[], &[("EVENTIDE_BOOTSTRAP_KEY", secret)]).await;
+    let admin = server.with_key(secret);
+    let mut keys = Vec::new();
+    for scope in ["read", "ingest"] {
+        let made = admin
+            .client
+            .post(admin.url("/keys"))
+            .json(&json!({"name": scope, "scopes": [scope]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), 201);
+        let made: Value = made.json().await.unwrap();
+        keys.push(made["key"].as_str().unwrap().to_owned());
+    }
+    let run = tokio::process::Command::new("node")
+        .arg(browser_dir.join("sign_in.mjs"))
+        .arg(&server.base)
+        .args(&keys)
+        .env("CHROMIUM", &chromium)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(BROWSER_TEST_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| panic!("the browser test took over {BROWSER_TEST_TIMEOUT:?}"))
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}{stderr}");
+    assert!(
+        output.status.success(),
+        "the sign-in browser test failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        output.status,
+        truncate(&server.logs(), 5000)
+    );
+}
