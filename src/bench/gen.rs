@@ -232,7 +232,8 @@ impl RequestTemplate {
         }
 
         let head = format!(
-            "POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            super::http::auth_header(),
             body.len()
         );
         let mut bytes = head.into_bytes();

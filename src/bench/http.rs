@@ -240,9 +240,32 @@ async fn open_stream(addr: SocketAddr) -> Result<TcpStream> {
     Ok(stream)
 }
 
+/// The API key every request of this run carries (`--auth`), set once at start.
+static API_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Makes every request of the run carry `key` (the servers are started with it).
+pub fn use_api_key(key: String) {
+    let _ = API_KEY.set(key);
+}
+
+pub fn api_key() -> Option<&'static str> {
+    API_KEY.get().map(String::as_str)
+}
+
+/// `Authorization: Bearer ...\r\n` when the run uses a key, else nothing.
+pub fn auth_header() -> String {
+    api_key().map_or_else(String::new, |key| {
+        format!("Authorization: Bearer {key}\r\n")
+    })
+}
+
 /// A complete bodiless `GET` request for `path_and_query`.
 pub fn get_request(path_and_query: &str) -> Vec<u8> {
-    format!("GET {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").into_bytes()
+    format!(
+        "GET {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\n{}\r\n",
+        auth_header()
+    )
+    .into_bytes()
 }
 
 /// Percent-encodes `value` for use in a query string (everything but RFC 3986 unreserved).

@@ -109,6 +109,11 @@ pub struct BenchArgs {
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
 
+    /// Run with authentication on: each server gets an API key at start and every request
+    /// carries it (to compare with the same run without).
+    #[arg(long)]
+    pub auth: bool,
+
     /// Keep the scratch directory (server data and logs) instead of deleting it.
     #[arg(long)]
     pub keep_data: bool,
@@ -134,6 +139,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     };
     if !binary.is_file() {
         bail!("server binary {} does not exist", binary.display());
+    }
+    if args.auth {
+        http::use_api_key(format!("evk_{}", crate::auth::keys::random_base62(22)?));
     }
     let context = BenchContext {
         server: ServerCommand {

@@ -116,6 +116,10 @@ impl RunningServer {
         if null_store {
             process.args(["--store", "null"]);
         }
+        if let Some(key) = super::http::api_key() {
+            // The run's key, made an admin key of the server as it starts.
+            process.env("EVENTIDE_BOOTSTRAP_KEY", key);
+        }
         process
             .args(&command.extra_args)
             .stdin(Stdio::null())

@@ -463,8 +463,9 @@ async fn read_stream(
         .with_context(|| format!("connecting to {addr}"))?;
     stream.set_nodelay(true).context("setting TCP_NODELAY")?;
     let request = format!(
-        "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
-        subscription.path_and_query
+        "GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Accept: text/event-stream\r\n\r\n",
+        subscription.path_and_query,
+        super::http::auth_header()
     );
     stream
         .write_all(request.as_bytes())
