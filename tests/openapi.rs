@@ -90,7 +90,8 @@ async fn the_document_is_openapi_3_1_and_lists_every_operation() {
 
 #[tokio::test]
 async fn every_documented_operation_is_served() {
-    let server = TestServer::start_temp(&[]).await;
+    // Authentication off: the key this makes must not close the routes after it.
+    let server = TestServer::start_temp(&["--auth", "off"]).await;
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -101,10 +102,14 @@ async fn every_documented_operation_is_served() {
             .replace("{file}", "swagger-ui.css");
         let request = match *method {
             "GET" => no_redirects.get(server.url(&concrete)),
+            "POST" if *path == "/keys" => no_redirects
+                .post(server.url(&concrete))
+                .json(&json!({"name": "openapi-test", "scopes": ["admin"]})),
             "POST" => no_redirects
                 .post(server.url(&concrete))
                 .header("content-type", "application/json")
                 .body(r#"{"type":"openapi-test"}"#),
+            "DELETE" => no_redirects.delete(server.url(&concrete)),
             other => panic!("no request for {other}"),
         };
         // Headers only: the streams never end.
@@ -118,7 +123,7 @@ async fn every_documented_operation_is_served() {
             assert!(!unrouted, "{method} {path} is documented but not routed");
         } else {
             assert!(
-                matches!(status, 200 | 202 | 303),
+                matches!(status, 200 | 201 | 202 | 204 | 303),
                 "{method} {concrete}: {status}"
             );
         }
@@ -211,7 +216,6 @@ const JSON_OPERATIONS: &[(&str, &str)] = &[
     ("POST", "/dead-letters/replay"),
     ("POST", "/keys"),
     ("GET", "/keys"),
-    ("DELETE", "/keys/{id}"),
     ("GET", "/health"),
     ("GET", "/health/ready"),
     ("GET", "/health/detailed"),
@@ -446,6 +450,35 @@ async fn every_json_answer_is_what_its_schema_in_the_document_says() {
     limited.get("/events").await.expect_status(200);
     answers.push(("GET", "/events", limited.get("/events").await));
 
+    // Keys, last: once one exists, requests without one are refused (401), and a key
+    // without a route's scope too (403).
+    let made = server
+        .client
+        .post(server.url("/keys"))
+        .json(&json!({"name": "schema-check", "scopes": ["admin"]}))
+        .send()
+        .await
+        .expect("POST /keys");
+    let made = Resp {
+        status: made.status().as_u16(),
+        headers: made.headers().clone(),
+        text: made.text().await.expect("body"),
+    };
+    let admin = server.with_key(made.json()["key"].as_str().unwrap());
+    answers.push(("POST", "/keys", made));
+    answers.push(("GET", "/keys", admin.get("/keys").await));
+    answers.push(("GET", "/events", server.get("/events").await));
+    let ingest = admin
+        .client
+        .post(admin.url("/keys"))
+        .json(&json!({"name": "ingest-only", "scopes": ["ingest"]}))
+        .send()
+        .await
+        .expect("POST /keys");
+    let ingest: Value = ingest.json().await.unwrap();
+    let ingest = server.with_key(ingest["key"].as_str().unwrap());
+    answers.push(("GET", "/metrics", ingest.get("/metrics").await));
+
     let mut succeeded = BTreeSet::new();
     let mut statuses = BTreeSet::new();
     for (method, path, resp) in &answers {
@@ -463,7 +496,7 @@ async fn every_json_answer_is_what_its_schema_in_the_document_says() {
     }
     assert_eq!(
         statuses,
-        BTreeSet::from([200, 202, 400, 404, 415, 429]),
+        BTreeSet::from([200, 201, 202, 400, 401, 403, 404, 415, 429]),
         "the statuses checked"
     );
 }
