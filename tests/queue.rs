@@ -15,6 +15,7 @@ use eventide::event::{NewEvent, StoredEvent};
 use eventide::ingest::record::encode_payload;
 use eventide::queue::worker::{self, WorkerConfig};
 use eventide::queue::{entry_id_of, seq_of, RedisQueue};
+use eventide::store::partitioning::TimeRange;
 use eventide::store::postgres::PostgresStore;
 use eventide::store::sqlite::SqliteStore;
 use eventide::store::{
@@ -551,6 +552,10 @@ impl Store for FlakyStore {
     async fn purge_before(&self, cutoff_ms: i64) -> anyhow::Result<Purged> {
         self.check()?;
         self.inner.purge_before(cutoff_ms).await
+    }
+    async fn partitions(&self) -> anyhow::Result<Vec<TimeRange>> {
+        self.check()?;
+        self.inner.partitions().await
     }
 }
 

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::{openapi, AppState};
 use crate::event::timefmt::format_rfc3339_ms;
 use crate::health::size_on_disk;
+use crate::store::partitioning::Span;
 
 /// Readiness fails from this share of a bound on: refusing is near, let a balancer steer away.
 const NEARLY_FULL: f64 = 0.9;
@@ -126,6 +127,15 @@ pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
         .await
         .unwrap_or(0);
     let time_range = state.store.time_range().await;
+    let partitions = state.store.partitions().await.ok().map(|ranges| {
+        let count = |span| ranges.iter().filter(|range| range.span == span).count();
+        json!({
+            "total": ranges.len(),
+            "day": count(Span::Day),
+            "month": count(Span::Month),
+            "year": count(Span::Year),
+        })
+    });
     let store_state = health.store_state();
     let log_state = health.log_state();
     let (oldest, newest, range_error) = match time_range {
@@ -155,6 +165,9 @@ pub async fn detailed(State(state): State<AppState>) -> Json<Value> {
             "status": if store_ok { "ok" } else { "failing" },
             "last_error": store_state.last_error.or(range_error),
             "size_on_disk_bytes": size_bytes,
+            // How many time partitions the events are in, by span (old data is kept in
+            // months and years: a backfill shows here).
+            "partitions": partitions,
             "data_dir": health.data_dir().display().to_string(),
         },
         "log": {

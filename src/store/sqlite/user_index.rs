@@ -5,24 +5,25 @@
 //! batch size: it cost more than all the other indexes together, and kept the visibility lag
 //! and the indexing rate at odds. Here a batch's entries go into the small
 //! `user_index_recent` table, whose pages stay few, and in the same transaction a sweep moves
-//! a run of it, in key order, into the main level (a `user_index_d{day}` table per day
+//! a run of it, in key order, into the main level (a `user_index_<suffix>` table per time
 //! partition): each page of the big tables is then rewritten about once per sweep cycle
 //! instead of once per batch. Every entry is in exactly one of the two levels; queries read
 //! both and merge.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction};
 
 use super::partitions::Partition;
 use super::{direction, event_from_row, push_conditions, sql_count, within, Aliases};
 use crate::event::StoredEvent;
+use crate::store::partitioning::Layout;
 use crate::store::{EventFilter, EventQuery, Order, Position, DAY_MS};
 
 pub(super) const INSERT_RECENT: &str =
     "INSERT OR IGNORE INTO user_index_recent (user_id, ts, seq) VALUES (?, ?, ?)";
 
-/// The recent level, shared by all days; the main level has a table per day.
+/// The recent level, shared by all partitions; the main level has a table per partition.
 const RECENT: &str = "user_index_recent";
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, e.id_from_client, e.type, e.ts, e.received_at, \
@@ -74,9 +75,9 @@ impl Sweeper {
         })
     }
 
-    /// Moves the next run of recent entries into the main table, within `tx`, after a batch
-    /// added `added` entries.
-    pub(super) fn sweep(&self, tx: &Transaction, added: usize) -> Result<Swept> {
+    /// Moves the next run of recent entries into the main tables of the partitions of
+    /// `layout` covering them, within `tx`, after a batch added `added` entries.
+    pub(super) fn sweep(&self, tx: &Transaction, added: usize, layout: &Layout) -> Result<Swept> {
         let excess = (self.recent_len + added).saturating_sub(self.tuning.recent_target) / 8;
         let quota = (added as f64 * self.tuning.per_added) as usize + excess;
         if quota == 0 {
@@ -118,9 +119,9 @@ impl Sweeper {
                 Value::Integer(*seq),
             ]);
         }
-        // Each entry goes to its day's table (which exists: retention deletes a day's
-        // recent entries when it drops the day), a statement per day in the run: usually
-        // one, and SQLite moves the rows without handing each to us.
+        // Each entry goes to the table of the partition covering it (which exists: retention
+        // deletes a partition's recent entries when it drops it), a statement per partition
+        // in the run: usually one, and SQLite moves the rows without handing each to us.
         let days: Vec<i64> = tx
             .prepare_cached(&format!(
                 "SELECT DISTINCT (ts - ((ts % {DAY_MS}) + {DAY_MS}) % {DAY_MS}) / {DAY_MS}
@@ -128,8 +129,16 @@ impl Sweeper {
             ))?
             .query_map(params_from_iter(range_params.iter()), |row| row.get(0))?
             .collect::<rusqlite::Result<_>>()?;
+        let mut partitions: Vec<Partition> = Vec::new();
         for day in days {
-            let partition = Partition { day };
+            let range = layout
+                .covering(day * DAY_MS)
+                .with_context(|| format!("no partition for the user-index entries of day {day}"))?;
+            if !partitions.iter().any(|partition| partition.range == range) {
+                partitions.push(Partition { range });
+            }
+        }
+        for partition in partitions {
             let mut params = range_params.clone();
             params.extend([
                 Value::Integer(partition.start_ms()),
@@ -160,9 +169,10 @@ impl Sweeper {
     }
 }
 
-/// Events of one user in one day: its two tables each give their matches already in order
-/// (read off their primary key, joined to the day's events by seq), and the two runs are
-/// merged; the recent table's run is kept to the day by narrowing `filter` to it.
+/// Events of one user in one partition: its two tables each give their matches already in
+/// order (read off their primary key, joined to the partition's events by seq), and the two
+/// runs are merged; the recent table's run is kept to the partition by narrowing `filter` to
+/// it.
 pub(super) fn query(
     connection: &Connection,
     partition: Partition,
@@ -195,7 +205,7 @@ pub(super) fn query(
         .collect())
 }
 
-/// How many events of one user in one day match `filter` (narrowed to the day) and, when
+/// How many events of one user in one partition match `filter` (narrowed to it) and, when
 /// given, come after a position.
 pub(super) fn count(
     connection: &Connection,
@@ -215,7 +225,7 @@ pub(super) fn count(
     Ok(total)
 }
 
-/// `SELECT {what} FROM {table} u JOIN {the day's events} e` with the filter's conditions:
+/// `SELECT {what} FROM {table} u JOIN {the partition's events} e` with the filter's conditions:
 /// those on time and position on the index table (so its primary key serves them), the
 /// others on events.
 fn select(
