@@ -768,8 +768,9 @@ async fn check_purge_before(store: Arc<dyn Store>) -> Vec<Purged> {
 
 #[tokio::test]
 async fn sqlite_purges_before_a_cutoff() {
-    let (_dir, store) = sqlite_store().await;
-    let purged = check_purge_before(store).await;
+    let (dir, store) = sqlite_store().await;
+    let purged = check_purge_before(store.clone()).await;
+    assert_one_user_entry_per_event(&dir, &store).await;
     let partitions: Vec<u64> = purged.iter().map(|p| p.partitions).collect();
     assert_eq!(
         partitions,
@@ -927,13 +928,23 @@ async fn check_partitions_by_age(store: Arc<dyn Store>) {
     assert_holds_exactly(&store, &kept, &gone).await;
 }
 
+/// After purges, the user index has exactly one entry per stored event (every test event
+/// has a user): none is left of a purged event, in either level.
+async fn assert_one_user_entry_per_event(dir: &tempfile::TempDir, store: &Arc<dyn Store>) {
+    let (main, recent) = user_index_levels(dir);
+    let events = store.event_count().await.unwrap() as i64;
+    assert_eq!(main + recent, events, "{main} + {recent} entries");
+}
+
 #[tokio::test]
 async fn sqlite_keeps_old_events_in_months_and_years() {
-    let (_dir, store) = sqlite_store().await;
-    check_partitions_by_age(store).await;
+    let (dir, store) = sqlite_store().await;
+    check_partitions_by_age(store.clone()).await;
+    assert_one_user_entry_per_event(&dir, &store).await;
     // With user-index entries in both levels, which queries of coarse partitions merge.
-    let (_dir, store) = sqlite_store_half_swept().await;
-    check_partitions_by_age(store).await;
+    let (dir, store) = sqlite_store_half_swept().await;
+    check_partitions_by_age(store.clone()).await;
+    assert_one_user_entry_per_event(&dir, &store).await;
     // The sweep moves entries into the main level of a year, too.
     let (dir, store) = sqlite_store_half_swept().await;
     let history: Vec<StoredEvent> = (1..=40)

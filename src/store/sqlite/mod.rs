@@ -7,6 +7,7 @@
 mod partitions;
 mod user_index;
 
+use user_index::Key as UserKey;
 pub use user_index::Sweep as UserIndexSweep;
 
 use std::collections::HashMap;
@@ -255,9 +256,10 @@ impl SqliteStore {
     }
 
     /// [`write`](Self::write) for a retention step, also timing it.
-    async fn write_step<F>(&self, work: F) -> Result<(u64, Duration)>
+    async fn write_step<T, F>(&self, work: F) -> Result<(T, Duration)>
     where
-        F: FnOnce(&mut Writer) -> Result<u64> + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
     {
         self.write(move |writer| {
             let started = Instant::now();
@@ -440,7 +442,9 @@ impl Writer {
     }
 
     /// Deletes up to `max_rows` of the events of `partition` older than `cutoff_ms`, oldest
-    /// first, with their user-index entries; returns how many it deleted.
+    /// first, with their entries in the recent level of the user index; returns how many it
+    /// deleted. Their entries in the partition's main level are left for
+    /// [`trim_user_index`](Self::trim_user_index), which deletes them in key order.
     fn trim_partition(
         &mut self,
         partition: Partition,
@@ -449,7 +453,6 @@ impl Writer {
     ) -> Result<u64> {
         let tx = self.connection.transaction()?;
         let events = partition.events_table();
-        let users = partition.users_table();
         let doomed: Vec<(i64, i64, Option<String>)> = tx
             .prepare_cached(&format!(
                 "SELECT seq, ts, user_id FROM {events} WHERE ts < ? ORDER BY ts LIMIT ?"
@@ -461,18 +464,13 @@ impl Writer {
         {
             let mut delete_event =
                 tx.prepare_cached(&format!("DELETE FROM {events} WHERE seq = ?"))?;
-            let mut delete_user = tx.prepare_cached(&format!(
-                "DELETE FROM {users} WHERE user_id = ? AND ts = ? AND seq = ?"
-            ))?;
             let mut delete_recent = tx.prepare_cached(
                 "DELETE FROM user_index_recent WHERE user_id = ? AND ts = ? AND seq = ?",
             )?;
             for (seq, ts, user_id) in &doomed {
                 delete_event.execute([seq])?;
                 if let Some(user_id) = user_id {
-                    if delete_user.execute(params![user_id, ts, seq])? == 0 {
-                        delete_recent.execute(params![user_id, ts, seq])?;
-                    }
+                    delete_recent.execute(params![user_id, ts, seq])?;
                 }
             }
             partition.count(&tx, -(doomed.len() as i64))?;
@@ -480,6 +478,20 @@ impl Writer {
         subtract_from_event_count(&tx, doomed.len() as u64)?;
         tx.commit()?;
         Ok(doomed.len() as u64)
+    }
+
+    /// One step of deleting the entries of `partition`'s main user-index level whose events
+    /// retention deleted, in key order after `after` (see [`user_index::trim`]).
+    fn trim_user_index(
+        &mut self,
+        partition: Partition,
+        cutoff_ms: i64,
+        after: Option<UserKey>,
+    ) -> Result<(u64, Option<UserKey>)> {
+        let tx = self.connection.transaction()?;
+        let trimmed = user_index::trim(&tx, partition, cutoff_ms, after.as_ref(), TRIM_ROWS)?;
+        tx.commit()?;
+        Ok(trimmed)
     }
 
     /// Deletes the oldest hour's worth of rollup rows whose whole bucket ends at or before
@@ -1026,22 +1038,46 @@ impl Store for SqliteStore {
             .await?;
         // Each step is a task of its own on the writer, so index batches go in between.
         for partition in doomed {
-            let whole = partition.end_ms() <= cutoff_ms;
-            loop {
+            if partition.end_ms() <= cutoff_ms {
                 let (deleted, took) = self
-                    .write_step(move |writer| match whole {
-                        true => writer.drop_partition(partition),
-                        false => writer.trim_partition(partition, cutoff_ms, TRIM_ROWS),
-                    })
+                    .write_step(move |writer| writer.drop_partition(partition))
                     .await?;
                 purged.events += deleted;
+                purged.partitions += 1;
                 purged.longest_step = purged.longest_step.max(took);
-                if whole {
-                    purged.partitions += 1;
-                }
-                if whole || deleted < TRIM_ROWS as u64 {
+                continue;
+            }
+            // The events before the cutoff, oldest first...
+            let mut trimmed = 0;
+            loop {
+                let (deleted, took) = self
+                    .write_step(move |writer| {
+                        writer.trim_partition(partition, cutoff_ms, TRIM_ROWS)
+                    })
+                    .await?;
+                trimmed += deleted;
+                purged.longest_step = purged.longest_step.max(took);
+                if deleted < TRIM_ROWS as u64 {
                     break;
                 }
+            }
+            purged.events += trimmed;
+            // ...then their entries in the main level of the user index, in key order. (After
+            // a pass cut short, the next pass that trims the partition finishes this too.)
+            if trimmed == 0 {
+                continue;
+            }
+            let mut after = None;
+            loop {
+                let from = after.take();
+                let ((deleted, last), took) = self
+                    .write_step(move |writer| writer.trim_user_index(partition, cutoff_ms, from))
+                    .await?;
+                purged.longest_step = purged.longest_step.max(took);
+                if deleted < TRIM_ROWS as u64 {
+                    break;
+                }
+                after = last;
             }
         }
         loop {

@@ -45,7 +45,8 @@ impl Sweep {
     };
 }
 
-type Key = (String, i64, i64);
+/// A user-index entry: user id, timestamp, seq.
+pub(super) type Key = (String, i64, i64);
 
 /// The sweep's state, kept by the store's writer thread.
 pub(super) struct Sweeper {
@@ -167,6 +168,56 @@ impl Sweeper {
         self.cursor = swept.cursor;
         self.recent_len = (self.recent_len + swept.added).saturating_sub(swept.moved);
     }
+}
+
+/// Deletes up to `max_rows` entries of `partition`'s main level that are older than
+/// `cutoff_ms` and whose event is gone, in key order after `after`, within `tx`; returns how
+/// many it deleted and the last key, where the next step starts.
+///
+/// This is how retention trims the main level, after it deleted a partition's events before
+/// the cutoff (their entries in the recent level went with them). Deleting each trimmed
+/// event's entry instead rewrote about a page of this table per event, since the events of
+/// an hour belong to users all over the key space: trimming half of a 1,000,000-event year
+/// took 31 s in 2,000-row steps of up to 0.7 s. In key order each page is rewritten about
+/// once per pass. Meanwhile the entries without an event are harmless: queries join entries
+/// to events by seq, and seqs are never reused.
+pub(super) fn trim(
+    tx: &Transaction,
+    partition: Partition,
+    cutoff_ms: i64,
+    after: Option<&Key>,
+    max_rows: usize,
+) -> Result<(u64, Option<Key>)> {
+    let users = partition.users_table();
+    let events = partition.events_table();
+    let mut sql = format!(
+        "SELECT user_id, ts, seq FROM {users} AS u WHERE ts < ?
+         AND NOT EXISTS (SELECT 1 FROM {events} AS e WHERE e.seq = u.seq)"
+    );
+    let mut params = vec![Value::Integer(cutoff_ms)];
+    if let Some((user_id, ts, seq)) = after {
+        sql.push_str(" AND (user_id, ts, seq) > (?, ?, ?)");
+        params.extend([
+            Value::Text(user_id.clone()),
+            Value::Integer(*ts),
+            Value::Integer(*seq),
+        ]);
+    }
+    sql.push_str(" ORDER BY user_id, ts, seq LIMIT ?");
+    params.push(sql_count(max_rows));
+    let mut doomed: Vec<Key> = tx
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(params), |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut delete = tx.prepare_cached(&format!(
+        "DELETE FROM {users} WHERE user_id = ? AND ts = ? AND seq = ?"
+    ))?;
+    for (user_id, ts, seq) in &doomed {
+        delete.execute(rusqlite::params![user_id, ts, seq])?;
+    }
+    Ok((doomed.len() as u64, doomed.pop()))
 }
 
 /// Events of one user in one partition: its two tables each give their matches already in
