@@ -928,6 +928,53 @@ async fn check_partitions_by_age(store: Arc<dyn Store>) {
     assert_holds_exactly(&store, &kept, &gone).await;
 }
 
+/// A cutoff that jumps into a coarse partition: 3,000 events over 2015 (one year partition),
+/// 2,400 of them before the cutoff, so the trim takes several steps of 2,000 rows. Every read
+/// agrees afterwards, by user too.
+async fn check_trim_of_several_steps(store: Arc<dyn Store>) {
+    let start = ms("2015-01-01T00:00:00.000Z");
+    let step = 365 * DAY_MS / 3_000;
+    let all: Vec<StoredEvent> = (1..=3_000u64)
+        .map(|seq| {
+            let id = format!("client-{seq}");
+            let mut e = event(
+                seq,
+                &id,
+                ["even", "odd"][seq as usize % 2],
+                start + (seq as i64 - 1) * step,
+            );
+            e.received_at_ms = RECEIVED_MS + seq as i64;
+            e
+        })
+        .collect();
+    for batch in all.chunks(1_000) {
+        let last = batch.last().unwrap().seq;
+        store
+            .append_batch(Arc::new(batch.to_vec()), last)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.partitions().await.unwrap(),
+        [range("2015-06-01T00:00:00.000Z", Span::Year)]
+    );
+    let cutoff = start + 2_400 * step;
+    let purged = store.purge_before(cutoff).await.unwrap();
+    assert_eq!((purged.events, purged.partitions), (2_400, 0));
+    let (gone, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|e| e.timestamp_ms < cutoff);
+    assert_holds_exactly(&store, &kept, &gone).await;
+}
+
+#[tokio::test]
+async fn sqlite_trims_a_coarse_partition_in_several_steps() {
+    let (dir, store) = sqlite_store().await;
+    check_trim_of_several_steps(store.clone()).await;
+    assert_one_user_entry_per_event(&dir, &store).await;
+    let (dir, store) = sqlite_store_half_swept().await;
+    check_trim_of_several_steps(store.clone()).await;
+    assert_one_user_entry_per_event(&dir, &store).await;
+}
+
 /// After purges, the user index has exactly one entry per stored event (every test event
 /// has a user): none is left of a purged event, in either level.
 async fn assert_one_user_entry_per_event(dir: &tempfile::TempDir, store: &Arc<dyn Store>) {
@@ -1101,6 +1148,14 @@ async fn pg_keeps_old_events_in_months_and_years() {
         return;
     };
     check_partitions_by_age(store).await;
+}
+
+#[tokio::test]
+async fn pg_trims_a_coarse_partition_in_several_steps() {
+    let Some((_schema, store)) = pg_store("long_trim").await else {
+        return;
+    };
+    check_trim_of_several_steps(store).await;
 }
 
 #[tokio::test]

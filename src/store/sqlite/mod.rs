@@ -442,9 +442,14 @@ impl Writer {
     }
 
     /// Deletes up to `max_rows` of the events of `partition` older than `cutoff_ms`, oldest
-    /// first, with their entries in the recent level of the user index; returns how many it
-    /// deleted. Their entries in the partition's main level are left for
-    /// [`trim_user_index`](Self::trim_user_index), which deletes them in key order.
+    /// first, with their user-index entries; returns how many it deleted.
+    ///
+    /// The last step of a trim (fewer than `max_rows` left: usually the only one, as each
+    /// hourly run trims the hour the cutoff moved over) deletes each event's entry wherever it
+    /// is. Earlier steps delete only the entries in the recent level and leave those in the
+    /// partition's main level to [`trim_user_index`](Self::trim_user_index), which deletes
+    /// them in key order: one by one, each rewrote about a page of that table, since the
+    /// events of an hour belong to users all over its key space.
     fn trim_partition(
         &mut self,
         partition: Partition,
@@ -453,6 +458,7 @@ impl Writer {
     ) -> Result<u64> {
         let tx = self.connection.transaction()?;
         let events = partition.events_table();
+        let users = partition.users_table();
         let doomed: Vec<(i64, i64, Option<String>)> = tx
             .prepare_cached(&format!(
                 "SELECT seq, ts, user_id FROM {events} WHERE ts < ? ORDER BY ts LIMIT ?"
@@ -461,16 +467,23 @@ impl Writer {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
+        let last_step = doomed.len() < max_rows;
         {
             let mut delete_event =
                 tx.prepare_cached(&format!("DELETE FROM {events} WHERE seq = ?"))?;
+            let mut delete_user = tx.prepare_cached(&format!(
+                "DELETE FROM {users} WHERE user_id = ? AND ts = ? AND seq = ?"
+            ))?;
             let mut delete_recent = tx.prepare_cached(
                 "DELETE FROM user_index_recent WHERE user_id = ? AND ts = ? AND seq = ?",
             )?;
             for (seq, ts, user_id) in &doomed {
                 delete_event.execute([seq])?;
                 if let Some(user_id) = user_id {
-                    delete_recent.execute(params![user_id, ts, seq])?;
+                    let key = params![user_id, ts, seq];
+                    if !last_step || delete_user.execute(key)? == 0 {
+                        delete_recent.execute(key)?;
+                    }
                 }
             }
             partition.count(&tx, -(doomed.len() as i64))?;
@@ -1062,9 +1075,11 @@ impl Store for SqliteStore {
                 }
             }
             purged.events += trimmed;
-            // ...then their entries in the main level of the user index, in key order. (After
-            // a pass cut short, the next pass that trims the partition finishes this too.)
-            if trimmed == 0 {
+            // ...then, after a trim of several steps, the entries their events left in the
+            // main level of the user index, in key order. (Those of a pass cut short stay
+            // until a later trim of several steps or the partition's drop: harmless, and few
+            // unless that pass had a lot to trim.)
+            if trimmed < TRIM_ROWS as u64 {
                 continue;
             }
             let mut after = None;

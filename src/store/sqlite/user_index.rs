@@ -174,13 +174,14 @@ impl Sweeper {
 /// `cutoff_ms` and whose event is gone, in key order after `after`, within `tx`; returns how
 /// many it deleted and the last key, where the next step starts.
 ///
-/// This is how retention trims the main level, after it deleted a partition's events before
-/// the cutoff (their entries in the recent level went with them). Deleting each trimmed
-/// event's entry instead rewrote about a page of this table per event, since the events of
-/// an hour belong to users all over the key space: trimming half of a 1,000,000-event year
-/// took 31 s in 2,000-row steps of up to 0.7 s. In key order each page is rewritten about
-/// once per pass. Meanwhile the entries without an event are harmless: queries join entries
-/// to events by seq, and seqs are never reused.
+/// This is how retention trims the main level after a trim of several steps deleted a
+/// partition's events before the cutoff (their entries in the recent level went with them).
+/// Deleting each trimmed event's entry instead rewrote about a page of this table per event,
+/// since the events of an hour belong to users all over the key space: trimming half of a
+/// 1,000,000-event year took 31 s in 2,000-row steps of up to 0.7 s. In key order each page
+/// is rewritten about once per pass, at the price of reading the whole table, which a short
+/// trim is better off without. Meanwhile the entries without an event are harmless: queries
+/// join entries to events by seq, and seqs are never reused.
 pub(super) fn trim(
     tx: &Transaction,
     partition: Partition,
