@@ -16,6 +16,7 @@ use eventide::consume::worker::{self, WorkerConfig};
 use eventide::event::{NewEvent, StoredEvent};
 use eventide::queue::redis::{entry_id_of, seq_of, RedisStream};
 use eventide::record::encode_payload;
+use eventide::store::partitioning::TimeRange;
 use eventide::store::postgres::PostgresStore;
 use eventide::store::sqlite::SqliteStore;
 use eventide::store::{
@@ -575,6 +576,10 @@ impl Store for FlakyStore {
     async fn purge_before(&self, cutoff_ms: i64) -> anyhow::Result<Purged> {
         self.check()?;
         self.inner.purge_before(cutoff_ms).await
+    }
+    async fn partitions(&self) -> anyhow::Result<Vec<TimeRange>> {
+        self.check()?;
+        self.inner.partitions().await
     }
 }
 

@@ -7,8 +7,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use common::parse_ts;
 use common::postgres::TestSchema;
 use eventide::event::StoredEvent;
+use eventide::store::partitioning::{Span, TimeRange};
 use eventide::store::postgres::PostgresStore;
 use eventide::store::sqlite::{SqliteStore, UserIndexSweep};
 use eventide::store::{
@@ -526,17 +528,21 @@ fn user_index_levels(dir: &tempfile::TempDir) -> (i64, i64) {
         })
         .unwrap()
     };
-    let day_tables: Vec<String> = db
+    let main_tables: Vec<String> = db
         .prepare(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 'user_index_d%'",
+            "SELECT name FROM sqlite_schema
+             WHERE type = 'table' AND name LIKE 'user_index_%' AND name != 'user_index_recent'",
         )
         .unwrap()
         .query_map([], |row| row.get(0))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert!(!day_tables.is_empty(), "the main level has a table per day");
-    let main = day_tables.iter().map(|table| count(table)).sum();
+    assert!(
+        !main_tables.is_empty(),
+        "the main level has a table per partition"
+    );
+    let main = main_tables.iter().map(|table| count(table)).sum();
     (main, count("user_index_recent"))
 }
 
@@ -762,14 +768,312 @@ async fn check_purge_before(store: Arc<dyn Store>) -> Vec<Purged> {
 
 #[tokio::test]
 async fn sqlite_purges_before_a_cutoff() {
-    let (_dir, store) = sqlite_store().await;
-    let purged = check_purge_before(store).await;
+    let (dir, store) = sqlite_store().await;
+    let purged = check_purge_before(store.clone()).await;
+    assert_one_user_entry_per_event(&dir, &store).await;
     let partitions: Vec<u64> = purged.iter().map(|p| p.partitions).collect();
     assert_eq!(
         partitions,
         [3, 0, 1],
         "three whole days, then a trim, then the day recreated by a late event"
     );
+}
+
+/// When the events of [`check_partitions_by_age`] are received: 2026-12-06T10:00:00.000Z.
+const RECEIVED_MS: i64 = 1_796_551_200_000;
+
+fn ms(text: &str) -> i64 {
+    parse_ts(text).unwrap_or_else(|| panic!("not a timestamp: {text}"))
+}
+
+fn range(text: &str, span: Span) -> TimeRange {
+    TimeRange::containing(ms(text), span).unwrap()
+}
+
+/// Backfilled history: recent events get day partitions, older ones the coarsest free year
+/// or month (a day where a month would overlap one), and events go to the partition that
+/// covers them whatever their age. Every read walks the mixed partitions in `(ts, seq)` order;
+/// a retried id is skipped; retention drops the partitions wholly past the cutoff and trims
+/// the month it falls in by rows.
+async fn check_partitions_by_age(store: Arc<dyn Store>) {
+    let mut seq = 0;
+    let mut next = |at: &str, received_ms: i64| {
+        seq += 1;
+        let mut e = event(
+            seq,
+            &format!("client-{seq}"),
+            ["even", "odd"][seq as usize % 2],
+            ms(at),
+        );
+        // Distinct receipt times keep the order of client ids by receipt time certain.
+        e.received_at_ms = received_ms + seq as i64;
+        e
+    };
+    // A day partition made when 2021-05-05 was recent, as live traffic makes them.
+    let live = next("2021-05-05T08:00:00.000Z", ms("2021-05-05T08:00:01.000Z"));
+    // The backfill, received on 2026-12-06, in no particular order.
+    let backfill: Vec<StoredEvent> = [
+        "2026-11-20T10:00:00.000Z",
+        "2019-11-30T23:59:59.999Z",
+        "2021-06-20T12:00:00.000Z",
+        "2021-06-20T12:00:00.000Z",
+        "1969-12-31T23:00:00.000Z",
+        "2021-05-20T00:00:00.000Z",
+        "2026-03-15T09:30:00.000Z",
+        "2021-01-10T00:00:00.000Z",
+        "2019-02-03T04:05:06.007Z",
+        "2026-12-06T09:00:00.000Z",
+        "2021-06-01T00:00:00.000Z",
+        "2026-10-31T23:59:59.999Z",
+    ]
+    .iter()
+    .map(|at| next(at, RECEIVED_MS))
+    .collect();
+    store
+        .append_batch(Arc::new(vec![live.clone()]), 1)
+        .await
+        .unwrap();
+    let last = backfill.last().unwrap().seq;
+    store
+        .append_batch(Arc::new(backfill.clone()), last)
+        .await
+        .unwrap();
+
+    let expected = vec![
+        range("1969-12-31T23:00:00.000Z", Span::Year),
+        range("2019-06-01T00:00:00.000Z", Span::Year),
+        range("2021-01-10T00:00:00.000Z", Span::Month),
+        range("2021-05-05T00:00:00.000Z", Span::Day),
+        range("2021-05-20T00:00:00.000Z", Span::Day),
+        range("2021-06-01T00:00:00.000Z", Span::Month),
+        range("2026-03-01T00:00:00.000Z", Span::Month),
+        range("2026-10-01T00:00:00.000Z", Span::Month),
+        range("2026-11-20T00:00:00.000Z", Span::Day),
+        range("2026-12-06T00:00:00.000Z", Span::Day),
+    ];
+    assert_eq!(store.partitions().await.unwrap(), expected);
+
+    let mut all: Vec<StoredEvent> = std::iter::once(live).chain(backfill).collect();
+    all.sort_by_key(|e| (e.timestamp_ms, e.seq));
+    // A retry of a backfilled event (same id, same timestamp) lands in its year and is skipped.
+    let mut retry = all[1].clone();
+    retry.seq = 100;
+    let outcome = store
+        .append_batch(Arc::new(vec![retry]), 100)
+        .await
+        .unwrap();
+    assert_eq!(outcome.skipped, [100]);
+    assert_holds_exactly(&store, &all, &[]).await;
+
+    // Pages of two in both orders, each continuing from the last one's position.
+    for order in [Order::Asc, Order::Desc] {
+        let mut expected = all.clone();
+        if order == Order::Desc {
+            expected.reverse();
+        }
+        let mut walked = Vec::new();
+        let mut page = query(EventFilter::default(), order, 2);
+        loop {
+            let found = store.query(page.clone()).await.unwrap();
+            let Some(last) = found.last() else { break };
+            page.after = Some(Position {
+                timestamp_ms: last.timestamp_ms,
+                seq: last.seq,
+            });
+            walked.extend(found);
+        }
+        assert_eq!(walked, expected, "{order:?}");
+        let mut offset = query(EventFilter::default(), order, 4);
+        offset.offset = 5;
+        let found = store.query(offset).await.unwrap();
+        assert_eq!(found, expected[5..9], "offset {order:?}");
+    }
+    // A time range cutting through a year, a month and a day.
+    let window = EventFilter {
+        from_ms: Some(ms("2019-06-01T00:00:00.000Z")),
+        to_ms: Some(ms("2021-05-20T00:00:00.001Z")),
+        ..Default::default()
+    };
+    let inside: Vec<_> = all
+        .iter()
+        .filter(|e| window.from_ms <= Some(e.timestamp_ms) && Some(e.timestamp_ms) < window.to_ms)
+        .cloned()
+        .collect();
+    assert_eq!(inside.len(), 4);
+    let found = store
+        .query(query(window.clone(), Order::Asc, 100))
+        .await
+        .unwrap();
+    assert_eq!(found, inside);
+    assert_eq!(store.count(window).await.unwrap(), 4);
+
+    // The cutoff falls in June 2021: the five partitions before it go whole, the month is
+    // trimmed by rows.
+    let cutoff = ms("2021-06-10T00:00:00.000Z");
+    let purged = store.purge_before(cutoff).await.unwrap();
+    let (gone, kept): (Vec<_>, Vec<_>) = all.iter().cloned().partition(|e| e.timestamp_ms < cutoff);
+    assert_eq!((purged.events, purged.partitions), (gone.len() as u64, 5));
+    assert_holds_exactly(&store, &kept, &gone).await;
+    assert_eq!(store.partitions().await.unwrap(), expected[5..]);
+    // A late event in the trimmed month still goes to it.
+    let late = next("2021-06-25T00:00:00.000Z", RECEIVED_MS);
+    store
+        .append_batch(Arc::new(vec![late.clone()]), late.seq)
+        .await
+        .unwrap();
+    assert_eq!(store.partitions().await.unwrap(), expected[5..]);
+    let mut kept = kept;
+    kept.push(late);
+    kept.sort_by_key(|e| (e.timestamp_ms, e.seq));
+    assert_holds_exactly(&store, &kept, &gone).await;
+}
+
+/// A cutoff that jumps into a coarse partition: 3,000 events over 2015 (one year partition),
+/// 2,400 of them before the cutoff, so the trim takes several steps of 2,000 rows. Every read
+/// agrees afterwards, by user too.
+async fn check_trim_of_several_steps(store: Arc<dyn Store>) {
+    let start = ms("2015-01-01T00:00:00.000Z");
+    let step = 365 * DAY_MS / 3_000;
+    let all: Vec<StoredEvent> = (1..=3_000u64)
+        .map(|seq| {
+            let id = format!("client-{seq}");
+            let mut e = event(
+                seq,
+                &id,
+                ["even", "odd"][seq as usize % 2],
+                start + (seq as i64 - 1) * step,
+            );
+            e.received_at_ms = RECEIVED_MS + seq as i64;
+            e
+        })
+        .collect();
+    for batch in all.chunks(1_000) {
+        let last = batch.last().unwrap().seq;
+        store
+            .append_batch(Arc::new(batch.to_vec()), last)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.partitions().await.unwrap(),
+        [range("2015-06-01T00:00:00.000Z", Span::Year)]
+    );
+    let cutoff = start + 2_400 * step;
+    let purged = store.purge_before(cutoff).await.unwrap();
+    assert_eq!((purged.events, purged.partitions), (2_400, 0));
+    let (gone, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|e| e.timestamp_ms < cutoff);
+    assert_holds_exactly(&store, &kept, &gone).await;
+}
+
+#[tokio::test]
+async fn sqlite_trims_a_coarse_partition_in_several_steps() {
+    let (dir, store) = sqlite_store().await;
+    check_trim_of_several_steps(store.clone()).await;
+    assert_one_user_entry_per_event(&dir, &store).await;
+    let (dir, store) = sqlite_store_half_swept().await;
+    check_trim_of_several_steps(store.clone()).await;
+    assert_one_user_entry_per_event(&dir, &store).await;
+}
+
+/// After purges, the user index has exactly one entry per stored event (every test event
+/// has a user): none is left of a purged event, in either level.
+async fn assert_one_user_entry_per_event(dir: &tempfile::TempDir, store: &Arc<dyn Store>) {
+    let (main, recent) = user_index_levels(dir);
+    let events = store.event_count().await.unwrap() as i64;
+    assert_eq!(main + recent, events, "{main} + {recent} entries");
+}
+
+#[tokio::test]
+async fn sqlite_keeps_old_events_in_months_and_years() {
+    let (dir, store) = sqlite_store().await;
+    check_partitions_by_age(store.clone()).await;
+    assert_one_user_entry_per_event(&dir, &store).await;
+    // With user-index entries in both levels, which queries of coarse partitions merge.
+    let (dir, store) = sqlite_store_half_swept().await;
+    check_partitions_by_age(store.clone()).await;
+    assert_one_user_entry_per_event(&dir, &store).await;
+    // The sweep moves entries into the main level of a year, too.
+    let (dir, store) = sqlite_store_half_swept().await;
+    let history: Vec<StoredEvent> = (1..=40)
+        .map(|seq| {
+            let mut e = event(
+                seq,
+                &format!("e-{seq}"),
+                "t",
+                ms("2019-03-01T00:00:00.000Z"),
+            );
+            e.timestamp_ms += seq as i64 * DAY_MS;
+            e.received_at_ms = RECEIVED_MS;
+            e
+        })
+        .collect();
+    store.append_batch(Arc::new(history), 40).await.unwrap();
+    let db = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
+    let year: i64 = db
+        .query_row("SELECT count(*) FROM user_index_y2019", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        year, 20,
+        "half of the batch's entries swept into the year's table"
+    );
+    assert_eq!(user_index_levels(&dir), (20, 20));
+}
+
+/// A store made before partitions could be months or years (schema version 3, partitions
+/// listed by day alone) is migrated: its days keep their tables and events, and history
+/// added afterwards goes into coarse partitions.
+#[tokio::test]
+async fn sqlite_store_with_day_partitions_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let day = event(1, "client-1", "odd", ms("2026-12-05T10:00:00.000Z"));
+    let other_day = event(2, "client-2", "even", ms("2026-11-30T10:00:00.000Z"));
+    {
+        let store = SqliteStore::open(&path, false).unwrap();
+        store
+            .append_batch(Arc::new(vec![day.clone(), other_day.clone()]), 2)
+            .await
+            .unwrap();
+    }
+    // Back to version 3: the same day tables, listed as `partitions (day, events)`, and
+    // none of the tables of the later migrations (secrets, keys).
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE v3 (day INTEGER PRIMARY KEY, events INTEGER NOT NULL) WITHOUT ROWID;
+             INSERT INTO v3 SELECT first_day, events FROM partitions WHERE span = 'day';
+             DROP TABLE partitions;
+             ALTER TABLE v3 RENAME TO partitions;
+             DROP TABLE secrets;
+             DROP TABLE api_keys;
+             DELETE FROM progress WHERE name = 'keys_version';
+             PRAGMA user_version = 3;",
+        )
+        .unwrap();
+    }
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, false).unwrap());
+    let days = vec![
+        range("2026-11-30T10:00:00.000Z", Span::Day),
+        range("2026-12-05T10:00:00.000Z", Span::Day),
+    ];
+    assert_eq!(store.partitions().await.unwrap(), days);
+    let mut old = event(3, "client-3", "odd", ms("2020-02-02T10:00:00.000Z"));
+    old.received_at_ms = RECEIVED_MS;
+    store
+        .append_batch(Arc::new(vec![old.clone()]), 3)
+        .await
+        .unwrap();
+    let mut layout = days;
+    layout.insert(0, range("2020-02-02T10:00:00.000Z", Span::Year));
+    assert_eq!(store.partitions().await.unwrap(), layout);
+    assert_holds_exactly(&store, &[old, other_day, day], &[]).await;
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 6, "every later migration applied");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -840,6 +1144,22 @@ async fn pg_user_queries_match_across_batches() {
         return;
     };
     check_user_queries_across_batches(store).await;
+}
+
+#[tokio::test]
+async fn pg_keeps_old_events_in_months_and_years() {
+    let Some((_schema, store)) = pg_store("by_age").await else {
+        return;
+    };
+    check_partitions_by_age(store).await;
+}
+
+#[tokio::test]
+async fn pg_trims_a_coarse_partition_in_several_steps() {
+    let Some((_schema, store)) = pg_store("long_trim").await else {
+        return;
+    };
+    check_trim_of_several_steps(store).await;
 }
 
 #[tokio::test]

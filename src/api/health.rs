@@ -18,6 +18,7 @@ use crate::error_code::ErrorCode;
 use crate::event::timefmt::format_rfc3339_ms;
 use crate::health::size_on_disk;
 use crate::retention::RetentionReport;
+use crate::store::partitioning::Span;
 
 /// Readiness fails from this share of a bound on: refusing is near, let a balancer steer away.
 const NEARLY_FULL: f64 = 0.9;
@@ -149,6 +150,19 @@ pub struct EventsReport {
     /// The last `seq` of the log in the store.
     #[schema(required = true)]
     pub indexed_seq: Option<u64>,
+    /// How many time partitions the events are in, by span: old data is kept in months and
+    /// years, so a backfill shows here. `null` when they cannot be read.
+    #[schema(required = true)]
+    pub partitions: Option<PartitionsReport>,
+}
+
+/// Time partitions by span.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PartitionsReport {
+    pub total: usize,
+    pub day: usize,
+    pub month: usize,
+    pub year: usize,
 }
 
 /// The last commit to the log.
@@ -308,6 +322,15 @@ pub async fn detailed(State(state): State<AppState>) -> Json<HealthDetails> {
             latency_ms: micros as f64 / 1000.0,
         });
     let reasons = not_ready_reasons(&state);
+    let partitions = state.store.partitions().await.ok().map(|ranges| {
+        let count = |span| ranges.iter().filter(|range| range.span == span).count();
+        PartitionsReport {
+            total: ranges.len(),
+            day: count(Span::Day),
+            month: count(Span::Month),
+            year: count(Span::Year),
+        }
+    });
     let stored = state.metrics.stored_events().await.ok();
     Json(HealthDetails {
         status: if reasons.is_empty() {
@@ -334,6 +357,7 @@ pub async fn detailed(State(state): State<AppState>) -> Json<HealthDetails> {
             read_error,
             committed_seq: positions.map(|positions| positions.committed),
             indexed_seq: positions.map(|positions| positions.indexed),
+            partitions,
         },
         last_commit,
         stream: StreamReport {

@@ -2,10 +2,12 @@
 //! loopback HTTP, reporting throughput, latency and memory per scenario.
 //!
 //! Layout: [`gen`] pre-builds request bytes, [`http`] is the minimal keep-alive client,
-//! [`sse`] the `/stream` subscriber, [`load`] drives POST load, [`scenarios`] and
-//! [`stream`] define what is measured ([`cluster`]: a cluster of processes over Redis and
-//! PostgreSQL), [`server`] starts and stops the server, [`stats`] computes percentiles.
+//! [`sse`] the `/stream` subscriber, [`load`] drives POST load, [`scenarios`],
+//! [`stream`], [`retention`] and [`backfill`] define what is measured ([`cluster`]: a cluster
+//! of processes over Redis and PostgreSQL), [`server`] starts and stops the server,
+//! [`stats`] computes percentiles.
 
+mod backfill;
 mod cluster;
 mod gen;
 mod http;
@@ -56,6 +58,11 @@ pub enum Scenario {
     /// A past day of --retention-events events expires while 20,000 events/s are ingested:
     /// how long dropping it takes and whether acknowledgements wait for it.
     Retention,
+    /// With --retention 0: a year of history (--backfill-events events over 365 days, in
+    /// time order) imported as fast as the server takes it, with queries and /metrics
+    /// meanwhile; then one POST of 10,000 events on 10,000 different days and how long until
+    /// all are queryable.
+    Backfill,
     /// Two API nodes and two workers over --redis-url and --postgres-url (a schema and keys
     /// of the run's own, removed afterwards): 1,000-event batches over both API nodes;
     /// acknowledged and end-to-end (stored in PostgreSQL) rates, consumer lag, CPU by part.
@@ -100,6 +107,10 @@ pub struct BenchArgs {
     /// Events in the day the retention scenario drops.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub retention_events: u64,
+
+    /// Events in the year of history the backfill scenario imports.
+    #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub backfill_events: u64,
 
     /// Server binary to start with `serve` [default: this executable].
     #[arg(long, value_name = "PATH")]
@@ -155,6 +166,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         metrics_events: args.metrics_events,
         sustained_rate: args.sustained_rate,
         retention_events: args.retention_events,
+        backfill_events: args.backfill_events,
         cluster: cluster::ClusterTargets {
             postgres_url: args.postgres_url.clone(),
             redis_url: args.redis_url.clone(),
@@ -170,6 +182,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Stream,
             Scenario::Retention,
             Scenario::SlowClients,
+            Scenario::Backfill,
         ],
         one => vec![one],
     };
@@ -184,6 +197,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Stream => stream::stream(&context, seconds(20)).await?,
             Scenario::Retention => retention::retention(&context).await?,
             Scenario::SlowClients => slow_clients::slow_clients(&context, seconds(10)).await?,
+            Scenario::Backfill => backfill::backfill(&context).await?,
             Scenario::Cluster => cluster::cluster(&context, seconds(20)).await?,
             Scenario::All => unreachable!("expanded above"),
         };

@@ -16,7 +16,7 @@ use super::load::{run_post_load, Pace, PostLoad, Schedule};
 use super::scenarios::{
     fetch_body, preload, progress, templates, wait_until_indexed, warn_errors, BenchContext,
 };
-use super::server::{RunningServer, ServerCommand};
+use super::server::RunningServer;
 use super::stats::LatencySummary;
 use super::Report;
 use crate::store::{floor_to, DAY_MS};
@@ -54,7 +54,7 @@ pub async fn retention(context: &BenchContext) -> Result<Report> {
     let per_day = context.retention_events;
 
     // Load with retention off, so the past days are accepted.
-    let keep_all = with_args(&context.server, &["--retention", "0"]);
+    let keep_all = context.server.with_args(&["--retention", "0"]);
     let log_path = context.scratch.path().join(format!("{label}-load.log"));
     let server = RunningServer::start(&keep_all, &data_dir, &log_path, false).await?;
     let mut day_events = 0;
@@ -82,15 +82,12 @@ pub async fn retention(context: &BenchContext) -> Result<Report> {
     // Restart with both days expired and the cutoff BOUNDARY_EXPIRED into the boundary run,
     // moving on with the clock; checked every second.
     let keep_ms = epoch_ms() - days_end - BOUNDARY_EXPIRED.as_millis() as i64;
-    let expiring = with_args(
-        &context.server,
-        &[
-            "--retention",
-            &format!("{keep_ms}ms"),
-            "--retention-interval",
-            "1s",
-        ],
-    );
+    let expiring = context.server.with_args(&[
+        "--retention",
+        &format!("{keep_ms}ms"),
+        "--retention-interval",
+        "1s",
+    ]);
     let log_path = context.scratch.path().join(format!("{label}.log"));
     let server = RunningServer::start(&expiring, &data_dir, &log_path, false).await?;
     let addr = server.addr();
@@ -190,14 +187,6 @@ async fn watch_runs(addr: SocketAddr, deadline: Instant) -> Result<Vec<RunSeen>>
         tokio::time::sleep(HEALTH_POLL).await;
     }
     Ok(runs)
-}
-
-fn with_args(command: &ServerCommand, args: &[&str]) -> ServerCommand {
-    let mut command = command.clone();
-    command
-        .extra_args
-        .extend(args.iter().map(|arg| arg.to_string()));
-    command
 }
 
 fn epoch_ms() -> i64 {

@@ -21,9 +21,9 @@ use super::stats::{micros, LatencySummary};
 use super::Report;
 
 /// Events per batch request in the batch, sustained and preload loads.
-const BATCH_SIZE: usize = 1000;
+pub(super) const BATCH_SIZE: usize = 1000;
 /// Batches are large; a few connections keep the server busy without thrashing it.
-const BATCH_CONNECTIONS: usize = 8;
+pub(super) const BATCH_CONNECTIONS: usize = 8;
 /// Enough concurrency to keep up with the offered rate while some batches wait on
 /// back-off or slow answers.
 const SUSTAINED_CONNECTIONS: usize = 16;
@@ -36,7 +36,7 @@ const SINGLE_TEMPLATES: usize = 64;
 /// Distinct batch bodies (~380 KB each at 1,000 events).
 pub(super) const BATCH_TEMPLATES: usize = 4;
 /// Bound on preloading a data set, including 429 back-off.
-const PRELOAD_LIMIT: Duration = Duration::from_secs(3600);
+pub(super) const PRELOAD_LIMIT: Duration = Duration::from_secs(3600);
 /// Bound on waiting for preloaded events to become queryable: the metrics preload, with
 /// timestamps spread over a day, took 430 s to index on the 2-core machine (the query
 /// preload 80 s), so this leaves room for a slower run while still ending a hung one.
@@ -53,6 +53,7 @@ pub struct BenchContext {
     pub metrics_events: u64,
     pub sustained_rate: u64,
     pub retention_events: u64,
+    pub backfill_events: u64,
     pub cluster: super::cluster::ClusterTargets,
 }
 
@@ -742,7 +743,7 @@ async fn metrics_connection_loop(
     outcome
 }
 
-fn find_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+pub(super) fn find_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     haystack
         .windows(needle.len())
         .any(|window| window == needle)
@@ -921,7 +922,7 @@ async fn query_connection_loop(addr: SocketAddr, deadline: Instant, index: u64) 
 }
 
 /// How one GET of a query mix went.
-enum Answer<'a> {
+pub(super) enum Answer<'a> {
     /// 200: the latency in microseconds and the response.
     Ok(u32, Response<'a>),
     /// 429 (counted), after backing off as asked (not past the deadline); or no connection
@@ -935,7 +936,7 @@ enum Answer<'a> {
 
 /// Sends one GET on `connection` (opened if needed) and times it; everything but a 200 is
 /// tallied here.
-async fn timed_get<'c>(
+pub(super) async fn timed_get<'c>(
     connection: &'c mut Option<HttpConnection>,
     addr: SocketAddr,
     path: &str,

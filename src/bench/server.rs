@@ -80,6 +80,17 @@ pub struct ServerCommand {
     pub extra_args: Vec<String>,
 }
 
+impl ServerCommand {
+    /// The same command with `args` appended.
+    pub fn with_args(&self, args: &[&str]) -> ServerCommand {
+        let mut command = self.clone();
+        command
+            .extra_args
+            .extend(args.iter().map(|arg| arg.to_string()));
+        command
+    }
+}
+
 /// A running `serve` process. Dropping it without [`stop`](Self::stop) kills it, so an
 /// error in a scenario never leaves a server behind.
 #[derive(Debug)]

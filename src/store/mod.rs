@@ -3,6 +3,7 @@
 //! that keeps nothing, for benchmarks ([`null`]); the HTTP layer knows nothing of SQL.
 
 pub mod null;
+pub mod partitioning;
 pub mod postgres;
 pub mod sqlite;
 
@@ -12,6 +13,7 @@ use async_trait::async_trait;
 
 use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
+use partitioning::TimeRange;
 
 /// Which events a query is about. All conditions must hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -193,4 +195,8 @@ pub trait Store: Send + Sync + 'static {
     /// rows whose whole bucket ends at or before it, and keeps `event_count` right. Done in
     /// short steps, so indexing goes on in between.
     async fn purge_before(&self, cutoff_ms: i64) -> anyhow::Result<Purged>;
+
+    /// The time partitions events are kept in, oldest first (see [`partitioning`]): what
+    /// `/health/detailed` counts, so a backfill's layout can be seen.
+    async fn partitions(&self) -> anyhow::Result<Vec<TimeRange>>;
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::Result;
 use async_trait::async_trait;
 
+use super::partitioning::TimeRange;
 use super::{AppendOutcome, EventFilter, EventQuery, Purged, RollupQuery, RollupRow, Store};
 use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
@@ -114,6 +115,10 @@ impl Store for NullStore {
 
     async fn record_key_uses(&self, _uses: Vec<(String, i64)>) -> Result<()> {
         Ok(())
+    }
+
+    async fn partitions(&self) -> Result<Vec<TimeRange>> {
+        Ok(Vec::new())
     }
 
     async fn purge_before(&self, _cutoff_ms: i64) -> Result<Purged> {

@@ -9,10 +9,10 @@ use super::{quote_identifier, LockKey};
 
 /// Schema migrations, applied in order; `schema_migrations` records which ran.
 const MIGRATIONS: &[&str] = &[
-    // 1: events, partitioned by day on the timestamp (partitions are made by the writer as
-    // days arrive, and retention drops whole ones), with the indexes the query API reads: every
-    // one ends in (ts, seq), the order of a page. Strings sent by clients are `bytea`: they may
-    // hold NUL, which `text` cannot, and are kept exactly (`convert_from(type, 'UTF8')` shows
+    // 1: events, partitioned by ranges of the timestamp (partitions are made by the writer as
+    // events need them, and retention drops whole ones), with the indexes the query API reads:
+    // every one ends in (ts, seq), the order of a page. Strings sent by clients are `bytea`: they
+    // may hold NUL, which `text` cannot, and are kept exactly (`convert_from(type, 'UTF8')` shows
     // them). The metadata is JSON text exactly as sent (never `jsonb`, which reorders keys).
     //
     // A partitioned table cannot have a unique index on `id` alone, so the ids of the stored

@@ -1,9 +1,10 @@
 //! The scale-out store: PostgreSQL, shared by every process of a cluster.
 //!
-//! Events go into a table partitioned by UTC day ([`partitions`]), their ids into a table of
-//! their own that makes storing exactly-once, and the rollups and progress counters are
-//! updated in the same transaction. The schema is created and migrated on connect
-//! ([`migrations`]); retention drops whole days ([`retention`]). One connection writes (only
+//! Events go into a table partitioned by time (UTC days, and months or years for old data:
+//! [`partitions`]), their ids into a table of their own that makes storing exactly-once, and
+//! the rollups and progress counters are updated in the same transaction. The schema is
+//! created and migrated on connect ([`migrations`]); retention drops whole partitions
+//! ([`retention`]). One connection writes (only
 //! the indexer, one batch at a time); a small pool ([`pool`]) serves the reads. Several
 //! processes may write at once: each batch's ids and rollup rows are locked in key order, so
 //! two of them wait for each other rather than deadlock.
@@ -14,7 +15,7 @@ mod partitions;
 mod pool;
 mod retention;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,9 +25,10 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, Row};
 
+use super::partitioning::{Layout, TimeRange};
 use super::{
     floor_to, AppendOutcome, EventFilter, EventQuery, Order, Position, Purged, RollupQuery,
-    RollupRow, Store, HOUR_MS, MINUTE_MS,
+    RollupRow, Store, DAY_MS, HOUR_MS, MINUTE_MS,
 };
 use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
@@ -93,8 +95,8 @@ pub struct PostgresStore {
     writer: tokio::sync::Mutex<Option<Connection>>,
     target: Target,
     lock_key: LockKey,
-    /// Days whose partition is known to exist, so the writer asks only about new days.
-    partitions: Mutex<HashSet<i64>>,
+    /// Partitions known to exist, so the writer asks only about events none of them covers.
+    partitions: Mutex<Layout>,
 }
 
 impl PostgresStore {
@@ -125,7 +127,7 @@ impl PostgresStore {
             writer: tokio::sync::Mutex::new(Some(writer)),
             target,
             lock_key,
-            partitions: Mutex::new(HashSet::new()),
+            partitions: Mutex::new(Layout::default()),
         })
     }
 
@@ -201,34 +203,39 @@ impl PostgresStore {
         Ok(AppendOutcome { skipped })
     }
 
-    /// Creates the partitions of the batch's days not known to exist.
+    /// Creates partitions for the batch's events that none known to exist covers.
     async fn ensure_partitions(
         &self,
         connection: &mut Connection,
         events: &[StoredEvent],
     ) -> Result<()> {
-        let days: Vec<i64> = {
+        let uncovered: Vec<(i64, i64)> = {
             let known = self.partitions.lock().unwrap();
-            let days: BTreeSet<i64> = events
-                .iter()
-                .map(|event| partitions::day_of(event.timestamp_ms))
-                .filter(|day| !known.contains(day))
-                .collect();
-            days.into_iter().collect()
+            // One event per day is enough: partitions are whole days.
+            let mut by_day = BTreeMap::new();
+            for event in events {
+                let ts = event.timestamp_ms;
+                if known.covering(ts).is_none() {
+                    by_day
+                        .entry(floor_to(ts, DAY_MS))
+                        .or_insert((ts, event.received_at_ms));
+                }
+            }
+            by_day.into_values().collect()
         };
-        if days.is_empty() {
+        if uncovered.is_empty() {
             return Ok(());
         }
-        partitions::create(&mut connection.client, self.lock_key, &days).await?;
-        self.partitions.lock().unwrap().extend(days);
+        let layout = partitions::create(&mut connection.client, self.lock_key, &uncovered).await?;
+        *self.partitions.lock().unwrap() = layout;
         Ok(())
     }
 
-    /// Forgets days whose partitions retention dropped.
-    fn forget_partitions(&self, days: &[i64]) {
+    /// Forgets partitions retention dropped.
+    fn forget_partitions(&self, dropped: &[TimeRange]) {
         let mut known = self.partitions.lock().unwrap();
-        for day in days {
-            known.remove(day);
+        for range in dropped {
+            known.remove(*range);
         }
     }
 
@@ -513,7 +520,7 @@ impl Store for PostgresStore {
         let connection = writer.insert(connection);
         match self.write(connection, &events, indexed_seq).await {
             Err(err) if is_missing_partition(&err) => {
-                self.partitions.lock().unwrap().clear();
+                *self.partitions.lock().unwrap() = Layout::default();
                 self.write(connection, &events, indexed_seq).await
             }
             result => result,
@@ -666,5 +673,11 @@ impl Store for PostgresStore {
 
     async fn purge_before(&self, cutoff_ms: i64) -> Result<Purged> {
         retention::purge_before(self, cutoff_ms).await
+    }
+
+    async fn partitions(&self) -> Result<Vec<TimeRange>> {
+        let connection = self.pool.get().await?;
+        let listed = partitions::list(&connection.client).await?;
+        Ok(listed.into_iter().filter_map(|p| p.range).collect())
     }
 }

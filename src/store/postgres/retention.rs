@@ -1,18 +1,20 @@
 //! Retention: deleting the events before a cutoff, their ids and the rollups that aged out,
 //! keeping the stored-event count right at every step.
 //!
-//! Whole days before the cutoff go by dropping their partitions (no row-by-row delete, no
-//! table bloat); the day the cutoff falls in is trimmed by DELETE in chunks, each its own
-//! transaction, so no step holds locks or grows the WAL for long. A pass cut short (a crash,
-//! the server going away) leaves a consistent store; the next pass finishes the work.
+//! Whole partitions (days, months, years) before the cutoff go by dropping them (no
+//! row-by-row delete, no table bloat); the one the cutoff falls in is trimmed by DELETE in
+//! chunks, each its own transaction, so no step holds locks or grows the WAL for long. A pass
+//! cut short (a crash, the server going away) leaves a consistent store; the next pass
+//! finishes the work.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::partitions::{self, day_of};
+use super::partitions;
 use super::pool::Connection;
 use super::{quote_identifier, PostgresStore};
+use crate::store::partitioning::TimeRange;
 use crate::store::{Purged, HOUR_MS, MINUTE_MS};
 
 /// Rows deleted per transaction when trimming events or deleting ids.
@@ -23,11 +25,11 @@ const SUBTRACT_EVENTS: &str = "UPDATE progress SET value = value - $1 WHERE name
 pub(super) async fn purge_before(store: &PostgresStore, cutoff_ms: i64) -> Result<Purged> {
     let mut connection = store.pool.get().await?;
     let started = Instant::now();
-    let (dropped, days) = drop_partitions(&mut connection, cutoff_ms)
+    let (dropped, ranges) = drop_partitions(&mut connection, cutoff_ms)
         .await
         .context("dropping old partitions")?;
     let drop_took = started.elapsed();
-    store.forget_partitions(&days);
+    store.forget_partitions(&ranges);
     let (trimmed, longest_trim) = trim_events(&mut connection, cutoff_ms)
         .await
         .context("deleting old events")?;
@@ -39,22 +41,25 @@ pub(super) async fn purge_before(store: &PostgresStore, cutoff_ms: i64) -> Resul
         .context("deleting old rollups")?;
     Ok(Purged {
         events: dropped + trimmed,
-        partitions: days.len() as u64,
+        partitions: ranges.len() as u64,
         longest_step: drop_took.max(longest_trim),
     })
 }
 
-/// Drops the partitions whose whole day is before the cutoff; returns how many events they
-/// held and their days.
+/// Drops the partitions wholly before the cutoff; returns how many events they held and
+/// their ranges.
 ///
 /// The parent table is locked in EXCLUSIVE mode first: writers wait (so nothing enters a
 /// partition between its count and its drop), readers go on until the drops themselves, which
 /// take the parent in ACCESS EXCLUSIVE mode until the commit, briefly. Locking the parent
 /// before any partition is the order writers and readers lock in too, so no deadlock.
-async fn drop_partitions(connection: &mut Connection, cutoff_ms: i64) -> Result<(u64, Vec<i64>)> {
+async fn drop_partitions(
+    connection: &mut Connection,
+    cutoff_ms: i64,
+) -> Result<(u64, Vec<TimeRange>)> {
     let is_old =
         |partition: &partitions::Partition| partition.to_ms.is_some_and(|to| to <= cutoff_ms);
-    // A look without the lock first: most passes have no whole day to drop.
+    // A look without the lock first: most passes have no whole partition to drop.
     {
         let tx = connection.client.transaction().await?;
         if !partitions::list(&tx).await?.iter().any(is_old) {
@@ -87,15 +92,13 @@ async fn drop_partitions(connection: &mut Connection, cutoff_ms: i64) -> Result<
     for partition in &old {
         tracing::info!(partition = partition.name, "dropped an event partition");
     }
-    let days = old
-        .iter()
-        .filter_map(|partition| partition.from_ms.map(day_of))
-        .collect();
-    Ok((events as u64, days))
+    let ranges = old.iter().filter_map(|partition| partition.range).collect();
+    Ok((events as u64, ranges))
 }
 
-/// Deletes the remaining events before the cutoff (those of the day it falls in, and any
-/// that arrived into a dropped day meanwhile), a chunk per transaction.
+/// Deletes the remaining events before the cutoff (those of the partition it falls in, all
+/// of them before it when that is a month or a year, and any that arrived into a dropped
+/// partition meanwhile), a chunk per transaction.
 async fn trim_events(connection: &mut Connection, cutoff_ms: i64) -> Result<(u64, Duration)> {
     let delete = connection
         .prepare(

@@ -8,9 +8,10 @@ mod credentials;
 mod partitions;
 mod user_index;
 
+use user_index::Key as UserKey;
 pub use user_index::Sweep as UserIndexSweep;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 
+use super::partitioning::{Layout, Span, TimeRange};
 use super::{
     floor_to, AppendOutcome, EventFilter, EventQuery, Order, Position, Purged, RollupQuery,
     RollupRow, Store, DAY_MS, HOUR_MS, MINUTE_MS,
@@ -105,10 +107,22 @@ const MIGRATIONS: &[Migration] = &[
     Migration::Sql("CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)"),
     // 5: API keys (their hashes) and the count of changes to them.
     Migration::Sql(credentials::KEYS_TABLE),
+    // 6: partitions may span a day, a month or a year (see store::partitioning): listed by
+    // first day and span. The tables of the days listed so far keep their names.
+    Migration::Sql(
+        "CREATE TABLE partitions_by_span (
+        first_day INTEGER PRIMARY KEY,
+        span TEXT NOT NULL CHECK (span IN ('day', 'month', 'year')),
+        events INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO partitions_by_span SELECT day, 'day', events FROM partitions;
+    DROP TABLE partitions;
+    ALTER TABLE partitions_by_span RENAME TO partitions;",
+    ),
 ];
 
 /// Migration 3: moves the events of each day, and their user-index entries, into the day's
-/// partition.
+/// partition (listed as migration 4 found them: by day alone).
 fn partition_existing_events(tx: &Transaction) -> Result<()> {
     tx.execute_batch(
         "CREATE TABLE partitions (day INTEGER PRIMARY KEY, events INTEGER NOT NULL) WITHOUT ROWID",
@@ -120,8 +134,10 @@ fn partition_existing_events(tx: &Transaction) -> Result<()> {
         .query_map([], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for day in days {
-        let partition = Partition { day };
-        partition.create(tx)?;
+        let partition = Partition {
+            range: TimeRange::containing(day * DAY_MS, Span::Day).context("a day")?,
+        };
+        partition.create_tables(tx)?;
         let range = params![partition.start_ms(), partition.end_ms()];
         let moved = tx.execute(
             &format!(
@@ -138,8 +154,8 @@ fn partition_existing_events(tx: &Transaction) -> Result<()> {
             range,
         )?;
         tx.execute(
-            "UPDATE partitions SET events = ? WHERE day = ?",
-            params![moved as i64, day],
+            "INSERT INTO partitions (day, events) VALUES (?, ?)",
+            params![day, moved as i64],
         )?;
     }
     tx.execute_batch("DROP TABLE events; DROP TABLE user_index;")?;
@@ -168,8 +184,8 @@ type WriterTask = Box<dyn FnOnce(&mut Writer) + Send>;
 struct Writer {
     connection: Connection,
     sweeper: user_index::Sweeper,
-    /// The days that have tables, so a batch creates only missing ones.
-    partitions: HashSet<i64>,
+    /// The partitions that have tables: what events are routed by.
+    layout: Layout,
 }
 
 /// Statements kept prepared per connection: a few per partition.
@@ -206,14 +222,11 @@ impl SqliteStore {
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrate(&mut connection)?;
         let sweeper = user_index::Sweeper::new(&connection, sweep)?;
-        let partitions = partitions::list(&connection, None, None, Order::Asc)?
-            .into_iter()
-            .map(|partition| partition.day)
-            .collect();
+        let layout = partitions::layout(&connection)?;
         let mut writer = Writer {
             connection,
             sweeper,
-            partitions,
+            layout,
         };
         let (writes, tasks) = std::sync::mpsc::channel::<WriterTask>();
         std::thread::Builder::new()
@@ -249,9 +262,10 @@ impl SqliteStore {
     }
 
     /// [`write`](Self::write) for a retention step, also timing it.
-    async fn write_step<F>(&self, work: F) -> Result<(u64, Duration)>
+    async fn write_step<T, F>(&self, work: F) -> Result<(T, Duration)>
     where
-        F: FnOnce(&mut Writer) -> Result<u64> + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
     {
         self.write(move |writer| {
             let started = Instant::now();
@@ -313,31 +327,56 @@ fn lower_thread_priority() {
 
 impl Writer {
     fn append(&mut self, events: &[StoredEvent], indexed_seq: u64) -> Result<AppendOutcome> {
-        let tx = self.connection.transaction()?;
         let mut created = Vec::new();
+        let outcome = self.append_in_transaction(events, indexed_seq, &mut created);
+        if outcome.is_err() {
+            // Rolled back: the partitions it made are gone again.
+            for range in created {
+                self.layout.remove(range);
+            }
+        }
+        outcome
+    }
+
+    /// [`append`](Self::append)'s transaction; the ranges of the partitions it creates go
+    /// into the layout at once (later events of the batch are routed by them) and into
+    /// `created`.
+    fn append_in_transaction(
+        &mut self,
+        events: &[StoredEvent],
+        indexed_seq: u64,
+        created: &mut Vec<TimeRange>,
+    ) -> Result<AppendOutcome> {
+        let tx = self.connection.transaction()?;
         let mut user_entries = 0;
         let mut skipped = Vec::new();
         let mut rollups = RollupBatch::default();
-        let mut per_partition: HashMap<i64, i64> = HashMap::new();
+        let mut per_partition: HashMap<TimeRange, i64> = HashMap::new();
         {
             let mut insert_user = tx.prepare_cached(user_index::INSERT_RECENT)?;
-            // Batches mostly fall in one day: its statement is kept while the day holds.
-            let mut current = None;
+            // Batches mostly fall in one partition: its statement is kept while it holds.
+            let mut current: Option<(TimeRange, rusqlite::CachedStatement)> = None;
             for event in events {
-                let partition = Partition::of(event.timestamp_ms);
-                if !self.partitions.contains(&partition.day) && !created.contains(&partition.day) {
-                    partition.create(&tx)?;
-                    created.push(partition.day);
-                }
+                let ts = event.timestamp_ms;
                 let insert = match &mut current {
-                    Some((day, insert)) if *day == partition.day => insert,
+                    Some((range, insert)) if range.covers(ts) => insert,
                     _ => {
+                        let range = match self.layout.covering(ts) {
+                            Some(range) => range,
+                            None => {
+                                let range = self.layout.new_range(ts, event.received_at_ms);
+                                Partition { range }.create(&tx)?;
+                                self.layout.insert(range);
+                                created.push(range);
+                                range
+                            }
+                        };
                         let sql = format!(
                             "INSERT OR IGNORE INTO {} ({COLUMNS})
                              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            partition.events_table()
+                            Partition { range }.events_table()
                         );
-                        &mut current.insert((partition.day, tx.prepare_cached(&sql)?)).1
+                        &mut current.insert((range, tx.prepare_cached(&sql)?)).1
                     }
                 };
                 let inserted = insert.execute(params![
@@ -345,7 +384,7 @@ impl Writer {
                     event.id,
                     event.id_from_client,
                     event.kind,
-                    event.timestamp_ms,
+                    ts,
                     event.received_at_ms,
                     event.service,
                     event.user_id,
@@ -357,10 +396,12 @@ impl Writer {
                     skipped.push(event.seq);
                     continue;
                 }
-                *per_partition.entry(partition.day).or_default() += 1;
+                if let Some((range, _)) = &current {
+                    *per_partition.entry(*range).or_default() += 1;
+                }
                 rollups.add(event);
                 if let Some(user_id) = &event.user_id {
-                    insert_user.execute(params![user_id, event.timestamp_ms, event.seq as i64])?;
+                    insert_user.execute(params![user_id, ts, event.seq as i64])?;
                     user_entries += 1;
                 }
             }
@@ -382,35 +423,39 @@ impl Writer {
                     ])?;
                 }
             }
-            let mut count_partition =
-                tx.prepare_cached("UPDATE partitions SET events = events + ? WHERE day = ?")?;
-            for (day, count) in &per_partition {
-                count_partition.execute([count, day])?;
+            for (range, count) in per_partition {
+                Partition { range }.count(&tx, count)?;
             }
             tx.prepare_cached("UPDATE progress SET value = value + ? WHERE name = 'event_count'")?
                 .execute([(events.len() - skipped.len()) as i64])?;
             tx.prepare_cached("UPDATE progress SET value = ? WHERE name = 'indexed_seq'")?
                 .execute([indexed_seq as i64])?;
         }
-        let swept = self.sweeper.sweep(&tx, user_entries)?;
+        let swept = self.sweeper.sweep(&tx, user_entries, &self.layout)?;
         tx.commit()?;
         self.sweeper.committed(swept);
-        self.partitions.extend(created);
         Ok(AppendOutcome { skipped })
     }
 
-    /// Drops a whole day; returns how many events it held.
+    /// Drops a whole partition; returns how many events it held.
     fn drop_partition(&mut self, partition: Partition) -> Result<u64> {
         let tx = self.connection.transaction()?;
         let events = partition.drop(&tx)?;
         subtract_from_event_count(&tx, events)?;
         tx.commit()?;
-        self.partitions.remove(&partition.day);
+        self.layout.remove(partition.range);
         Ok(events)
     }
 
     /// Deletes up to `max_rows` of the events of `partition` older than `cutoff_ms`, oldest
     /// first, with their user-index entries; returns how many it deleted.
+    ///
+    /// The last step of a trim (fewer than `max_rows` left: usually the only one, as each
+    /// hourly run trims the hour the cutoff moved over) deletes each event's entry wherever it
+    /// is. Earlier steps delete only the entries in the recent level and leave those in the
+    /// partition's main level to [`trim_user_index`](Self::trim_user_index), which deletes
+    /// them in key order: one by one, each rewrote about a page of that table, since the
+    /// events of an hour belong to users all over its key space.
     fn trim_partition(
         &mut self,
         partition: Partition,
@@ -428,6 +473,7 @@ impl Writer {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
+        let last_step = doomed.len() < max_rows;
         {
             let mut delete_event =
                 tx.prepare_cached(&format!("DELETE FROM {events} WHERE seq = ?"))?;
@@ -440,17 +486,31 @@ impl Writer {
             for (seq, ts, user_id) in &doomed {
                 delete_event.execute([seq])?;
                 if let Some(user_id) = user_id {
-                    if delete_user.execute(params![user_id, ts, seq])? == 0 {
-                        delete_recent.execute(params![user_id, ts, seq])?;
+                    let key = params![user_id, ts, seq];
+                    if !last_step || delete_user.execute(key)? == 0 {
+                        delete_recent.execute(key)?;
                     }
                 }
             }
-            tx.prepare_cached("UPDATE partitions SET events = events - ? WHERE day = ?")?
-                .execute([doomed.len() as i64, partition.day])?;
+            partition.count(&tx, -(doomed.len() as i64))?;
         }
         subtract_from_event_count(&tx, doomed.len() as u64)?;
         tx.commit()?;
         Ok(doomed.len() as u64)
+    }
+
+    /// One step of deleting the entries of `partition`'s main user-index level whose events
+    /// retention deleted, in key order after `after` (see [`user_index::trim`]).
+    fn trim_user_index(
+        &mut self,
+        partition: Partition,
+        cutoff_ms: i64,
+        after: Option<UserKey>,
+    ) -> Result<(u64, Option<UserKey>)> {
+        let tx = self.connection.transaction()?;
+        let trimmed = user_index::trim(&tx, partition, cutoff_ms, after.as_ref(), TRIM_ROWS)?;
+        tx.commit()?;
+        Ok(trimmed)
     }
 
     /// Deletes the oldest hour's worth of rollup rows whose whole bucket ends at or before
@@ -642,8 +702,8 @@ fn push_conditions(
     }
 }
 
-/// `filter` narrowed to `partition`'s day: what selects the day's entries of the user
-/// index's recent level, which all days share. (A day's own tables need no such condition,
+/// `filter` narrowed to `partition`'s range: what selects its entries of the user index's
+/// recent level, which all partitions share. (A partition's own tables need no such condition,
 /// and it would only give the planner a worse choice of index.)
 fn within(filter: &EventFilter, partition: Partition) -> EventFilter {
     let mut narrowed = filter.clone();
@@ -677,7 +737,7 @@ fn partitions_for(connection: &Connection, query: &EventQuery) -> Result<Vec<Par
     partitions::list(connection, from, to, query.order)
 }
 
-/// The events of `query`, partition after partition: days are disjoint and walked in the
+/// The events of `query`, partition after partition: their ranges are disjoint and walked in the
 /// query's order, so their runs concatenate in `(ts, seq)` order. `fetch` gives a partition's
 /// matches at most `limit` after skipping `offset`;
 /// `count` how many it has, so the offset skips whole partitions without reading them.
@@ -825,7 +885,7 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<StoredEvent>> {
         self.read(move |connection| {
-            // By seq (the rowid) in each partition, then merged: seqs interleave across days
+            // By seq (the rowid) in each partition, then merged: seqs interleave across partitions
             // when events arrive out of time order. User ids are matched on the table, not
             // through the user index, since the walk is in seq order anyway.
             let partitions =
@@ -942,7 +1002,7 @@ impl Store for SqliteStore {
 
     async fn counts_per_second(&self, from_ms: i64) -> Result<Vec<RollupRow>> {
         self.read(move |connection| {
-            // Seconds never straddle days: each partition's groups are whole.
+            // Seconds never straddle partitions (whole days): each partition's groups are whole.
             let partitions = partitions::list(connection, Some(from_ms), None, Order::Asc)?;
             each_partition(
                 connection,
@@ -1013,6 +1073,14 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn partitions(&self) -> Result<Vec<TimeRange>> {
+        self.read(|connection| {
+            let partitions = partitions::list(connection, None, None, Order::Asc)?;
+            Ok(partitions.into_iter().map(|p| p.range).collect())
+        })
+        .await
+    }
+
     async fn purge_before(&self, cutoff_ms: i64) -> Result<Purged> {
         let mut purged = Purged::default();
         let doomed = self
@@ -1020,22 +1088,48 @@ impl Store for SqliteStore {
             .await?;
         // Each step is a task of its own on the writer, so index batches go in between.
         for partition in doomed {
-            let whole = partition.end_ms() <= cutoff_ms;
-            loop {
+            if partition.end_ms() <= cutoff_ms {
                 let (deleted, took) = self
-                    .write_step(move |writer| match whole {
-                        true => writer.drop_partition(partition),
-                        false => writer.trim_partition(partition, cutoff_ms, TRIM_ROWS),
-                    })
+                    .write_step(move |writer| writer.drop_partition(partition))
                     .await?;
                 purged.events += deleted;
+                purged.partitions += 1;
                 purged.longest_step = purged.longest_step.max(took);
-                if whole {
-                    purged.partitions += 1;
-                }
-                if whole || deleted < TRIM_ROWS as u64 {
+                continue;
+            }
+            // The events before the cutoff, oldest first...
+            let mut trimmed = 0;
+            loop {
+                let (deleted, took) = self
+                    .write_step(move |writer| {
+                        writer.trim_partition(partition, cutoff_ms, TRIM_ROWS)
+                    })
+                    .await?;
+                trimmed += deleted;
+                purged.longest_step = purged.longest_step.max(took);
+                if deleted < TRIM_ROWS as u64 {
                     break;
                 }
+            }
+            purged.events += trimmed;
+            // ...then, after a trim of several steps, the entries their events left in the
+            // main level of the user index, in key order. (Those of a pass cut short stay
+            // until a later trim of several steps or the partition's drop: harmless, and few
+            // unless that pass had a lot to trim.)
+            if trimmed < TRIM_ROWS as u64 {
+                continue;
+            }
+            let mut after = None;
+            loop {
+                let from = after.take();
+                let ((deleted, last), took) = self
+                    .write_step(move |writer| writer.trim_user_index(partition, cutoff_ms, from))
+                    .await?;
+                purged.longest_step = purged.longest_step.max(took);
+                if deleted < TRIM_ROWS as u64 {
+                    break;
+                }
+                after = last;
             }
         }
         loop {
