@@ -267,6 +267,27 @@ function axisText(x, y, text, anchor = 'start') {
 
 const PAD = { left: 38, right: 8, top: 10, bottom: 20 };
 
+// The vertical scale of a chart whose largest value is `max`: a round top, the plot area's
+// size and the y of a value.
+function scale(width, max) {
+  const top = niceMax(max);
+  const plotW = width - PAD.left - PAD.right;
+  const plotH = CHART_HEIGHT - PAD.top - PAD.bottom;
+  return { top, plotW, y: (v) => PAD.top + plotH - (v / top) * plotH };
+}
+
+// Grid lines at 0 and at the top with their labels, and the times of both ends.
+function axes(root, width, y, top, topLabel, startMs, endMs) {
+  root.append(
+    svg('line', { x1: PAD.left, x2: width - PAD.right, y1: y(0), y2: y(0), class: 'grid-line' }),
+    svg('line', { x1: PAD.left, x2: width - PAD.right, y1: y(top), y2: y(top), class: 'grid-line' }),
+    axisText(PAD.left - 4, y(top) + 4, topLabel, 'end'),
+    axisText(PAD.left - 4, y(0) + 4, '0', 'end'),
+    axisText(PAD.left, CHART_HEIGHT - 4, clockText(startMs)),
+    axisText(width - PAD.right, CHART_HEIGHT - 4, clockText(endMs), 'end'),
+  );
+}
+
 function renderRate() {
   const container = document.getElementById('rate-chart');
   const { root, width } = frame(container, CHART_HEIGHT);
@@ -274,20 +295,9 @@ function renderRate() {
   const end = points.length ? points[points.length - 1].t : floorTo(Date.now(), SECOND);
   const start = end - RATE_SPAN + SECOND;
   const max = Math.max(0, ...points.map((p) => p.v));
-  const top = niceMax(max);
-  const plotW = width - PAD.left - PAD.right;
-  const plotH = CHART_HEIGHT - PAD.top - PAD.bottom;
+  const { top, plotW, y } = scale(width, max);
   const x = (t) => PAD.left + ((t - start) / (end - start || 1)) * plotW;
-  const y = (v) => PAD.top + plotH - (v / top) * plotH;
-
-  root.append(
-    svg('line', { x1: PAD.left, x2: width - PAD.right, y1: y(0), y2: y(0), class: 'grid-line' }),
-    svg('line', { x1: PAD.left, x2: width - PAD.right, y1: y(top), y2: y(top), class: 'grid-line' }),
-    axisText(PAD.left - 4, y(top) + 4, formatRate(top), 'end'),
-    axisText(PAD.left - 4, y(0) + 4, '0', 'end'),
-    axisText(PAD.left, CHART_HEIGHT - 4, clockText(start)),
-    axisText(width - PAD.right, CHART_HEIGHT - 4, clockText(end), 'end'),
-  );
+  axes(root, width, y, top, formatRate(top), start, end);
   if (points.length) {
     const line = points.map((p, i) => `${i ? 'L' : 'M'}${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`).join('');
     const area = `${line}L${x(end).toFixed(1)},${y(0)}L${x(points[0].t).toFixed(1)},${y(0)}Z`;
@@ -343,21 +353,10 @@ function renderTypes() {
     return { start, parts, total: sum(counts) };
   });
   const max = Math.max(0, ...stacks.map((s) => s.total));
-  const top = niceMax(max);
-  const plotW = width - PAD.left - PAD.right;
-  const plotH = CHART_HEIGHT - PAD.top - PAD.bottom;
+  const { top, plotW, y } = scale(width, max);
   const step = plotW / COLUMNS;
   const barW = Math.max(1, step - (step > 4 ? 1 : 0));
-  const y = (v) => PAD.top + plotH - (v / top) * plotH;
-
-  root.append(
-    svg('line', { x1: PAD.left, x2: width - PAD.right, y1: y(0), y2: y(0), class: 'grid-line' }),
-    svg('line', { x1: PAD.left, x2: width - PAD.right, y1: y(top), y2: y(top), class: 'grid-line' }),
-    axisText(PAD.left - 4, y(top) + 4, formatCount(top), 'end'),
-    axisText(PAD.left - 4, y(0) + 4, '0', 'end'),
-    axisText(PAD.left, CHART_HEIGHT - 4, clockText(columns[0].start)),
-    axisText(width - PAD.right, CHART_HEIGHT - 4, clockText(columns[COLUMNS - 1].start), 'end'),
-  );
+  axes(root, width, y, top, formatCount(top), columns[0].start, columns[COLUMNS - 1].start);
   stacks.forEach(({ start, parts }, i) => {
     let base = 0;
     // Coloured types bottom up in rank order, "other" on top.

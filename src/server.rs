@@ -21,7 +21,7 @@ use crate::api::cors::CorsOrigins;
 use crate::api::cursor::CursorKey;
 use crate::api::guard::AllowedHosts;
 use crate::api::rate_limit::{Limiter, RateLimits};
-use crate::api::state::{AppState, HttpPolicy};
+use crate::api::state::{AppState, HttpPolicy, Services};
 use crate::auth::keys::{self, Scope, Scopes};
 use crate::auth::{AuthMode, Keys};
 use crate::clock::{Clock, SystemClock};
@@ -82,30 +82,16 @@ pub async fn serve(
     let (stop_background, background_stop) = watch::channel(false);
     let retention = Arc::new(Retention::new(config.retention, config.retention_interval));
 
+    let shared = Shared {
+        store: store.clone(),
+        clock: clock.clone(),
+        health: health.clone(),
+        retention: retention.clone(),
+        stop: background_stop.clone(),
+    };
     let assembled = match &config.queue {
-        QueueTarget::Embedded => {
-            embedded(
-                &config,
-                &store,
-                &clock,
-                &health,
-                &retention,
-                &background_stop,
-            )
-            .await?
-        }
-        QueueTarget::Redis(url) => {
-            cluster(
-                &config,
-                url,
-                &store,
-                &clock,
-                &health,
-                &retention,
-                &background_stop,
-            )
-            .await?
-        }
+        QueueTarget::Embedded => embedded(&config, &shared).await?,
+        QueueTarget::Redis(url) => cluster(&config, url, &shared).await?,
     };
     let Assembled {
         queue,
@@ -126,7 +112,7 @@ pub async fn serve(
         None
     };
     let app = match (&queue, &live, keys) {
-        (Some(queue), Some((live, _)), Some(keys)) => api::router(AppState {
+        (Some(queue), Some((live, _)), Some(keys)) => api::router(AppState::new(Services {
             keys,
             cursors: cursor_key(store.as_ref()).await?,
             http: http_policy(&config, &listener, &connections)?,
@@ -141,7 +127,7 @@ pub async fn serve(
             live: live.clone(),
             retention,
             dead_letters,
-        }),
+        })),
         // A worker answers only liveness over HTTP.
         _ => axum::Router::new().route(
             "/health",
@@ -204,6 +190,16 @@ pub async fn serve(
     Ok(())
 }
 
+/// What both deployment modes build on, made before either is assembled.
+struct Shared {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    health: Arc<Health>,
+    retention: Arc<Retention>,
+    /// Tells background tasks to stop.
+    stop: watch::Receiver<bool>,
+}
+
 /// The parts a deployment mode put together.
 struct Assembled {
     /// What the API publishes to (`None` for a worker).
@@ -224,14 +220,7 @@ struct Assembled {
 /// One process doing everything through its own durable log: the log writer feeds the live
 /// stream, the indexer (the consume loop over the log) fills the store and the in-memory
 /// counts behind the metrics.
-async fn embedded(
-    config: &ServeConfig,
-    store: &Arc<dyn Store>,
-    clock: &Arc<dyn Clock>,
-    health: &Arc<Health>,
-    retention: &Arc<Retention>,
-    stop: &watch::Receiver<bool>,
-) -> Result<Assembled> {
+async fn embedded(config: &ServeConfig, shared: &Shared) -> Result<Assembled> {
     let queue = Arc::new(
         LogQueue::open(
             LogConfig {
@@ -241,16 +230,20 @@ async fn embedded(
                 dedup_capacity: config.dedup_capacity,
                 max_backlog: config.max_index_backlog,
             },
-            store.clone(),
-            clock.as_ref(),
-            health,
+            shared.store.clone(),
+            shared.clock.as_ref(),
+            &shared.health,
         )
         .await?,
     );
     let metrics = Arc::new(
-        EventMetrics::load(store.clone(), clock.clone(), config.tracked_names())
-            .await
-            .context("rebuilding the event counts")?,
+        EventMetrics::load(
+            shared.store.clone(),
+            shared.clock.clone(),
+            config.tracked_names(),
+        )
+        .await
+        .context("rebuilding the event counts")?,
     );
     let (live, publisher, dispatcher) =
         live::start(live_config(config), queue.clone() as Arc<dyn Replay>);
@@ -262,25 +255,25 @@ async fn embedded(
     });
     let indexer = Indexer::new(
         &queue,
-        health.register(
+        shared.health.register(
             "indexer",
             "the indexer cannot read the durable log",
             Readiness::Required,
         ),
-        stop.clone(),
+        shared.stop.clone(),
     );
     let storing = Storing::new(
-        store.clone(),
+        shared.store.clone(),
         Some(on_stored),
-        health.register(
+        shared.health.register(
             "store",
             "the store does not accept writes",
             Readiness::Required,
         ),
-        stop.clone(),
+        shared.stop.clone(),
     );
     let consumer = tokio::spawn(consume::run(indexer, storing));
-    spawn_retention(retention, store, &metrics, clock, health, stop);
+    shared.spawn_retention(&metrics);
     let closing = queue.clone();
     Ok(Assembled {
         queue: Some(queue),
@@ -296,33 +289,29 @@ async fn embedded(
 /// A process of a cluster over a Redis stream and PostgreSQL: an API node publishes to the
 /// stream and follows it for its live stream; a worker consumes it as one of the group into
 /// the store and runs retention; `--role all` does both.
-async fn cluster(
-    config: &ServeConfig,
-    redis_url: &str,
-    store: &Arc<dyn Store>,
-    clock: &Arc<dyn Clock>,
-    health: &Arc<Health>,
-    retention: &Arc<Retention>,
-    stop: &watch::Receiver<bool>,
-) -> Result<Assembled> {
+async fn cluster(config: &ServeConfig, redis_url: &str, shared: &Shared) -> Result<Assembled> {
     let stream = RedisStream::connect(redis_url, QueueKeys::with_prefix(&config.queue_prefix))
         .await
         .with_context(|| format!("connecting to the queue at {}", redact_url(redis_url)))?;
     // Metrics are read from the store's rollups: this process sees only part of what the
     // workers store.
     let metrics = Arc::new(EventMetrics::from_store(
-        store.clone(),
-        clock.clone(),
+        shared.store.clone(),
+        shared.clock.clone(),
         config.tracked_names(),
     ));
     let consumer = config.consumes().then(|| {
-        spawn_retention(retention, store, &metrics, clock, health, stop);
+        shared.spawn_retention(&metrics);
         let worker_config = WorkerConfig {
             claim_timeout: config.claim_timeout,
             ..WorkerConfig::default()
         };
-        let (stream, store, health, stop) =
-            (stream.clone(), store.clone(), health.clone(), stop.clone());
+        let (stream, store, health, stop) = (
+            stream.clone(),
+            shared.store.clone(),
+            shared.health.clone(),
+            shared.stop.clone(),
+        );
         tokio::spawn(async move {
             worker::run(
                 stream,
@@ -349,16 +338,18 @@ async fn cluster(
     let queue = Arc::new(
         RedisQueue::new(
             stream.clone(),
-            store.clone(),
+            shared.store.clone(),
             config.max_queue_backlog,
-            health.register("queue", "the queue cannot be written", Readiness::Required),
+            shared
+                .health
+                .register("queue", "the queue cannot be written", Readiness::Required),
         )
         .await
         .context("reading the queue's position")?,
     );
     let (live, publisher, dispatcher) =
         live::start(live_config(config), queue.clone() as Arc<dyn Replay>);
-    queue.start(publisher, stop.clone())?;
+    queue.start(publisher, shared.stop.clone())?;
     Ok(Assembled {
         queue: Some(queue),
         metrics,
@@ -370,27 +361,22 @@ async fn cluster(
     })
 }
 
-/// Starts the retention job (a no-op when events are kept forever).
-fn spawn_retention(
-    retention: &Arc<Retention>,
-    store: &Arc<dyn Store>,
-    metrics: &Arc<EventMetrics>,
-    clock: &Arc<dyn Clock>,
-    health: &Health,
-    stop: &watch::Receiver<bool>,
-) {
-    let component = health.register(
-        "retention",
-        "the last retention run failed",
-        Readiness::Informative,
-    );
-    tokio::spawn(retention.clone().run(
-        store.clone(),
-        metrics.clone(),
-        clock.clone(),
-        component,
-        stop.clone(),
-    ));
+impl Shared {
+    /// Starts the retention job (a no-op when events are kept forever).
+    fn spawn_retention(&self, metrics: &Arc<EventMetrics>) {
+        let component = self.health.register(
+            "retention",
+            "the last retention run failed",
+            Readiness::Informative,
+        );
+        tokio::spawn(self.retention.clone().run(
+            self.store.clone(),
+            metrics.clone(),
+            self.clock.clone(),
+            component,
+            self.stop.clone(),
+        ));
+    }
 }
 
 /// The API keys and when they are required (`--auth`), with the bootstrap key created if

@@ -9,8 +9,6 @@ use std::sync::{LazyLock, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -191,34 +189,53 @@ pub async fn run_upkeep(mut stop: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
-/// Middleware: counts every request by route, method and status, and times it.
-pub async fn track_requests(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, |path| route_index(path.as_str()));
-    let method = METHODS
-        .iter()
-        .position(|known| *known == request.method().as_str())
-        .unwrap_or(METHODS.len() - 1);
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    let handles = &*REQUEST_HANDLES;
-    match STATUSES.iter().position(|known| *known == status) {
-        Some(index) => handles.requests(route, method, index).increment(1),
-        None => counter!(
-            HTTP_REQUESTS,
-            "route" => ROUTES[route],
-            "method" => METHODS[method],
-            "status" => status.to_string()
-        )
-        .increment(1),
+/// A request being counted: its route and method, and when it began. Made as the request
+/// arrives (inside the router, where its route is known) and finished with its status.
+pub struct RequestTiming {
+    started: Instant,
+    route: usize,
+    method: usize,
+}
+
+impl RequestTiming {
+    pub fn start(request: &Request) -> RequestTiming {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(UNMATCHED, |path| route_index(path.as_str()));
+        let method = METHODS
+            .iter()
+            .position(|known| *known == request.method().as_str())
+            .unwrap_or(METHODS.len() - 1);
+        RequestTiming {
+            started: Instant::now(),
+            route,
+            method,
+        }
     }
-    handles
-        .duration(route)
-        .record(started.elapsed().as_secs_f64());
-    response
+
+    /// Counts the request by route, method and status, and records how long it took.
+    pub fn finish(self, status: u16) {
+        let RequestTiming {
+            started,
+            route,
+            method,
+        } = self;
+        let handles = &*REQUEST_HANDLES;
+        match STATUSES.iter().position(|known| *known == status) {
+            Some(index) => handles.requests(route, method, index).increment(1),
+            None => counter!(
+                HTTP_REQUESTS,
+                "route" => ROUTES[route],
+                "method" => METHODS[method],
+                "status" => status.to_string()
+            )
+            .increment(1),
+        }
+        handles
+            .duration(route)
+            .record(started.elapsed().as_secs_f64());
+    }
 }
 
 /// Route labels: the set is fixed, so labels never explode. The last two stand for the

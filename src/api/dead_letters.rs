@@ -3,10 +3,11 @@
 //! queue once the cause is fixed. With the embedded queue there are none (invalid events are
 //! refused at ingest), and both answer accordingly.
 
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::Json;
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
 use super::params::{known_pairs, parse_count};
@@ -30,12 +31,25 @@ pub struct Replayed {
     pub replayed: u64,
 }
 
-fn limit_of(query: Option<&str>) -> Result<usize, ApiError> {
-    let mut limit = DEFAULT_LIMIT;
-    for (_, value) in known_pairs(query, &["limit"])? {
-        limit = parse_count("limit", &value, MAX_LIMIT)?;
+/// The query of both operations: how many dead letters at most.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Limit {
+    /// At most this many (1 to 10000, default 100)
+    #[param(required = false)]
+    limit: usize,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Limit {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let mut limit = DEFAULT_LIMIT;
+        for (_, value) in known_pairs(parts.uri.query(), &["limit"])? {
+            limit = parse_count("limit", &value, MAX_LIMIT)?;
+        }
+        Ok(Limit { limit })
     }
-    Ok(limit)
 }
 
 fn unavailable(err: impl std::fmt::Display) -> ApiError {
@@ -48,11 +62,8 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
 /// decode), with the reason, the number of attempts and the event. Always empty with the
 /// embedded queue.
 #[utoipa::path(
-    get,
-    path = "/dead-letters",
-    tag = "events",
-    operation_id = "listDeadLetters",
-    params(("limit" = Option<usize>, Query, description = "At most this many (1 to 10000, default 100)")),
+    get, path = "/dead-letters", tag = "events", operation_id = "listDeadLetters",
+    params(Limit),
     responses(
         (status = 200, description = "The dead letters, oldest first", body = DeadLetters),
         ReadRefusals,
@@ -60,9 +71,8 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    Limit { limit }: Limit,
 ) -> Result<Json<DeadLetters>, ApiError> {
-    let limit = limit_of(query.as_deref())?;
     let dead_letters = match &state.dead_letters {
         Some(queue) => queue.dead_letters(limit).await.map_err(unavailable)?,
         None => Vec::new(),
@@ -76,11 +86,8 @@ pub async fn list(
 /// the dead letters; the workers try them again. Safe to repeat: event ids make storing
 /// idempotent.
 #[utoipa::path(
-    post,
-    path = "/dead-letters/replay",
-    tag = "events",
-    operation_id = "replayDeadLetters",
-    params(("limit" = Option<usize>, Query, description = "At most this many (1 to 10000, default 100)")),
+    post, path = "/dead-letters/replay", tag = "events", operation_id = "replayDeadLetters",
+    params(Limit),
     responses(
         (status = 200, description = "How many went back into the queue", body = Replayed),
         ReadRefusals,
@@ -88,9 +95,8 @@ pub async fn list(
 )]
 pub async fn replay(
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    Limit { limit }: Limit,
 ) -> Result<Json<Replayed>, ApiError> {
-    let limit = limit_of(query.as_deref())?;
     let replayed = match &state.dead_letters {
         Some(queue) => queue
             .replay_dead_letters(limit)

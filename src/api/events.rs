@@ -1,8 +1,7 @@
 //! `/events`: ingestion (`POST`) and queries (`GET`, `GET /events/{id}`).
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -11,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::body;
 use super::cursor::Cursor;
 use super::error::{ApiError, ErrorBody};
-use super::params::{parse_list_params, EventFilterParams, ListQuery, Paging};
+use super::params::{parse_list_params, EventFilterParams, ListQuery, Paging, PathId};
 use super::rate_limit::ClientKey;
 use super::refusals::{IngestBadRequest, NotFound, ReadRefusals, TooManyRequests, Unavailable};
 use super::schema::{EventError, IngestAnswer, NewEvents};
@@ -51,10 +50,7 @@ pub enum ContentEncoding {
 /// valid events are durable; invalid ones are not stored, and `errors` lists every problem
 /// of each. If no event is valid: `400` `no_valid_events`.
 #[utoipa::path(
-    post,
-    path = "/events",
-    tag = "events",
-    operation_id = "ingestEvents",
+    post, path = "/events", tag = "events", operation_id = "ingestEvents",
     params(IngestHeaders),
     request_body(
         description = "Events: `application/json` (also `text/json`) for one event or an array; \
@@ -202,15 +198,9 @@ pub async fn ingest(
 /// once, or ask for `page`/`page_size` for offset paging with a `total`. Every event
 /// acknowledged before the request is included, or the answer says `"partial": true`.
 #[utoipa::path(
-    get,
-    path = "/events",
-    tag = "events",
-    operation_id = "listEvents",
+    get, path = "/events", tag = "events", operation_id = "listEvents",
     params(EventFilterParams, ListQuery),
-    responses(
-        (status = 200, description = "A page of events", body = EventsPage),
-        ReadRefusals,
-    )
+    responses((status = 200, description = "A page of events", body = EventsPage), ReadRefusals)
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -377,10 +367,7 @@ impl EventsPage {
 /// `404` when no such event is stored; `503` `not_yet_indexed` when it may be among events
 /// acknowledged but not yet indexed.
 #[utoipa::path(
-    get,
-    path = "/events/{id}",
-    tag = "events",
-    operation_id = "getEvent",
+    get, path = "/events/{id}", tag = "events", operation_id = "getEvent",
     params(("id" = String, Path, description = "The event's `id`")),
     responses(
         (status = 200, description = "The event", body = EventView),
@@ -390,17 +377,8 @@ impl EventsPage {
 )]
 pub async fn get_one(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|rejection| {
-        ApiError::invalid_parameter(
-            "id",
-            format!(
-                "the event id in the path cannot be read: {}",
-                rejection.body_text()
-            ),
-        )
-    })?;
     let partial = Snapshot::take(&state).await.partial;
     let event = state
         .store

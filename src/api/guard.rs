@@ -100,9 +100,8 @@ pub async fn check_host(
     next.run(request).await
 }
 
-/// Middleware: the headers every answer carries, and JSON for every error.
-pub async fn answer_headers(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+/// The headers every answer carries, and JSON for every error.
+pub async fn finish_answer(response: Response) -> Response {
     let mut response = if response.status().as_u16() >= 400 && !is_json(response.headers()) {
         into_json_error(response).await
     } else {

@@ -185,10 +185,7 @@ pub struct StreamReport {
 ///
 /// `200` as long as the process answers.
 #[utoipa::path(
-    get,
-    path = "/health",
-    tag = "health",
-    operation_id = "health",
+    get, path = "/health", tag = "health", operation_id = "health",
     responses((status = 200, description = "Alive", body = Alive))
 )]
 pub async fn live() -> Json<Alive> {
@@ -202,10 +199,7 @@ pub async fn live() -> Json<Alive> {
 /// `200` when events can be taken (the log and the store accept writes, the ingest queue and
 /// the index backlog are below 90%, no shutdown under way); `503` with the reasons otherwise.
 #[utoipa::path(
-    get,
-    path = "/health/ready",
-    tag = "health",
-    operation_id = "healthReady",
+    get, path = "/health/ready", tag = "health", operation_id = "healthReady",
     responses(
         (status = 200, description = "Ready", body = Readiness,
             example = json!({"status": "ready"})),
@@ -263,10 +257,7 @@ fn not_ready_reasons(state: &AppState) -> Vec<String> {
 /// or the worker, retention...), the ingest queue, the events, the last commit, the live
 /// stream, the rate limits, retention and the connections.
 #[utoipa::path(
-    get,
-    path = "/health/detailed",
-    tag = "health",
-    operation_id = "healthDetailed",
+    get, path = "/health/detailed", tag = "health", operation_id = "healthDetailed",
     responses((status = 200, description = "What the service is doing", body = HealthDetails))
 )]
 pub async fn detailed(State(state): State<AppState>) -> Json<HealthDetails> {

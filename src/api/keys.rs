@@ -2,8 +2,7 @@
 //! a secret) and revoking one, which takes effect from the next request on.
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -11,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
+use super::params::PathId;
 use super::refusals::ReadRefusals;
 use super::state::AppState;
-use crate::auth::keys::{KeyRecord, Scope, Scopes};
+use crate::auth::keys::{CreatedKey, KeyInfo, Scope, Scopes};
 use crate::config::parse_duration;
-use crate::event::timefmt::format_rfc3339_ms;
 
 /// The most a key's name may be.
 const MAX_NAME_CHARS: usize = 100;
@@ -37,55 +36,6 @@ pub struct CreateKey {
     pub expires: Option<String>,
 }
 
-/// A key as listed: never its secret.
-#[derive(Serialize, ToSchema)]
-pub struct KeyInfo {
-    pub id: String,
-    pub name: String,
-    /// Its first characters, to recognise it.
-    pub prefix: String,
-    pub scopes: Vec<Scope>,
-    #[schema(format = DateTime)]
-    pub created: String,
-    #[schema(format = DateTime)]
-    pub expires: Option<String>,
-    /// When it was last used (written back every few seconds, not on each request).
-    #[schema(format = DateTime)]
-    pub last_used: Option<String>,
-    #[schema(format = DateTime)]
-    pub revoked: Option<String>,
-}
-
-impl From<&KeyRecord> for KeyInfo {
-    fn from(record: &KeyRecord) -> KeyInfo {
-        KeyInfo {
-            id: record.id.clone(),
-            name: record.name.clone(),
-            prefix: record.prefix.clone(),
-            scopes: record.scopes.list().to_vec(),
-            created: format_rfc3339_ms(record.created_ms),
-            expires: record.expires_ms.map(format_rfc3339_ms),
-            last_used: record.last_used_ms.map(format_rfc3339_ms),
-            revoked: record.revoked_ms.map(format_rfc3339_ms),
-        }
-    }
-}
-
-/// A new key: `key` is its secret, shown this once (only its hash is kept).
-#[derive(Serialize, ToSchema)]
-pub struct CreatedKey {
-    pub id: String,
-    /// The secret: send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`.
-    pub key: String,
-    pub name: String,
-    pub prefix: String,
-    pub scopes: Vec<Scope>,
-    #[schema(format = DateTime)]
-    pub created: String,
-    #[schema(format = DateTime)]
-    pub expires: Option<String>,
-}
-
 /// Every key, oldest first.
 #[derive(Serialize, ToSchema)]
 pub struct KeyList {
@@ -96,10 +46,7 @@ pub struct KeyList {
 ///
 /// Admin. The answer holds the key's secret; it is never shown again.
 #[utoipa::path(
-    post,
-    path = "/keys",
-    tag = "keys",
-    operation_id = "createKey",
+    post, path = "/keys", tag = "keys", operation_id = "createKey",
     request_body = CreateKey,
     responses(
         (status = 201, description = "The key, with its secret", body = CreatedKey),
@@ -132,17 +79,7 @@ pub async fn create(State(state): State<AppState>, body: Body) -> Result<Respons
         .create(&wanted.name, Scopes::new(wanted.scopes), expires_ms)
         .await
         .map_err(ApiError::StoreUnavailable)?;
-    let info = KeyInfo::from(&made.record);
-    let created = CreatedKey {
-        id: info.id,
-        key: made.secret,
-        name: info.name,
-        prefix: info.prefix,
-        scopes: info.scopes,
-        created: info.created,
-        expires: info.expires,
-    };
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    Ok((StatusCode::CREATED, Json(CreatedKey::from(&made))).into_response())
 }
 
 fn parse_create(body: &Bytes) -> Result<CreateKey, ApiError> {
@@ -175,14 +112,8 @@ fn parse_create(body: &Bytes) -> Result<CreateKey, ApiError> {
 ///
 /// Admin. Every key, revoked and expired ones included; never a secret.
 #[utoipa::path(
-    get,
-    path = "/keys",
-    tag = "keys",
-    operation_id = "listKeys",
-    responses(
-        (status = 200, description = "The keys, oldest first", body = KeyList),
-        ReadRefusals,
-    )
+    get, path = "/keys", tag = "keys", operation_id = "listKeys",
+    responses((status = 200, description = "The keys, oldest first", body = KeyList), ReadRefusals)
 )]
 pub async fn list(State(state): State<AppState>) -> Result<Json<KeyList>, ApiError> {
     let records = state
@@ -199,10 +130,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<KeyList>, ApiErr
 ///
 /// Admin. Refused from the next request on (on every node of a cluster within a second).
 #[utoipa::path(
-    delete,
-    path = "/keys/{id}",
-    tag = "keys",
-    operation_id = "revokeKey",
+    delete, path = "/keys/{id}", tag = "keys", operation_id = "revokeKey",
     params(("id" = String, Path, description = "The key's `id` (not its secret)")),
     responses(
         (status = 204, description = "Revoked"),
@@ -212,14 +140,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<KeyList>, ApiErr
 )]
 pub async fn revoke(
     State(state): State<AppState>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(|rejection| {
-        ApiError::invalid_parameter(
-            "id",
-            format!("the key id cannot be read: {}", rejection.body_text()),
-        )
-    })?;
     let revoked = state
         .keys
         .revoke(&id)

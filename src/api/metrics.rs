@@ -100,15 +100,9 @@ pub struct SeriesParams {
 /// `top` largest of each by name, the rest summed under `(other)`. Late events count in
 /// their own time, future-dated ones once their time comes.
 #[utoipa::path(
-    get,
-    path = "/metrics",
-    tag = "metrics",
-    operation_id = "getMetrics",
+    get, path = "/metrics", tag = "metrics", operation_id = "getMetrics",
     params(WindowParam, TopParam),
-    responses(
-        (status = 200, description = "The counts", body = WindowReport),
-        ReadRefusals,
-    )
+    responses((status = 200, description = "The counts", body = WindowReport), ReadRefusals)
 )]
 pub async fn window(
     State(state): State<AppState>,
@@ -168,15 +162,9 @@ fn parse_window(name: &str, value: &str) -> Result<u64, ApiError> {
 /// types or services beyond `--max-tracked-types` or `--max-tracked-services` are summed in
 /// one series, `(other)`. At most 10,000 points (buckets × series): beyond, `400`.
 #[utoipa::path(
-    get,
-    path = "/metrics/timeseries",
-    tag = "metrics",
-    operation_id = "getTimeseries",
+    get, path = "/metrics/timeseries", tag = "metrics", operation_id = "getTimeseries",
     params(SeriesParams),
-    responses(
-        (status = 200, description = "The series", body = SeriesReport),
-        ReadRefusals,
-    )
+    responses((status = 200, description = "The series", body = SeriesReport), ReadRefusals)
 )]
 pub async fn timeseries(
     State(state): State<AppState>,
@@ -246,14 +234,8 @@ pub async fn timeseries(
 /// Totals, the last hour and 24 hours, the top 10 services and types of the last 24 hours
 /// with the sum of the others, and each of its hours. Takes no parameter.
 #[utoipa::path(
-    get,
-    path = "/metrics/summary",
-    tag = "metrics",
-    operation_id = "getSummary",
-    responses(
-        (status = 200, description = "The summary", body = SummaryReport),
-        ReadRefusals,
-    )
+    get, path = "/metrics/summary", tag = "metrics", operation_id = "getSummary",
+    responses((status = 200, description = "The summary", body = SummaryReport), ReadRefusals)
 )]
 pub async fn summary(
     State(state): State<AppState>,
@@ -275,10 +257,7 @@ pub async fn summary(
 /// In the Prometheus text format: events ingested, rejected and duplicate, queue depth,
 /// commit and index latencies, HTTP requests by route, method and status, stream subscribers.
 #[utoipa::path(
-    get,
-    path = "/metrics/prometheus",
-    tag = "metrics",
-    operation_id = "getPrometheusMetrics",
+    get, path = "/metrics/prometheus", tag = "metrics", operation_id = "getPrometheusMetrics",
     responses(
         (status = 200, description = "Prometheus text format 0.0.4",
             content_type = "text/plain", body = String),
@@ -315,10 +294,7 @@ pub async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
 /// `--max-subscribers` limit with `/stream` and ends when the server shuts down. Pushes do
 /// not wait for the indexer: each shows what is indexed at that moment.
 #[utoipa::path(
-    get,
-    path = "/stream/metrics",
-    tag = "stream",
-    operation_id = "streamMetrics",
+    get, path = "/stream/metrics", tag = "stream", operation_id = "streamMetrics",
     params(WindowParam, PushTopParam),
     responses(
         (status = 200, description = "An endless event stream", content_type = "text/event-stream",

@@ -103,8 +103,6 @@ pub fn router(state: AppState) -> Router {
         None => routes,
     };
     routes
-        .layer(axum::middleware::from_fn(guard::answer_headers))
-        .layer(axum::middleware::from_fn(crate::telemetry::track_requests))
         // Outermost: everything above runs, and logs, inside the request's span.
         .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)

@@ -206,10 +206,7 @@ static SWAGGER_CONFIG: LazyLock<Arc<Config<'static>>> =
 ///
 /// The OpenAPI 3.1 description of the API.
 #[utoipa::path(
-    get,
-    path = "/openapi.json",
-    tag = "documentation",
-    operation_id = "openapi",
+    get, path = "/openapi.json", tag = "documentation", operation_id = "openapi",
     responses((status = 200, description = "The OpenAPI document", body = Object))
 )]
 async fn document() -> Response {
@@ -224,10 +221,7 @@ async fn document() -> Response {
 ///
 /// Redirects to `/docs/`, the page.
 #[utoipa::path(
-    get,
-    path = "/docs",
-    tag = "documentation",
-    operation_id = "docs",
+    get, path = "/docs", tag = "documentation", operation_id = "docs",
     responses((status = 303, description = "To `/docs/`",
         headers(("Location" = String, description = "`/docs/`"))))
 )]
@@ -237,10 +231,7 @@ async fn docs_redirect() -> Redirect {
 
 /// Swagger UI page
 #[utoipa::path(
-    get,
-    path = "/docs/",
-    tag = "documentation",
-    operation_id = "docsPage",
+    get, path = "/docs/", tag = "documentation", operation_id = "docsPage",
     responses((status = 200, description = "The page", content_type = "text/html", body = String))
 )]
 async fn docs_page() -> Result<Response, ApiError> {
@@ -251,10 +242,7 @@ async fn docs_page() -> Result<Response, ApiError> {
 ///
 /// The scripts, style sheets and images the page loads.
 #[utoipa::path(
-    get,
-    path = "/docs/{file}",
-    tag = "documentation",
-    operation_id = "docsFile",
+    get, path = "/docs/{file}", tag = "documentation", operation_id = "docsFile",
     params(("file" = String, Path, description = "e.g. `swagger-ui.css`")),
     responses(
         (status = 200, description = "The file", content_type = "*/*", body = String),

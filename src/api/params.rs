@@ -1,6 +1,8 @@
-//! Query parameters of `GET /events`: strict parsing (an unknown or invalid parameter is a
-//! `400` naming it) and the opaque paging cursor.
+//! Request parameters: those of `GET /events` with strict parsing (an unknown or invalid
+//! parameter is a `400` naming it) and the opaque paging cursor, and the `{id}` of a path.
 
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::event::timefmt::parse_time_param;
@@ -9,6 +11,29 @@ use crate::store::{EventFilter, Order};
 use super::cursor::{Cursor, CursorError, CursorKey};
 use super::error::ApiError;
 use super::schema::Time;
+
+/// The `{id}` segment of a path (`/events/{id}`, `/keys/{id}`...), or a JSON `400` naming
+/// `id` when it cannot be decoded (`%ff` is not UTF-8), instead of axum's plain-text answer.
+pub struct PathId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| {
+                ApiError::invalid_parameter(
+                    "id",
+                    format!(
+                        "the id in the path cannot be read: {}",
+                        rejection.body_text()
+                    ),
+                )
+            })?;
+        Ok(PathId(id))
+    }
+}
 
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1_000;

@@ -1,7 +1,9 @@
-//! Request ids: every request gets one (the client's `X-Request-Id` when it is sane,
-//! otherwise a new UUIDv7), echoed in the response's `X-Request-Id` and carried by every log
-//! line of the request through its span. At `debug`, each request ends with a line giving
-//! its status and duration.
+//! What every request passes through first. Its id: the client's `X-Request-Id` when it is
+//! sane, otherwise a new UUIDv7, echoed in the response's `X-Request-Id` and carried by every
+//! log line of the request through its span (at `debug`, each request ends with a line
+//! giving its status and duration). Its count and duration for `/metrics/prometheus`, and
+//! the headers and JSON shape every answer gets. One middleware rather than three: each
+//! layer costs every request a boxed future and a clone of the routes below it.
 
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
@@ -9,15 +11,18 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use super::guard::finish_answer;
 use crate::clock::{Clock, SystemClock};
 use crate::queue::ids;
+use crate::telemetry::RequestTiming;
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest client-supplied id kept; longer ones are replaced.
 const MAX_LEN: usize = 128;
 
-/// Middleware: assigns the id, runs the request in a span holding it, echoes it.
+/// Middleware: assigns the id, runs the request in a span holding it, counts it, gives the
+/// answer its headers, echoes the id.
 pub async fn assign(request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -33,7 +38,8 @@ pub async fn assign(request: Request, next: Next) -> Response {
         path = %request.uri().path(),
     );
     let started = std::time::Instant::now();
-    let mut response = async {
+    let timing = RequestTiming::start(&request);
+    let response = async {
         let response = next.run(request).await;
         tracing::debug!(
             status = response.status().as_u16(),
@@ -44,6 +50,8 @@ pub async fn assign(request: Request, next: Next) -> Response {
     }
     .instrument(span)
     .await;
+    timing.finish(response.status().as_u16());
+    let mut response = finish_answer(response).await;
     let value = HeaderValue::from_str(&id).expect("sane ids are valid header values");
     response.headers_mut().insert(HEADER, value);
     response

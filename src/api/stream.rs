@@ -59,10 +59,7 @@ pub struct LastEventIdHeader {
 /// `--stream-buffer` events behind gets `event: lagged` with `data: {"last_seq": N}` and is
 /// disconnected: it can resume from `N`.
 #[utoipa::path(
-    get,
-    path = "/stream",
-    tag = "stream",
-    operation_id = "streamEvents",
+    get, path = "/stream", tag = "stream", operation_id = "streamEvents",
     params(EventFilterParams, SinceParam, LastEventIdHeader),
     responses(
         (status = 200, description = "An endless event stream", content_type = "text/event-stream",

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::keys::{self, KeyRecord, Scope, Scopes};
+use super::keys::{self, CreatedKey, KeyInfo, Scope, Scopes};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{parse_duration, redact_url};
 use crate::data_dir::DataDirLock;
@@ -85,9 +85,8 @@ pub async fn run(args: KeysArgs) -> Result<()> {
             let made = keys::generate(name.trim(), Scopes::new(scopes), now_ms, expires_ms)?;
             store.create_key(&made.record).await?;
             if args.json {
-                let mut object = describe(&made.record);
-                object["key"] = json!(made.secret);
-                writeln!(out, "{object}")?;
+                let created = serde_json::to_string(&CreatedKey::from(&made))?;
+                writeln!(out, "{created}")?;
             } else {
                 writeln!(out, "{}", made.secret)?;
                 eprintln!(
@@ -101,8 +100,8 @@ pub async fn run(args: KeysArgs) -> Result<()> {
         KeysAction::List => {
             let records = store.list_keys().await?;
             if args.json {
-                let list: Vec<_> = records.iter().map(describe).collect();
-                writeln!(out, "{}", serde_json::Value::from(list))?;
+                let list: Vec<_> = records.iter().map(KeyInfo::from).collect();
+                writeln!(out, "{}", serde_json::to_string(&list)?)?;
             } else {
                 writeln!(
                     out,
@@ -140,20 +139,6 @@ pub async fn run(args: KeysArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The key as JSON, as `POST /keys` and `GET /keys` show it (never the secret).
-fn describe(record: &KeyRecord) -> serde_json::Value {
-    json!({
-        "id": record.id,
-        "name": record.name,
-        "prefix": record.prefix,
-        "scopes": record.scopes.list(),
-        "created": format_rfc3339_ms(record.created_ms),
-        "expires": record.expires_ms.map(format_rfc3339_ms),
-        "last_used": record.last_used_ms.map(format_rfc3339_ms),
-        "revoked": record.revoked_ms.map(format_rfc3339_ms),
-    })
 }
 
 async fn open(args: &KeysArgs) -> Result<(Arc<dyn Store>, Option<DataDirLock>)> {

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use crate::event::timefmt::format_rfc3339_ms;
+
 /// What every key starts with, so a key found somewhere says what it is.
 pub const KEY_PREFIX: &str = "evk_";
 /// Characters of a key after its prefix: 22 base62 digits carry 130.9 bits, all random.
@@ -129,6 +131,59 @@ impl KeyRecord {
 pub struct NewKey {
     pub secret: String,
     pub record: KeyRecord,
+}
+
+/// A key as it is shown (`GET /keys`, `eventide keys list --json`): never its secret.
+#[derive(Serialize, ToSchema)]
+pub struct KeyInfo {
+    pub id: String,
+    pub name: String,
+    /// Its first characters, to recognise it.
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    #[schema(format = DateTime)]
+    pub created: String,
+    #[schema(format = DateTime)]
+    pub expires: Option<String>,
+    /// When it was last used (written back every few seconds, not on each request).
+    #[schema(format = DateTime)]
+    pub last_used: Option<String>,
+    #[schema(format = DateTime)]
+    pub revoked: Option<String>,
+}
+
+impl From<&KeyRecord> for KeyInfo {
+    fn from(record: &KeyRecord) -> KeyInfo {
+        KeyInfo {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            prefix: record.prefix.clone(),
+            scopes: record.scopes.list().to_vec(),
+            created: format_rfc3339_ms(record.created_ms),
+            expires: record.expires_ms.map(format_rfc3339_ms),
+            last_used: record.last_used_ms.map(format_rfc3339_ms),
+            revoked: record.revoked_ms.map(format_rfc3339_ms),
+        }
+    }
+}
+
+/// A new key as `POST /keys` and `eventide keys create --json` show it: `key` is its secret,
+/// shown this once (only its hash is kept).
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    /// The secret: send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+    pub key: String,
+    #[serde(flatten)]
+    pub info: KeyInfo,
+}
+
+impl From<&NewKey> for CreatedKey {
+    fn from(made: &NewKey) -> CreatedKey {
+        CreatedKey {
+            key: made.secret.clone(),
+            info: KeyInfo::from(&made.record),
+        }
+    }
 }
 
 /// Makes a key named `name` with `scopes`, valid until `expires_ms` if given.
