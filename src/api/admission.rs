@@ -5,8 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -25,8 +24,9 @@ impl InFlight {
     }
 }
 
-/// Decrements on drop, also when the request's future is dropped (client gone).
-struct Admitted<'a>(&'a InFlight);
+/// A request admitted: counted in progress until dropped, also when the request's future
+/// is dropped (client gone).
+pub struct Admitted<'a>(&'a InFlight);
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
@@ -34,20 +34,32 @@ impl Drop for Admitted<'_> {
     }
 }
 
-/// Middleware: admits the request if fewer than the maximum are in progress. Health checks
-/// always pass: an orchestrator must be able to ask an overloaded server how it is.
-pub async fn limit_in_flight(
-    State(in_flight): State<Arc<InFlight>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.uri().path().starts_with("/health") {
-        return next.run(request).await;
+/// What [`InFlight::admit`] decided.
+pub enum Admission<'a> {
+    /// Counted in progress until this is dropped.
+    Admitted(Admitted<'a>),
+    /// Not counted: health checks always pass, as an orchestrator must be able to ask an
+    /// overloaded server how it is.
+    Exempt,
+    /// Refused: as many requests as allowed are in progress.
+    Refused,
+}
+
+impl InFlight {
+    /// Admits `request` if fewer than the maximum are in progress.
+    pub fn admit(&self, request: &Request) -> Admission<'_> {
+        if request.uri().path().starts_with("/health") {
+            return Admission::Exempt;
+        }
+        if self.current.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.current.fetch_sub(1, Ordering::AcqRel);
+            return Admission::Refused;
+        }
+        Admission::Admitted(Admitted(self))
     }
-    if in_flight.current.fetch_add(1, Ordering::AcqRel) >= in_flight.max {
-        in_flight.current.fetch_sub(1, Ordering::AcqRel);
-        return ApiError::Overloaded(in_flight.max).into_response();
+
+    /// The answer to a refused request.
+    pub fn refusal(&self) -> Response {
+        ApiError::Overloaded(self.max).into_response()
     }
-    let _admitted = Admitted(&in_flight);
-    next.run(request).await
 }

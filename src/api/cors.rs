@@ -4,11 +4,8 @@
 //! (with an ingest key) and read answers. Any other origin gets no CORS header: the browser
 //! keeps the answer from the page.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -45,55 +42,65 @@ impl CorsOrigins {
     }
 }
 
-/// Middleware: answers preflights of listed origins, and marks the answers to them.
-pub async fn cors(
-    State(origins): State<Arc<CorsOrigins>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let origin = request
+/// What CORS makes of a request before it goes on.
+pub enum Before {
+    /// Nothing: no `Origin`, or one not listed (its page will not see the answer).
+    Pass,
+    /// A listed origin's request: [`mark`] its answer.
+    Mark(String),
+    /// A preflight, answered now (`204` for a listed origin, `403` otherwise).
+    Answer(Response),
+}
+
+pub fn before(origins: &CorsOrigins, request: &Request) -> Before {
+    let Some(origin) = request
         .headers()
         .get(header::ORIGIN)
         .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    let Some(origin) = origin else {
-        return next.run(request).await;
+    else {
+        return Before::Pass;
     };
-    let allowed = origins.allows(&origin);
-    if is_preflight(request.method(), request.headers()) {
-        if !allowed {
-            return ApiError::CorsOriginNotAllowed(format!(
+    let allowed = origins.allows(origin);
+    if !is_preflight(request.method(), request.headers()) {
+        return match allowed {
+            true => Before::Mark(origin.to_owned()),
+            false => Before::Pass,
+        };
+    }
+    if !allowed {
+        return Before::Answer(
+            ApiError::CorsOriginNotAllowed(format!(
                 "the origin '{origin}' is not allowed: list it with --cors-origins"
             ))
-            .into_response();
-        }
-        let mut answer = StatusCode::NO_CONTENT.into_response();
-        let headers = answer.headers_mut();
-        allow(headers, &origin);
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static(ALLOWED_METHODS),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(ALLOWED_HEADERS),
-        );
-        headers.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static(MAX_AGE_SECONDS),
-        );
-        return answer;
-    }
-    let mut answer = next.run(request).await;
-    if allowed {
-        let headers = answer.headers_mut();
-        allow(headers, &origin);
-        headers.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static(EXPOSED_HEADERS),
+            .into_response(),
         );
     }
-    answer
+    let mut answer = StatusCode::NO_CONTENT.into_response();
+    let headers = answer.headers_mut();
+    allow(headers, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOWED_METHODS),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(ALLOWED_HEADERS),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(MAX_AGE_SECONDS),
+    );
+    Before::Answer(answer)
+}
+
+/// Marks the answer to a listed origin's request as readable by its page.
+pub fn mark(answer: &mut Response, origin: &str) {
+    let headers = answer.headers_mut();
+    allow(headers, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED_HEADERS),
+    );
 }
 
 fn is_preflight(method: &Method, headers: &HeaderMap) -> bool {

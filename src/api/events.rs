@@ -1,8 +1,8 @@
 //! `/events`: ingestion (`POST`) and queries (`GET`, `GET /events/{id}`).
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{header, Extensions, HeaderMap, StatusCode};
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
@@ -16,7 +16,7 @@ use super::refusals::{IngestBadRequest, NotFound, ReadRefusals, TooManyRequests,
 use super::schema::{EventError, IngestAnswer, NewEvents};
 use super::snapshot::Snapshot;
 use super::state::AppState;
-use crate::connections::{PeerAddr, Timeout};
+use crate::connections::Timeout;
 use crate::event::parse::{parse_body, BodyError, TimeBounds, MAX_EVENTS_PER_REQUEST};
 use crate::event::render::{self, EventView};
 use crate::event::StoredEvent;
@@ -92,15 +92,13 @@ pub enum ContentEncoding {
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn ingest(
-    State(state): State<AppState>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
-    extensions: Extensions,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let format = body::format(&headers)?;
-    let body = match body::read(&headers, body, state.http.min_body_rate).await {
+pub async fn ingest(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    // The request taken apart rather than its headers and extensions extracted, which would
+    // clone both on every POST.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let format = body::format(headers)?;
+    let body = match body::read(headers, body, state.http.min_body_rate).await {
         Err(ApiError::BodyTooSlow(message)) => {
             state.http.connections.count_timeout(Timeout::Body);
             return Err(ApiError::BodyTooSlow(message));
@@ -170,7 +168,7 @@ pub async fn ingest(
     let submitted = batch.len();
     if let Some(limiter) = &state.rate_limits.ingest {
         let cells = u32::try_from(submitted).unwrap_or(u32::MAX);
-        let client = ClientKey::of(&peer, &extensions);
+        let client = ClientKey::of(&parts.extensions);
         if let Err(limited) = limiter.check(&client, cells) {
             telemetry::events_rejected("rate_limited", submitted);
             return Err(ApiError::RateLimited(limited));

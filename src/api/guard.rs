@@ -4,12 +4,10 @@
 //! JSON (an extractor's plain-text rejection) into the API's JSON error shape.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ErrorBody};
@@ -75,29 +73,25 @@ fn host_name(host: &str) -> &str {
         .map_or(host, |(name, _)| name)
 }
 
-/// Middleware: while no key is required, refuses requests naming a `Host` that is not
-/// allowed (`403`). With keys, a rebound page would have no key to send.
-pub async fn check_host(
-    State((hosts, keys)): State<(Arc<AllowedHosts>, Arc<Keys>)>,
-    request: Request,
-    next: Next,
-) -> Response {
+/// While no key is required, the refusal (`403`) of a request naming a `Host` that is not
+/// allowed. With keys, a rebound page would have no key to send.
+pub fn host_refusal(hosts: &AllowedHosts, keys: &Keys, request: &Request) -> Option<Response> {
     if keys.required() {
-        return next.run(request).await;
+        return None;
     }
     let host = request
         .headers()
         .get(header::HOST)
         .map(|value| value.to_str().unwrap_or("?"));
     // A request without Host (HTTP/1.0) cannot come from a browser, which always sends one.
-    if let Some(host) = host.filter(|host| !hosts.allows(host)) {
-        return ApiError::HostNotAllowed(format!(
+    let host = host.filter(|host| !hosts.allows(host))?;
+    Some(
+        ApiError::HostNotAllowed(format!(
             "the Host '{host}' is not served: without authentication only this server's \
              address, localhost and loopback addresses are; add it with --allowed-hosts"
         ))
-        .into_response();
-    }
-    next.run(request).await
+        .into_response(),
+    )
 }
 
 /// The headers every answer carries, and JSON for every error.

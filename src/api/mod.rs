@@ -8,6 +8,7 @@ pub mod cors;
 pub mod cursor;
 pub mod dashboard;
 pub mod dead_letters;
+pub mod edge;
 pub mod error;
 pub mod events;
 pub mod guard;
@@ -18,7 +19,6 @@ pub mod openapi;
 pub mod params;
 pub mod rate_limit;
 pub mod refusals;
-pub mod request_id;
 pub mod schema;
 pub mod snapshot;
 pub mod state;
@@ -79,32 +79,13 @@ pub fn router(state: AppState) -> Router {
         .route("/dead-letters/replay", post(dead_letters::replay))
         .route_layer(guard(Scope::Admin));
     let routes = open.merge(ingest).merge(read).merge(admin);
-    let routes = routes
+    routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
-            state.in_flight.clone(),
-            admission::limit_in_flight,
-        ));
-    let routes = match &state.http.hosts {
-        Some(hosts) => routes.layer(axum::middleware::from_fn_with_state(
-            (hosts.clone(), state.keys.clone()),
-            guard::check_host,
-        )),
-        None => routes,
-    };
-    // Outside the Host check (and, later, authentication): preflights carry neither a key nor
-    // anything else to check, and refusals still name the origin for its page.
-    let routes = match &state.http.cors {
-        Some(origins) => routes.layer(axum::middleware::from_fn_with_state(
-            origins.clone(),
-            cors::cors,
-        )),
-        None => routes,
-    };
-    routes
-        // Outermost: everything above runs, and logs, inside the request's span.
-        .layer(axum::middleware::from_fn(request_id::assign))
+            state.clone(),
+            edge::edge,
+        ))
         .with_state(state)
 }
 

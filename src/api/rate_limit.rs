@@ -5,7 +5,7 @@
 //! A request that came with an API key is limited by its key; one without (authentication
 //! off) by its IP address.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,10 +32,16 @@ pub enum ClientKey {
 
 impl ClientKey {
     /// The request's key if it carried one, else its address.
-    pub fn of(peer: &SocketAddr, extensions: &axum::http::Extensions) -> ClientKey {
+    /// The request's key when it was authenticated, else its peer's address (from the
+    /// request's extensions, where the connection put it).
+    pub fn of(extensions: &axum::http::Extensions) -> ClientKey {
         match extensions.get::<Principal>() {
             Some(principal) => ClientKey::Key(principal.key_id.clone()),
-            None => ClientKey::Ip(peer.ip()),
+            None => ClientKey::Ip(
+                extensions
+                    .get::<ConnectInfo<PeerAddr>>()
+                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0 .0.ip()),
+            ),
         }
     }
 }
@@ -187,7 +193,6 @@ const QUERY_ROUTES: &[&str] = &[
 /// Middleware: the query limit, one cell per read request.
 pub async fn limit_queries(
     State(limits): State<Arc<RateLimits>>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -198,7 +203,7 @@ pub async fn limit_queries(
                 .get::<MatchedPath>()
                 .is_some_and(|path| QUERY_ROUTES.contains(&path.as_str()));
         if is_query {
-            if let Err(limited) = limiter.check(&ClientKey::of(&peer, request.extensions()), 1) {
+            if let Err(limited) = limiter.check(&ClientKey::of(request.extensions()), 1) {
                 return limited.into_response();
             }
         }
