@@ -18,8 +18,8 @@ use super::scenarios::{
 };
 use super::server::RunningServer;
 use super::stats::LatencySummary;
-use super::Report;
-use crate::store::{floor_to, DAY_MS};
+use super::report::Report;
+use eventide::store::{floor_to, DAY_MS};
 
 /// Whole days dropped at the restart.
 const DAYS: i64 = 2;
