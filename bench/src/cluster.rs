@@ -12,18 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use eventide::queue::redis::{QueueKeys, RedisStream};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 
 use super::gen::{ClientIds, IdSource, RequestTemplate, Rng};
 use super::load::{rate, run_post_load, LoadOutcome, Pace, PostLoad, Schedule};
-use super::scenarios::{
-    progress, templates, warn_errors, BenchContext, ClusterTargets, BATCH_TEMPLATES,
-};
+use super::report::Report;
+use super::scenarios::{progress, templates, warn_errors, BenchContext, BATCH_TEMPLATES};
 use super::server::{cpu_seconds, RunningServer, ServerCommand};
 use super::stats::{micros, percentile, LatencySummary};
-use super::report::Report;
-use eventide::queue::redis::{QueueKeys, RedisStream};
 
 const BATCH_SIZE: usize = 1000;
 /// Load connections to each API node.

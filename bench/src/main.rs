@@ -233,7 +233,6 @@ async fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-
 /// `eventide` in the directory of this executable: `cargo build` puts both binaries of the
 /// workspace in the same target directory.
 fn default_server_bin() -> Result<PathBuf> {

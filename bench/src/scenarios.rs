@@ -17,9 +17,9 @@ use super::load::{
     describe_refusal, ensure_connected, rate, run_post_load, LoadOutcome, Pace, PostLoad,
     ProbeOutcome, Prober, Schedule, REQUEST_TIMEOUT,
 };
+use super::report::Report;
 use super::server::{RunningServer, ScratchDir, ServerCommand};
 use super::stats::{micros, LatencySummary};
-use super::report::Report;
 
 /// Events per batch request in the batch, sustained and preload loads.
 pub(super) const BATCH_SIZE: usize = 1000;

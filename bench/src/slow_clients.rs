@@ -16,9 +16,9 @@ use tokio::net::TcpStream;
 
 use super::gen::{ClientIds, IdSource, Rng};
 use super::load::{run_post_load, LoadOutcome, PostLoad, Schedule};
+use super::report::Report;
 use super::scenarios::{fetch_body, progress, templates, warn_errors, BenchContext};
 use super::stats::LatencySummary;
-use super::report::Report;
 
 /// Hostile sockets held open at once.
 const SLOW_SOCKETS: usize = 2_000;

@@ -51,7 +51,6 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
-
 /// The event's `timestamp` (UTC epoch ms) from the `data` of an `event` frame.
 pub fn event_timestamp_ms(data: &[u8]) -> Option<i64> {
     let text = string_field(data, br#""timestamp":""#)?;
@@ -331,7 +330,6 @@ impl FrameReader<'_> {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -124,8 +124,20 @@ impl ServerProcess {
             let stdout = child.stdout.take().expect("stdout piped");
             let stderr = child.stderr.take().expect("stderr piped");
             capture.open_streams.store(2, Ordering::SeqCst);
-            tokio::spawn(drain(stderr, "stderr", logs.clone(), *echo, capture.clone()));
-            tokio::spawn(drain(stdout, "stdout", logs.clone(), *echo, capture.clone()));
+            tokio::spawn(drain(
+                stderr,
+                "stderr",
+                logs.clone(),
+                *echo,
+                capture.clone(),
+            ));
+            tokio::spawn(drain(
+                stdout,
+                "stdout",
+                logs.clone(),
+                *echo,
+                capture.clone(),
+            ));
         }
         let mut server = ServerProcess {
             child,

@@ -1,4 +1,4 @@
-//! Reading Server-Sent Events (`GET /stream`, `GET /metrics` as a stream): an incremental
+//! Reading Server-Sent Events (`GET /stream` and the API's other streams): an incremental
 //! decoder of the chunked body ([`ChunkedDecoder`], for readers on a raw socket) and a
 //! splitter of the decoded bytes into frames ([`SseParser`]), both fed bytes as they arrive,
 //! split anywhere.

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use testkit::http::url_encode as encode_segment;
-pub use testkit::strip_ansi;
 use testkit::server::{Launch, Logs, Output, ServerProcess};
+pub use testkit::strip_ansi;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
