@@ -60,19 +60,19 @@
 
 pub mod api;
 pub mod auth;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod connections;
 pub mod consume;
 pub mod data_dir;
-pub mod error_code;
+pub(crate) mod error_code;
 pub mod event;
 pub mod health;
-pub mod live;
-pub mod metrics;
+pub(crate) mod live;
+pub(crate) mod metrics;
 pub mod queue;
 pub mod record;
-pub mod retention;
+pub(crate) mod retention;
 pub mod server;
 pub mod store;
-pub mod telemetry;
+pub(crate) mod telemetry;
