@@ -26,3 +26,19 @@ pub enum Command {
     /// Create, list or revoke API keys, offline (on --data-dir, or a cluster's --store).
     Keys(KeysArgs),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The library's tests parse `serve` with a stand-in for this type; this checks the real one.
+    #[test]
+    fn the_command_line_is_consistent_and_parses_each_subcommand() {
+        Cli::command().debug_assert();
+        let serve = Cli::try_parse_from(["eventide", "serve", "--log-format", "json"]).unwrap();
+        assert!(matches!(serve.command, Command::Serve(_)));
+        let keys = Cli::try_parse_from(["eventide", "keys", "list"]).unwrap();
+        assert!(matches!(keys.command, Command::Keys(_)));
+    }
+}
