@@ -26,7 +26,11 @@
 //!   timing out the connections the API is served on.
 //! - [`server`]: the one place that assembles the parts for a deployment and shuts them down
 //!   in order.
-//! - [`bench`]: `eventide bench`, the load generator.
+//!
+//! The `eventide` binary (`src/main.rs`, its command line in `src/cli.rs`) only parses the
+//! command line and hands over to [`server::serve`] or [`auth::command`]. The load generator
+//! is a crate of its own (`bench/`, the `eventide-bench` binary), as is the kit it shares
+//! with the integration tests (`testkit/`); neither is linked into the service.
 //!
 //! # Path of an event
 //! 1. `POST /events` reads the body (refused before reading if too large, gunzipped if asked)
@@ -56,20 +60,19 @@
 
 pub mod api;
 pub mod auth;
-pub mod bench;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod connections;
 pub mod consume;
 pub mod data_dir;
-pub mod error_code;
+pub(crate) mod error_code;
 pub mod event;
 pub mod health;
-pub mod live;
-pub mod metrics;
+pub(crate) mod live;
+pub(crate) mod metrics;
 pub mod queue;
 pub mod record;
-pub mod retention;
+pub(crate) mod retention;
 pub mod server;
 pub mod store;
-pub mod telemetry;
+pub(crate) mod telemetry;

@@ -1,10 +1,13 @@
 //! The `eventide` binary: reads configuration, sets up logging and hands over to the library.
 
+mod cli;
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use eventide::config::{Cli, Command, LogConfig, LogFormat};
+use cli::{Cli, Command};
+use eventide::config::{LogConfig, LogFormat};
 
 /// glibc's allocator showed up at ~9% of the ingest profile; mimalloc halves that.
 #[global_allocator]
@@ -29,7 +32,6 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(config) => serve(*config).await,
-            Command::Bench(args) => eventide::bench::run(args).await,
             Command::Keys(args) => eventide::auth::command::run(args).await,
         }
     });

@@ -8,7 +8,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::sse::{self, Frame};
+use common::sse::{Frame, SseBody};
 use common::*;
 use serde_json::{json, Value};
 
@@ -20,11 +20,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 // ---------------------------------------------------------------------------------------------
 
 struct Sse {
-    response: reqwest::Response,
-    buf: Vec<u8>,
-    /// Start of the unparsed bytes in `buf`.
-    start: usize,
-    ended: bool,
+    body: SseBody,
 }
 
 /// A client without a total timeout: streams outlive any request timeout; reads are bounded
@@ -70,10 +66,7 @@ impl Sse {
         assert_eq!(header("content-type").as_deref(), Some("text/event-stream"));
         assert_eq!(header("cache-control").as_deref(), Some("no-cache"));
         Ok(Sse {
-            response,
-            buf: Vec::new(),
-            start: 0,
-            ended: false,
+            body: SseBody::new(response),
         })
     }
 
@@ -87,35 +80,7 @@ impl Sse {
 
     /// The next message, or `None` once the stream has ended; panics after `timeout`.
     async fn next_within(&mut self, timeout: Duration) -> Option<Frame> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(frame) = self.parse_one() {
-                return Some(frame);
-            }
-            if self.ended {
-                assert_eq!(
-                    self.start,
-                    self.buf.len(),
-                    "stream ended inside a message: {:?}",
-                    String::from_utf8_lossy(&self.buf[self.start..])
-                );
-                return None;
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .unwrap_or_else(|_| panic!("no SSE message within {timeout:?}"));
-            match chunk {
-                Ok(Some(bytes)) => {
-                    if self.start > 0 && self.start * 2 > self.buf.len() {
-                        self.buf.drain(..self.start);
-                        self.start = 0;
-                    }
-                    self.buf.extend_from_slice(&bytes);
-                }
-                Ok(None) => self.ended = true,
-                Err(e) => panic!("reading the stream failed: {e:?}"),
-            }
-        }
+        self.body.next_within(timeout).await
     }
 
     async fn next(&mut self) -> Option<Frame> {
@@ -127,11 +92,6 @@ impl Sse {
         let frame = self.next().await.expect("the stream ended early");
         assert_eq!(frame.event, "event", "unexpected message {frame:?}");
         frame
-    }
-
-    /// Parses one complete message out of the buffer, skipping comment-only blocks.
-    fn parse_one(&mut self) -> Option<Frame> {
-        sse::parse_frame(&self.buf, &mut self.start)
     }
 }
 

@@ -1,5 +1,5 @@
-//! Shared helpers for the integration tests: spawning the real `eventide` binary
-//! ([`TestServer`]), a thin HTTP wrapper ([`Api`]), batch-answer checks, time utilities,
+//! Shared helpers for the integration tests: the real `eventide` binary ([`TestServer`],
+//! started by the test kit shared with the load generator), a thin HTTP wrapper ([`Api`]), batch-answer checks, time utilities,
 //! a PostgreSQL schema per test ([`postgres`]), Redis keys per test or a Redis of a test's own
 //! ([`redis`]), a TCP proxy a test can cut ([`proxy`]) and a `/stream` reader ([`sse`]).
 #![allow(dead_code)]
@@ -13,21 +13,21 @@ use std::collections::HashSet;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use testkit::http::url_encode as encode_segment;
+use testkit::server::{Launch, Logs, Output, ServerProcess};
+pub use testkit::strip_ansi;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::process::Command;
 
 /// Path of the server binary built by cargo for this test run.
 pub const BIN: &str = env!("CARGO_BIN_EXE_eventide");
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
-const MAX_LOG_LINES: usize = 5000;
 
 // ---------------------------------------------------------------------------------------------
 // Responses
@@ -167,16 +167,26 @@ impl Api {
         })
     }
 
+    /// Sends `request` and reads the whole answer.
+    async fn try_send(request: reqwest::RequestBuilder) -> reqwest::Result<Resp> {
+        Self::read(request.send().await?).await
+    }
+
+    /// [`try_send`](Self::try_send), panicking (naming `what`) if it fails.
+    async fn send(request: reqwest::RequestBuilder, what: &str) -> Resp {
+        Self::try_send(request)
+            .await
+            .unwrap_or_else(|e| panic!("{what} failed: {e:?}"))
+    }
+
     /// POST a JSON body (object, array or anything else) to /events.
     pub async fn try_post_events(&self, body: &Value) -> reqwest::Result<Resp> {
-        let resp = self
+        let request = self
             .client
             .post(self.url("/events"))
             .header("content-type", "application/json")
-            .body(serde_json::to_vec(body).expect("serialize"))
-            .send()
-            .await?;
-        Self::read(resp).await
+            .body(serde_json::to_vec(body).expect("serialize"));
+        Self::try_send(request).await
     }
 
     pub async fn post_events(&self, body: &Value) -> Resp {
@@ -199,34 +209,19 @@ impl Api {
         } else {
             body
         };
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("POST /events failed: {e:?}"));
-        Self::read(resp).await.expect("read response body")
+        Self::send(req.body(body), "POST /events").await
     }
 
     /// GET /events with the given query parameters (URL-encoded by reqwest).
     pub async fn get_events(&self, query: &[(&str, &str)]) -> Resp {
-        let resp = self
-            .client
-            .get(self.url("/events"))
-            .query(query)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET /events failed: {e:?}"));
-        Self::read(resp).await.expect("read response body")
+        let request = self.client.get(self.url("/events")).query(query);
+        Self::send(request, "GET /events").await
     }
 
     /// GET /events/{id} (the id percent-encoded as one path segment).
     pub async fn try_get_event(&self, id: &str) -> reqwest::Result<Resp> {
-        let resp = self
-            .client
-            .get(self.url(&format!("/events/{}", encode_segment(id))))
-            .send()
-            .await?;
-        Self::read(resp).await
+        let path = format!("/events/{}", encode_segment(id));
+        Self::try_send(self.client.get(self.url(&path))).await
     }
 
     pub async fn get_event(&self, id: &str) -> Resp {
@@ -237,13 +232,8 @@ impl Api {
 
     /// GET an arbitrary path (with query string already in it).
     pub async fn get(&self, path_and_query: &str) -> Resp {
-        let resp = self
-            .client
-            .get(self.url(path_and_query))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {path_and_query} failed: {e:?}"));
-        Self::read(resp).await.expect("read response body")
+        let request = self.client.get(self.url(path_and_query));
+        Self::send(request, &format!("GET {path_and_query}")).await
     }
 
     /// Posts one valid event, asserts it was accepted, and returns its id.
@@ -345,8 +335,9 @@ pub struct TestServer {
     args: Vec<String>,
     /// Variables set for the server (e.g. `EVENTIDE_BOOTSTRAP_KEY`).
     pub env: Vec<(String, String)>,
-    child: Option<Child>,
-    logs: Arc<Mutex<Vec<String>>>,
+    process: Option<ServerProcess>,
+    /// The output of every process of this server, restarts included.
+    logs: Logs,
     _tempdir: Option<tempfile::TempDir>,
     /// The PostgreSQL schema the server stores into, when the suite runs on PostgreSQL.
     _schema: Option<postgres::TestSchema>,
@@ -418,8 +409,8 @@ impl TestServer {
             data_dir: dir,
             args: extra_args.iter().map(|s| s.to_string()).collect(),
             env,
-            child: None,
-            logs: Arc::new(Mutex::new(Vec::new())),
+            process: None,
+            logs: Logs::default(),
             _tempdir: tempdir,
             _schema: None,
         };
@@ -477,64 +468,30 @@ impl TestServer {
     }
 
     async fn launch(&mut self) {
-        assert!(self.child.is_none(), "server already running");
-        let mut cmd = Command::new(BIN);
-        cmd.envs(self.env.iter().map(|(name, value)| (name, value)));
-        cmd.arg("serve")
-            .arg("--addr")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(self.read_wait_default())
-            .args(self.retention_default())
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
-        let (tx, mut rx) = mpsc::unbounded_channel::<String>();
-        let stderr = child.stderr.take().expect("stderr piped");
-        let stdout = child.stdout.take().expect("stdout piped");
-        tokio::spawn(drain(stderr, "stderr", self.logs.clone(), tx.clone()));
-        tokio::spawn(drain(stdout, "stdout", self.logs.clone(), tx));
-
-        let addr = match tokio::time::timeout(START_TIMEOUT, rx.recv()).await {
-            Ok(Some(addr)) => addr,
-            Ok(None) => {
-                let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                panic!(
-                    "server exited ({status:?}) before printing `listening on http://`; output:\n{}",
-                    self.logs()
-                );
-            }
-            Err(_) => panic!(
-                "server did not print `listening on http://` within {START_TIMEOUT:?}; output:\n{}",
-                self.logs()
-            ),
-        };
-        self.child = Some(child);
-        self.addr = addr.clone();
-        self.api.base = format!("http://{addr}");
-
-        // It says it is listening; make sure it answers before handing it to the test.
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            match self.api.client.get(self.url("/health")).send().await {
-                Ok(r) if r.status().as_u16() == 200 => break,
-                other => {
-                    if Instant::now() > deadline {
-                        panic!(
-                            "server at {addr} never answered /health with 200 (last: {other:?}); output:\n{}",
-                            self.logs()
-                        );
-                    }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
+        assert!(self.process.is_none(), "server already running");
+        let mut args: Vec<String> = self
+            .read_wait_default()
+            .into_iter()
+            .chain(self.retention_default())
+            .map(str::to_owned)
+            .collect();
+        args.extend(self.args.iter().cloned());
+        let process = ServerProcess::start(Launch {
+            binary: Path::new(BIN),
+            data_dir: &self.data_dir,
+            args: &args,
+            env: &self.env,
+            output: Output::Capture {
+                logs: self.logs.clone(),
+                echo: std::env::var_os("EVENTIDE_TEST_LOG").is_some(),
+            },
+            startup_limit: START_TIMEOUT,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        self.addr = process.addr().to_string();
+        self.api.base = format!("http://{}", self.addr);
+        self.process = Some(process);
     }
 
     /// A cloneable handle to this server (the address of the current process).
@@ -543,41 +500,35 @@ impl TestServer {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .and_then(Child::id)
-            .expect("server is running")
+        self.process.as_ref().expect("server is running").pid()
     }
 
     /// Everything the server printed so far (stderr and stdout, interleaved by arrival).
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().join("\n")
+        self.logs.text()
     }
 
     /// SIGKILL the server and reap it.
     pub async fn kill9(&mut self) {
-        let mut child = self.child.take().expect("server is running");
-        child.kill().await.expect("SIGKILL the server");
+        let mut process = self.process.take().expect("server is running");
+        process.kill().await.expect("SIGKILL the server");
     }
 
     /// Sends SIGTERM without waiting.
     pub fn send_sigterm(&self) {
-        let pid = self.pid();
-        let st = std::process::Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status()
-            .expect("run kill -TERM");
-        assert!(st.success(), "kill -TERM {pid} failed: {st}");
+        let process = self.process.as_ref().expect("server is running");
+        process
+            .sigterm()
+            .unwrap_or_else(|e| panic!("kill -TERM {} failed: {e:#}", process.pid()));
     }
 
     /// Waits (bounded) for the process to exit after a signal and returns its status.
     pub async fn wait_exit(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("server is running");
-        match tokio::time::timeout(EXIT_TIMEOUT, child.wait()).await {
-            Ok(status) => status.expect("wait for server"),
-            Err(_) => {
-                let _ = child.start_kill();
+        let mut process = self.process.take().expect("server is running");
+        match process.wait(EXIT_TIMEOUT).await.expect("wait for server") {
+            Some(status) => status,
+            None => {
+                process.start_kill();
                 panic!(
                     "server did not exit within {EXIT_TIMEOUT:?} after SIGTERM; output:\n{}",
                     self.logs()
@@ -600,94 +551,20 @@ impl TestServer {
 
     /// Starts the server again on the same data directory and flags (new port).
     pub async fn restart(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill().await;
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill().await;
         }
-        self.logs.lock().unwrap().push("----- restart -----".into());
+        self.logs.push("----- restart -----".into());
         self.launch().await;
     }
 }
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.start_kill();
+        if let Some(process) = self.process.as_mut() {
+            process.start_kill();
         }
     }
-}
-
-/// Reads one output stream of the server line by line until EOF, storing the lines, echoing
-/// them when `EVENTIDE_TEST_LOG` is set, and reporting the listening address once.
-async fn drain<R: AsyncRead + Unpin>(
-    stream: R,
-    tag: &'static str,
-    logs: Arc<Mutex<Vec<String>>>,
-    tx: mpsc::UnboundedSender<String>,
-) {
-    let echo = std::env::var_os("EVENTIDE_TEST_LOG").is_some();
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    let mut tx = Some(tx);
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let line = strip_ansi(String::from_utf8_lossy(&buf).trim_end());
-        if echo {
-            eprintln!("[eventide {tag}] {line}");
-        }
-        if let Some(addr) = parse_listening(&line) {
-            if let Some(tx) = tx.take() {
-                let _ = tx.send(addr);
-            }
-        }
-        let mut logs = logs.lock().unwrap();
-        if logs.len() >= MAX_LOG_LINES {
-            logs.remove(0);
-        }
-        logs.push(format!("[{tag}] {line}"));
-    }
-}
-
-/// The `HOST:PORT` after `listening on http://` in a log line, if any.
-pub fn parse_listening(line: &str) -> Option<String> {
-    const MARK: &str = "listening on http://";
-    let at = line.find(MARK)? + MARK.len();
-    let token: String = line[at..]
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != '"')
-        .collect();
-    let token = token.trim_end_matches(['/', '"', '\'', ',', ')']);
-    (!token.is_empty()).then(|| token.to_string())
-}
-
-/// Removes ANSI escape sequences (CSI `ESC [ ... letter` and two-character escapes).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\u{1b}' {
-            out.push(c);
-            continue;
-        }
-        match chars.peek() {
-            Some('[') => {
-                chars.next();
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() || c == '~' {
-                        break;
-                    }
-                }
-            }
-            Some(_) => {
-                chars.next();
-            }
-            None => {}
-        }
-    }
-    out
 }
 
 /// Runs the binary with `args` (no `serve` added) and returns (exit status, stdout, stderr);
@@ -1063,19 +940,6 @@ pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(data).expect("gzip");
     enc.finish().expect("gzip finish")
-}
-
-/// Percent-encodes a string as one URL path segment (everything but unreserved characters).
-pub fn encode_segment(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Serializes events as NDJSON (one compact object per line).

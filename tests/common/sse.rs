@@ -1,10 +1,13 @@
 //! A small `/stream` (Server-Sent Events) reader for tests that follow events across
-//! processes: each read is bounded, and every `event` frame's `id:` is checked against the
-//! `seq` of its data.
+//! processes: each read is bounded, the body is split into frames by the test kit's parser
+//! ([`testkit::sse::SseParser`]) and each frame is checked strictly, and every `event`
+//! frame's `id:` is checked against the `seq` of its data.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde_json::Value;
+use testkit::sse::SseParser;
 
 use super::Api;
 
@@ -21,13 +24,83 @@ impl Frame {
         serde_json::from_str(&self.data)
             .unwrap_or_else(|e| panic!("data is not JSON ({e}): {:?}", self.data))
     }
+
+    /// The message of a parsed frame, `None` for comments only; panics on anything the
+    /// server should not send (another field, several data lines, a non-numeric id).
+    fn checked(frame: &testkit::sse::Frame<'_>) -> Option<Frame> {
+        if let Some(name) = frame.other_field {
+            panic!(
+                "unexpected SSE field {:?} in {frame:?}",
+                String::from_utf8_lossy(name)
+            );
+        }
+        if frame.is_comment() {
+            return None;
+        }
+        assert!(frame.data_lines <= 1, "more than one data line: {frame:?}");
+        let text = |bytes: &[u8]| String::from_utf8(bytes.to_vec()).expect("UTF-8 stream");
+        Some(Frame {
+            event: frame.event.map_or_else(|| "message".to_owned(), text),
+            id: frame.id.map(|id| text(id).parse().expect("numeric id")),
+            data: frame.data.as_deref().map_or_else(String::new, text),
+        })
+    }
+}
+
+/// The body of a `200 text/event-stream` answer, read message by message.
+pub struct SseBody {
+    response: reqwest::Response,
+    parser: SseParser,
+    frames: VecDeque<Frame>,
+    ended: bool,
+}
+
+impl SseBody {
+    pub fn new(response: reqwest::Response) -> SseBody {
+        SseBody {
+            response,
+            parser: SseParser::default(),
+            frames: VecDeque::new(),
+            ended: false,
+        }
+    }
+
+    /// The next message, or `None` once the stream has ended (not inside a message);
+    /// panics after `timeout`.
+    pub async fn next_within(&mut self, timeout: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(frame) = self.frames.pop_front() {
+                return Some(frame);
+            }
+            if self.ended {
+                assert!(
+                    self.parser.pending().is_empty(),
+                    "stream ended inside a message: {:?}",
+                    String::from_utf8_lossy(self.parser.pending())
+                );
+                return None;
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("no SSE message within {timeout:?}"));
+            match chunk {
+                Ok(Some(bytes)) => {
+                    self.parser.input().extend_from_slice(&bytes);
+                    let frames = &mut self.frames;
+                    self.parser
+                        .drain(|frame| frames.extend(Frame::checked(&frame)))
+                        .unwrap_or_else(|e| panic!("reading the stream failed: {e:#}"));
+                }
+                Ok(None) => self.ended = true,
+                Err(e) => panic!("reading the stream failed: {e:?}"),
+            }
+        }
+    }
 }
 
 pub struct Sse {
-    response: reqwest::Response,
-    buf: Vec<u8>,
-    /// Start of the unparsed bytes in `buf`.
-    start: usize,
+    body: SseBody,
 }
 
 impl Sse {
@@ -58,34 +131,16 @@ impl Sse {
         }
         assert_eq!(content_type.as_deref(), Some("text/event-stream"));
         Sse {
-            response,
-            buf: Vec::new(),
-            start: 0,
+            body: SseBody::new(response),
         }
     }
 
     /// The next message; panics if none comes within `timeout` or the stream ends.
     pub async fn next(&mut self, timeout: Duration) -> Frame {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            if let Some(frame) = self.parse_one() {
-                return frame;
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
-                .await
-                .unwrap_or_else(|_| panic!("no SSE message within {timeout:?}"));
-            match chunk {
-                Ok(Some(bytes)) => {
-                    if self.start > 0 && self.start * 2 > self.buf.len() {
-                        self.buf.drain(..self.start);
-                        self.start = 0;
-                    }
-                    self.buf.extend_from_slice(&bytes);
-                }
-                Ok(None) => panic!("the stream ended"),
-                Err(e) => panic!("reading the stream failed: {e:?}"),
-            }
-        }
+        self.body
+            .next_within(timeout)
+            .await
+            .unwrap_or_else(|| panic!("the stream ended"))
     }
 
     /// The next `n` messages, which must be events whose `id:` is their `seq`, as JSON.
@@ -103,45 +158,5 @@ impl Sse {
             events.push(event);
         }
         events
-    }
-
-    fn parse_one(&mut self) -> Option<Frame> {
-        parse_frame(&self.buf, &mut self.start)
-    }
-}
-
-/// Parses the next complete message of `buf` from `*start` (advancing it past what it
-/// consumed), skipping comment-only blocks; `None` until a whole message has arrived.
-pub fn parse_frame(buf: &[u8], start: &mut usize) -> Option<Frame> {
-    loop {
-        let rest = &buf[*start..];
-        let end = rest.windows(2).position(|w| w == b"\n\n")?;
-        let block = String::from_utf8(rest[..end].to_vec()).expect("UTF-8 stream");
-        *start += end + 2;
-        let mut frame = Frame {
-            event: "message".into(),
-            id: None,
-            data: String::new(),
-        };
-        let mut has_field = false;
-        for line in block.split('\n') {
-            if line.starts_with(':') {
-                continue;
-            }
-            let (name, value) = line.split_once(": ").unwrap_or((line, ""));
-            has_field = true;
-            match name {
-                "event" => frame.event = value.to_owned(),
-                "id" => frame.id = Some(value.parse().expect("numeric id")),
-                "data" => {
-                    assert!(frame.data.is_empty(), "more than one data line: {block:?}");
-                    frame.data = value.to_owned();
-                }
-                other => panic!("unexpected SSE field {other:?} in {block:?}"),
-            }
-        }
-        if has_field {
-            return Some(frame);
-        }
     }
 }

@@ -12,16 +12,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use eventide::queue::redis::{QueueKeys, RedisStream};
 use tokio::sync::watch;
 use tokio_postgres::NoTls;
 
 use super::gen::{ClientIds, IdSource, RequestTemplate, Rng};
 use super::load::{rate, run_post_load, LoadOutcome, Pace, PostLoad, Schedule};
+use super::report::Report;
 use super::scenarios::{progress, templates, warn_errors, BenchContext, BATCH_TEMPLATES};
 use super::server::{cpu_seconds, RunningServer, ServerCommand};
 use super::stats::{micros, percentile, LatencySummary};
-use super::Report;
-use crate::queue::redis::{QueueKeys, RedisStream};
 
 const BATCH_SIZE: usize = 1000;
 /// Load connections to each API node.
@@ -38,13 +38,6 @@ const MAX_QUEUE_BACKLOG: u64 = 200_000;
 /// The second load's rate (events/s over all API nodes): the target end-to-end rate, to see
 /// the lag at a rate the cluster sustains rather than at the backlog bound.
 const PACED_RATE: f64 = 20_000.0;
-
-/// Where the cluster's servers are, from `eventide bench --postgres-url/--redis-url`.
-#[derive(Debug, Clone)]
-pub struct ClusterTargets {
-    pub postgres_url: String,
-    pub redis_url: String,
-}
 
 /// What one load phase measured.
 struct Phase {
@@ -118,7 +111,7 @@ pub async fn cluster(context: &BenchContext, duration: Duration) -> Result<Repor
         .with_context(|| {
             format!(
                 "connecting to PostgreSQL at {} (--postgres-url)",
-                crate::config::redact_url(&targets.postgres_url)
+                eventide::config::redact_url(&targets.postgres_url)
             )
         })?;
     tokio::spawn(connection);
@@ -285,13 +278,13 @@ impl Run<'_> {
             ("postgres_cores", before.postgres, after.postgres),
             ("load_generator_cores", before.bench, after.bench),
         ] {
-            report.push(name, super::round((after - before) / seconds, 2));
+            report.push(name, super::report::round((after - before) / seconds, 2));
         }
         let ours = after.ours() - before.ours();
         let busy = after.machine_busy - before.machine_busy;
         report.push(
             "other_processes_cores",
-            super::round((busy - ours).max(0.0) / seconds, 2),
+            super::report::round((busy - ours).max(0.0) / seconds, 2),
         );
         report.push("machine_cores", after.machine_cores);
         report.push("postgres_waits", describe_waits(&unpaced.waits));
@@ -308,14 +301,14 @@ impl Run<'_> {
         let seconds = paced.load_elapsed.as_secs_f64();
         report.push(
             "paced_postgres_cores",
-            super::round(
+            super::report::round(
                 (paced.cpu_after.postgres - paced.cpu_before.postgres) / seconds,
                 2,
             ),
         );
         report.push(
             "paced_machine_busy_cores",
-            super::round(
+            super::report::round(
                 (paced.cpu_after.machine_busy - paced.cpu_before.machine_busy) / seconds,
                 2,
             ),

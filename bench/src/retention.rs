@@ -9,17 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use eventide::store::{floor_to, DAY_MS};
 use serde_json::Value;
 
 use super::gen::{ClientIds, EventShape, IdSource, Rng};
 use super::load::{run_post_load, Pace, PostLoad, Schedule};
+use super::report::Report;
 use super::scenarios::{
     fetch_body, preload, progress, templates, wait_until_indexed, warn_errors, BenchContext,
 };
 use super::server::RunningServer;
 use super::stats::LatencySummary;
-use super::Report;
-use crate::store::{floor_to, DAY_MS};
 
 /// Whole days dropped at the restart.
 const DAYS: i64 = 2;

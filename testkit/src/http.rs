@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 keep-alive client over `tokio::net::TcpStream`, just enough to load
-//! the server: one request at a time per connection, responses framed by `Content-Length`.
-//! (The streaming responses of `/stream` are read by [`super::sse`], which shares the head
-//! parsing, [`RawHead`].)
+//! the server and to see whether it is up: one request at a time per connection, responses
+//! framed by `Content-Length`. (The streaming responses of `/stream` are decoded by
+//! [`crate::sse`]; their heads are parsed by [`RawHead`] too.)
 //!
 //! A general client (hyper, reqwest) would cost the load generator CPU that the server
 //! needs on a two-core machine, and would hide connection reuse behind a pool.
@@ -240,32 +240,10 @@ async fn open_stream(addr: SocketAddr) -> Result<TcpStream> {
     Ok(stream)
 }
 
-/// The API key every request of this run carries (`--auth`), set once at start.
-static API_KEY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// Makes every request of the run carry `key` (the servers are started with it).
-pub fn use_api_key(key: String) {
-    let _ = API_KEY.set(key);
-}
-
-pub fn api_key() -> Option<&'static str> {
-    API_KEY.get().map(String::as_str)
-}
-
-/// `Authorization: Bearer ...\r\n` when the run uses a key, else nothing.
-pub fn auth_header() -> String {
-    api_key().map_or_else(String::new, |key| {
-        format!("Authorization: Bearer {key}\r\n")
-    })
-}
-
-/// A complete bodiless `GET` request for `path_and_query`.
-pub fn get_request(path_and_query: &str) -> Vec<u8> {
-    format!(
-        "GET {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\n{}\r\n",
-        auth_header()
-    )
-    .into_bytes()
+/// A complete bodiless `GET` request for `path_and_query`, with `headers` (complete lines,
+/// each ending in CRLF, or nothing) after `Host`.
+pub fn get_request(path_and_query: &str, headers: &str) -> Vec<u8> {
+    format!("GET {path_and_query} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n").into_bytes()
 }
 
 /// Percent-encodes `value` for use in a query string (everything but RFC 3986 unreserved).
@@ -352,9 +330,9 @@ mod tests {
         });
 
         let mut connection = HttpConnection::connect(addr).await.unwrap();
-        let first = connection.send(&get_request("/a")).await.unwrap();
+        let first = connection.send(&get_request("/a", "")).await.unwrap();
         assert_eq!((first.status, first.body), (202, &b"ok"[..]));
-        let second = connection.send(&get_request("/b")).await.unwrap();
+        let second = connection.send(&get_request("/b", "")).await.unwrap();
         assert_eq!(second.status, 200);
         assert_eq!(second.body.len(), INITIAL_READ_BUFFER * 3);
         server.await.unwrap();

@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use testkit::http::{HttpConnection, Response};
 use tokio::sync::Semaphore;
 
 use super::gen::{IdSource, RequestTemplate, Rng};
-use super::http::{get_request, HttpConnection, Response};
+use super::key::get_request;
 use super::stats::micros;
 
 /// A request that takes longer than this is counted as an error and its connection

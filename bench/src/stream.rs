@@ -25,13 +25,13 @@ use tokio::task::JoinHandle;
 
 use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng};
 use super::load::{run_post_load, LoadOutcome, Pace, PostLoad, Schedule};
+use super::report::Report;
 use super::scenarios::{
     fetch_body, progress, warn_errors, BenchContext, Measured, ServerHandle, BATCH_TEMPLATES,
 };
 use super::server::{cpu_seconds, ServerCommand};
-use super::sse::{subscribe, SubscriberLinks, SubscriberOutcome, Subscription};
 use super::stats::LatencySummary;
-use super::Report;
+use super::subscriber::{subscribe, SubscriberLinks, SubscriberOutcome, Subscription};
 
 /// Event types of the stream scenario, `type-000` .. `type-999`, one subscriber each.
 const STREAM_TYPES: u64 = 1000;
@@ -543,7 +543,7 @@ fn with_max_subscribers(command: &ServerCommand) -> ServerCommand {
 
 /// Raises this process's open-files limit to `needed` (the server it starts inherits it).
 fn raise_open_files_limit(needed: u64) -> Result<()> {
-    let reached = crate::connections::raise_open_files_limit(needed)?;
+    let reached = eventide::connections::raise_open_files_limit(needed)?;
     if reached < needed {
         bail!(
             "the stream scenario needs {needed} open files per process, the hard limit is \

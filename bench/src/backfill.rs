@@ -19,18 +19,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use eventide::store::DAY_MS;
 use serde_json::{json, Value};
+use testkit::http::HttpConnection;
 
 use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng};
-use super::http::{get_request, HttpConnection};
+use super::key::get_request;
 use super::load::{rate, run_post_load, LoadOutcome, PostLoad, Schedule, REQUEST_TIMEOUT};
+use super::report::Report;
 use super::scenarios::{
     fetch_body, find_bytes, progress, timed_get, wait_until_indexed, warn_errors, Answer,
     BenchContext, BATCH_CONNECTIONS, BATCH_SIZE, BATCH_TEMPLATES, PRELOAD_LIMIT,
 };
 use super::stats::LatencySummary;
-use super::Report;
-use crate::store::DAY_MS;
 
 /// Days of history in the year import.
 const YEAR_DAYS: i64 = 365;

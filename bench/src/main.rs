@@ -1,39 +1,57 @@
-//! `eventide bench`: starts the server on a scratch data directory and loads it over
-//! loopback HTTP, reporting throughput, latency and memory per scenario.
+//! `eventide-bench`: starts the `eventide` server on a scratch data directory and loads it
+//! over loopback HTTP, reporting throughput, latency and memory per scenario.
 //!
-//! Layout: [`gen`] pre-builds request bytes, [`http`] is the minimal keep-alive client,
-//! [`sse`] the `/stream` subscriber, [`load`] drives POST load, [`scenarios`],
-//! [`stream`], [`retention`] and [`backfill`] define what is measured ([`cluster`]: a cluster
-//! of processes over Redis and PostgreSQL), [`server`] starts and stops the server,
-//! [`stats`] computes percentiles.
+//! Layout: [`gen`] pre-builds request bytes, [`load`] drives POST load over the test kit's
+//! keep-alive client ([`testkit::http`]), [`subscriber`] reads `/stream` as many
+//! subscribers at once, [`scenarios`], [`stream`], [`retention`] and [`backfill`] define
+//! what is measured ([`cluster`]: a cluster of processes over Redis and PostgreSQL),
+//! [`server`] starts and stops the server, [`key`] holds the run's API key, [`stats`]
+//! computes percentiles and [`report`] prints the figures.
 
 mod backfill;
 mod cluster;
 mod gen;
-mod http;
+mod key;
 mod load;
+mod report;
 mod retention;
 mod scenarios;
 mod server;
 mod slow_clients;
-mod sse;
 mod stats;
 mod stream;
+mod subscriber;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde::ser::{Serialize, SerializeMap, Serializer};
-use serde_json::Value;
+use clap::Parser;
 
-use scenarios::BenchContext;
+use scenarios::{BenchContext, ClusterTargets};
 use server::{ScratchDir, ServerCommand};
-use stats::LatencySummary;
+
+/// The server's allocator, so the load generator's own costs stay what they were when it
+/// ran inside the `eventide` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    let args = BenchArgs::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Which scenario(s) to run.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scenario {
+enum Scenario {
     /// One event per POST from many connections (plus null-store and client-id runs).
     Single,
     /// 1,000-event POSTs from a few connections (plus a null-store run).
@@ -71,63 +89,69 @@ pub enum Scenario {
     All,
 }
 
-/// Options of `eventide bench`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct BenchArgs {
+/// Options of `eventide-bench`.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "eventide-bench",
+    version,
+    about = "Start an Eventide server on a temporary directory and measure it over loopback HTTP"
+)]
+struct BenchArgs {
     /// Scenario to run.
     #[arg(long, value_enum, default_value_t = Scenario::All)]
-    pub scenario: Scenario,
+    scenario: Scenario,
 
     /// Seconds per scenario run [default: single 10, batch 10, sustained 60, query 10,
     /// metrics 10, stream 20 (its unpaced runs: at most 10), cluster 20].
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub duration: Option<u64>,
+    duration: Option<u64>,
 
     /// Print one JSON object per scenario, one per line, instead of a table.
     #[arg(long)]
-    pub json: bool,
+    json: bool,
 
     /// Connections for the single-event scenario.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65_536))]
-    pub connections: u64,
+    connections: u64,
 
     /// Events to preload before the query scenario.
     #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub query_events: u64,
+    query_events: u64,
 
     /// Events to preload (timestamps over the last 24 hours) before the metrics scenario.
     #[arg(long, default_value_t = 5_000_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub metrics_events: u64,
+    metrics_events: u64,
 
     /// Most events per second offered in the sustained scenario, which adjusts its rate
     /// below this to what the indexer keeps up with.
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub sustained_rate: u64,
+    sustained_rate: u64,
 
     /// Events in the day the retention scenario drops.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub retention_events: u64,
+    retention_events: u64,
 
     /// Events in the year of history the backfill scenario imports.
     #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub backfill_events: u64,
+    backfill_events: u64,
 
-    /// Server binary to start with `serve` [default: this executable].
+    /// Server binary to start with `serve` [default: `eventide` beside this executable, as
+    /// `cargo build` leaves it].
     #[arg(long, value_name = "PATH")]
-    pub server_bin: Option<PathBuf>,
+    server_bin: Option<PathBuf>,
 
     /// Extra argument appended to the server's `serve` command line (repeatable).
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
-    pub server_args: Vec<String>,
+    server_args: Vec<String>,
 
     /// Run with authentication on: each server gets an API key at start and every request
     /// carries it (to compare with the same run without).
     #[arg(long)]
-    pub auth: bool,
+    auth: bool,
 
     /// Keep the scratch directory (server data and logs) instead of deleting it.
     #[arg(long)]
-    pub keep_data: bool,
+    keep_data: bool,
 
     /// PostgreSQL for the cluster scenario (it creates a schema of its own and drops it).
     #[arg(
@@ -135,24 +159,27 @@ pub struct BenchArgs {
         value_name = "URL",
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
-    pub postgres_url: String,
+    postgres_url: String,
 
     /// Redis for the cluster scenario (keys under a prefix of its own, deleted afterwards).
     #[arg(long, value_name = "URL", default_value = "redis://127.0.0.1:6379")]
-    pub redis_url: String,
+    redis_url: String,
 }
 
 /// Runs the selected scenarios in order, printing each report as soon as it is complete.
-pub async fn run(args: BenchArgs) -> Result<()> {
+async fn run(args: BenchArgs) -> Result<()> {
     let binary = match &args.server_bin {
         Some(path) => path.clone(),
-        None => std::env::current_exe().context("locating the current executable")?,
+        None => default_server_bin()?,
     };
     if !binary.is_file() {
-        bail!("server binary {} does not exist", binary.display());
+        bail!(
+            "server binary {} does not exist (build it with `cargo build --release`, or pass --server-bin)",
+            binary.display()
+        );
     }
     if args.auth {
-        http::use_api_key(format!("evk_{}", crate::auth::keys::random_base62(22)?));
+        key::use_api_key(format!("evk_{}", eventide::auth::keys::random_base62(22)?));
     }
     let context = BenchContext {
         server: ServerCommand {
@@ -167,7 +194,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         sustained_rate: args.sustained_rate,
         retention_events: args.retention_events,
         backfill_events: args.backfill_events,
-        cluster: cluster::ClusterTargets {
+        cluster: ClusterTargets {
             postgres_url: args.postgres_url.clone(),
             redis_url: args.redis_url.clone(),
         },
@@ -206,112 +233,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// One scenario's figures, in the order they were pushed (serde_json maps would sort
-/// them, and `scenario` and `events_per_sec` should come first).
-#[derive(Debug, Clone)]
-pub struct Report {
-    fields: Vec<(String, Value)>,
-}
-
-impl Report {
-    fn new(scenario: &str) -> Self {
-        Report {
-            fields: vec![("scenario".to_owned(), Value::from(scenario))],
-        }
-    }
-
-    fn push(&mut self, name: &str, value: impl Into<Value>) {
-        self.fields.push((name.to_owned(), value.into()));
-    }
-
-    /// A rate, to one decimal.
-    fn push_rate(&mut self, name: &str, per_second: f64) {
-        self.push(name, round(per_second, 1));
-    }
-
-    /// A duration in milliseconds, to the microsecond; `null` when nothing was measured.
-    fn push_ms(&mut self, name: &str, ms: Option<f64>) {
-        self.push(name, ms.map(|ms| round(ms, 3)));
-    }
-
-    fn push_mb(&mut self, name: &str, mb: f64) {
-        self.push(name, round(mb, 1));
-    }
-
-    fn push_seconds(&mut self, name: &str, elapsed: Duration) {
-        self.push(name, round(elapsed.as_secs_f64(), 2));
-    }
-
-    /// `numerator / denominator` to three decimals, `null` when undefined.
-    fn push_ratio(&mut self, name: &str, numerator: f64, denominator: f64) {
-        let ratio = (denominator > 0.0).then(|| round(numerator / denominator, 3));
-        self.push(name, ratio);
-    }
-
-    /// `<prefix>p50_ms`, `<prefix>p99_ms` and `<prefix>max_ms`.
-    fn push_latency(&mut self, prefix: &str, summary: &LatencySummary) {
-        self.push_ms(&format!("{prefix}p50_ms"), summary.p50_ms);
-        self.push_ms(&format!("{prefix}p99_ms"), summary.p99_ms);
-        self.push_ms(&format!("{prefix}max_ms"), summary.max_ms);
-    }
-
-    fn print(&self, json: bool) -> Result<()> {
-        if json {
-            println!("{}", serde_json::to_string(self)?);
-        } else {
-            let width = self
-                .fields
-                .iter()
-                .map(|(name, _)| name.len())
-                .max()
-                .unwrap_or(0);
-            for (index, (name, value)) in self.fields.iter().enumerate() {
-                let shown = match value {
-                    Value::Null => "-".to_owned(),
-                    Value::String(text) => text.clone(),
-                    other => other.to_string(),
-                };
-                // The first field names the scenario and heads its block.
-                if index == 0 {
-                    println!("== {shown} ==");
-                } else {
-                    println!("  {name:<width$}  {shown}");
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Serialize for Report {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.fields.len()))?;
-        for (name, value) in &self.fields {
-            map.serialize_entry(name, value)?;
-        }
-        map.end()
-    }
-}
-
-/// Rounds to `decimals` places so reports do not show float noise.
-fn round(value: f64, decimals: i32) -> f64 {
-    let scale = 10f64.powi(decimals);
-    (value * scale).round() / scale
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn report_keeps_field_order_and_writes_null_for_missing_figures() {
-        let mut report = Report::new("single");
-        report.push_rate("events_per_sec", 1234.56);
-        report.push_ms("p99_ms", None);
-        report.push_ratio("durable_to_null_ratio", 1.0, 3.0);
-        assert_eq!(
-            serde_json::to_string(&report).unwrap(),
-            r#"{"scenario":"single","events_per_sec":1234.6,"p99_ms":null,"durable_to_null_ratio":0.333}"#
-        );
-    }
+/// `eventide` in the directory of this executable: `cargo build` puts both binaries of the
+/// workspace in the same target directory.
+fn default_server_bin() -> Result<PathBuf> {
+    let bench = std::env::current_exe().context("locating the current executable")?;
+    Ok(bench.with_file_name(format!("eventide{}", std::env::consts::EXE_SUFFIX)))
 }

@@ -16,9 +16,9 @@ use tokio::net::TcpStream;
 
 use super::gen::{ClientIds, IdSource, Rng};
 use super::load::{run_post_load, LoadOutcome, PostLoad, Schedule};
+use super::report::Report;
 use super::scenarios::{fetch_body, progress, templates, warn_errors, BenchContext};
 use super::stats::LatencySummary;
-use super::Report;
 
 /// Hostile sockets held open at once.
 const SLOW_SOCKETS: usize = 2_000;
@@ -51,7 +51,7 @@ struct Hostile {
 
 pub async fn slow_clients(context: &BenchContext, duration: Duration) -> Result<Report> {
     let needed = (SLOW_SOCKETS + context.connections + 256) as u64;
-    crate::connections::raise_open_files_limit(needed).context("raising the open-file limit")?;
+    eventide::connections::raise_open_files_limit(needed).context("raising the open-file limit")?;
     let mut rng = Rng::from_clock(5);
     let requests = templates(64, 1, ClientIds::None, &mut rng);
     let connections = context.connections;

@@ -9,16 +9,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
+use testkit::http::{url_encode, HttpConnection, Response};
 
 use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng, EVENT_TYPES, USERS};
-use super::http::{get_request, url_encode, HttpConnection, Response};
+use super::key::get_request;
 use super::load::{
     describe_refusal, ensure_connected, rate, run_post_load, LoadOutcome, Pace, PostLoad,
     ProbeOutcome, Prober, Schedule, REQUEST_TIMEOUT,
 };
+use super::report::Report;
 use super::server::{RunningServer, ScratchDir, ServerCommand};
 use super::stats::{micros, LatencySummary};
-use super::Report;
 
 /// Events per batch request in the batch, sustained and preload loads.
 pub(super) const BATCH_SIZE: usize = 1000;
@@ -42,7 +43,7 @@ pub(super) const PRELOAD_LIMIT: Duration = Duration::from_secs(3600);
 /// preload 80 s), so this leaves room for a slower run while still ending a hung one.
 const INDEXING_LIMIT: Duration = Duration::from_secs(1800);
 
-/// Everything the scenarios share for one `bench` invocation.
+/// Everything the scenarios share for one `eventide-bench` invocation.
 #[derive(Debug)]
 pub struct BenchContext {
     pub server: ServerCommand,
@@ -54,7 +55,14 @@ pub struct BenchContext {
     pub sustained_rate: u64,
     pub retention_events: u64,
     pub backfill_events: u64,
-    pub cluster: super::cluster::ClusterTargets,
+    pub cluster: ClusterTargets,
+}
+
+/// Where the cluster's servers are, from `eventide-bench --postgres-url/--redis-url`.
+#[derive(Debug, Clone)]
+pub struct ClusterTargets {
+    pub postgres_url: String,
+    pub redis_url: String,
 }
 
 /// The server a scenario's work runs against.

@@ -233,7 +233,7 @@ impl RequestTemplate {
 
         let head = format!(
             "POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            super::http::auth_header(),
+            super::key::auth_header(),
             body.len()
         );
         let mut bytes = head.into_bytes();
