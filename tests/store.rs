@@ -161,8 +161,8 @@ async fn check_fields_round_trip_and_get(store: Arc<dyn Store>) {
         .append_batch(Arc::new(vec![stored.clone()]), 1)
         .await
         .unwrap();
-    assert_eq!(store.get(stored.id.clone()).await.unwrap(), Some(stored));
-    assert_eq!(store.get("missing".into()).await.unwrap(), None);
+    assert_eq!(store.get(&stored.id).await.unwrap(), Some(stored));
+    assert_eq!(store.get("missing").await.unwrap(), None);
 }
 
 async fn check_appends_are_idempotent_on_id(store: Arc<dyn Store>) {
@@ -647,15 +647,10 @@ async fn assert_holds_exactly(store: &Arc<dyn Store>, kept: &[StoredEvent], gone
     by_seq.sort_by_key(|e| e.seq);
     assert_eq!(walked, by_seq, "in seq order too");
     for e in gone {
-        assert_eq!(
-            store.get(e.id.clone()).await.unwrap(),
-            None,
-            "{} purged",
-            e.id
-        );
+        assert_eq!(store.get(&e.id).await.unwrap(), None, "{} purged", e.id);
     }
     for e in kept {
-        assert_eq!(store.get(e.id.clone()).await.unwrap().as_ref(), Some(e));
+        assert_eq!(store.get(&e.id).await.unwrap().as_ref(), Some(e));
     }
     let range = kept
         .first()
@@ -1271,7 +1266,7 @@ async fn pg_concurrent_writers_store_each_id_once() {
     assert_eq!(rolled, 2000);
     for n in [0, 499, 500, 1499, 1500, 1999] {
         assert!(
-            store.get(format!("id-{n}")).await.unwrap().is_some(),
+            store.get(&format!("id-{n}")).await.unwrap().is_some(),
             "id-{n}"
         );
     }

@@ -4,10 +4,10 @@
 //! [`partitions`]), their ids into a table of their own that makes storing exactly-once, and
 //! the rollups and progress counters are updated in the same transaction. The schema is
 //! created and migrated on connect ([`migrations`]); retention drops whole partitions
-//! ([`retention`]). One connection writes (only
-//! the indexer, one batch at a time); a small pool ([`pool`]) serves the reads. Several
-//! processes may write at once: each batch's ids and rollup rows are locked in key order, so
-//! two of them wait for each other rather than deadlock.
+//! ([`retention`]). In each process one connection writes (the worker's, one batch at a
+//! time); a small pool ([`pool`]) serves the reads. Several processes write at once: each
+//! batch's ids and rollup rows are locked in key order, so two of them wait for each other
+//! rather than deadlock.
 
 mod credentials;
 mod migrations;
@@ -16,7 +16,7 @@ mod pool;
 mod retention;
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -27,8 +27,8 @@ use tokio_postgres::{Config, Row};
 
 use super::partitioning::{Layout, TimeRange};
 use super::{
-    floor_to, AppendOutcome, EventFilter, EventQuery, Order, Position, Purged, RollupQuery,
-    RollupRow, Store, DAY_MS, HOUR_MS, MINUTE_MS,
+    floor_to, AppendOutcome, EventFilter, EventQuery, Events, Order, Position, Purged, RollupQuery,
+    RollupRow, Store, StoreError, StoreResult, DAY_MS, HOUR_MS, MINUTE_MS,
 };
 use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
@@ -269,6 +269,24 @@ fn is_missing_partition(err: &anyhow::Error) -> bool {
         .any(|err| err.code() == Some(&SqlState::CHECK_VIOLATION))
 }
 
+/// Whether a failed write is the batch's fault ([`StoreError`]). Only what the server reports
+/// against the values sent is: SQLSTATE classes 22 (data exception: a value invalid for its
+/// type), 23 (integrity constraint violation) and 54 (program limit exceeded: a value too
+/// large for an index). Everything else is the store's state, the same for any batch: no
+/// SQLSTATE (the connection lost, refused or timed out), or the server shutting down (57),
+/// out of disk or memory (53), read-only (25), a deadlock or serialization failure (40).
+fn sort_write_error(err: anyhow::Error) -> StoreError {
+    let class = err
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<tokio_postgres::Error>())
+        .find_map(|err| err.code())
+        .map(|state| state.code().get(..2).unwrap_or_default());
+    match class {
+        Some("22" | "23" | "54") => StoreError::Rejected(err),
+        _ => StoreError::Unavailable(err),
+    }
+}
+
 /// A count or seq as a PostgreSQL bigint: past `i64::MAX` means "more than any table holds".
 fn to_i64(value: impl TryInto<i64>) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
@@ -507,15 +525,13 @@ fn rollup_row(row: &Row) -> Result<RollupRow> {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn append_batch(
-        &self,
-        events: Arc<Vec<StoredEvent>>,
-        indexed_seq: u64,
-    ) -> Result<AppendOutcome> {
+    async fn append_batch(&self, events: Events, indexed_seq: u64) -> StoreResult<AppendOutcome> {
         let mut writer = self.writer.lock().await;
         let connection = match writer.take() {
             Some(connection) if !connection.client.is_closed() => connection,
-            _ => Connection::open(&self.target).await?,
+            _ => Connection::open(&self.target)
+                .await
+                .map_err(StoreError::Unavailable)?,
         };
         let connection = writer.insert(connection);
         match self.write(connection, &events, indexed_seq).await {
@@ -525,6 +541,7 @@ impl Store for PostgresStore {
             }
             result => result,
         }
+        .map_err(sort_write_error)
     }
 
     async fn indexed_seq(&self) -> Result<u64> {
@@ -566,10 +583,10 @@ impl Store for PostgresStore {
         self.read_events(sql).await
     }
 
-    async fn get(&self, id: String) -> Result<Option<StoredEvent>> {
+    async fn get(&self, id: &str) -> Result<Option<StoredEvent>> {
         // The id's timestamp, from the ids table, names the one partition to look in.
         let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM events WHERE id = "));
-        let id = sql.param(id.into_bytes());
+        let id = sql.param(id.as_bytes().to_vec());
         sql.push(&format!(
             "{id} AND ts = (SELECT ts FROM event_ids WHERE id = {id})"
         ));
@@ -647,8 +664,8 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
-        credentials::secret(&self.pool, name, &candidate).await
+    async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        credentials::secret(&self.pool, name, candidate).await
     }
 
     async fn create_key(&self, key: &KeyRecord) -> Result<()> {
@@ -667,8 +684,8 @@ impl Store for PostgresStore {
         credentials::keys_version(&self.pool).await
     }
 
-    async fn record_key_uses(&self, uses: Vec<(String, i64)>) -> Result<()> {
-        credentials::record_key_uses(&self.pool, &uses).await
+    async fn record_key_uses(&self, uses: &[(String, i64)]) -> Result<()> {
+        credentials::record_key_uses(&self.pool, uses).await
     }
 
     async fn purge_before(&self, cutoff_ms: i64) -> Result<Purged> {

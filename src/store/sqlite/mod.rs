@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use async_trait::async_trait;
 use rusqlite::types::Value;
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, Transaction};
 
 use super::partitioning::{Layout, Span, TimeRange};
 use super::{
-    floor_to, AppendOutcome, EventFilter, EventQuery, Order, Position, Purged, RollupQuery,
-    RollupRow, Store, DAY_MS, HOUR_MS, MINUTE_MS,
+    floor_to, AppendOutcome, EventFilter, EventQuery, Events, Order, Position, Purged, RollupQuery,
+    RollupRow, Store, StoreError, StoreResult, DAY_MS, HOUR_MS, MINUTE_MS,
 };
 use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
@@ -540,6 +540,33 @@ impl Writer {
     }
 }
 
+/// Whether a failed write is the batch's fault ([`StoreError`]). Only SQLite refusing a value
+/// is: too big (`SQLITE_TOOBIG`), of the wrong type (`SQLITE_MISMATCH`), against a constraint
+/// (`SQLITE_CONSTRAINT`), or one that cannot be converted for SQLite. Everything else is the
+/// database's state, the same for any batch: the disk full or failing, the file read-only,
+/// locked or corrupt, memory short, the writer thread gone.
+fn sort_write_error(err: anyhow::Error) -> StoreError {
+    let at_fault = err
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<rusqlite::Error>())
+        .any(|err| {
+            matches!(err, rusqlite::Error::ToSqlConversionFailure(_))
+                || matches!(
+                    err.sqlite_error_code(),
+                    Some(
+                        ErrorCode::TooBig
+                            | ErrorCode::ConstraintViolation
+                            | ErrorCode::TypeMismatch
+                    )
+                )
+        });
+    if at_fault {
+        StoreError::Rejected(err)
+    } else {
+        StoreError::Unavailable(err)
+    }
+}
+
 fn subtract_from_event_count(tx: &Transaction, events: u64) -> Result<()> {
     tx.prepare_cached("UPDATE progress SET value = value - ? WHERE name = 'event_count'")?
         .execute([events as i64])?;
@@ -790,13 +817,10 @@ fn each_partition<T>(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn append_batch(
-        &self,
-        events: Arc<Vec<StoredEvent>>,
-        indexed_seq: u64,
-    ) -> Result<AppendOutcome> {
+    async fn append_batch(&self, events: Events, indexed_seq: u64) -> StoreResult<AppendOutcome> {
         self.write(move |writer| writer.append(&events, indexed_seq))
             .await
+            .map_err(sort_write_error)
     }
 
     async fn indexed_seq(&self) -> Result<u64> {
@@ -904,7 +928,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get(&self, id: String) -> Result<Option<StoredEvent>> {
+    async fn get(&self, id: &str) -> Result<Option<StoredEvent>> {
+        let id = id.to_owned();
         self.read(move |connection| {
             for partition in partitions::list(connection, None, None, Order::Desc)? {
                 let sql = format!(
@@ -1042,8 +1067,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
-        let name = name.to_owned();
+    async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        let (name, candidate) = (name.to_owned(), candidate.to_vec());
         self.write(move |writer| credentials::secret(&writer.connection, &name, &candidate))
             .await
     }
@@ -1068,7 +1093,8 @@ impl Store for SqliteStore {
         self.read(credentials::keys_version).await
     }
 
-    async fn record_key_uses(&self, uses: Vec<(String, i64)>) -> Result<()> {
+    async fn record_key_uses(&self, uses: &[(String, i64)]) -> Result<()> {
+        let uses = uses.to_vec();
         self.write(move |writer| credentials::record_key_uses(&writer.connection, &uses))
             .await
     }
@@ -1166,4 +1192,38 @@ fn count_in(
         .prepare_cached(&sql)?
         .query_row(rusqlite::params_from_iter(params), |row| row.get(0))?;
     Ok(count as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn failure(code: std::os::raw::c_int) -> StoreError {
+        let err = rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        sort_write_error(anyhow::Error::from(err).context("storing the events"))
+    }
+
+    #[test]
+    fn only_a_value_sqlite_refuses_is_the_batch_s_fault() {
+        for code in [
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_NOMEM,
+        ] {
+            assert!(failure(code).is_unavailable(), "code {code}");
+        }
+        for code in [
+            ffi::SQLITE_TOOBIG,
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_MISMATCH,
+        ] {
+            assert!(!failure(code).is_unavailable(), "code {code}");
+        }
+        let stopped = anyhow::anyhow!("the store writer thread has stopped");
+        assert!(sort_write_error(stopped).is_unavailable());
+    }
 }
