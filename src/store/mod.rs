@@ -160,9 +160,10 @@ pub type Events = Arc<Vec<StoredEvent>>;
 /// every event up to it is stored; with several, lower ones may still be in another
 /// worker's batch.
 ///
-/// Only the write returns a typed error ([`StoreError`]): the consume loop retries an
-/// unavailable store but sets a rejected batch aside. Every other failure means the same to
-/// its caller (the answer is a 503, the step is tried again later), so they are `anyhow`.
+/// Only the write returns a typed error ([`StoreError`]): the consume loop waits out an
+/// unavailable store, and hands a rejected batch to its source (the worker sets what keeps
+/// being rejected aside; the indexer, which cannot, retries). Every other failure means the
+/// same to its caller (the answer is a 503, the step is tried again later): `anyhow`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores `events`, adds them to the rollups and records `indexed_seq` as the new
