@@ -520,7 +520,7 @@ async fn cursor_key(store: &dyn Store) -> Result<Arc<CursorKey>> {
     let mut candidate = vec![0u8; 32];
     getrandom::fill(&mut candidate).context("no random numbers from the operating system")?;
     let secret = store
-        .secret("cursor", candidate)
+        .secret("cursor", &candidate)
         .await
         .context("reading the deployment's secret")?;
     Ok(Arc::new(CursorKey::new(&secret)))

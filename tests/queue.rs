@@ -20,7 +20,8 @@ use eventide::store::partitioning::TimeRange;
 use eventide::store::postgres::PostgresStore;
 use eventide::store::sqlite::SqliteStore;
 use eventide::store::{
-    AppendOutcome, EventFilter, EventQuery, Purged, RollupQuery, RollupRow, Store,
+    AppendOutcome, EventFilter, EventQuery, Events, Purged, RollupQuery, RollupRow, Store,
+    StoreError, StoreResult,
 };
 use tokio::sync::watch;
 
@@ -330,7 +331,7 @@ async fn a_worker_stores_and_acknowledges_each_event_once() {
     })
     .await;
     // Stored with the stream positions as seqs.
-    let first = store.get("client-0".to_owned()).await.unwrap().unwrap();
+    let first = store.get("client-0").await.unwrap().unwrap();
     assert_eq!(first.seq, seqs[0]);
     assert_eq!(first.metadata.as_deref(), Some(r#"{"n":0}"#));
     assert_eq!(store.indexed_seq().await.unwrap(), *seqs.last().unwrap());
@@ -482,20 +483,19 @@ impl FlakyStore {
 
 #[async_trait]
 impl Store for FlakyStore {
-    async fn append_batch(
-        &self,
-        events: Arc<Vec<StoredEvent>>,
-        indexed_seq: u64,
-    ) -> anyhow::Result<AppendOutcome> {
+    async fn append_batch(&self, events: Events, indexed_seq: u64) -> StoreResult<AppendOutcome> {
         self.append_calls.fetch_add(1, Ordering::SeqCst);
-        self.check()?;
+        self.check().map_err(StoreError::Unavailable)?;
         if self.read_only.load(Ordering::SeqCst) {
-            anyhow::bail!("could not extend file: No space left on device");
+            let full = anyhow::anyhow!("could not extend file: No space left on device");
+            return Err(StoreError::Unavailable(full));
         }
         let poison = self.poison.lock().unwrap().clone();
         if let Some(poison) = poison {
             if events.iter().any(|e| e.id == poison) {
-                anyhow::bail!("value too long for type character varying (event {poison})");
+                let refused =
+                    anyhow::anyhow!("value too long for type character varying (event {poison})");
+                return Err(StoreError::Rejected(refused));
             }
         }
         self.inner.append_batch(events, indexed_seq).await
@@ -521,7 +521,7 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.events_after_seq(filter, after_seq, limit).await
     }
-    async fn get(&self, id: String) -> anyhow::Result<Option<StoredEvent>> {
+    async fn get(&self, id: &str) -> anyhow::Result<Option<StoredEvent>> {
         self.check()?;
         self.inner.get(id).await
     }
@@ -549,7 +549,7 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.recent_client_ids(since_ms, limit).await
     }
-    async fn secret(&self, name: &str, candidate: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    async fn secret(&self, name: &str, candidate: &[u8]) -> anyhow::Result<Vec<u8>> {
         self.check()?;
         self.inner.secret(name, candidate).await
     }
@@ -569,7 +569,7 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.keys_version().await
     }
-    async fn record_key_uses(&self, uses: Vec<(String, i64)>) -> anyhow::Result<()> {
+    async fn record_key_uses(&self, uses: &[(String, i64)]) -> anyhow::Result<()> {
         self.check()?;
         self.inner.record_key_uses(uses).await
     }
@@ -669,7 +669,7 @@ async fn an_event_the_store_refuses_is_dead_lettered_after_max_attempts_then_rep
     )
     .await;
     running.stop().await;
-    assert!(store.get("client-3".to_owned()).await.unwrap().is_some());
+    assert!(store.get("client-3").await.unwrap().is_some());
 }
 
 #[tokio::test]
@@ -795,8 +795,7 @@ async fn a_worker_moves_events_into_postgres() {
         n as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(store.count(EventFilter::default()).await.unwrap(), n);
-    // The worker's probe of a failing store (an empty batch at the current position) changes
-    // nothing.
+    // An empty batch at the current position changes nothing.
     let seq = store.indexed_seq().await.unwrap();
     store.append_batch(Arc::new(Vec::new()), seq).await.unwrap();
     assert_eq!(store.indexed_seq().await.unwrap(), seq);

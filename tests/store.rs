@@ -1,10 +1,11 @@
 //! The `Store` contract, checked against a real SQLite file and a real PostgreSQL server (a
-//! schema per test; see `common::postgres`). The checks take any `Arc<dyn Store>`, so every
-//! backend runs the same suite.
+//! schema per test; see `common::postgres`). Each case of [`contract!`] runs on both, as
+//! `sqlite::<case>` and `postgres::<case>`; after it, tests of what only one store has.
 
 mod common;
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use common::parse_ts;
@@ -14,9 +15,137 @@ use eventide::store::partitioning::{Span, TimeRange};
 use eventide::store::postgres::PostgresStore;
 use eventide::store::sqlite::{SqliteStore, UserIndexSweep};
 use eventide::store::{
-    floor_to, EventFilter, EventQuery, Order, Position, Purged, RollupQuery, RollupRow, Store,
+    floor_to, EventFilter, EventQuery, Order, Position, RollupQuery, RollupRow, Store, StoreError,
     DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS,
 };
+
+/// The store contract: each case (an `async fn(TestStore)` below) runs on SQLite, as
+/// `sqlite::<case>`, and on PostgreSQL in a schema named after it, as `postgres::<case>`
+/// (SKIPPED without a server outside CI, see `common::postgres`).
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::TestStore::sqlite()).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    if let Some(store) = super::TestStore::postgres(stringify!($case)).await {
+                        super::$case(store).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    orders_filters_and_pages,
+    round_trips_every_field,
+    appends_are_idempotent_on_id,
+    lists_recent_client_ids,
+    keeps_rollups_and_counts,
+    reads_events_after_a_seq,
+    keeps_events_and_position_across_reopen,
+    user_queries_match_across_batches,
+    purges_before_a_cutoff,
+    keeps_old_events_in_months_and_years,
+    trims_a_coarse_partition_in_several_steps,
+);
+
+/// A store under test, and what holds its data, kept as long as a clone of it lives.
+#[derive(Clone)]
+struct TestStore {
+    store: Arc<dyn Store>,
+    data: Arc<Data>,
+}
+
+enum Data {
+    /// The directory of the SQLite file, `events.db`.
+    Sqlite(tempfile::TempDir),
+    /// The PostgreSQL schema, dropped with this.
+    Postgres(TestSchema),
+}
+
+impl Deref for TestStore {
+    type Target = Arc<dyn Store>;
+    fn deref(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+}
+
+impl TestStore {
+    fn sqlite() -> TestStore {
+        Self::sqlite_with(UserIndexSweep::DEFAULT)
+    }
+
+    /// A store whose user index keeps about half its entries in each of its two tables, so
+    /// user queries must merge them.
+    fn sqlite_half_swept() -> TestStore {
+        Self::sqlite_with(UserIndexSweep {
+            per_added: 0.5,
+            recent_target: usize::MAX,
+        })
+    }
+
+    fn sqlite_with(sweep: UserIndexSweep) -> TestStore {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_with(&dir.path().join("events.db"), false, sweep).unwrap();
+        TestStore {
+            store: Arc::new(store),
+            data: Arc::new(Data::Sqlite(dir)),
+        }
+    }
+
+    /// A PostgreSQL store in a fresh schema; `None` when the test server cannot be reached
+    /// (see `common::postgres`).
+    async fn postgres(label: &str) -> Option<TestStore> {
+        let schema = TestSchema::new(label).await?;
+        Some(TestStore {
+            store: Arc::new(pg_connect(&schema).await),
+            data: Arc::new(Data::Postgres(schema)),
+        })
+    }
+
+    /// The same data opened again, as a restarted process does (SQLite with `fsync` this
+    /// time), once this store is closed.
+    async fn reopen(self) -> TestStore {
+        let TestStore { store, data } = self;
+        drop(store);
+        let store: Arc<dyn Store> = match &*data {
+            Data::Sqlite(dir) => {
+                Arc::new(SqliteStore::open(&dir.path().join("events.db"), true).unwrap())
+            }
+            Data::Postgres(schema) => Arc::new(pg_connect(schema).await),
+        };
+        TestStore { store, data }
+    }
+
+    /// SQLite's user index, in two levels: how many entries each holds (`None` on
+    /// PostgreSQL, where users are an index of the events table).
+    fn user_index_levels(&self) -> Option<(i64, i64)> {
+        match &*self.data {
+            Data::Sqlite(dir) => Some(user_index_levels(dir)),
+            Data::Postgres(_) => None,
+        }
+    }
+
+    /// After purges, SQLite's user index has exactly one entry per stored event (every test
+    /// event has a user): none is left of a purged event, in either level.
+    async fn assert_one_user_entry_per_event(&self) {
+        if let Some((main, recent)) = self.user_index_levels() {
+            let events = self.event_count().await.unwrap() as i64;
+            assert_eq!(main + recent, events, "{main} + {recent} entries");
+        }
+    }
+}
 
 fn event(seq: u64, id: &str, kind: &str, ts: i64) -> StoredEvent {
     StoredEvent {
@@ -69,7 +198,7 @@ async fn load_ten(store: &Arc<dyn Store>) {
         .unwrap();
 }
 
-async fn check_order_filters_and_paging(store: Arc<dyn Store>) {
+async fn orders_filters_and_pages(store: TestStore) {
     load_ten(&store).await;
     assert_eq!(store.indexed_seq().await.unwrap(), 10);
 
@@ -151,7 +280,7 @@ async fn check_order_filters_and_paging(store: Arc<dyn Store>) {
     assert_eq!(seqs(&store.query(page).await.unwrap()), [7, 6, 5]);
 }
 
-async fn check_fields_round_trip_and_get(store: Arc<dyn Store>) {
+async fn round_trips_every_field(store: TestStore) {
     let mut stored = event(1, "client-\u{1f600}\u{0}", "ty\"pe\u{0}", -5);
     stored.message = Some("line\nbreak <b> \u{0}".into());
     stored.user_id = Some("\u{0}".into());
@@ -161,11 +290,11 @@ async fn check_fields_round_trip_and_get(store: Arc<dyn Store>) {
         .append_batch(Arc::new(vec![stored.clone()]), 1)
         .await
         .unwrap();
-    assert_eq!(store.get(stored.id.clone()).await.unwrap(), Some(stored));
-    assert_eq!(store.get("missing".into()).await.unwrap(), None);
+    assert_eq!(store.get(&stored.id).await.unwrap(), Some(stored));
+    assert_eq!(store.get("missing").await.unwrap(), None);
 }
 
-async fn check_appends_are_idempotent_on_id(store: Arc<dyn Store>) {
+async fn appends_are_idempotent_on_id(store: TestStore) {
     store
         .append_batch(Arc::new(vec![event(1, "client-a", "t", 1)]), 1)
         .await
@@ -199,7 +328,7 @@ async fn check_appends_are_idempotent_on_id(store: Arc<dyn Store>) {
     assert_eq!(store.event_count().await.unwrap(), 3);
 }
 
-async fn check_recent_client_ids(store: Arc<dyn Store>) {
+async fn lists_recent_client_ids(store: TestStore) {
     load_ten(&store).await;
     store
         .append_batch(Arc::new(vec![event(11, "server-made", "t", 1)]), 11)
@@ -222,7 +351,7 @@ async fn check_recent_client_ids(store: Arc<dyn Store>) {
 
 /// Rollups count exactly the stored events (not the skipped duplicates), per minute, type and
 /// service (none apart from ""), including times before 1970; the event count matches.
-async fn check_rollups_and_counts(store: Arc<dyn Store>) {
+async fn keeps_rollups_and_counts(store: TestStore) {
     assert_eq!(store.time_range().await.unwrap(), None, "an empty store");
     let minute = 1_700_000_040_000; // a minute boundary
     let mut events = vec![
@@ -334,7 +463,7 @@ async fn check_rollups_and_counts(store: Arc<dyn Store>) {
 }
 
 /// A resuming stream reads events after a seq, in seq order, filtered.
-async fn check_events_after_seq(store: Arc<dyn Store>) {
+async fn reads_events_after_a_seq(store: TestStore) {
     load_ten(&store).await;
     let after = |filter: EventFilter, seq, limit| {
         let store = store.clone();
@@ -354,27 +483,9 @@ async fn check_events_after_seq(store: Arc<dyn Store>) {
     assert_eq!(after(user, 1, 100).await, [4, 7, 10]);
 }
 
-async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("events.db"), false).unwrap();
-    (dir, Arc::new(store))
-}
-
-/// A store whose user index keeps about half its entries in each of its two tables, so
-/// user queries must merge them.
-async fn sqlite_store_half_swept() -> (tempfile::TempDir, Arc<dyn Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let sweep = UserIndexSweep {
-        per_added: 0.5,
-        recent_target: usize::MAX,
-    };
-    let store = SqliteStore::open_with(&dir.path().join("events.db"), false, sweep).unwrap();
-    (dir, Arc::new(store))
-}
-
 /// Many batches for a few users, with timestamp ties; every user query (both orders,
 /// keyset pages, other filters, counts) must match what the events say.
-async fn check_user_queries_across_batches(store: Arc<dyn Store>) {
+async fn user_queries_match_across_batches(store: TestStore) {
     let mut all = Vec::new();
     let mut seq = 0;
     for batch in 0..20 {
@@ -459,64 +570,20 @@ async fn check_user_queries_across_batches(store: Arc<dyn Store>) {
             );
         }
     }
-}
-
-#[tokio::test]
-async fn sqlite_orders_filters_and_pages() {
-    let (_dir, store) = sqlite_store().await;
-    check_order_filters_and_paging(store).await;
-}
-
-#[tokio::test]
-async fn sqlite_round_trips_every_field() {
-    let (_dir, store) = sqlite_store().await;
-    check_fields_round_trip_and_get(store).await;
-}
-
-#[tokio::test]
-async fn sqlite_appends_are_idempotent_on_id() {
-    let (_dir, store) = sqlite_store().await;
-    check_appends_are_idempotent_on_id(store).await;
-}
-
-#[tokio::test]
-async fn sqlite_lists_recent_client_ids() {
-    let (_dir, store) = sqlite_store().await;
-    check_recent_client_ids(store).await;
-}
-
-#[tokio::test]
-async fn sqlite_keeps_rollups_and_counts() {
-    let (_dir, store) = sqlite_store().await;
-    check_rollups_and_counts(store).await;
-}
-
-#[tokio::test]
-async fn sqlite_reads_events_after_a_seq() {
-    let (_dir, store) = sqlite_store().await;
-    check_events_after_seq(store).await;
-}
-
-#[tokio::test]
-async fn sqlite_keeps_events_and_position_across_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.db");
-    {
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, true).unwrap());
-        load_ten(&store).await;
+    if let Some((main, recent)) = store.user_index_levels() {
+        assert_eq!(main + recent, 1000, "one entry per event with a user");
+        assert!(main > 0, "the sweep moved entries into the main level");
     }
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, false).unwrap());
+}
+
+/// Opening the store again (as a restarted process does) finds the events and the position;
+/// the migrations do not run twice.
+async fn keeps_events_and_position_across_reopen(store: TestStore) {
+    load_ten(&store).await;
+    let store = store.reopen().await;
     assert_eq!(store.indexed_seq().await.unwrap(), 10);
     assert_eq!(store.count(EventFilter::default()).await.unwrap(), 10);
-}
-
-#[tokio::test]
-async fn sqlite_user_queries_match_across_batches() {
-    let (dir, store) = sqlite_store().await;
-    check_user_queries_across_batches(store).await;
-    let (main, recent) = user_index_levels(&dir);
-    assert_eq!(main + recent, 1000, "one entry per event with a user");
-    assert!(main > 0, "the sweep moved entries into the main level");
+    assert_eq!(store.event_count().await.unwrap(), 10);
 }
 
 /// Rows in each level of the user index of the store in `dir`.
@@ -548,18 +615,15 @@ fn user_index_levels(dir: &tempfile::TempDir) -> (i64, i64) {
 
 #[tokio::test]
 async fn sqlite_with_both_user_index_levels_in_use() {
-    let (dir, store) = sqlite_store_half_swept().await;
-    check_user_queries_across_batches(store).await;
-    let (main, recent) = user_index_levels(&dir);
-    assert_eq!(main + recent, 1000, "one entry per event with a user");
+    let store = TestStore::sqlite_half_swept();
+    user_queries_match_across_batches(store.clone()).await;
+    let (main, recent) = store.user_index_levels().unwrap();
     assert!(
         main > 100 && recent > 100,
         "both levels in use: {main} + {recent}"
     );
-    let (_dir, store) = sqlite_store_half_swept().await;
-    check_order_filters_and_paging(store).await;
-    let (_dir, store) = sqlite_store_half_swept().await;
-    check_appends_are_idempotent_on_id(store).await;
+    orders_filters_and_pages(TestStore::sqlite_half_swept()).await;
+    appends_are_idempotent_on_id(TestStore::sqlite_half_swept()).await;
 }
 
 /// Rollup rows for `events`, summed into `bucket_ms` buckets, in the order the checks sort by.
@@ -647,15 +711,10 @@ async fn assert_holds_exactly(store: &Arc<dyn Store>, kept: &[StoredEvent], gone
     by_seq.sort_by_key(|e| e.seq);
     assert_eq!(walked, by_seq, "in seq order too");
     for e in gone {
-        assert_eq!(
-            store.get(e.id.clone()).await.unwrap(),
-            None,
-            "{} purged",
-            e.id
-        );
+        assert_eq!(store.get(&e.id).await.unwrap(), None, "{} purged", e.id);
     }
     for e in kept {
-        assert_eq!(store.get(e.id.clone()).await.unwrap().as_ref(), Some(e));
+        assert_eq!(store.get(&e.id).await.unwrap().as_ref(), Some(e));
     }
     let range = kept
         .first()
@@ -679,9 +738,9 @@ async fn assert_holds_exactly(store: &Arc<dyn Store>, kept: &[StoredEvent], gone
 /// Retention: events over three whole days, the day the cutoff falls in and a later day. A
 /// purge deletes exactly the events before the cutoff, and every read agrees; the rollups of
 /// buckets that ended by the cutoff go, later ones are untouched; a purged id is new again.
-/// Returns what the three purges that delete something reported, for the backend's runner to
-/// check `partitions`, which is its own business.
-async fn check_purge_before(store: Arc<dyn Store>) -> Vec<Purged> {
+/// Three whole days are dropped as partitions, then the cutoff's day is trimmed, then the day
+/// a late event recreated is dropped again.
+async fn purges_before_a_cutoff(store: TestStore) {
     let day = 1_700_006_400_000; // 2023-11-15T00:00:00Z
     let empty = store.purge_before(day).await.unwrap();
     assert_eq!((empty.events, empty.partitions), (0, 0), "an empty store");
@@ -763,23 +822,19 @@ async fn check_purge_before(store: Arc<dyn Store>) -> Vec<Purged> {
     kept.push(back);
     kept.sort_by_key(|e| (e.timestamp_ms, e.seq));
     assert_holds_exactly(&store, &kept, &[old]).await;
-    vec![first, second, third]
-}
-
-#[tokio::test]
-async fn sqlite_purges_before_a_cutoff() {
-    let (dir, store) = sqlite_store().await;
-    let purged = check_purge_before(store.clone()).await;
-    assert_one_user_entry_per_event(&dir, &store).await;
-    let partitions: Vec<u64> = purged.iter().map(|p| p.partitions).collect();
+    let partitions: Vec<u64> = [first, second, third]
+        .iter()
+        .map(|p| p.partitions)
+        .collect();
     assert_eq!(
         partitions,
         [3, 0, 1],
         "three whole days, then a trim, then the day recreated by a late event"
     );
+    store.assert_one_user_entry_per_event().await;
 }
 
-/// When the events of [`check_partitions_by_age`] are received: 2026-12-06T10:00:00.000Z.
+/// When the events of [`keeps_old_events_in_months_and_years`] are received: 2026-12-06T10:00:00.000Z.
 const RECEIVED_MS: i64 = 1_796_551_200_000;
 
 fn ms(text: &str) -> i64 {
@@ -795,7 +850,7 @@ fn range(text: &str, span: Span) -> TimeRange {
 /// covers them whatever their age. Every read walks the mixed partitions in `(ts, seq)` order;
 /// a retried id is skipped; retention drops the partitions wholly past the cutoff and trims
 /// the month it falls in by rows.
-async fn check_partitions_by_age(store: Arc<dyn Store>) {
+async fn keeps_old_events_in_months_and_years(store: TestStore) {
     let mut seq = 0;
     let mut next = |at: &str, received_ms: i64| {
         seq += 1;
@@ -926,12 +981,13 @@ async fn check_partitions_by_age(store: Arc<dyn Store>) {
     kept.push(late);
     kept.sort_by_key(|e| (e.timestamp_ms, e.seq));
     assert_holds_exactly(&store, &kept, &gone).await;
+    store.assert_one_user_entry_per_event().await;
 }
 
 /// A cutoff that jumps into a coarse partition: 3,000 events over 2015 (one year partition),
 /// 2,400 of them before the cutoff, so the trim takes several steps of 2,000 rows. Every read
 /// agrees afterwards, by user too.
-async fn check_trim_of_several_steps(store: Arc<dyn Store>) {
+async fn trims_a_coarse_partition_in_several_steps(store: TestStore) {
     let start = ms("2015-01-01T00:00:00.000Z");
     let step = 365 * DAY_MS / 3_000;
     let all: Vec<StoredEvent> = (1..=3_000u64)
@@ -963,37 +1019,21 @@ async fn check_trim_of_several_steps(store: Arc<dyn Store>) {
     assert_eq!((purged.events, purged.partitions), (2_400, 0));
     let (gone, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|e| e.timestamp_ms < cutoff);
     assert_holds_exactly(&store, &kept, &gone).await;
+    store.assert_one_user_entry_per_event().await;
 }
 
+/// With user-index entries in both levels, which queries of coarse partitions merge, and
+/// trims delete from.
 #[tokio::test]
-async fn sqlite_trims_a_coarse_partition_in_several_steps() {
-    let (dir, store) = sqlite_store().await;
-    check_trim_of_several_steps(store.clone()).await;
-    assert_one_user_entry_per_event(&dir, &store).await;
-    let (dir, store) = sqlite_store_half_swept().await;
-    check_trim_of_several_steps(store.clone()).await;
-    assert_one_user_entry_per_event(&dir, &store).await;
+async fn sqlite_with_both_user_index_levels_keeps_old_events_and_trims() {
+    keeps_old_events_in_months_and_years(TestStore::sqlite_half_swept()).await;
+    trims_a_coarse_partition_in_several_steps(TestStore::sqlite_half_swept()).await;
 }
 
-/// After purges, the user index has exactly one entry per stored event (every test event
-/// has a user): none is left of a purged event, in either level.
-async fn assert_one_user_entry_per_event(dir: &tempfile::TempDir, store: &Arc<dyn Store>) {
-    let (main, recent) = user_index_levels(dir);
-    let events = store.event_count().await.unwrap() as i64;
-    assert_eq!(main + recent, events, "{main} + {recent} entries");
-}
-
+/// The sweep moves entries into the main level of a year, too.
 #[tokio::test]
-async fn sqlite_keeps_old_events_in_months_and_years() {
-    let (dir, store) = sqlite_store().await;
-    check_partitions_by_age(store.clone()).await;
-    assert_one_user_entry_per_event(&dir, &store).await;
-    // With user-index entries in both levels, which queries of coarse partitions merge.
-    let (dir, store) = sqlite_store_half_swept().await;
-    check_partitions_by_age(store.clone()).await;
-    assert_one_user_entry_per_event(&dir, &store).await;
-    // The sweep moves entries into the main level of a year, too.
-    let (dir, store) = sqlite_store_half_swept().await;
+async fn sqlite_sweeps_into_the_user_index_of_a_year() {
+    let store = TestStore::sqlite_half_swept();
     let history: Vec<StoredEvent> = (1..=40)
         .map(|seq| {
             let mut e = event(
@@ -1008,6 +1048,9 @@ async fn sqlite_keeps_old_events_in_months_and_years() {
         })
         .collect();
     store.append_batch(Arc::new(history), 40).await.unwrap();
+    let Data::Sqlite(dir) = &*store.data else {
+        unreachable!("a SQLite store")
+    };
     let db = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
     let year: i64 = db
         .query_row("SELECT count(*) FROM user_index_y2019", [], |row| {
@@ -1018,7 +1061,7 @@ async fn sqlite_keeps_old_events_in_months_and_years() {
         year, 20,
         "half of the batch's entries swept into the year's table"
     );
-    assert_eq!(user_index_levels(&dir), (20, 20));
+    assert_eq!(store.user_index_levels(), Some((20, 20)));
 }
 
 /// A store made before partitions could be months or years (schema version 3, partitions
@@ -1077,128 +1120,14 @@ async fn sqlite_store_with_day_partitions_is_migrated() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// PostgreSQL: the same checks, each in a schema of its own.
+// PostgreSQL only: several processes on one database, each test in a schema of its own.
 // ---------------------------------------------------------------------------------------------
 
-/// A PostgreSQL store in a fresh schema (dropped with the returned [`TestSchema`]); `None`
-/// when the test server cannot be reached (see `common::postgres`).
-async fn pg_store(label: &str) -> Option<(TestSchema, Arc<dyn Store>)> {
-    let schema = TestSchema::new(label).await?;
-    let store = PostgresStore::connect(&schema.url, Some(&schema.name))
+/// Another store on `schema`, as another process of the cluster has.
+async fn pg_connect(schema: &TestSchema) -> PostgresStore {
+    PostgresStore::connect(&schema.url, Some(&schema.name))
         .await
-        .unwrap();
-    Some((schema, Arc::new(store)))
-}
-
-#[tokio::test]
-async fn pg_orders_filters_and_pages() {
-    let Some((_schema, store)) = pg_store("orders").await else {
-        return;
-    };
-    check_order_filters_and_paging(store).await;
-}
-
-#[tokio::test]
-async fn pg_round_trips_every_field() {
-    let Some((_schema, store)) = pg_store("round_trip").await else {
-        return;
-    };
-    check_fields_round_trip_and_get(store).await;
-}
-
-#[tokio::test]
-async fn pg_appends_are_idempotent_on_id() {
-    let Some((_schema, store)) = pg_store("idempotent").await else {
-        return;
-    };
-    check_appends_are_idempotent_on_id(store).await;
-}
-
-#[tokio::test]
-async fn pg_lists_recent_client_ids() {
-    let Some((_schema, store)) = pg_store("client_ids").await else {
-        return;
-    };
-    check_recent_client_ids(store).await;
-}
-
-#[tokio::test]
-async fn pg_keeps_rollups_and_counts() {
-    let Some((_schema, store)) = pg_store("rollups").await else {
-        return;
-    };
-    check_rollups_and_counts(store).await;
-}
-
-#[tokio::test]
-async fn pg_reads_events_after_a_seq() {
-    let Some((_schema, store)) = pg_store("after_seq").await else {
-        return;
-    };
-    check_events_after_seq(store).await;
-}
-
-#[tokio::test]
-async fn pg_user_queries_match_across_batches() {
-    let Some((_schema, store)) = pg_store("users").await else {
-        return;
-    };
-    check_user_queries_across_batches(store).await;
-}
-
-#[tokio::test]
-async fn pg_keeps_old_events_in_months_and_years() {
-    let Some((_schema, store)) = pg_store("by_age").await else {
-        return;
-    };
-    check_partitions_by_age(store).await;
-}
-
-#[tokio::test]
-async fn pg_trims_a_coarse_partition_in_several_steps() {
-    let Some((_schema, store)) = pg_store("long_trim").await else {
-        return;
-    };
-    check_trim_of_several_steps(store).await;
-}
-
-#[tokio::test]
-async fn pg_purges_before_a_cutoff() {
-    let Some((_schema, store)) = pg_store("purge").await else {
-        return;
-    };
-    let purged = check_purge_before(store).await;
-    let partitions: Vec<u64> = purged.iter().map(|p| p.partitions).collect();
-    assert_eq!(
-        partitions,
-        [3, 0, 1],
-        "three whole days, then a trim, then the day recreated by a late event"
-    );
-}
-
-/// Connecting again (as a restarted process does) finds the schema migrated, the events and
-/// the position; the migrations do not run twice.
-#[tokio::test]
-async fn pg_keeps_events_and_position_across_reconnect() {
-    let Some(schema) = TestSchema::new("reconnect").await else {
-        return;
-    };
-    {
-        let store: Arc<dyn Store> = Arc::new(
-            PostgresStore::connect(&schema.url, Some(&schema.name))
-                .await
-                .unwrap(),
-        );
-        load_ten(&store).await;
-    }
-    let store: Arc<dyn Store> = Arc::new(
-        PostgresStore::connect(&schema.url, Some(&schema.name))
-            .await
-            .unwrap(),
-    );
-    assert_eq!(store.indexed_seq().await.unwrap(), 10);
-    assert_eq!(store.count(EventFilter::default()).await.unwrap(), 10);
-    assert_eq!(store.event_count().await.unwrap(), 10);
+        .unwrap()
 }
 
 /// Processes starting at once take turns migrating: all succeed, each migration runs once.
@@ -1207,11 +1136,11 @@ async fn pg_concurrent_connects_migrate_once() {
     let Some(schema) = TestSchema::new("migrate_race").await else {
         return;
     };
-    let connects = (0..4).map(|_| PostgresStore::connect(&schema.url, Some(&schema.name)));
-    let stores = futures_util::future::join_all(connects).await;
-    let stores: Vec<Arc<dyn Store>> = stores
+    let connects = (0..4).map(|_| pg_connect(&schema));
+    let stores: Vec<Arc<dyn Store>> = futures_util::future::join_all(connects)
+        .await
         .into_iter()
-        .map(|store| Arc::new(store.unwrap()) as Arc<dyn Store>)
+        .map(|store| Arc::new(store) as Arc<dyn Store>)
         .collect();
     load_ten(&stores[0]).await;
     assert_eq!(stores[3].event_count().await.unwrap(), 10);
@@ -1224,10 +1153,9 @@ async fn pg_concurrent_writers_store_each_id_once() {
     let Some(schema) = TestSchema::new("two_writers").await else {
         return;
     };
-    let connect = || PostgresStore::connect(&schema.url, Some(&schema.name));
     let writers: Vec<Arc<dyn Store>> = vec![
-        Arc::new(connect().await.unwrap()),
-        Arc::new(connect().await.unwrap()),
+        Arc::new(pg_connect(&schema).await),
+        Arc::new(pg_connect(&schema).await),
     ];
     let day = 1_700_006_400_000;
     // Writer 0 has ids 0..1500, writer 1 ids 500..2000, in batches of 100 over 8 days.
@@ -1271,7 +1199,7 @@ async fn pg_concurrent_writers_store_each_id_once() {
     assert_eq!(rolled, 2000);
     for n in [0, 499, 500, 1499, 1500, 1999] {
         assert!(
-            store.get(format!("id-{n}")).await.unwrap().is_some(),
+            store.get(&format!("id-{n}")).await.unwrap().is_some(),
             "id-{n}"
         );
     }
@@ -1284,16 +1212,8 @@ async fn pg_writer_recreates_a_partition_dropped_by_another_process() {
     let Some(schema) = TestSchema::new("dropped_day").await else {
         return;
     };
-    let writer: Arc<dyn Store> = Arc::new(
-        PostgresStore::connect(&schema.url, Some(&schema.name))
-            .await
-            .unwrap(),
-    );
-    let retention: Arc<dyn Store> = Arc::new(
-        PostgresStore::connect(&schema.url, Some(&schema.name))
-            .await
-            .unwrap(),
-    );
+    let writer = pg_connect(&schema).await;
+    let retention = pg_connect(&schema).await;
     let day = 1_700_006_400_000;
     writer
         .append_batch(Arc::new(vec![event(1, "a", "t", day)]), 1)
@@ -1317,12 +1237,45 @@ async fn pg_writer_recreates_a_partition_dropped_by_another_process() {
     assert_eq!(writer.event_count().await.unwrap(), 1);
 }
 
+/// A batch PostgreSQL refuses for a value in it (a user id too large for an index entry,
+/// SQLSTATE 54000) is rejected, not taken for an outage, so a worker sets it aside; the store
+/// goes on taking other batches on the same connection.
+#[tokio::test]
+async fn pg_a_value_too_large_for_an_index_is_rejected() {
+    let Some(store) = TestStore::postgres("rejected").await else {
+        return;
+    };
+    // 100 KB that compression cannot shrink below the 2.7 KB an index entry may hold.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: String = (0..100_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'!' + (state % 90) as u8)
+        })
+        .collect();
+    let mut huge = event(1, "huge", "t", 1_000);
+    huge.user_id = Some(noise);
+    match store.append_batch(Arc::new(vec![huge]), 1).await {
+        Err(StoreError::Rejected(err)) => assert!(format!("{err:#}").contains("index"), "{err:#}"),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    store
+        .append_batch(Arc::new(vec![event(2, "fine", "t", 1_000)]), 2)
+        .await
+        .unwrap();
+    assert_eq!(store.event_count().await.unwrap(), 1);
+    assert_eq!(store.indexed_seq().await.unwrap(), 2);
+    assert!(store.get("huge").await.unwrap().is_none());
+}
+
 /// Indexing throughput of 1,000-event batches (a figure, not a check):
 /// `cargo test --test store -- --ignored pg_append_throughput --nocapture`.
 #[tokio::test]
 #[ignore = "a benchmark"]
 async fn pg_append_throughput() {
-    let Some((_schema, store)) = pg_store("throughput").await else {
+    let Some(store) = TestStore::postgres("throughput").await else {
         return;
     };
     const BATCHES: u64 = 100;

@@ -380,7 +380,7 @@ pub async fn get_one(
     let partial = Snapshot::take(&state).await.partial;
     let event = state
         .store
-        .get(id.clone())
+        .get(&id)
         .await
         .map_err(ApiError::StoreUnavailable)?
         .ok_or_else(|| {

@@ -299,7 +299,7 @@ impl Keys {
         if uses.is_empty() {
             return;
         }
-        if let Err(err) = self.store.record_key_uses(uses.clone()).await {
+        if let Err(err) = self.store.record_key_uses(&uses).await {
             tracing::debug!(
                 error = format!("{err:#}"),
                 "recording when keys were last used failed"

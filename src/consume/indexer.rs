@@ -145,8 +145,8 @@ impl Source for Indexer {
     }
 
     /// Events in the log were valid when acknowledged and cannot be set aside: a batch the
-    /// store refuses is retried (with backoff) until the store takes it.
-    async fn refused(
+    /// store rejects is retried (with backoff) until the store takes it.
+    async fn rejected(
         &mut self,
         batch: Batch<()>,
         error: anyhow::Error,
@@ -154,7 +154,7 @@ impl Source for Indexer {
     ) -> Flow<()> {
         let delay = self
             .outage
-            .failed(&format!("the store refused a batch: {error:#}"));
+            .failed(&format!("the store rejected a batch: {error:#}"));
         if storing.sleep(delay).await {
             Flow::Retry(batch)
         } else {

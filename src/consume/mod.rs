@@ -2,8 +2,10 @@
 //! modes. A [`Source`] gives batches (the [`indexer`] reads the embedded log, the
 //! [`worker`] a Redis consumer group); the loop stores each one ([`Storing`]: retried with
 //! backoff for as long as the store is unavailable, logged once per outage, reported to
-//! health), tells the source it is stored (which then acknowledges it), and reads the next
-//! batch while storing this one when more is waiting.
+//! health; a batch the store rejects goes back to the source, which decides what to do with
+//! it), tells the source it is stored (which then acknowledges it), and reads the next batch
+//! while storing this one when more is waiting. The store's error says which it is
+//! ([`StoreError`]).
 //!
 //! Nothing is acknowledged before the store has it, so a crash at any point leaves the batch
 //! to be read again; storing it twice is harmless, the store skips ids it already has.
@@ -19,14 +21,12 @@ use tokio::sync::watch;
 
 use crate::event::StoredEvent;
 use crate::health::Component;
-use crate::store::{AppendOutcome, Store};
+use crate::store::{AppendOutcome, Store, StoreError};
 use crate::telemetry;
 
 /// Backoff after a failure: from the first to the last, doubling.
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
-/// How long the store may take to answer the outage probe.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Events to store, in `seq` order, and what the source needs to acknowledge them.
 pub struct Batch<T> {
@@ -64,10 +64,10 @@ pub trait Source: Send {
     /// The store has `batch`: acknowledge it.
     async fn stored(&mut self, batch: Batch<Self::Token>) -> Flow<Self::Token>;
 
-    /// The store refused `batch` while it works otherwise (no outage): something in the
-    /// batch is at fault. The source decides: store its events one by one and set aside
+    /// The store rejected `batch` ([`StoreError::Rejected`]): something in the batch is at
+    /// fault, not the store. The source decides: store its events one by one and set aside
     /// what keeps failing, or retry.
-    async fn refused(
+    async fn rejected(
         &mut self,
         batch: Batch<Self::Token>,
         error: anyhow::Error,
@@ -90,14 +90,14 @@ pub async fn run<S: Source>(mut source: S, mut storing: Storing) {
         };
         let mut flow = match stored {
             Stored::Yes => source.stored(batch).await,
-            Stored::Refused(error) => source.refused(batch, error, &mut storing).await,
+            Stored::Rejected(error) => source.rejected(batch, error, &mut storing).await,
             // Unacknowledged: read again after the restart.
             Stored::Stopped => return,
         };
         while let Flow::Retry(batch) = flow {
             flow = match storing.store(&batch.events, batch.through).await {
                 Stored::Yes => source.stored(batch).await,
-                Stored::Refused(error) => source.refused(batch, error, &mut storing).await,
+                Stored::Rejected(error) => source.rejected(batch, error, &mut storing).await,
                 Stored::Stopped => return,
             };
         }
@@ -128,8 +128,8 @@ pub struct Storing {
 /// How storing a batch went.
 pub enum Stored {
     Yes,
-    /// Refused while the store otherwise works: the batch is at fault, not the store.
-    Refused(anyhow::Error),
+    /// Rejected by the store: the batch is at fault, not the store.
+    Rejected(anyhow::Error),
     /// Stopped while waiting for the store to come back.
     Stopped,
 }
@@ -171,10 +171,8 @@ impl Storing {
                     }
                     return Stored::Yes;
                 }
-                Err(err) => {
-                    if self.store_works().await {
-                        return Stored::Refused(err);
-                    }
+                Err(StoreError::Rejected(err)) => return Stored::Rejected(err),
+                Err(StoreError::Unavailable(err)) => {
                     let delay = self.outage.failed(&format!("{err:#}"));
                     if !sleep(&mut self.stop, delay).await {
                         return Stored::Stopped;
@@ -182,18 +180,6 @@ impl Storing {
                 }
             }
         }
-    }
-
-    /// Whether the store still works: it answers a read (`indexed_seq`) and commits an empty
-    /// batch (a write transaction that changes nothing but the indexed position, set to what
-    /// it already is). If not, a failed write is an outage (the server is gone, or its disk is
-    /// full or read-only) and no event is to blame.
-    async fn store_works(&self) -> bool {
-        let probe = async {
-            let seq = self.store.indexed_seq().await?;
-            self.store.append_batch(Arc::new(Vec::new()), seq).await
-        };
-        matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(_)))
     }
 
     /// Waits `delay`; `false` if a stop came first.

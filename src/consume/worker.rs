@@ -4,8 +4,9 @@
 //! acknowledges them (XACK). A crash at any point leaves the entries pending, to be re-read
 //! by this consumer or claimed by another (XAUTOCLAIM after `claim_timeout`).
 //!
-//! A batch the store refuses while it works is retried once, then its events one by one: the
-//! one that keeps failing goes to the dead-letter stream after `max_attempts`. A payload that
+//! A batch the store rejects (not while it is unavailable: then the loop waits) is retried
+//! once, then its events one by one: the one that keeps being rejected goes to the
+//! dead-letter stream after `max_attempts`. A payload that
 //! does not decode goes there at once. Every few seconds the stream is trimmed below the
 //! oldest entry the group still needs, and now and then consumers gone for good are deleted.
 
@@ -36,8 +37,8 @@ pub struct WorkerConfig {
     pub batch: usize,
     /// How long an entry may stay pending with a consumer before another claims it.
     pub claim_timeout: Duration,
-    /// Attempts at storing one entry, while the store otherwise works, before it is
-    /// dead-lettered.
+    /// Attempts at storing one entry the store rejects before it is dead-lettered (attempts
+    /// while the store is unavailable do not count).
     pub max_attempts: u64,
     /// How long one read waits for new entries; also how soon a stop is noticed when idle.
     pub block: Duration,
@@ -322,8 +323,8 @@ impl Worker {
         }
     }
 
-    /// Stores the batch's events one at a time; one that fails `max_attempts` times while
-    /// the store works goes to the dead letters. Acknowledges what is done, also on a stop
+    /// Stores the batch's events one at a time; one the store rejects `max_attempts` times
+    /// goes to the dead letters. Acknowledges what is done, also on a stop
     /// (the rest stays pending).
     async fn one_by_one(&mut self, batch: Batch<Entries>, storing: &mut Storing) -> Flow<Entries> {
         let Entries {
@@ -350,7 +351,7 @@ impl Worker {
                         self.ack(&ids).await;
                         return Flow::Stopped;
                     }
-                    Stored::Refused(err) => {
+                    Stored::Rejected(err) => {
                         let reason = format!("{err:#}");
                         if attempts >= self.config.max_attempts {
                             if !self.dead_letter(entry, &reason, attempts).await {
@@ -471,16 +472,17 @@ impl Source for Worker {
         }
     }
 
-    async fn refused(
+    async fn rejected(
         &mut self,
         mut batch: Batch<Entries>,
         error: anyhow::Error,
         storing: &mut Storing,
     ) -> Flow<Entries> {
         if !batch.token.retried {
-            // Perhaps a passing conflict: once more, whole.
+            // Perhaps a passing failure the store took for the batch's fault: once more,
+            // whole, before looking for the event at fault.
             batch.token.retried = true;
-            tracing::debug!(error = %format!("{error:#}"), "storing a batch failed: retrying it");
+            tracing::debug!(error = %format!("{error:#}"), "the store rejected a batch: retrying it");
             return if storing.sleep(FIRST_BACKOFF).await {
                 Flow::Retry(batch)
             } else {
@@ -491,7 +493,7 @@ impl Source for Worker {
         tracing::warn!(
             error = %format!("{error:#}"),
             events = batch.events.len(),
-            "storing a batch failed while the store works: retrying its events one by one"
+            "the store rejected a batch: retrying its events one by one"
         );
         self.one_by_one(batch, storing).await
     }

@@ -117,19 +117,58 @@ pub struct RollupRow {
     pub count: u64,
 }
 
+/// Why a write failed, sorted for the consume loop: wait and store the same batch again, or
+/// set the batch aside. Each store sorts its own errors (by SQLSTATE, by SQLite result code);
+/// when in doubt a failure is [`Unavailable`](StoreError::Unavailable), since retrying loses
+/// nothing while setting events aside would.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot write now, whatever the batch: the connection is lost, refused or
+    /// timed out, the disk is full, an I/O error, the server is shutting down or read-only,
+    /// a conflict with another writer. Retry the same batch later.
+    #[error(transparent)]
+    Unavailable(anyhow::Error),
+    /// The store works but will never take this batch as it is: it refuses a value in it
+    /// (too large, not valid for its column). Retrying the same events changes nothing;
+    /// whoever can set events aside (the worker's dead letters) should.
+    #[error(transparent)]
+    Rejected(anyhow::Error),
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// What a write answers: see [`StoreError`].
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A batch's events, shared rather than borrowed: SQLite's writer thread holds them while
+/// the caller waits, without copying them.
+pub type Events = Arc<Vec<StoredEvent>>;
+
 /// The boundary between the service and where events are indexed and queried.
 ///
-/// Writes come only from the indexer, in `seq` order; `append_batch` is idempotent on the
-/// event id (an id already stored is skipped), so replaying the log after a crash is safe.
+/// Who writes: in one process the indexer alone, batch after batch in `seq` order, into
+/// SQLite; in a cluster every worker at once into PostgreSQL, each its own batches, which
+/// commit in no particular order between workers. So a store takes concurrent
+/// `append_batch` calls, each atomic (all of the batch, its rollups and its position, or
+/// nothing), and idempotent on the event id: an id already stored, by any batch or writer, is
+/// skipped, so a batch read again after a crash or claimed from another worker is harmless.
+/// The indexed position is the highest `seq` a batch recorded: with one writer in order,
+/// every event up to it is stored; with several, lower ones may still be in another
+/// worker's batch.
+///
+/// Only the write returns a typed error ([`StoreError`]): the consume loop waits out an
+/// unavailable store, and hands a rejected batch to its source (the worker sets what keeps
+/// being rejected aside; the indexer, which cannot, retries). Every other failure means the
+/// same to its caller (the answer is a 503, the step is tried again later): `anyhow`.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores `events`, adds them to the rollups and records `indexed_seq` as the new
     /// indexed position, atomically.
-    async fn append_batch(
-        &self,
-        events: Arc<Vec<StoredEvent>>,
-        indexed_seq: u64,
-    ) -> anyhow::Result<AppendOutcome>;
+    async fn append_batch(&self, events: Events, indexed_seq: u64) -> StoreResult<AppendOutcome>;
 
     /// The highest seq recorded by `append_batch` (0 for an empty store).
     async fn indexed_seq(&self) -> anyhow::Result<u64>;
@@ -147,7 +186,7 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> anyhow::Result<Vec<StoredEvent>>;
 
-    async fn get(&self, id: String) -> anyhow::Result<Option<StoredEvent>>;
+    async fn get(&self, id: &str) -> anyhow::Result<Option<StoredEvent>>;
 
     /// How many events are stored, maintained as they are written (no scan).
     async fn event_count(&self) -> anyhow::Result<u64>;
@@ -173,7 +212,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// The deployment's secret called `name`: `candidate` (random bytes) the first time it
     /// is asked for, the bytes first stored ever after, for every process sharing the store.
-    async fn secret(&self, name: &str, candidate: Vec<u8>) -> anyhow::Result<Vec<u8>>;
+    async fn secret(&self, name: &str, candidate: &[u8]) -> anyhow::Result<Vec<u8>>;
 
     /// Stores a new API key (its hash and details, never the secret).
     async fn create_key(&self, key: &KeyRecord) -> anyhow::Result<()>;
@@ -189,7 +228,7 @@ pub trait Store: Send + Sync + 'static {
     async fn keys_version(&self) -> anyhow::Result<i64>;
 
     /// Records when keys were last used (moving each forward only); not a change of the keys.
-    async fn record_key_uses(&self, uses: Vec<(String, i64)>) -> anyhow::Result<()>;
+    async fn record_key_uses(&self, uses: &[(String, i64)]) -> anyhow::Result<()>;
 
     /// Deletes every event whose timestamp is before `cutoff_ms`, the minute and hour rollup
     /// rows whose whole bucket ends at or before it, and keeps `event_count` right. Done in

@@ -5,13 +5,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use anyhow::Result;
 use async_trait::async_trait;
 
 use super::partitioning::TimeRange;
-use super::{AppendOutcome, EventFilter, EventQuery, Purged, RollupQuery, RollupRow, Store};
+use super::{
+    AppendOutcome, EventFilter, EventQuery, Events, Purged, RollupQuery, RollupRow, Store,
+    StoreResult,
+};
 use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
 
@@ -26,11 +29,7 @@ pub struct NullStore {
 
 #[async_trait]
 impl Store for NullStore {
-    async fn append_batch(
-        &self,
-        _events: Arc<Vec<StoredEvent>>,
-        indexed_seq: u64,
-    ) -> Result<AppendOutcome> {
+    async fn append_batch(&self, _events: Events, indexed_seq: u64) -> StoreResult<AppendOutcome> {
         self.indexed_seq.fetch_max(indexed_seq, Ordering::AcqRel);
         Ok(AppendOutcome::default())
     }
@@ -56,7 +55,7 @@ impl Store for NullStore {
         Ok(Vec::new())
     }
 
-    async fn get(&self, _id: String) -> Result<Option<StoredEvent>> {
+    async fn get(&self, _id: &str) -> Result<Option<StoredEvent>> {
         Ok(None)
     }
 
@@ -80,9 +79,12 @@ impl Store for NullStore {
         Ok(Vec::new())
     }
 
-    async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
+    async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
         let mut secrets = self.secrets.lock().unwrap();
-        Ok(secrets.entry(name.to_owned()).or_insert(candidate).clone())
+        let secret = secrets
+            .entry(name.to_owned())
+            .or_insert_with(|| candidate.to_vec());
+        Ok(secret.clone())
     }
 
     async fn create_key(&self, key: &KeyRecord) -> Result<()> {
@@ -113,7 +115,7 @@ impl Store for NullStore {
             .sum())
     }
 
-    async fn record_key_uses(&self, _uses: Vec<(String, i64)>) -> Result<()> {
+    async fn record_key_uses(&self, _uses: &[(String, i64)]) -> Result<()> {
         Ok(())
     }
 

@@ -4,68 +4,39 @@
 //! [`partitions`]), their ids into a table of their own that makes storing exactly-once, and
 //! the rollups and progress counters are updated in the same transaction. The schema is
 //! created and migrated on connect ([`migrations`]); retention drops whole partitions
-//! ([`retention`]). One connection writes (only
-//! the indexer, one batch at a time); a small pool ([`pool`]) serves the reads. Several
-//! processes may write at once: each batch's ids and rollup rows are locked in key order, so
-//! two of them wait for each other rather than deadlock.
+//! ([`retention`]). In each process one connection writes ([`writer`]: the worker's, one
+//! batch at a time); a small pool ([`pool`]) serves the reads ([`query`] builds them).
+//! Several processes write at once: each batch's ids and rollup rows are locked in key
+//! order, so two of them wait for each other rather than deadlock.
 
 mod credentials;
 mod migrations;
 mod partitions;
 mod pool;
+mod query;
 mod retention;
+mod writer;
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use async_trait::async_trait;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, Row};
 
 use super::partitioning::{Layout, TimeRange};
 use super::{
-    floor_to, AppendOutcome, EventFilter, EventQuery, Order, Position, Purged, RollupQuery,
-    RollupRow, Store, DAY_MS, HOUR_MS, MINUTE_MS,
+    AppendOutcome, EventFilter, EventQuery, Events, Purged, RollupQuery, RollupRow, Store,
+    StoreResult, HOUR_MS,
 };
 use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
 use pool::{Connection, Pool, Target};
+use query::{direction, event_from_row, push_conditions, rollup_row, text, to_i64, Sql, COLUMNS};
 
 /// Connections serving reads (and retention), besides the writer's. Each is a server process;
 /// on 2 cores more concurrent queries only queue on the CPU (as for SQLite's readers).
 const MAX_READERS: usize = 4;
-
-const COLUMNS: &str =
-    "seq, id, id_from_client, type, ts, received_at, service, user_id, message, metadata";
-
-/// Records the batch's ids that are new and returns them: the events to store.
-const CLAIM_IDS: &str = "INSERT INTO event_ids (id, ts)
-    SELECT * FROM unnest($1::bytea[], $2::bigint[])
-    ON CONFLICT DO NOTHING RETURNING id";
-
-const INSERT_EVENTS: &str = "INSERT INTO events (seq, id, id_from_client, type, ts,
-    received_at, service, user_id, message, metadata)
-    SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::boolean[], $4::bytea[], $5::bigint[],
-        $6::bigint[], $7::bytea[], $8::bytea[], $9::bytea[], $10::text[])";
-
-const UPSERT_MINUTES: &str = "INSERT INTO rollups (minute, type, has_service, service, count)
-    SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::boolean[], $4::bytea[], $5::bigint[])
-    ON CONFLICT (minute, type, has_service, service)
-    DO UPDATE SET count = rollups.count + excluded.count";
-
-const UPSERT_HOURS: &str = "INSERT INTO rollups_hourly (hour, type, has_service, service, count)
-    SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::boolean[], $4::bytea[], $5::bigint[])
-    ON CONFLICT (hour, type, has_service, service)
-    DO UPDATE SET count = rollups_hourly.count + excluded.count";
-
-/// Adds the events stored to the count and moves the indexed position forward (never back:
-/// with several writers, batches may commit out of order).
-const UPDATE_PROGRESS: &str = "UPDATE progress
-    SET value = CASE name WHEN 'event_count' THEN value + $1 ELSE greatest(value, $2) END
-    WHERE name IN ('event_count', 'indexed_seq')";
 
 /// Advisory lock keys: what is locked, and whose (the schema name's hash), so stores in
 /// different schemas of one database never wait for each other.
@@ -131,106 +102,6 @@ impl PostgresStore {
         })
     }
 
-    /// Stores a batch on the writer's connection: see [`Store::append_batch`].
-    async fn write(
-        &self,
-        connection: &mut Connection,
-        events: &[StoredEvent],
-        indexed_seq: u64,
-    ) -> Result<AppendOutcome> {
-        self.ensure_partitions(connection, events).await?;
-        let claim = connection.prepare(CLAIM_IDS).await?;
-        let insert = connection.prepare(INSERT_EVENTS).await?;
-        let minutes = connection.prepare(UPSERT_MINUTES).await?;
-        let hours = connection.prepare(UPSERT_HOURS).await?;
-        let progress = connection.prepare(UPDATE_PROGRESS).await?;
-
-        // Each id once (its first event's timestamp), in id order: concurrent writers lock
-        // the ids they share in the same order.
-        let mut first_ts: BTreeMap<&[u8], i64> = BTreeMap::new();
-        for event in events {
-            first_ts
-                .entry(event.id.as_bytes())
-                .or_insert(event.timestamp_ms);
-        }
-        let ids: Vec<&[u8]> = first_ts.keys().copied().collect();
-        let timestamps: Vec<i64> = first_ts.values().copied().collect();
-
-        let tx = connection.client.transaction().await?;
-        let claimed = tx
-            .query(&claim, &[&ids, &timestamps])
-            .await
-            .context("recording the event ids")?;
-        let mut new_ids: HashSet<Vec<u8>> = claimed.iter().map(|row| row.get(0)).collect();
-        let mut stored = Vec::with_capacity(new_ids.len());
-        let mut skipped = Vec::new();
-        for event in events {
-            // Only the first event with a new id: later ones in the batch are duplicates too.
-            if new_ids.remove(event.id.as_bytes()) {
-                stored.push(event);
-            } else {
-                skipped.push(event.seq);
-            }
-        }
-        let stored_count = stored.len() as i64;
-        let indexed_seq = to_i64(indexed_seq);
-        let progress_params: [&(dyn ToSql + Sync); 2] = [&stored_count, &indexed_seq];
-        if stored.is_empty() {
-            tx.execute(&progress, &progress_params).await
-        } else {
-            let columns = EventColumns::new(&stored);
-            let minute_rows = RollupRows::minutes(&stored);
-            let minutes_columns = minute_rows.columns();
-            let hours_columns = minute_rows.hours().columns();
-            let (event_params, minute_params, hour_params) = (
-                columns.params(),
-                minutes_columns.params(),
-                hours_columns.params(),
-            );
-            // Sent together (pipelined) and answered in order: one round trip for all. All
-            // are awaited and the first error in statement order kept: after it the others
-            // fail only because the transaction is aborted.
-            let results = tokio::join!(
-                tx.execute(&insert, &event_params),
-                tx.execute(&minutes, &minute_params),
-                tx.execute(&hours, &hour_params),
-                tx.execute(&progress, &progress_params),
-            );
-            results.0.and(results.1).and(results.2).and(results.3)
-        }
-        .context("storing the events and their rollups")?;
-        tx.commit().await.context("committing a batch")?;
-        Ok(AppendOutcome { skipped })
-    }
-
-    /// Creates partitions for the batch's events that none known to exist covers.
-    async fn ensure_partitions(
-        &self,
-        connection: &mut Connection,
-        events: &[StoredEvent],
-    ) -> Result<()> {
-        let uncovered: Vec<(i64, i64)> = {
-            let known = self.partitions.lock().unwrap();
-            // One event per day is enough: partitions are whole days.
-            let mut by_day = BTreeMap::new();
-            for event in events {
-                let ts = event.timestamp_ms;
-                if known.covering(ts).is_none() {
-                    by_day
-                        .entry(floor_to(ts, DAY_MS))
-                        .or_insert((ts, event.received_at_ms));
-                }
-            }
-            by_day.into_values().collect()
-        };
-        if uncovered.is_empty() {
-            return Ok(());
-        }
-        let layout = partitions::create(&mut connection.client, self.lock_key, &uncovered).await?;
-        *self.partitions.lock().unwrap() = layout;
-        Ok(())
-    }
-
     /// Forgets partitions retention dropped.
     fn forget_partitions(&self, dropped: &[TimeRange]) {
         let mut known = self.partitions.lock().unwrap();
@@ -261,270 +132,10 @@ impl PostgresStore {
     }
 }
 
-/// Whether `err` is PostgreSQL finding no partition for a row: the partition was dropped by
-/// another process's retention after this one saw it.
-fn is_missing_partition(err: &anyhow::Error) -> bool {
-    err.chain()
-        .filter_map(|cause| cause.downcast_ref::<tokio_postgres::Error>())
-        .any(|err| err.code() == Some(&SqlState::CHECK_VIOLATION))
-}
-
-/// A count or seq as a PostgreSQL bigint: past `i64::MAX` means "more than any table holds".
-fn to_i64(value: impl TryInto<i64>) -> i64 {
-    value.try_into().unwrap_or(i64::MAX)
-}
-
-type Param = Box<dyn ToSql + Send + Sync>;
-
-/// A statement being built and its parameters, numbered as they are added.
-struct Sql {
-    text: String,
-    values: Vec<Param>,
-}
-
-impl Sql {
-    fn new(text: &str) -> Sql {
-        Sql {
-            text: text.to_owned(),
-            values: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, text: &str) {
-        self.text.push_str(text);
-    }
-
-    /// Adds a parameter; returns its placeholder (`$n`).
-    fn param(&mut self, value: impl ToSql + Send + Sync + 'static) -> String {
-        self.values.push(Box::new(value));
-        format!("${}", self.values.len())
-    }
-
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.values
-            .iter()
-            .map(|value| value.as_ref() as &(dyn ToSql + Sync))
-            .collect()
-    }
-}
-
-/// Appends ` AND ...` for `filter` and, when paging, for "strictly after `after` in
-/// `order`": the one place that turns a query into SQL conditions.
-fn push_conditions(sql: &mut Sql, filter: &EventFilter, after: Option<(Position, Order)>) {
-    for (column, value) in [
-        ("type", &filter.kind),
-        ("service", &filter.service),
-        ("user_id", &filter.user_id),
-    ] {
-        if let Some(value) = value {
-            let value = sql.param(value.as_bytes().to_vec());
-            sql.push(&format!(" AND {column} = {value}"));
-        }
-    }
-    if let Some(from) = filter.from_ms {
-        let from = sql.param(from);
-        sql.push(&format!(" AND ts >= {from}"));
-    }
-    if let Some(to) = filter.to_ms {
-        let to = sql.param(to);
-        sql.push(&format!(" AND ts < {to}"));
-    }
-    if let Some(max_seq) = filter.max_seq {
-        let max_seq = sql.param(to_i64(max_seq));
-        sql.push(&format!(" AND seq <= {max_seq}"));
-    }
-    if let Some((after, order)) = after {
-        // The plain `ts` bound skips the partitions before the position; the row comparison
-        // is read off the indexes, which all end in (ts, seq).
-        let compare = if order == Order::Desc { "<" } else { ">" };
-        let ts = sql.param(after.timestamp_ms);
-        let seq = sql.param(to_i64(after.seq));
-        sql.push(&format!(
-            " AND ts {compare}= {ts} AND (ts, seq) {compare} ({ts}, {seq})"
-        ));
-    }
-}
-
-/// `ORDER BY` keyword for `order`.
-fn direction(order: Order) -> &'static str {
-    match order {
-        Order::Desc => "DESC",
-        Order::Asc => "ASC",
-    }
-}
-
-/// A string stored as bytes (see the schema): UTF-8, since only strings are stored.
-fn text(bytes: Vec<u8>) -> Result<String> {
-    String::from_utf8(bytes).context("a string in the store is not UTF-8")
-}
-
-fn optional_text(bytes: Option<Vec<u8>>) -> Result<Option<String>> {
-    bytes.map(text).transpose()
-}
-
-fn event_from_row(row: &Row) -> Result<StoredEvent> {
-    Ok(StoredEvent {
-        seq: row.try_get::<_, i64>(0)? as u64,
-        id: text(row.try_get(1)?)?,
-        id_from_client: row.try_get(2)?,
-        kind: text(row.try_get(3)?)?,
-        timestamp_ms: row.try_get(4)?,
-        received_at_ms: row.try_get(5)?,
-        service: optional_text(row.try_get(6)?)?,
-        user_id: optional_text(row.try_get(7)?)?,
-        message: optional_text(row.try_get(8)?)?,
-        metadata: row.try_get(9)?,
-    })
-}
-
-/// A batch's events as one array per column, for `INSERT ... SELECT * FROM unnest(...)`.
-struct EventColumns<'a> {
-    seq: Vec<i64>,
-    id: Vec<&'a [u8]>,
-    id_from_client: Vec<bool>,
-    kind: Vec<&'a [u8]>,
-    ts: Vec<i64>,
-    received_at: Vec<i64>,
-    service: Vec<Option<&'a [u8]>>,
-    user_id: Vec<Option<&'a [u8]>>,
-    message: Vec<Option<&'a [u8]>>,
-    metadata: Vec<Option<&'a str>>,
-}
-
-impl<'a> EventColumns<'a> {
-    fn new(events: &[&'a StoredEvent]) -> EventColumns<'a> {
-        let bytes = |value: &'a Option<String>| value.as_deref().map(str::as_bytes);
-        EventColumns {
-            seq: events.iter().map(|e| to_i64(e.seq)).collect(),
-            id: events.iter().map(|e| e.id.as_bytes()).collect(),
-            id_from_client: events.iter().map(|e| e.id_from_client).collect(),
-            kind: events.iter().map(|e| e.kind.as_bytes()).collect(),
-            ts: events.iter().map(|e| e.timestamp_ms).collect(),
-            received_at: events.iter().map(|e| e.received_at_ms).collect(),
-            service: events.iter().map(|e| bytes(&e.service)).collect(),
-            user_id: events.iter().map(|e| bytes(&e.user_id)).collect(),
-            message: events.iter().map(|e| bytes(&e.message)).collect(),
-            metadata: events.iter().map(|e| e.metadata.as_deref()).collect(),
-        }
-    }
-
-    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
-        [
-            &self.seq,
-            &self.id,
-            &self.id_from_client,
-            &self.kind,
-            &self.ts,
-            &self.received_at,
-            &self.service,
-            &self.user_id,
-            &self.message,
-            &self.metadata,
-        ]
-    }
-}
-
-/// A batch's events counted per bucket x type x service, in key order (the order rows are
-/// locked in), as one array per column of the rollup tables.
-#[derive(Default)]
-struct RollupRows<'a> {
-    counts: BTreeMap<RollupKey<'a>, i64>,
-}
-
-/// Bucket start, type, service.
-type RollupKey<'a> = (i64, &'a [u8], Option<&'a [u8]>);
-
-impl<'a> RollupRows<'a> {
-    fn minutes(events: &[&'a StoredEvent]) -> RollupRows<'a> {
-        let mut rows = RollupRows::default();
-        for event in events {
-            let key = (
-                floor_to(event.timestamp_ms, MINUTE_MS),
-                event.kind.as_bytes(),
-                event.service.as_deref().map(str::as_bytes),
-            );
-            *rows.counts.entry(key).or_default() += 1;
-        }
-        rows
-    }
-
-    fn hours(&self) -> RollupRows<'a> {
-        let mut rows = RollupRows::default();
-        for (&(minute, kind, service), count) in &self.counts {
-            *rows
-                .counts
-                .entry((floor_to(minute, HOUR_MS), kind, service))
-                .or_default() += count;
-        }
-        rows
-    }
-
-    fn columns(&self) -> RollupColumns<'a> {
-        let keys = self.counts.keys();
-        RollupColumns {
-            bucket: keys.clone().map(|key| key.0).collect(),
-            kind: keys.clone().map(|key| key.1).collect(),
-            has_service: keys.clone().map(|key| key.2.is_some()).collect(),
-            service: keys.map(|key| key.2.unwrap_or_default()).collect(),
-            count: self.counts.values().copied().collect(),
-        }
-    }
-}
-
-struct RollupColumns<'a> {
-    bucket: Vec<i64>,
-    kind: Vec<&'a [u8]>,
-    has_service: Vec<bool>,
-    service: Vec<&'a [u8]>,
-    count: Vec<i64>,
-}
-
-impl RollupColumns<'_> {
-    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
-        [
-            &self.bucket,
-            &self.kind,
-            &self.has_service,
-            &self.service,
-            &self.count,
-        ]
-    }
-}
-
-fn rollup_row(row: &Row) -> Result<RollupRow> {
-    let has_service: bool = row.try_get(2)?;
-    Ok(RollupRow {
-        bucket_ms: row.try_get(0)?,
-        kind: text(row.try_get(1)?)?,
-        service: if has_service {
-            Some(text(row.try_get(3)?)?)
-        } else {
-            None
-        },
-        count: row.try_get::<_, i64>(4)? as u64,
-    })
-}
-
 #[async_trait]
 impl Store for PostgresStore {
-    async fn append_batch(
-        &self,
-        events: Arc<Vec<StoredEvent>>,
-        indexed_seq: u64,
-    ) -> Result<AppendOutcome> {
-        let mut writer = self.writer.lock().await;
-        let connection = match writer.take() {
-            Some(connection) if !connection.client.is_closed() => connection,
-            _ => Connection::open(&self.target).await?,
-        };
-        let connection = writer.insert(connection);
-        match self.write(connection, &events, indexed_seq).await {
-            Err(err) if is_missing_partition(&err) => {
-                *self.partitions.lock().unwrap() = Layout::default();
-                self.write(connection, &events, indexed_seq).await
-            }
-            result => result,
-        }
+    async fn append_batch(&self, events: Events, indexed_seq: u64) -> StoreResult<AppendOutcome> {
+        self.append(&events, indexed_seq).await
     }
 
     async fn indexed_seq(&self) -> Result<u64> {
@@ -566,10 +177,10 @@ impl Store for PostgresStore {
         self.read_events(sql).await
     }
 
-    async fn get(&self, id: String) -> Result<Option<StoredEvent>> {
+    async fn get(&self, id: &str) -> Result<Option<StoredEvent>> {
         // The id's timestamp, from the ids table, names the one partition to look in.
         let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM events WHERE id = "));
-        let id = sql.param(id.into_bytes());
+        let id = sql.param(id.as_bytes().to_vec());
         sql.push(&format!(
             "{id} AND ts = (SELECT ts FROM event_ids WHERE id = {id})"
         ));
@@ -647,8 +258,8 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn secret(&self, name: &str, candidate: Vec<u8>) -> Result<Vec<u8>> {
-        credentials::secret(&self.pool, name, &candidate).await
+    async fn secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        credentials::secret(&self.pool, name, candidate).await
     }
 
     async fn create_key(&self, key: &KeyRecord) -> Result<()> {
@@ -667,8 +278,8 @@ impl Store for PostgresStore {
         credentials::keys_version(&self.pool).await
     }
 
-    async fn record_key_uses(&self, uses: Vec<(String, i64)>) -> Result<()> {
-        credentials::record_key_uses(&self.pool, &uses).await
+    async fn record_key_uses(&self, uses: &[(String, i64)]) -> Result<()> {
+        credentials::record_key_uses(&self.pool, uses).await
     }
 
     async fn purge_before(&self, cutoff_ms: i64) -> Result<Purged> {

@@ -67,36 +67,7 @@ impl Partition {
 
     /// Creates the partition's tables, within `tx`, without listing it.
     pub fn create_tables(self, tx: &Transaction) -> Result<()> {
-        let events = self.events_table();
-        let users = self.users_table();
-        // The rowid is the seq, so every index ends in seq and `ORDER BY ts, seq` is read
-        // straight off an index.
-        tx.execute_batch(&format!(
-            "CREATE TABLE {events} (
-                seq INTEGER PRIMARY KEY,
-                id TEXT NOT NULL,
-                id_from_client INTEGER NOT NULL,
-                type TEXT NOT NULL,
-                ts INTEGER NOT NULL,
-                received_at INTEGER NOT NULL,
-                service TEXT,
-                user_id TEXT,
-                message TEXT,
-                metadata TEXT
-            );
-            CREATE UNIQUE INDEX {events}_id ON {events} (id);
-            CREATE INDEX {events}_ts ON {events} (ts);
-            CREATE INDEX {events}_type_ts ON {events} (type, ts);
-            CREATE INDEX {events}_service_ts ON {events} (service, ts);
-            -- Only events carrying a client id, in (nearly) arrival order: what the dedup
-            -- set is rebuilt from at start.
-            CREATE INDEX {events}_client_ids ON {events} (received_at) WHERE id_from_client = 1;
-            CREATE TABLE {users} (
-                user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
-                PRIMARY KEY (user_id, ts, seq)
-            ) WITHOUT ROWID;"
-        ))?;
-        Ok(())
+        create_event_tables(tx, &self.events_table(), &self.users_table())
     }
 
     /// Creates the partition's tables and lists it, within `tx`.
@@ -137,6 +108,41 @@ impl Partition {
         )?;
         Ok(events as u64)
     }
+}
+
+/// Creates, within `tx`, an events table called `events`, with the indexes the query API
+/// uses, and `users`, a main level of the user index: the one definition of the events
+/// table, for every partition and for the first schema (whose tables were not yet
+/// partitions).
+pub(super) fn create_event_tables(tx: &Transaction, events: &str, users: &str) -> Result<()> {
+    // The rowid is the seq, so every index ends in seq and `ORDER BY ts, seq` is read
+    // straight off an index.
+    tx.execute_batch(&format!(
+        "CREATE TABLE {events} (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL,
+            id_from_client INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            ts INTEGER NOT NULL,
+            received_at INTEGER NOT NULL,
+            service TEXT,
+            user_id TEXT,
+            message TEXT,
+            metadata TEXT
+        );
+        CREATE UNIQUE INDEX {events}_id ON {events} (id);
+        CREATE INDEX {events}_ts ON {events} (ts);
+        CREATE INDEX {events}_type_ts ON {events} (type, ts);
+        CREATE INDEX {events}_service_ts ON {events} (service, ts);
+        -- Only events carrying a client id, in (nearly) arrival order: what the dedup
+        -- set is rebuilt from at start.
+        CREATE INDEX {events}_client_ids ON {events} (received_at) WHERE id_from_client = 1;
+        CREATE TABLE {users} (
+            user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
+            PRIMARY KEY (user_id, ts, seq)
+        ) WITHOUT ROWID;"
+    ))?;
+    Ok(())
 }
 
 /// The partitions that have tables, in `order`, limited to those overlapping

@@ -15,7 +15,7 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction};
 
 use super::partitions::Partition;
-use super::{direction, event_from_row, push_conditions, sql_count, within, Aliases};
+use super::query::{direction, event_from_row, push_conditions, sql_count, within, Aliases};
 use crate::event::StoredEvent;
 use crate::store::partitioning::Layout;
 use crate::store::{EventFilter, EventQuery, Order, Position, DAY_MS};

@@ -1,0 +1,191 @@
+//! Retention: deleting the events before a cutoff and the rollups that aged out, keeping the
+//! stored-event count right at every step.
+//!
+//! Whole partitions before the cutoff go by dropping their tables; the one the cutoff falls
+//! in is trimmed by rows, then its main user-index level in key order. Each step is a short
+//! transaction and a task of its own on the writer thread, so index batches go in between.
+
+use anyhow::Result;
+use rusqlite::{params, Transaction};
+
+use super::partitions::{self, Partition};
+use super::user_index::{self, Key as UserKey};
+use super::writer::Writer;
+use super::SqliteStore;
+use crate::store::{Order, Purged, HOUR_MS, MINUTE_MS};
+
+/// Rows deleted per transaction when retention trims a partition by rows: about 25 ms of
+/// the writer's time, so indexing is never held up long.
+const TRIM_ROWS: usize = 2_000;
+
+/// See [`Store::purge_before`](crate::store::Store::purge_before).
+pub(super) async fn purge_before(store: &SqliteStore, cutoff_ms: i64) -> Result<Purged> {
+    let mut purged = Purged::default();
+    let doomed = store
+        .read(move |connection| partitions::list(connection, None, Some(cutoff_ms), Order::Asc))
+        .await?;
+    // Each step is a task of its own on the writer, so index batches go in between.
+    for partition in doomed {
+        if partition.end_ms() <= cutoff_ms {
+            let (deleted, took) = store
+                .write_step(move |writer| writer.drop_partition(partition))
+                .await?;
+            purged.events += deleted;
+            purged.partitions += 1;
+            purged.longest_step = purged.longest_step.max(took);
+            continue;
+        }
+        // The events before the cutoff, oldest first...
+        let mut trimmed = 0;
+        loop {
+            let (deleted, took) = store
+                .write_step(move |writer| writer.trim_partition(partition, cutoff_ms, TRIM_ROWS))
+                .await?;
+            trimmed += deleted;
+            purged.longest_step = purged.longest_step.max(took);
+            if deleted < TRIM_ROWS as u64 {
+                break;
+            }
+        }
+        purged.events += trimmed;
+        // ...then, after a trim of several steps, the entries their events left in the
+        // main level of the user index, in key order. (Those of a pass cut short stay
+        // until a later trim of several steps or the partition's drop: harmless, and few
+        // unless that pass had a lot to trim.)
+        if trimmed < TRIM_ROWS as u64 {
+            continue;
+        }
+        let mut after = None;
+        loop {
+            let from = after.take();
+            let ((deleted, last), took) = store
+                .write_step(move |writer| writer.trim_user_index(partition, cutoff_ms, from))
+                .await?;
+            purged.longest_step = purged.longest_step.max(took);
+            if deleted < TRIM_ROWS as u64 {
+                break;
+            }
+            after = last;
+        }
+    }
+    loop {
+        let (deleted, took) = store
+            .write_step(move |writer| writer.trim_rollups(cutoff_ms))
+            .await?;
+        purged.longest_step = purged.longest_step.max(took);
+        if deleted == 0 {
+            break;
+        }
+    }
+    Ok(purged)
+}
+
+impl Writer {
+    /// Drops a whole partition; returns how many events it held.
+    fn drop_partition(&mut self, partition: Partition) -> Result<u64> {
+        let tx = self.connection.transaction()?;
+        let events = partition.drop(&tx)?;
+        subtract_from_event_count(&tx, events)?;
+        tx.commit()?;
+        self.layout.remove(partition.range);
+        Ok(events)
+    }
+
+    /// Deletes up to `max_rows` of the events of `partition` older than `cutoff_ms`, oldest
+    /// first, with their user-index entries; returns how many it deleted.
+    ///
+    /// The last step of a trim (fewer than `max_rows` left: usually the only one, as each
+    /// hourly run trims the hour the cutoff moved over) deletes each event's entry wherever it
+    /// is. Earlier steps delete only the entries in the recent level and leave those in the
+    /// partition's main level to [`trim_user_index`](Self::trim_user_index), which deletes
+    /// them in key order: one by one, each rewrote about a page of that table, since the
+    /// events of an hour belong to users all over its key space.
+    fn trim_partition(
+        &mut self,
+        partition: Partition,
+        cutoff_ms: i64,
+        max_rows: usize,
+    ) -> Result<u64> {
+        let tx = self.connection.transaction()?;
+        let events = partition.events_table();
+        let users = partition.users_table();
+        let doomed: Vec<(i64, i64, Option<String>)> = tx
+            .prepare_cached(&format!(
+                "SELECT seq, ts, user_id FROM {events} WHERE ts < ? ORDER BY ts LIMIT ?"
+            ))?
+            .query_map(params![cutoff_ms, max_rows as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let last_step = doomed.len() < max_rows;
+        {
+            let mut delete_event =
+                tx.prepare_cached(&format!("DELETE FROM {events} WHERE seq = ?"))?;
+            let mut delete_user = tx.prepare_cached(&format!(
+                "DELETE FROM {users} WHERE user_id = ? AND ts = ? AND seq = ?"
+            ))?;
+            let mut delete_recent = tx.prepare_cached(
+                "DELETE FROM user_index_recent WHERE user_id = ? AND ts = ? AND seq = ?",
+            )?;
+            for (seq, ts, user_id) in &doomed {
+                delete_event.execute([seq])?;
+                if let Some(user_id) = user_id {
+                    let key = params![user_id, ts, seq];
+                    if !last_step || delete_user.execute(key)? == 0 {
+                        delete_recent.execute(key)?;
+                    }
+                }
+            }
+            partition.count(&tx, -(doomed.len() as i64))?;
+        }
+        subtract_from_event_count(&tx, doomed.len() as u64)?;
+        tx.commit()?;
+        Ok(doomed.len() as u64)
+    }
+
+    /// One step of deleting the entries of `partition`'s main user-index level whose events
+    /// retention deleted, in key order after `after` (see [`user_index::trim`]).
+    fn trim_user_index(
+        &mut self,
+        partition: Partition,
+        cutoff_ms: i64,
+        after: Option<UserKey>,
+    ) -> Result<(u64, Option<UserKey>)> {
+        let tx = self.connection.transaction()?;
+        let trimmed = user_index::trim(&tx, partition, cutoff_ms, after.as_ref(), TRIM_ROWS)?;
+        tx.commit()?;
+        Ok(trimmed)
+    }
+
+    /// Deletes the oldest hour's worth of rollup rows whose whole bucket ends at or before
+    /// `cutoff_ms`; returns how many it deleted (0: none are left).
+    fn trim_rollups(&mut self, cutoff_ms: i64) -> Result<u64> {
+        let tx = self.connection.transaction()?;
+        let mut deleted = 0;
+        for (table, column, size) in [
+            ("rollups", "minute", MINUTE_MS),
+            ("rollups_hourly", "hour", HOUR_MS),
+        ] {
+            let oldest: Option<i64> = tx
+                .prepare_cached(&format!("SELECT min({column}) FROM {table}"))?
+                .query_row([], |row| row.get(0))?;
+            let Some(oldest) = oldest else { continue };
+            // An hour of minutes (or a day of hours) at a time: tens of thousands of rows
+            // with many types and services, a short transaction.
+            let end = (cutoff_ms - size + 1).min(oldest.saturating_add(size * 60));
+            deleted += tx
+                .prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE {column} >= ? AND {column} < ?"
+                ))?
+                .execute([oldest, end])? as u64;
+        }
+        tx.commit()?;
+        Ok(deleted)
+    }
+}
+
+fn subtract_from_event_count(tx: &Transaction, events: u64) -> Result<()> {
+    tx.prepare_cached("UPDATE progress SET value = value - ? WHERE name = 'event_count'")?
+        .execute([events as i64])?;
+    Ok(())
+}

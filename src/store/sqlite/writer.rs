@@ -1,0 +1,259 @@
+//! The writer thread: the one connection that writes, owned by a thread of its own that runs
+//! the store's writes one at a time, in order (appends, retention steps, keys). An append
+//! stores a batch's events in the partitions covering them (creating those missing), their
+//! user-index entries, the rollups, the partitions' counts and the progress counters, in one
+//! transaction.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use rusqlite::{params, Connection, ErrorCode};
+
+use super::partitions::Partition;
+use super::query::COLUMNS;
+use super::user_index;
+use crate::event::StoredEvent;
+use crate::store::partitioning::{Layout, TimeRange};
+use crate::store::{floor_to, AppendOutcome, StoreError, HOUR_MS, MINUTE_MS};
+
+/// Work for the writer thread: appends and retention steps, one at a time, in order.
+pub(super) type WriterTask = Box<dyn FnOnce(&mut Writer) + Send>;
+
+/// What only the writer thread touches.
+pub(super) struct Writer {
+    pub(super) connection: Connection,
+    pub(super) sweeper: user_index::Sweeper,
+    /// The partitions that have tables: what events are routed by.
+    pub(super) layout: Layout,
+}
+
+/// Starts the writer thread, which owns `writer`; it ends when the returned sender is dropped.
+pub(super) fn spawn(mut writer: Writer) -> Result<std::sync::mpsc::Sender<WriterTask>> {
+    let (writes, tasks) = std::sync::mpsc::channel::<WriterTask>();
+    std::thread::Builder::new()
+        .name("eventide-store-writer".into())
+        .spawn(move || {
+            lower_thread_priority();
+            for task in tasks {
+                task(&mut writer);
+            }
+        })
+        .context("starting the store writer thread")?;
+    Ok(writes)
+}
+
+/// Indexing yields the CPU to acknowledging: when both want it, new events are made durable
+/// first and indexed in the time left over. The index backlog is bounded
+/// (`--max-index-backlog`), so this cannot starve indexing for long.
+fn lower_thread_priority() {
+    // SAFETY: plain system calls on the calling thread; on Linux a nice value is per thread.
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+    if result != 0 {
+        tracing::debug!("could not lower the store writer's priority");
+    }
+}
+
+impl Writer {
+    /// Stores a batch: see [`Store::append_batch`](crate::store::Store::append_batch).
+    pub(super) fn append(
+        &mut self,
+        events: &[StoredEvent],
+        indexed_seq: u64,
+    ) -> Result<AppendOutcome> {
+        let mut created = Vec::new();
+        let outcome = self.append_in_transaction(events, indexed_seq, &mut created);
+        if outcome.is_err() {
+            // Rolled back: the partitions it made are gone again.
+            for range in created {
+                self.layout.remove(range);
+            }
+        }
+        outcome
+    }
+
+    /// [`append`](Self::append)'s transaction; the ranges of the partitions it creates go
+    /// into the layout at once (later events of the batch are routed by them) and into
+    /// `created`.
+    fn append_in_transaction(
+        &mut self,
+        events: &[StoredEvent],
+        indexed_seq: u64,
+        created: &mut Vec<TimeRange>,
+    ) -> Result<AppendOutcome> {
+        let tx = self.connection.transaction()?;
+        let mut user_entries = 0;
+        let mut skipped = Vec::new();
+        let mut rollups = RollupBatch::default();
+        let mut per_partition: HashMap<TimeRange, i64> = HashMap::new();
+        {
+            let mut insert_user = tx.prepare_cached(user_index::INSERT_RECENT)?;
+            // Batches mostly fall in one partition: its statement is kept while it holds.
+            let mut current: Option<(TimeRange, rusqlite::CachedStatement)> = None;
+            for event in events {
+                let ts = event.timestamp_ms;
+                let insert = match &mut current {
+                    Some((range, insert)) if range.covers(ts) => insert,
+                    _ => {
+                        let range = match self.layout.covering(ts) {
+                            Some(range) => range,
+                            None => {
+                                let range = self.layout.new_range(ts, event.received_at_ms);
+                                Partition { range }.create(&tx)?;
+                                self.layout.insert(range);
+                                created.push(range);
+                                range
+                            }
+                        };
+                        let sql = format!(
+                            "INSERT OR IGNORE INTO {} ({COLUMNS})
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            Partition { range }.events_table()
+                        );
+                        &mut current.insert((range, tx.prepare_cached(&sql)?)).1
+                    }
+                };
+                let inserted = insert.execute(params![
+                    event.seq as i64,
+                    event.id,
+                    event.id_from_client,
+                    event.kind,
+                    ts,
+                    event.received_at_ms,
+                    event.service,
+                    event.user_id,
+                    event.message,
+                    event.metadata,
+                ])?;
+                if inserted == 0 {
+                    // Nothing to index or count for an event skipped as an already stored id.
+                    skipped.push(event.seq);
+                    continue;
+                }
+                if let Some((range, _)) = &current {
+                    *per_partition.entry(*range).or_default() += 1;
+                }
+                rollups.add(event);
+                if let Some(user_id) = &event.user_id {
+                    insert_user.execute(params![user_id, ts, event.seq as i64])?;
+                    user_entries += 1;
+                }
+            }
+            for (table, counts) in [
+                ("rollups", &rollups.minutes),
+                ("rollups_hourly", &rollups.hours()),
+            ] {
+                let mut upsert = tx.prepare_cached(&format!(
+                    "INSERT INTO {table} VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT DO UPDATE SET count = count + excluded.count"
+                ))?;
+                for ((bucket, kind, service), count) in counts {
+                    upsert.execute(params![
+                        bucket,
+                        kind,
+                        service.is_some(),
+                        service.unwrap_or(""),
+                        *count as i64
+                    ])?;
+                }
+            }
+            for (range, count) in per_partition {
+                Partition { range }.count(&tx, count)?;
+            }
+            tx.prepare_cached("UPDATE progress SET value = value + ? WHERE name = 'event_count'")?
+                .execute([(events.len() - skipped.len()) as i64])?;
+            tx.prepare_cached("UPDATE progress SET value = ? WHERE name = 'indexed_seq'")?
+                .execute([indexed_seq as i64])?;
+        }
+        let swept = self.sweeper.sweep(&tx, user_entries, &self.layout)?;
+        tx.commit()?;
+        self.sweeper.committed(swept);
+        Ok(AppendOutcome { skipped })
+    }
+}
+
+/// Whether a failed write is the batch's fault ([`StoreError`]). Only SQLite refusing a value
+/// is: too big (`SQLITE_TOOBIG`), of the wrong type (`SQLITE_MISMATCH`), against a constraint
+/// (`SQLITE_CONSTRAINT`), or one that cannot be converted for SQLite. Everything else is the
+/// database's state, the same for any batch: the disk full or failing, the file read-only,
+/// locked or corrupt, memory short, the writer thread gone.
+pub(super) fn sort_write_error(err: anyhow::Error) -> StoreError {
+    let at_fault = err
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<rusqlite::Error>())
+        .any(|err| {
+            matches!(err, rusqlite::Error::ToSqlConversionFailure(_))
+                || matches!(
+                    err.sqlite_error_code(),
+                    Some(
+                        ErrorCode::TooBig
+                            | ErrorCode::ConstraintViolation
+                            | ErrorCode::TypeMismatch
+                    )
+                )
+        });
+    if at_fault {
+        StoreError::Rejected(err)
+    } else {
+        StoreError::Unavailable(err)
+    }
+}
+
+type RollupCounts<'a> = HashMap<(i64, &'a str, Option<&'a str>), u64>;
+
+/// A batch's events counted per minute x type x service, before they go into the rollups.
+#[derive(Default)]
+struct RollupBatch<'a> {
+    minutes: RollupCounts<'a>,
+}
+
+impl<'a> RollupBatch<'a> {
+    fn add(&mut self, event: &'a StoredEvent) {
+        let minute = floor_to(event.timestamp_ms, MINUTE_MS);
+        let key = (minute, event.kind.as_str(), event.service.as_deref());
+        *self.minutes.entry(key).or_default() += 1;
+    }
+
+    fn hours(&self) -> RollupCounts<'a> {
+        let mut hours = RollupCounts::new();
+        for (&(minute, kind, service), count) in &self.minutes {
+            *hours
+                .entry((floor_to(minute, HOUR_MS), kind, service))
+                .or_default() += count;
+        }
+        hours
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn failure(code: std::os::raw::c_int) -> StoreError {
+        let err = rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+        sort_write_error(anyhow::Error::from(err).context("storing the events"))
+    }
+
+    #[test]
+    fn only_a_value_sqlite_refuses_is_the_batch_s_fault() {
+        for code in [
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_IOERR,
+            ffi::SQLITE_READONLY,
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_NOMEM,
+        ] {
+            assert!(failure(code).is_unavailable(), "code {code}");
+        }
+        for code in [
+            ffi::SQLITE_TOOBIG,
+            ffi::SQLITE_CONSTRAINT,
+            ffi::SQLITE_MISMATCH,
+        ] {
+            assert!(!failure(code).is_unavailable(), "code {code}");
+        }
+        let stopped = anyhow::anyhow!("the store writer thread has stopped");
+        assert!(sort_write_error(stopped).is_unavailable());
+    }
+}
