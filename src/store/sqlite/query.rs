@@ -7,7 +7,6 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, Row};
 
 use super::partitions::{self, Partition};
-use super::user_index;
 use crate::event::StoredEvent;
 use crate::store::{EventFilter, EventQuery, Order, Position};
 
@@ -196,27 +195,4 @@ pub(super) fn each_partition<T>(
         }
     }
     Ok(all)
-}
-
-/// How many events of `partition` match `filter` (already narrowed to it) and, when given,
-/// come after a position.
-pub(super) fn count_in(
-    connection: &Connection,
-    partition: Partition,
-    filter: &EventFilter,
-    after: Option<(Position, Order)>,
-) -> Result<u64> {
-    if filter.user_id.is_some() {
-        return user_index::count(connection, partition, filter, after);
-    }
-    let mut sql = format!(
-        "SELECT count(*) FROM {} WHERE 1 = 1",
-        partition.events_table()
-    );
-    let mut params = Vec::new();
-    push_conditions(&mut sql, &mut params, filter, after, &PLAIN);
-    let count: i64 = connection
-        .prepare_cached(&sql)?
-        .query_row(rusqlite::params_from_iter(params), |row| row.get(0))?;
-    Ok(count as u64)
 }

@@ -8,13 +8,13 @@ use rusqlite::{Connection, OptionalExtension};
 
 use super::partitions::{self, Partition};
 use super::query::{
-    count_in, direction, each_partition, event_from_row, push_conditions, sql_count,
-    walk_partitions, COLUMNS, PLAIN,
+    direction, each_partition, event_from_row, push_conditions, sql_count, walk_partitions,
+    COLUMNS, PLAIN,
 };
 use super::user_index;
 use crate::event::StoredEvent;
 use crate::store::partitioning::TimeRange;
-use crate::store::{EventFilter, EventQuery, Order, RollupQuery, RollupRow, HOUR_MS};
+use crate::store::{EventFilter, EventQuery, Order, Position, RollupQuery, RollupRow, HOUR_MS};
 
 /// A counter of the `progress` table: `indexed_seq` or `event_count`.
 pub(super) fn progress(connection: &Connection, name: &str) -> Result<u64> {
@@ -201,4 +201,27 @@ pub(super) fn recent_client_ids(
 pub(super) fn partition_ranges(connection: &Connection) -> Result<Vec<TimeRange>> {
     let partitions = partitions::list(connection, None, None, Order::Asc)?;
     Ok(partitions.into_iter().map(|p| p.range).collect())
+}
+
+/// How many events of `partition` match `filter` (already narrowed to it) and, when given,
+/// come after a position.
+fn count_in(
+    connection: &Connection,
+    partition: Partition,
+    filter: &EventFilter,
+    after: Option<(Position, Order)>,
+) -> Result<u64> {
+    if filter.user_id.is_some() {
+        return user_index::count(connection, partition, filter, after);
+    }
+    let mut sql = format!(
+        "SELECT count(*) FROM {} WHERE 1 = 1",
+        partition.events_table()
+    );
+    let mut params = Vec::new();
+    push_conditions(&mut sql, &mut params, filter, after, &PLAIN);
+    let count: i64 = connection
+        .prepare_cached(&sql)?
+        .query_row(rusqlite::params_from_iter(params), |row| row.get(0))?;
+    Ok(count as u64)
 }
