@@ -4,6 +4,7 @@
 //! reads, concurrently with the writer thanks to WAL. Every call runs on tokio's blocking pool.
 //! User ids have an index of their own in two levels ([`user_index`]).
 
+mod alerts;
 mod credentials;
 mod partitions;
 mod user_index;
@@ -119,6 +120,8 @@ const MIGRATIONS: &[Migration] = &[
     DROP TABLE partitions;
     ALTER TABLE partitions_by_span RENAME TO partitions;",
     ),
+    // 7: alerting's records and history.
+    Migration::Sql(alerts::ALERTS_TABLES),
 ];
 
 /// Migration 3: moves the events of each day, and their user-index entries, into the day's
@@ -1070,6 +1073,38 @@ impl Store for SqliteStore {
 
     async fn record_key_uses(&self, uses: Vec<(String, i64)>) -> Result<()> {
         self.write(move |writer| credentials::record_key_uses(&writer.connection, &uses))
+            .await
+    }
+
+    async fn alert_records(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        let kind = kind.to_owned();
+        self.read(move |connection| alerts::records(connection, &kind))
+            .await
+    }
+
+    async fn put_alert_record(&self, kind: &str, name: &str, body: &str) -> Result<()> {
+        let (kind, name, body) = (kind.to_owned(), name.to_owned(), body.to_owned());
+        self.write(move |writer| alerts::put(&writer.connection, &kind, &name, &body))
+            .await
+    }
+
+    async fn delete_alert_record(&self, kind: &str, name: &str) -> Result<bool> {
+        let (kind, name) = (kind.to_owned(), name.to_owned());
+        self.write(move |writer| alerts::delete(&writer.connection, &kind, &name))
+            .await
+    }
+
+    async fn add_alert_history(&self, entries: Vec<(i64, String)>) -> Result<()> {
+        self.write(move |writer| alerts::add_history(&writer.connection, &entries))
+            .await
+    }
+
+    async fn alert_history(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64, String)>> {
+        self.read(move |connection| alerts::history(connection, before, limit))
             .await
     }
 
