@@ -51,6 +51,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Create, list or revoke API keys, offline (on --data-dir, or a cluster's --store).
     Keys(crate::auth::command::KeysArgs),
+    /// Check an alerts file.
+    Alerts(crate::alerts::command::AlertsArgs),
 }
 
 /// What a `202` promises about the events it acknowledges.
@@ -208,6 +210,11 @@ pub struct ServeConfig {
     /// EVENTIDE_BOOTSTRAP_KEY: a variable only, so the key never shows in a command line.
     #[arg(skip = std::env::var("EVENTIDE_BOOTSTRAP_KEY").ok().filter(|key| !key.is_empty()).map(Secret))]
     pub bootstrap_key: Option<Secret>,
+
+    /// A TOML file of alert rules and channels (README, Alerts); `eventide alerts check FILE`
+    /// validates one. Without it, only the service's own health rules run, to the log.
+    #[arg(long, env = "EVENTIDE_ALERTS_CONFIG")]
+    pub alerts_config: Option<PathBuf>,
 
     /// A PEM file with the certificate chain to serve HTTPS with (with --tls-key).
     #[arg(long, env = "EVENTIDE_TLS_CERT", requires = "tls_key")]

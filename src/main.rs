@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             Command::Serve(config) => serve(*config).await,
             Command::Bench(args) => eventide::bench::run(args).await,
             Command::Keys(args) => eventide::auth::command::run(args).await,
+            Command::Alerts(args) => eventide::alerts::command::run(args),
         }
     });
     match result {
