@@ -42,7 +42,8 @@ pub const CONNECTIONS_OPEN: &str = "eventide_connections_open";
 pub const AUTH_FAILURES: &str = "eventide_auth_failures_total";
 /// Alerts by state (`inactive`, `pending`, `firing`), at the last evaluation.
 pub const ALERTS: &str = "eventide_alerts";
-/// Alert notices by channel and outcome (`sent`, `failed`: one count per failed attempt).
+/// Alert notices by channel and outcome (`sent`; `failed`: one count per failed attempt;
+/// `dropped`: the channel's queue was full).
 pub const ALERT_NOTIFICATIONS: &str = "eventide_alert_notifications_total";
 /// Connections refused for being beyond `--max-connections`.
 pub const CONNECTIONS_REFUSED: &str = "eventide_connections_refused_total";
@@ -146,9 +147,9 @@ pub fn alerts_by_state(inactive: u64, pending: u64, firing: u64) {
     gauge!(ALERTS, "state" => "firing").set(firing as f64);
 }
 
-/// A notice delivered to `channel`, or an attempt that failed.
-pub fn alert_notification(channel: &str, delivered: bool) {
-    let outcome = if delivered { "sent" } else { "failed" };
+/// A notice to `channel`: `sent`, an attempt `failed`, or `dropped` (its queue was full; it
+/// is offered again at the next evaluation).
+pub fn alert_notification(channel: &str, outcome: &'static str) {
     counter!(ALERT_NOTIFICATIONS, "channel" => channel.to_owned(), "outcome" => outcome)
         .increment(1);
 }

@@ -568,15 +568,6 @@ impl Alerts {
         }
         Ok(())
     }
-
-    /// Channels whose last delivery attempt failed, by name (for `/health/detailed`).
-    pub fn failing_channels(&self) -> Vec<String> {
-        self.channels
-            .values()
-            .filter(|channel| channel.is_failing())
-            .map(|channel| channel.name.clone())
-            .collect()
-    }
 }
 
 fn rule_info(rule: &Rule) -> RuleInfo {

@@ -155,6 +155,7 @@ impl ChannelHandle {
             Ok(()) => true,
             Err(_) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                telemetry::alert_notification(&self.name, "dropped");
                 false
             }
         }
@@ -237,13 +238,13 @@ async fn run(
                 Ok(()) => {
                     stats.sent.fetch_add(1, Ordering::Relaxed);
                     stats.failing.store(0, Ordering::Relaxed);
-                    telemetry::alert_notification(&name, true);
+                    telemetry::alert_notification(&name, "sent");
                     break Ok(());
                 }
                 Err(err) => {
                     stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
                     let first = stats.failing.fetch_add(1, Ordering::Relaxed) == 0;
-                    telemetry::alert_notification(&name, false);
+                    telemetry::alert_notification(&name, "failed");
                     if first {
                         tracing::warn!(channel = %name, rule = %notice.rule, error = %err, "alert notice not delivered; retrying");
                     }
