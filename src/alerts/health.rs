@@ -140,3 +140,40 @@ impl Signals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Readiness;
+
+    #[tokio::test]
+    async fn values_come_from_the_health_registry() {
+        let health = Arc::new(Health::new(None));
+        let store = health.register(
+            "store",
+            "the store does not accept writes",
+            Readiness::Required,
+        );
+        let retention = health.register("retention", "retention failed", Readiness::Informative);
+        let signals = Signals::new(health, None, None);
+        assert_eq!(signals.value(HealthCheck::NotReady, 0).await, 0.0);
+        assert_eq!(signals.value(HealthCheck::RetentionFailed, 0).await, 0.0);
+        store.failed("disk full".into());
+        retention.failed("locked".into());
+        assert_eq!(signals.value(HealthCheck::NotReady, 0).await, 1.0);
+        assert_eq!(signals.value(HealthCheck::RetentionFailed, 0).await, 1.0);
+        assert_eq!(signals.value(HealthCheck::ChannelFailing, 2).await, 2.0);
+        assert_eq!(signals.value(HealthCheck::DeadLetters, 0).await, 0.0);
+    }
+
+    #[test]
+    fn the_built_in_rules_wait_as_the_issue_says() {
+        let rules = rules(&["log".to_owned()]);
+        let for_of = |name: &str| rules.iter().find(|rule| rule.name == name).unwrap().for_;
+        assert_eq!(for_of("eventide-not-ready"), Duration::from_secs(30));
+        assert_eq!(for_of("eventide-backlog"), Duration::from_secs(60));
+        assert_eq!(for_of("eventide-dead-letters"), Duration::ZERO);
+        assert!(HealthCheck::Backlog.holds(90.0) && !HealthCheck::Backlog.holds(89.9));
+        assert!(rules.iter().all(|rule| rule.channels == ["log"]));
+    }
+}
