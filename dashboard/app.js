@@ -1,7 +1,8 @@
 // app.js: the dashboard's entry point. Starts each panel (charts, live feed, explorer,
-// status), fills the type and service suggestions of the filters, and shows a failure to
+// status, alerts), fills the type and service suggestions of the filters, and shows a failure to
 // start in the page rather than only in the console.
 
+import * as alerts from './alerts.js';
 import * as charts from './charts.js';
 import * as explorer from './explorer.js';
 import * as feed from './feed.js';
@@ -35,6 +36,7 @@ async function main() {
     suggest('known-services', services);
   };
   status.start();
+  alerts.start();
   feed.start();
   explorer.start();
   await charts.start({ onNames });

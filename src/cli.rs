@@ -1,7 +1,8 @@
 //! The `eventide` command line: its subcommands, over the options the library defines
-//! ([`ServeConfig`], [`KeysArgs`], [`LogConfig`]).
+//! ([`ServeConfig`], [`KeysArgs`], [`AlertsArgs`], [`LogConfig`]).
 
 use clap::{Parser, Subcommand};
+use eventide::alerts::command::AlertsArgs;
 use eventide::auth::command::KeysArgs;
 use eventide::config::{LogConfig, ServeConfig};
 
@@ -25,6 +26,8 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Create, list or revoke API keys, offline (on --data-dir, or a cluster's --store).
     Keys(KeysArgs),
+    /// Check an alerts file.
+    Alerts(AlertsArgs),
 }
 
 #[cfg(test)]

@@ -185,6 +185,11 @@ pub struct ServeConfig {
     #[arg(skip = std::env::var("EVENTIDE_BOOTSTRAP_KEY").ok().filter(|key| !key.is_empty()).map(Secret))]
     pub bootstrap_key: Option<Secret>,
 
+    /// A TOML file of alert rules and channels (README, Alerts); `eventide alerts check FILE`
+    /// validates one. Without it, only the service's own health rules run, to the log.
+    #[arg(long, env = "EVENTIDE_ALERTS_CONFIG")]
+    pub alerts_config: Option<PathBuf>,
+
     /// A PEM file with the certificate chain to serve HTTPS with (with --tls-key).
     #[arg(long, env = "EVENTIDE_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -61,6 +61,10 @@ error_codes! {
     CorsOriginNotAllowed = "cors_origin_not_allowed", FORBIDDEN;
     NotFound = "not_found", NOT_FOUND;
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED;
+    /// An alert rule of the alerts file, or a built-in one: not changed over HTTP.
+    RuleReadOnly = "rule_read_only", CONFLICT;
+    /// Something of that name exists already (an alert rule).
+    AlreadyExists = "already_exists", CONFLICT;
     /// The request head or body arrived too slowly.
     RequestTimeout = "request_timeout", REQUEST_TIMEOUT;
     PayloadTooLarge = "payload_too_large", PAYLOAD_TOO_LARGE;

@@ -20,6 +20,8 @@
 //! - [`telemetry`]: the service's own metrics, for Prometheus.
 //! - [`health`]: a registry of named components and their failures, as `/health/*` reports.
 //! - [`retention`]: the job deleting events older than `--retention`.
+//! - [`alerts`]: rules on event counts and on the service's health, evaluated from the
+//!   metrics' counts, notified to the log, webhooks, Slack or email without noise.
 //! - [`error_code`]: every `error` code an answer can carry, with its status.
 //! - [`api`]: HTTP routes, errors and rendering; [`api::dashboard`] serves the web dashboard,
 //!   whose files (`dashboard/`) are compiled in. [`connections`]: accepting, limiting and
@@ -58,6 +60,7 @@
 //!    to the matching `/stream` subscribers of this process; a resuming subscriber replays
 //!    what it missed from the queue's side ([`live::Replay`]).
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub(crate) mod clock;

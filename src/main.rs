@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(config) => serve(*config).await,
             Command::Keys(args) => eventide::auth::command::run(args).await,
+            Command::Alerts(args) => eventide::alerts::command::run(args),
         }
     });
     match result {

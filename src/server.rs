@@ -15,6 +15,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::alerts::config::AlertsConfig;
+use crate::alerts::health::Signals;
+use crate::alerts::Alerts;
 use crate::api;
 use crate::api::admission::InFlight;
 use crate::api::cors::CorsOrigins;
@@ -62,6 +65,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     config.check().map_err(anyhow::Error::msg)?;
+    let alerts_config = alerts_config(&config)?;
     // Before anything is opened: unusable key files stop start-up at once.
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(connections::tls_acceptor(cert, key)?),
@@ -112,22 +116,38 @@ pub async fn serve(
         None
     };
     let app = match (&queue, &live, keys) {
-        (Some(queue), Some((live, _)), Some(keys)) => api::router(AppState::new(Services {
-            keys,
-            cursors: cursor_key(store.as_ref()).await?,
-            http: http_policy(&config, &listener, &connections)?,
-            rate_limits: rate_limits(&config, background_stop.clone()),
-            in_flight: InFlight::new(config.max_concurrent_requests as usize),
-            health: health.clone(),
-            ingest: Ingest::new(queue.clone(), config.max_pending_events),
-            store: store.clone(),
-            metrics,
-            clock,
-            read_wait: config.read_wait,
-            live: live.clone(),
-            retention,
-            dead_letters,
-        })),
+        (Some(queue), Some((live, _)), Some(keys)) => {
+            let ingest = Ingest::new(queue.clone(), config.max_pending_events);
+            let signals = Signals::new(health.clone(), Some(ingest.clone()), dead_letters.clone());
+            let alerts = Alerts::start(
+                alerts_config,
+                store.clone(),
+                metrics.clone(),
+                clock.clone(),
+                signals,
+                matches!(config.store, StoreTarget::Postgres(_)),
+                background_stop.clone(),
+            )
+            .await
+            .context("starting the alerts")?;
+            api::router(AppState::new(Services {
+                keys,
+                cursors: cursor_key(store.as_ref()).await?,
+                http: http_policy(&config, &listener, &connections)?,
+                rate_limits: rate_limits(&config, background_stop.clone()),
+                in_flight: InFlight::new(config.max_concurrent_requests as usize),
+                health: health.clone(),
+                ingest,
+                store: store.clone(),
+                metrics,
+                clock,
+                read_wait: config.read_wait,
+                live: live.clone(),
+                retention,
+                dead_letters,
+                alerts,
+            }))
+        }
         // A worker answers only liveness over HTTP.
         _ => axum::Router::new().route(
             "/health",
@@ -443,6 +463,22 @@ async fn open_keys(
         tracing::warn!(addr = %config.addr, "authentication is off (--auth off) on an address beyond loopback: anyone who reaches it can read and write every event");
     }
     Ok(keys)
+}
+
+/// The alerts file `--alerts-config` names, checked (every error, with its line, stops the
+/// start); without one, the service's own health rules to the log.
+fn alerts_config(config: &ServeConfig) -> Result<AlertsConfig> {
+    let Some(path) = &config.alerts_config else {
+        return Ok(AlertsConfig::default());
+    };
+    crate::alerts::config::load(path).map_err(|errors| {
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!(
+            "invalid --alerts-config {}: {}",
+            path.display(),
+            errors.join("; ")
+        )
+    })
 }
 
 /// Opens the store `--store` names, creating and migrating it if needed.

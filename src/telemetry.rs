@@ -38,6 +38,11 @@ pub const CONNECTIONS_OPEN: &str = "eventide_connections_open";
 /// Requests refused by authentication, by reason (`missing`, `unknown`, `revoked`,
 /// `expired`, `forbidden`).
 pub const AUTH_FAILURES: &str = "eventide_auth_failures_total";
+/// Alerts by state (`inactive`, `pending`, `firing`), at the last evaluation.
+pub const ALERTS: &str = "eventide_alerts";
+/// Alert notices by channel and outcome (`sent`; `failed`: one count per failed attempt;
+/// `dropped`: the channel's queue was full).
+pub const ALERT_NOTIFICATIONS: &str = "eventide_alert_notifications_total";
 /// Connections refused for being beyond `--max-connections`.
 pub const CONNECTIONS_REFUSED: &str = "eventide_connections_refused_total";
 /// Connections closed for making no progress, by cause (`header`, `idle`, `body`, `write`).
@@ -133,6 +138,20 @@ pub fn events_rejected(reason: &'static str, events: usize) {
 }
 
 /// A request refused by authentication.
+/// How many alerts are in each state, after an evaluation.
+pub fn alerts_by_state(inactive: u64, pending: u64, firing: u64) {
+    gauge!(ALERTS, "state" => "inactive").set(inactive as f64);
+    gauge!(ALERTS, "state" => "pending").set(pending as f64);
+    gauge!(ALERTS, "state" => "firing").set(firing as f64);
+}
+
+/// A notice to `channel`: `sent`, an attempt `failed`, or `dropped` (its queue was full; it
+/// is offered again at the next evaluation).
+pub fn alert_notification(channel: &str, outcome: &'static str) {
+    counter!(ALERT_NOTIFICATIONS, "channel" => channel.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
 pub fn auth_failed(reason: &'static str) {
     counter!(AUTH_FAILURES, "reason" => reason).increment(1);
 }

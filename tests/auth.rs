@@ -62,6 +62,18 @@ fn request(api: &Api, method: &str, path: &str) -> reqwest::RequestBuilder {
             .client
             .post(url)
             .json(&json!({"name": "made-in-a-check", "scopes": ["read"]})),
+        "post" if path == "/alerts/rules" => api
+            .client
+            .post(url)
+            .json(&json!({"name": "made-in-a-check", "window": "1m", "condition": "absent"})),
+        "put" => api
+            .client
+            .put(url)
+            .json(&json!({"name": "x", "window": "1m", "condition": "absent"})),
+        "post" if path == "/alerts/silences" => api
+            .client
+            .post(url)
+            .json(&json!({"matchers": [{"name": "alertname", "value": "x"}], "duration": "1h"})),
         "post" => api.client.post(url),
         other => panic!("no request for method {other}"),
     }

@@ -138,6 +138,7 @@ async fn the_page_and_its_files_come_from_the_binary_with_the_policy() {
         "feed.js",
         "explorer.js",
         "status.js",
+        "alerts.js",
     ] {
         assert!(served.contains(name), "{name} is not loaded: {served:?}");
     }
@@ -269,7 +270,16 @@ async fn the_dashboard_works_in_a_real_browser() {
         Ok(chromium) => chromium,
         Err(reason) => return skip(&reason),
     };
-    let server = TestServer::start_temp(&[]).await;
+    // One alert firing from the start (its type is never sent), for the Alerts panel.
+    let alerts = tempfile::tempdir().unwrap();
+    let alerts_file = alerts.path().join("alerts.toml");
+    std::fs::write(
+        &alerts_file,
+        "[alerts]\ninterval = \"1s\"\n\n[[alerts.rules]]\nname = \"refunds-stopped\"\n\
+         type = \"refund\"\nwindow = \"10m\"\ncondition = \"absent\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start_temp(&["--alerts-config", alerts_file.to_str().unwrap()]).await;
     server.post_all(&sample_events()).await;
 
     let screenshot = match std::env::var_os("EVENTIDE_DASHBOARD_SCREENSHOT") {

@@ -26,6 +26,15 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("POST", "/keys"),
     ("GET", "/keys"),
     ("DELETE", "/keys/{id}"),
+    ("GET", "/alerts"),
+    ("GET", "/alerts/history"),
+    ("GET", "/alerts/rules"),
+    ("POST", "/alerts/rules"),
+    ("GET", "/alerts/rules/{name}"),
+    ("PUT", "/alerts/rules/{name}"),
+    ("DELETE", "/alerts/rules/{name}"),
+    ("POST", "/alerts/silences"),
+    ("GET", "/alerts/silences"),
     ("GET", "/health"),
     ("GET", "/health/ready"),
     ("GET", "/health/detailed"),
@@ -99,12 +108,21 @@ async fn every_documented_operation_is_served() {
     for (method, path) in OPERATIONS {
         let concrete = path
             .replace("{id}", "no-such-event")
+            .replace("{name}", "no-such-rule")
             .replace("{file}", "swagger-ui.css");
+        let rule = json!({"name": "openapi-test", "window": "1m", "condition": "absent"});
         let request = match *method {
             "GET" => no_redirects.get(server.url(&concrete)),
             "POST" if *path == "/keys" => no_redirects
                 .post(server.url(&concrete))
                 .json(&json!({"name": "openapi-test", "scopes": ["admin"]})),
+            "POST" if *path == "/alerts/rules" => {
+                no_redirects.post(server.url(&concrete)).json(&rule)
+            }
+            "POST" if *path == "/alerts/silences" => no_redirects.post(server.url(&concrete)).json(
+                &json!({"matchers": [{"name": "alertname", "value": "x"}], "duration": "1h"}),
+            ),
+            "PUT" => no_redirects.put(server.url(&concrete)).json(&rule),
             "POST" => no_redirects
                 .post(server.url(&concrete))
                 .header("content-type", "application/json")
@@ -216,6 +234,14 @@ const JSON_OPERATIONS: &[(&str, &str)] = &[
     ("POST", "/dead-letters/replay"),
     ("POST", "/keys"),
     ("GET", "/keys"),
+    ("GET", "/alerts"),
+    ("GET", "/alerts/history"),
+    ("GET", "/alerts/rules"),
+    ("POST", "/alerts/rules"),
+    ("GET", "/alerts/rules/{name}"),
+    ("PUT", "/alerts/rules/{name}"),
+    ("POST", "/alerts/silences"),
+    ("GET", "/alerts/silences"),
     ("GET", "/health"),
     ("GET", "/health/ready"),
     ("GET", "/health/detailed"),
@@ -331,7 +357,16 @@ fn check_answer(document: &Value, method: &str, path: &str, resp: &Resp) {
 
 #[tokio::test]
 async fn every_json_answer_is_what_its_schema_in_the_document_says() {
-    let server = TestServer::start_temp(&[]).await;
+    // Alerts evaluated every second, one rule firing at once: the history has entries.
+    let alerts = tempfile::tempdir().unwrap();
+    let alerts_file = alerts.path().join("alerts.toml");
+    std::fs::write(
+        &alerts_file,
+        "[alerts]\ninterval = \"1s\"\n\n[[alerts.rules]]\nname = \"nothing-yet\"\n\
+         type = \"never-sent\"\nwindow = \"1s\"\ncondition = \"absent\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start_temp(&["--alerts-config", alerts_file.to_str().unwrap()]).await;
     let document = closed(&document(&server).await);
     let mut answers: Vec<(&str, &str, Resp)> = Vec::new();
 
@@ -433,6 +468,7 @@ async fn every_json_answer_is_what_its_schema_in_the_document_says() {
         "/docs/{file}",
         server.get("/docs/no-such-file.js").await,
     ));
+    alert_answers(&server, &mut answers).await;
 
     // Refusals for being over the rate limits (one event, or one read, per second).
     let limited = TestServer::start_temp(&[
@@ -496,7 +532,105 @@ async fn every_json_answer_is_what_its_schema_in_the_document_says() {
     }
     assert_eq!(
         statuses,
-        BTreeSet::from([200, 201, 202, 400, 401, 403, 404, 415, 429]),
+        BTreeSet::from([200, 201, 202, 400, 401, 403, 404, 409, 415, 429]),
         "the statuses checked"
     );
+}
+
+/// `method path` with a JSON `body`, read whole.
+async fn send_json(api: &Api, method: reqwest::Method, path: &str, body: &Value) -> Resp {
+    let resp = api
+        .client
+        .request(method.clone(), api.url(path))
+        .json(body)
+        .send()
+        .await
+        .unwrap_or_else(|err| panic!("{method} {path}: {err}"));
+    Resp {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        text: resp.text().await.expect("body"),
+    }
+}
+
+/// The answers of the alerts' operations: successes, a bad rule, a read-only one, a
+/// duplicate.
+async fn alert_answers<'a>(server: &TestServer, answers: &mut Vec<(&'a str, &'a str, Resp)>) {
+    let rule = json!({
+        "name": "schema-rule", "type": "signup", "service": "auth", "window": "5m",
+        "condition": "above", "threshold": 10, "for": "1m", "keep_firing_for": "30s",
+        "labels": {"severity": "page"}, "annotations": {"summary": "many signups"},
+        "group_wait": "10s", "send_resolved": false
+    });
+    let post = reqwest::Method::POST;
+    answers.push((
+        "POST",
+        "/alerts/rules",
+        send_json(server, post.clone(), "/alerts/rules", &rule).await,
+    ));
+    answers.push((
+        "POST",
+        "/alerts/rules",
+        send_json(server, post.clone(), "/alerts/rules", &rule).await,
+    ));
+    let bad = json!({"name": "bad", "window": "5m", "condition": "above"});
+    answers.push((
+        "POST",
+        "/alerts/rules",
+        send_json(server, post.clone(), "/alerts/rules", &bad).await,
+    ));
+    let put = reqwest::Method::PUT;
+    answers.push((
+        "PUT",
+        "/alerts/rules/{name}",
+        send_json(server, put.clone(), "/alerts/rules/schema-rule", &rule).await,
+    ));
+    let builtin = json!({"name": "eventide-not-ready", "window": "1m", "condition": "absent"});
+    answers.push((
+        "PUT",
+        "/alerts/rules/{name}",
+        send_json(server, put, "/alerts/rules/eventide-not-ready", &builtin).await,
+    ));
+    answers.push((
+        "GET",
+        "/alerts/rules/{name}",
+        server.get("/alerts/rules/schema-rule").await,
+    ));
+    answers.push((
+        "GET",
+        "/alerts/rules/{name}",
+        server.get("/alerts/rules/nothing").await,
+    ));
+    answers.push(("GET", "/alerts/rules", server.get("/alerts/rules").await));
+    answers.push(("GET", "/alerts", server.get("/alerts").await));
+    let silence = json!({
+        "matchers": [{"name": "alertname", "value": "schema-rule"}],
+        "ends_at": fmt_ms(now_ms() + 3_600_000), "comment": "checking the schema"
+    });
+    answers.push((
+        "POST",
+        "/alerts/silences",
+        send_json(server, post, "/alerts/silences", &silence).await,
+    ));
+    answers.push((
+        "GET",
+        "/alerts/silences",
+        server.get("/alerts/silences").await,
+    ));
+    // Some history: the file's rule fires at the first evaluation.
+    poll_until(std::time::Duration::from_secs(30), || async {
+        let page = server.get("/alerts/history?limit=1").await.json();
+        (page["entries"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    answers.push((
+        "GET",
+        "/alerts/history",
+        server.get("/alerts/history?limit=1").await,
+    ));
+    answers.push((
+        "GET",
+        "/alerts/history",
+        server.get("/alerts/history?before=x").await,
+    ));
 }

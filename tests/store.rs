@@ -1081,7 +1081,7 @@ async fn sqlite_store_with_day_partitions_is_migrated() {
             .unwrap();
     }
     // Back to version 3: the same day tables, listed as `partitions (day, events)`, and
-    // none of the tables of the later migrations (secrets, keys).
+    // none of the tables of the later migrations (secrets, keys, alerting).
     {
         let db = rusqlite::Connection::open(&path).unwrap();
         db.execute_batch(
@@ -1092,6 +1092,8 @@ async fn sqlite_store_with_day_partitions_is_migrated() {
              DROP TABLE secrets;
              DROP TABLE api_keys;
              DELETE FROM progress WHERE name = 'keys_version';
+             DROP TABLE alert_records;
+             DROP TABLE alert_history;
              PRAGMA user_version = 3;",
         )
         .unwrap();
@@ -1116,7 +1118,7 @@ async fn sqlite_store_with_day_partitions_is_migrated() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 6, "every later migration applied");
+    assert_eq!(version, 7, "every later migration applied");
 }
 
 // ---------------------------------------------------------------------------------------------

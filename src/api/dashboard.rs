@@ -52,6 +52,7 @@ const ASSETS: &[Asset] = &[
     asset!("feed.js", "text/javascript; charset=utf-8"),
     asset!("explorer.js", "text/javascript; charset=utf-8"),
     asset!("status.js", "text/javascript; charset=utf-8"),
+    asset!("alerts.js", "text/javascript; charset=utf-8"),
     asset!("session.js", "text/javascript; charset=utf-8"),
     asset!("stream.js", "text/javascript; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),

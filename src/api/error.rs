@@ -45,6 +45,10 @@ pub enum ApiError {
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
+    RuleReadOnly(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
     NotYetIndexed(String),
     #[error("{0}")]
     HostNotAllowed(String),
@@ -86,6 +90,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
             ApiError::NotFound(_) => ErrorCode::NotFound,
             ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::RuleReadOnly(_) => ErrorCode::RuleReadOnly,
+            ApiError::AlreadyExists(_) => ErrorCode::AlreadyExists,
             ApiError::NotYetIndexed(_) => ErrorCode::NotYetIndexed,
             ApiError::HostNotAllowed(_) => ErrorCode::HostNotAllowed,
             ApiError::BodyTooSlow(_) => ErrorCode::RequestTimeout,

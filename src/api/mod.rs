@@ -2,6 +2,7 @@
 //! [`state::AppState`]).
 
 pub mod admission;
+pub mod alerts;
 pub mod auth;
 pub mod body;
 pub mod cors;
@@ -24,7 +25,7 @@ pub mod snapshot;
 pub mod state;
 pub mod stream;
 
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use crate::auth::keys::Scope;
@@ -60,7 +61,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/prometheus", get(metrics::prometheus))
         .route("/stream", get(stream::subscribe))
         .route("/stream/metrics", get(metrics::stream))
-        .route("/health/detailed", get(health::detailed));
+        .route("/health/detailed", get(health::detailed))
+        .route("/alerts", get(alerts::list))
+        .route("/alerts/history", get(alerts::history))
+        .route("/alerts/rules", get(alerts::rules))
+        .route("/alerts/rules/{name}", get(alerts::rule))
+        .route("/alerts/silences", get(alerts::silences));
     // Only when configured: without a query limit, reads pay nothing for it. Inside the
     // key check, so that a key's requests are limited by key.
     let read = if state.rate_limits.query.is_some() {
@@ -77,6 +83,12 @@ pub fn router(state: AppState) -> Router {
         .route("/keys/{id}", delete(keys::revoke))
         .route("/dead-letters", get(dead_letters::list))
         .route("/dead-letters/replay", post(dead_letters::replay))
+        .route("/alerts/rules", post(alerts::create_rule))
+        .route(
+            "/alerts/rules/{name}",
+            put(alerts::replace_rule).delete(alerts::delete_rule),
+        )
+        .route("/alerts/silences", post(alerts::create_silence))
         .route_layer(guard(Scope::Admin));
     let routes = open.merge(ingest).merge(read).merge(admin);
     routes

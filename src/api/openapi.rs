@@ -54,6 +54,15 @@ const DOCUMENT_PATH: &str = "/openapi.json";
         super::keys::create,
         super::keys::list,
         super::keys::revoke,
+        super::alerts::list,
+        super::alerts::history,
+        super::alerts::rules,
+        super::alerts::rule,
+        super::alerts::create_rule,
+        super::alerts::replace_rule,
+        super::alerts::delete_rule,
+        super::alerts::create_silence,
+        super::alerts::silences,
         super::health::live,
         super::health::ready,
         super::health::detailed,
@@ -73,6 +82,7 @@ const DOCUMENT_PATH: &str = "/openapi.json";
         (name = "stream", description = "Server-Sent Events"),
         (name = "health", description = "Liveness and readiness"),
         (name = "keys", description = "API keys (admin)"),
+        (name = "alerts", description = "Alert rules, their state, history and silences"),
         (name = "documentation", description = "This document and Swagger UI"),
     )
 )]
@@ -86,6 +96,10 @@ pub fn scope_of(path: &str, method: &str) -> Option<Scope> {
         (docs, _) if docs.starts_with("/docs") => None,
         ("/events", "post") => Some(Scope::Ingest),
         ("/keys" | "/keys/{id}", _) => Some(Scope::Admin),
+        (
+            "/alerts/rules" | "/alerts/rules/{name}" | "/alerts/silences",
+            "post" | "put" | "delete",
+        ) => Some(Scope::Admin),
         (dead_letters, _) if dead_letters.starts_with("/dead-letters") => Some(Scope::Admin),
         _ => Some(Scope::Read),
     }

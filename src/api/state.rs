@@ -8,6 +8,7 @@ use super::admission::InFlight;
 use super::cursor::CursorKey;
 use super::guard::AllowedHosts;
 use super::rate_limit::RateLimits;
+use crate::alerts::Alerts;
 use crate::auth::Keys;
 use crate::clock::Clock;
 use crate::connections::OpenConnections;
@@ -65,6 +66,8 @@ pub struct Services {
     pub cursors: Arc<CursorKey>,
     /// The API keys, and whether a request needs one.
     pub keys: Arc<Keys>,
+    /// Alert rules, their state, history and silences.
+    pub alerts: Arc<Alerts>,
 }
 
 /// How requests are taken at the edge, and the connections they come on.

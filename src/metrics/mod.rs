@@ -11,6 +11,7 @@
 //! name).
 
 pub mod counts;
+mod matching;
 pub mod names;
 
 use std::borrow::Borrow;

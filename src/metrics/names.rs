@@ -34,6 +34,9 @@ pub struct Names {
     names: Vec<Arc<str>>,
     /// Whether some name was refused: names not tracked may then have counts in [`OTHER`].
     folded: bool,
+    /// Names tracked past the limit after some were refused ([`force`](Self::force)), with
+    /// when: their counts before that are in [`OTHER`].
+    forced_at: HashMap<NameId, i64>,
 }
 
 impl Names {
@@ -44,7 +47,29 @@ impl Names {
             ids: HashMap::from([(other.clone(), 0)]),
             names: vec![other],
             folded: false,
+            forced_at: HashMap::new(),
         }
+    }
+
+    /// Tracks `name` whatever the limit (the names alert rules filter on); its counts are
+    /// exact from `now_ms` on, and from the start if no name was refused before.
+    pub fn force(&mut self, name: &str, now_ms: i64) -> NameId {
+        if let Some(id) = self.ids.get(name) {
+            return *id;
+        }
+        let id = self.names.len() as NameId;
+        let name: Arc<str> = name.into();
+        self.names.push(name.clone());
+        self.ids.insert(name, id);
+        if self.folded {
+            self.forced_at.insert(id, now_ms);
+        }
+        id
+    }
+
+    /// From when the counts of `id` are exact: `None` from the start.
+    pub fn exact_from(&self, id: NameId) -> Option<i64> {
+        self.forced_at.get(&id).copied()
     }
 
     /// The id of `name`, tracking it if it is new and the limit allows; [`OTHER`]'s if not.

@@ -238,4 +238,41 @@ pub trait Store: Send + Sync + 'static {
     /// The time partitions events are kept in, oldest first (see [`partitioning`]): what
     /// `/health/detailed` counts, so a backfill's layout can be seen.
     async fn partitions(&self) -> anyhow::Result<Vec<TimeRange>>;
+
+    /// Alerting's records of `kind` (rules added over HTTP, alert states, notification logs,
+    /// silences): (name, JSON body) by name. The null store keeps none.
+    async fn alert_records(&self, _kind: &str) -> anyhow::Result<Vec<(String, String)>> {
+        Ok(Vec::new())
+    }
+
+    /// Creates or replaces the record `kind`/`name`.
+    async fn put_alert_record(&self, _kind: &str, _name: &str, _body: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Deletes the record `kind`/`name`; `false` if there was none.
+    async fn delete_alert_record(&self, _kind: &str, _name: &str) -> anyhow::Result<bool> {
+        Ok(false)
+    }
+
+    /// Adds entries (at, JSON body) to the alerts' history, which keeps the newest 10,000.
+    async fn add_alert_history(&self, _entries: Vec<(i64, String)>) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// History entries (id, at, JSON body) with ids below `before`, newest first.
+    async fn alert_history(
+        &self,
+        _before: Option<i64>,
+        _limit: usize,
+    ) -> anyhow::Result<Vec<(i64, i64, String)>> {
+        Ok(Vec::new())
+    }
+
+    /// Whether this process leads alerting (evaluates and notifies), taking the lead if no
+    /// one holds it; checked at every evaluation. One process per data directory: the
+    /// embedded store always leads.
+    async fn lead_alerts(&self) -> anyhow::Result<bool> {
+        Ok(true)
+    }
 }

@@ -191,7 +191,7 @@ await step('the page loads with its Content-Security-Policy and no console error
   check(/script-src 'self'/.test(csp) && !csp.includes('unsafe-inline'),
     `the Content-Security-Policy does not forbid inline script: '${csp}'`);
   await page.waitForSelector('body[data-ready="true"]', { timeout: 15000 });
-  for (const id of ['rate-panel', 'types-panel', 'services-panel', 'status', 'feed', 'explorer']) {
+  for (const id of ['rate-panel', 'types-panel', 'services-panel', 'status', 'alerts', 'feed', 'explorer']) {
     check(await page.locator(`#${id}`).isVisible(), `the ${id} panel is not visible`);
   }
   await page.waitForTimeout(500);
@@ -245,6 +245,18 @@ await step('the status panel shows the ingest rate, queue fill, the health of ea
   check(['log', 'indexer', 'store'].every((name) => components.includes(`${name} ok`)),
     `components: ${components}`);
   check((await text('status-error')) === 'none', `last error: ${await text('status-error')}`);
+});
+
+await step('the alerts panel lists the firing alert and the history', async () => {
+  await page.waitForFunction(() => document.getElementById('alerts-state').textContent === '1 firing',
+    null, { timeout: 8000 });
+  const active = await page.locator('#alerts-active li').allTextContents();
+  check(active.length === 1 && active[0].includes('refunds-stopped') && active[0].includes('no events with type=refund'),
+    `firing alerts: ${JSON.stringify(active)}`);
+  check(!(await page.locator('#alerts-quiet').isVisible()), 'the panel says all is quiet');
+  const history = await page.locator('#alerts-history li').allTextContents();
+  check(history.some((line) => line.includes('refunds-stopped') && line.includes('firing')),
+    `history: ${JSON.stringify(history)}`);
 });
 
 // The picture for the README: the server's events, before this script adds its own.

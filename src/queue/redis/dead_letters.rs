@@ -67,6 +67,14 @@ impl RedisStream {
         Ok(letters.len() as u64)
     }
 
+    /// How many dead letters there are (XLEN): what the health alert watches grow.
+    pub async fn dead_letter_count(&self) -> Result<u64, QueueError> {
+        let reply = self
+            .query(redis::cmd("XLEN").arg(&self.keys.dead_letters))
+            .await?;
+        Ok(int(&reply).unwrap_or(0))
+    }
+
     /// Moves `entry` to the dead-letter stream with why and after how many attempts, and
     /// acknowledges it, in one MULTI/EXEC: it is never both lost and acknowledged.
     pub async fn dead_letter(

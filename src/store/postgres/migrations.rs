@@ -69,6 +69,8 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE secrets (name text PRIMARY KEY, value bytea NOT NULL);",
     // 3: API keys (their hashes) and the count of changes to them.
     super::credentials::KEYS_TABLE,
+    // 4: alerting's records and history.
+    super::alerts::ALERTS_TABLES,
 ];
 
 /// Creates `schema` if given and missing (the connection's search path already names it),

@@ -9,6 +9,7 @@
 //! Several processes write at once: each batch's ids and rollup rows are locked in key
 //! order, so two of them wait for each other rather than deadlock.
 
+mod alerts;
 mod credentials;
 mod migrations;
 mod partitions;
@@ -48,6 +49,8 @@ impl LockKey {
     const MIGRATIONS: i32 = 0x4556_4d47;
     /// "EVPT": creating partitions.
     const PARTITIONS: i32 = 0x4556_5054;
+    /// "EVAL": leading alerting (held for as long as the leader's connection lives).
+    const ALERTS: i32 = 0x4556_414c;
 
     fn for_schema(schema: Option<&str>) -> LockKey {
         LockKey(crc32fast::hash(schema.unwrap_or("").as_bytes()) as i32)
@@ -68,6 +71,8 @@ pub struct PostgresStore {
     lock_key: LockKey,
     /// Partitions known to exist, so the writer asks only about events none of them covers.
     partitions: Mutex<Layout>,
+    /// The connection holding (or trying for) the alerting leader's lock.
+    alerts_leader: alerts::Leadership,
 }
 
 impl PostgresStore {
@@ -99,6 +104,7 @@ impl PostgresStore {
             target,
             lock_key,
             partitions: Mutex::new(Layout::default()),
+            alerts_leader: alerts::Leadership::default(),
         })
     }
 
@@ -280,6 +286,34 @@ impl Store for PostgresStore {
 
     async fn record_key_uses(&self, uses: &[(String, i64)]) -> Result<()> {
         credentials::record_key_uses(&self.pool, uses).await
+    }
+
+    async fn alert_records(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        alerts::records(&self.pool, kind).await
+    }
+
+    async fn put_alert_record(&self, kind: &str, name: &str, body: &str) -> Result<()> {
+        alerts::put(&self.pool, kind, name, body).await
+    }
+
+    async fn delete_alert_record(&self, kind: &str, name: &str) -> Result<bool> {
+        alerts::delete(&self.pool, kind, name).await
+    }
+
+    async fn add_alert_history(&self, entries: Vec<(i64, String)>) -> Result<()> {
+        alerts::add_history(&self.pool, &entries).await
+    }
+
+    async fn alert_history(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64, String)>> {
+        alerts::history(&self.pool, before, limit).await
+    }
+
+    async fn lead_alerts(&self) -> Result<bool> {
+        self.alerts_leader.lead(&self.target, self.lock_key).await
     }
 
     async fn purge_before(&self, cutoff_ms: i64) -> Result<Purged> {

@@ -72,6 +72,8 @@ const MIGRATIONS: &[Migration] = &[
     DROP TABLE partitions;
     ALTER TABLE partitions_by_span RENAME TO partitions;",
     ),
+    // 7: alerting's records and history.
+    Migration::Sql(super::alerts::ALERTS_TABLES),
 ];
 
 /// Migration 1: the events table and the main level of the user index, as a partition's

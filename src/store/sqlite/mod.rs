@@ -7,6 +7,7 @@
 //! have an index of their own in two levels ([`user_index`]). The schema is created and
 //! migrated on open ([`migrations`]).
 
+mod alerts;
 mod credentials;
 mod migrations;
 mod partitions;
@@ -263,6 +264,38 @@ impl Store for SqliteStore {
     async fn record_key_uses(&self, uses: &[(String, i64)]) -> Result<()> {
         let uses = uses.to_vec();
         self.write(move |writer| credentials::record_key_uses(&writer.connection, &uses))
+            .await
+    }
+
+    async fn alert_records(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        let kind = kind.to_owned();
+        self.read(move |connection| alerts::records(connection, &kind))
+            .await
+    }
+
+    async fn put_alert_record(&self, kind: &str, name: &str, body: &str) -> Result<()> {
+        let (kind, name, body) = (kind.to_owned(), name.to_owned(), body.to_owned());
+        self.write(move |writer| alerts::put(&writer.connection, &kind, &name, &body))
+            .await
+    }
+
+    async fn delete_alert_record(&self, kind: &str, name: &str) -> Result<bool> {
+        let (kind, name) = (kind.to_owned(), name.to_owned());
+        self.write(move |writer| alerts::delete(&writer.connection, &kind, &name))
+            .await
+    }
+
+    async fn add_alert_history(&self, entries: Vec<(i64, String)>) -> Result<()> {
+        self.write(move |writer| alerts::add_history(&writer.connection, &entries))
+            .await
+    }
+
+    async fn alert_history(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(i64, i64, String)>> {
+        self.read(move |connection| alerts::history(connection, before, limit))
             .await
     }
 

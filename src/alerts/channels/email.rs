@@ -1,0 +1,95 @@
+//! The `email` channel: a plain-text message over SMTP (lettre), with STARTTLS or implicit
+//! TLS through rustls, or none for a relay on the same machine; optional login.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use lettre::message::header::ContentType;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::{AlertChannel, DeliveryError, Notice};
+use crate::alerts::config::{EmailTarget, SmtpTls};
+use crate::event::timefmt::format_rfc3339_ms;
+
+pub struct EmailChannel {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    to: Vec<Mailbox>,
+}
+
+impl EmailChannel {
+    pub fn new(target: &EmailTarget, timeout: Duration) -> Result<EmailChannel, anyhow::Error> {
+        let builder = match target.tls {
+            SmtpTls::Starttls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&target.host)?
+            }
+            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&target.host)?,
+            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&target.host),
+        };
+        let mut builder = builder.port(target.port).timeout(Some(timeout));
+        if let Some((user, password)) = &target.login {
+            builder = builder.credentials(Credentials::new(user.clone(), password.0.clone()));
+        }
+        Ok(EmailChannel {
+            transport: builder.build(),
+            from: target.from.parse()?,
+            to: target
+                .to
+                .iter()
+                .map(|address| address.parse())
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// The message's body: plain text, one fact a line.
+fn text(notice: &Notice) -> String {
+    let mut lines = vec![
+        notice.title(),
+        String::new(),
+        format!("Rule: {}", notice.rule),
+        format!("Status: {}", notice.status.name()),
+        format!("Watching: {}", notice.description),
+        format!("Window: {}", notice.window),
+        format!("Since: {}", format_rfc3339_ms(notice.starts_at_ms)),
+    ];
+    if let Some(value) = notice.value {
+        lines.push(format!("Value: {value}"));
+    }
+    if let Some(threshold) = notice.threshold {
+        lines.push(format!("Threshold: {threshold}"));
+    }
+    if let Some(end) = notice.ends_at_ms {
+        lines.push(format!("Ended: {}", format_rfc3339_ms(end)));
+    }
+    for (name, value) in &notice.annotations {
+        lines.push(format!("{name}: {value}"));
+    }
+    if let Some(url) = &notice.external_url {
+        lines.push(format!("Dashboard: {}/", url.trim_end_matches('/')));
+    }
+    lines.join("\n")
+}
+
+#[async_trait]
+impl AlertChannel for EmailChannel {
+    async fn deliver(&self, notice: &Notice) -> Result<(), DeliveryError> {
+        let mut message = Message::builder()
+            .from(self.from.clone())
+            .subject(notice.title())
+            .header(ContentType::TEXT_PLAIN);
+        for to in &self.to {
+            message = message.to(to.clone());
+        }
+        let message = message
+            .body(text(notice))
+            .map_err(|err| DeliveryError(format!("the message cannot be built: {err}")))?;
+        self.transport
+            .send(message)
+            .await
+            .map(|_| ())
+            .map_err(|err| DeliveryError(format!("SMTP: {err}")))
+    }
+}

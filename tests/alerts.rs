@@ -1,0 +1,785 @@
+//! Alerts through the real server and real receivers: an HTTP server in the test takes the
+//! webhook and Slack notices, a real SMTP server process (Python's aiosmtpd) the emails.
+//! Evaluated every second, so each test takes a few seconds: a threshold fires once and
+//! resolves once; an absence fires when a heartbeat stops and resolves when it returns;
+//! `for` suppresses a blip; flapping within `keep_firing_for` gives one notice;
+//! `repeat_interval` repeats; a silence suppresses; a receiver that is down gets the notice
+//! once it is back; a restart while firing neither repeats the notice nor misses the
+//! resolve; `eventide alerts check` validates files.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use common::*;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+/// What the test's HTTP receiver was sent: path, headers, body.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<(String, HeaderMap, Bytes)>>>);
+
+impl Received {
+    /// The JSON bodies sent to `path`, in order.
+    fn bodies(&self, path: &str) -> Vec<Value> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _, _)| at == path)
+            .map(|(_, _, body)| serde_json::from_slice(body).unwrap())
+            .collect()
+    }
+
+    /// The `status` of each webhook notice sent to `path` (`-` for a Slack message).
+    fn statuses(&self, path: &str) -> Vec<String> {
+        self.bodies(path)
+            .iter()
+            .map(|body| body["status"].as_str().unwrap_or("-").to_owned())
+            .collect()
+    }
+
+    /// Waits (up to 20 s) until `path` got `count` notices; their statuses.
+    async fn wait_for(&self, path: &str, count: usize) -> Vec<String> {
+        poll_until(Duration::from_secs(20), || async {
+            (self.bodies(path).len() >= count).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "{path}: {count} notices expected, got {:?}",
+                self.statuses(path)
+            )
+        });
+        self.statuses(path)
+    }
+}
+
+async fn receive(
+    State(received): State<Received>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    received
+        .0
+        .lock()
+        .unwrap()
+        .push((uri.path().to_owned(), headers, body));
+    StatusCode::OK
+}
+
+/// Starts the receiver on `listener`.
+fn serve_receiver(listener: tokio::net::TcpListener) -> Received {
+    let received = Received::default();
+    let app = axum::Router::new()
+        .fallback(receive)
+        .with_state(received.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    received
+}
+
+async fn receiver() -> (Received, SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    (serve_receiver(listener), addr)
+}
+
+/// Writes an alerts file: evaluated every second, links to a public URL, with a webhook
+/// channel `hook` to `receiver` (notices at once, the resolve a second after) and `extra`.
+fn alerts_file(dir: &Path, receiver: SocketAddr, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[alerts]
+interval = "1s"
+public_url = "https://eventide.example"
+
+[[alerts.channels]]
+name = "hook"
+kind = "webhook"
+url = "http://{receiver}/hook?token=SECRET-TOKEN"
+secret = "s3cret"
+group_wait = "0s"
+group_interval = "1s"
+max_backoff = "1s"
+{extra}
+"#
+    );
+    let path = dir.join("alerts.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn start(dir: &tempfile::TempDir, file: &Path) -> TestServer {
+    TestServer::start(
+        &dir.path().join("data"),
+        &["--alerts-config", file.to_str().unwrap()],
+    )
+    .await
+}
+
+async fn post_events(server: &TestServer, kind: &str, count: usize) {
+    let events: Vec<Value> = (0..count).map(|_| json!({ "type": kind })).collect();
+    server.post_events(&json!(events)).await.expect_status(202);
+}
+
+/// The alert of `rule` as `GET /alerts` shows it.
+async fn alert(server: &TestServer, rule: &str) -> Value {
+    let alerts = server.get("/alerts").await.json();
+    alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|alert| alert["rule"] == rule)
+        .cloned()
+        .unwrap_or_else(|| panic!("no alert {rule}: {alerts}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threshold_fires_once_and_resolves_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        &format!(
+            r#"
+[[alerts.channels]]
+name = "team"
+kind = "slack"
+url = "http://{addr}/slack"
+group_wait = "0s"
+group_interval = "1s"
+
+[[alerts.rules]]
+name = "errors-spike"
+type = "error"
+window = "3s"
+condition = "above"
+threshold = 3
+channels = ["hook", "team"]
+annotations = {{ summary = "too many errors" }}
+"#
+        ),
+    );
+    let server = start(&dir, &file).await;
+    post_events(&server, "error", 5).await;
+    assert_eq!(received.wait_for("/hook", 1).await, ["firing"]);
+    let firing = &received.bodies("/hook")[0];
+    assert_eq!(firing["version"], "4");
+    assert_eq!(firing["receiver"], "hook");
+    assert_eq!(firing["groupKey"], "{}:{alertname=\"errors-spike\"}");
+    let alert = &firing["alerts"][0];
+    assert_eq!(alert["status"], "firing");
+    assert_eq!(alert["labels"]["alertname"], "errors-spike");
+    assert_eq!(alert["labels"]["type"], "error");
+    assert_eq!(alert["annotations"]["summary"], "too many errors");
+    assert_eq!(alert["value"], 5.0);
+    assert_eq!(alert["threshold"], 3);
+    assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(alert["fingerprint"].as_str().unwrap().len(), 16);
+    assert!(parse_ts(alert["startsAt"].as_str().unwrap()).is_some());
+    // Signed with the shared secret.
+    let (_, headers, body) = received
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(path, _, _)| path == "/hook")
+        .cloned()
+        .unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(&body);
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(
+        headers["x-eventide-signature"].to_str().unwrap(),
+        format!("sha256={want}")
+    );
+    let slack = received.wait_for("/slack", 1).await;
+    assert_eq!(slack.len(), 1);
+    let text = received.bodies("/slack")[0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        text.contains("[FIRING] errors-spike") && text.contains("above 3"),
+        "{text}"
+    );
+    assert!(text.contains("https://eventide.example"), "{text}");
+
+    // The window passes: resolved, once.
+    assert_eq!(received.wait_for("/hook", 2).await, ["firing", "resolved"]);
+    let resolved = &received.bodies("/hook")[1]["alerts"][0];
+    assert_ne!(resolved["endsAt"], "0001-01-01T00:00:00Z");
+    assert_eq!(resolved["startsAt"], alert["startsAt"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(received.statuses("/hook"), ["firing", "resolved"]);
+    assert_eq!(received.bodies("/slack").len(), 2);
+
+    // The history tells it newest first; Prometheus counts it.
+    let history = server.get("/alerts/history?limit=100").await.json();
+    let events: Vec<(String, Option<String>)> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["rule"] == "errors-spike")
+        .map(|entry| {
+            (
+                entry["event"].as_str().unwrap().to_owned(),
+                entry["channel"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    assert_eq!(events.first().unwrap().0, "notified", "{history}");
+    assert_eq!(events.last().unwrap().0, "firing", "{history}");
+    assert!(events.iter().any(|(event, _)| event == "resolved"));
+    let metrics = server.get("/metrics/prometheus").await.text;
+    let sent = prometheus_sample(
+        &metrics,
+        "eventide_alert_notifications_total{channel=\"hook\",outcome=\"sent\"}",
+    );
+    assert_eq!(sent, Some(2.0), "{metrics}");
+    assert!(metrics.contains("eventide_alerts{state=\"inactive\"}"));
+    // No secret anywhere.
+    let rules = server.get("/alerts/rules").await.text;
+    for shown in [rules, server.get("/alerts").await.text, server.logs()] {
+        assert!(!shown.contains("SECRET-TOKEN") && !shown.contains("s3cret"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absence_fires_when_a_heartbeat_stops_and_resolves_when_it_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        r#"
+[[alerts.rules]]
+name = "heartbeat-lost"
+type = "heartbeat"
+window = "2s"
+condition = "absent"
+for = "2s"
+channels = ["hook"]
+"#,
+    );
+    let server = start(&dir, &file).await;
+    let beat = |server: &TestServer| {
+        let api = server.api();
+        async move { api.post_one(json!({"type": "heartbeat"})).await }
+    };
+    for _ in 0..8 {
+        beat(&server).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(received.statuses("/hook").is_empty(), "beating: no notice");
+    // The heartbeat stops: 2 s of window, then 2 s of `for`.
+    assert_eq!(received.wait_for("/hook", 1).await, ["firing"]);
+    assert_eq!(alert(&server, "heartbeat-lost").await["state"], "firing");
+    beat(&server).await;
+    assert_eq!(received.wait_for("/hook", 2).await, ["firing", "resolved"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn for_suppresses_a_short_blip_and_keep_firing_for_rides_out_flapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        r#"
+[[alerts.rules]]
+name = "blip"
+type = "blip"
+window = "3s"
+condition = "above"
+threshold = 2
+for = "6s"
+channels = ["hook"]
+
+[[alerts.rules]]
+name = "flapping"
+type = "flap"
+window = "2s"
+condition = "above"
+threshold = 0
+keep_firing_for = "4s"
+channels = ["hook"]
+"#,
+    );
+    let server = start(&dir, &file).await;
+    post_events(&server, "blip", 5).await;
+    // Flapping: events every 2.5 s, the 2 s window empty in between.
+    for _ in 0..4 {
+        post_events(&server, "flap", 1).await;
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+    }
+    received.wait_for("/hook", 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut by_rule: Vec<(String, String)> = received
+        .bodies("/hook")
+        .iter()
+        .map(|body| {
+            (
+                body["alerts"][0]["labels"]["alertname"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                body["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    by_rule.sort();
+    assert_eq!(
+        by_rule,
+        [
+            ("flapping".to_owned(), "firing".to_owned()),
+            ("flapping".to_owned(), "resolved".to_owned())
+        ],
+        "one firing and one resolve for the flapping, nothing for the blip"
+    );
+    let history = server.get("/alerts/history?limit=1000").await.json();
+    let blip: Vec<&str> = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["rule"] == "blip")
+        .map(|entry| entry["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(blip, ["cleared", "pending"], "{history}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeat_interval_repeats_and_a_silence_suppresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        r#"
+[[alerts.rules]]
+name = "never-seen"
+type = "never-sent"
+window = "1s"
+condition = "absent"
+repeat_interval = "2s"
+channels = ["hook"]
+
+[[alerts.rules]]
+name = "silenced"
+type = "never-sent-either"
+window = "1s"
+condition = "absent"
+group_wait = "3s"
+labels = { team = "checkout" }
+channels = ["hook"]
+"#,
+    );
+    let server = start(&dir, &file).await;
+    let admin = server.api();
+    let silence = admin
+        .client
+        .post(admin.url("/alerts/silences"))
+        .json(
+            &json!({"matchers": [{"name": "team", "value": "checkout"}], "duration": "1h",
+                      "comment": "known"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(silence.status(), 201);
+    received.wait_for("/hook", 3).await;
+    let statuses: Vec<String> = received
+        .bodies("/hook")
+        .iter()
+        .map(|body| {
+            format!(
+                "{} {}",
+                body["alerts"][0]["labels"]["alertname"].as_str().unwrap(),
+                body["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        statuses.iter().all(|status| status == "never-seen firing"),
+        "{statuses:?}"
+    );
+    let silenced = alert(&server, "silenced").await;
+    assert_eq!(
+        (&silenced["state"], &silenced["silenced"]),
+        (&json!("firing"), &json!(true))
+    );
+    let silences = server.get("/alerts/silences").await.json();
+    assert_eq!(silences["silences"][0]["active"], true, "{silences}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_is_down_gets_the_notice_once_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // A port nobody listens on yet.
+    let addr = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        r#"
+[[alerts.rules]]
+name = "nothing"
+type = "never-sent"
+window = "1s"
+condition = "absent"
+channels = ["hook"]
+"#,
+    );
+    let server = start(&dir, &file).await;
+    let failed = poll_until(Duration::from_secs(10), || async {
+        let metrics = server.get("/metrics/prometheus").await.text;
+        prometheus_sample(
+            &metrics,
+            "eventide_alert_notifications_total{channel=\"hook\",outcome=\"failed\"}",
+        )
+        .filter(|failed| *failed >= 2.0)
+    })
+    .await;
+    assert!(failed.is_some(), "failed attempts are counted");
+    // The service's own rule says so in the log, without the URL's secret.
+    poll_until(Duration::from_secs(10), || async {
+        server
+            .logs()
+            .contains("eventide-channel-failing")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no channel-failing alert in the log:\n{}", server.logs()));
+    assert!(!server.logs().contains("SECRET-TOKEN"));
+
+    let received = serve_receiver(tokio::net::TcpListener::bind(addr).await.unwrap());
+    assert_eq!(received.wait_for("/hook", 1).await, ["firing"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(received.statuses("/hook"), ["firing"], "delivered once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_firing_neither_repeats_the_notice_nor_misses_the_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        r#"
+[[alerts.rules]]
+name = "burst"
+type = "burst"
+window = "5s"
+condition = "above"
+threshold = 0
+channels = ["hook"]
+"#,
+    );
+    let mut server = start(&dir, &file).await;
+    post_events(&server, "burst", 3).await;
+    assert_eq!(received.wait_for("/hook", 1).await, ["firing"]);
+    // Let the delivery be recorded, then kill -9 and start again while it still fires.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart().await;
+    assert_eq!(received.wait_for("/hook", 2).await, ["firing", "resolved"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(received.statuses("/hook"), ["firing", "resolved"]);
+    // And again after the resolve: nothing more is sent.
+    server.restart().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(received.statuses("/hook"), ["firing", "resolved"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_added_over_http_persist_and_file_rules_are_read_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_received, addr) = receiver().await;
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        r#"
+[[alerts.rules]]
+name = "from-file"
+window = "1m"
+condition = "absent"
+"#,
+    );
+    let mut server = start(&dir, &file).await;
+    let api = server.api();
+    let rule = json!({"name": "from-api", "type": "signup", "window": "10m",
+                      "condition": "below", "threshold": 5, "channels": ["hook"]});
+    let made = api
+        .client
+        .post(api.url("/alerts/rules"))
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let again = api
+        .client
+        .post(api.url("/alerts/rules"))
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    let bad = api
+        .client
+        .post(api.url("/alerts/rules"))
+        .json(&json!({"name": "x", "window": "10m", "condition": "above", "channels": ["nope"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let resp = api
+            .client
+            .request(method, api.url("/alerts/rules/from-file"))
+            .json(&json!({"name": "from-file", "window": "1m", "condition": "absent"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 409);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "rule_read_only", "{body}");
+        assert!(body["message"].as_str().unwrap().contains("alerts file"));
+    }
+    server.restart().await;
+    let rule = server.get("/alerts/rules/from-api").await;
+    rule.expect_status(200);
+    assert_eq!(rule.json()["origin"], "api");
+    assert_eq!(rule.json()["rule"]["threshold"], 5);
+    let api = server.api();
+    let deleted = api
+        .client
+        .delete(api.url("/alerts/rules/from-api"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    server
+        .get("/alerts/rules/from-api")
+        .await
+        .expect_status(404);
+}
+
+#[tokio::test]
+async fn alerts_check_validates_files_with_line_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = alerts_file(dir.path(), "127.0.0.1:9".parse().unwrap(), "");
+    let (status, stdout, stderr) = run_binary(&["alerts", "check", good.to_str().unwrap()]).await;
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains("valid"), "{stdout}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[alerts]\ninterval = \"1s\"\n\n[[alerts.rules]]\nname = \"x\"\nwindow = \"10q\"\n\
+         condition = \"absent\"\n",
+    )
+    .unwrap();
+    let (status, _, stderr) = run_binary(&["alerts", "check", bad.to_str().unwrap()]).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 6") && stderr.contains("window"),
+        "{stderr}"
+    );
+    // The server refuses to start with it, saying the same.
+    let (status, _, stderr) = run_binary(&[
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--alerts-config",
+        bad.to_str().unwrap(),
+    ])
+    .await;
+    assert!(!status.success());
+    assert!(stderr.contains("line 6"), "{stderr}");
+}
+
+/// Whether Python's aiosmtpd is installed; without it the email test skips, loudly, except
+/// under CI=true, where it fails.
+fn aiosmtpd_available() -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but python3 with aiosmtpd is missing (pip install aiosmtpd)"
+        );
+        eprintln!("SKIPPED: python3 with aiosmtpd is missing (pip install aiosmtpd)");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_reaches_a_real_smtp_server() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mailbox = dir.path().join("mailbox");
+    let mut smtp = tokio::process::Command::new("python3")
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+        ])
+        .arg("aiosmtpd.handlers.Mailbox")
+        .arg(&mailbox)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start aiosmtpd");
+    // Listening?
+    poll_until(Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await
+    .expect("aiosmtpd listens");
+    let (_received, addr) = receiver().await;
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        &format!(
+            r#"
+[[alerts.channels]]
+name = "mail"
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+tls = "none"
+from = "Eventide <alerts@eventide.test>"
+to = ["oncall@example.test"]
+group_wait = "0s"
+group_interval = "1s"
+
+[[alerts.rules]]
+name = "mail-me"
+type = "never-sent"
+window = "1s"
+condition = "absent"
+channels = ["mail"]
+"#
+        ),
+    );
+    let _server = start(&dir, &file).await;
+    let message = poll_until(Duration::from_secs(20), || async {
+        let entries = std::fs::read_dir(mailbox.join("new")).ok()?;
+        let path = entries.flatten().next()?.path();
+        std::fs::read_to_string(path).ok()
+    })
+    .await
+    .expect("a message in the mailbox");
+    assert!(message.contains("Subject: [FIRING] mail-me"), "{message}");
+    assert!(message.contains("oncall@example.test"), "{message}");
+    let _ = smtp.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_one_leader_notifies_and_another_takes_over_without_repeating() {
+    let Some(schema) = common::postgres::TestSchema::new("alerts").await else {
+        return;
+    };
+    let Some(redis) = common::redis::TestRedis::new("alerts") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        r#"
+[[alerts.rules]]
+name = "cluster-quiet"
+type = "cluster-beat"
+window = "1s"
+condition = "absent"
+channels = ["hook"]
+"#,
+    );
+    let args = [
+        "--queue",
+        &redis.url,
+        "--queue-prefix",
+        &redis.prefix,
+        "--store",
+        &schema.url,
+        "--postgres-schema",
+        &schema.name,
+        "--alerts-config",
+        file.to_str().unwrap(),
+    ];
+    let mut a = TestServer::start_temp(&args).await;
+    let mut b = TestServer::start_temp(&args).await;
+    assert_eq!(received.wait_for("/hook", 1).await, ["firing"]);
+    const LEADS: &str = "now leads alerting";
+    let (leader, follower): (&mut TestServer, &TestServer) = if a.logs().contains(LEADS) {
+        (&mut a, &b)
+    } else {
+        (&mut b, &a)
+    };
+    assert!(leader.logs().contains(LEADS), "{}", leader.logs());
+    assert!(
+        !follower.logs().contains(LEADS),
+        "one leader: {}",
+        follower.logs()
+    );
+    // A follower shows the leader's state.
+    poll_until(Duration::from_secs(10), || async {
+        (alert(follower, "cluster-quiet").await["state"] == "firing").then_some(())
+    })
+    .await
+    .expect("the follower shows the alert firing");
+
+    leader.kill9().await;
+    let killed = std::time::Instant::now();
+    poll_until(Duration::from_secs(10), || async {
+        follower.logs().contains(LEADS).then_some(())
+    })
+    .await
+    .expect("the follower takes the lead");
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "took over after {took:?}: within two intervals"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        received.statuses("/hook"),
+        ["firing"],
+        "no repeat across the failover"
+    );
+    // The new leader announces the end of what the old one announced.
+    follower.post_one(json!({"type": "cluster-beat"})).await;
+    assert_eq!(received.wait_for("/hook", 2).await, ["firing", "resolved"]);
+}
