@@ -114,14 +114,8 @@ fn rule_name(name: Result<Path<String>, PathRejection>) -> Result<String, ApiErr
 /// Every rule's alert: `inactive`, `pending` (the condition holds, not yet for `for`) or
 /// `firing`, since when, the last value observed and whether a silence matches it.
 #[utoipa::path(
-    get,
-    path = "/alerts",
-    tag = "alerts",
-    operation_id = "listAlerts",
-    responses(
-        (status = 200, description = "Every rule's alert", body = AlertList),
-        ReadRefusals,
-    )
+    get, path = "/alerts", tag = "alerts", operation_id = "listAlerts",
+    responses((status = 200, description = "Every rule's alert", body = AlertList), ReadRefusals)
 )]
 pub async fn list(State(state): State<AppState>) -> Json<AlertList> {
     Json(AlertList {
@@ -134,10 +128,7 @@ pub async fn list(State(state): State<AppState>) -> Json<AlertList> {
 /// State changes and notices, newest first, `limit` at a time; `before` (the previous page's
 /// `next_before`) continues with older ones.
 #[utoipa::path(
-    get,
-    path = "/alerts/history",
-    tag = "alerts",
-    operation_id = "alertHistory",
+    get, path = "/alerts/history", tag = "alerts", operation_id = "alertHistory",
     params(
         ("limit" = Option<usize>, Query, description = "At most this many (1 to 1000, default 100)"),
         ("before" = Option<i64>, Query, description = "Entries older than this id (a page's `next_before`)"),
@@ -179,14 +170,8 @@ pub async fn history(
 /// Every rule: from the alerts file (`file`), added over HTTP (`api`) or the service's own
 /// (`builtin`).
 #[utoipa::path(
-    get,
-    path = "/alerts/rules",
-    tag = "alerts",
-    operation_id = "listAlertRules",
-    responses(
-        (status = 200, description = "Every rule", body = RuleList),
-        ReadRefusals,
-    )
+    get, path = "/alerts/rules", tag = "alerts", operation_id = "listAlertRules",
+    responses((status = 200, description = "Every rule", body = RuleList), ReadRefusals)
 )]
 pub async fn rules(State(state): State<AppState>) -> Json<RuleList> {
     Json(RuleList {
@@ -196,10 +181,7 @@ pub async fn rules(State(state): State<AppState>) -> Json<RuleList> {
 
 /// Get a rule
 #[utoipa::path(
-    get,
-    path = "/alerts/rules/{name}",
-    tag = "alerts",
-    operation_id = "getAlertRule",
+    get, path = "/alerts/rules/{name}", tag = "alerts", operation_id = "getAlertRule",
     params(("name" = String, Path, description = "The rule's name")),
     responses(
         (status = 200, description = "The rule", body = RuleInfo),
@@ -223,10 +205,7 @@ pub async fn rule(
 ///
 /// Admin. Kept in the store, evaluated from the next evaluation on.
 #[utoipa::path(
-    post,
-    path = "/alerts/rules",
-    tag = "alerts",
-    operation_id = "createAlertRule",
+    post, path = "/alerts/rules", tag = "alerts", operation_id = "createAlertRule",
     request_body = RuleSpec,
     responses(
         (status = 201, description = "The rule", body = RuleInfo),
@@ -244,10 +223,7 @@ pub async fn create_rule(State(state): State<AppState>, body: Body) -> Result<Re
 ///
 /// Admin. Only rules added over HTTP; its alert keeps its state.
 #[utoipa::path(
-    put,
-    path = "/alerts/rules/{name}",
-    tag = "alerts",
-    operation_id = "replaceAlertRule",
+    put, path = "/alerts/rules/{name}", tag = "alerts", operation_id = "replaceAlertRule",
     params(("name" = String, Path, description = "The rule's name")),
     request_body = RuleSpec,
     responses(
@@ -272,10 +248,7 @@ pub async fn replace_rule(
 /// Admin. Only rules added over HTTP; its alert and what its channels were told are
 /// forgotten.
 #[utoipa::path(
-    delete,
-    path = "/alerts/rules/{name}",
-    tag = "alerts",
-    operation_id = "deleteAlertRule",
+    delete, path = "/alerts/rules/{name}", tag = "alerts", operation_id = "deleteAlertRule",
     params(("name" = String, Path, description = "The rule's name")),
     responses(
         (status = 204, description = "Deleted"),
@@ -298,15 +271,9 @@ pub async fn delete_rule(
 /// Admin. From now until `ends_at` (or for `duration`), alerts whose labels match every
 /// matcher are not announced; a firing one is announced when the silence ends.
 #[utoipa::path(
-    post,
-    path = "/alerts/silences",
-    tag = "alerts",
-    operation_id = "createSilence",
+    post, path = "/alerts/silences", tag = "alerts", operation_id = "createSilence",
     request_body = CreateSilence,
-    responses(
-        (status = 201, description = "The silence", body = SilenceInfo),
-        ReadRefusals,
-    )
+    responses((status = 201, description = "The silence", body = SilenceInfo), ReadRefusals)
 )]
 pub async fn create_silence(
     State(state): State<AppState>,
@@ -343,10 +310,7 @@ pub async fn create_silence(
 
 /// List silences
 #[utoipa::path(
-    get,
-    path = "/alerts/silences",
-    tag = "alerts",
-    operation_id = "listSilences",
+    get, path = "/alerts/silences", tag = "alerts", operation_id = "listSilences",
     responses(
         (status = 200, description = "Every silence, newest first", body = SilenceList),
         ReadRefusals,

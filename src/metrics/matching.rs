@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::counts::Counts;
 use super::{EventMetrics, MAX_EXACT_WINDOW_SECONDS};
-use crate::store::{floor_to, RollupQuery, MINUTE_MS, SECOND_MS};
+use crate::store::{floor_to, MINUTE_MS, SECOND_MS};
 
 /// What a name filter asks of memory.
 #[derive(Clone, Copy)]
@@ -57,17 +57,7 @@ impl EventMetrics {
                 return Ok(count);
             }
         }
-        let from = floor_to(from, MINUTE_MS);
-        let rows = self
-            .store
-            .rollups(RollupQuery {
-                from_ms: from,
-                to_ms: to,
-                bucket_ms: floor_to(to - from + MINUTE_MS - 1, MINUTE_MS),
-                kind: kind.map(str::to_owned),
-                service: service.map(str::to_owned),
-            })
-            .await?;
+        let (_, rows) = self.rolled_up(from, to, kind, service).await?;
         Ok(rows.iter().map(|row| row.count).sum())
     }
 }
@@ -118,25 +108,10 @@ mod tests {
 
     use super::*;
     use crate::clock::{Clock, SystemClock};
-    use crate::event::StoredEvent;
+    use crate::metrics::tests::event;
     use crate::metrics::NameLimits;
     use crate::store::sqlite::SqliteStore;
     use crate::store::Store;
-
-    fn event(seq: u64, timestamp_ms: i64, kind: &str, service: Option<&str>) -> StoredEvent {
-        StoredEvent {
-            seq,
-            id: format!("e{seq}"),
-            id_from_client: false,
-            kind: kind.to_owned(),
-            timestamp_ms,
-            received_at_ms: timestamp_ms,
-            service: service.map(str::to_owned),
-            user_id: None,
-            message: None,
-            metadata: None,
-        }
-    }
 
     #[tokio::test]
     async fn names_beyond_the_cap_are_counted_exactly() {

@@ -525,6 +525,19 @@ impl EventMetrics {
         if let Some(tally) = Tally::from_memory(&self.counts.lock().unwrap(), from, to) {
             return Ok((from, tally));
         }
+        let (from, rows) = self.rolled_up(from, to, None, None).await?;
+        Ok((from, Tally::from_rows(&rows, self.limits)))
+    }
+
+    /// The store's counts of `[from, to)` by whole minutes (from `from`'s minute, which is
+    /// returned), in one bucket per type and service, of one type or service if given.
+    async fn rolled_up(
+        &self,
+        from: i64,
+        to: i64,
+        kind: Option<&str>,
+        service: Option<&str>,
+    ) -> Result<(i64, Vec<RollupRow>)> {
         let from = floor_to(from, MINUTE_MS);
         let rows = self
             .store
@@ -532,11 +545,11 @@ impl EventMetrics {
                 from_ms: from,
                 to_ms: to,
                 bucket_ms: floor_to(to - from + MINUTE_MS - 1, MINUTE_MS),
-                kind: None,
-                service: None,
+                kind: kind.map(str::to_owned),
+                service: service.map(str::to_owned),
             })
             .await?;
-        Ok((from, Tally::from_rows(&rows, self.limits)))
+        Ok((from, rows))
     }
 
     /// The number of events in `[from, to)` (whole seconds; whole minutes if not in memory).
@@ -775,7 +788,13 @@ mod tests {
     use crate::clock::SystemClock;
     use crate::store::sqlite::SqliteStore;
 
-    fn event(seq: u64, timestamp_ms: i64, kind: &str, service: Option<&str>) -> StoredEvent {
+    /// An event of `kind` (and `service`) at `timestamp_ms`; also for `matching`'s tests.
+    pub(super) fn event(
+        seq: u64,
+        timestamp_ms: i64,
+        kind: &str,
+        service: Option<&str>,
+    ) -> StoredEvent {
         StoredEvent {
             seq,
             id: format!("e{seq}"),
