@@ -554,7 +554,7 @@ async fn send_json(api: &Api, method: reqwest::Method, path: &str, body: &Value)
 }
 
 /// The answers of the alerts' operations: successes, a bad rule, a read-only one, a
-/// duplicate.
+/// duplicate, a missing one, a bad page.
 async fn alert_answers<'a>(server: &TestServer, answers: &mut Vec<(&'a str, &'a str, Resp)>) {
     let rule = json!({
         "name": "schema-rule", "type": "signup", "service": "auth", "window": "5m",
@@ -562,75 +562,60 @@ async fn alert_answers<'a>(server: &TestServer, answers: &mut Vec<(&'a str, &'a 
         "labels": {"severity": "page"}, "annotations": {"summary": "many signups"},
         "group_wait": "10s", "send_resolved": false
     });
-    let post = reqwest::Method::POST;
-    answers.push((
-        "POST",
-        "/alerts/rules",
-        send_json(server, post.clone(), "/alerts/rules", &rule).await,
-    ));
-    answers.push((
-        "POST",
-        "/alerts/rules",
-        send_json(server, post.clone(), "/alerts/rules", &rule).await,
-    ));
     let bad = json!({"name": "bad", "window": "5m", "condition": "above"});
-    answers.push((
-        "POST",
-        "/alerts/rules",
-        send_json(server, post.clone(), "/alerts/rules", &bad).await,
-    ));
-    let put = reqwest::Method::PUT;
-    answers.push((
-        "PUT",
-        "/alerts/rules/{name}",
-        send_json(server, put.clone(), "/alerts/rules/schema-rule", &rule).await,
-    ));
     let builtin = json!({"name": "eventide-not-ready", "window": "1m", "condition": "absent"});
-    answers.push((
-        "PUT",
-        "/alerts/rules/{name}",
-        send_json(server, put, "/alerts/rules/eventide-not-ready", &builtin).await,
-    ));
-    answers.push((
-        "GET",
-        "/alerts/rules/{name}",
-        server.get("/alerts/rules/schema-rule").await,
-    ));
-    answers.push((
-        "GET",
-        "/alerts/rules/{name}",
-        server.get("/alerts/rules/nothing").await,
-    ));
-    answers.push(("GET", "/alerts/rules", server.get("/alerts/rules").await));
-    answers.push(("GET", "/alerts", server.get("/alerts").await));
     let silence = json!({
         "matchers": [{"name": "alertname", "value": "schema-rule"}],
         "ends_at": fmt_ms(now_ms() + 3_600_000), "comment": "checking the schema"
     });
-    answers.push((
-        "POST",
-        "/alerts/silences",
-        send_json(server, post, "/alerts/silences", &silence).await,
-    ));
-    answers.push((
-        "GET",
-        "/alerts/silences",
-        server.get("/alerts/silences").await,
-    ));
+    // (method, documented path, path asked, body): in order, the second POST a duplicate.
+    let requests: [(&'a str, &'a str, &str, Option<&Value>); 11] = [
+        ("POST", "/alerts/rules", "/alerts/rules", Some(&rule)),
+        ("POST", "/alerts/rules", "/alerts/rules", Some(&rule)),
+        ("POST", "/alerts/rules", "/alerts/rules", Some(&bad)),
+        (
+            "PUT",
+            "/alerts/rules/{name}",
+            "/alerts/rules/schema-rule",
+            Some(&rule),
+        ),
+        (
+            "PUT",
+            "/alerts/rules/{name}",
+            "/alerts/rules/eventide-not-ready",
+            Some(&builtin),
+        ),
+        (
+            "GET",
+            "/alerts/rules/{name}",
+            "/alerts/rules/schema-rule",
+            None,
+        ),
+        ("GET", "/alerts/rules/{name}", "/alerts/rules/nothing", None),
+        ("GET", "/alerts/rules", "/alerts/rules", None),
+        ("GET", "/alerts", "/alerts", None),
+        (
+            "POST",
+            "/alerts/silences",
+            "/alerts/silences",
+            Some(&silence),
+        ),
+        ("GET", "/alerts/silences", "/alerts/silences", None),
+    ];
+    for (method, documented, path, body) in requests {
+        let answer = match body {
+            Some(body) => send_json(server, method.parse().unwrap(), path, body).await,
+            None => server.get(path).await,
+        };
+        answers.push((method, documented, answer));
+    }
     // Some history: the file's rule fires at the first evaluation.
     poll_until(std::time::Duration::from_secs(30), || async {
         let page = server.get("/alerts/history?limit=1").await.json();
         (page["entries"].as_array()?.len() == 1).then_some(())
     })
     .await;
-    answers.push((
-        "GET",
-        "/alerts/history",
-        server.get("/alerts/history?limit=1").await,
-    ));
-    answers.push((
-        "GET",
-        "/alerts/history",
-        server.get("/alerts/history?before=x").await,
-    ));
+    for path in ["/alerts/history?limit=1", "/alerts/history?before=x"] {
+        answers.push(("GET", "/alerts/history", server.get(path).await));
+    }
 }
