@@ -488,30 +488,15 @@ async fn every_json_answer_is_what_its_schema_in_the_document_says() {
 
     // Keys, last: once one exists, requests without one are refused (401), and a key
     // without a route's scope too (403).
-    let made = server
-        .client
-        .post(server.url("/keys"))
-        .json(&json!({"name": "schema-check", "scopes": ["admin"]}))
-        .send()
-        .await
-        .expect("POST /keys");
-    let made = Resp {
-        status: made.status().as_u16(),
-        headers: made.headers().clone(),
-        text: made.text().await.expect("body"),
-    };
+    let post = reqwest::Method::POST;
+    let key = json!({"name": "schema-check", "scopes": ["admin"]});
+    let made = send_json(&server, post.clone(), "/keys", &key).await;
     let admin = server.with_key(made.json()["key"].as_str().unwrap());
     answers.push(("POST", "/keys", made));
     answers.push(("GET", "/keys", admin.get("/keys").await));
     answers.push(("GET", "/events", server.get("/events").await));
-    let ingest = admin
-        .client
-        .post(admin.url("/keys"))
-        .json(&json!({"name": "ingest-only", "scopes": ["ingest"]}))
-        .send()
-        .await
-        .expect("POST /keys");
-    let ingest: Value = ingest.json().await.unwrap();
+    let key = json!({"name": "ingest-only", "scopes": ["ingest"]});
+    let ingest = send_json(&admin, post, "/keys", &key).await.json();
     let ingest = server.with_key(ingest["key"].as_str().unwrap());
     answers.push(("GET", "/metrics", ingest.get("/metrics").await));
 
