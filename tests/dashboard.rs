@@ -286,27 +286,9 @@ async fn the_dashboard_works_in_a_real_browser() {
         Some(path) => root.join(path),
         None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png"),
     };
-    let run = tokio::process::Command::new("node")
-        .arg(browser_dir.join("dashboard.mjs"))
-        .arg(&server.base)
-        .arg(&screenshot)
-        .env("CHROMIUM", &chromium)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(BROWSER_TEST_TIMEOUT, run)
-        .await
-        .unwrap_or_else(|_| panic!("the browser test took over {BROWSER_TEST_TIMEOUT:?}"))
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}{stderr}");
-    assert!(
-        output.status.success(),
-        "the browser test failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
-        output.status,
-        truncate(&server.logs(), 5000)
-    );
+    let script = browser_dir.join("dashboard.mjs");
+    let args = [std::ffi::OsStr::new(&server.base), screenshot.as_os_str()];
+    run_browser_script(&script, &args, &chromium, &server).await;
     assert!(
         screenshot.is_file(),
         "no screenshot at {}",
@@ -343,24 +325,38 @@ async fn the_dashboard_signs_in_with_a_read_key() {
         let made: Value = made.json().await.unwrap();
         keys.push(made["key"].as_str().unwrap().to_owned());
     }
+    let script = browser_dir.join("sign_in.mjs");
+    let mut args = vec![std::ffi::OsStr::new(&server.base)];
+    args.extend(keys.iter().map(std::ffi::OsStr::new));
+    run_browser_script(&script, &args, &chromium, &server).await;
+}
+
+/// Runs `script` with node (`args` after it, Chromium in `CHROMIUM`) and fails the test,
+/// with both outputs and the server's log, unless it succeeds in time.
+async fn run_browser_script(
+    script: &Path,
+    args: &[&std::ffi::OsStr],
+    chromium: &Path,
+    server: &TestServer,
+) {
     let run = tokio::process::Command::new("node")
-        .arg(browser_dir.join("sign_in.mjs"))
-        .arg(&server.base)
-        .args(&keys)
-        .env("CHROMIUM", &chromium)
+        .arg(script)
+        .args(args)
+        .env("CHROMIUM", chromium)
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .output();
     let output = tokio::time::timeout(BROWSER_TEST_TIMEOUT, run)
         .await
-        .unwrap_or_else(|_| panic!("the browser test took over {BROWSER_TEST_TIMEOUT:?}"))
+        .unwrap_or_else(|_| panic!("{} took over {BROWSER_TEST_TIMEOUT:?}", script.display()))
         .expect("run node");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}{stderr}");
     assert!(
         output.status.success(),
-        "the sign-in browser test failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        "{} failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        script.display(),
         output.status,
         truncate(&server.logs(), 5000)
     );
