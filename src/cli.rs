@@ -1,8 +1,9 @@
 //! The `eventide` command line: its subcommands, over the options the library defines
-//! ([`ServeConfig`], [`KeysArgs`], [`LogConfig`]).
+//! ([`ServeConfig`], [`KeysArgs`], [`LogConfig`], and the client's [`ClientCommand`]s).
 
 use clap::{Parser, Subcommand};
 use eventide::auth::command::KeysArgs;
+use eventide::client::ClientCommand;
 use eventide::config::{LogConfig, ServeConfig};
 
 #[derive(Parser, Debug)]
@@ -25,6 +26,8 @@ pub enum Command {
     Serve(Box<ServeConfig>),
     /// Create, list or revoke API keys, offline (on --data-dir, or a cluster's --store).
     Keys(KeysArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 #[cfg(test)]
@@ -40,5 +43,14 @@ mod tests {
         assert!(matches!(serve.command, Command::Serve(_)));
         let keys = Cli::try_parse_from(["eventide", "keys", "list"]).unwrap();
         assert!(matches!(keys.command, Command::Keys(_)));
+        for command in ["send", "import", "query", "export", "tail"] {
+            let args: &[&str] = match command {
+                "import" => &["eventide", "import", "events.ndjson"],
+                "export" => &["eventide", "export", "--output", "out.csv"],
+                _ => &["eventide", command],
+            };
+            let parsed = Cli::try_parse_from(args).unwrap();
+            assert!(matches!(parsed.command, Command::Client(_)), "{command}");
+        }
     }
 }
