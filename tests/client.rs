@@ -317,6 +317,11 @@ async fn import_twice_leaves_each_event_once_and_writes_the_rejects() {
     );
     assert_eq!(server.api().total(&[("type", "imported")]).await, 4_998);
 
+    // No server there: 2 at once, one line.
+    let (status, _, err) = client("http://127.0.0.1:9", &["import", file_arg], b"").await;
+    assert_eq!(status.code(), Some(2));
+    assert_one_error_line(&err);
+
     // CSV with a header: named columns are fields, the others metadata.
     let csv_file = dir.path().join("more.csv");
     std::fs::write(

@@ -125,6 +125,9 @@ struct Tally {
     duplicates: AtomicU64,
     rejected: AtomicU64,
     bytes_read: AtomicU64,
+    /// Whether the server has answered once: until it has, a connection that fails is a
+    /// wrong `--url` or a server not running, not worth retrying.
+    reached: std::sync::atomic::AtomicBool,
     rejects: Mutex<Option<std::io::BufWriter<File>>>,
 }
 
@@ -262,7 +265,9 @@ async fn post_batch(client: &Client, batch: Batch, tally: &Tally) -> Outcome {
                 Ok(response) => response,
                 Err(err) => {
                     connection_failures += 1;
-                    if connection_failures >= CONNECTION_ATTEMPTS {
+                    if connection_failures >= CONNECTION_ATTEMPTS
+                        || !tally.reached.load(Ordering::Relaxed)
+                    {
                         return Err(client.unreachable(&err));
                     }
                     let pause = Duration::from_secs((1 << (connection_failures - 1)).min(30));
@@ -275,6 +280,7 @@ async fn post_batch(client: &Client, batch: Batch, tally: &Tally) -> Outcome {
                     continue;
                 }
             };
+            tally.reached.store(true, Ordering::Relaxed);
             match response.status().as_u16() {
                 429 | 503 => {
                     tokio::time::sleep(retry_after(&response)).await;
