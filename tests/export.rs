@@ -210,3 +210,30 @@ async fn export_while_ingesting_equals_a_walk_of_the_same_snapshot() {
         .count();
     assert_eq!(before_export, 5_000);
 }
+
+/// With almost no export wait, an export right after a large batch may begin before the
+/// indexer has caught up: then it is refused (`503`, `Retry-After`), never answered with
+/// fewer events than were acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_that_could_not_wait_for_the_indexer_is_refused() {
+    let server = TestServer::start_temp(&["--export-wait", "1ms"]).await;
+    let api = server.api();
+    let mut refused = 0;
+    for n in 1..=5 {
+        let batch: Vec<Value> = (0..10_000)
+            .map(|i| json!({"type": "p", "message": format!("{i}")}))
+            .collect();
+        api.post_all(&batch).await;
+        let (status, headers, text) = export(&api, "").await;
+        if status == 503 {
+            refused += 1;
+            assert!(headers.get("retry-after").is_some());
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(body["error"], "not_yet_indexed", "{body}");
+        } else {
+            assert_eq!(status, 200, "{text}");
+            assert_eq!(text.lines().count(), n * 10_000);
+        }
+    }
+    eprintln!("{refused} of 5 exports were refused");
+}
