@@ -558,3 +558,66 @@ async fn the_api_key_is_sent_as_a_bearer_token() {
     let (status, _, err) = client(&url, &["export", "--api-key", key, "--output", "-"], b"").await;
     assert_eq!(status.code(), Some(0), "{err}");
 }
+
+/// A tail whose output is not read falls behind the server's buffer (`--stream-buffer`),
+/// is told `lagged`, resumes from where it was, and still prints every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_tail_resumes_without_gap_or_repeat() {
+    let server = TestServer::start_temp(&["--stream-buffer", "100"]).await;
+    let api = server.api();
+    let mut tail = Command::new(BIN)
+        .args(["tail", "--json"])
+        .env("EVENTIDE_URL", &api.base)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    // Connected once the first event comes through.
+    let mut first = String::new();
+    for attempt in 0..100 {
+        api.post_all(&[json!({"type": "probe", "id": format!("probe-{attempt}")})])
+            .await;
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await
+        {
+            first = line.unwrap().unwrap();
+            break;
+        }
+    }
+    assert!(!first.is_empty(), "tail never printed the probe");
+    // Meanwhile nothing reads the pipe: tail blocks writing, the server's buffer fills.
+    let total = 60_000;
+    let padding = "x".repeat(200);
+    for chunk in 0..total / 1_000 {
+        let batch: Vec<Value> = (0..1_000)
+            .map(|i| json!({"type": "lag", "id": format!("l-{}", chunk * 1_000 + i), "message": padding}))
+            .collect();
+        api.post_all(&batch).await;
+    }
+    let mut seen = Vec::new();
+    while seen.len() < total {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a line within 30 s")
+            .unwrap()
+            .expect("tail still running");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        let id = event["id"].as_str().unwrap();
+        if id.starts_with("probe-") {
+            continue;
+        }
+        seen.push(id.to_owned());
+    }
+    let expected: Vec<String> = (0..total).map(|i| format!("l-{i}")).collect();
+    assert!(seen == expected, "every event once, in order");
+    tail.kill().await.unwrap();
+    let mut stderr = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut tail.stderr.take().unwrap(), &mut stderr)
+        .await
+        .unwrap();
+    assert!(
+        stderr.contains("lagged"),
+        "tail was never told it lagged: {stderr}"
+    );
+}
