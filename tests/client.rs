@@ -1,7 +1,7 @@
 //! The command-line client through the real binary and a real server: `send`, `query`,
 //! `export`, `import` (twice, and interrupted then run again, leaving each event once; the
-//! rejects file) and `tail` (across a restart of the server, without gap or repeat); their
-//! output and exit codes (0 done, 1 input refused, 2 usage or connection).
+//! rejects file) and `tail` (across a restart of the server, and lagging behind, without gap
+//! or repeat); their output and exit codes (0 done, 1 input refused, 2 usage or connection).
 
 mod common;
 
