@@ -1,7 +1,8 @@
 //! `GET /events/export` through the real server: the same events as a cursor walk of the same
 //! snapshot (also while events keep arriving), in `(timestamp, seq)` order, as NDJSON and as
 //! CSV that a standard parser reads back, gzip-compressed when asked, with the filters of
-//! `GET /events` and strict parameters.
+//! `GET /events` and strict parameters. On SQLite, and on PostgreSQL as
+//! `export_on_postgres` (a link to this file).
 
 mod common;
 
