@@ -1,9 +1,11 @@
 //! The `eventide` command line: its subcommands, over the options the library defines
-//! ([`ServeConfig`], [`KeysArgs`], [`AlertsArgs`], [`LogConfig`]).
+//! ([`ServeConfig`], [`KeysArgs`], [`AlertsArgs`], [`LogConfig`], and the client's
+//! [`ClientCommand`]s).
 
 use clap::{Parser, Subcommand};
 use eventide::alerts::command::AlertsArgs;
 use eventide::auth::command::KeysArgs;
+use eventide::client::ClientCommand;
 use eventide::config::{LogConfig, ServeConfig};
 
 #[derive(Parser, Debug)]
@@ -28,6 +30,8 @@ pub enum Command {
     Keys(KeysArgs),
     /// Check an alerts file.
     Alerts(AlertsArgs),
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 #[cfg(test)]
@@ -43,5 +47,14 @@ mod tests {
         assert!(matches!(serve.command, Command::Serve(_)));
         let keys = Cli::try_parse_from(["eventide", "keys", "list"]).unwrap();
         assert!(matches!(keys.command, Command::Keys(_)));
+        for command in ["send", "import", "query", "export", "tail"] {
+            let args: &[&str] = match command {
+                "import" => &["eventide", "import", "events.ndjson"],
+                "export" => &["eventide", "export", "--output", "out.csv"],
+                _ => &["eventide", command],
+            };
+            let parsed = Cli::try_parse_from(args).unwrap();
+            assert!(matches!(parsed.command, Command::Client(_)), "{command}");
+        }
     }
 }

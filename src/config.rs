@@ -91,6 +91,11 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTIDE_READ_WAIT", default_value = "1s", value_parser = parse_duration)]
     pub read_wait: Duration,
 
+    /// How long `GET /events/export` waits for the indexer to reach every event acknowledged
+    /// before it began; past it the export is refused with `503` and `Retry-After`.
+    #[arg(long, env = "EVENTIDE_EXPORT_WAIT", default_value = "60s", value_parser = parse_duration)]
+    pub export_wait: Duration,
+
     /// Most `/stream` and `/stream/metrics` subscribers at once; beyond it they get 503.
     #[arg(long, env = "EVENTIDE_MAX_SUBSCRIBERS", default_value_t = 1_000)]
     pub max_subscribers: usize,

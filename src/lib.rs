@@ -28,11 +28,13 @@
 //!   timing out the connections the API is served on.
 //! - [`server`]: the one place that assembles the parts for a deployment and shuts them down
 //!   in order.
+//! - [`client`]: the command-line client (`send`, `import`, `query`, `export`, `tail`),
+//!   which speaks to a running server over HTTP like any other client.
 //!
 //! The `eventide` binary (`src/main.rs`, its command line in `src/cli.rs`) only parses the
-//! command line and hands over to [`server::serve`] or [`auth::command`]. The load generator
-//! is a crate of its own (`bench/`, the `eventide-bench` binary), as is the kit it shares
-//! with the integration tests (`testkit/`); neither is linked into the service.
+//! command line and hands over to [`server::serve`], [`auth::command`] or [`client`]. The
+//! load generator is a crate of its own (`bench/`, the `eventide-bench` binary), as is the
+//! kit it shares with the integration tests (`testkit/`); neither is linked into the service.
 //!
 //! # Path of an event
 //! 1. `POST /events` reads the body (refused before reading if too large, gunzipped if asked)
@@ -63,6 +65,7 @@
 pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod client;
 pub(crate) mod clock;
 pub mod config;
 pub mod connections;

@@ -29,11 +29,21 @@ fn main() -> ExitCode {
     };
     init_tracing(&cli.logging);
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
+    if let Command::Client(command) = cli.command {
+        return match runtime.block_on(eventide::client::run(command)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failure) => {
+                eprintln!("error: {}", one_line(&failure.to_string()));
+                ExitCode::from(failure.exit_code())
+            }
+        };
+    }
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(config) => serve(*config).await,
             Command::Keys(args) => eventide::auth::command::run(args).await,
             Command::Alerts(args) => eventide::alerts::command::run(args),
+            Command::Client(_) => unreachable!("run above"),
         }
     });
     match result {

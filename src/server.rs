@@ -142,6 +142,7 @@ pub async fn serve(
                 metrics,
                 clock,
                 read_wait: config.read_wait,
+                export_wait: config.export_wait,
                 live: live.clone(),
                 retention,
                 dead_letters,

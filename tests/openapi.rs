@@ -15,6 +15,7 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("POST", "/events"),
     ("GET", "/events"),
     ("GET", "/events/{id}"),
+    ("GET", "/events/export"),
     ("GET", "/metrics"),
     ("GET", "/metrics/timeseries"),
     ("GET", "/metrics/summary"),

@@ -4,11 +4,13 @@
 //! Layout: [`gen`] pre-builds request bytes, [`load`] drives POST load over the test kit's
 //! keep-alive client ([`testkit::http`]), [`subscriber`] reads `/stream` as many
 //! subscribers at once, [`scenarios`], [`stream`], [`retention`] and [`backfill`] define
-//! what is measured ([`cluster`]: a cluster of processes over Redis and PostgreSQL),
+//! what is measured ([`cluster`]: a cluster of processes over Redis and PostgreSQL;
+//! [`client`]: the command-line client's import and export),
 //! [`server`] starts and stops the server, [`key`] holds the run's API key, [`stats`]
 //! computes percentiles and [`report`] prints the figures.
 
 mod backfill;
+mod client;
 mod cluster;
 mod gen;
 mod key;
@@ -81,6 +83,10 @@ enum Scenario {
     /// meanwhile; then one POST of 10,000 events on 10,000 different days and how long until
     /// all are queryable.
     Backfill,
+    /// `eventide import` of an NDJSON.gz file of --client-events events into a fresh
+    /// server (acknowledged and queryable rates), then `eventide export` of them all (rate,
+    /// and the server's memory growth meanwhile).
+    Client,
     /// Two API nodes and two workers over --redis-url and --postgres-url (a schema and keys
     /// of the run's own, removed afterwards): 1,000-event batches over both API nodes;
     /// acknowledged and end-to-end (stored in PostgreSQL) rates, consumer lag, CPU by part.
@@ -134,6 +140,10 @@ struct BenchArgs {
     /// Events in the year of history the backfill scenario imports.
     #[arg(long, default_value_t = 10_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     backfill_events: u64,
+
+    /// Events the client scenario imports and exports.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    client_events: u64,
 
     /// Server binary to start with `serve` [default: `eventide` beside this executable, as
     /// `cargo build` leaves it].
@@ -194,6 +204,7 @@ async fn run(args: BenchArgs) -> Result<()> {
         sustained_rate: args.sustained_rate,
         retention_events: args.retention_events,
         backfill_events: args.backfill_events,
+        client_events: args.client_events,
         cluster: ClusterTargets {
             postgres_url: args.postgres_url.clone(),
             redis_url: args.redis_url.clone(),
@@ -210,6 +221,7 @@ async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Retention,
             Scenario::SlowClients,
             Scenario::Backfill,
+            Scenario::Client,
         ],
         one => vec![one],
     };
@@ -225,6 +237,7 @@ async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Retention => retention::retention(&context).await?,
             Scenario::SlowClients => slow_clients::slow_clients(&context, seconds(10)).await?,
             Scenario::Backfill => backfill::backfill(&context).await?,
+            Scenario::Client => client::client(&context).await?,
             Scenario::Cluster => cluster::cluster(&context, seconds(20)).await?,
             Scenario::All => unreachable!("expanded above"),
         };

@@ -55,6 +55,7 @@ pub struct BenchContext {
     pub sustained_rate: u64,
     pub retention_events: u64,
     pub backfill_events: u64,
+    pub client_events: u64,
     pub cluster: ClusterTargets,
 }
 

@@ -12,6 +12,7 @@ pub mod dead_letters;
 pub mod edge;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod guard;
 pub mod health;
 pub mod keys;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(guard(Scope::Ingest));
     let read = Router::new()
         .route("/events", get(events::list))
+        .route("/events/export", get(export::export))
         .route("/events/{id}", get(events::get_one))
         .route("/metrics", get(metrics::window))
         .route("/metrics/timeseries", get(metrics::timeseries))

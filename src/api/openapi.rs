@@ -43,6 +43,7 @@ const DOCUMENT_PATH: &str = "/openapi.json";
         super::events::ingest,
         super::events::list,
         super::events::get_one,
+        super::export::export,
         super::metrics::window,
         super::metrics::timeseries,
         super::metrics::summary,

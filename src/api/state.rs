@@ -53,6 +53,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     /// How long a query waits for the indexer (read-your-writes).
     pub read_wait: Duration,
+    /// How long an export waits for the indexer; past it, `503`.
+    pub export_wait: Duration,
     /// The live stream: subscriptions and their counters.
     pub live: Live,
     /// What ingest refuses as already expired, and the retention job's report.
