@@ -67,12 +67,8 @@ pub async fn edge(State(state): State<AppState>, request: Request, next: Next) -
 
 /// The request through CORS, the Host check and admission, then the routes.
 async fn checked(state: &AppState, request: Request, next: Next) -> Response {
-    let cors_origin = match state
-        .http
-        .cors
-        .as_deref()
-        .map(|o| cors::before(o, &request))
-    {
+    let listed = state.http.cors.as_deref();
+    let cors_origin = match listed.map(|origins| cors::before(origins, &request)) {
         Some(cors::Before::Answer(answer)) => return answer,
         Some(cors::Before::Mark(origin)) => Some(origin),
         Some(cors::Before::Pass) | None => None,
@@ -84,6 +80,7 @@ async fn checked(state: &AppState, request: Request, next: Next) -> Response {
     response
 }
 
+/// The request through the Host check and admission, then the routes.
 async fn admitted(state: &AppState, request: Request, next: Next) -> Response {
     if let Some(hosts) = &state.http.hosts {
         if let Some(refusal) = host_refusal(hosts, &state.keys, &request) {
