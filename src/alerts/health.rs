@@ -7,44 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::rule::{Condition, Origin, Rule};
+use super::rule::{Condition, HealthCheck, Origin, Rule};
 use crate::health::Health;
 use crate::queue::redis::RedisStream;
 use crate::queue::Ingest;
-
-/// One of the service's own conditions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthCheck {
-    /// Value: how many components make the service not ready.
-    NotReady,
-    /// Value: the fullest of the pending events and the backlog, in percent.
-    Backlog,
-    /// Value: 1 while the last retention run failed.
-    RetentionFailed,
-    /// Value: dead letters added since the last evaluation.
-    DeadLetters,
-    /// Value: how many channels failed their last delivery attempt.
-    ChannelFailing,
-}
-
-impl HealthCheck {
-    pub fn holds(self, value: f64) -> bool {
-        match self {
-            HealthCheck::Backlog => value >= 90.0,
-            _ => value > 0.0,
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            HealthCheck::NotReady => "the service is not ready (log, store or queue failing)",
-            HealthCheck::Backlog => "the ingest queue or the index backlog is 90% full or more",
-            HealthCheck::RetentionFailed => "the last retention run failed",
-            HealthCheck::DeadLetters => "events were set aside as dead letters",
-            HealthCheck::ChannelFailing => "an alert channel fails to deliver",
-        }
-    }
-}
 
 /// The built-in rules, sent to `channels`.
 pub fn rules(channels: &[String]) -> Vec<Rule> {

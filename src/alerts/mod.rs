@@ -25,6 +25,7 @@ pub mod history;
 pub mod rule;
 pub mod silence;
 pub mod state;
+pub mod timing;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::AtomicBool;

@@ -9,8 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::config::{TimingSpec, LOG_CHANNEL};
-use super::health::HealthCheck;
+use super::timing::TimingSpec;
 use crate::config::{format_duration, parse_duration};
 use crate::metrics::MAX_WINDOW_SECONDS;
 
@@ -204,7 +203,7 @@ impl Rule {
         }
         // Checked now so that a bad duration is refused here, not at the first notice.
         let timing = spec.timing();
-        timing.over(super::config::Timing::default())?;
+        timing.over(super::timing::Timing::default())?;
         let channels = if spec.channels.is_empty() {
             vec![LOG_CHANNEL.to_owned()]
         } else {
@@ -290,6 +289,43 @@ impl Rule {
             Condition::Below(threshold) => format!("{what} over {window} below {threshold}"),
             Condition::Absent => format!("no {what} for {window}"),
             Condition::Health(_) => unreachable!(),
+        }
+    }
+}
+
+/// The name of the channel that is always there: the service's log.
+pub const LOG_CHANNEL: &str = "log";
+
+/// One of the service's own conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// Value: how many components make the service not ready.
+    NotReady,
+    /// Value: the fullest of the pending events and the backlog, in percent.
+    Backlog,
+    /// Value: 1 while the last retention run failed.
+    RetentionFailed,
+    /// Value: dead letters added since the last evaluation.
+    DeadLetters,
+    /// Value: how many channels failed their last delivery attempt.
+    ChannelFailing,
+}
+
+impl HealthCheck {
+    pub fn holds(self, value: f64) -> bool {
+        match self {
+            HealthCheck::Backlog => value >= 90.0,
+            _ => value > 0.0,
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            HealthCheck::NotReady => "the service is not ready (log, store or queue failing)",
+            HealthCheck::Backlog => "the ingest queue or the index backlog is 90% full or more",
+            HealthCheck::RetentionFailed => "the last retention run failed",
+            HealthCheck::DeadLetters => "events were set aside as dead letters",
+            HealthCheck::ChannelFailing => "an alert channel fails to deliver",
         }
     }
 }
