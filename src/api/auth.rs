@@ -2,18 +2,18 @@
 //! against the scope its route needs: `401` with `WWW-Authenticate` when it is missing,
 //! unknown, revoked or expired, `403` naming the scope when the key lacks it. Failures are
 //! counted for Prometheus and logged at most once a minute per source. The key that passed
-//! is left in the request's extensions ([`Principal`]) for rate limits and attribution.
+//! is left in the request's extensions ([`crate::auth::Principal`]) for rate limits and attribution.
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use crate::auth::keys::Scope;
-use crate::auth::{Keys, Principal};
+use crate::auth::Keys;
 use crate::connections::PeerAddr;
 
 /// The key a request carries, if any.
@@ -55,21 +55,13 @@ pub async fn require(State(guard): State<Guard>, mut request: Request, next: Nex
         }
         Err(refusal) => {
             crate::telemetry::auth_failed(refusal.reason());
-            let source = request
-                .extensions()
-                .get::<ConnectInfo<PeerAddr>>()
-                .map(|info| info.0 .0.ip());
+            let source = PeerAddr::ip_of(request.extensions());
             if let Some(source) = source.filter(|source| guard.keys.log_failure_now(*source)) {
                 tracing::warn!(%source, reason = refusal.reason(), path = %request.uri().path(), "authentication failed (logged once a minute per source)");
             }
             ApiError::Auth(refusal).into_response()
         }
     }
-}
-
-/// The key a request was let through with, for handlers that attribute or limit by key.
-pub fn principal(request_extensions: &axum::http::Extensions) -> Option<&Principal> {
-    request_extensions.get::<Principal>()
 }
 
 #[cfg(test)]

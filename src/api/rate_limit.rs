@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
@@ -38,9 +38,7 @@ impl ClientKey {
         match extensions.get::<Principal>() {
             Some(principal) => ClientKey::Key(principal.key_id.clone()),
             None => ClientKey::Ip(
-                extensions
-                    .get::<ConnectInfo<PeerAddr>>()
-                    .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0 .0.ip()),
+                PeerAddr::ip_of(extensions).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             ),
         }
     }

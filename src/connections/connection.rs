@@ -14,7 +14,6 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
@@ -441,7 +440,7 @@ async fn serve_http<S>(
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let answering = service_phases.dispatched();
         let mut request = request.map(Body::new);
-        request.extensions_mut().insert(ConnectInfo(PeerAddr(peer)));
+        request.extensions_mut().insert(PeerAddr(peer));
         let answer = router.clone().call(request);
         async move {
             let answer = answer.await.unwrap_or_else(|never| match never {});

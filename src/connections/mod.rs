@@ -90,9 +90,16 @@ pub struct Timeouts {
     pub keep_alive: Duration,
 }
 
-/// The client's address, as handlers extract it (`ConnectInfo<PeerAddr>`).
+/// The client's address, which the connection leaves in every request's extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
+
+impl PeerAddr {
+    /// The address of the client that sent the request with these extensions.
+    pub fn ip_of(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+        extensions.get::<PeerAddr>().map(|peer| peer.0.ip())
+    }
+}
 
 /// What a connection beyond `--max-connections` reads before it is closed: an answer costs
 /// less than a connection left to time out, and tells the client when to come back.
