@@ -12,6 +12,8 @@ use http_body_util::BodyExt;
 use tokio::time::Instant;
 
 use super::error::ApiError;
+use super::state::HttpPolicy;
+use crate::connections::Timeout;
 use crate::event::parse::{BodyFormat, MAX_BODY_BYTES};
 
 /// The minimum body rate is checked over windows this long: a pause of a few seconds (a
@@ -53,9 +55,9 @@ pub fn format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
 }
 
 /// Reads the whole body, gunzipping it if asked: refused at once if its declared length is
-/// over [`MAX_BODY_BYTES`], cut with `408` if it arrives slower than `min_rate` bytes a
-/// second over a [`RATE_WINDOW`] (0: no minimum).
-pub async fn read(headers: &HeaderMap, body: Body, min_rate: u64) -> Result<Bytes, ApiError> {
+/// over [`MAX_BODY_BYTES`], cut with `408` (and counted as a body timeout) if it arrives
+/// slower than `--min-body-rate` bytes a second over a [`RATE_WINDOW`] (0: no minimum).
+pub async fn read(headers: &HeaderMap, body: Body, policy: &HttpPolicy) -> Result<Bytes, ApiError> {
     let too_large =
         || ApiError::PayloadTooLarge(format!("the body is larger than {MAX_BODY_BYTES} bytes"));
     let declared = headers
@@ -78,7 +80,14 @@ pub async fn read(headers: &HeaderMap, body: Body, min_rate: u64) -> Result<Byte
             )))
         }
     };
-    let raw = read_at_rate(body, declared, min_rate).await?;
+    let raw = match read_at_rate(body, declared, policy.min_body_rate).await {
+        Err(slow @ ApiError::BodyTooSlow(_)) => {
+            // A body too slow is a connection timed out, counted with the others.
+            policy.connections.count_timeout(Timeout::Body);
+            return Err(slow);
+        }
+        raw => raw?,
+    };
     decode(raw, gzip)
 }
 

@@ -16,7 +16,6 @@ use super::refusals::{IngestBadRequest, NotFound, ReadRefusals, TooManyRequests,
 use super::schema::{EventError, IngestAnswer, NewEvents};
 use super::snapshot::Snapshot;
 use super::state::AppState;
-use crate::connections::Timeout;
 use crate::event::parse::{parse_body, BodyError, TimeBounds, MAX_EVENTS_PER_REQUEST};
 use crate::event::render::{self, EventView};
 use crate::event::StoredEvent;
@@ -98,13 +97,7 @@ pub async fn ingest(State(state): State<AppState>, request: Request) -> Result<R
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let format = body::format(headers)?;
-    let body = match body::read(headers, body, state.http.min_body_rate).await {
-        Err(ApiError::BodyTooSlow(message)) => {
-            state.http.connections.count_timeout(Timeout::Body);
-            return Err(ApiError::BodyTooSlow(message));
-        }
-        read => read?,
-    };
+    let body = body::read(headers, body, &state.http).await?;
     let now_ms = state.clock.now_ms();
     // Once per request, not per event.
     let oldest_ms = state.retention.cutoff_ms(now_ms).unwrap_or(i64::MIN);
