@@ -314,20 +314,33 @@ async fn requests_beyond_the_in_flight_cap_get_a_fast_503() {
     use tokio::io::AsyncWriteExt;
     let server = TestServer::start_temp(&["--max-concurrent-requests", "1"]).await;
     let api = server.api();
-    // A request whose body is still coming holds the only slot.
-    let mut slow = tokio::net::TcpStream::connect(addr_of(&api)).await.unwrap();
+    // A request whose body is still coming holds the only slot. On a loaded machine a poll
+    // can take the slot before the slow request's head is read, and the slow request is the
+    // one refused: then it is sent again.
     let head = "POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
                 Content-Type: application/json\r\nContent-Length: 15\r\n\r\n";
-    slow.write_all(head.as_bytes()).await.unwrap();
-    slow.write_all(b"{\"type\":").await.unwrap();
-    let refused = poll_until(Duration::from_secs(10), || {
-        let api = api.clone();
-        async move {
-            let resp = api.get("/metrics").await;
-            (resp.status == 503).then_some(resp)
+    let start_slow = || async {
+        let mut slow = tokio::net::TcpStream::connect(addr_of(&api)).await.unwrap();
+        slow.write_all(head.as_bytes()).await.unwrap();
+        slow.write_all(b"{\"type\":").await.unwrap();
+        slow
+    };
+    let mut slow = start_slow().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let resp = api.get("/metrics").await;
+        if resp.status == 503 {
+            break Some(resp);
         }
-    })
-    .await
+        let mut answered = [0u8; 1];
+        if matches!(slow.try_read(&mut answered), Ok(_)) {
+            slow = start_slow().await;
+        }
+        if tokio::time::Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     .expect("no 503 beyond --max-concurrent-requests");
     assert_eq!(refused.expect_error(503)["error"], "overloaded");
     assert!(refused.header("retry-after").is_some());
