@@ -201,6 +201,8 @@ pub fn fuzz_ingest_body(data: &[u8]) {
         now_ms: 1_765_000_000_000,
         oldest_ms: 1_762_000_000_000,
         too_old: &|| "is older than the retention".to_owned(),
+        sent_at_ms: None,
+        max_metadata_bytes: crate::event::parse::MAX_METADATA_BYTES,
     };
     if let Ok(items) = parse_body(&body, format, &bounds) {
         assert!(items.len() <= crate::event::parse::MAX_EVENTS_PER_REQUEST);

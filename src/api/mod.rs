@@ -25,6 +25,7 @@ pub mod schema;
 pub mod snapshot;
 pub mod state;
 pub mod stream;
+pub mod submit;
 
 use axum::routing::{delete, get, post, put};
 use axum::Router;
