@@ -22,6 +22,7 @@ pub mod params;
 pub mod rate_limit;
 pub mod refusals;
 pub mod schema;
+pub mod sdk;
 pub mod snapshot;
 pub mod state;
 pub mod stream;
@@ -93,7 +94,18 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/alerts/silences", post(alerts::create_silence))
         .route_layer(guard(Scope::Admin));
-    let routes = open.merge(ingest).merge(read).merge(admin);
+    // The SDKs' endpoints check their keys themselves: SDKs send them in their bodies.
+    let sdks = sdk::posthog::PATHS.iter().fold(
+        Router::new()
+            .route("/v1/batch", post(sdk::segment::batch))
+            .route("/v1/import", post(sdk::segment::batch))
+            .route("/v1/{call}", post(sdk::segment::call)),
+        |sdks, path| {
+            sdks.route(path, post(sdk::posthog::capture))
+                .route(&format!("{path}/"), post(sdk::posthog::capture))
+        },
+    );
+    let routes = open.merge(ingest).merge(sdks).merge(read).merge(admin);
     routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)

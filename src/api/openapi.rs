@@ -41,6 +41,9 @@ const DOCUMENT_PATH: &str = "/openapi.json";
     ),
     paths(
         super::events::ingest,
+        super::sdk::segment::call,
+        super::sdk::segment::batch,
+        super::sdk::posthog::capture,
         super::events::list,
         super::events::get_one,
         super::export::export,
@@ -80,6 +83,8 @@ const DOCUMENT_PATH: &str = "/openapi.json";
     tags(
         (name = "events", description = "Ingestion and queries"),
         (name = "metrics", description = "Event counts, and the service's own metrics"),
+        (name = "sdks", description = "Drop-in endpoints for existing SDKs: Segment and \
+            RudderStack, PostHog, OpenTelemetry logs"),
         (name = "stream", description = "Server-Sent Events"),
         (name = "health", description = "Liveness and readiness"),
         (name = "keys", description = "API keys (admin)"),
@@ -95,7 +100,7 @@ pub fn scope_of(path: &str, method: &str) -> Option<Scope> {
     match (path, method) {
         ("/health" | "/health/ready" | "/openapi.json", _) => None,
         (docs, _) if docs.starts_with("/docs") => None,
-        ("/events", "post") => Some(Scope::Ingest),
+        ("/events" | "/v1/{call}" | "/v1/batch" | "/capture", "post") => Some(Scope::Ingest),
         ("/keys" | "/keys/{id}", _) => Some(Scope::Admin),
         (
             "/alerts/rules" | "/alerts/rules/{name}" | "/alerts/silences",
