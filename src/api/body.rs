@@ -29,19 +29,11 @@ const UP_FRONT_BODY_BYTES: u64 = 64 * 1024;
 pub fn format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     const EXPECTED: &str = "send application/json (one event or an array) or \
                             application/x-ndjson (one event per line)";
-    let Some(content_type) = headers.get(header::CONTENT_TYPE) else {
+    let Some(media_type) = media_type(headers) else {
         return Err(ApiError::UnsupportedMediaType(format!(
             "a Content-Type is required: {EXPECTED}"
         )));
     };
-    let media_type = content_type
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
     match media_type.as_str() {
         "application/json" | "text/json" => Ok(BodyFormat::Json),
         "application/x-ndjson"
@@ -52,6 +44,22 @@ pub fn format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
             "content type '{other}' is not supported: {EXPECTED}"
         ))),
     }
+}
+
+/// The media type `Content-Type` names (lower case, without parameters such as `charset`),
+/// `None` without the header.
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE)?;
+    Some(
+        content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 /// Reads the whole body, gunzipping it if asked: refused at once if its declared length is

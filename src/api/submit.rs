@@ -74,13 +74,19 @@ pub fn body_error(err: BodyError) -> ApiError {
 }
 
 /// Stores the valid events of `items` durably (answering only then), after the ingest rate
-/// limit of the request's key or address; `NoValidEvents` when none is valid.
+/// limit of the request's key or address; `NoValidEvents` when none is valid, `413` beyond
+/// [`MAX_EVENTS_PER_REQUEST`] (the SDKs' shapes are counted only once mapped).
 pub async fn submit(
     state: &AppState,
     extensions: &Extensions,
     now_ms: i64,
     items: Vec<Item>,
 ) -> Result<IngestAnswer, ApiError> {
+    if items.len() > MAX_EVENTS_PER_REQUEST {
+        return Err(body_error(BodyError::TooManyEvents {
+            count_at_least: items.len(),
+        }));
+    }
     let mut batch = PreparedBatch::new(now_ms, items.len());
     let mut answer = IngestAnswer {
         accepted: 0,

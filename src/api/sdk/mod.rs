@@ -18,7 +18,16 @@ use super::error::ApiError;
 use super::state::AppState;
 use crate::auth::keys::Scope;
 
-/// How a body came: as JSON, or as a browser sends it without a CORS preflight.
+/// How an SDK endpoint reads its body: what its `Content-Type` may be (checked before the
+/// body is read) and what the bytes, gunzipped already, become.
+pub trait BodyKind: Sized {
+    type Content;
+    /// The kind of the request's body, from its headers, or why it is refused.
+    fn of(state: &AppState, parts: &Parts) -> Result<Self, ApiError>;
+    fn decode(&self, parts: &Parts, raw: Bytes) -> Result<Self::Content, ApiError>;
+}
+
+/// How a JSON body came: as JSON, or as a browser sends it without a CORS preflight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Json,
@@ -28,78 +37,67 @@ pub enum Transport {
     Form,
 }
 
-/// The transport of a request, from its `Content-Type`. The browser ones are refused while
-/// no key is required: a page on any site could send them without a preflight, and
-/// `POST /events` refuses them for that reason too.
-fn transport(state: &AppState, headers: &HeaderMap) -> Result<Transport, ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    let browser = match essence.as_str() {
-        "application/json" | "text/json" => return Ok(Transport::Json),
-        "text/plain" => Transport::Text,
-        "application/x-www-form-urlencoded" => Transport::Form,
-        "" => {
-            return Err(ApiError::UnsupportedMediaType(
-                "a Content-Type is required: application/json".to_owned(),
-            ))
-        }
-        other => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "content type '{other}' is not supported: use application/json"
-            )))
-        }
-    };
-    if !state.keys.required() {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "content type '{essence}' is accepted only when keys are required (a page on any \
-             site can send it without asking): use application/json"
-        )));
-    }
-    Ok(browser)
-}
+impl BodyKind for Transport {
+    /// The body as JSON text.
+    type Content = String;
 
-/// The body as JSON text: gunzipped (`Content-Encoding`, or `gzip` asked for by
-/// `compression` as PostHog's browser library does), taken from a form's `data` field, and
-/// base64-decoded when it is not JSON already.
-async fn json_text(
-    state: &AppState,
-    parts: &Parts,
-    body: axum::body::Body,
-    transport: Transport,
-) -> Result<String, ApiError> {
-    let raw = body::read(&parts.headers, body, &state.http).await?;
-    let compression = query_value(parts, "compression");
-    let raw = match compression.as_deref() {
-        Some("gzip" | "gzip-js") => body::decode(raw, true)?,
-        _ => raw,
-    };
-    let raw = match transport {
-        Transport::Form => form_data(&raw)?,
-        Transport::Json | Transport::Text => raw,
-    };
-    let text = std::str::from_utf8(&raw).map_err(|_| ApiError::BadBody {
-        message: "the body is not UTF-8".to_owned(),
-    })?;
-    let trimmed = text.trim_start();
-    if transport == Transport::Json || trimmed.starts_with('{') || trimmed.starts_with('[') {
-        return Ok(text.to_owned());
+    /// The browser transports are refused while no key is required: a page on any site
+    /// could send them without a preflight, and `POST /events` refuses them for that reason
+    /// too.
+    fn of(state: &AppState, parts: &Parts) -> Result<Transport, ApiError> {
+        let essence = body::media_type(&parts.headers).unwrap_or_default();
+        let browser = match essence.as_str() {
+            "application/json" | "text/json" => return Ok(Transport::Json),
+            "text/plain" => Transport::Text,
+            "application/x-www-form-urlencoded" => Transport::Form,
+            "" => {
+                return Err(ApiError::UnsupportedMediaType(
+                    "a Content-Type is required: application/json".to_owned(),
+                ))
+            }
+            other => {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "content type '{other}' is not supported: use application/json"
+                )))
+            }
+        };
+        if !state.keys.required() {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "content type '{essence}' is accepted only when keys are required (a page on \
+                 any site can send it without asking): use application/json"
+            )));
+        }
+        Ok(browser)
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|_| ApiError::BadBody {
-            message: "the body is neither JSON nor base64".to_owned(),
+
+    /// Gunzipped also when `compression` asks for `gzip`, as PostHog's browser library does;
+    /// taken from a form's `data` field, and base64-decoded when it is not JSON already.
+    fn decode(&self, parts: &Parts, raw: Bytes) -> Result<String, ApiError> {
+        let compression = query_value(parts, "compression");
+        let raw = match compression.as_deref() {
+            Some("gzip" | "gzip-js") => body::decode(raw, true)?,
+            _ => raw,
+        };
+        let raw = match self {
+            Transport::Form => form_data(&raw)?,
+            Transport::Json | Transport::Text => raw,
+        };
+        let text = std::str::from_utf8(&raw).map_err(|_| ApiError::BadBody {
+            message: "the body is not UTF-8".to_owned(),
         })?;
-    String::from_utf8(decoded).map_err(|_| ApiError::BadBody {
-        message: "the base64 body is not UTF-8".to_owned(),
-    })
+        let trimmed = text.trim_start();
+        if *self == Transport::Json || trimmed.starts_with('{') || trimmed.starts_with('[') {
+            return Ok(text.to_owned());
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| ApiError::BadBody {
+                message: "the body is neither JSON nor base64".to_owned(),
+            })?;
+        String::from_utf8(decoded).map_err(|_| ApiError::BadBody {
+            message: "the base64 body is not UTF-8".to_owned(),
+        })
+    }
 }
 
 /// A form's `data` field.
@@ -126,14 +124,19 @@ fn query_value(parts: &Parts, name: &str) -> Option<String> {
         .map(|(_, value)| value)
 }
 
-/// An SDK request's body as JSON text, the request's headers already checked for a key.
-pub struct JsonBody {
-    pub text: String,
+/// An SDK request's body, read as its [`BodyKind`] says, the request's headers already
+/// checked for a key.
+pub struct SdkBody<K: BodyKind> {
+    pub kind: K,
+    pub content: K::Content,
     /// `Some` (with the key's name) when the headers carried a key, which passed.
     header_key: Option<Option<String>>,
 }
 
-impl JsonBody {
+/// The body of the SDKs that send JSON.
+pub type JsonBody = SdkBody<Transport>;
+
+impl<K: BodyKind> SdkBody<K> {
     /// Checks the key the request carries in its headers (`Authorization: Bearer`,
     /// `X-API-Key`, or HTTP Basic's user name, as Segment's SDKs send the write key), then
     /// reads the body. A request without a key there whose body cannot be read is told
@@ -142,7 +145,7 @@ impl JsonBody {
         state: &AppState,
         parts: &mut Parts,
         body: axum::body::Body,
-    ) -> Result<JsonBody, ApiError> {
+    ) -> Result<SdkBody<K>, ApiError> {
         let basic = basic_user(&parts.headers);
         let presented = auth::presented_key(&parts.headers)
             .map(str::to_owned)
@@ -151,29 +154,37 @@ impl JsonBody {
             Some(key) => Some(authenticate(state, parts, Some(&key))?),
             None => None,
         };
-        let text = match transport(state, &parts.headers) {
-            Ok(transport) => json_text(state, parts, body, transport).await,
-            Err(err) => Err(err),
+        let read = async {
+            let kind = K::of(state, parts)?;
+            let raw = body::read(&parts.headers, body, &state.http).await?;
+            let content = kind.decode(parts, raw)?;
+            Ok((kind, content))
         };
-        let body = JsonBody {
-            text: String::new(),
-            header_key,
-        };
-        match text {
-            Ok(text) => Ok(JsonBody { text, ..body }),
-            Err(err) => Err(body.unreadable(state, parts, err)),
+        match read.await {
+            Ok((kind, content)) => Ok(SdkBody {
+                kind,
+                content,
+                header_key,
+            }),
+            Err(err) => Err(unreadable(header_key.is_some(), state, parts, err)),
         }
     }
 
-    /// Reads the text with `parse`, refused as `invalid_body` (or as without a key).
+    /// Reads the content with `parse`, refused as `invalid_body` (or as without a key).
     pub fn parse<'a, R>(
         &'a self,
         state: &AppState,
         parts: &Parts,
-        parse: impl FnOnce(&'a str) -> Result<R, String>,
+        parse: impl FnOnce(&'a K::Content) -> Result<R, String>,
     ) -> Result<R, ApiError> {
-        parse(&self.text)
-            .map_err(|message| self.unreadable(state, parts, ApiError::BadBody { message }))
+        parse(&self.content).map_err(|message| {
+            unreadable(
+                self.header_key.is_some(),
+                state,
+                parts,
+                ApiError::BadBody { message },
+            )
+        })
     }
 
     /// The name of the request's key (the service of last resort): the one in its headers,
@@ -189,15 +200,17 @@ impl JsonBody {
             None => authenticate(state, parts, in_body),
         }
     }
+}
 
-    fn unreadable(&self, state: &AppState, parts: &Parts, err: ApiError) -> ApiError {
-        if self.header_key.is_some() {
-            return err;
-        }
-        match auth::check(&state.keys, None, Scope::Ingest, parts) {
-            Err(missing) => missing,
-            Ok(_) => err,
-        }
+/// `err`, unless the request is refused for want of a key: a body that cannot be read
+/// tells nothing to whoever may not send one.
+fn unreadable(with_key: bool, state: &AppState, parts: &Parts, err: ApiError) -> ApiError {
+    if with_key {
+        return err;
+    }
+    match auth::check(&state.keys, None, Scope::Ingest, parts) {
+        Err(missing) => missing,
+        Ok(_) => err,
     }
 }
 

@@ -62,7 +62,7 @@ pub async fn capture(
 ) -> Result<Response, ApiError> {
     let (mut parts, body) = request.into_parts();
     let body = super::JsonBody::read(&state, &mut parts, body).await?;
-    let request = body.parse(&state, &parts, posthog::request)?;
+    let request = body.parse(&state, &parts, |text| posthog::request(text))?;
     let key_name = body.key_name(&state, &mut parts, request.key.as_deref())?;
     let now_ms = state.clock.now_ms();
     let items = submit::with_bounds(&state, now_ms, None, MAX_SDK_METADATA_BYTES, |bounds| {
@@ -76,13 +76,6 @@ pub async fn capture(
             })
             .collect::<Vec<_>>()
     });
-    if items.len() > crate::event::parse::MAX_EVENTS_PER_REQUEST {
-        return Err(submit::body_error(
-            crate::event::parse::BodyError::TooManyEvents {
-                count_at_least: items.len(),
-            },
-        ));
-    }
     let ingest = submit::submit(&state, &parts.extensions, now_ms, items).await?;
     Ok(Json(PostHogAnswer { status: 1, ingest }).into_response())
 }
