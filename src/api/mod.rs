@@ -94,11 +94,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/alerts/silences", post(alerts::create_silence))
         .route_layer(guard(Scope::Admin));
-    // The SDKs' endpoints check their keys themselves: SDKs send them in their bodies.
+    // The SDKs' endpoints check their keys themselves: SDKs send them in their bodies. Static
+    // routes win over `/v1/{call}`.
     let sdks = sdk::posthog::PATHS.iter().fold(
         Router::new()
             .route("/v1/batch", post(sdk::segment::batch))
             .route("/v1/import", post(sdk::segment::batch))
+            .route("/v1/logs", post(sdk::otlp::logs))
             .route("/v1/{call}", post(sdk::segment::call)),
         |sdks, path| {
             sdks.route(path, post(sdk::posthog::capture))

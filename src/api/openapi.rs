@@ -44,6 +44,7 @@ const DOCUMENT_PATH: &str = "/openapi.json";
         super::sdk::segment::call,
         super::sdk::segment::batch,
         super::sdk::posthog::capture,
+        super::sdk::otlp::logs,
         super::events::list,
         super::events::get_one,
         super::export::export,
@@ -100,7 +101,9 @@ pub fn scope_of(path: &str, method: &str) -> Option<Scope> {
     match (path, method) {
         ("/health" | "/health/ready" | "/openapi.json", _) => None,
         (docs, _) if docs.starts_with("/docs") => None,
-        ("/events" | "/v1/{call}" | "/v1/batch" | "/capture", "post") => Some(Scope::Ingest),
+        ("/events" | "/v1/{call}" | "/v1/batch" | "/v1/logs" | "/capture", "post") => {
+            Some(Scope::Ingest)
+        }
         ("/keys" | "/keys/{id}", _) => Some(Scope::Admin),
         (
             "/alerts/rules" | "/alerts/rules/{name}" | "/alerts/silences",

@@ -4,6 +4,7 @@
 //! into Eventide events ([`crate::event::sdk`]) and hands them to [`super::submit`]: the same
 //! validation, deduplication, durability and backpressure as `POST /events`.
 
+pub mod otlp;
 pub mod posthog;
 pub mod segment;
 

@@ -1,8 +1,9 @@
-//! Events in the shapes existing SDKs send: Segment's (which RudderStack's SDKs speak too)
-//! and PostHog's. Each call is rewritten as an event in Eventide's own shape, whose text
-//! [`super::parse`] then validates like any event sent to `POST /events`: one set of rules
-//! for every way in.
+//! Events in the shapes existing SDKs send: Segment's (which RudderStack's SDKs speak too),
+//! PostHog's and OpenTelemetry's logs. Each call (or log record) is rewritten as an event in
+//! Eventide's own shape, whose text [`super::parse`] then validates like any event sent to
+//! `POST /events`: one set of rules for every way in.
 
+pub mod otlp;
 pub mod posthog;
 pub mod segment;
 
