@@ -615,26 +615,9 @@ async fn alerts_check_validates_files_with_line_numbers() {
     assert!(stderr.contains("line 6"), "{stderr}");
 }
 
-/// Whether Python's aiosmtpd is installed; without it the email test skips, loudly, except
-/// under CI=true, where it fails.
-fn aiosmtpd_available() -> bool {
-    let found = std::process::Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but python3 with aiosmtpd is missing (pip install aiosmtpd)"
-        );
-        eprintln!("SKIPPED: python3 with aiosmtpd is missing (pip install aiosmtpd)");
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_reaches_a_real_smtp_server() {
-    if !aiosmtpd_available() {
+    if !python_has("aiosmtpd", "pip install aiosmtpd") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

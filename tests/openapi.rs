@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 /// Every operation of the API, as the router serves them.
 const OPERATIONS: &[(&str, &str)] = &[
     ("POST", "/events"),
+    ("POST", "/v1/logs"),
     ("GET", "/events"),
     ("GET", "/events/{id}"),
     ("GET", "/events/export"),

@@ -198,18 +198,30 @@ impl Api {
     /// POST raw bytes to /events with the given content type, gzip-compressing them first
     /// (and sending `Content-Encoding: gzip`) when `gzip` is set.
     pub async fn post_raw(&self, body: impl Into<Vec<u8>>, content_type: &str, gzip: bool) -> Resp {
-        let body: Vec<u8> = body.into();
-        let mut req = self
+        let request = self.raw_request("/events", body.into(), content_type, gzip);
+        Self::send(request, "POST /events").await
+    }
+
+    /// A POST of raw bytes to `path` with the given content type, gzip-compressed (with
+    /// `Content-Encoding: gzip`) when `gzip` is set.
+    pub fn raw_request(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        gzip: bool,
+    ) -> reqwest::RequestBuilder {
+        let request = self
             .client
-            .post(self.url("/events"))
+            .post(self.url(path))
             .header("content-type", content_type);
-        let body = if gzip {
-            req = req.header("content-encoding", "gzip");
-            gzip_bytes(&body)
+        if gzip {
+            request
+                .header("content-encoding", "gzip")
+                .body(gzip_bytes(&body))
         } else {
-            body
-        };
-        Self::send(req.body(body), "POST /events").await
+            request.body(body)
+        }
     }
 
     /// GET /events with the given query parameters (URL-encoded by reqwest).
@@ -234,6 +246,14 @@ impl Api {
     pub async fn get(&self, path_and_query: &str) -> Resp {
         let request = self.client.get(self.url(path_and_query));
         Self::send(request, &format!("GET {path_and_query}")).await
+    }
+
+    /// `POST /keys` (with this handle's key, an admin's once keys exist); the created object.
+    pub async fn create_key(&self, body: Value) -> Value {
+        let request = self.client.post(self.url("/keys")).json(&body);
+        let resp = Self::send(request, "POST /keys").await;
+        assert_eq!(resp.status, 201, "{}", resp.text);
+        resp.json()
     }
 
     /// Posts one valid event, asserts it was accepted, and returns its id.
@@ -320,6 +340,27 @@ impl Api {
             .as_u64()
             .unwrap_or_else(|| panic!("no numeric total in {body}"))
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outside programs
+// ---------------------------------------------------------------------------------------------
+
+/// Whether python3 can import `modules` (comma-separated). Without them a test that needs
+/// them skips, loudly, saying how to `install` them, except under CI=true, where it fails.
+pub fn python_has(modules: &str, install: &str) -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but python3 cannot import {modules} ({install})"
+        );
+        eprintln!("SKIPPED: python3 cannot import {modules} ({install})");
+    }
+    found
 }
 
 // ---------------------------------------------------------------------------------------------
