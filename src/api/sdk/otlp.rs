@@ -37,6 +37,8 @@ impl BodyKind for Encoding {
     /// The body's bytes, decoded later by [`otlp::request`].
     type Content = Bytes;
 
+    /// Neither type can be sent cross-site without a CORS preflight: both are accepted
+    /// whether keys are required or not.
     fn of(_: &AppState, parts: &Parts) -> Result<Encoding, ApiError> {
         match body::media_type(&parts.headers).as_deref() {
             Some(PROTOBUF) => Ok(Encoding::Protobuf),
