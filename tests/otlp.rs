@@ -8,9 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use eventide::event::sdk::otlp::{self, Encoding};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message;
 use serde_json::{json, Value};
 
@@ -190,8 +189,9 @@ async fn post_protobuf(
     request: Value,
     gzip: bool,
 ) -> (u16, String, ExportLogsServiceResponse) {
-    let request: ExportLogsServiceRequest = serde_json::from_value(request).unwrap();
-    let body = request.encode_to_vec();
+    let body = otlp::request(request.to_string().as_bytes(), Encoding::Json)
+        .unwrap()
+        .encode_to_vec();
     let (status, content_type, answer) = post_logs(api, "application/x-protobuf", body, gzip).await;
     let answer = ExportLogsServiceResponse::decode(&answer[..])
         .unwrap_or_else(|_| panic!("{status}: {}", String::from_utf8_lossy(&answer)));
@@ -210,7 +210,9 @@ async fn json_and_protobuf_bodies_are_answered_in_kind_with_partial_success() {
          "body": {"stringValue": "card declined"}, "eventName": "payment.failed",
          "traceId": "5B8EFFF798038103D269B633813FC60C", "spanId": "EEE19B7EC3C1B174",
          "attributes": [{"key": "retries", "value": {"intValue": 2}},
-                        {"key": "big", "value": {"intValue": "9007199254740993"}}]},
+                        {"key": "big", "value": {"intValue": "9007199254740993"}},
+                        // An empty list as Go's protojson (the Collector) writes it.
+                        {"key": "tags", "value": {"arrayValue": {}}}]},
         {"timeUnixNano": nanos(now + 3 * 24 * 3_600_000), "body": {"stringValue": "from the future"}},
         {"observedTimeUnixNano": nanos(now), "eventName": long_name},
     ]);
@@ -245,7 +247,7 @@ async fn json_and_protobuf_bodies_are_answered_in_kind_with_partial_success() {
     );
     assert_eq!(
         event["metadata"]["attributes"],
-        json!({"retries": 2, "big": 9_007_199_254_740_993_i64})
+        json!({"retries": 2, "big": 9_007_199_254_740_993_i64, "tags": []})
     );
 
     // Every record invalid: bad data, 400, which exporters do not retry.

@@ -94,7 +94,7 @@ pub struct Protobuf(pub Vec<u8>);
             `ExportLogsServiceResponse`, with `partialSuccess` when some records are invalid",
             content(
                 (Object = "application/json", example = json!({"partialSuccess": {
-                    "rejectedLogRecords": 1, "errorMessage":
+                    "rejectedLogRecords": "1", "errorMessage":
                     "log record 0: time_unix_nano is more than 24 h in the future"}})),
                 (Protobuf = "application/x-protobuf"),
             )),
@@ -138,16 +138,23 @@ pub async fn logs(State(state): State<AppState>, request: Request) -> Result<Res
 
 /// `200` with an `ExportLogsServiceResponse` in `encoding`.
 fn answer(encoding: Encoding, partial_success: Option<ExportLogsPartialSuccess>) -> Response {
-    let response = ExportLogsServiceResponse { partial_success };
     match encoding {
         Encoding::Protobuf => {
+            let response = ExportLogsServiceResponse { partial_success };
             ([(header::CONTENT_TYPE, PROTOBUF)], response.encode_to_vec()).into_response()
         }
-        Encoding::Json => (
-            [(header::CONTENT_TYPE, JSON)],
-            serde_json::to_vec(&response).expect("a response always serializes"),
-        )
-            .into_response(),
+        // As protobuf's JSON mapping writes it: a 64-bit integer as a string, nothing for
+        // fields left unset.
+        Encoding::Json => {
+            let body = match partial_success {
+                None => serde_json::json!({}),
+                Some(partial) => serde_json::json!({"partialSuccess": {
+                    "rejectedLogRecords": partial.rejected_log_records.to_string(),
+                    "errorMessage": partial.error_message,
+                }}),
+            };
+            ([(header::CONTENT_TYPE, JSON)], body.to_string()).into_response()
+        }
     }
 }
 
