@@ -38,6 +38,17 @@ const OPERATIONS: &[(&str, &str)] = &[
     ("GET", "/alerts/silences"),
     ("GET", "/health"),
     ("GET", "/health/ready"),
+    ("POST", "/v1/{call}"),
+    ("POST", "/v1/batch"),
+    ("POST", "/v1/import"),
+    ("POST", "/capture"),
+    ("POST", "/capture/"),
+    ("POST", "/batch"),
+    ("POST", "/batch/"),
+    ("POST", "/e"),
+    ("POST", "/e/"),
+    ("POST", "/i/v0/e"),
+    ("POST", "/i/v0/e/"),
     ("GET", "/health/detailed"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
@@ -110,7 +121,8 @@ async fn every_documented_operation_is_served() {
         let concrete = path
             .replace("{id}", "no-such-event")
             .replace("{name}", "no-such-rule")
-            .replace("{file}", "swagger-ui.css");
+            .replace("{file}", "swagger-ui.css")
+            .replace("{call}", "track");
         let rule = json!({"name": "openapi-test", "window": "1m", "condition": "absent"});
         let request = match *method {
             "GET" => no_redirects.get(server.url(&concrete)),
@@ -123,6 +135,23 @@ async fn every_documented_operation_is_served() {
             "POST" if *path == "/alerts/silences" => no_redirects.post(server.url(&concrete)).json(
                 &json!({"matchers": [{"name": "alertname", "value": "x"}], "duration": "1h"}),
             ),
+            "POST" if path.starts_with("/v1/") => {
+                let call = json!({"type": "track", "event": "openapi-test", "userId": "u"});
+                let body = if path.ends_with("{call}") {
+                    call
+                } else {
+                    json!({ "batch": [call] })
+                };
+                no_redirects.post(server.url(&concrete)).json(&body)
+            }
+            "POST"
+                if ["/capture", "/batch", "/e", "/i/v0/e"]
+                    .contains(&path.trim_end_matches('/')) =>
+            {
+                no_redirects
+                    .post(server.url(&concrete))
+                    .json(&json!({"event": "openapi-test", "distinct_id": "u"}))
+            }
             "PUT" => no_redirects.put(server.url(&concrete)).json(&rule),
             "POST" => no_redirects
                 .post(server.url(&concrete))
