@@ -23,13 +23,13 @@ use eventide::store::DAY_MS;
 use serde_json::{json, Value};
 use testkit::http::HttpConnection;
 
-use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng};
+use super::gen::{EventShape, Rng};
 use super::key::get_request;
-use super::load::{rate, run_post_load, LoadOutcome, PostLoad, Schedule, REQUEST_TIMEOUT};
+use super::load::{rate, LoadOutcome, REQUEST_TIMEOUT};
 use super::report::Report;
 use super::scenarios::{
-    fetch_body, find_bytes, progress, timed_get, wait_until_indexed, warn_errors, Answer,
-    BenchContext, BATCH_CONNECTIONS, BATCH_SIZE, BATCH_TEMPLATES, PRELOAD_LIMIT,
+    fetch_body, find_bytes, post_in_batches, progress, timed_get, wait_until_indexed, warn_errors,
+    Answer, BenchContext, PRELOAD_LIMIT,
 };
 use super::stats::LatencySummary;
 
@@ -124,40 +124,13 @@ async fn import_year(addr: SocketAddr, events: u64) -> Result<YearImport> {
         anchor_ms: started_ms,
         ..EventShape::default()
     };
-    let mut rng = Rng::from_clock(50);
-    let batches: Vec<RequestTemplate> = (0..BATCH_TEMPLATES)
-        .map(|_| RequestTemplate::build_with(BATCH_SIZE, true, ClientIds::None, shape, &mut rng))
-        .collect();
-    let remainder = (events % BATCH_SIZE as u64) as usize;
-    let final_request = (remainder > 0)
-        .then(|| RequestTemplate::build_with(remainder, true, ClientIds::None, shape, &mut rng));
     progress(&format!(
         "{label}: importing {events} events over {YEAR_DAYS} days, in time order"
     ));
     let stop_reads = Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn(read_meanwhile(addr, Arc::clone(&stop_reads)));
     let started = Instant::now();
-    let load = run_post_load(PostLoad {
-        addr,
-        connections: BATCH_CONNECTIONS,
-        templates: batches,
-        final_request,
-        ids: Arc::new(IdSource::new(&mut rng)),
-        schedule: Schedule::Count {
-            requests: events.div_ceil(BATCH_SIZE as u64),
-            give_up_at: started + PRELOAD_LIMIT,
-        },
-        probes: None,
-    })
-    .await;
-    progress(&format!(
-        "{label}: {} acknowledged in {:.1} s ({:.0} events/s, {} x 429, {} errors)",
-        load.acknowledged_events,
-        load.elapsed.as_secs_f64(),
-        load.events_per_sec(),
-        load.rejected_429,
-        load.errors
-    ));
+    let load = post_in_batches(addr, label, events, shape, started + PRELOAD_LIMIT).await;
     warn_errors(label, &load);
     let waited = wait_until_indexed(addr, label, load.acknowledged_events).await;
     let queryable_after = started.elapsed();
