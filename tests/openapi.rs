@@ -359,15 +359,7 @@ fn check_answer(document: &Value, method: &str, path: &str, resp: &Resp) {
 #[tokio::test]
 async fn every_json_answer_is_what_its_schema_in_the_document_says() {
     // Alerts evaluated every second, one rule firing at once: the history has entries.
-    let alerts = tempfile::tempdir().unwrap();
-    let alerts_file = alerts.path().join("alerts.toml");
-    std::fs::write(
-        &alerts_file,
-        "[alerts]\ninterval = \"1s\"\n\n[[alerts.rules]]\nname = \"nothing-yet\"\n\
-         type = \"never-sent\"\nwindow = \"1s\"\ncondition = \"absent\"\n",
-    )
-    .unwrap();
-    let server = TestServer::start_temp(&["--alerts-config", alerts_file.to_str().unwrap()]).await;
+    let (server, _alerts) = start_with_absent_rule("nothing-yet", "never-sent", "1s").await;
     let document = closed(&document(&server).await);
     let mut answers: Vec<(&str, &str, Resp)> = Vec::new();
 
@@ -382,23 +374,12 @@ async fn every_json_answer_is_what_its_schema_in_the_document_says() {
     let accepted = server.post_events(&batch).await;
     accepted.expect_status(202);
     answers.push(("POST", "/events", accepted));
-    answers.push((
-        "POST",
-        "/events",
-        server.post_events(&json!([{"colour": "red"}])).await,
-    ));
-    answers.push((
-        "POST",
-        "/events",
-        server
-            .post_raw("{\"type\":", "application/json", false)
-            .await,
-    ));
-    answers.push((
-        "POST",
-        "/events",
-        server.post_raw("{}", "text/plain", false).await,
-    ));
+    let refused = server.post_events(&json!([{"colour": "red"}])).await;
+    answers.push(("POST", "/events", refused));
+    for (body, content_type) in [("{\"type\":", "application/json"), ("{}", "text/plain")] {
+        let resp = server.post_raw(body, content_type, false).await;
+        answers.push(("POST", "/events", resp));
+    }
 
     let first = server.get("/events?limit=2").await;
     let cursor = first.json()["next_cursor"]
@@ -411,64 +392,35 @@ async fn every_json_answer_is_what_its_schema_in_the_document_says() {
         .await;
     assert_eq!(last.json()["next_cursor"], Value::Null);
     answers.push(("GET", "/events", last));
-    answers.push((
-        "GET",
-        "/events",
-        server.get("/events?page=2&page_size=2").await,
-    ));
-    answers.push(("GET", "/events", server.get("/events?limit=0").await));
-    answers.push((
-        "GET",
-        "/events/{id}",
-        server.get("/events/order-1001").await,
-    ));
-    answers.push((
-        "GET",
-        "/events/{id}",
-        server.get("/events/no-such-event").await,
-    ));
-
-    answers.push((
-        "GET",
-        "/metrics",
-        server.get("/metrics?window=1h&top=1").await,
-    ));
-    answers.push(("GET", "/metrics", server.get("/metrics?window=soon").await));
-    for query in ["group_by=type&interval=hour", "interval=week"] {
-        let path = format!("/metrics/timeseries?{query}");
-        answers.push(("GET", "/metrics/timeseries", server.get(&path).await));
+    // (the route as documented, the request)
+    let reads = [
+        ("/events", "/events?page=2&page_size=2"),
+        ("/events", "/events?limit=0"),
+        ("/events/{id}", "/events/order-1001"),
+        ("/events/{id}", "/events/no-such-event"),
+        ("/metrics", "/metrics?window=1h&top=1"),
+        ("/metrics", "/metrics?window=soon"),
+        (
+            "/metrics/timeseries",
+            "/metrics/timeseries?group_by=type&interval=hour",
+        ),
+        ("/metrics/timeseries", "/metrics/timeseries?interval=week"),
+        ("/metrics/summary", "/metrics/summary"),
+        ("/dead-letters", "/dead-letters"),
+        ("/dead-letters", "/dead-letters?limit=0"),
+    ];
+    for (route, path) in reads {
+        answers.push(("GET", route, server.get(path).await));
     }
-    answers.push((
-        "GET",
-        "/metrics/summary",
-        server.get("/metrics/summary").await,
-    ));
-    answers.push(("GET", "/dead-letters", server.get("/dead-letters").await));
-    answers.push((
-        "GET",
-        "/dead-letters",
-        server.get("/dead-letters?limit=0").await,
-    ));
     let replay = server
-        .client
-        .post(server.url("/dead-letters/replay"))
-        .send()
-        .await
-        .expect("POST /dead-letters/replay");
-    let replay = Resp {
-        status: replay.status().as_u16(),
-        headers: replay.headers().clone(),
-        text: replay.text().await.expect("body"),
-    };
+        .request(reqwest::Method::POST, "/dead-letters/replay", &[], None)
+        .await;
     answers.push(("POST", "/dead-letters/replay", replay));
     for path in ["/health", "/health/ready", "/health/detailed"] {
         answers.push(("GET", path, server.get(path).await));
     }
-    answers.push((
-        "GET",
-        "/docs/{file}",
-        server.get("/docs/no-such-file.js").await,
-    ));
+    let missing_doc = server.get("/docs/no-such-file.js").await;
+    answers.push(("GET", "/docs/{file}", missing_doc));
     alert_answers(&server, &mut answers).await;
 
     // Refusals for being over the rate limits (one event, or one read, per second).
