@@ -450,13 +450,8 @@ async fn cursor_walk_is_stable_under_concurrent_inserts() {
         }
         let got: HashSet<String> = ids_of(&walk).into_iter().collect();
         let missing: Vec<&String> = existing.difference(&got).collect();
-        assert!(
-            missing.is_empty(),
-            "{order} walk missed {} of {} events that existed when it began, e.g. {:?}",
-            missing.len(),
-            existing.len(),
-            &missing[..missing.len().min(5)]
-        );
+        let what = format!("events that existed when the {order} walk began missed by it");
+        assert_none_missing(&missing, existing.len(), &what);
     }
     stop.store(true, Ordering::SeqCst);
     join_within(Duration::from_secs(30), "the inserter", [inserter]).await;

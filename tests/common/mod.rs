@@ -1227,6 +1227,18 @@ pub fn assert_headers(resp: &Resp, want: &[(&str, &str)], what: &str) {
     }
 }
 
+/// Asserts that nothing is `missing` of the `expected` events, saying how many are and the
+/// first ten.
+#[track_caller]
+pub fn assert_none_missing<T: std::fmt::Debug>(missing: &[T], expected: usize, what: &str) {
+    assert!(
+        missing.is_empty(),
+        "{} of {expected} {what}, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
 /// The string field `key` of each object in the array `list` (panics on anything else).
 pub fn str_fields<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
     list.as_array()
