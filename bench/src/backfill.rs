@@ -24,12 +24,11 @@ use serde_json::{json, Value};
 use testkit::http::HttpConnection;
 
 use super::gen::{EventShape, Rng};
-use super::key::get_request;
 use super::load::{rate, LoadOutcome, REQUEST_TIMEOUT};
 use super::report::Report;
 use super::scenarios::{
-    fetch_body, find_bytes, post_in_batches, progress, timed_get, wait_until_indexed, warn_errors,
-    Answer, BenchContext, PRELOAD_LIMIT,
+    fetch_body, partial_count, post_in_batches, progress, timed_get, wait_until_indexed,
+    warn_errors, Answer, BenchContext, Get, PRELOAD_LIMIT,
 };
 use super::stats::LatencySummary;
 
@@ -168,23 +167,14 @@ struct Reads {
 async fn read_meanwhile(addr: SocketAddr, stop: Arc<AtomicBool>) -> Reads {
     let mut reads = Reads::default();
     let mut connection = None;
-    let requests = [get_request(QUERY_PATH), get_request(METRICS_PATH)];
+    let gets = [Get::new(QUERY_PATH), Get::new(METRICS_PATH)];
     while !stop.load(Ordering::Relaxed) {
         let next = Instant::now() + READ_EVERY;
-        for (index, path) in [QUERY_PATH, METRICS_PATH].into_iter().enumerate() {
+        for (index, get) in gets.iter().enumerate() {
             let far = Instant::now() + REQUEST_TIMEOUT;
-            let answer = timed_get(
-                &mut connection,
-                addr,
-                path,
-                &requests[index],
-                &mut reads.tally,
-                far,
-            )
-            .await;
-            match answer {
+            match timed_get(&mut connection, addr, get, &mut reads.tally, far).await {
                 Answer::Ok(latency, response) => {
-                    let partial = u64::from(find_bytes(response.body, br#""partial":true"#));
+                    let partial = partial_count(&response);
                     if index == 0 {
                         reads.query_us.push(latency);
                         reads.query_partial += partial;
@@ -272,7 +262,7 @@ async fn post_days(addr: SocketAddr) -> Result<DaysRun> {
         "/events?page=1&page_size=1",
         "/events?type=type-07&limit=50",
     ];
-    let requests = paths.map(get_request);
+    let gets = paths.map(Get::new);
     let mut tally = LoadOutcome::default();
     let mut gets_us = Vec::new();
     let mut partial = 0;
@@ -280,12 +270,12 @@ async fn post_days(addr: SocketAddr) -> Result<DaysRun> {
     let mut last_progress = acknowledged;
     let mut total = 0;
     let queryable_after = loop {
-        for (path, request) in paths.iter().zip(&requests) {
+        for get in &gets {
             let far = Instant::now() + REQUEST_TIMEOUT;
-            match timed_get(&mut reader, addr, path, request, &mut tally, far).await {
+            match timed_get(&mut reader, addr, get, &mut tally, far).await {
                 Answer::Ok(latency, response) => {
                     gets_us.push(latency);
-                    partial += u64::from(find_bytes(response.body, br#""partial":true"#));
+                    partial += partial_count(&response);
                     if let Ok(page) = serde_json::from_slice::<Value>(response.body) {
                         total = page["total"].as_u64().unwrap_or(total);
                     }

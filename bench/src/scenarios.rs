@@ -693,17 +693,17 @@ pub async fn metrics(context: &BenchContext, duration: Duration) -> Result<Repor
 async fn run_metrics_mix(addr: SocketAddr, duration: Duration) -> MetricsOutcome {
     let started = Instant::now();
     let deadline = started + duration;
-    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+    let gets: Arc<Vec<Get>> = Arc::new(
         METRICS_ENDPOINTS
             .iter()
-            .map(|(_, path)| get_request(path))
+            .map(|(_, path)| Get::new(path))
             .collect(),
     );
     let tasks: Vec<_> = (0..QUERY_CONNECTIONS)
         .map(|index| {
-            let requests = Arc::clone(&requests);
+            let gets = Arc::clone(&gets);
             tokio::spawn(async move {
-                metrics_connection_loop(addr, deadline, index as u64, &requests).await
+                metrics_connection_loop(addr, deadline, index as u64, &gets).await
             })
         })
         .collect();
@@ -714,26 +714,18 @@ async fn metrics_connection_loop(
     addr: SocketAddr,
     deadline: Instant,
     index: u64,
-    requests: &[Vec<u8>],
+    gets: &[Get],
 ) -> MetricsOutcome {
     let mut rng = Rng::from_clock(200 + index);
     let mut outcome = MetricsOutcome::default();
     let mut connection: Option<HttpConnection> = None;
     while Instant::now() < deadline {
         let endpoint = rng.below(METRICS_ENDPOINTS.len() as u64) as usize;
-        let path = METRICS_ENDPOINTS[endpoint].1;
-        let answer = timed_get(
-            &mut connection,
-            addr,
-            path,
-            &requests[endpoint],
-            &mut outcome.tally,
-            deadline,
-        )
-        .await;
+        let get = &gets[endpoint];
+        let answer = timed_get(&mut connection, addr, get, &mut outcome.tally, deadline).await;
         match answer {
             Answer::Ok(latency, response) => {
-                outcome.partial += u64::from(find_bytes(response.body, br#""partial":true"#));
+                outcome.partial += partial_count(&response);
                 outcome.by_endpoint[endpoint].push(latency);
             }
             Answer::Retry | Answer::Refused => {}
@@ -893,16 +885,8 @@ async fn query_connection_loop(addr: SocketAddr, deadline: Instant, index: u64) 
                 (QueryKind::User, 0, path)
             }
         };
-        let request = get_request(&path);
-        let answer = timed_get(
-            &mut connection,
-            addr,
-            &path,
-            &request,
-            &mut outcome.tally,
-            deadline,
-        )
-        .await;
+        let get = Get::new(&path);
+        let answer = timed_get(&mut connection, addr, &get, &mut outcome.tally, deadline).await;
         match answer {
             Answer::Ok(latency, response) => {
                 if kind == QueryKind::User {
@@ -947,16 +931,37 @@ pub(super) enum Answer<'a> {
     Broken,
 }
 
+/// A GET ready to send: its path, for error lines, and its request bytes.
+pub(super) struct Get {
+    path: String,
+    request: Vec<u8>,
+}
+
+impl Get {
+    pub(super) fn new(path: &str) -> Get {
+        Get {
+            path: path.to_owned(),
+            request: get_request(path),
+        }
+    }
+}
+
+/// 1 when an answer says `"partial": true` (the server could not wait for the indexer), else 0:
+/// to count them.
+pub(super) fn partial_count(response: &Response<'_>) -> u64 {
+    u64::from(find_bytes(response.body, br#""partial":true"#))
+}
+
 /// Sends one GET on `connection` (opened if needed) and times it; everything but a 200 is
 /// tallied here.
 pub(super) async fn timed_get<'c>(
     connection: &'c mut Option<HttpConnection>,
     addr: SocketAddr,
-    path: &str,
-    request: &[u8],
+    get: &Get,
     tally: &mut LoadOutcome,
     deadline: Instant,
 ) -> Answer<'c> {
+    let Get { path, request } = get;
     let Some(open) = ensure_connected(connection, addr, tally).await else {
         tokio::time::sleep(Duration::from_millis(50)).await;
         return Answer::Retry;
