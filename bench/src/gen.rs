@@ -485,11 +485,23 @@ mod tests {
         serde_json::from_slice(&request[head_end..]).unwrap()
     }
 
+    /// What each test starts from: a generator seeded with `seed`, a template `build` makes
+    /// with it, and the ids it then fills in.
+    fn seeded(
+        seed: u64,
+        build: impl FnOnce(&mut Rng) -> RequestTemplate,
+    ) -> (Rng, RequestTemplate, IdSource) {
+        let mut rng = Rng::with_seed(seed);
+        let template = build(&mut rng);
+        let ids = IdSource::new(&mut rng);
+        (rng, template, ids)
+    }
+
     #[test]
     fn filled_batches_are_valid_json_with_unique_ids_and_realistic_size() {
-        let mut rng = Rng::with_seed(7);
-        let template = RequestTemplate::build(100, true, ClientIds::Every, &mut rng);
-        let ids = IdSource::new(&mut rng);
+        let (mut rng, template, ids) = seeded(7, |rng| {
+            RequestTemplate::build(100, true, ClientIds::Every, rng)
+        });
         let mut seen = HashSet::new();
         let mut request = Vec::new();
         for _ in 0..3 {
@@ -537,9 +549,9 @@ mod tests {
             timestamp_spread_ms: day_ms,
             ..EventShape::default()
         };
-        let mut rng = Rng::with_seed(5);
-        let template = RequestTemplate::build_with(1000, true, ClientIds::None, shape, &mut rng);
-        let ids = IdSource::new(&mut rng);
+        let (mut rng, template, ids) = seeded(5, |rng| {
+            RequestTemplate::build_with(1000, true, ClientIds::None, shape, rng)
+        });
         let mut request = Vec::new();
         let before = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -565,9 +577,9 @@ mod tests {
 
     #[test]
     fn single_event_template_is_an_object_and_exposes_its_probe_id() {
-        let mut rng = Rng::with_seed(11);
-        let template = RequestTemplate::build(1, false, ClientIds::FirstEventOnly, &mut rng);
-        let ids = IdSource::new(&mut rng);
+        let (mut rng, template, ids) = seeded(11, |rng| {
+            RequestTemplate::build(1, false, ClientIds::FirstEventOnly, rng)
+        });
         let mut request = Vec::new();
         template.fill(&mut request, &mut rng, &ids);
         let event = body_json(&request);

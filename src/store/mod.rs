@@ -2,6 +2,34 @@
 //! SQLite implementation ([`sqlite`]), the scale-out PostgreSQL one ([`postgres`]) and one
 //! that keeps nothing, for benchmarks ([`null`]); the HTTP layer knows nothing of SQL.
 
+/// A [`KeyRecord`] from a row of `api_keys` selected as `id, name, prefix, hash, scopes,
+/// created_ms, expires_ms, last_used_ms, revoked_ms`, as an `anyhow::Result`; `$get` is the
+/// driver's method reading a column by index (`get` for rusqlite, `try_get` for
+/// tokio-postgres). A macro because the two drivers' row types share no trait; defined before
+/// the backends so that both can use it.
+macro_rules! key_record_from_row {
+    ($row:expr, $get:ident) => {
+        (|| -> anyhow::Result<$crate::auth::keys::KeyRecord> {
+            let hash: Vec<u8> = $row.$get(3)?;
+            let scopes: String = $row.$get(4)?;
+            Ok($crate::auth::keys::KeyRecord {
+                id: $row.$get(0)?,
+                name: $row.$get(1)?,
+                prefix: $row.$get(2)?,
+                hash: hash
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("a key hash is not 32 bytes"))?,
+                scopes: $crate::auth::keys::Scopes::from_text(&scopes)
+                    .map_err(anyhow::Error::msg)?,
+                created_ms: $row.$get(5)?,
+                expires_ms: $row.$get(6)?,
+                last_used_ms: $row.$get(7)?,
+                revoked_ms: $row.$get(8)?,
+            })
+        })()
+    };
+}
+
 pub mod null;
 pub mod partitioning;
 pub mod postgres;
