@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use testkit::http::{url_encode, HttpConnection, Response};
 
-use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng, EVENT_TYPES, USERS};
+use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng, Wire, EVENT_TYPES, USERS};
 use super::key::get_request;
 use super::load::{
     describe_refusal, ensure_connected, rate, run_post_load, LoadOutcome, Pace, PostLoad,
@@ -250,6 +250,65 @@ pub async fn batch(context: &BenchContext, duration: Duration) -> Result<Report>
     report.push("connections", BATCH_CONNECTIONS as u64);
     report.push_seconds("duration_s", duration);
     report.push_mb("null_store_peak_rss_mb", null_store.peak_rss_mb);
+    Ok(report)
+}
+
+/// Events per request of the SDK scenario: what SDKs batch (Segment's Python SDK sends up
+/// to 100 calls a request).
+const SDK_BATCH: usize = 100;
+
+/// 100-event batches with client ids, as SDKs send them: to `POST /events`, then the same
+/// events as Segment `track` calls to `/v1/batch`, and how close the second comes.
+pub async fn sdk(context: &BenchContext, duration: Duration) -> Result<Report> {
+    let batches = |wire| -> Vec<RequestTemplate> {
+        // The same seed: the same events in both APIs.
+        let mut rng = Rng::with_seed(3);
+        let shape = EventShape {
+            wire,
+            ..EventShape::default()
+        };
+        (0..BATCH_TEMPLATES)
+            .map(|_| {
+                RequestTemplate::build_with(SDK_BATCH, true, ClientIds::Every, shape, &mut rng)
+            })
+            .collect()
+    };
+    let mut native = context
+        .ingest_variant(
+            "sdk-events",
+            false,
+            BATCH_CONNECTIONS,
+            &batches(Wire::Eventide),
+            duration,
+        )
+        .await?;
+    let mut segment = context
+        .ingest_variant(
+            "sdk-segment",
+            false,
+            BATCH_CONNECTIONS,
+            &batches(Wire::Segment),
+            duration,
+        )
+        .await?;
+    let mut report = Report::new("sdk");
+    push_ingest_figures(&mut report, &mut native);
+    report.push_rate("segment_events_per_sec", segment.value.events_per_sec());
+    report.push_ratio(
+        "segment_to_events_ratio",
+        segment.value.events_per_sec(),
+        native.value.events_per_sec(),
+    );
+    let segment_latency = LatencySummary::from_micros(&mut segment.value.latencies_us);
+    report.push_ms("segment_p99_ms", segment_latency.p99_ms);
+    report.push("errors", native.value.errors + segment.value.errors);
+    report.push(
+        "rejected_429",
+        native.value.rejected_429 + segment.value.rejected_429,
+    );
+    report.push("batch_size", SDK_BATCH as u64);
+    report.push("connections", BATCH_CONNECTIONS as u64);
+    report.push_seconds("duration_s", duration);
     Ok(report)
 }
 
