@@ -427,6 +427,107 @@ channels = ["hook"]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_by_puts_alerts_sharing_a_label_in_one_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        &format!(
+            r#"
+[[alerts.channels]]
+name = "by-team"
+kind = "webhook"
+url = "http://{addr}/by-team"
+group_by = ["team"]
+group_wait = "1s"
+group_interval = "1s"
+
+[[alerts.rules]]
+name = "checkout-stopped"
+type = "never-sent-checkout"
+window = "1s"
+condition = "absent"
+labels = {{ team = "checkout" }}
+channels = ["hook", "by-team"]
+
+[[alerts.rules]]
+name = "payments-stopped"
+type = "never-sent-payment"
+window = "1s"
+condition = "absent"
+labels = {{ team = "checkout" }}
+channels = ["hook", "by-team"]
+"#
+        ),
+    );
+    let (status, _, stderr) = run_binary(&["alerts", "check", file.to_str().unwrap()]).await;
+    assert!(status.success(), "{stderr}");
+    let server = start(&dir, &file).await;
+    // By default (alertname), one notice per rule.
+    received.wait_for("/hook", 2).await;
+    // Grouped by team: both alerts in one notice.
+    received.wait_for("/by-team", 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hook = received.bodies("/hook");
+    let mut keys: Vec<&str> = hook
+        .iter()
+        .map(|body| {
+            assert_eq!(body["alerts"].as_array().unwrap().len(), 1, "{body}");
+            body["groupKey"].as_str().unwrap()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "{}:{alertname=\"checkout-stopped\"}",
+            "{}:{alertname=\"payments-stopped\"}"
+        ]
+    );
+    let grouped = received.bodies("/by-team");
+    assert_eq!(grouped.len(), 1, "one notice for the group: {grouped:?}");
+    let notice = &grouped[0];
+    assert_eq!(notice["groupKey"], "{}:{team=\"checkout\"}");
+    assert_eq!(notice["groupLabels"], json!({"team": "checkout"}));
+    assert_eq!(notice["commonLabels"]["team"], "checkout");
+    assert!(
+        notice["commonLabels"].get("alertname").is_none(),
+        "{notice}"
+    );
+    let names: Vec<&str> = notice["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|alert| alert["labels"]["alertname"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["checkout-stopped", "payments-stopped"]);
+    let history = server.get("/alerts/history?limit=100").await.json();
+    let notified = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["event"] == "notified" && entry["channel"] == "by-team")
+        .count();
+    assert_eq!(notified, 2, "one entry per alert notified: {history}");
+
+    // A group_by that names no label is refused, with its line.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[alerts]\n\n[[alerts.channels]]\nname = \"x\"\nkind = \"log\"\n\
+         group_by = [\"team name\"]\n",
+    )
+    .unwrap();
+    let (status, _, stderr) = run_binary(&["alerts", "check", bad.to_str().unwrap()]).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 6") && stderr.contains("group_by"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_is_down_gets_the_notice_once_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
     // A port nobody listens on yet.

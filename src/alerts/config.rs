@@ -128,6 +128,9 @@ pub struct ChannelSpec {
     pub repeat_interval: Option<String>,
     #[serde(default)]
     pub send_resolved: Option<bool>,
+    /// The labels whose values group alerts into one notice (default `["alertname"]`).
+    #[serde(default)]
+    pub group_by: Option<Vec<String>>,
     /// How long one attempt may take (default 10s).
     #[serde(default)]
     pub timeout: Option<String>,
@@ -419,6 +422,7 @@ fn check_channel(spec: &ChannelSpec) -> Result<Channel, String> {
         group_interval: spec.group_interval.clone(),
         repeat_interval: spec.repeat_interval.clone(),
         send_resolved: spec.send_resolved,
+        group_by: spec.group_by.clone(),
     }
     .over(base)?;
     let duration = |field: &str, text: &Option<String>, default: Duration| match text {

@@ -9,7 +9,7 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{AlertChannel, DeliveryError, Notice};
+use super::{AlertChannel, AlertNotice, DeliveryError, Notice};
 use crate::alerts::config::{EmailTarget, SmtpTls};
 use crate::event::timefmt::format_rfc3339_ms;
 
@@ -44,11 +44,18 @@ impl EmailChannel {
     }
 }
 
-/// The message's body: plain text, one fact a line.
+/// The message's body: plain text, the notice's title, then each alert, one fact a line.
 fn text(notice: &Notice) -> String {
+    let mut blocks = vec![notice.title()];
+    blocks.extend(notice.alerts.iter().map(alert_text));
+    if let Some(url) = &notice.external_url {
+        blocks.push(format!("Dashboard: {}/", url.trim_end_matches('/')));
+    }
+    blocks.join("\n\n")
+}
+
+fn alert_text(notice: &AlertNotice) -> String {
     let mut lines = vec![
-        notice.title(),
-        String::new(),
         format!("Rule: {}", notice.rule),
         format!("Status: {}", notice.status.name()),
         format!("Watching: {}", notice.description),
@@ -66,9 +73,6 @@ fn text(notice: &Notice) -> String {
     }
     for (name, value) in &notice.annotations {
         lines.push(format!("{name}: {value}"));
-    }
-    if let Some(url) = &notice.external_url {
-        lines.push(format!("Dashboard: {}/", url.trim_end_matches('/')));
     }
     lines.join("\n")
 }
