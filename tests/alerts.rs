@@ -5,7 +5,9 @@
 //! `for` suppresses a blip; flapping within `keep_firing_for` gives one notice;
 //! `repeat_interval` repeats; a silence suppresses; a receiver that is down gets the notice
 //! once it is back; a restart while firing neither repeats the notice nor misses the
-//! resolve; `eventide alerts check` validates files.
+//! resolve; `eventide alerts check` validates files; alerts sharing the `group_by` labels go
+//! out in one notice; email goes over STARTTLS or implicit TLS to a server whose
+//! self-signed certificate the channel's `ca_file` trusts.
 
 mod common;
 
@@ -733,32 +735,29 @@ fn aiosmtpd_available() -> bool {
     found
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn email_reaches_a_real_smtp_server() {
-    if !aiosmtpd_available() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+/// A real SMTP server (aiosmtpd) on a free port of 127.0.0.1, keeping what it receives in a
+/// maildir `dir/name`; `tls` adds its TLS arguments. Killed when dropped.
+async fn smtp_server(
+    dir: &Path,
+    name: &str,
+    tls: &[&str],
+) -> (tokio::process::Child, u16, PathBuf) {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let mailbox = dir.path().join("mailbox");
-    let mut smtp = tokio::process::Command::new("python3")
-        .args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            "-c",
-        ])
+    let mailbox = dir.join(name);
+    let smtp = tokio::process::Command::new("python3")
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .args(tls)
+        .arg("-c")
         .arg("aiosmtpd.handlers.Mailbox")
         .arg(&mailbox)
+        // Its log (a refused handshake is a traceback) beside the maildir.
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
         .kill_on_drop(true)
         .spawn()
         .expect("start aiosmtpd");
-    // Listening?
     poll_until(Duration::from_secs(10), || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -767,43 +766,186 @@ async fn email_reaches_a_real_smtp_server() {
     })
     .await
     .expect("aiosmtpd listens");
+    (smtp, port, mailbox)
+}
+
+/// The first message `mailbox` receives, waiting up to 20 s.
+async fn first_message(mailbox: &Path) -> Option<String> {
+    poll_until(Duration::from_secs(20), || async {
+        let entries = std::fs::read_dir(mailbox.join("new")).ok()?;
+        let path = entries.flatten().next()?.path();
+        std::fs::read_to_string(path).ok()
+    })
+    .await
+}
+
+/// An email channel `name` to the SMTP server on `port`, then `extra` (its TLS settings).
+fn email_channel(name: &str, host: &str, port: u16, extra: &str) -> String {
+    format!(
+        r#"
+[[alerts.channels]]
+name = "{name}"
+kind = "email"
+smtp_host = "{host}"
+smtp_port = {port}
+from = "Eventide <alerts@eventide.test>"
+to = ["oncall@example.test"]
+group_wait = "0s"
+group_interval = "1s"
+max_backoff = "1s"
+{extra}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_reaches_a_real_smtp_server() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_smtp, port, mailbox) = smtp_server(dir.path(), "mailbox", &[]).await;
     let (_received, addr) = receiver().await;
     let file = alerts_file(
         dir.path(),
         addr,
         &format!(
-            r#"
-[[alerts.channels]]
-name = "mail"
-kind = "email"
-smtp_host = "127.0.0.1"
-smtp_port = {port}
-tls = "none"
-from = "Eventide <alerts@eventide.test>"
-to = ["oncall@example.test"]
-group_wait = "0s"
-group_interval = "1s"
-
+            r#"{}
 [[alerts.rules]]
 name = "mail-me"
 type = "never-sent"
 window = "1s"
 condition = "absent"
 channels = ["mail"]
-"#
+"#,
+            email_channel("mail", "127.0.0.1", port, "tls = \"none\"")
         ),
     );
     let _server = start(&dir, &file).await;
-    let message = poll_until(Duration::from_secs(20), || async {
-        let entries = std::fs::read_dir(mailbox.join("new")).ok()?;
-        let path = entries.flatten().next()?.path();
-        std::fs::read_to_string(path).ok()
-    })
-    .await
-    .expect("a message in the mailbox");
+    let message = first_message(&mailbox)
+        .await
+        .expect("a message in the mailbox");
     assert!(message.contains("Subject: [FIRING] mail-me"), "{message}");
     assert!(message.contains("oncall@example.test"), "{message}");
-    let _ = smtp.kill().await;
+}
+
+/// STARTTLS and implicit TLS to SMTP servers with a self-signed certificate, trusted through
+/// the channel's `ca_file`; without it, the same server is refused (and nothing is sent in
+/// clear).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_over_starttls_and_implicit_tls_trusts_the_ca_file() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("a test certificate");
+    let (cert, key) = (dir.path().join("smtp.pem"), dir.path().join("smtp.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    // aiosmtpd requires STARTTLS before MAIL by default.
+    let (_starttls, starttls_port, starttls_box) = smtp_server(
+        dir.path(),
+        "starttls",
+        &["--tlscert", cert, "--tlskey", key],
+    )
+    .await;
+    let (_smtps, smtps_port, smtps_box) = smtp_server(
+        dir.path(),
+        "smtps",
+        &["--smtpscert", cert, "--smtpskey", key],
+    )
+    .await;
+    let trusted = format!("ca_file = {cert:?}");
+    let (_received, addr) = receiver().await;
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        &format!(
+            r#"{}{}{}
+[[alerts.rules]]
+name = "mail-me-securely"
+type = "never-sent"
+window = "1s"
+condition = "absent"
+channels = ["starttls", "smtps", "untrusted"]
+"#,
+            email_channel(
+                "starttls",
+                "localhost",
+                starttls_port,
+                &format!("tls = \"starttls\"\n{trusted}")
+            ),
+            email_channel(
+                "smtps",
+                "localhost",
+                smtps_port,
+                &format!("tls = \"tls\"\n{trusted}")
+            ),
+            email_channel(
+                "untrusted",
+                "localhost",
+                starttls_port,
+                "tls = \"starttls\""
+            ),
+        ),
+    );
+    let (status, _, stderr) = run_binary(&["alerts", "check", file.to_str().unwrap()]).await;
+    assert!(status.success(), "{stderr}");
+    let server = start(&dir, &file).await;
+    for mailbox in [&starttls_box, &smtps_box] {
+        let message = first_message(mailbox)
+            .await
+            .unwrap_or_else(|| panic!("no message in {}:\n{}", mailbox.display(), server.logs()));
+        assert!(
+            message.contains("Subject: [FIRING] mail-me-securely"),
+            "{message}"
+        );
+    }
+    // Without the certificate trusted, the channel fails, saying why.
+    let failed = poll_until(Duration::from_secs(10), || async {
+        let metrics = server.get("/metrics/prometheus").await.text;
+        prometheus_sample(
+            &metrics,
+            "eventide_alert_notifications_total{channel=\"untrusted\",outcome=\"failed\"}",
+        )
+        .filter(|failed| *failed >= 1.0)
+    })
+    .await;
+    assert!(failed.is_some(), "an untrusted certificate is refused");
+    let health = server.get("/health/detailed").await.text;
+    assert!(
+        server.logs().contains("certificate") || health.contains("certificate"),
+        "the failure says why: {health}\n{}",
+        server.logs()
+    );
+    let received = std::fs::read_dir(starttls_box.join("new")).unwrap().count();
+    assert_eq!(received, 1, "only the trusted channel's message arrived");
+
+    // A ca_file that cannot be read, or with tls = "none", is refused by alerts check.
+    let bad = dir.path().join("bad.toml");
+    for (extra, want) in [
+        (
+            "tls = \"tls\"\nca_file = \"/nonexistent.pem\"",
+            "cannot read",
+        ),
+        (trusted.as_str(), "ca_file"),
+    ] {
+        let extra = if want == "ca_file" {
+            format!("tls = \"none\"\n{extra}")
+        } else {
+            extra.to_owned()
+        };
+        std::fs::write(
+            &bad,
+            format!("[alerts]\n{}", email_channel("m", "localhost", 25, &extra)),
+        )
+        .unwrap();
+        let (status, _, stderr) = run_binary(&["alerts", "check", bad.to_str().unwrap()]).await;
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
