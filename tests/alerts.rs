@@ -7,7 +7,8 @@
 //! once it is back; a restart while firing neither repeats the notice nor misses the
 //! resolve; `eventide alerts check` validates files; alerts sharing the `group_by` labels go
 //! out in one notice; email goes over STARTTLS or implicit TLS to a server whose
-//! self-signed certificate the channel's `ca_file` trusts.
+//! self-signed certificate the channel's `ca_file` trusts; the service's own rules on a
+//! failed retention run and on dead letters reach a webhook.
 
 mod common;
 
@@ -946,6 +947,154 @@ channels = ["starttls", "smtps", "untrusted"]
         assert_eq!(status.code(), Some(1), "{stderr}");
         assert!(stderr.contains(want), "{stderr}");
     }
+}
+
+/// The notices of the rule `rule` sent to `path`: their statuses.
+fn statuses_of(received: &Received, path: &str, rule: &str) -> Vec<String> {
+    received
+        .bodies(path)
+        .iter()
+        .filter(|body| body["groupLabels"]["alertname"] == rule)
+        .map(|body| body["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits (up to 20 s) until `rule` was notified `count` times to `path`.
+async fn wait_for_rule(received: &Received, path: &str, rule: &str, count: usize) -> Vec<String> {
+    poll_until(Duration::from_secs(20), || async {
+        (statuses_of(received, path, rule).len() >= count).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "{rule}: {count} notices expected, got {:?}",
+            statuses_of(received, path, rule)
+        )
+    });
+    statuses_of(received, path, rule)
+}
+
+/// An alerts file routing the service's own rules to the webhook `hook`.
+fn health_to_hook(dir: &Path, receiver: SocketAddr) -> PathBuf {
+    alerts_file(dir, receiver, "\n[alerts.health]\nchannels = [\"hook\"]\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_retention_run_is_notified_and_resolved_by_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = health_to_hook(dir.path(), addr);
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            "--alerts-config",
+            file.to_str().unwrap(),
+            "--retention",
+            "3s",
+            "--retention-interval",
+            "1s",
+        ],
+    )
+    .await;
+    const RULE: &str = "eventide-retention-failed";
+    // Events stored now, for retention to delete in 3 s.
+    post_events(&server, "expiring", 3).await;
+    poll_until(Duration::from_secs(10), || async {
+        let page = server.get("/events?type=expiring").await.json();
+        (page["events"].as_array().map_or(0, Vec::len) == 3).then_some(())
+    })
+    .await
+    .expect("the events are stored");
+    // Another process holds the database's write lock longer than the store waits for it
+    // (5 s): the retention runs meanwhile fail to delete them.
+    let db = rusqlite::Connection::open(dir.path().join("data").join("events.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    poll_until(Duration::from_secs(20), || async {
+        (!statuses_of(&received, "/hook", RULE).is_empty()).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no notice of {RULE}:\n{}", server.logs()));
+    let firing = statuses_of(&received, "/hook", RULE);
+    assert_eq!(firing, ["firing"]);
+    let notice = received
+        .bodies("/hook")
+        .into_iter()
+        .find(|body| body["groupLabels"]["alertname"] == RULE)
+        .unwrap();
+    assert_eq!(notice["alerts"][0]["labels"]["severity"], "critical");
+    assert_eq!(
+        notice["alerts"][0]["annotations"]["summary"],
+        "the last retention run failed"
+    );
+    db.execute_batch("COMMIT").unwrap();
+    drop(db);
+    assert_eq!(
+        wait_for_rule(&received, "/hook", RULE, 2).await,
+        ["firing", "resolved"]
+    );
+    assert!(
+        server.logs().contains("retention run failed"),
+        "{}",
+        server.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_added_are_notified() {
+    let Some(schema) = common::postgres::TestSchema::new("alerts_dead").await else {
+        return;
+    };
+    let Some(redis) = common::redis::TestRedis::new("alerts_dead") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = health_to_hook(dir.path(), addr);
+    let server = TestServer::start_temp(&[
+        "--queue",
+        &redis.url,
+        "--queue-prefix",
+        &redis.prefix,
+        "--store",
+        &schema.url,
+        "--postgres-schema",
+        &schema.name,
+        "--alerts-config",
+        file.to_str().unwrap(),
+    ])
+    .await;
+    const RULE: &str = "eventide-dead-letters";
+    // The rule counts dead letters added between evaluations: after the first one.
+    poll_until(Duration::from_secs(10), || async {
+        alert(&server, RULE).await["evaluated_at"]
+            .is_string()
+            .then_some(())
+    })
+    .await
+    .expect("the health rules are evaluated");
+    assert!(statuses_of(&received, "/hook", RULE).is_empty());
+    // An entry without an event payload, as a broken producer might write it: the worker
+    // sets it aside as a dead letter.
+    let _: String = ::redis::cmd("XADD")
+        .arg(&redis.keys.stream)
+        .arg("*")
+        .arg("junk")
+        .arg("not an event")
+        .query(&mut redis.connection())
+        .unwrap();
+    assert_eq!(
+        wait_for_rule(&received, "/hook", RULE, 2).await,
+        ["firing", "resolved"]
+    );
+    let notice = &received.bodies("/hook")[0];
+    assert_eq!(notice["alerts"][0]["value"], 1.0, "{notice}");
+    let dead_letters = server.get("/dead-letters").await.json();
+    assert_eq!(
+        dead_letters["dead_letters"].as_array().unwrap().len(),
+        1,
+        "{dead_letters}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
