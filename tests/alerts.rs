@@ -530,6 +530,18 @@ channels = ["hook", "by-team"]
     );
 }
 
+/// Whether, within 10 s, Prometheus counts at least `count` failed attempts of `channel`.
+async fn failed_attempts(server: &TestServer, channel: &str, count: f64) -> bool {
+    let sample =
+        format!("eventide_alert_notifications_total{{channel=\"{channel}\",outcome=\"failed\"}}");
+    poll_until(Duration::from_secs(10), || async {
+        let metrics = server.get("/metrics/prometheus").await.text;
+        prometheus_sample(&metrics, &sample).filter(|failed| *failed >= count)
+    })
+    .await
+    .is_some()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_is_down_gets_the_notice_once_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -551,16 +563,10 @@ channels = ["hook"]
 "#,
     );
     let server = start(&dir, &file).await;
-    let failed = poll_until(Duration::from_secs(10), || async {
-        let metrics = server.get("/metrics/prometheus").await.text;
-        prometheus_sample(
-            &metrics,
-            "eventide_alert_notifications_total{channel=\"hook\",outcome=\"failed\"}",
-        )
-        .filter(|failed| *failed >= 2.0)
-    })
-    .await;
-    assert!(failed.is_some(), "failed attempts are counted");
+    assert!(
+        failed_attempts(&server, "hook", 2.0).await,
+        "failed attempts are counted"
+    );
     // The service's own rule says so in the log, without the URL's secret.
     poll_until(Duration::from_secs(10), || async {
         server
@@ -905,16 +911,10 @@ channels = ["starttls", "smtps", "untrusted"]
         );
     }
     // Without the certificate trusted, the channel fails, saying why.
-    let failed = poll_until(Duration::from_secs(10), || async {
-        let metrics = server.get("/metrics/prometheus").await.text;
-        prometheus_sample(
-            &metrics,
-            "eventide_alert_notifications_total{channel=\"untrusted\",outcome=\"failed\"}",
-        )
-        .filter(|failed| *failed >= 1.0)
-    })
-    .await;
-    assert!(failed.is_some(), "an untrusted certificate is refused");
+    assert!(
+        failed_attempts(&server, "untrusted", 1.0).await,
+        "an untrusted certificate is refused"
+    );
     let health = server.get("/health/detailed").await.text;
     assert!(
         server.logs().contains("certificate") || health.contains("certificate"),
@@ -1040,30 +1040,46 @@ async fn a_failed_retention_run_is_notified_and_resolved_by_the_next_one() {
     );
 }
 
+/// A PostgreSQL schema and Redis keys of a test's own, for the nodes of a cluster.
+struct Backends {
+    schema: common::postgres::TestSchema,
+    redis: common::redis::TestRedis,
+}
+
+impl Backends {
+    /// `None` (the test skipped) without PostgreSQL or Redis, except under CI=true.
+    async fn new(label: &str) -> Option<Backends> {
+        let schema = common::postgres::TestSchema::new(label).await?;
+        let redis = common::redis::TestRedis::new(label)?;
+        Some(Backends { schema, redis })
+    }
+
+    /// The arguments of a node on them, with the alerts file `file`.
+    fn args<'a>(&'a self, file: &'a Path) -> [&'a str; 10] {
+        [
+            "--queue",
+            &self.redis.url,
+            "--queue-prefix",
+            &self.redis.prefix,
+            "--store",
+            &self.schema.url,
+            "--postgres-schema",
+            &self.schema.name,
+            "--alerts-config",
+            file.to_str().unwrap(),
+        ]
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_added_are_notified() {
-    let Some(schema) = common::postgres::TestSchema::new("alerts_dead").await else {
-        return;
-    };
-    let Some(redis) = common::redis::TestRedis::new("alerts_dead") else {
+    let Some(backends) = Backends::new("alerts_dead").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let (received, addr) = receiver().await;
     let file = health_to_hook(dir.path(), addr);
-    let server = TestServer::start_temp(&[
-        "--queue",
-        &redis.url,
-        "--queue-prefix",
-        &redis.prefix,
-        "--store",
-        &schema.url,
-        "--postgres-schema",
-        &schema.name,
-        "--alerts-config",
-        file.to_str().unwrap(),
-    ])
-    .await;
+    let server = TestServer::start_temp(&backends.args(&file)).await;
     const RULE: &str = "eventide-dead-letters";
     // The rule counts dead letters added between evaluations: after the first one.
     poll_until(Duration::from_secs(10), || async {
@@ -1077,18 +1093,22 @@ async fn dead_letters_added_are_notified() {
     // An entry without an event payload, as a broken producer might write it: the worker
     // sets it aside as a dead letter.
     let _: String = ::redis::cmd("XADD")
-        .arg(&redis.keys.stream)
+        .arg(&backends.redis.keys.stream)
         .arg("*")
         .arg("junk")
         .arg("not an event")
-        .query(&mut redis.connection())
+        .query(&mut backends.redis.connection())
         .unwrap();
     assert_eq!(
         wait_for_rule(&received, "/hook", RULE, 2).await,
         ["firing", "resolved"]
     );
-    let notice = &received.bodies("/hook")[0];
-    assert_eq!(notice["alerts"][0]["value"], 1.0, "{notice}");
+    let firing = received
+        .bodies("/hook")
+        .into_iter()
+        .find(|body| body["groupLabels"]["alertname"] == RULE)
+        .unwrap();
+    assert_eq!(firing["alerts"][0]["value"], 1.0, "{firing}");
     let dead_letters = server.get("/dead-letters").await.json();
     assert_eq!(
         dead_letters["dead_letters"].as_array().unwrap().len(),
@@ -1099,10 +1119,7 @@ async fn dead_letters_added_are_notified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_one_leader_notifies_and_another_takes_over_without_repeating() {
-    let Some(schema) = common::postgres::TestSchema::new("alerts").await else {
-        return;
-    };
-    let Some(redis) = common::redis::TestRedis::new("alerts") else {
+    let Some(backends) = Backends::new("alerts").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -1119,18 +1136,7 @@ condition = "absent"
 channels = ["hook"]
 "#,
     );
-    let args = [
-        "--queue",
-        &redis.url,
-        "--queue-prefix",
-        &redis.prefix,
-        "--store",
-        &schema.url,
-        "--postgres-schema",
-        &schema.name,
-        "--alerts-config",
-        file.to_str().unwrap(),
-    ];
+    let args = backends.args(&file);
     let mut a = TestServer::start_temp(&args).await;
     let mut b = TestServer::start_temp(&args).await;
     assert_eq!(received.wait_for("/hook", 1).await, ["firing"]);
