@@ -1,6 +1,6 @@
 //! `GET /events/export`: every matching event of one snapshot, oldest first, as NDJSON or
 //! CSV, streamed page after page (the store's [`Store::export`]: keyset positions, as a
-//! cursor walk, in one transaction on PostgreSQL) so that the server holds a page or two
+//! cursor walk, in one transaction on PostgreSQL) so that the server holds a few pages
 //! whatever the size of the export; gzip-compressed when the client accepts it.
 //!
 //! The CSV columns ([`CSV_COLUMNS`]) and writer ([`csv_writer`]) are the client's too
@@ -28,8 +28,8 @@ use crate::event::timefmt::format_rfc3339_ms;
 use crate::event::StoredEvent;
 use crate::store::{EventFilter, Store};
 
-/// Events read from the store per page: about 500 KB of typical events, the most the
-/// server holds for an export at any time.
+/// Events read from the store per page: about 500 KB of typical events; an export holds
+/// three pages at most.
 const PAGE: usize = 1_000;
 
 /// The CSV columns, fixed whatever the events hold: the header, and each record's fields.
@@ -199,7 +199,8 @@ fn export_body(
     format: ExportFormat,
     gzip: bool,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
-    // A page waits while the body sends the one before: two pages in memory at most. The
+    // A page waits while the body sends the one before, and the store reads the next: three
+    // pages in memory at most. The
     // store's task ends once every page is sent or the body is dropped (the client left);
     // it is never cut mid-page, so a transaction it holds is always ended.
     let (sender, pages) = mpsc::channel(1);
