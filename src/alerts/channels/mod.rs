@@ -326,3 +326,49 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(rule: &str, status: Status) -> AlertNotice {
+        AlertNotice {
+            rule: rule.to_owned(),
+            status,
+            labels: [("alertname", rule), ("team", "checkout")]
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .into(),
+            annotations: BTreeMap::new(),
+            starts_at_ms: 0,
+            ends_at_ms: None,
+            value: Some(0.0),
+            threshold: None,
+            window: "1m".to_owned(),
+            description: "no events for 1m".to_owned(),
+            due: Due::Firing,
+        }
+    }
+
+    #[test]
+    fn a_notice_of_several_alerts_is_titled_by_its_group() {
+        let mut notice = Notice {
+            channel: "ops".to_owned(),
+            group_key: "{}:{team=\"checkout\"}".to_owned(),
+            group_labels: [("team".to_owned(), "checkout".to_owned())].into(),
+            status: Status::Firing,
+            alerts: vec![alert("a", Status::Firing)],
+            external_url: None,
+        };
+        assert_eq!(notice.title(), "[FIRING] a: no events for 1m (value 0)");
+        notice.alerts.push(alert("b", Status::Resolved));
+        assert_eq!(notice.title(), "[FIRING:1] team=checkout: a, b");
+        assert_eq!(
+            notice.common_labels(),
+            BTreeMap::from([("team".to_owned(), "checkout".to_owned())])
+        );
+        assert_ne!(
+            notice.alerts[0].fingerprint(),
+            notice.alerts[1].fingerprint()
+        );
+    }
+}
