@@ -87,6 +87,16 @@ pub struct Position {
     pub seq: u64,
 }
 
+impl Position {
+    /// The position of `event`.
+    pub fn of(event: &StoredEvent) -> Position {
+        Position {
+            timestamp_ms: event.timestamp_ms,
+            seq: event.seq,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EventQuery {
     pub filter: EventFilter,
@@ -262,6 +272,43 @@ pub trait Store: Send + Sync + 'static {
     /// rows whose whole bucket ends at or before it, and keeps `event_count` right. Done in
     /// short steps, so indexing goes on in between.
     async fn purge_before(&self, cutoff_ms: i64) -> anyhow::Result<Purged>;
+
+    /// Every event matching `filter`, in `(timestamp, seq)` order, sent into `pages` at most
+    /// `page` at a time (the channel's bound is what memory holds); an error is sent last.
+    /// Ends when all are sent or `pages` is closed (the reader went away).
+    ///
+    /// By default a keyset walk of [`query`](Self::query): consistent where every event up
+    /// to `filter.max_seq` is stored before the export begins and nothing else changes
+    /// under it (the embedded store, whose one writer stores in `seq` order). PostgreSQL
+    /// reads every page in one `REPEATABLE READ READ ONLY` transaction: one snapshot, whatever
+    /// other workers commit or retention deletes meanwhile.
+    async fn export(
+        &self,
+        filter: EventFilter,
+        page: usize,
+        pages: tokio::sync::mpsc::Sender<anyhow::Result<Vec<StoredEvent>>>,
+    ) {
+        let mut after = None;
+        loop {
+            let events = self
+                .query(EventQuery {
+                    filter: filter.clone(),
+                    order: Order::Asc,
+                    after,
+                    limit: page,
+                    offset: 0,
+                })
+                .await;
+            let last = match &events {
+                Ok(events) if events.len() == page => events.last().map(Position::of),
+                _ => None,
+            };
+            if pages.send(events).await.is_err() || last.is_none() {
+                return;
+            }
+            after = last;
+        }
+    }
 
     /// The time partitions events are kept in, oldest first (see [`partitioning`]): what
     /// `/health/detailed` counts, so a backfill's layout can be seen.
