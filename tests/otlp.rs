@@ -37,15 +37,15 @@ async fn keyed_server(extra_args: &[&str]) -> Keyed {
     // Anyone on loopback makes the first key; from then on keys are required.
     let admin = server
         .api()
-        .create_key(json!({"name": "admin", "scopes": ["admin"]}))
+        .create_key(&json!({"name": "admin", "scopes": ["admin"]}))
         .await;
     let admin = server.with_key(admin["key"].as_str().unwrap());
     let key = |made: Value| made["key"].as_str().unwrap().to_owned();
     let ingest_key = key(admin
-        .create_key(json!({"name": "otel", "scopes": ["ingest"]}))
+        .create_key(&json!({"name": "otel", "scopes": ["ingest"]}))
         .await);
     let reader = server.with_key(&key(admin
-        .create_key(json!({"name": "reader", "scopes": ["read"]}))
+        .create_key(&json!({"name": "reader", "scopes": ["read"]}))
         .await));
     Keyed {
         server,

@@ -2,10 +2,13 @@
 //! one call and `POST /v1/batch` (or `/v1/import`) for many, answered `200
 //! {"success": true}` once the events are durable.
 
+use axum::body::Body;
 use axum::extract::{Path, Request, State};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use serde_json::Value;
 
 use utoipa::{IntoParams, ToSchema};
 
@@ -53,7 +56,8 @@ pub enum Call {
 /// `anonymousId` → `user_id`; `messageId` → `id` (deduplicated); `properties`, `traits`,
 /// `context`, `integrations` and every other member → `metadata` as sent;
 /// `context.library.name`, else the key's name → `service`. With `sentAt`, the timestamp is
-/// corrected for the client's clock skew. At most 32 KB.
+/// corrected for the client's clock skew. At most 32 KB. Error answers also carry the `error`
+/// code as `code`, as Segment's do.
 #[utoipa::path(
     post, path = "/v1/{call}", tag = "sdks", operation_id = "segmentCall",
     params(CallPath),
@@ -76,8 +80,8 @@ pub async fn call(
     State(state): State<AppState>,
     Path(call): Path<String>,
     request: Request,
-) -> Result<Response, ApiError> {
-    ingest(state, request, Some(call)).await
+) -> Response {
+    answer(ingest(state, request, Some(call)).await).await
 }
 
 /// Segment: a batch
@@ -101,8 +105,36 @@ pub async fn call(
         (status = 503, response = Unavailable),
     )
 )]
-pub async fn batch(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    ingest(state, request, None).await
+pub async fn batch(State(state): State<AppState>, request: Request) -> Response {
+    answer(ingest(state, request, None).await).await
+}
+
+/// The answer, an error's with `code` beside `error`: Segment's error answers carry `code`
+/// and `message`, and RudderStack's Python SDK, reading `code`, would retry an answer
+/// without it for ever, even a `401`.
+async fn answer(result: Result<Response, ApiError>) -> Response {
+    let response = match result {
+        Ok(response) => return response,
+        Err(err) => err.into_response(),
+    };
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let with_code = serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|mut value| {
+            let code = value.get("error")?.clone();
+            value["code"] = code;
+            serde_json::to_vec(&value).ok()
+        });
+    match with_code {
+        Some(bytes) => {
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(bytes))
+        }
+        None => Response::from_parts(parts, Body::from(bytes)),
+    }
 }
 
 /// `call`: the call the endpoint stands for (`None` for a batch).
@@ -126,7 +158,7 @@ async fn ingest(
                 .find(|known| **known == call)
                 .ok_or_else(|| {
                     ApiError::NotFound(format!(
-                        "no route for POST /v1/{call}: Segment's calls are {}",
+                        "'{call}' is not a call of Segment's: they are {}",
                         segment::CALLS.join(", ")
                     ))
                 })?,
