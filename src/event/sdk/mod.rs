@@ -7,13 +7,15 @@ pub mod otlp;
 pub mod posthog;
 pub mod segment;
 
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 
 use super::parse::{parse_event, FieldError, Item, TimeBounds};
 
 /// A JSON object's members in the order sent, unparsed, `null` ones left out (an SDK's
 /// `"anonymousId": null` means there is none).
-pub struct Members<'a>(Vec<(String, &'a RawValue)>);
+pub struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'a> Members<'a> {
     /// The members of `raw`, or why it is not an object.
@@ -22,7 +24,7 @@ impl<'a> Members<'a> {
         if !raw.get().starts_with('{') {
             return Err(not_an_object());
         }
-        let map: Vec<(String, &'a RawValue)> =
+        let map: Vec<(Cow<'a, str>, &'a RawValue)> =
             serde_json::from_str::<MembersInOrder<'a>>(raw.get())
                 .map_err(|_| not_an_object())?
                 .0;
@@ -47,12 +49,12 @@ impl<'a> Members<'a> {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &'a RawValue)> + '_ {
-        self.0.iter().map(|(name, value)| (name.as_str(), *value))
+        self.0.iter().map(|(name, value)| (name.as_ref(), *value))
     }
 }
 
 /// Deserializes an object's members in document order (serde's maps would sort or hash them).
-struct MembersInOrder<'a>(Vec<(String, &'a RawValue)>);
+struct MembersInOrder<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for MembersInOrder<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -67,13 +69,36 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for MembersInOrder<'a> {
                 mut map: A,
             ) -> Result<Self::Value, A::Error> {
                 let mut members = Vec::new();
-                while let Some(entry) = map.next_entry::<String, &'de RawValue>()? {
-                    members.push(entry);
+                // Keys borrowed from the text unless they hold escapes: no allocation each.
+                while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
+                    members.push((key.0, map.next_value::<&'de RawValue>()?));
                 }
                 Ok(MembersInOrder(members))
             }
         }
         d.deserialize_map(Visit)
+    }
+}
+
+/// A key, borrowed from the text when it has no escapes.
+struct BorrowedKey<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for BorrowedKey<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = BorrowedKey<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+                Ok(BorrowedKey(Cow::Owned(key.to_owned())))
+            }
+        }
+        d.deserialize_str(Visit)
     }
 }
 
@@ -85,14 +110,17 @@ impl ObjectText {
     /// Adds a member whose value is JSON text already.
     pub fn raw(&mut self, key: &str, value: &str) {
         self.0.push(if self.0.is_empty() { '{' } else { ',' });
-        self.0.push_str(&json_string(key));
+        push_json_string(&mut self.0, key);
         self.0.push(':');
         self.0.push_str(value);
     }
 
     /// Adds a member whose value is a string.
     pub fn string(&mut self, key: &str, value: &str) {
-        self.raw(key, &json_string(value));
+        self.0.push(if self.0.is_empty() { '{' } else { ',' });
+        push_json_string(&mut self.0, key);
+        self.0.push(':');
+        push_json_string(&mut self.0, value);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -108,8 +136,17 @@ impl ObjectText {
     }
 }
 
-fn json_string(value: &str) -> String {
-    serde_json::to_string(value).expect("a string always serializes")
+/// Appends `value` as a JSON string: as it is when nothing in it needs escaping, the
+/// common case.
+fn push_json_string(out: &mut String, value: &str) {
+    let plain = value.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        out.push('"');
+        out.push_str(value);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(value).expect("a string always serializes"));
+    }
 }
 
 /// One SDK call as an [`Item`]: `mapped` (the call in Eventide's shape, or why it could

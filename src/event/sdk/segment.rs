@@ -10,7 +10,7 @@
 
 use serde_json::value::RawValue;
 
-use super::{elements, Members, ObjectText};
+use super::{Members, ObjectText};
 use crate::event::parse::FieldError;
 
 /// Segment's limit on one call's JSON (and on each call of a batch).
@@ -40,11 +40,20 @@ pub struct Request<'a> {
     pub sent_at: Option<&'a RawValue>,
 }
 
+/// A batch request's members: those read, the others skipped in the same pass.
+#[derive(serde::Deserialize)]
+struct Batch<'a> {
+    /// Its calls read in the same pass.
+    #[serde(borrow)]
+    batch: Option<Vec<&'a RawValue>>,
+    #[serde(rename = "writeKey")]
+    write_key: Option<String>,
+    #[serde(borrow, rename = "sentAt")]
+    sent_at: Option<&'a RawValue>,
+}
+
 /// Reads a body: one call (`single`: the endpoint of a call) or a `batch`.
 pub fn request(body: &str, single: bool) -> Result<Request<'_>, String> {
-    let raw: &RawValue =
-        serde_json::from_str(body).map_err(|err| format!("the body is not JSON: {err}"))?;
-    let top = Members::of(raw, "the body").map_err(|error| error.message)?;
     let limit = if single {
         MAX_CALL_BYTES
     } else {
@@ -55,18 +64,21 @@ pub fn request(body: &str, single: bool) -> Result<Request<'_>, String> {
             "the body is larger than {limit} bytes, Segment's limit for this endpoint"
         ));
     }
-    let write_key = top.string("writeKey");
+    let not_json =
+        |err: serde_json::Error| format!("the body cannot be read as a Segment request: {err}");
+    let top: Batch<'_> = serde_json::from_str(body).map_err(not_json)?;
+    let write_key = top.write_key;
     if single {
+        let raw: &RawValue = serde_json::from_str(body).map_err(not_json)?;
         return Ok(Request {
             calls: vec![raw],
             write_key,
             sent_at: None,
         });
     }
-    let batch = top
-        .get("batch")
+    let calls = top
+        .batch
         .ok_or_else(|| "batch is required: an array of calls".to_owned())?;
-    let calls = elements(batch, "batch")?;
     if calls.len() > MAX_BATCH_CALLS {
         return Err(format!(
             "batch has {} calls; at most {MAX_BATCH_CALLS}",
@@ -76,7 +88,7 @@ pub fn request(body: &str, single: bool) -> Result<Request<'_>, String> {
     Ok(Request {
         calls,
         write_key,
-        sent_at: top.get("sentAt"),
+        sent_at: top.sent_at.filter(|sent_at| sent_at.get() != "null"),
     })
 }
 
@@ -155,12 +167,18 @@ pub fn event(
     Ok(event.finish())
 }
 
-/// `context.library.name`: the SDK that sent the call.
+/// `context.library.name`: the SDK that sent the call (read in one pass over `context`).
 fn library_name(call: &Members<'_>) -> Option<String> {
-    let context = Members::of(call.get("context")?, "context").ok()?;
-    Members::of(context.get("library")?, "library")
-        .ok()?
-        .string("name")
+    #[derive(serde::Deserialize)]
+    struct Context {
+        library: Option<Library>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Library {
+        name: Option<String>,
+    }
+    let context: Context = serde_json::from_str(call.get("context")?.get()).ok()?;
+    context.library?.name
 }
 
 #[cfg(test)]
