@@ -2,8 +2,8 @@
 //! (the image's HEALTHCHECK and the compose files' health checks) against real servers,
 //! `--version` and the commit in it, the key the compose files bootstrap, the compose files
 //! against the Compose specification's schema (Python's jsonschema), the systemd unit
-//! (`systemd-analyze verify`), the proxy's configuration (`haproxy -c`) and the Dockerfile's
-//! settings. The image's build and start steps run in deploy/check-image-steps.sh (a release
+//! (`systemd-analyze verify`), the proxy's configuration (`haproxy -c`, and HAProxy running
+//! it in front of two real servers) and the Dockerfile's settings. The image's build and start steps run in deploy/check-image-steps.sh (a release
 //! build: too slow for a test).
 //!
 //! A check whose tool is missing (python3 with yaml and jsonschema, systemd-analyze,
@@ -462,6 +462,103 @@ fn the_proxy_configuration_is_valid() {
     for line in text.lines().filter(|line| line.contains("WARNING")) {
         assert!(line.contains("could not resolve address 'api-"), "{line}");
     }
+}
+
+/// A port free on loopback now (for a process that cannot be given port 0).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// deploy/haproxy.cfg in front of two real servers (its addresses and ports moved to loopback,
+/// nothing else changed): requests reach both, a node that stops gets none, and the monitor
+/// page the proxy's health check asks answers 503 once no node is up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_sends_requests_to_the_nodes_that_are_up() {
+    if !available("haproxy", &["-v"]) {
+        return skip("haproxy", "apt-get install haproxy");
+    }
+    let mut nodes = [
+        TestServer::start_temp(&[]).await,
+        TestServer::start_temp(&[]).await,
+    ];
+    let (front, monitor) = (free_port(), free_port());
+    let mut config = read("deploy/haproxy.cfg");
+    let moves = [
+        ("bind :8080".to_owned(), format!("bind 127.0.0.1:{front}")),
+        ("bind :8404".to_owned(), format!("bind 127.0.0.1:{monitor}")),
+        ("api-1:8080".to_owned(), nodes[0].addr.clone()),
+        ("api-2:8080".to_owned(), nodes[1].addr.clone()),
+    ];
+    for (from, to) in &moves {
+        assert_eq!(config.matches(from.as_str()).count(), 1, "{from}");
+        config = config.replace(from.as_str(), to);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("haproxy.cfg");
+    std::fs::write(&path, config).unwrap();
+    let _haproxy = Command::new("haproxy")
+        .arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("haproxy starts");
+    let client = reqwest::Client::new();
+    let status = |url: String| {
+        let client = client.clone();
+        async move {
+            match client.get(url).send().await {
+                Ok(response) => response.status().as_u16(),
+                Err(_) => 0,
+            }
+        }
+    };
+    let ready = format!("http://127.0.0.1:{monitor}/ready");
+    // Which node answered: each has a data directory of its own.
+    let answered_by = || async {
+        let url = format!("http://127.0.0.1:{front}/health/detailed");
+        let body: Value = client.get(url).send().await.ok()?.json().await.ok()?;
+        body["data"]["dir"].as_str().map(str::to_owned)
+    };
+    let dirs: Vec<String> = nodes
+        .iter()
+        .map(|node| node.data_dir.to_string_lossy().into_owned())
+        .collect();
+    poll_until(Duration::from_secs(20), || async {
+        let mut seen = BTreeSet::new();
+        for _ in 0..10 {
+            seen.extend(answered_by().await);
+        }
+        (seen.len() == 2).then_some(())
+    })
+    .await
+    .expect("the proxy never sent requests to both nodes");
+    assert_eq!(status(ready.clone()).await, 200);
+
+    nodes[0].terminate().await;
+    poll_until(Duration::from_secs(20), || async {
+        let mut all = Vec::new();
+        for _ in 0..10 {
+            all.push(answered_by().await);
+        }
+        all.iter()
+            .all(|dir| dir.as_deref() == Some(dirs[1].as_str()))
+            .then_some(())
+    })
+    .await
+    .expect("requests kept failing or going to the stopped node");
+    assert_eq!(status(ready.clone()).await, 200, "one node is enough");
+
+    nodes[1].terminate().await;
+    poll_until(Duration::from_secs(20), || async {
+        (status(ready.clone()).await == 503).then_some(())
+    })
+    .await
+    .expect("the monitor page never answered 503 with both nodes down");
 }
 
 /// `systemd-analyze verify` on the unit as shipped but for the binary's path (it checks that
