@@ -174,6 +174,28 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// For tests: the bytes of a log holding one frame per `(seq, event)`, each event stored
+/// under the id `{id_prefix}{seq}` and received at `received_at_ms`.
+#[cfg(test)]
+pub(crate) fn frames_of(
+    events: impl IntoIterator<Item = (u64, NewEvent)>,
+    id_prefix: &str,
+    received_at_ms: i64,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (seq, event) in events {
+        let mut payload = Vec::new();
+        encode_payload(
+            &mut payload,
+            &event,
+            &format!("{id_prefix}{seq}"),
+            received_at_ms,
+        );
+        write_frame(&mut out, seq, &payload);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,10 @@
 //! `for` suppresses a blip; flapping within `keep_firing_for` gives one notice;
 //! `repeat_interval` repeats; a silence suppresses; a receiver that is down gets the notice
 //! once it is back; a restart while firing neither repeats the notice nor misses the
-//! resolve; `eventide alerts check` validates files.
+//! resolve; `eventide alerts check` validates files; alerts sharing the `group_by` labels go
+//! out in one notice; email goes over STARTTLS or implicit TLS to a server whose
+//! self-signed certificate the channel's `ca_file` trusts; the service's own rules on a
+//! failed retention run and on dead letters reach a webhook.
 
 mod common;
 
@@ -427,6 +430,119 @@ channels = ["hook"]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_by_puts_alerts_sharing_a_label_in_one_notice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        &format!(
+            r#"
+[[alerts.channels]]
+name = "by-team"
+kind = "webhook"
+url = "http://{addr}/by-team"
+group_by = ["team"]
+group_wait = "1s"
+group_interval = "1s"
+
+[[alerts.rules]]
+name = "checkout-stopped"
+type = "never-sent-checkout"
+window = "1s"
+condition = "absent"
+labels = {{ team = "checkout" }}
+channels = ["hook", "by-team"]
+
+[[alerts.rules]]
+name = "payments-stopped"
+type = "never-sent-payment"
+window = "1s"
+condition = "absent"
+labels = {{ team = "checkout" }}
+channels = ["hook", "by-team"]
+"#
+        ),
+    );
+    let (status, _, stderr) = run_binary(&["alerts", "check", file.to_str().unwrap()]).await;
+    assert!(status.success(), "{stderr}");
+    let server = start(&dir, &file).await;
+    // By default (alertname), one notice per rule.
+    received.wait_for("/hook", 2).await;
+    // Grouped by team: both alerts in one notice.
+    received.wait_for("/by-team", 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let hook = received.bodies("/hook");
+    let mut keys: Vec<&str> = hook
+        .iter()
+        .map(|body| {
+            assert_eq!(body["alerts"].as_array().unwrap().len(), 1, "{body}");
+            body["groupKey"].as_str().unwrap()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "{}:{alertname=\"checkout-stopped\"}",
+            "{}:{alertname=\"payments-stopped\"}"
+        ]
+    );
+    let grouped = received.bodies("/by-team");
+    assert_eq!(grouped.len(), 1, "one notice for the group: {grouped:?}");
+    let notice = &grouped[0];
+    assert_eq!(notice["groupKey"], "{}:{team=\"checkout\"}");
+    assert_eq!(notice["groupLabels"], json!({"team": "checkout"}));
+    assert_eq!(notice["commonLabels"]["team"], "checkout");
+    assert!(
+        notice["commonLabels"].get("alertname").is_none(),
+        "{notice}"
+    );
+    let names: Vec<&str> = notice["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|alert| alert["labels"]["alertname"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["checkout-stopped", "payments-stopped"]);
+    let history = server.get("/alerts/history?limit=100").await.json();
+    let notified = history["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["event"] == "notified" && entry["channel"] == "by-team")
+        .count();
+    assert_eq!(notified, 2, "one entry per alert notified: {history}");
+
+    // A group_by that names no label is refused, with its line.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[alerts]\n\n[[alerts.channels]]\nname = \"x\"\nkind = \"log\"\n\
+         group_by = [\"team name\"]\n",
+    )
+    .unwrap();
+    let (status, _, stderr) = run_binary(&["alerts", "check", bad.to_str().unwrap()]).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 6") && stderr.contains("group_by"),
+        "{stderr}"
+    );
+}
+
+/// Whether, within 10 s, Prometheus counts at least `count` failed attempts of `channel`.
+async fn failed_attempts(server: &TestServer, channel: &str, count: f64) -> bool {
+    let sample =
+        format!("eventide_alert_notifications_total{{channel=\"{channel}\",outcome=\"failed\"}}");
+    poll_until(Duration::from_secs(10), || async {
+        let metrics = server.get("/metrics/prometheus").await.text;
+        prometheus_sample(&metrics, &sample).filter(|failed| *failed >= count)
+    })
+    .await
+    .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_is_down_gets_the_notice_once_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
     // A port nobody listens on yet.
@@ -447,16 +563,10 @@ channels = ["hook"]
 "#,
     );
     let server = start(&dir, &file).await;
-    let failed = poll_until(Duration::from_secs(10), || async {
-        let metrics = server.get("/metrics/prometheus").await.text;
-        prometheus_sample(
-            &metrics,
-            "eventide_alert_notifications_total{channel=\"hook\",outcome=\"failed\"}",
-        )
-        .filter(|failed| *failed >= 2.0)
-    })
-    .await;
-    assert!(failed.is_some(), "failed attempts are counted");
+    assert!(
+        failed_attempts(&server, "hook", 2.0).await,
+        "failed attempts are counted"
+    );
     // The service's own rule says so in the log, without the URL's secret.
     poll_until(Duration::from_secs(10), || async {
         server
@@ -632,32 +742,29 @@ fn aiosmtpd_available() -> bool {
     found
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn email_reaches_a_real_smtp_server() {
-    if !aiosmtpd_available() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
+/// A real SMTP server (aiosmtpd) on a free port of 127.0.0.1, keeping what it receives in a
+/// maildir `dir/name`; `tls` adds its TLS arguments. Killed when dropped.
+async fn smtp_server(
+    dir: &Path,
+    name: &str,
+    tls: &[&str],
+) -> (tokio::process::Child, u16, PathBuf) {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().port()
     };
-    let mailbox = dir.path().join("mailbox");
-    let mut smtp = tokio::process::Command::new("python3")
-        .args([
-            "-m",
-            "aiosmtpd",
-            "-n",
-            "-l",
-            &format!("127.0.0.1:{port}"),
-            "-c",
-        ])
+    let mailbox = dir.join(name);
+    let smtp = tokio::process::Command::new("python3")
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .args(tls)
+        .arg("-c")
         .arg("aiosmtpd.handlers.Mailbox")
         .arg(&mailbox)
+        // Its log (a refused handshake is a traceback) beside the maildir.
+        .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
         .kill_on_drop(true)
         .spawn()
         .expect("start aiosmtpd");
-    // Listening?
     poll_until(Duration::from_secs(10), || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -666,51 +773,353 @@ async fn email_reaches_a_real_smtp_server() {
     })
     .await
     .expect("aiosmtpd listens");
+    (smtp, port, mailbox)
+}
+
+/// The first message `mailbox` receives, waiting up to 20 s.
+async fn first_message(mailbox: &Path) -> Option<String> {
+    poll_until(Duration::from_secs(20), || async {
+        let entries = std::fs::read_dir(mailbox.join("new")).ok()?;
+        let path = entries.flatten().next()?.path();
+        std::fs::read_to_string(path).ok()
+    })
+    .await
+}
+
+/// An email channel `name` to the SMTP server on `port`, then `extra` (its TLS settings).
+fn email_channel(name: &str, host: &str, port: u16, extra: &str) -> String {
+    format!(
+        r#"
+[[alerts.channels]]
+name = "{name}"
+kind = "email"
+smtp_host = "{host}"
+smtp_port = {port}
+from = "Eventide <alerts@eventide.test>"
+to = ["oncall@example.test"]
+group_wait = "0s"
+group_interval = "1s"
+max_backoff = "1s"
+{extra}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_reaches_a_real_smtp_server() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_smtp, port, mailbox) = smtp_server(dir.path(), "mailbox", &[]).await;
     let (_received, addr) = receiver().await;
     let file = alerts_file(
         dir.path(),
         addr,
         &format!(
-            r#"
-[[alerts.channels]]
-name = "mail"
-kind = "email"
-smtp_host = "127.0.0.1"
-smtp_port = {port}
-tls = "none"
-from = "Eventide <alerts@eventide.test>"
-to = ["oncall@example.test"]
-group_wait = "0s"
-group_interval = "1s"
-
+            r#"{}
 [[alerts.rules]]
 name = "mail-me"
 type = "never-sent"
 window = "1s"
 condition = "absent"
 channels = ["mail"]
-"#
+"#,
+            email_channel("mail", "127.0.0.1", port, "tls = \"none\"")
         ),
     );
     let _server = start(&dir, &file).await;
-    let message = poll_until(Duration::from_secs(20), || async {
-        let entries = std::fs::read_dir(mailbox.join("new")).ok()?;
-        let path = entries.flatten().next()?.path();
-        std::fs::read_to_string(path).ok()
-    })
-    .await
-    .expect("a message in the mailbox");
+    let message = first_message(&mailbox)
+        .await
+        .expect("a message in the mailbox");
     assert!(message.contains("Subject: [FIRING] mail-me"), "{message}");
     assert!(message.contains("oncall@example.test"), "{message}");
-    let _ = smtp.kill().await;
+}
+
+/// STARTTLS and implicit TLS to SMTP servers with a self-signed certificate, trusted through
+/// the channel's `ca_file`; without it, the same server is refused (and nothing is sent in
+/// clear).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_over_starttls_and_implicit_tls_trusts_the_ca_file() {
+    if !aiosmtpd_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .expect("a test certificate");
+    let (cert, key) = (dir.path().join("smtp.pem"), dir.path().join("smtp.key"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.key_pair.serialize_pem()).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    // aiosmtpd requires STARTTLS before MAIL by default.
+    let (_starttls, starttls_port, starttls_box) = smtp_server(
+        dir.path(),
+        "starttls",
+        &["--tlscert", cert, "--tlskey", key],
+    )
+    .await;
+    let (_smtps, smtps_port, smtps_box) = smtp_server(
+        dir.path(),
+        "smtps",
+        &["--smtpscert", cert, "--smtpskey", key],
+    )
+    .await;
+    let trusted = format!("ca_file = {cert:?}");
+    let (_received, addr) = receiver().await;
+    let file = alerts_file(
+        dir.path(),
+        addr,
+        &format!(
+            r#"{}{}{}
+[[alerts.rules]]
+name = "mail-me-securely"
+type = "never-sent"
+window = "1s"
+condition = "absent"
+channels = ["starttls", "smtps", "untrusted"]
+"#,
+            email_channel(
+                "starttls",
+                "localhost",
+                starttls_port,
+                &format!("tls = \"starttls\"\n{trusted}")
+            ),
+            email_channel(
+                "smtps",
+                "localhost",
+                smtps_port,
+                &format!("tls = \"tls\"\n{trusted}")
+            ),
+            email_channel(
+                "untrusted",
+                "localhost",
+                starttls_port,
+                "tls = \"starttls\""
+            ),
+        ),
+    );
+    let (status, _, stderr) = run_binary(&["alerts", "check", file.to_str().unwrap()]).await;
+    assert!(status.success(), "{stderr}");
+    let server = start(&dir, &file).await;
+    for mailbox in [&starttls_box, &smtps_box] {
+        let message = first_message(mailbox)
+            .await
+            .unwrap_or_else(|| panic!("no message in {}:\n{}", mailbox.display(), server.logs()));
+        assert!(
+            message.contains("Subject: [FIRING] mail-me-securely"),
+            "{message}"
+        );
+    }
+    // Without the certificate trusted, the channel fails, saying why.
+    assert!(
+        failed_attempts(&server, "untrusted", 1.0).await,
+        "an untrusted certificate is refused"
+    );
+    let health = server.get("/health/detailed").await.text;
+    assert!(
+        server.logs().contains("certificate") || health.contains("certificate"),
+        "the failure says why: {health}\n{}",
+        server.logs()
+    );
+    let received = std::fs::read_dir(starttls_box.join("new")).unwrap().count();
+    assert_eq!(received, 1, "only the trusted channel's message arrived");
+
+    // A ca_file that cannot be read, or with tls = "none", is refused by alerts check.
+    let bad = dir.path().join("bad.toml");
+    for (extra, want) in [
+        (
+            "tls = \"tls\"\nca_file = \"/nonexistent.pem\"",
+            "cannot read",
+        ),
+        (trusted.as_str(), "ca_file"),
+    ] {
+        let extra = if want == "ca_file" {
+            format!("tls = \"none\"\n{extra}")
+        } else {
+            extra.to_owned()
+        };
+        std::fs::write(
+            &bad,
+            format!("[alerts]\n{}", email_channel("m", "localhost", 25, &extra)),
+        )
+        .unwrap();
+        let (status, _, stderr) = run_binary(&["alerts", "check", bad.to_str().unwrap()]).await;
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+    }
+}
+
+/// The notices of the rule `rule` sent to `path`: their statuses.
+fn statuses_of(received: &Received, path: &str, rule: &str) -> Vec<String> {
+    received
+        .bodies(path)
+        .iter()
+        .filter(|body| body["groupLabels"]["alertname"] == rule)
+        .map(|body| body["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Waits (up to 20 s) until `rule` was notified `count` times to `path`.
+async fn wait_for_rule(received: &Received, path: &str, rule: &str, count: usize) -> Vec<String> {
+    poll_until(Duration::from_secs(20), || async {
+        (statuses_of(received, path, rule).len() >= count).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "{rule}: {count} notices expected, got {:?}",
+            statuses_of(received, path, rule)
+        )
+    });
+    statuses_of(received, path, rule)
+}
+
+/// An alerts file routing the service's own rules to the webhook `hook`.
+fn health_to_hook(dir: &Path, receiver: SocketAddr) -> PathBuf {
+    alerts_file(dir, receiver, "\n[alerts.health]\nchannels = [\"hook\"]\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_retention_run_is_notified_and_resolved_by_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = health_to_hook(dir.path(), addr);
+    let server = TestServer::start(
+        &dir.path().join("data"),
+        &[
+            "--alerts-config",
+            file.to_str().unwrap(),
+            "--retention",
+            "3s",
+            "--retention-interval",
+            "1s",
+        ],
+    )
+    .await;
+    const RULE: &str = "eventide-retention-failed";
+    // Events stored now, for retention to delete in 3 s.
+    post_events(&server, "expiring", 3).await;
+    poll_until(Duration::from_secs(10), || async {
+        let page = server.get("/events?type=expiring").await.json();
+        (page["events"].as_array().map_or(0, Vec::len) == 3).then_some(())
+    })
+    .await
+    .expect("the events are stored");
+    // Another process holds the database's write lock longer than the store waits for it
+    // (5 s): the retention runs meanwhile fail to delete them.
+    let db = rusqlite::Connection::open(dir.path().join("data").join("events.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(10)).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    poll_until(Duration::from_secs(20), || async {
+        (!statuses_of(&received, "/hook", RULE).is_empty()).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no notice of {RULE}:\n{}", server.logs()));
+    let firing = statuses_of(&received, "/hook", RULE);
+    assert_eq!(firing, ["firing"]);
+    let notice = received
+        .bodies("/hook")
+        .into_iter()
+        .find(|body| body["groupLabels"]["alertname"] == RULE)
+        .unwrap();
+    assert_eq!(notice["alerts"][0]["labels"]["severity"], "critical");
+    assert_eq!(
+        notice["alerts"][0]["annotations"]["summary"],
+        "the last retention run failed"
+    );
+    db.execute_batch("COMMIT").unwrap();
+    drop(db);
+    assert_eq!(
+        wait_for_rule(&received, "/hook", RULE, 2).await,
+        ["firing", "resolved"]
+    );
+    assert!(
+        server.logs().contains("retention run failed"),
+        "{}",
+        server.logs()
+    );
+}
+
+/// A PostgreSQL schema and Redis keys of a test's own, for the nodes of a cluster.
+struct Backends {
+    schema: common::postgres::TestSchema,
+    redis: common::redis::TestRedis,
+}
+
+impl Backends {
+    /// `None` (the test skipped) without PostgreSQL or Redis, except under CI=true.
+    async fn new(label: &str) -> Option<Backends> {
+        let schema = common::postgres::TestSchema::new(label).await?;
+        let redis = common::redis::TestRedis::new(label)?;
+        Some(Backends { schema, redis })
+    }
+
+    /// The arguments of a node on them, with the alerts file `file`.
+    fn args<'a>(&'a self, file: &'a Path) -> [&'a str; 10] {
+        [
+            "--queue",
+            &self.redis.url,
+            "--queue-prefix",
+            &self.redis.prefix,
+            "--store",
+            &self.schema.url,
+            "--postgres-schema",
+            &self.schema.name,
+            "--alerts-config",
+            file.to_str().unwrap(),
+        ]
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_added_are_notified() {
+    let Some(backends) = Backends::new("alerts_dead").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = health_to_hook(dir.path(), addr);
+    let server = TestServer::start_temp(&backends.args(&file)).await;
+    const RULE: &str = "eventide-dead-letters";
+    // The rule counts dead letters added between evaluations: after the first one.
+    poll_until(Duration::from_secs(10), || async {
+        alert(&server, RULE).await["evaluated_at"]
+            .is_string()
+            .then_some(())
+    })
+    .await
+    .expect("the health rules are evaluated");
+    assert!(statuses_of(&received, "/hook", RULE).is_empty());
+    // An entry without an event payload, as a broken producer might write it: the worker
+    // sets it aside as a dead letter.
+    let _: String = ::redis::cmd("XADD")
+        .arg(&backends.redis.keys.stream)
+        .arg("*")
+        .arg("junk")
+        .arg("not an event")
+        .query(&mut backends.redis.connection())
+        .unwrap();
+    assert_eq!(
+        wait_for_rule(&received, "/hook", RULE, 2).await,
+        ["firing", "resolved"]
+    );
+    let firing = received
+        .bodies("/hook")
+        .into_iter()
+        .find(|body| body["groupLabels"]["alertname"] == RULE)
+        .unwrap();
+    assert_eq!(firing["alerts"][0]["value"], 1.0, "{firing}");
+    let dead_letters = server.get("/dead-letters").await.json();
+    assert_eq!(
+        dead_letters["dead_letters"].as_array().unwrap().len(),
+        1,
+        "{dead_letters}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_one_leader_notifies_and_another_takes_over_without_repeating() {
-    let Some(schema) = common::postgres::TestSchema::new("alerts").await else {
-        return;
-    };
-    let Some(redis) = common::redis::TestRedis::new("alerts") else {
+    let Some(backends) = Backends::new("alerts").await else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -727,18 +1136,7 @@ condition = "absent"
 channels = ["hook"]
 "#,
     );
-    let args = [
-        "--queue",
-        &redis.url,
-        "--queue-prefix",
-        &redis.prefix,
-        "--store",
-        &schema.url,
-        "--postgres-schema",
-        &schema.name,
-        "--alerts-config",
-        file.to_str().unwrap(),
-    ];
+    let args = backends.args(&file);
     let mut a = TestServer::start_temp(&args).await;
     let mut b = TestServer::start_temp(&args).await;
     assert_eq!(received.wait_for("/hook", 1).await, ["firing"]);

@@ -32,21 +32,6 @@ async fn create_key_offline(dir: &str, name: &str, scopes: &[&str]) -> Value {
     serde_json::from_str(stdout.trim()).unwrap()
 }
 
-/// `POST /keys` with `admin`; the created object.
-async fn create_key(admin: &Api, body: Value) -> Value {
-    let resp = admin
-        .client
-        .post(admin.url("/keys"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    assert_eq!(status, 201, "{text}");
-    serde_json::from_str(&text).unwrap()
-}
-
 /// A request for `method path` that the route will take (a body where it needs one).
 fn request(api: &Api, method: &str, path: &str) -> reqwest::RequestBuilder {
     let url = api.url(path);
@@ -97,21 +82,19 @@ async fn every_operation_checks_its_scope() {
     let anonymous = server.api();
     let admin = anonymous.with_key(&admin_secret);
     let secret_of = |key: &Value| key["key"].as_str().unwrap().to_owned();
-    let ingest_key = create_key(&admin, json!({"name": "producer", "scopes": ["ingest"]})).await;
-    let read_key = create_key(&admin, json!({"name": "reader", "scopes": ["read"]})).await;
-    let revoked_key = create_key(&admin, json!({"name": "gone", "scopes": ["admin"]})).await;
-    let expiring = create_key(
-        &admin,
-        json!({"name": "brief", "scopes": ["admin"], "expires": "1s"}),
-    )
-    .await;
-    let revoked = admin
-        .client
-        .delete(admin.url(&format!("/keys/{}", revoked_key["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 204);
+    let ingest_key = admin
+        .create_key(&json!({"name": "producer", "scopes": ["ingest"]}))
+        .await;
+    let read_key = admin
+        .create_key(&json!({"name": "reader", "scopes": ["read"]}))
+        .await;
+    let revoked_key = admin
+        .create_key(&json!({"name": "gone", "scopes": ["admin"]}))
+        .await;
+    let expiring = admin
+        .create_key(&json!({"name": "brief", "scopes": ["admin"], "expires": "1s"}))
+        .await;
+    admin.revoke_key(&revoked_key).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
 
     let ingest = anonymous.with_key(&secret_of(&ingest_key));
@@ -187,14 +170,10 @@ async fn every_operation_checks_its_scope() {
     }
     assert!(checked >= 15, "only {checked} protected operations checked");
     // X-API-Key works as well as a bearer token.
-    let resp = anonymous
-        .client
-        .get(anonymous.url("/events"))
-        .header("x-api-key", secret_of(&read_key))
-        .send()
+    anonymous
+        .get_with("/events", &[("x-api-key", &secret_of(&read_key))])
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+        .expect_status(200);
 
     // Failures are counted by reason.
     let metrics = read.get("/metrics/prometheus").await.text;
@@ -239,7 +218,9 @@ async fn on_loopback_the_api_is_open_until_a_key_exists() {
     server.post_one(json!({"type": "before-keys"})).await;
     server.get("/events").await.expect_status(200);
     // Anyone on loopback may make the first key; from then on keys are required.
-    let first = create_key(&server.api(), json!({"name": "first", "scopes": ["admin"]})).await;
+    let first = server
+        .create_key(&json!({"name": "first", "scopes": ["admin"]}))
+        .await;
     let resp = server.get("/events").await;
     let body = resp.expect_error(401);
     assert_eq!(body["error"], "unauthorized");
@@ -256,17 +237,7 @@ async fn on_loopback_the_api_is_open_until_a_key_exists() {
 async fn beyond_loopback_a_server_without_keys_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().display().to_string();
-    let (status, _, stderr) = run_binary(&[
-        "serve",
-        "--addr",
-        "0.0.0.0:0",
-        "--data-dir",
-        &data,
-        "--retention",
-        "0",
-    ])
-    .await;
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let stderr = serve_refused("0.0.0.0:0", &data, &["--retention", "0"]).await;
     // Start-up's own log lines aside, one line says why and what to do.
     let errors: Vec<&str> = stderr
         .lines()

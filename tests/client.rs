@@ -15,6 +15,17 @@ use tokio::process::Command;
 
 /// Runs `eventide <args>` against `url` with `stdin`; (status, stdout, stderr).
 async fn client(url: &str, args: &[&str], stdin: &[u8]) -> (ExitStatus, String, String) {
+    client_fed(url, args, &[stdin], Duration::ZERO).await
+}
+
+/// Runs `eventide <args>` against `url`, writing `stdin` part after part with `pause` after
+/// each; (status, stdout, stderr).
+async fn client_fed(
+    url: &str,
+    args: &[&str],
+    stdin: &[&[u8]],
+    pause: Duration,
+) -> (ExitStatus, String, String) {
     let mut child = Command::new(BIN)
         .args(args)
         .env("EVENTIDE_URL", url)
@@ -26,7 +37,10 @@ async fn client(url: &str, args: &[&str], stdin: &[u8]) -> (ExitStatus, String, 
         .spawn()
         .unwrap();
     let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin).await.unwrap();
+    for part in stdin {
+        input.write_all(part).await.unwrap();
+        tokio::time::sleep(pause).await;
+    }
     drop(input);
     let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
         .await
@@ -343,6 +357,72 @@ async fn import_twice_leaves_each_event_once_and_writes_the_rejects() {
         events[0]["id"].as_str().unwrap().ends_with("-2"),
         "line 2: {}",
         events[0]
+    );
+}
+
+/// Not on a terminal, `import` and `export` print a progress line on stderr every
+/// `--progress-every` (5 s unless told) and end with their summary, the last line of stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_and_export_print_progress_lines_when_not_on_a_terminal() {
+    let server = TestServer::start_temp(&[]).await;
+    let url = server.api().base.clone();
+    // Stdin arrives over a second: the import lasts that long at least.
+    let parts: Vec<Vec<u8>> = (0..5)
+        .map(|part| {
+            (0..1_000)
+                .map(|i| {
+                    json!({"type": "progress", "metadata": {"i": part * 1_000 + i}}).to_string()
+                        + "\n"
+                })
+                .collect::<String>()
+                .into_bytes()
+        })
+        .collect();
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let (status, out, err) = client_fed(
+        &url,
+        &["import", "-", "--progress-every", "100ms"],
+        &parts,
+        Duration::from_millis(250),
+    )
+    .await;
+    assert!(status.success(), "{err}");
+    let progress: Vec<&str> = err
+        .lines()
+        .filter(|line| line.starts_with("import: "))
+        .collect();
+    assert!(!progress.is_empty(), "no progress line: {err}");
+    assert!(progress[0].contains(" events ("), "{err}");
+    assert!(
+        last_line(&out).starts_with("imported 5000, duplicates 0, rejected 0 in "),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("progress.ndjson");
+    let (status, out, err) = client(
+        &url,
+        &[
+            "export",
+            "--type",
+            "progress",
+            "--output",
+            file.to_str().unwrap(),
+            "--progress-every",
+            "1ms",
+        ],
+        b"",
+    )
+    .await;
+    assert!(status.success(), "{err}");
+    assert!(
+        err.lines()
+            .any(|line| line.starts_with("export: ") && line.ends_with(" lines")),
+        "no progress line: {err}"
+    );
+    assert!(
+        last_line(&out).starts_with("exported 5000 events, "),
+        "{out}"
     );
 }
 

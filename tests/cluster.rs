@@ -704,14 +704,8 @@ async fn keys_are_shared_and_a_revocation_reaches_every_node_within_a_second() {
     admin_a.get("/events").await.expect_status(200);
 
     let made = admin_a
-        .client
-        .post(admin_a.url("/keys"))
-        .json(&json!({"name": "producer", "scopes": ["ingest"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(made.status(), 201);
-    let made: Value = made.json().await.unwrap();
+        .create_key(&json!({"name": "producer", "scopes": ["ingest"]}))
+        .await;
     let producer_b = b.with_key(made["key"].as_str().unwrap());
     let accepted = poll_until(Duration::from_secs(5), || {
         let producer_b = producer_b.clone();
@@ -726,13 +720,7 @@ async fn keys_are_shared_and_a_revocation_reaches_every_node_within_a_second() {
         "node B never accepted the key made on node A"
     );
 
-    let revoked = admin_a
-        .client
-        .delete(admin_a.url(&format!("/keys/{}", made["id"].as_str().unwrap())))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(revoked.status(), 204);
+    admin_a.revoke_key(&made).await;
     let started = std::time::Instant::now();
     // Refused at once on the node that revoked...
     let producer_a = a.with_key(made["key"].as_str().unwrap());

@@ -44,15 +44,13 @@ fn assert_dashboard_headers(resp: &Resp, what: &str) {
         );
     }
     assert!(!policy.contains("unsafe"), "{what}: {policy}");
-    assert_eq!(
-        resp.header("x-content-type-options").as_deref(),
-        Some("nosniff"),
-        "{what}"
-    );
-    assert_eq!(
-        resp.header("cache-control").as_deref(),
-        Some("no-cache"),
-        "{what}"
+    assert_headers(
+        resp,
+        &[
+            ("x-content-type-options", "nosniff"),
+            ("cache-control", "no-cache"),
+        ],
+        what,
     );
     assert!(resp.header("etag").is_some(), "{what}: no ETag");
 }
@@ -164,28 +162,14 @@ async fn the_page_and_its_files_come_from_the_binary_with_the_policy() {
 
     // Revalidation: the same ETag gets a 304 without a body.
     let etag = page.header("etag").unwrap();
-    let again = server
-        .client
-        .get(server.url("/"))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(again.status().as_u16(), 304);
-    assert_eq!(again.headers()["etag"].to_str().unwrap(), etag);
-    assert!(again.bytes().await.unwrap().is_empty());
+    let again = server.get_with("/", &[("if-none-match", &etag)]).await;
+    assert_eq!(again.status, 304);
+    assert_eq!(again.header("etag").as_deref(), Some(etag.as_str()));
+    assert!(again.text.is_empty());
     let changed = server
-        .client
-        .get(server.url("/assets/app.js"))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        changed.status().as_u16(),
-        200,
-        "another file's ETag matched"
-    );
+        .get_with("/assets/app.js", &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(changed.status, 200, "another file's ETag matched");
 
     let missing = server.get("/assets/nope.js").await;
     assert_eq!(missing.expect_error(404)["error"], "not_found");
@@ -207,6 +191,24 @@ fn skip(reason: &str) {
         std::io::stderr(),
         "\n{bar}\n{message}\n(`.ci/run` installs what it needs; under CI=true this fails)\n{bar}\n"
     );
+}
+
+/// Where the browser scripts are, and the Chromium to run them with.
+struct Browser {
+    dir: PathBuf,
+    chromium: PathBuf,
+}
+
+/// The browser tooling, or `None` once [`skip`] has said why there is none.
+fn browser() -> Option<Browser> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    match browser_tooling(&dir) {
+        Ok(chromium) => Some(Browser { dir, chromium }),
+        Err(reason) => {
+            skip(&reason);
+            None
+        }
+    }
 }
 
 /// Chromium, node and playwright-core, or why not.
@@ -264,31 +266,20 @@ fn sample_events() -> Vec<Value> {
 
 #[tokio::test]
 async fn the_dashboard_works_in_a_real_browser() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests/browser");
-    let chromium = match browser_tooling(&browser_dir) {
-        Ok(chromium) => chromium,
-        Err(reason) => return skip(&reason),
+    let Some(browser) = browser() else {
+        return;
     };
     // One alert firing from the start (its type is never sent), for the Alerts panel.
-    let alerts = tempfile::tempdir().unwrap();
-    let alerts_file = alerts.path().join("alerts.toml");
-    std::fs::write(
-        &alerts_file,
-        "[alerts]\ninterval = \"1s\"\n\n[[alerts.rules]]\nname = \"refunds-stopped\"\n\
-         type = \"refund\"\nwindow = \"10m\"\ncondition = \"absent\"\n",
-    )
-    .unwrap();
-    let server = TestServer::start_temp(&["--alerts-config", alerts_file.to_str().unwrap()]).await;
+    let (server, _alerts) = start_with_absent_rule("refunds-stopped", "refund", "10m").await;
     server.post_all(&sample_events()).await;
 
     let screenshot = match std::env::var_os("EVENTIDE_DASHBOARD_SCREENSHOT") {
-        Some(path) => root.join(path),
+        Some(path) => Path::new(env!("CARGO_MANIFEST_DIR")).join(path),
         None => Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png"),
     };
-    let script = browser_dir.join("dashboard.mjs");
+    let script = browser.dir.join("dashboard.mjs");
     let args = [std::ffi::OsStr::new(&server.base), screenshot.as_os_str()];
-    run_browser_script(&script, &args, &chromium, &server).await;
+    run_browser_script(&script, &args, &browser.chromium, &server).await;
     assert!(
         screenshot.is_file(),
         "no screenshot at {}",
@@ -301,11 +292,8 @@ async fn the_dashboard_works_in_a_real_browser() {
 /// out (`tests/browser/sign_in.mjs`).
 #[tokio::test]
 async fn the_dashboard_signs_in_with_a_read_key() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let browser_dir = root.join("tests/browser");
-    let chromium = match browser_tooling(&browser_dir) {
-        Ok(chromium) => chromium,
-        Err(reason) => return skip(&reason),
+    let Some(browser) = browser() else {
+        return;
     };
     let secret = "evk_DashboardSignInTest000000";
     let dir = tempfile::tempdir().unwrap();
@@ -315,20 +303,14 @@ async fn the_dashboard_signs_in_with_a_read_key() {
     let mut keys = Vec::new();
     for scope in ["read", "ingest"] {
         let made = admin
-            .client
-            .post(admin.url("/keys"))
-            .json(&json!({"name": scope, "scopes": [scope]}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(made.status(), 201);
-        let made: Value = made.json().await.unwrap();
+            .create_key(&json!({"name": scope, "scopes": [scope]}))
+            .await;
         keys.push(made["key"].as_str().unwrap().to_owned());
     }
-    let script = browser_dir.join("sign_in.mjs");
+    let script = browser.dir.join("sign_in.mjs");
     let mut args = vec![std::ffi::OsStr::new(&server.base)];
     args.extend(keys.iter().map(std::ffi::OsStr::new));
-    run_browser_script(&script, &args, &chromium, &server).await;
+    run_browser_script(&script, &args, &browser.chromium, &server).await;
 }
 
 /// Runs `script` with node (`args` after it, Chromium in `CHROMIUM`) and fails the test,

@@ -12,17 +12,7 @@ async fn a_second_server_on_the_same_data_directory_refuses_to_start() {
     first.post_one(json!({"id": "fromA-1", "type": "a"})).await;
     let dir = first.data_dir.display().to_string();
 
-    let (status, _, stderr) = run_binary(&[
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-        "--data-dir",
-        &dir,
-        "--retention",
-        "0",
-    ])
-    .await;
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let stderr = serve_refused("127.0.0.1:0", &dir, &["--retention", "0"]).await;
     let line = stderr.trim();
     assert_eq!(line.lines().count(), 1, "one line: {stderr}");
     assert!(line.contains(&dir), "names the directory: {line}");

@@ -33,18 +33,16 @@ async fn writer(api: Api, task: usize, ledger: Arc<Ledger>, stop: Arc<AtomicBool
         if stop.load(Ordering::SeqCst) {
             return;
         }
-        let size = rng.range(1, 50) as usize;
-        let batch: Vec<Value> = (0..size)
-            .map(|_| {
-                n += 1;
-                json!({
-                    "id": format!("w{task}-{n}"),
-                    "type": "crash",
-                    "service": format!("w{task}"),
-                    "metadata": {"n": n},
-                })
+        let batch = rng.batch(1, 50, |_| {
+            n += 1;
+            json!({
+                "id": format!("w{task}-{n}"),
+                "type": "crash",
+                "service": format!("w{task}"),
+                "metadata": {"n": n},
             })
-            .collect();
+        });
+        let size = batch.len();
         match api.try_post_events(&Value::Array(batch.clone())).await {
             Ok(resp) if resp.status == 202 => {
                 let body = resp.json();
@@ -112,12 +110,7 @@ async fn crash_and_verify(args: &[&str], writers: usize, run_for: Duration, min_
     ledger.dying.store(true, Ordering::SeqCst);
     server.kill9().await;
     stop.store(true, Ordering::SeqCst);
-    for h in handles {
-        tokio::time::timeout(Duration::from_secs(60), h)
-            .await
-            .expect("writer stops after the kill")
-            .expect("writer task panicked");
-    }
+    join_within(Duration::from_secs(60), "a writer after the kill", handles).await;
     let acked: Vec<String> = ledger.acked.lock().unwrap().clone();
     let unanswered: Vec<Vec<Value>> = ledger.unanswered.lock().unwrap().clone();
     eprintln!(
@@ -154,12 +147,10 @@ async fn crash_and_verify(args: &[&str], writers: usize, run_for: Duration, min_
     for c in checks {
         missing.extend(c.await.expect("check task panicked"));
     }
-    assert!(
-        missing.is_empty(),
-        "{} of {} acknowledged events lost after SIGKILL, e.g. {:?}",
-        missing.len(),
+    assert_none_missing(
+        &missing,
         acked.len(),
-        &missing[..missing.len().min(10)]
+        "acknowledged events lost after SIGKILL",
     );
 
     // A full walk: no id twice, every acknowledged id once, nothing unknown.
@@ -390,12 +381,7 @@ async fn sigterm_under_load_keeps_every_acknowledged_event() {
     ledger.dying.store(true, Ordering::SeqCst);
     s.terminate().await;
     stop.store(true, Ordering::SeqCst);
-    for h in handles {
-        tokio::time::timeout(Duration::from_secs(60), h)
-            .await
-            .expect("writer stops")
-            .expect("writer task panicked");
-    }
+    join_within(Duration::from_secs(60), "a writer", handles).await;
     let acked: Vec<String> = ledger.acked.lock().unwrap().clone();
     s.restart().await;
     let counts = count_ids(&s.walk(&[], 1000).await);

@@ -7,6 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -263,13 +264,9 @@ async fn every_error_of_the_http_layer_is_json() {
     assert_eq!(body["error"], json!("headers_too_large"));
     // Just under it is served.
     let fits = server
-        .client
-        .get(server.url("/health"))
-        .header("x-big", "a".repeat(60_000))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(fits.status(), 200);
+        .get_with("/health", &[("x-big", &"a".repeat(60_000))])
+        .await;
+    assert_eq!(fits.status, 200);
     // A path that does not decode.
     let resp = server.get("/events/%ff").await;
     let body = resp.expect_error(400);
@@ -286,13 +283,9 @@ async fn writes_without_a_json_content_type_are_refused_so_no_page_can_post_cros
     let server = TestServer::start_temp(&[]).await;
     // What `navigator.sendBeacon` or a `no-cors` fetch can send without a preflight.
     let no_type = server
-        .client
-        .post(server.url("/events"))
-        .body(r#"{"type":"csrf"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(no_type.status(), 415);
+        .request(Method::POST, "/events", &[], Some(r#"{"type":"csrf"}"#))
+        .await;
+    assert_eq!(no_type.status, 415);
     for simple in [
         "text/plain",
         "text/plain;charset=UTF-8",
@@ -318,28 +311,17 @@ async fn only_this_servers_hosts_are_served_without_authentication() {
     let server = TestServer::start_temp(&["--allowed-hosts", "events.internal"]).await;
     let with_host = |host: &'static str| {
         let api = server.api();
-        async move {
-            let resp = api
-                .client
-                .get(api.url("/events"))
-                .header("host", host)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap();
-            (status, text)
-        }
+        async move { api.get_with("/events", &[("host", host)]).await }
     };
-    let (status, text) = with_host("attacker.example").await;
-    assert_eq!(status, 403, "{text}");
-    let body: Value = serde_json::from_str(&text).unwrap();
+    let resp = with_host("attacker.example").await;
+    assert_eq!(resp.status, 403, "{}", resp.text);
+    let body = resp.json();
     assert_eq!(body["error"], json!("host_not_allowed"));
     assert!(body["message"]
         .as_str()
         .unwrap()
         .contains("--allowed-hosts"));
-    assert_eq!(with_host("attacker.example:8080").await.0, 403);
+    assert_eq!(with_host("attacker.example:8080").await.status, 403);
     for allowed in [
         "localhost",
         "localhost:8080",
@@ -348,19 +330,21 @@ async fn only_this_servers_hosts_are_served_without_authentication() {
         "events.internal",
         "events.internal:443",
     ] {
-        assert_eq!(with_host(allowed).await.0, 200, "{allowed}");
+        assert_eq!(with_host(allowed).await.status, 200, "{allowed}");
     }
     // Writes too.
     let resp = server
-        .client
-        .post(server.url("/events"))
-        .header("host", "rebound.attacker.example")
-        .header("content-type", "application/json")
-        .body(r#"{"type":"rebind"}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
+        .request(
+            Method::POST,
+            "/events",
+            &[
+                ("host", "rebound.attacker.example"),
+                ("content-type", "application/json"),
+            ],
+            Some(r#"{"type":"rebind"}"#),
+        )
+        .await;
+    assert_eq!(resp.status, 403);
     assert_eq!(server.total(&[]).await, 0);
 }
 
@@ -369,16 +353,13 @@ async fn answers_carry_nosniff_no_store_and_the_docs_a_policy() {
     let server = TestServer::start_temp(&[]).await;
     server.post_one(json!({"type": "h"})).await;
     for path in ["/events", "/metrics", "/health/detailed", "/no-such-route"] {
-        let resp = server.get(path).await;
-        assert_eq!(
-            resp.header("x-content-type-options").as_deref(),
-            Some("nosniff"),
-            "{path}"
-        );
-        assert_eq!(
-            resp.header("cache-control").as_deref(),
-            Some("no-store"),
-            "{path}"
+        assert_headers(
+            &server.get(path).await,
+            &[
+                ("x-content-type-options", "nosniff"),
+                ("cache-control", "no-store"),
+            ],
+            path,
         );
     }
     let docs = server.get("/docs/").await;
@@ -399,75 +380,57 @@ async fn answers_carry_nosniff_no_store_and_the_docs_a_policy() {
 #[tokio::test]
 async fn listed_origins_get_cors_and_others_none() {
     let server = TestServer::start_temp(&["--cors-origins", "https://app.example.com"]).await;
-    let preflight = |origin: &'static str| {
-        let api = server.api();
+    let preflight = |api: Api, origin: &'static str| {
+        let headers = [
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            (
+                "access-control-request-headers",
+                "authorization, content-type",
+            ),
+        ];
         async move {
-            api.client
-                .request(reqwest::Method::OPTIONS, api.url("/events"))
-                .header("origin", origin)
-                .header("access-control-request-method", "POST")
-                .header(
-                    "access-control-request-headers",
-                    "authorization, content-type",
-                )
-                .send()
+            api.request(Method::OPTIONS, "/events", &headers, None)
                 .await
-                .unwrap()
         }
     };
-    let granted = preflight("https://app.example.com").await;
-    assert_eq!(granted.status(), 204);
-    let header = |resp: &reqwest::Response, name: &str| {
-        resp.headers()
-            .get(name)
-            .map(|value| value.to_str().unwrap().to_owned())
-    };
+    let granted = preflight(server.api(), "https://app.example.com").await;
+    assert_eq!(granted.status, 204);
     assert_eq!(
-        header(&granted, "access-control-allow-origin").as_deref(),
+        granted.header("access-control-allow-origin").as_deref(),
         Some("https://app.example.com")
     );
-    assert!(header(&granted, "access-control-allow-methods")
+    assert!(granted
+        .header("access-control-allow-methods")
         .unwrap()
         .contains("POST"));
-    let allowed_headers = header(&granted, "access-control-allow-headers").unwrap();
+    let allowed_headers = granted.header("access-control-allow-headers").unwrap();
     assert!(allowed_headers.contains("Authorization") && allowed_headers.contains("Content-Type"));
-    let refused = preflight("https://evil.example.com").await;
-    assert_eq!(refused.status(), 403);
-    assert!(header(&refused, "access-control-allow-origin").is_none());
+    let refused = preflight(server.api(), "https://evil.example.com").await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.header("access-control-allow-origin").is_none());
 
     // The actual request from the listed origin is marked; one from elsewhere is not.
     let post = |origin: &'static str| {
+        let headers = [("origin", origin), ("content-type", "application/json")];
         let api = server.api();
         async move {
-            api.client
-                .post(api.url("/events"))
-                .header("origin", origin)
-                .header("content-type", "application/json")
-                .body(r#"{"type":"from-a-page"}"#)
-                .send()
-                .await
-                .unwrap()
+            let body = Some(r#"{"type":"from-a-page"}"#);
+            api.request(Method::POST, "/events", &headers, body).await
         }
     };
     let answer = post("https://app.example.com").await;
-    assert_eq!(answer.status(), 202);
+    assert_eq!(answer.status, 202);
     assert_eq!(
-        header(&answer, "access-control-allow-origin").as_deref(),
+        answer.header("access-control-allow-origin").as_deref(),
         Some("https://app.example.com")
     );
-    assert!(header(&answer, "vary").unwrap().contains("Origin"));
+    assert!(answer.header("vary").unwrap().contains("Origin"));
     let other = post("https://evil.example.com").await;
-    assert!(header(&other, "access-control-allow-origin").is_none());
+    assert!(other.header("access-control-allow-origin").is_none());
 
     // Without --cors-origins, nobody is granted anything.
     let plain = TestServer::start_temp(&[]).await;
-    let resp = plain
-        .client
-        .request(reqwest::Method::OPTIONS, plain.url("/events"))
-        .header("origin", "https://app.example.com")
-        .header("access-control-request-method", "POST")
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.headers().get("access-control-allow-origin").is_none());
+    let resp = preflight(plain.api(), "https://app.example.com").await;
+    assert!(resp.header("access-control-allow-origin").is_none());
 }

@@ -591,12 +591,7 @@ async fn fifty_thousand_distinct_names_keep_every_answer_small() {
     let today = format_rfc3339_ms(now);
     let query = format!("interval=day&from={today}&to={today}&group_by=type");
     let body = timeseries(&api, &query).await;
-    let keys: Vec<&str> = body["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|series| series["key"].as_str().unwrap())
-        .collect();
+    let keys = str_fields(&body["series"], "key");
     assert_eq!(keys.len(), 1_001, "1,000 types and {OTHER}");
     assert_eq!((keys[0], keys[1_000]), ("popular", OTHER));
     let counted: u64 = series_of(&body).values().map(|points| points[0].1).sum();
@@ -659,12 +654,7 @@ async fn other_appears_only_when_names_were_folded() {
         (json!(1), json!(1))
     );
     let body = timeseries(&server.api(), hour).await;
-    let keys: Vec<&str> = body["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["key"].as_str().unwrap())
-        .collect();
+    let keys = str_fields(&body["series"], "key");
     assert_eq!(keys, ["a", "b", OTHER]);
     // Filtered on the folded name, the series is exact (from the rollups).
     let body = timeseries(&server.api(), "interval=hour&type=c").await;

@@ -10,40 +10,64 @@ use std::collections::BTreeSet;
 use common::*;
 use serde_json::{json, Map, Value};
 
-/// Every operation of the API, as the router serves them.
-const OPERATIONS: &[(&str, &str)] = &[
-    ("POST", "/events"),
-    ("GET", "/events"),
-    ("GET", "/events/{id}"),
-    ("GET", "/events/export"),
-    ("GET", "/metrics"),
-    ("GET", "/metrics/timeseries"),
-    ("GET", "/metrics/summary"),
-    ("GET", "/metrics/prometheus"),
-    ("GET", "/stream"),
-    ("GET", "/stream/metrics"),
-    ("GET", "/dead-letters"),
-    ("POST", "/dead-letters/replay"),
-    ("POST", "/keys"),
-    ("GET", "/keys"),
-    ("DELETE", "/keys/{id}"),
-    ("GET", "/alerts"),
-    ("GET", "/alerts/history"),
-    ("GET", "/alerts/rules"),
-    ("POST", "/alerts/rules"),
-    ("GET", "/alerts/rules/{name}"),
-    ("PUT", "/alerts/rules/{name}"),
-    ("DELETE", "/alerts/rules/{name}"),
-    ("POST", "/alerts/silences"),
-    ("GET", "/alerts/silences"),
-    ("GET", "/health"),
-    ("GET", "/health/ready"),
-    ("GET", "/health/detailed"),
-    ("GET", "/openapi.json"),
-    ("GET", "/docs"),
-    ("GET", "/docs/"),
-    ("GET", "/docs/{file}"),
+/// Every operation of the API, as the router serves them, and what it answers: JSON
+/// operations are each checked at least once with a success against their schema.
+const OPERATIONS: &[(&str, &str, Answer)] = &[
+    ("POST", "/events", Json),
+    ("GET", "/events", Json),
+    ("GET", "/events/{id}", Json),
+    ("GET", "/events/export", Other),
+    ("GET", "/metrics", Json),
+    ("GET", "/metrics/timeseries", Json),
+    ("GET", "/metrics/summary", Json),
+    ("GET", "/metrics/prometheus", Other),
+    ("GET", "/stream", Other),
+    ("GET", "/stream/metrics", Other),
+    ("GET", "/dead-letters", Json),
+    ("POST", "/dead-letters/replay", Json),
+    ("POST", "/keys", Json),
+    ("GET", "/keys", Json),
+    ("DELETE", "/keys/{id}", Other),
+    ("GET", "/alerts", Json),
+    ("GET", "/alerts/history", Json),
+    ("GET", "/alerts/rules", Json),
+    ("POST", "/alerts/rules", Json),
+    ("GET", "/alerts/rules/{name}", Json),
+    ("PUT", "/alerts/rules/{name}", Json),
+    ("DELETE", "/alerts/rules/{name}", Other),
+    ("POST", "/alerts/silences", Json),
+    ("GET", "/alerts/silences", Json),
+    ("GET", "/health", Json),
+    ("GET", "/health/ready", Json),
+    ("POST", "/v1/logs", Json),
+    ("POST", "/v1/{call}", Json),
+    ("POST", "/v1/batch", Json),
+    ("POST", "/v1/import", Json),
+    ("POST", "/capture", Json),
+    ("POST", "/capture/", Json),
+    ("POST", "/batch", Json),
+    ("POST", "/batch/", Json),
+    ("POST", "/e", Json),
+    ("POST", "/e/", Json),
+    ("POST", "/i/v0/e", Json),
+    ("POST", "/i/v0/e/", Json),
+    ("GET", "/health/detailed", Json),
+    ("GET", "/openapi.json", Other),
+    ("GET", "/docs", Other),
+    ("GET", "/docs/", Other),
+    ("GET", "/docs/{file}", Other),
 ];
+
+/// What an operation answers, as far as the schema check goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Answer {
+    /// JSON described by a schema in the document.
+    Json,
+    /// Anything else: no content, CSV or NDJSON, a stream, text, a page, a redirect, or the
+    /// document itself.
+    Other,
+}
+use Answer::{Json, Other};
 
 async fn document(server: &TestServer) -> Value {
     let resp = server.get("/openapi.json").await;
@@ -83,7 +107,7 @@ async fn the_document_is_openapi_3_1_and_lists_every_operation() {
     }
     let expected: BTreeSet<String> = OPERATIONS
         .iter()
-        .map(|(method, path)| format!("{method} {path}"))
+        .map(|(method, path, _)| format!("{method} {path}"))
         .collect();
     assert_eq!(documented, expected);
 
@@ -106,11 +130,12 @@ async fn every_documented_operation_is_served() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    for (method, path) in OPERATIONS {
+    for (method, path, _) in OPERATIONS {
         let concrete = path
             .replace("{id}", "no-such-event")
             .replace("{name}", "no-such-rule")
-            .replace("{file}", "swagger-ui.css");
+            .replace("{file}", "swagger-ui.css")
+            .replace("{call}", "track");
         let rule = json!({"name": "openapi-test", "window": "1m", "condition": "absent"});
         let request = match *method {
             "GET" => no_redirects.get(server.url(&concrete)),
@@ -123,6 +148,23 @@ async fn every_documented_operation_is_served() {
             "POST" if *path == "/alerts/silences" => no_redirects.post(server.url(&concrete)).json(
                 &json!({"matchers": [{"name": "alertname", "value": "x"}], "duration": "1h"}),
             ),
+            "POST" if path.starts_with("/v1/") => {
+                let call = json!({"type": "track", "event": "openapi-test", "userId": "u"});
+                let body = if path.ends_with("{call}") {
+                    call
+                } else {
+                    json!({ "batch": [call] })
+                };
+                no_redirects.post(server.url(&concrete)).json(&body)
+            }
+            "POST"
+                if ["/capture", "/batch", "/e", "/i/v0/e"]
+                    .contains(&path.trim_end_matches('/')) =>
+            {
+                no_redirects
+                    .post(server.url(&concrete))
+                    .json(&json!({"event": "openapi-test", "distinct_id": "u"}))
+            }
             "PUT" => no_redirects.put(server.url(&concrete)).json(&rule),
             "POST" => no_redirects
                 .post(server.url(&concrete))
@@ -221,32 +263,6 @@ async fn docs_serve_swagger_ui_and_its_files_from_the_binary() {
     let missing = server.get("/docs/no-such-file.js").await;
     assert_eq!(missing.expect_error(404)["error"], "not_found");
 }
-
-/// The operations answering JSON, each of which the test below checks at least once with a
-/// success.
-const JSON_OPERATIONS: &[(&str, &str)] = &[
-    ("POST", "/events"),
-    ("GET", "/events"),
-    ("GET", "/events/{id}"),
-    ("GET", "/metrics"),
-    ("GET", "/metrics/timeseries"),
-    ("GET", "/metrics/summary"),
-    ("GET", "/dead-letters"),
-    ("POST", "/dead-letters/replay"),
-    ("POST", "/keys"),
-    ("GET", "/keys"),
-    ("GET", "/alerts"),
-    ("GET", "/alerts/history"),
-    ("GET", "/alerts/rules"),
-    ("POST", "/alerts/rules"),
-    ("GET", "/alerts/rules/{name}"),
-    ("PUT", "/alerts/rules/{name}"),
-    ("POST", "/alerts/silences"),
-    ("GET", "/alerts/silences"),
-    ("GET", "/health"),
-    ("GET", "/health/ready"),
-    ("GET", "/health/detailed"),
-];
 
 /// The document with its object schemas closed: one that lists properties allows no other
 /// (`unevaluatedProperties: false`), so an answer with a field the document does not
@@ -359,15 +375,7 @@ fn check_answer(document: &Value, method: &str, path: &str, resp: &Resp) {
 #[tokio::test]
 async fn every_json_answer_is_what_its_schema_in_the_document_says() {
     // Alerts evaluated every second, one rule firing at once: the history has entries.
-    let alerts = tempfile::tempdir().unwrap();
-    let alerts_file = alerts.path().join("alerts.toml");
-    std::fs::write(
-        &alerts_file,
-        "[alerts]\ninterval = \"1s\"\n\n[[alerts.rules]]\nname = \"nothing-yet\"\n\
-         type = \"never-sent\"\nwindow = \"1s\"\ncondition = \"absent\"\n",
-    )
-    .unwrap();
-    let server = TestServer::start_temp(&["--alerts-config", alerts_file.to_str().unwrap()]).await;
+    let (server, _alerts) = start_with_absent_rule("nothing-yet", "never-sent", "1s").await;
     let document = closed(&document(&server).await);
     let mut answers: Vec<(&str, &str, Resp)> = Vec::new();
 
@@ -382,23 +390,12 @@ async fn every_json_answer_is_what_its_schema_in_the_document_says() {
     let accepted = server.post_events(&batch).await;
     accepted.expect_status(202);
     answers.push(("POST", "/events", accepted));
-    answers.push((
-        "POST",
-        "/events",
-        server.post_events(&json!([{"colour": "red"}])).await,
-    ));
-    answers.push((
-        "POST",
-        "/events",
-        server
-            .post_raw("{\"type\":", "application/json", false)
-            .await,
-    ));
-    answers.push((
-        "POST",
-        "/events",
-        server.post_raw("{}", "text/plain", false).await,
-    ));
+    let refused = server.post_events(&json!([{"colour": "red"}])).await;
+    answers.push(("POST", "/events", refused));
+    for (body, content_type) in [("{\"type\":", "application/json"), ("{}", "text/plain")] {
+        let resp = server.post_raw(body, content_type, false).await;
+        answers.push(("POST", "/events", resp));
+    }
 
     let first = server.get("/events?limit=2").await;
     let cursor = first.json()["next_cursor"]
@@ -411,65 +408,37 @@ async fn every_json_answer_is_what_its_schema_in_the_document_says() {
         .await;
     assert_eq!(last.json()["next_cursor"], Value::Null);
     answers.push(("GET", "/events", last));
-    answers.push((
-        "GET",
-        "/events",
-        server.get("/events?page=2&page_size=2").await,
-    ));
-    answers.push(("GET", "/events", server.get("/events?limit=0").await));
-    answers.push((
-        "GET",
-        "/events/{id}",
-        server.get("/events/order-1001").await,
-    ));
-    answers.push((
-        "GET",
-        "/events/{id}",
-        server.get("/events/no-such-event").await,
-    ));
-
-    answers.push((
-        "GET",
-        "/metrics",
-        server.get("/metrics?window=1h&top=1").await,
-    ));
-    answers.push(("GET", "/metrics", server.get("/metrics?window=soon").await));
-    for query in ["group_by=type&interval=hour", "interval=week"] {
-        let path = format!("/metrics/timeseries?{query}");
-        answers.push(("GET", "/metrics/timeseries", server.get(&path).await));
+    // (the route as documented, the request)
+    let reads = [
+        ("/events", "/events?page=2&page_size=2"),
+        ("/events", "/events?limit=0"),
+        ("/events/{id}", "/events/order-1001"),
+        ("/events/{id}", "/events/no-such-event"),
+        ("/metrics", "/metrics?window=1h&top=1"),
+        ("/metrics", "/metrics?window=soon"),
+        (
+            "/metrics/timeseries",
+            "/metrics/timeseries?group_by=type&interval=hour",
+        ),
+        ("/metrics/timeseries", "/metrics/timeseries?interval=week"),
+        ("/metrics/summary", "/metrics/summary"),
+        ("/dead-letters", "/dead-letters"),
+        ("/dead-letters", "/dead-letters?limit=0"),
+    ];
+    for (route, path) in reads {
+        answers.push(("GET", route, server.get(path).await));
     }
-    answers.push((
-        "GET",
-        "/metrics/summary",
-        server.get("/metrics/summary").await,
-    ));
-    answers.push(("GET", "/dead-letters", server.get("/dead-letters").await));
-    answers.push((
-        "GET",
-        "/dead-letters",
-        server.get("/dead-letters?limit=0").await,
-    ));
     let replay = server
-        .client
-        .post(server.url("/dead-letters/replay"))
-        .send()
-        .await
-        .expect("POST /dead-letters/replay");
-    let replay = Resp {
-        status: replay.status().as_u16(),
-        headers: replay.headers().clone(),
-        text: replay.text().await.expect("body"),
-    };
+        .request(reqwest::Method::POST, "/dead-letters/replay", &[], None)
+        .await;
     answers.push(("POST", "/dead-letters/replay", replay));
     for path in ["/health", "/health/ready", "/health/detailed"] {
         answers.push(("GET", path, server.get(path).await));
     }
-    answers.push((
-        "GET",
-        "/docs/{file}",
-        server.get("/docs/no-such-file.js").await,
-    ));
+    let missing_doc = server.get("/docs/no-such-file.js").await;
+    answers.push(("GET", "/docs/{file}", missing_doc));
     alert_answers(&server, &mut answers).await;
+    sdk_answers(&server, &mut answers).await;
 
     // Refusals for being over the rate limits (one event, or one read, per second).
     let limited = TestServer::start_temp(&[
@@ -510,10 +479,10 @@ async fn every_json_answer_is_what_its_schema_in_the_document_says() {
             succeeded.insert((*method, *path));
         }
     }
-    for operation in JSON_OPERATIONS {
+    for (method, path, answer) in OPERATIONS {
         assert!(
-            succeeded.contains(operation),
-            "no success of {operation:?} checked"
+            *answer != Json || succeeded.contains(&(*method, *path)),
+            "no success of {method} {path} checked"
         );
     }
     assert_eq!(
@@ -541,6 +510,70 @@ async fn send_json(api: &Api, method: reqwest::Method, path: &str, body: &Value)
 
 /// The answers of the alerts' operations: successes, a bad rule, a read-only one, a
 /// duplicate, a missing one, a bad page.
+/// A success of every SDK path, and refusals: an invalid call, a body that is not JSON.
+async fn sdk_answers<'a>(server: &TestServer, answers: &mut Vec<(&'a str, &'a str, Resp)>) {
+    let post = reqwest::Method::POST;
+    let call =
+        json!({"type": "track", "event": "schema-sdk", "userId": "u", "properties": {"a": 1}});
+    let segment: [(&str, &str, Value); 3] = [
+        ("/v1/{call}", "/v1/track", call.clone()),
+        (
+            "/v1/batch",
+            "/v1/batch",
+            json!({"batch": [call.clone()], "sentAt": "2026-01-01T00:00:00Z"}),
+        ),
+        ("/v1/import", "/v1/import", json!({"batch": [call]})),
+    ];
+    for (route, path, body) in segment {
+        answers.push((
+            "POST",
+            route,
+            send_json(server, post.clone(), path, &body).await,
+        ));
+    }
+    let capture = json!({"event": "schema-sdk", "distinct_id": "u", "properties": {"$lib": "x"}});
+    for path in [
+        "/capture",
+        "/capture/",
+        "/batch",
+        "/batch/",
+        "/e",
+        "/e/",
+        "/i/v0/e",
+        "/i/v0/e/",
+    ] {
+        answers.push((
+            "POST",
+            path,
+            send_json(server, post.clone(), path, &capture).await,
+        ));
+    }
+    let logs = json!({"resourceLogs": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "checkout"}}]},
+        "scopeLogs": [{"logRecords": [{"body": {"stringValue": "paid"}, "severityNumber": 9}]}]
+    }]});
+    answers.push((
+        "POST",
+        "/v1/logs",
+        send_json(server, post.clone(), "/v1/logs", &logs).await,
+    ));
+    let invalid = json!({"batch": [{"type": "track", "userId": "u"}]});
+    answers.push((
+        "POST",
+        "/v1/batch",
+        send_json(server, post.clone(), "/v1/batch", &invalid).await,
+    ));
+    let not_json = server
+        .request(
+            post,
+            "/capture",
+            &[("content-type", "application/json")],
+            Some("{"),
+        )
+        .await;
+    answers.push(("POST", "/capture", not_json));
+}
+
 async fn alert_answers<'a>(server: &TestServer, answers: &mut Vec<(&'a str, &'a str, Resp)>) {
     let rule = json!({
         "name": "schema-rule", "type": "signup", "service": "auth", "window": "5m",

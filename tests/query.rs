@@ -404,15 +404,12 @@ async fn cursor_walk_is_stable_under_concurrent_inserts() {
                 if stop.load(Ordering::SeqCst) {
                     break;
                 }
-                let n = rng.range(1, 5) as usize;
-                let batch: Vec<Value> = (0..n)
-                    .map(|_| {
-                        json!({
-                            "type": if rng.range(0, 2) == 0 { "other" } else { "w" },
-                            "timestamp": T0 + rng.range(0, span) as i64,
-                        })
+                let batch = rng.batch(1, 5, |rng| {
+                    json!({
+                        "type": if rng.range(0, 2) == 0 { "other" } else { "w" },
+                        "timestamp": T0 + rng.range(0, span) as i64,
                     })
-                    .collect();
+                });
                 let ids = api.post_all(&batch).await;
                 let mut acked = acked.lock().unwrap();
                 for (e, id) in batch.iter().zip(ids) {
@@ -453,19 +450,11 @@ async fn cursor_walk_is_stable_under_concurrent_inserts() {
         }
         let got: HashSet<String> = ids_of(&walk).into_iter().collect();
         let missing: Vec<&String> = existing.difference(&got).collect();
-        assert!(
-            missing.is_empty(),
-            "{order} walk missed {} of {} events that existed when it began, e.g. {:?}",
-            missing.len(),
-            existing.len(),
-            &missing[..missing.len().min(5)]
-        );
+        let what = format!("events that existed when the {order} walk began missed by it");
+        assert_none_missing(&missing, existing.len(), &what);
     }
     stop.store(true, Ordering::SeqCst);
-    tokio::time::timeout(Duration::from_secs(30), inserter)
-        .await
-        .expect("inserter stops")
-        .expect("inserter task panicked");
+    join_within(Duration::from_secs(30), "the inserter", [inserter]).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -609,12 +598,7 @@ async fn read_your_writes_with_concurrent_writers() {
             }
         }));
     }
-    for t in tasks {
-        tokio::time::timeout(Duration::from_secs(60), t)
-            .await
-            .expect("writer finishes")
-            .expect("writer task panicked");
-    }
+    join_within(Duration::from_secs(60), "a writer", tasks).await;
 }
 
 /// With almost no read wait, a query right after a large batch may run before the indexer

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::postgres::TestSchema;
 use common::redis::{Proxy, TestRedis};
+use common::{join_within, wait_for};
 use eventide::auth::keys::KeyRecord;
 use eventide::consume::worker::{self, WorkerConfig};
 use eventide::event::{NewEvent, StoredEvent};
@@ -89,10 +90,7 @@ struct Running {
 impl Running {
     async fn stop(self) -> Arc<Seen> {
         self.stop.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(20), self.task)
-            .await
-            .expect("the worker stops within 20 s")
-            .expect("the worker task does not panic");
+        join_within(Duration::from_secs(20), "the worker", [self.task]).await;
         self.seen
     }
 }
@@ -144,21 +142,68 @@ fn start_worker(queue: &RedisStream, store: Arc<dyn Store>, config: WorkerConfig
     Running { stop, task, seen }
 }
 
-/// Waits until `check` holds, polling every 50 ms, for at most `limit`; panics with `what`.
-async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + limit;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn drained(queue: &RedisStream, store: &Arc<dyn Store>, count: u64) -> bool {
     queue.backlog().await.unwrap() == 0 && store.event_count().await.unwrap() == count
+}
+
+/// What most tests here start from: Redis keys of the test's own, the queue on them, and a
+/// store in a directory of its own for the workers to fill.
+struct Setup {
+    redis: TestRedis,
+    queue: RedisStream,
+    store: Arc<dyn Store>,
+    _dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// With a SQLite store; `None` when there is no Redis to test against (the test is
+    /// skipped).
+    async fn new(name: &str) -> Option<Setup> {
+        let redis = TestRedis::new(name)?;
+        let dir = tempfile::tempdir().unwrap();
+        let store = sqlite_store(&dir);
+        let queue = connect(&redis).await;
+        Some(Setup {
+            redis,
+            queue,
+            store,
+            _dir: dir,
+        })
+    }
+
+    /// [`Setup::new`], the store wrapped in a [`FlakyStore`] the test makes fail on demand.
+    async fn flaky(name: &str) -> Option<(Setup, Arc<FlakyStore>)> {
+        let mut setup = Setup::new(name).await?;
+        let flaky = FlakyStore::new(setup.store.clone());
+        setup.store = flaky.clone();
+        Some((setup, flaky))
+    }
+
+    /// Publishes `sent` and starts a worker (`w`, default settings) on them: their seqs, and
+    /// the worker.
+    async fn publish_to_worker(&self, sent: &[Vec<u8>]) -> (Vec<u64>, Running) {
+        let seqs = publish(&self.queue, sent).await;
+        (seqs, self.start_worker(config("w")))
+    }
+
+    /// [`Setup::publish_to_worker`], then waits (at most 20 s, naming `what`) until the store
+    /// holds `stored` events and the backlog is empty.
+    async fn work_through(&self, sent: &[Vec<u8>], stored: u64, what: &str) -> (Vec<u64>, Running) {
+        let (seqs, running) = self.publish_to_worker(sent).await;
+        self.wait_drained(Duration::from_secs(20), what, stored)
+            .await;
+        (seqs, running)
+    }
+
+    fn start_worker(&self, config: WorkerConfig) -> Running {
+        start_worker(&self.queue, self.store.clone(), config)
+    }
+
+    /// Waits (at most `limit`, naming `what`) until the store holds `count` events and the
+    /// backlog is empty.
+    async fn wait_drained(&self, limit: Duration, what: &str, count: u64) {
+        wait_for(limit, what, || drained(&self.queue, &self.store, count)).await;
+    }
 }
 
 fn xlen(redis: &TestRedis, key: &str) -> u64 {
@@ -314,22 +359,19 @@ async fn published_entries_are_read_back_in_order() {
 
 #[tokio::test]
 async fn a_worker_stores_and_acknowledges_each_event_once() {
-    let Some(redis) = TestRedis::new("worker") else {
+    let Some(setup) = Setup::new("worker").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir);
-    let queue = connect(&redis).await;
+    let Setup { queue, store, .. } = &setup;
     const N: u64 = 3000;
     let sent = payloads(0..N);
-    let seqs = publish(&queue, &sent).await;
+    let seqs = publish(queue, &sent).await;
     assert_eq!(queue.backlog().await.unwrap(), N);
 
-    let running = start_worker(&queue, store.clone(), config("w1"));
-    wait_for(Duration::from_secs(30), "the backlog to drain", || {
-        drained(&queue, &store, N)
-    })
-    .await;
+    let running = setup.start_worker(config("w1"));
+    setup
+        .wait_drained(Duration::from_secs(30), "the backlog to drain", N)
+        .await;
     // Stored with the stream positions as seqs.
     let first = store.get("client-0").await.unwrap().unwrap();
     assert_eq!(first.seq, seqs[0]);
@@ -337,7 +379,7 @@ async fn a_worker_stores_and_acknowledges_each_event_once() {
     assert_eq!(store.indexed_seq().await.unwrap(), *seqs.last().unwrap());
 
     // The same ids again (a client retrying through another API node): nothing new.
-    publish(&queue, &sent[..500]).await;
+    publish(queue, &sent[..500]).await;
     wait_for(Duration::from_secs(30), "the retries to drain", || async {
         queue.backlog().await.unwrap() == 0
     })
@@ -359,24 +401,21 @@ async fn a_worker_stores_and_acknowledges_each_event_once() {
 
 #[tokio::test]
 async fn two_workers_in_the_group_store_each_event_once() {
-    let Some(redis) = TestRedis::new("two-workers") else {
+    let Some(setup) = Setup::new("two-workers").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir);
-    let queue = connect(&redis).await;
+    let Setup { queue, .. } = &setup;
     const N: u64 = 4000;
     let small_batches = |name: &str| WorkerConfig {
         batch: 100,
         ..config(name)
     };
-    let a = start_worker(&queue, store.clone(), small_batches("a"));
-    let b = start_worker(&queue, store.clone(), small_batches("b"));
-    publish(&queue, &payloads(0..N)).await;
-    wait_for(Duration::from_secs(30), "the backlog to drain", || {
-        drained(&queue, &store, N)
-    })
-    .await;
+    let a = setup.start_worker(small_batches("a"));
+    let b = setup.start_worker(small_batches("b"));
+    publish(queue, &payloads(0..N)).await;
+    setup
+        .wait_drained(Duration::from_secs(30), "the backlog to drain", N)
+        .await;
     let (a, b) = (a.stop().await, b.stop().await);
     let mut ids: Vec<String> = a.ids.lock().unwrap().clone();
     ids.extend(b.ids.lock().unwrap().iter().cloned());
@@ -395,39 +434,34 @@ async fn two_workers_in_the_group_store_each_event_once() {
 
 #[tokio::test]
 async fn entries_left_pending_by_a_dead_consumer_are_claimed() {
-    let Some(redis) = TestRedis::new("claim") else {
+    let Some(setup) = Setup::new("claim").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir);
-    let queue = connect(&redis).await;
-    publish(&queue, &payloads(0..30)).await;
+    let Setup { redis, queue, .. } = &setup;
+    publish(queue, &payloads(0..30)).await;
     // A consumer reads 20 and dies before acknowledging.
-    let taken = read_by_hand(&redis, "dead-consumer", 20);
+    let taken = read_by_hand(redis, "dead-consumer", 20);
     assert_eq!(taken.len(), 20);
     assert_eq!(queue.backlog().await.unwrap(), 30);
 
-    let running = start_worker(
-        &queue,
-        store.clone(),
-        WorkerConfig {
-            claim_timeout: Duration::from_millis(600),
-            batch: 7,
-            ..config("survivor")
-        },
-    );
-    wait_for(
-        Duration::from_secs(20),
-        "the claimed entries to be stored",
-        || drained(&queue, &store, 30),
-    )
-    .await;
+    let running = setup.start_worker(WorkerConfig {
+        claim_timeout: Duration::from_millis(600),
+        batch: 7,
+        ..config("survivor")
+    });
+    setup
+        .wait_drained(
+            Duration::from_secs(20),
+            "the claimed entries to be stored",
+            30,
+        )
+        .await;
     // The dead consumer, with nothing pending any more and quiet for ten claim timeouts, is
     // deleted from the group; the live one stays.
     wait_for(
         Duration::from_secs(20),
         "the dead consumer to go",
-        || async { consumers(&redis) == ["survivor"] },
+        || async { consumers(redis) == ["survivor"] },
     )
     .await;
     let seen = running.stop().await;
@@ -585,22 +619,15 @@ impl Store for FlakyStore {
 
 #[tokio::test]
 async fn garbage_goes_to_the_dead_letters_and_can_be_replayed() {
-    let Some(redis) = TestRedis::new("garbage") else {
+    let Some(setup) = Setup::new("garbage").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir);
-    let queue = connect(&redis).await;
+    let Setup { queue, store, .. } = &setup;
     let mut sent = payloads(0..10);
     sent.insert(4, b"not an event".to_vec());
-    let seqs = publish(&queue, &sent).await;
-    let running = start_worker(&queue, store.clone(), config("w"));
-    wait_for(
-        Duration::from_secs(20),
-        "the good events to be stored",
-        || drained(&queue, &store, 10),
-    )
-    .await;
+    let (seqs, running) = setup
+        .work_through(&sent, 10, "the good events to be stored")
+        .await;
     let letters = queue.dead_letters(10).await.unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].original_id, entry_id_of(seqs[4]));
@@ -631,22 +658,14 @@ async fn garbage_goes_to_the_dead_letters_and_can_be_replayed() {
 
 #[tokio::test]
 async fn an_event_the_store_refuses_is_dead_lettered_after_max_attempts_then_replayed() {
-    let Some(redis) = TestRedis::new("poison") else {
+    let Some((setup, flaky)) = Setup::flaky("poison").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let flaky = FlakyStore::new(sqlite_store(&dir));
     *flaky.poison.lock().unwrap() = Some("client-3".to_owned());
-    let store: Arc<dyn Store> = flaky.clone();
-    let queue = connect(&redis).await;
-    let seqs = publish(&queue, &payloads(0..8)).await;
-    let running = start_worker(&queue, store.clone(), config("w"));
-    wait_for(
-        Duration::from_secs(20),
-        "the other events to be stored",
-        || drained(&queue, &store, 7),
-    )
-    .await;
+    let Setup { queue, store, .. } = &setup;
+    let (seqs, running) = setup
+        .work_through(&payloads(0..8), 7, "the other events to be stored")
+        .await;
     let letters = queue.dead_letters(10).await.unwrap();
     assert_eq!(letters.len(), 1, "{letters:?}");
     let letter = &letters[0];
@@ -662,43 +681,57 @@ async fn an_event_the_store_refuses_is_dead_lettered_after_max_attempts_then_rep
     *flaky.poison.lock().unwrap() = None;
     assert_eq!(queue.replay_dead_letters(10).await.unwrap(), 1);
     assert!(queue.dead_letters(10).await.unwrap().is_empty());
-    wait_for(
-        Duration::from_secs(20),
-        "the replayed event to be stored",
-        || drained(&queue, &store, 8),
-    )
-    .await;
+    setup
+        .wait_drained(
+            Duration::from_secs(20),
+            "the replayed event to be stored",
+            8,
+        )
+        .await;
     running.stop().await;
     assert!(store.get("client-3").await.unwrap().is_some());
 }
 
+/// Runs a worker over `count` events against a store failing by `flag` (one of the
+/// [`FlakyStore`] switches) for 1.5 s, in which nothing may be acknowledged or dead-lettered;
+/// then clears the flag, and everything must drain, still without dead letters. The store's
+/// append calls during the failure, and what the worker saw; `None` without Redis.
+async fn check_outage(
+    name: &str,
+    flag: fn(&FlakyStore) -> &AtomicBool,
+    count: u64,
+) -> Option<(u64, Arc<Seen>)> {
+    let (setup, flaky) = Setup::flaky(name).await?;
+    flag(&flaky).store(true, Ordering::SeqCst);
+    let queue = &setup.queue;
+    let (_, running) = setup.publish_to_worker(&payloads(0..count)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let calls = flaky.append_calls.load(Ordering::SeqCst);
+    assert!(
+        queue.dead_letters(10).await.unwrap().is_empty(),
+        "nothing dead-lettered"
+    );
+    assert_eq!(
+        queue.backlog().await.unwrap(),
+        count,
+        "nothing acknowledged"
+    );
+
+    flag(&flaky).store(false, Ordering::SeqCst);
+    setup
+        .wait_drained(Duration::from_secs(20), "the backlog to drain", count)
+        .await;
+    assert!(queue.dead_letters(10).await.unwrap().is_empty());
+    Some((calls, running.stop().await))
+}
+
 #[tokio::test]
 async fn a_store_outage_holds_the_acks_and_drains_when_it_ends() {
-    let Some(redis) = TestRedis::new("outage") else {
+    let Some((calls, seen)) = check_outage("outage", |store| &store.down, 50).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let flaky = FlakyStore::new(sqlite_store(&dir));
-    flaky.down.store(true, Ordering::SeqCst);
-    let store: Arc<dyn Store> = flaky.clone();
-    let queue = connect(&redis).await;
-    publish(&queue, &payloads(0..50)).await;
-    let running = start_worker(&queue, store.clone(), config("w"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    // Retried with backoff (100, 200, 400, 800 ms: a handful of calls, not a busy loop),
-    // nothing acknowledged, nothing dead-lettered.
-    let calls = flaky.append_calls.load(Ordering::SeqCst);
+    // Retried with backoff (100, 200, 400, 800 ms: a handful of calls, not a busy loop).
     assert!((2..=8).contains(&calls), "{calls} attempts in 1.5 s");
-    assert_eq!(queue.backlog().await.unwrap(), 50);
-    assert!(queue.dead_letters(10).await.unwrap().is_empty());
-
-    flaky.down.store(false, Ordering::SeqCst);
-    wait_for(Duration::from_secs(20), "the backlog to drain", || {
-        drained(&queue, &store, 50)
-    })
-    .await;
-    assert!(queue.dead_letters(10).await.unwrap().is_empty());
-    let seen = running.stop().await;
     assert_eq!(seen.stored.load(Ordering::Relaxed), 50);
 }
 
@@ -804,30 +837,22 @@ async fn a_worker_moves_events_into_postgres() {
 
 #[tokio::test]
 async fn a_worker_recreates_the_group_when_redis_forgets_it() {
-    let Some(redis) = TestRedis::new("forgotten") else {
+    let Some(setup) = Setup::new("forgotten").await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let store = sqlite_store(&dir);
-    let queue = connect(&redis).await;
-    publish(&queue, &payloads(0..10)).await;
-    let running = start_worker(&queue, store.clone(), config("w"));
-    wait_for(Duration::from_secs(20), "the first events", || {
-        drained(&queue, &store, 10)
-    })
-    .await;
+    let Setup { redis, queue, .. } = &setup;
+    let (_, running) = setup
+        .work_through(&payloads(0..10), 10, "the first events")
+        .await;
     // What a restart of a Redis without persistence leaves: no stream, no group.
     let _: u64 = redis::cmd("DEL")
         .arg(&redis.keys.stream)
         .query(&mut redis.connection())
         .unwrap();
-    publish(&queue, &payloads(10..20)).await;
-    wait_for(
-        Duration::from_secs(20),
-        "the events published after",
-        || drained(&queue, &store, 20),
-    )
-    .await;
+    publish(queue, &payloads(10..20)).await;
+    setup
+        .wait_drained(Duration::from_secs(20), "the events published after", 20)
+        .await;
     running.stop().await;
 }
 
@@ -896,28 +921,5 @@ async fn when_redis_is_unreachable_publish_fails_and_everything_recovers_by_itse
 
 #[tokio::test]
 async fn a_store_that_reads_but_cannot_write_is_an_outage_not_bad_entries() {
-    let Some(redis) = TestRedis::new("read-only") else {
-        return;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let flaky = FlakyStore::new(sqlite_store(&dir));
-    flaky.read_only.store(true, Ordering::SeqCst);
-    let store: Arc<dyn Store> = flaky.clone();
-    let queue = connect(&redis).await;
-    publish(&queue, &payloads(0..20)).await;
-    let running = start_worker(&queue, store.clone(), config("w"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(
-        queue.dead_letters(10).await.unwrap().is_empty(),
-        "nothing dead-lettered"
-    );
-    assert_eq!(queue.backlog().await.unwrap(), 20, "nothing acknowledged");
-
-    flaky.read_only.store(false, Ordering::SeqCst);
-    wait_for(Duration::from_secs(20), "the backlog to drain", || {
-        drained(&queue, &store, 20)
-    })
-    .await;
-    assert!(queue.dead_letters(10).await.unwrap().is_empty());
-    running.stop().await;
+    check_outage("read-only", |store| &store.read_only, 20).await;
 }

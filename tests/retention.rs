@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::{json, Value};
@@ -15,19 +15,6 @@ const DAY: i64 = 24 * HOUR;
 
 fn at(ts: i64, kind: &str, user: &str) -> Value {
     json!({"type": kind, "timestamp": ts, "service": "svc", "user_id": user})
-}
-
-/// Polls `check` every 100 ms until it holds, for at most `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 #[tokio::test]
@@ -85,7 +72,7 @@ async fn the_job_deletes_expired_events_and_keeps_the_rest() {
     api.post_all(&kept).await;
     assert_eq!(api.total(&[]).await, 350);
 
-    eventually(
+    wait_for(
         Duration::from_secs(20),
         "expired events deleted",
         || async { api.total(&[]).await == 50 },
@@ -125,7 +112,7 @@ async fn a_shorter_retention_at_start_drops_whole_days() {
 
     let server = TestServer::start(dir.path(), &["--retention", "2d"]).await;
     let api = server.api();
-    eventually(Duration::from_secs(20), "the start-up run", || async {
+    wait_for(Duration::from_secs(20), "the start-up run", || async {
         api.get("/health/detailed").await.json()["retention"]["last_run"] != Value::Null
     })
     .await;

@@ -23,13 +23,12 @@ use eventide::store::DAY_MS;
 use serde_json::{json, Value};
 use testkit::http::HttpConnection;
 
-use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng};
-use super::key::get_request;
-use super::load::{rate, run_post_load, LoadOutcome, PostLoad, Schedule, REQUEST_TIMEOUT};
+use super::gen::{EventShape, Rng};
+use super::load::{rate, LoadOutcome, REQUEST_TIMEOUT};
 use super::report::Report;
 use super::scenarios::{
-    fetch_body, find_bytes, progress, timed_get, wait_until_indexed, warn_errors, Answer,
-    BenchContext, BATCH_CONNECTIONS, BATCH_SIZE, BATCH_TEMPLATES, PRELOAD_LIMIT,
+    fetch_body, partial_count, post_in_batches, progress, timed_get, wait_until_indexed,
+    warn_errors, Answer, BenchContext, Get, PRELOAD_LIMIT,
 };
 use super::stats::LatencySummary;
 
@@ -124,40 +123,13 @@ async fn import_year(addr: SocketAddr, events: u64) -> Result<YearImport> {
         anchor_ms: started_ms,
         ..EventShape::default()
     };
-    let mut rng = Rng::from_clock(50);
-    let batches: Vec<RequestTemplate> = (0..BATCH_TEMPLATES)
-        .map(|_| RequestTemplate::build_with(BATCH_SIZE, true, ClientIds::None, shape, &mut rng))
-        .collect();
-    let remainder = (events % BATCH_SIZE as u64) as usize;
-    let final_request = (remainder > 0)
-        .then(|| RequestTemplate::build_with(remainder, true, ClientIds::None, shape, &mut rng));
     progress(&format!(
         "{label}: importing {events} events over {YEAR_DAYS} days, in time order"
     ));
     let stop_reads = Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn(read_meanwhile(addr, Arc::clone(&stop_reads)));
     let started = Instant::now();
-    let load = run_post_load(PostLoad {
-        addr,
-        connections: BATCH_CONNECTIONS,
-        templates: batches,
-        final_request,
-        ids: Arc::new(IdSource::new(&mut rng)),
-        schedule: Schedule::Count {
-            requests: events.div_ceil(BATCH_SIZE as u64),
-            give_up_at: started + PRELOAD_LIMIT,
-        },
-        probes: None,
-    })
-    .await;
-    progress(&format!(
-        "{label}: {} acknowledged in {:.1} s ({:.0} events/s, {} x 429, {} errors)",
-        load.acknowledged_events,
-        load.elapsed.as_secs_f64(),
-        load.events_per_sec(),
-        load.rejected_429,
-        load.errors
-    ));
+    let load = post_in_batches(addr, label, events, shape, started + PRELOAD_LIMIT).await;
     warn_errors(label, &load);
     let waited = wait_until_indexed(addr, label, load.acknowledged_events).await;
     let queryable_after = started.elapsed();
@@ -195,23 +167,14 @@ struct Reads {
 async fn read_meanwhile(addr: SocketAddr, stop: Arc<AtomicBool>) -> Reads {
     let mut reads = Reads::default();
     let mut connection = None;
-    let requests = [get_request(QUERY_PATH), get_request(METRICS_PATH)];
+    let gets = [Get::new(QUERY_PATH), Get::new(METRICS_PATH)];
     while !stop.load(Ordering::Relaxed) {
         let next = Instant::now() + READ_EVERY;
-        for (index, path) in [QUERY_PATH, METRICS_PATH].into_iter().enumerate() {
+        for (index, get) in gets.iter().enumerate() {
             let far = Instant::now() + REQUEST_TIMEOUT;
-            let answer = timed_get(
-                &mut connection,
-                addr,
-                path,
-                &requests[index],
-                &mut reads.tally,
-                far,
-            )
-            .await;
-            match answer {
+            match timed_get(&mut connection, addr, get, &mut reads.tally, far).await {
                 Answer::Ok(latency, response) => {
-                    let partial = u64::from(find_bytes(response.body, br#""partial":true"#));
+                    let partial = partial_count(&response);
                     if index == 0 {
                         reads.query_us.push(latency);
                         reads.query_partial += partial;
@@ -299,7 +262,7 @@ async fn post_days(addr: SocketAddr) -> Result<DaysRun> {
         "/events?page=1&page_size=1",
         "/events?type=type-07&limit=50",
     ];
-    let requests = paths.map(get_request);
+    let gets = paths.map(Get::new);
     let mut tally = LoadOutcome::default();
     let mut gets_us = Vec::new();
     let mut partial = 0;
@@ -307,12 +270,12 @@ async fn post_days(addr: SocketAddr) -> Result<DaysRun> {
     let mut last_progress = acknowledged;
     let mut total = 0;
     let queryable_after = loop {
-        for (path, request) in paths.iter().zip(&requests) {
+        for get in &gets {
             let far = Instant::now() + REQUEST_TIMEOUT;
-            match timed_get(&mut reader, addr, path, request, &mut tally, far).await {
+            match timed_get(&mut reader, addr, get, &mut tally, far).await {
                 Answer::Ok(latency, response) => {
                     gets_us.push(latency);
-                    partial += u64::from(find_bytes(response.body, br#""partial":true"#));
+                    partial += partial_count(&response);
                     if let Ok(page) = serde_json::from_slice::<Value>(response.body) {
                         total = page["total"].as_u64().unwrap_or(total);
                     }

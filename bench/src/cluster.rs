@@ -673,33 +673,23 @@ mod tests {
     #[test]
     fn visibility_lag_is_the_time_until_the_stored_count_catches_up() {
         let at = |ms| Duration::from_millis(ms);
-        let samples = [
-            Sample {
-                at: at(0),
-                stored: 0,
-                backlog: 0,
-            },
-            Sample {
-                at: at(500),
-                stored: 0,
-                backlog: 1000,
-            },
-            Sample {
-                at: at(1000),
-                stored: 500,
-                backlog: 1500,
-            },
-            Sample {
-                at: at(1500),
-                stored: 1000,
-                backlog: 1000,
-            },
-            Sample {
-                at: at(2000),
-                stored: 2000,
-                backlog: 0,
-            },
-        ];
+        // (at ms, stored, backlog)
+        let samples_of = |rows: &[(u64, u64, u64)]| -> Vec<Sample> {
+            rows.iter()
+                .map(|&(ms, stored, backlog)| Sample {
+                    at: at(ms),
+                    stored,
+                    backlog,
+                })
+                .collect()
+        };
+        let samples = samples_of(&[
+            (0, 0, 0),
+            (500, 0, 1000),
+            (1000, 500, 1500),
+            (1500, 1000, 1000),
+            (2000, 2000, 0),
+        ]);
         // At 500 ms, 1,000 were in the pipeline: stored by 1,500 ms. At 1,000 ms, 2,000: by
         // 2,000 ms. At 1,500 ms also 2,000: by 2,000 ms. Nothing pending at 0.
         assert_eq!(
@@ -708,23 +698,7 @@ mod tests {
         );
         // Between samples, the count is taken to grow evenly: 1,250 half-way from 500 ms to
         // 1,500 ms.
-        let samples = [
-            Sample {
-                at: at(0),
-                stored: 1000,
-                backlog: 250,
-            },
-            Sample {
-                at: at(500),
-                stored: 1000,
-                backlog: 0,
-            },
-            Sample {
-                at: at(1500),
-                stored: 1500,
-                backlog: 0,
-            },
-        ];
+        let samples = samples_of(&[(0, 1000, 250), (500, 1000, 0), (1500, 1500, 0)]);
         assert_eq!(
             visibility_lags(&samples, 0, at(1500)),
             vec![1_000_000, 0, 0]

@@ -128,6 +128,48 @@ pub struct EventShape {
     /// When non-zero, timestamps are counted back from this fixed time (epoch ms) instead
     /// of the time of filling: a chosen past day.
     pub anchor_ms: u64,
+    /// How the events are sent: to `POST /events`, or as Segment `track` calls.
+    pub wire: Wire,
+}
+
+/// The API a request speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Wire {
+    /// `POST /events` with Eventide's fields.
+    #[default]
+    Eventide,
+    /// `POST /v1/batch`, `{"batch": [...]}` of Segment `track` calls carrying the same
+    /// content (`event`, `messageId`, `userId`, `properties`).
+    Segment,
+}
+
+impl Wire {
+    /// The request line's path, the body's start and end around the events.
+    fn framing(self, as_array: bool) -> (&'static str, &'static [u8], &'static [u8]) {
+        match (self, as_array) {
+            (Wire::Eventide, false) => ("/events", b"", b""),
+            (Wire::Eventide, true) => ("/events", b"[", b"]"),
+            (Wire::Segment, _) => ("/v1/batch", br#"{"batch":["#, b"]}"),
+        }
+    }
+
+    /// How an event's id, type, user id and metadata begin in this API.
+    fn keys(self) -> [&'static str; 4] {
+        match self {
+            Wire::Eventide => [
+                r#""id":""#,
+                r#""type":"type-"#,
+                r#"","user_id":"user-"#,
+                r#","metadata":"#,
+            ],
+            Wire::Segment => [
+                r#""messageId":""#,
+                r#""type":"track","event":"type-"#,
+                r#"","userId":"user-"#,
+                r#","properties":"#,
+            ],
+        }
+    }
 }
 
 impl Default for EventShape {
@@ -138,6 +180,7 @@ impl Default for EventShape {
             timestamp_spread_ms: 0,
             in_order_over_events: 0,
             anchor_ms: 0,
+            wire: Wire::Eventide,
         }
     }
 }
@@ -165,7 +208,8 @@ struct EventSlots {
     user_digits: usize,
 }
 
-/// A complete `POST /events` request with patchable slots; see the module docs.
+/// A complete ingest request (`POST /events`, or Segment's `/v1/batch`) with patchable
+/// slots; see the module docs.
 #[derive(Debug, Clone)]
 pub struct RequestTemplate {
     bytes: Vec<u8>,
@@ -213,9 +257,8 @@ impl RequestTemplate {
         assert!(as_array || events == 1, "several events need an array");
         let mut body = Vec::with_capacity(events * 420);
         let mut slots = Vec::with_capacity(events);
-        if as_array {
-            body.push(b'[');
-        }
+        let (path, opening, closing) = shape.wire.framing(as_array);
+        body.extend_from_slice(opening);
         for index in 0..events {
             if index > 0 {
                 body.push(b',');
@@ -225,14 +268,19 @@ impl RequestTemplate {
                 ClientIds::FirstEventOnly => index == 0,
                 ClientIds::Every => true,
             };
-            slots.push(append_event(&mut body, wants_id, shape.type_digits(), rng));
+            let keys = shape.wire.keys();
+            slots.push(append_event(
+                &mut body,
+                wants_id,
+                shape.type_digits(),
+                keys,
+                rng,
+            ));
         }
-        if as_array {
-            body.push(b']');
-        }
+        body.extend_from_slice(closing);
 
         let head = format!(
-            "POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             super::key::auth_header(),
             body.len()
         );
@@ -352,6 +400,7 @@ fn append_event(
     body: &mut Vec<u8>,
     wants_id: bool,
     type_digits: usize,
+    [id_key, type_key, user_key, metadata_key]: [&str; 4],
     rng: &mut Rng,
 ) -> EventSlots {
     fn placeholder(body: &mut Vec<u8>, width: usize) -> usize {
@@ -362,20 +411,20 @@ fn append_event(
 
     body.push(b'{');
     let client_id = if wants_id {
-        body.extend_from_slice(br#""id":""#);
+        body.extend_from_slice(id_key.as_bytes());
         let offset = placeholder(body, CLIENT_ID_LEN);
         body.extend_from_slice(br#"","#);
         Some(offset)
     } else {
         None
     };
-    body.extend_from_slice(br#""type":"type-"#);
+    body.extend_from_slice(type_key.as_bytes());
     let type_digits = placeholder(body, type_digits);
     body.extend_from_slice(br#"","timestamp":"#);
     let timestamp = placeholder(body, TIMESTAMP_DIGITS);
     body.extend_from_slice(br#","service":"svc-"#);
     let service_digits = placeholder(body, 2);
-    body.extend_from_slice(br#"","user_id":"user-"#);
+    body.extend_from_slice(user_key.as_bytes());
     let user_digits = placeholder(body, 6);
 
     let (method, path) = ROUTES[rng.below(ROUTES.len() as u64) as usize];
@@ -387,7 +436,7 @@ fn append_event(
     let response_bytes = 200 + rng.below(60_000);
     let cache = if rng.below(4) == 0 { "hit" } else { "miss" };
     let rest = format!(
-        r#"","message":"{method} {path} {status} in {duration_ms}ms (request {request_id:08x}, {response_bytes} bytes, cache {cache}, attempt 1)","metadata":{{"path":"{path}","status":{status},"duration_ms":{duration_ms},"region":"{region}","ua":"{user_agent}"}}}}"#
+        r#"","message":"{method} {path} {status} in {duration_ms}ms (request {request_id:08x}, {response_bytes} bytes, cache {cache}, attempt 1)"{metadata_key}{{"path":"{path}","status":{status},"duration_ms":{duration_ms},"region":"{region}","ua":"{user_agent}"}}}}"#
     );
     body.extend_from_slice(rest.as_bytes());
 
@@ -436,11 +485,23 @@ mod tests {
         serde_json::from_slice(&request[head_end..]).unwrap()
     }
 
+    /// What each test starts from: a generator seeded with `seed`, a template `build` makes
+    /// with it, and the ids it then fills in.
+    fn seeded(
+        seed: u64,
+        build: impl FnOnce(&mut Rng) -> RequestTemplate,
+    ) -> (Rng, RequestTemplate, IdSource) {
+        let mut rng = Rng::with_seed(seed);
+        let template = build(&mut rng);
+        let ids = IdSource::new(&mut rng);
+        (rng, template, ids)
+    }
+
     #[test]
     fn filled_batches_are_valid_json_with_unique_ids_and_realistic_size() {
-        let mut rng = Rng::with_seed(7);
-        let template = RequestTemplate::build(100, true, ClientIds::Every, &mut rng);
-        let ids = IdSource::new(&mut rng);
+        let (mut rng, template, ids) = seeded(7, |rng| {
+            RequestTemplate::build(100, true, ClientIds::Every, rng)
+        });
         let mut seen = HashSet::new();
         let mut request = Vec::new();
         for _ in 0..3 {
@@ -472,17 +533,13 @@ mod tests {
         assert_eq!(EventShape::default().type_name(7), "type-07");
         let wide = EventShape {
             types: 1000,
-            timestamp_spread_ms: 0,
-            in_order_over_events: 0,
-            anchor_ms: 0,
+            ..EventShape::default()
         };
         assert_eq!(wide.type_digits(), 3);
         assert_eq!(wide.type_name(7), "type-007");
         let narrow = EventShape {
             types: 1,
-            timestamp_spread_ms: 0,
-            in_order_over_events: 0,
-            anchor_ms: 0,
+            ..EventShape::default()
         };
         assert_eq!(narrow.type_name(0), "type-00");
 
@@ -490,12 +547,11 @@ mod tests {
         let shape = EventShape {
             types: 1000,
             timestamp_spread_ms: day_ms,
-            in_order_over_events: 0,
-            anchor_ms: 0,
+            ..EventShape::default()
         };
-        let mut rng = Rng::with_seed(5);
-        let template = RequestTemplate::build_with(1000, true, ClientIds::None, shape, &mut rng);
-        let ids = IdSource::new(&mut rng);
+        let (mut rng, template, ids) = seeded(5, |rng| {
+            RequestTemplate::build_with(1000, true, ClientIds::None, shape, rng)
+        });
         let mut request = Vec::new();
         let before = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -521,9 +577,9 @@ mod tests {
 
     #[test]
     fn single_event_template_is_an_object_and_exposes_its_probe_id() {
-        let mut rng = Rng::with_seed(11);
-        let template = RequestTemplate::build(1, false, ClientIds::FirstEventOnly, &mut rng);
-        let ids = IdSource::new(&mut rng);
+        let (mut rng, template, ids) = seeded(11, |rng| {
+            RequestTemplate::build(1, false, ClientIds::FirstEventOnly, rng)
+        });
         let mut request = Vec::new();
         template.fill(&mut request, &mut rng, &ids);
         let event = body_json(&request);

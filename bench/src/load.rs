@@ -254,10 +254,10 @@ async fn connection_loop(shared: &SharedLoad, connection_index: u64) -> LoadOutc
                 continue;
             };
             let sent_at = Instant::now();
-            let answer = tokio::time::timeout(REQUEST_TIMEOUT, open.send(&request)).await;
+            let answer = send_within(open, &request, "POST /events").await;
             let answered_at = Instant::now();
             match answer {
-                Ok(Ok(response)) if response.is_success() => {
+                Ok(response) if response.is_success() => {
                     let sent = template.events() as u64;
                     let accepted = accepted_count(response.body).unwrap_or(sent);
                     if accepted < sent {
@@ -278,7 +278,7 @@ async fn connection_loop(shared: &SharedLoad, connection_index: u64) -> LoadOutc
                     }
                     break;
                 }
-                Ok(Ok(response)) if response.status == 429 => {
+                Ok(response) if response.status == 429 => {
                     outcome.rejected_429 += 1;
                     let wait = response.retry_after.unwrap_or(DEFAULT_BACKOFF);
                     if answered_at + wait >= plan.schedule.stop_at() {
@@ -286,20 +286,13 @@ async fn connection_loop(shared: &SharedLoad, connection_index: u64) -> LoadOutc
                     }
                     tokio::time::sleep(wait).await;
                 }
-                Ok(Ok(response)) => {
+                Ok(response) => {
                     outcome.unavailable_503 += u64::from(response.status == 503);
                     outcome.record_error(describe_refusal("POST /events", &response));
                     break;
                 }
-                Ok(Err(error)) => {
-                    outcome.record_error(format!("POST /events: {error:#}"));
-                    connection = None;
-                    break;
-                }
-                Err(_) => {
-                    outcome.record_error(format!(
-                        "POST /events: no answer within {REQUEST_TIMEOUT:?}"
-                    ));
+                Err(failure) => {
+                    outcome.record_error(failure);
                     connection = None;
                     break;
                 }
@@ -338,6 +331,21 @@ fn accepted_count(body: &[u8]) -> Option<u64> {
         .take_while(|byte| byte.is_ascii_digit())
         .count()];
     std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Sends `request` on `open`, waiting at most [`REQUEST_TIMEOUT`]: the answer, or the error
+/// line naming `what` when the connection failed or the time ran out (the connection is then
+/// not to be used again).
+async fn send_within<'c>(
+    open: &'c mut HttpConnection,
+    request: &[u8],
+    what: &str,
+) -> Result<Response<'c>, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, open.send(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Ok(Err(error)) => Err(format!("{what}: {error:#}")),
+        Err(_) => Err(format!("{what}: no answer within {REQUEST_TIMEOUT:?}")),
+    }
 }
 
 /// A one-line description of an unexpected answer.
@@ -412,16 +420,16 @@ impl Prober {
                 break;
             };
             let asked_at = Instant::now();
-            match tokio::time::timeout(REQUEST_TIMEOUT, open.send(&request)).await {
-                Ok(Ok(response)) if response.status == 200 => {
+            match send_within(open, &request, "GET /events/{id}").await {
+                Ok(response) if response.status == 200 => {
                     lag = Some(micros(acknowledged_at.elapsed()));
                     break;
                 }
-                Ok(Ok(response)) if response.status == 429 => {
+                Ok(response) if response.status == 429 => {
                     let pause = response.retry_after.unwrap_or(Duration::from_millis(10));
                     tokio::time::sleep(pause).await;
                 }
-                Ok(Ok(response)) if matches!(response.status, 404 | 503) => {
+                Ok(response) if matches!(response.status, 404 | 503) => {
                     // Not visible yet (503: "not yet indexed" after the server held the query
                     // for its read wait). If it answered faster than that, pause briefly
                     // rather than spin on it; Retry-After would distort the measured lag.
@@ -429,19 +437,12 @@ impl Prober {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
-                Ok(Ok(response)) => {
+                Ok(response) => {
                     errors.record_error(describe_refusal("GET /events/{id}", &response));
                     break;
                 }
-                Ok(Err(error)) => {
-                    errors.record_error(format!("GET /events/{{id}}: {error:#}"));
-                    connection = None;
-                    break;
-                }
-                Err(_) => {
-                    errors.record_error(format!(
-                        "GET /events/{{id}}: no answer within {REQUEST_TIMEOUT:?}"
-                    ));
+                Err(failure) => {
+                    errors.record_error(failure);
                     connection = None;
                     break;
                 }

@@ -58,6 +58,9 @@ enum Scenario {
     Single,
     /// 1,000-event POSTs from a few connections (plus a null-store run).
     Batch,
+    /// 100-event batches with client ids, as SDKs send them: to `POST /events`, then the
+    /// same events as Segment `track` calls to `/v1/batch`.
+    Sdk,
     /// Batches at the highest rate the indexer keeps up with (at most --sustained-rate),
     /// with visibility-lag probes (plus a client-id run).
     Sustained,
@@ -214,6 +217,7 @@ async fn run(args: BenchArgs) -> Result<()> {
         Scenario::All => vec![
             Scenario::Single,
             Scenario::Batch,
+            Scenario::Sdk,
             Scenario::Sustained,
             Scenario::Query,
             Scenario::Metrics,
@@ -230,6 +234,7 @@ async fn run(args: BenchArgs) -> Result<()> {
         let report = match scenario {
             Scenario::Single => scenarios::single(&context, seconds(10)).await?,
             Scenario::Batch => scenarios::batch(&context, seconds(10)).await?,
+            Scenario::Sdk => scenarios::sdk(&context, seconds(10)).await?,
             Scenario::Sustained => scenarios::sustained(&context, seconds(60)).await?,
             Scenario::Query => scenarios::query(&context, seconds(10)).await?,
             Scenario::Metrics => scenarios::metrics(&context, seconds(10)).await?,

@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use testkit::http::{url_encode, HttpConnection, Response};
 
-use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng, EVENT_TYPES, USERS};
+use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng, Wire, EVENT_TYPES, USERS};
 use super::key::get_request;
 use super::load::{
     describe_refusal, ensure_connected, rate, run_post_load, LoadOutcome, Pace, PostLoad,
@@ -169,6 +169,34 @@ impl BenchContext {
         warn_errors(label, outcome);
         Ok(measured)
     }
+
+    /// The same load against the durable server (`{name}-durable`) and one with the null
+    /// store (`{name}-null-store`): the report `name` opened with the durable figures and how
+    /// they compare, and both outcomes.
+    async fn durable_against_null_store(
+        &self,
+        name: &str,
+        connections: usize,
+        templates: &[RequestTemplate],
+        duration: Duration,
+    ) -> Result<(Report, Measured<LoadOutcome>, Measured<LoadOutcome>)> {
+        let durable_label = format!("{name}-durable");
+        let mut durable = self
+            .ingest_variant(&durable_label, false, connections, templates, duration)
+            .await?;
+        let null_label = format!("{name}-null-store");
+        let null_store = self
+            .ingest_variant(&null_label, true, connections, templates, duration)
+            .await?;
+        let mut report = Report::new(name);
+        push_ingest_figures(&mut report, &mut durable);
+        push_null_store_comparison(
+            &mut report,
+            durable.value.events_per_sec(),
+            null_store.value.events_per_sec(),
+        );
+        Ok((report, durable, null_store))
+    }
 }
 
 /// One event per POST from many connections: durable, null store, and client ids.
@@ -178,17 +206,8 @@ pub async fn single(context: &BenchContext, duration: Duration) -> Result<Report
     let server_ids = templates(SINGLE_TEMPLATES, 1, ClientIds::None, &mut rng);
     let client_ids = templates(SINGLE_TEMPLATES, 1, ClientIds::Every, &mut rng);
 
-    let mut durable = context
-        .ingest_variant("single-durable", false, connections, &server_ids, duration)
-        .await?;
-    let null_store = context
-        .ingest_variant(
-            "single-null-store",
-            true,
-            connections,
-            &server_ids,
-            duration,
-        )
+    let (mut report, durable, null_store) = context
+        .durable_against_null_store("single", connections, &server_ids, duration)
         .await?;
     let mut with_ids = context
         .ingest_variant(
@@ -199,14 +218,6 @@ pub async fn single(context: &BenchContext, duration: Duration) -> Result<Report
             duration,
         )
         .await?;
-
-    let mut report = Report::new("single");
-    push_ingest_figures(&mut report, &mut durable);
-    push_null_store_comparison(
-        &mut report,
-        durable.value.events_per_sec(),
-        null_store.value.events_per_sec(),
-    );
     report.push_rate("client_ids_events_per_sec", with_ids.value.events_per_sec());
     let with_ids_latency = LatencySummary::from_micros(&mut with_ids.value.latencies_us);
     report.push_ms("client_ids_p99_ms", with_ids_latency.p99_ms);
@@ -228,32 +239,9 @@ pub async fn single(context: &BenchContext, duration: Duration) -> Result<Report
 pub async fn batch(context: &BenchContext, duration: Duration) -> Result<Report> {
     let mut rng = Rng::from_clock(2);
     let batches = templates(BATCH_TEMPLATES, BATCH_SIZE, ClientIds::None, &mut rng);
-    let mut durable = context
-        .ingest_variant(
-            "batch-durable",
-            false,
-            BATCH_CONNECTIONS,
-            &batches,
-            duration,
-        )
+    let (mut report, durable, null_store) = context
+        .durable_against_null_store("batch", BATCH_CONNECTIONS, &batches, duration)
         .await?;
-    let null_store = context
-        .ingest_variant(
-            "batch-null-store",
-            true,
-            BATCH_CONNECTIONS,
-            &batches,
-            duration,
-        )
-        .await?;
-
-    let mut report = Report::new("batch");
-    push_ingest_figures(&mut report, &mut durable);
-    push_null_store_comparison(
-        &mut report,
-        durable.value.events_per_sec(),
-        null_store.value.events_per_sec(),
-    );
     report.push("errors", durable.value.errors + null_store.value.errors);
     report.push("rejected_429", durable.value.rejected_429);
     report.push("null_store_rejected_429", null_store.value.rejected_429);
@@ -262,6 +250,65 @@ pub async fn batch(context: &BenchContext, duration: Duration) -> Result<Report>
     report.push("connections", BATCH_CONNECTIONS as u64);
     report.push_seconds("duration_s", duration);
     report.push_mb("null_store_peak_rss_mb", null_store.peak_rss_mb);
+    Ok(report)
+}
+
+/// Events per request of the SDK scenario: what SDKs batch (Segment's Python SDK sends up
+/// to 100 calls a request).
+const SDK_BATCH: usize = 100;
+
+/// 100-event batches with client ids, as SDKs send them: to `POST /events`, then the same
+/// events as Segment `track` calls to `/v1/batch`, and how close the second comes.
+pub async fn sdk(context: &BenchContext, duration: Duration) -> Result<Report> {
+    let batches = |wire| -> Vec<RequestTemplate> {
+        // The same seed: the same events in both APIs.
+        let mut rng = Rng::with_seed(3);
+        let shape = EventShape {
+            wire,
+            ..EventShape::default()
+        };
+        (0..BATCH_TEMPLATES)
+            .map(|_| {
+                RequestTemplate::build_with(SDK_BATCH, true, ClientIds::Every, shape, &mut rng)
+            })
+            .collect()
+    };
+    let mut native = context
+        .ingest_variant(
+            "sdk-events",
+            false,
+            BATCH_CONNECTIONS,
+            &batches(Wire::Eventide),
+            duration,
+        )
+        .await?;
+    let mut segment = context
+        .ingest_variant(
+            "sdk-segment",
+            false,
+            BATCH_CONNECTIONS,
+            &batches(Wire::Segment),
+            duration,
+        )
+        .await?;
+    let mut report = Report::new("sdk");
+    push_ingest_figures(&mut report, &mut native);
+    report.push_rate("segment_events_per_sec", segment.value.events_per_sec());
+    report.push_ratio(
+        "segment_to_events_ratio",
+        segment.value.events_per_sec(),
+        native.value.events_per_sec(),
+    );
+    let segment_latency = LatencySummary::from_micros(&mut segment.value.latencies_us);
+    report.push_ms("segment_p99_ms", segment_latency.p99_ms);
+    report.push("errors", native.value.errors + segment.value.errors);
+    report.push(
+        "rejected_429",
+        native.value.rejected_429 + segment.value.rejected_429,
+    );
+    report.push("batch_size", SDK_BATCH as u64);
+    report.push("connections", BATCH_CONNECTIONS as u64);
+    report.push_seconds("duration_s", duration);
     Ok(report)
 }
 
@@ -474,6 +521,47 @@ impl Preloaded {
     }
 }
 
+/// Posts `total_events` events of `shape` in time order, as [`BATCH_SIZE`]-event batches (the
+/// last request holding the remainder) from [`BATCH_CONNECTIONS`] connections, retrying 429s
+/// until `give_up_at`, and says how fast it went.
+pub(super) async fn post_in_batches(
+    addr: SocketAddr,
+    label: &str,
+    total_events: u64,
+    shape: EventShape,
+    give_up_at: Instant,
+) -> LoadOutcome {
+    let mut rng = Rng::from_clock(5);
+    let batches: Vec<RequestTemplate> = (0..BATCH_TEMPLATES)
+        .map(|_| RequestTemplate::build_with(BATCH_SIZE, true, ClientIds::None, shape, &mut rng))
+        .collect();
+    let remainder = (total_events % BATCH_SIZE as u64) as usize;
+    let final_request = (remainder > 0)
+        .then(|| RequestTemplate::build_with(remainder, true, ClientIds::None, shape, &mut rng));
+    let load = run_post_load(PostLoad {
+        addr,
+        connections: BATCH_CONNECTIONS,
+        templates: batches,
+        final_request,
+        ids: Arc::new(IdSource::new(&mut rng)),
+        schedule: Schedule::Count {
+            requests: total_events.div_ceil(BATCH_SIZE as u64),
+            give_up_at,
+        },
+        probes: None,
+    })
+    .await;
+    progress(&format!(
+        "{label}: {} events acknowledged in {:.1} s ({:.0} events/s, {} x 429, {} errors)",
+        load.acknowledged_events,
+        load.elapsed.as_secs_f64(),
+        load.events_per_sec(),
+        load.rejected_429,
+        load.errors
+    ));
+    load
+}
+
 /// Loads `total_events` events of `shape` in 1,000-event batches from a few connections
 /// (retrying 429s), then waits until all acknowledged events are queryable.
 pub(super) async fn preload(
@@ -482,37 +570,9 @@ pub(super) async fn preload(
     total_events: u64,
     shape: EventShape,
 ) -> Result<Preloaded> {
-    let mut rng = Rng::from_clock(5);
-    let batches: Vec<RequestTemplate> = (0..BATCH_TEMPLATES)
-        .map(|_| RequestTemplate::build_with(BATCH_SIZE, true, ClientIds::None, shape, &mut rng))
-        .collect();
-    let remainder = (total_events % BATCH_SIZE as u64) as usize;
-    let final_request = (remainder > 0)
-        .then(|| RequestTemplate::build_with(remainder, true, ClientIds::None, shape, &mut rng));
-    let requests = total_events.div_ceil(BATCH_SIZE as u64);
-
     progress(&format!("{label}: preloading {total_events} events"));
-    let load = run_post_load(PostLoad {
-        addr,
-        connections: BATCH_CONNECTIONS,
-        templates: batches,
-        final_request,
-        ids: Arc::new(IdSource::new(&mut Rng::from_clock(6))),
-        schedule: Schedule::Count {
-            requests,
-            give_up_at: Instant::now() + PRELOAD_LIMIT,
-        },
-        probes: None,
-    })
-    .await;
-    progress(&format!(
-        "{label}: preloaded {} events in {:.1} s ({:.0} events/s, {} x 429, {} errors)",
-        load.acknowledged_events,
-        load.elapsed.as_secs_f64(),
-        load.events_per_sec(),
-        load.rejected_429,
-        load.errors
-    ));
+    let give_up_at = Instant::now() + PRELOAD_LIMIT;
+    let load = post_in_batches(addr, label, total_events, shape, give_up_at).await;
     warn_errors(&format!("{label} preload"), &load);
     let waiting_since = Instant::now();
     let indexed_events = wait_until_indexed(addr, label, load.acknowledged_events).await?;
@@ -574,12 +634,7 @@ pub async fn query(context: &BenchContext, duration: Duration) -> Result<Report>
     report.push_latency("cursor_", &by_cursor);
     report.push_latency("user_", &by_user);
     run.preloaded.push_figures(&mut report);
-    report.push(
-        "rejected_429",
-        preload.rejected_429 + run.queries.tally.rejected_429,
-    );
-    report.push("connections", QUERY_CONNECTIONS as u64);
-    report.push_seconds("duration_s", duration);
+    push_mix_closing(&mut report, preload, &run.queries.tally, duration);
     Ok(report)
 }
 
@@ -688,12 +743,7 @@ pub async fn metrics(context: &BenchContext, duration: Duration) -> Result<Repor
     report.push("partial_answers", run.queries.partial);
     run.preloaded.push_figures(&mut report);
     report.push("window_24h_total", run.window_24h_total);
-    report.push(
-        "rejected_429",
-        preload.rejected_429 + run.queries.tally.rejected_429,
-    );
-    report.push("connections", QUERY_CONNECTIONS as u64);
-    report.push_seconds("duration_s", duration);
+    push_mix_closing(&mut report, preload, &run.queries.tally, duration);
     Ok(report)
 }
 
@@ -702,17 +752,17 @@ pub async fn metrics(context: &BenchContext, duration: Duration) -> Result<Repor
 async fn run_metrics_mix(addr: SocketAddr, duration: Duration) -> MetricsOutcome {
     let started = Instant::now();
     let deadline = started + duration;
-    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+    let gets: Arc<Vec<Get>> = Arc::new(
         METRICS_ENDPOINTS
             .iter()
-            .map(|(_, path)| get_request(path))
+            .map(|(_, path)| Get::new(path))
             .collect(),
     );
     let tasks: Vec<_> = (0..QUERY_CONNECTIONS)
         .map(|index| {
-            let requests = Arc::clone(&requests);
+            let gets = Arc::clone(&gets);
             tokio::spawn(async move {
-                metrics_connection_loop(addr, deadline, index as u64, &requests).await
+                metrics_connection_loop(addr, deadline, index as u64, &gets).await
             })
         })
         .collect();
@@ -723,26 +773,18 @@ async fn metrics_connection_loop(
     addr: SocketAddr,
     deadline: Instant,
     index: u64,
-    requests: &[Vec<u8>],
+    gets: &[Get],
 ) -> MetricsOutcome {
     let mut rng = Rng::from_clock(200 + index);
     let mut outcome = MetricsOutcome::default();
     let mut connection: Option<HttpConnection> = None;
     while Instant::now() < deadline {
         let endpoint = rng.below(METRICS_ENDPOINTS.len() as u64) as usize;
-        let path = METRICS_ENDPOINTS[endpoint].1;
-        let answer = timed_get(
-            &mut connection,
-            addr,
-            path,
-            &requests[endpoint],
-            &mut outcome.tally,
-            deadline,
-        )
-        .await;
+        let get = &gets[endpoint];
+        let answer = timed_get(&mut connection, addr, get, &mut outcome.tally, deadline).await;
         match answer {
             Answer::Ok(latency, response) => {
-                outcome.partial += u64::from(find_bytes(response.body, br#""partial":true"#));
+                outcome.partial += partial_count(&response);
                 outcome.by_endpoint[endpoint].push(latency);
             }
             Answer::Retry | Answer::Refused => {}
@@ -821,6 +863,19 @@ fn mix_report(
     report
 }
 
+/// The last figures of a mix's report: the 429s of the preload and the mix, the connections
+/// and the duration.
+fn push_mix_closing(
+    report: &mut Report,
+    preload: &LoadOutcome,
+    mix: &LoadOutcome,
+    duration: Duration,
+) {
+    report.push("rejected_429", preload.rejected_429 + mix.rejected_429);
+    report.push("connections", QUERY_CONNECTIONS as u64);
+    report.push_seconds("duration_s", duration);
+}
+
 /// Waits for a mix's connection tasks and merges what they measured; the mix's elapsed
 /// time runs from `started`.
 async fn gather<T: MixOutcome>(
@@ -889,16 +944,8 @@ async fn query_connection_loop(addr: SocketAddr, deadline: Instant, index: u64) 
                 (QueryKind::User, 0, path)
             }
         };
-        let request = get_request(&path);
-        let answer = timed_get(
-            &mut connection,
-            addr,
-            &path,
-            &request,
-            &mut outcome.tally,
-            deadline,
-        )
-        .await;
+        let get = Get::new(&path);
+        let answer = timed_get(&mut connection, addr, &get, &mut outcome.tally, deadline).await;
         match answer {
             Answer::Ok(latency, response) => {
                 if kind == QueryKind::User {
@@ -943,16 +990,37 @@ pub(super) enum Answer<'a> {
     Broken,
 }
 
+/// A GET ready to send: its path, for error lines, and its request bytes.
+pub(super) struct Get {
+    path: String,
+    request: Vec<u8>,
+}
+
+impl Get {
+    pub(super) fn new(path: &str) -> Get {
+        Get {
+            path: path.to_owned(),
+            request: get_request(path),
+        }
+    }
+}
+
+/// 1 when an answer says `"partial": true` (the server could not wait for the indexer), else 0:
+/// to count them.
+pub(super) fn partial_count(response: &Response<'_>) -> u64 {
+    u64::from(find_bytes(response.body, br#""partial":true"#))
+}
+
 /// Sends one GET on `connection` (opened if needed) and times it; everything but a 200 is
 /// tallied here.
 pub(super) async fn timed_get<'c>(
     connection: &'c mut Option<HttpConnection>,
     addr: SocketAddr,
-    path: &str,
-    request: &[u8],
+    get: &Get,
     tally: &mut LoadOutcome,
     deadline: Instant,
 ) -> Answer<'c> {
+    let Get { path, request } = get;
     let Some(open) = ensure_connected(connection, addr, tally).await else {
         tokio::time::sleep(Duration::from_millis(50)).await;
         return Answer::Retry;

@@ -71,9 +71,7 @@ pub async fn stream(context: &BenchContext, duration: Duration) -> Result<Report
     let command = with_max_subscribers(&context.server);
     let shape = EventShape {
         types: STREAM_TYPES,
-        timestamp_spread_ms: 0,
-        in_order_over_events: 0,
-        anchor_ms: 0,
+        ..EventShape::default()
     };
     let mut rng = Rng::from_clock(7);
     let batches: Vec<RequestTemplate> = (0..BATCH_TEMPLATES)

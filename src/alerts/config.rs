@@ -112,6 +112,10 @@ pub struct ChannelSpec {
     pub smtp_port: Option<u16>,
     #[serde(default)]
     pub tls: SmtpTls,
+    /// email: a PEM file of certificates trusted besides the usual roots, for an SMTP
+    /// server whose certificate is self-signed or from a private authority.
+    #[serde(default)]
+    pub ca_file: Option<String>,
     #[serde(default)]
     pub username: Option<String>,
     #[serde(default)]
@@ -128,6 +132,9 @@ pub struct ChannelSpec {
     pub repeat_interval: Option<String>,
     #[serde(default)]
     pub send_resolved: Option<bool>,
+    /// The labels whose values group alerts into one notice (default `["alertname"]`).
+    #[serde(default)]
+    pub group_by: Option<Vec<String>>,
     /// How long one attempt may take (default 10s).
     #[serde(default)]
     pub timeout: Option<String>,
@@ -166,6 +173,8 @@ pub struct EmailTarget {
     pub host: String,
     pub port: u16,
     pub tls: SmtpTls,
+    /// The PEM text of `ca_file`: certificates trusted besides the usual roots.
+    pub ca_pem: Option<Vec<u8>>,
     pub login: Option<(String, Secret)>,
     pub from: String,
     pub to: Vec<String>,
@@ -419,6 +428,7 @@ fn check_channel(spec: &ChannelSpec) -> Result<Channel, String> {
         group_interval: spec.group_interval.clone(),
         repeat_interval: spec.repeat_interval.clone(),
         send_resolved: spec.send_resolved,
+        group_by: spec.group_by.clone(),
     }
     .over(base)?;
     let duration = |field: &str, text: &Option<String>, default: Duration| match text {
@@ -461,6 +471,19 @@ fn check_channel(spec: &ChannelSpec) -> Result<Channel, String> {
                     .parse::<lettre::message::Mailbox>()
                     .map_err(|err| format!("'{address}' is not an email address: {err}"))?;
             }
+            let ca_pem = match &spec.ca_file {
+                None => None,
+                Some(_) if spec.tls == SmtpTls::None => {
+                    return Err("ca_file: only with tls = \"starttls\" or \"tls\"".to_owned())
+                }
+                Some(path) => {
+                    let pem = std::fs::read(path)
+                        .map_err(|err| format!("ca_file: cannot read {path}: {err}"))?;
+                    lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                        .map_err(|err| format!("ca_file: {path}: {err}"))?;
+                    Some(pem)
+                }
+            };
             let login = match (&spec.username, &spec.password) {
                 (Some(user), Some(password)) => Some((user.clone(), Secret(password.clone()))),
                 (None, None) => None,
@@ -474,6 +497,7 @@ fn check_channel(spec: &ChannelSpec) -> Result<Channel, String> {
                     SmtpTls::None => 25,
                 }),
                 tls: spec.tls,
+                ca_pem,
                 login,
                 from,
                 to: spec.to.clone(),

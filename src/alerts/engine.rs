@@ -1,18 +1,27 @@
 //! The evaluation loop: every `interval`, each rule's value is read (counts from the
-//! metrics, health values from the registry), its alert takes the step, and each of its
-//! channels is offered the notice that is due, if any, without waiting (a full queue is
-//! retried at the next evaluation). Deliveries come back as outcomes: only then is a notice
-//! recorded as sent, in memory and in the store.
+//! metrics, health values from the registry), its alert takes the step, and its alert joins,
+//! on each of its channels, the group of the alerts sharing the values of the `group_by`
+//! labels; each group with something due is offered as one notice, without waiting (a full
+//! queue is retried at the next evaluation). Deliveries come back as outcomes: only then is
+//! a notice recorded as sent, for each of its alerts, in memory and in the store.
+//!
+//! What was announced is kept per channel and alert (a [`GroupLog`] each), so a group is
+//! what its alerts' logs say: it sends when one of them is due (a new firing, once
+//! `group_wait` passed and, if the group already announced others, `group_interval` since
+//! its last notice; a repeat; a resolve), and its notice carries every alert of the group
+//! firing (unless silenced) and those whose end is due.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
-use super::channels::{Notice, Outcome, Status};
+use super::channels::{AlertNotice, Notice, Outcome, Status};
 use super::history::HistoryEntry;
 use super::rule::{Condition, Rule};
-use super::state::{Due, Phase};
+use super::state::{at_or_after, AlertState, Due, GroupLog, Phase};
+use super::timing::Timing;
 use super::{group_record, Alerts, GROUP, STATE};
 use crate::config::format_duration;
 use crate::event::timefmt::format_rfc3339_ms;
@@ -110,8 +119,9 @@ impl Alerts {
         let now = self.clock.now_ms();
         let mut states = Vec::new();
         let mut history = Vec::new();
-        let mut groups = Vec::new();
-        let mut notices = Vec::new();
+        let mut logs = Vec::new();
+        // By (channel, group key), in the order of their keys.
+        let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();
         let mut by_phase = [0u64; 3];
         {
             let mut inner = self.inner.lock().unwrap();
@@ -149,39 +159,63 @@ impl Alerts {
                     let Some(config) = self.channel_configs.get(channel) else {
                         continue;
                     };
-                    let key = (channel.clone(), rule.name.clone());
+                    let timing = rule
+                        .timing
+                        .over(config.timing.clone())
+                        .unwrap_or_else(|_| config.timing.clone());
+                    let (group_key, group_labels) = timing.group_of(&labels);
+                    let key = (channel.clone(), group_key);
                     if inner.in_flight.contains(&key) {
                         continue;
                     }
-                    let timing = rule.timing.over(config.timing).unwrap_or(config.timing);
-                    let log = inner.groups.entry(key.clone()).or_default();
-                    match log.due(&state, &timing, now, silenced) {
-                        Due::Nothing => {}
-                        Due::SkipResolved => {
-                            log.delivered(Due::SkipResolved, state.starts_at_ms, now);
-                            groups.push((key.clone(), log.clone()));
-                            history.push(HistoryEntry {
-                                id: 0,
-                                at: format_rfc3339_ms(now),
-                                rule: rule.name.clone(),
-                                event: "not_sent".to_owned(),
-                                channel: Some(channel.clone()),
-                                status: Some("resolved".to_owned()),
-                                value: Some(*value),
-                                error: None,
-                            });
-                        }
-                        due => {
-                            inner.in_flight.insert(key);
-                            notices.push(self.notice(rule, channel, &state, due, labels.clone()));
-                        }
+                    let log = inner
+                        .groups
+                        .entry((channel.clone(), rule.name.clone()))
+                        .or_default();
+                    let due = log.due(&state, &timing, now, silenced);
+                    if due == Due::SkipResolved {
+                        log.delivered(Due::SkipResolved, state.starts_at_ms, now);
+                        logs.push(((channel.clone(), rule.name.clone()), log.clone()));
+                        history.push(HistoryEntry {
+                            id: 0,
+                            at: format_rfc3339_ms(now),
+                            rule: rule.name.clone(),
+                            event: "not_sent".to_owned(),
+                            channel: Some(channel.clone()),
+                            status: Some("resolved".to_owned()),
+                            value: Some(*value),
+                            error: None,
+                        });
+                        continue;
                     }
+                    let firing = state.phase == Phase::Firing && !silenced;
+                    if due == Due::Nothing && !firing {
+                        continue;
+                    }
+                    groups
+                        .entry(key)
+                        .or_insert_with(|| Group {
+                            timing,
+                            labels: group_labels,
+                            members: Vec::new(),
+                        })
+                        .members
+                        .push(Member {
+                            rule: rule.clone(),
+                            state: state.clone(),
+                            labels: labels.clone(),
+                            due,
+                            log: log.clone(),
+                        });
                 }
             }
+            groups.retain(|_, group| group.sends(now));
+            inner.in_flight.extend(groups.keys().cloned());
         }
         telemetry::alerts_by_state(by_phase[0], by_phase[1], by_phase[2]);
-        for notice in notices {
-            let key = (notice.channel.clone(), notice.rule.clone());
+        for ((channel, group_key), group) in groups {
+            let notice = self.notice(&channel, group_key, group);
+            let key = (notice.channel.clone(), notice.group_key.clone());
             let offered = self
                 .channels
                 .get(&notice.channel)
@@ -195,7 +229,7 @@ impl Alerts {
                 log_store_failure("an alert's state", &err);
             }
         }
-        for ((channel, rule), log) in groups {
+        for ((channel, rule), log) in logs {
             if let Err(err) = self.save(GROUP, &group_record(&channel, &rule), &log).await {
                 log_store_failure("a notification log", &err);
             }
@@ -203,74 +237,111 @@ impl Alerts {
         self.add_history(now, history).await;
     }
 
-    fn notice(
-        &self,
-        rule: &Rule,
-        channel: &str,
-        state: &super::state::AlertState,
-        due: Due,
-        labels: std::collections::BTreeMap<String, String>,
-    ) -> Notice {
-        let firing = state.phase == Phase::Firing;
+    /// The notice of `group` to `channel`.
+    fn notice(&self, channel: &str, group_key: String, group: Group) -> Notice {
+        let alerts: Vec<AlertNotice> = group
+            .members
+            .into_iter()
+            .map(|member| {
+                let state = &member.state;
+                let firing = state.phase == Phase::Firing;
+                let announced = firing && member.log.announced_starts_at_ms == state.starts_at_ms;
+                let rule = &member.rule;
+                AlertNotice {
+                    rule: rule.name.clone(),
+                    status: if firing {
+                        Status::Firing
+                    } else {
+                        Status::Resolved
+                    },
+                    labels: member.labels,
+                    annotations: rule.annotations.clone(),
+                    starts_at_ms: state.starts_at_ms.unwrap_or(state.since_ms),
+                    ends_at_ms: if firing { None } else { state.ends_at_ms },
+                    value: state.value,
+                    threshold: rule.condition.threshold(),
+                    window: format_duration(rule.window),
+                    description: rule.describe(),
+                    // Alerts carried along are recorded as announced with the others.
+                    due: match member.due {
+                        Due::Nothing if announced => Due::Repeat,
+                        Due::Nothing => Due::Firing,
+                        due => due,
+                    },
+                }
+            })
+            .collect();
+        let status = if alerts.iter().any(|alert| alert.status == Status::Firing) {
+            Status::Firing
+        } else {
+            Status::Resolved
+        };
         Notice {
             channel: channel.to_owned(),
-            rule: rule.name.clone(),
-            status: if firing {
-                Status::Firing
-            } else {
-                Status::Resolved
-            },
-            labels,
-            annotations: rule.annotations.clone(),
-            starts_at_ms: state.starts_at_ms.unwrap_or(state.since_ms),
-            ends_at_ms: if firing { None } else { state.ends_at_ms },
-            value: state.value,
-            threshold: rule.condition.threshold(),
-            window: format_duration(rule.window),
-            description: rule.describe(),
+            group_key,
+            group_labels: group.labels,
+            status,
+            alerts,
             external_url: self.public_url.clone(),
-            due,
         }
     }
 
-    /// Takes what became of a notice: recorded as sent once delivered.
+    /// Takes what became of a notice: recorded as sent, for each of its alerts, once
+    /// delivered.
     pub(super) async fn record_outcome(&self, outcome: Outcome) {
         let notice = outcome.notice;
-        let key = (notice.channel.clone(), notice.rule.clone());
         let now = self.clock.now_ms();
-        let log = {
+        let logs: Vec<(String, GroupLog)> = {
             let mut inner = self.inner.lock().unwrap();
-            inner.in_flight.remove(&key);
-            match &outcome.result {
-                Ok(()) if inner.rules.contains_key(&notice.rule) => {
-                    let log = inner.groups.entry(key.clone()).or_default();
-                    log.delivered(notice.due, Some(notice.starts_at_ms), now);
-                    Some(log.clone())
+            let inner = &mut *inner;
+            inner
+                .in_flight
+                .remove(&(notice.channel.clone(), notice.group_key.clone()));
+            let mut logs = Vec::new();
+            if outcome.result.is_ok() {
+                for alert in &notice.alerts {
+                    if !inner.rules.contains_key(&alert.rule) {
+                        continue;
+                    }
+                    let log = inner
+                        .groups
+                        .entry((notice.channel.clone(), alert.rule.clone()))
+                        .or_default();
+                    log.delivered(alert.due, Some(alert.starts_at_ms), now);
+                    logs.push((alert.rule.clone(), log.clone()));
                 }
-                _ => None,
             }
+            logs
         };
-        if let Some(log) = log {
-            if let Err(err) = self.save(GROUP, &group_record(&key.0, &key.1), &log).await {
+        for (rule, log) in logs {
+            if let Err(err) = self
+                .save(GROUP, &group_record(&notice.channel, &rule), &log)
+                .await
+            {
                 log_store_failure("a notification log", &err);
             }
         }
-        let entry = HistoryEntry {
-            id: 0,
-            at: format_rfc3339_ms(now),
-            rule: notice.rule.clone(),
-            event: if outcome.result.is_ok() {
-                "notified"
-            } else {
-                "notify_failed"
-            }
-            .to_owned(),
-            channel: Some(notice.channel.clone()),
-            status: Some(notice.status.name().to_owned()),
-            value: notice.value,
-            error: outcome.result.err().map(|err| err.to_string()),
-        };
-        self.add_history(now, vec![entry]).await;
+        let error = outcome.result.err().map(|err| err.to_string());
+        let entries = notice
+            .alerts
+            .iter()
+            .map(|alert| HistoryEntry {
+                id: 0,
+                at: format_rfc3339_ms(now),
+                rule: alert.rule.clone(),
+                event: if error.is_none() {
+                    "notified"
+                } else {
+                    "notify_failed"
+                }
+                .to_owned(),
+                channel: Some(notice.channel.clone()),
+                status: Some(alert.status.name().to_owned()),
+                value: alert.value,
+                error: error.clone(),
+            })
+            .collect();
+        self.add_history(now, entries).await;
     }
 
     async fn save<T: serde::Serialize>(
@@ -295,5 +366,48 @@ impl Alerts {
         if let Err(err) = self.store.add_alert_history(rows).await {
             log_store_failure("the alerts' history", &err);
         }
+    }
+}
+
+/// The alerts of one channel sharing the values of the `group_by` labels, at one evaluation.
+struct Group {
+    /// The first alert's (those of one group share them unless their rules override the
+    /// channel's differently).
+    timing: Timing,
+    labels: BTreeMap<String, String>,
+    members: Vec<Member>,
+}
+
+/// An alert of a group: one with something due, or one firing carried along.
+struct Member {
+    rule: Arc<Rule>,
+    state: AlertState,
+    labels: BTreeMap<String, String>,
+    due: Due,
+    /// What its channel was told of it.
+    log: GroupLog,
+}
+
+impl Group {
+    /// Whether the group sends a notice at `now_ms`: one of its alerts is due, and a new
+    /// firing joining a group that announced others waits `group_interval` from its last
+    /// notice (Alertmanager's group timers).
+    fn sends(&self, now_ms: i64) -> bool {
+        let last_sent = self
+            .members
+            .iter()
+            .filter_map(|member| member.log.last_sent_ms)
+            .max();
+        let interval_passed =
+            last_sent.is_none_or(|last| at_or_after(now_ms, last, self.timing.group_interval));
+        let announced = self.members.iter().any(|member| {
+            member.state.phase == Phase::Firing
+                && member.log.announced_starts_at_ms == member.state.starts_at_ms
+        });
+        self.members.iter().any(|member| match member.due {
+            Due::Repeat | Due::Resolved => true,
+            Due::Firing => !announced || interval_passed,
+            Due::Nothing | Due::SkipResolved => false,
+        })
     }
 }

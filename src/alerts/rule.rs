@@ -77,6 +77,10 @@ pub struct RuleSpec {
     pub repeat_interval: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send_resolved: Option<bool>,
+    /// The labels whose values group alerts into one notice, over its channels' (default
+    /// `["alertname"]`: one notice per rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_by: Option<Vec<String>>,
 }
 
 impl RuleSpec {
@@ -87,6 +91,7 @@ impl RuleSpec {
             group_interval: self.group_interval.clone(),
             repeat_interval: self.repeat_interval.clone(),
             send_resolved: self.send_resolved,
+            group_by: self.group_by.clone(),
         }
     }
 }
@@ -250,6 +255,7 @@ impl Rule {
             group_interval: self.timing.group_interval.clone(),
             repeat_interval: self.timing.repeat_interval.clone(),
             send_resolved: self.timing.send_resolved,
+            group_by: self.timing.group_by.clone(),
         }
     }
 
@@ -351,6 +357,7 @@ mod tests {
             group_interval: None,
             repeat_interval: None,
             send_resolved: None,
+            group_by: None,
         }
     }
 

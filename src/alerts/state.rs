@@ -159,7 +159,8 @@ pub enum Due {
     SkipResolved,
 }
 
-fn at_or_after(now_ms: i64, from_ms: i64, wait: Duration) -> bool {
+/// Whether `wait` has passed from `from_ms` to `now_ms`.
+pub fn at_or_after(now_ms: i64, from_ms: i64, wait: Duration) -> bool {
     now_ms >= from_ms.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
 }
 
@@ -274,6 +275,7 @@ mod tests {
             group_interval: secs(1),
             repeat_interval: secs(10),
             send_resolved: true,
+            ..Timing::default()
         };
         let mut state = AlertState::default();
         let mut log = GroupLog::default();

@@ -7,13 +7,14 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use crate::auth::keys::Scope;
-use crate::auth::Keys;
+use crate::auth::{Keys, Principal};
 use crate::connections::PeerAddr;
 
 /// The key a request carries, if any.
@@ -42,26 +43,36 @@ pub struct Guard {
 
 /// Middleware: lets the request through only with a key holding the guard's scope (or none
 /// while no key is required).
-pub async fn require(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
-    let checked = guard
-        .keys
-        .authenticate(presented_key(request.headers()), guard.scope);
-    match checked {
+pub async fn require(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let presented = presented_key(&parts.headers);
+    match check(&guard.keys, presented, guard.scope, &parts) {
         Ok(principal) => {
             if let Some(principal) = principal {
-                request.extensions_mut().insert(principal);
+                parts.extensions.insert(principal);
             }
-            next.run(request).await
+            next.run(Request::from_parts(parts, body)).await
         }
-        Err(refusal) => {
-            crate::telemetry::auth_failed(refusal.reason());
-            let source = PeerAddr::ip_of(request.extensions());
-            if let Some(source) = source.filter(|source| guard.keys.log_failure_now(*source)) {
-                tracing::warn!(%source, reason = refusal.reason(), path = %request.uri().path(), "authentication failed (logged once a minute per source)");
-            }
-            ApiError::Auth(refusal).into_response()
-        }
+        Err(refusal) => refusal.into_response(),
     }
+}
+
+/// Checks `presented` for `scope`: the key that passed (`None` while no key is required and
+/// none was given), or the refusal, counted and logged at most once a minute per source.
+pub fn check(
+    keys: &Keys,
+    presented: Option<&str>,
+    scope: Scope,
+    parts: &Parts,
+) -> Result<Option<Principal>, ApiError> {
+    keys.authenticate(presented, scope).map_err(|refusal| {
+        crate::telemetry::auth_failed(refusal.reason());
+        let source = PeerAddr::ip_of(&parts.extensions);
+        if let Some(source) = source.filter(|source| keys.log_failure_now(*source)) {
+            tracing::warn!(%source, reason = refusal.reason(), path = %parts.uri.path(), "authentication failed (logged once a minute per source)");
+        }
+        ApiError::Auth(refusal)
+    })
 }
 
 #[cfg(test)]

@@ -29,19 +29,11 @@ const UP_FRONT_BODY_BYTES: u64 = 64 * 1024;
 pub fn format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
     const EXPECTED: &str = "send application/json (one event or an array) or \
                             application/x-ndjson (one event per line)";
-    let Some(content_type) = headers.get(header::CONTENT_TYPE) else {
+    let Some(media_type) = media_type(headers) else {
         return Err(ApiError::UnsupportedMediaType(format!(
             "a Content-Type is required: {EXPECTED}"
         )));
     };
-    let media_type = content_type
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
     match media_type.as_str() {
         "application/json" | "text/json" => Ok(BodyFormat::Json),
         "application/x-ndjson"
@@ -52,6 +44,22 @@ pub fn format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
             "content type '{other}' is not supported: {EXPECTED}"
         ))),
     }
+}
+
+/// The media type `Content-Type` names (lower case, without parameters such as `charset`),
+/// `None` without the header.
+pub fn media_type(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE)?;
+    Some(
+        content_type
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase(),
+    )
 }
 
 /// Reads the whole body, gunzipping it if asked: refused at once if its declared length is
@@ -201,6 +209,8 @@ pub fn fuzz_ingest_body(data: &[u8]) {
         now_ms: 1_765_000_000_000,
         oldest_ms: 1_762_000_000_000,
         too_old: &|| "is older than the retention".to_owned(),
+        sent_at_ms: None,
+        max_metadata_bytes: crate::event::parse::MAX_METADATA_BYTES,
     };
     if let Ok(items) = parse_body(&body, format, &bounds) {
         assert!(items.len() <= crate::event::parse::MAX_EVENTS_PER_REQUEST);

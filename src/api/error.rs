@@ -144,6 +144,11 @@ pub struct ErrorBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub retry_after_seconds: Option<u64>,
+    /// On the Segment endpoints only: `error` again, under the name Segment's answers give
+    /// it (RudderStack's SDK reads it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub code: Option<ErrorCode>,
 }
 
 impl ErrorBody {
@@ -156,6 +161,7 @@ impl ErrorBody {
             line: None,
             column: None,
             retry_after_seconds: None,
+            code: None,
         }
     }
 }
@@ -172,6 +178,11 @@ pub struct NoValidEvents {
     /// `no_valid_events`
     pub error: ErrorCode,
     pub message: String,
+    /// On the Segment endpoints only: `error` again, under the name Segment's answers give
+    /// it (RudderStack's SDK reads it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub code: Option<ErrorCode>,
     #[serde(flatten)]
     pub answer: IngestAnswer,
 }
@@ -219,6 +230,7 @@ impl IntoResponse for ApiError {
             ApiError::NoValidEvents(answer) => Json(NoValidEvents {
                 error: code,
                 message: body.message,
+                code: None,
                 answer,
             })
             .into_response(),

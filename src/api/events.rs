@@ -11,17 +11,15 @@ use super::body;
 use super::cursor::Cursor;
 use super::error::{ApiError, ErrorBody};
 use super::params::{parse_list_params, EventFilterParams, ListQuery, Paging, PathId};
-use super::rate_limit::ClientKey;
 use super::refusals::{IngestBadRequest, NotFound, ReadRefusals, TooManyRequests, Unavailable};
-use super::schema::{EventError, IngestAnswer, NewEvents};
+use super::schema::{IngestAnswer, NewEvents};
 use super::snapshot::Snapshot;
 use super::state::AppState;
-use crate::event::parse::{parse_body, BodyError, TimeBounds, MAX_EVENTS_PER_REQUEST};
+use super::submit;
+use crate::event::parse::{parse_body, MAX_METADATA_BYTES};
 use crate::event::render::{self, EventView};
 use crate::event::StoredEvent;
-use crate::queue::{ids, PreparedBatch};
 use crate::store::{EventQuery, Position};
-use crate::telemetry;
 
 /// The headers of `POST /events` besides `Content-Type`, for the API description.
 #[derive(IntoParams)]
@@ -30,6 +28,12 @@ pub struct IngestHeaders {
     /// `gzip` (or `x-gzip`) for a compressed body; absent or `identity` for none.
     #[param(rename = "Content-Encoding", required = false, inline)]
     pub content_encoding: ContentEncoding,
+    /// When the client sent the request by its own clock (RFC 3339, or epoch seconds or
+    /// milliseconds): each event's `timestamp` is then corrected for the client's clock
+    /// skew, to the time of receipt minus (`Sent-At` minus `timestamp`), and the timestamp
+    /// as sent kept in its metadata as `original_timestamp`. An event's own `sent_at` wins.
+    #[param(rename = "Sent-At", required = false)]
+    pub sent_at: Option<String>,
 }
 
 #[derive(ToSchema)]
@@ -97,88 +101,14 @@ pub async fn ingest(State(state): State<AppState>, request: Request) -> Result<R
     let (parts, body) = request.into_parts();
     let headers = &parts.headers;
     let format = body::format(headers)?;
+    let sent_at_ms = submit::sent_at_header(headers)?;
     let body = body::read(headers, body, &state.http).await?;
     let now_ms = state.clock.now_ms();
-    // Once per request, not per event.
-    let oldest_ms = state.retention.cutoff_ms(now_ms).unwrap_or(i64::MIN);
-    let bounds = TimeBounds {
-        now_ms,
-        oldest_ms,
-        too_old: &|| state.retention.refusal(oldest_ms),
-    };
-    let items = parse_body(&body, format, &bounds).map_err(|err| match err {
-        BodyError::Malformed {
-            line,
-            column,
-            reason,
-        } => ApiError::MalformedJson {
-            line,
-            column,
-            reason,
-        },
-        BodyError::TooManyEvents { count_at_least } => ApiError::PayloadTooLarge(format!(
-            "{count_at_least} or more events in one request; at most {MAX_EVENTS_PER_REQUEST}"
-        )),
-    })?;
-
-    let mut batch = PreparedBatch::new(now_ms, items.len());
-    let mut answer = IngestAnswer {
-        accepted: 0,
-        duplicates: 0,
-        conflicts: 0,
-        ids: Vec::with_capacity(items.len()),
-        errors: Vec::new(),
-    };
-    let mut invalid = 0;
-    for item in items {
-        match item.result {
-            Ok(event) => {
-                let id = match &event.id {
-                    Some(id) => id.clone(),
-                    None => ids::new_event_id(now_ms),
-                };
-                batch.push(&event, &id);
-                answer.ids.push(Some(id));
-            }
-            Err(errors) => {
-                invalid += 1;
-                answer
-                    .errors
-                    .extend(errors.into_iter().map(|error| EventError {
-                        index: item.index,
-                        field: error.field,
-                        message: error.message,
-                    }));
-                answer.ids.push(None);
-            }
-        }
-    }
-    telemetry::events_rejected("invalid", invalid);
-    if batch.is_empty() {
-        return Err(ApiError::NoValidEvents(answer));
-    }
-
-    let submitted = batch.len();
-    if let Some(limiter) = &state.rate_limits.ingest {
-        let cells = u32::try_from(submitted).unwrap_or(u32::MAX);
-        let client = ClientKey::of(&parts.extensions);
-        if let Err(limited) = limiter.check(&client, cells) {
-            telemetry::events_rejected("rate_limited", submitted);
-            return Err(ApiError::RateLimited(limited));
-        }
-    }
-    let outcome = match state.ingest.submit(batch).await {
-        Ok(outcome) => outcome,
-        Err(err) => {
-            let err = ApiError::from(err);
-            telemetry::events_rejected(err.code().as_str(), submitted);
-            return Err(err);
-        }
-    };
-    answer.duplicates = outcome.duplicates;
-    answer.conflicts = outcome.conflicts;
-    answer.accepted = submitted - outcome.duplicates - outcome.conflicts;
-    telemetry::events_ingested(answer.accepted, answer.duplicates, answer.conflicts);
+    let items = submit::with_bounds(&state, now_ms, sent_at_ms, MAX_METADATA_BYTES, |bounds| {
+        parse_body(&body, format, bounds)
+    })
+    .map_err(submit::body_error)?;
+    let answer = submit::submit(&state, &parts.extensions, now_ms, items).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(answer)).into_response())
 }
 

@@ -1,9 +1,15 @@
 //! `GET /events/export`: every matching event of one snapshot, oldest first, as NDJSON or
-//! CSV, streamed page after page (keyset positions, as a cursor walk) so that the server
-//! holds one page whatever the size of the export; gzip-compressed when the client accepts it.
+//! CSV, streamed page after page (the store's [`Store::export`]: keyset positions, as a
+//! cursor walk, in one transaction on PostgreSQL) so that the server holds a few pages
+//! whatever the size of the export; gzip-compressed when the client accepts it.
+//!
+//! The CSV columns ([`CSV_COLUMNS`]) and writer ([`csv_writer`]) are the client's too
+//! (`eventide query --format csv`).
 
 use std::io::Write;
 use std::sync::Arc;
+
+use tokio::sync::mpsc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
@@ -20,14 +26,24 @@ use super::state::AppState;
 use crate::event::render;
 use crate::event::timefmt::format_rfc3339_ms;
 use crate::event::StoredEvent;
-use crate::store::{EventFilter, EventQuery, Order, Position, Store};
+use crate::store::{EventFilter, Store};
 
-/// Events read from the store per page: about 500 KB of typical events, the most the
-/// server holds for an export at any time.
+/// Events read from the store per page: about 500 KB of typical events; an export holds
+/// three pages at most.
 const PAGE: usize = 1_000;
 
-/// The CSV header, fixed whatever the events hold.
-pub const CSV_HEADER: &str = "id,seq,timestamp,received_at,type,service,user_id,message,metadata";
+/// The CSV columns, fixed whatever the events hold: the header, and each record's fields.
+pub const CSV_COLUMNS: [&str; 9] = [
+    "id",
+    "seq",
+    "timestamp",
+    "received_at",
+    "type",
+    "service",
+    "user_id",
+    "message",
+    "metadata",
+];
 
 /// How an export is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
@@ -162,12 +178,11 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-/// Where the walk of an export stands between pages.
+/// Where the body of an export stands between pages.
 struct Walk {
-    store: Arc<dyn Store>,
-    filter: EventFilter,
+    /// The pages, from the store's export task.
+    pages: mpsc::Receiver<anyhow::Result<Vec<StoredEvent>>>,
     format: ExportFormat,
-    after: Option<Position>,
     /// `Some` when compressing: the encoder, writing into its own buffer that each chunk
     /// takes.
     gzip: Option<GzEncoder<Vec<u8>>>,
@@ -175,8 +190,8 @@ struct Walk {
     done: bool,
 }
 
-/// The body: the CSV header, then one chunk per page of events until a page comes back
-/// short. A store failure mid-way ends the body with an error, which the client sees as
+/// The body: the CSV header, then one chunk per page of events until the store has sent
+/// them all. A store failure mid-way ends the body with an error, which the client sees as
 /// a connection cut before the end of the chunked body (the status is already sent).
 fn export_body(
     store: Arc<dyn Store>,
@@ -184,11 +199,15 @@ fn export_body(
     format: ExportFormat,
     gzip: bool,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    // A page waits while the body sends the one before, and the store reads the next: three
+    // pages in memory at most. The
+    // store's task ends once every page is sent or the body is dropped (the client left);
+    // it is never cut mid-page, so a transaction it holds is always ended.
+    let (sender, pages) = mpsc::channel(1);
+    tokio::spawn(async move { store.export(filter, PAGE, sender).await });
     let walk = Walk {
-        store,
-        filter,
+        pages,
         format,
-        after: None,
         gzip: gzip.then(|| GzEncoder::new(Vec::new(), Compression::fast())),
         started: false,
         done: false,
@@ -201,23 +220,12 @@ fn export_body(
         if !walk.started {
             walk.started = true;
             if walk.format == ExportFormat::Csv {
-                out.extend_from_slice(CSV_HEADER.as_bytes());
-                out.extend_from_slice(b"\r\n");
+                write_csv(&mut out, [CSV_COLUMNS]);
             }
         } else {
-            let page = walk
-                .store
-                .query(EventQuery {
-                    filter: walk.filter.clone(),
-                    order: Order::Asc,
-                    after: walk.after,
-                    limit: PAGE,
-                    offset: 0,
-                })
-                .await;
-            let events = match page {
-                Ok(events) => events,
-                Err(err) => {
+            match walk.pages.recv().await {
+                None => walk.done = true,
+                Some(Err(err)) => {
                     tracing::error!(
                         error = format!("{err:#}"),
                         "export cut short: the store failed"
@@ -225,24 +233,15 @@ fn export_body(
                     walk.done = true;
                     return Some((Err(std::io::Error::other(err.to_string())), walk));
                 }
-            };
-            if events.len() < PAGE {
-                walk.done = true;
-            }
-            if let Some(last) = events.last() {
-                walk.after = Some(Position {
-                    timestamp_ms: last.timestamp_ms,
-                    seq: last.seq,
-                });
-            }
-            for event in &events {
-                match walk.format {
+                Some(Ok(events)) => match walk.format {
                     ExportFormat::Ndjson => {
-                        render::write_event(&mut out, event);
-                        out.push(b'\n');
+                        for event in &events {
+                            render::write_event(&mut out, event);
+                            out.push(b'\n');
+                        }
                     }
-                    ExportFormat::Csv => write_csv_row(&mut out, event),
-                }
+                    ExportFormat::Csv => write_csv(&mut out, events.iter().map(csv_fields)),
+                },
             }
         }
         let chunk = match &mut walk.gzip {
@@ -268,36 +267,48 @@ fn export_body(
     })
 }
 
-/// One CSV record (RFC 4180: CRLF, fields quoted when they hold a comma, a quote, CR or LF,
-/// quotes doubled).
-pub fn write_csv_row(out: &mut Vec<u8>, event: &StoredEvent) {
-    let seq = event.seq.to_string();
-    let timestamp = format_rfc3339_ms(event.timestamp_ms);
-    let received_at = format_rfc3339_ms(event.received_at_ms);
-    let fields: [&str; 9] = [
-        &event.id,
-        &seq,
-        &timestamp,
-        &received_at,
-        &event.kind,
-        event.service.as_deref().unwrap_or(""),
-        event.user_id.as_deref().unwrap_or(""),
-        event.message.as_deref().unwrap_or(""),
-        event.metadata.as_deref().unwrap_or(""),
-    ];
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+/// A CSV writer into `out` (RFC 4180: CRLF, fields quoted when they hold a comma, a quote,
+/// CR or LF, quotes doubled): the export's and the client's.
+pub fn csv_writer(out: &mut Vec<u8>) -> csv::Writer<&mut Vec<u8>> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(out)
+}
+
+/// Appends `records` to `out` as CSV.
+pub fn write_csv<R, F>(out: &mut Vec<u8>, records: impl IntoIterator<Item = R>)
+where
+    R: IntoIterator<Item = F>,
+    F: AsRef<str>,
+{
+    let mut writer = csv_writer(out);
+    for record in records {
+        for field in record {
+            writer
+                .write_field(field.as_ref())
+                .expect("writing to memory");
         }
-        if field.contains([',', '"', '\r', '\n']) {
-            out.push(b'"');
-            out.extend_from_slice(field.replace('"', "\"\"").as_bytes());
-            out.push(b'"');
-        } else {
-            out.extend_from_slice(field.as_bytes());
-        }
+        writer
+            .write_record(None::<&[u8]>)
+            .expect("writing to memory");
     }
-    out.extend_from_slice(b"\r\n");
+    writer.flush().expect("writing to memory");
+}
+
+/// An event's fields, in the order of [`CSV_COLUMNS`] (absent ones empty, metadata as
+/// its JSON text).
+pub fn csv_fields(event: &StoredEvent) -> [std::borrow::Cow<'_, str>; 9] {
+    [
+        event.id.as_str().into(),
+        event.seq.to_string().into(),
+        format_rfc3339_ms(event.timestamp_ms).into(),
+        format_rfc3339_ms(event.received_at_ms).into(),
+        event.kind.as_str().into(),
+        event.service.as_deref().unwrap_or("").into(),
+        event.user_id.as_deref().unwrap_or("").into(),
+        event.message.as_deref().unwrap_or("").into(),
+        event.metadata.as_deref().unwrap_or("").into(),
+    ]
 }
 
 #[cfg(test)]
@@ -319,7 +330,7 @@ mod tests {
             metadata: Some(r#"{"k": "v"}"#.into()),
         };
         let mut out = Vec::new();
-        write_csv_row(&mut out, &event);
+        write_csv(&mut out, [csv_fields(&event)]);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "\"a,b\",7,1970-01-01T00:00:00.000Z,1970-01-01T00:00:00.001Z,signup,,u-1,\

@@ -184,30 +184,10 @@ pub async fn timeseries(
             "from" => series.from_ms = Some(parse_time(&name, &value)?),
             "to" => series.to_ms = Some(parse_time(&name, &value)?),
             "interval" => {
-                series.interval = match value.as_str() {
-                    "minute" => Interval::Minute,
-                    "hour" => Interval::Hour,
-                    "day" => Interval::Day,
-                    _ => {
-                        return Err(ApiError::invalid_parameter(
-                            &name,
-                            "'interval' must be minute, hour or day",
-                        ))
-                    }
-                }
+                series.interval = one_of(&name, &value, INTERVALS, "minute, hour or day")?;
             }
             "group_by" => {
-                series.group_by = match value.as_str() {
-                    "none" => GroupBy::None,
-                    "type" => GroupBy::Type,
-                    "service" => GroupBy::Service,
-                    _ => {
-                        return Err(ApiError::invalid_parameter(
-                            &name,
-                            "'group_by' must be type, service or none",
-                        ))
-                    }
-                }
+                series.group_by = one_of(&name, &value, GROUPINGS, "type, service or none")?;
             }
             "type" => series.kind = Some(value),
             _ => series.service = Some(value),
@@ -227,6 +207,34 @@ pub async fn timeseries(
         })?;
     report.partial = snapshot.partial;
     Ok(Json(report))
+}
+
+/// The values of `interval`.
+const INTERVALS: [(&str, Interval); 3] = [
+    ("minute", Interval::Minute),
+    ("hour", Interval::Hour),
+    ("day", Interval::Day),
+];
+
+/// The values of `group_by`.
+const GROUPINGS: [(&str, GroupBy); 3] = [
+    ("none", GroupBy::None),
+    ("type", GroupBy::Type),
+    ("service", GroupBy::Service),
+];
+
+/// The choice named `value` among `choices` for the parameter `name`; an unknown one is a
+/// `400` listing the `allowed` names.
+fn one_of<T, const N: usize>(
+    name: &str,
+    value: &str,
+    choices: [(&str, T); N],
+    allowed: &str,
+) -> Result<T, ApiError> {
+    choices
+        .into_iter()
+        .find_map(|(choice, it)| (choice == value).then_some(it))
+        .ok_or_else(|| ApiError::invalid_parameter(name, format!("'{name}' must be {allowed}")))
 }
 
 /// Summary

@@ -22,9 +22,11 @@ pub mod params;
 pub mod rate_limit;
 pub mod refusals;
 pub mod schema;
+pub mod sdk;
 pub mod snapshot;
 pub mod state;
 pub mod stream;
+pub mod submit;
 
 use axum::routing::{delete, get, post, put};
 use axum::Router;
@@ -92,7 +94,20 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/alerts/silences", post(alerts::create_silence))
         .route_layer(guard(Scope::Admin));
-    let routes = open.merge(ingest).merge(read).merge(admin);
+    // The SDKs' endpoints check their keys themselves: SDKs send them in their bodies. Static
+    // routes win over `/v1/{call}`.
+    let sdks = sdk::posthog::PATHS.iter().fold(
+        Router::new()
+            .route("/v1/batch", post(sdk::segment::batch))
+            .route("/v1/import", post(sdk::segment::batch))
+            .route("/v1/logs", post(sdk::otlp::logs))
+            .route("/v1/{call}", post(sdk::segment::call)),
+        |sdks, path| {
+            sdks.route(path, post(sdk::posthog::capture))
+                .route(&format!("{path}/"), post(sdk::posthog::capture))
+        },
+    );
+    let routes = open.merge(ingest).merge(sdks).merge(read).merge(admin);
     routes
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)

@@ -41,6 +41,10 @@ const DOCUMENT_PATH: &str = "/openapi.json";
     ),
     paths(
         super::events::ingest,
+        super::sdk::segment::call,
+        super::sdk::segment::batch,
+        super::sdk::posthog::capture,
+        super::sdk::otlp::logs,
         super::events::list,
         super::events::get_one,
         super::export::export,
@@ -72,7 +76,7 @@ const DOCUMENT_PATH: &str = "/openapi.json";
         docs_page,
         docs_file,
     ),
-    modifiers(&Security),
+    modifiers(&SdkAliases, &Security),
     components(
         schemas(ErrorBody),
         responses(BadParameter, NotFound, RateLimited, TooManyRequests, Unavailable)
@@ -80,6 +84,8 @@ const DOCUMENT_PATH: &str = "/openapi.json";
     tags(
         (name = "events", description = "Ingestion and queries"),
         (name = "metrics", description = "Event counts, and the service's own metrics"),
+        (name = "sdks", description = "Drop-in endpoints for existing SDKs: Segment and \
+            RudderStack, PostHog, OpenTelemetry logs"),
         (name = "stream", description = "Server-Sent Events"),
         (name = "health", description = "Liveness and readiness"),
         (name = "keys", description = "API keys (admin)"),
@@ -95,7 +101,10 @@ pub fn scope_of(path: &str, method: &str) -> Option<Scope> {
     match (path, method) {
         ("/health" | "/health/ready" | "/openapi.json", _) => None,
         (docs, _) if docs.starts_with("/docs") => None,
-        ("/events", "post") => Some(Scope::Ingest),
+        ("/events" | "/v1/{call}" | "/v1/batch" | "/v1/import" | "/v1/logs", "post") => {
+            Some(Scope::Ingest)
+        }
+        (capture, "post") if is_posthog_path(capture) => Some(Scope::Ingest),
         ("/keys" | "/keys/{id}", _) => Some(Scope::Admin),
         (
             "/alerts/rules" | "/alerts/rules/{name}" | "/alerts/silences",
@@ -104,6 +113,47 @@ pub fn scope_of(path: &str, method: &str) -> Option<Scope> {
         (dead_letters, _) if dead_letters.starts_with("/dead-letters") => Some(Scope::Admin),
         _ => Some(Scope::Read),
     }
+}
+
+/// Documents the SDK endpoints' other paths (PostHog's libraries post to several, with or
+/// without a trailing slash; `/v1/import` is Segment's other name for `/v1/batch`) as
+/// copies of the annotated ones, each with its own operation id.
+struct SdkAliases;
+
+impl Modify for SdkAliases {
+    fn modify(&self, document: &mut utoipa::openapi::OpenApi) {
+        let posthog = super::sdk::posthog::PATHS
+            .iter()
+            .flat_map(|path| [path.to_string(), format!("{path}/")]);
+        let aliases = posthog
+            .map(|path| ("/capture", path))
+            .chain([("/v1/batch", "/v1/import".to_owned())]);
+        for (original, alias) in aliases {
+            if alias == original {
+                continue;
+            }
+            let Some(mut item) = document.paths.paths.get(original).cloned() else {
+                continue;
+            };
+            if let Some(operation) = item.post.as_mut() {
+                let suffix: String = alias
+                    .split(|c: char| !c.is_ascii_alphanumeric())
+                    .filter(|part| !part.is_empty())
+                    .map(|part| part[..1].to_ascii_uppercase() + &part[1..])
+                    .collect();
+                let slash = if alias.ends_with('/') { "Slash" } else { "" };
+                operation.operation_id = Some(format!(
+                    "{}At{suffix}{slash}",
+                    operation.operation_id.as_deref().unwrap_or("sdk")
+                ));
+            }
+            document.paths.paths.insert(alias, item);
+        }
+    }
+}
+
+fn is_posthog_path(path: &str) -> bool {
+    super::sdk::posthog::PATHS.contains(&path.trim_end_matches('/'))
 }
 
 /// Declares the two ways to send a key and, on each operation, whether it needs one, which

@@ -47,6 +47,14 @@ pub struct NewEvent {
     /// or `conflicts` (other content; the first version stays).
     #[schema(required = false, min_length = 1, max_length = 128)]
     pub id: String,
+    /// When the client sent the event by its own clock: the `timestamp` is then corrected
+    /// for the client's clock skew (see the `Sent-At` header, which this overrides).
+    #[schema(required = false)]
+    pub sent_at: Time,
+    /// Another spelling of `sent_at`.
+    #[serde(rename = "sentAt")]
+    #[schema(required = false)]
+    pub sent_at_camel: Time,
     /// Another spelling of `type`.
     #[serde(rename = "eventType")]
     #[schema(required = false, min_length = 1, max_length = 100)]

@@ -4,12 +4,14 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use futures_util::StreamExt;
 
-use super::{error_chain, refusal, Client, Connection, Failure, Filters, Outcome, TimeRange};
+use super::{
+    error_chain, refusal, Client, Connection, Failure, Filters, Outcome, ProgressArgs, TimeRange,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
@@ -28,6 +30,8 @@ pub struct ExportArgs {
     /// The file to write (`-`: stdout).
     #[arg(long, short)]
     pub output: PathBuf,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
     #[command(flatten)]
     pub connection: Connection,
 }
@@ -90,7 +94,7 @@ pub async fn run(args: ExportArgs) -> Outcome {
         if let Some(bar) = &bar {
             bar.set_position(bytes);
             bar.set_message(format!("{lines} lines"));
-        } else if !to_stdout && last_line.elapsed() >= Duration::from_secs(5) {
+        } else if !to_stdout && last_line.elapsed() >= args.progress.every {
             last_line = Instant::now();
             eprintln!("export: {bytes} bytes, {lines} lines");
         }

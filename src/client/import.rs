@@ -29,15 +29,15 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{error_chain, refusal, retry_after, Client, Connection, Failure, Outcome};
+use super::{
+    error_chain, refusal, retry_after, Client, Connection, Failure, Outcome, ProgressArgs,
+};
 
 /// The server takes at most 10 MiB a request: a batch is sent before it grows past this.
 const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Attempts at a batch when the connection fails (the server is restarting, the network is
 /// down), pausing 1, 2, 4... up to 30 s between them.
 const CONNECTION_ATTEMPTS: u32 = 8;
-/// How often progress is printed when stderr is not a terminal.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -68,6 +68,8 @@ pub struct ImportArgs {
     /// Where to write the events refused (NDJSON: file, line, errors, event).
     #[arg(long)]
     pub rejects: Option<PathBuf>,
+    #[command(flatten)]
+    pub progress: ProgressArgs,
     #[command(flatten)]
     pub connection: Connection,
 }
@@ -206,7 +208,12 @@ pub async fn run(args: ImportArgs) -> Outcome {
             }
         });
     }
-    let progress = tokio::spawn(show_progress(tally.clone(), total_bytes, started));
+    let progress = tokio::spawn(show_progress(
+        tally.clone(),
+        total_bytes,
+        started,
+        args.progress.every,
+    ));
 
     let mut failure = None;
     while let Some(joined) = senders.join_next().await {
@@ -347,8 +354,8 @@ fn count_answer(answer: &Value, batch: &Batch, tally: &Tally) -> Outcome {
     Ok(())
 }
 
-/// A progress bar on a terminal; otherwise a line every few seconds (both on stderr).
-async fn show_progress(tally: Arc<Tally>, total_bytes: u64, started: Instant) {
+/// A progress bar on a terminal; otherwise a line `every` few seconds (both on stderr).
+async fn show_progress(tally: Arc<Tally>, total_bytes: u64, started: Instant, every: Duration) {
     let rate = |done: u64| done as f64 / started.elapsed().as_secs_f64().max(1e-9);
     if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(total_bytes.max(1));
@@ -366,7 +373,7 @@ async fn show_progress(tally: Arc<Tally>, total_bytes: u64, started: Instant) {
         }
     } else {
         loop {
-            tokio::time::sleep(PROGRESS_EVERY).await;
+            tokio::time::sleep(every.max(Duration::from_millis(10))).await;
             let done = tally.processed();
             eprintln!(
                 "import: {done} events ({:.0}/s), {} of {total_bytes} bytes read",

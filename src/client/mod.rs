@@ -36,6 +36,22 @@ pub struct Connection {
     pub api_key: Option<String>,
 }
 
+/// How often `import` and `export` print a progress line on stderr when it is not a
+/// terminal (on a terminal: a progress bar).
+#[derive(Args, Debug, Clone)]
+pub struct ProgressArgs {
+    /// The time between two progress lines when stderr is not a terminal (hidden: for tests
+    /// and impatient scripts).
+    #[arg(
+        long = "progress-every",
+        env = "EVENTIDE_PROGRESS_EVERY",
+        default_value = "5s",
+        value_parser = crate::config::parse_duration,
+        hide = true
+    )]
+    pub every: Duration,
+}
+
 /// The client's commands, each with its connection options.
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {

@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use super::{refusal, Client, Connection, Failure, Filters, Outcome, TimeRange};
+use crate::api::export::{write_csv, CSV_COLUMNS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QueryFormat {
@@ -159,9 +160,9 @@ impl Printer {
             }
             QueryFormat::Csv => {
                 if first {
-                    let _ = self.out.write_all(&csv_line(&CSV_COLUMNS));
+                    let _ = self.out.write_all(&csv_line(CSV_COLUMNS));
                 }
-                self.out.write_all(&csv_line(&csv_record(raw)))
+                self.out.write_all(&csv_line(csv_record(raw)))
             }
         };
         written.map_err(stdout_failure)
@@ -171,9 +172,7 @@ impl Printer {
         let written = match self.format {
             QueryFormat::Json if self.count == 0 => writeln!(self.out, "[]"),
             QueryFormat::Json => writeln!(self.out, "\n]"),
-            QueryFormat::Csv if self.count == 0 => {
-                writeln!(self.out, "{}\r", CSV_COLUMNS.join(","))
-            }
+            QueryFormat::Csv if self.count == 0 => self.out.write_all(&csv_line(CSV_COLUMNS)),
             _ => Ok(()),
         };
         written
@@ -186,28 +185,11 @@ fn stdout_failure(err: std::io::Error) -> Failure {
     Failure::Usage(format!("cannot write to stdout: {err}"))
 }
 
-/// The export's CSV columns.
-pub const CSV_COLUMNS: [&str; 9] = [
-    "id",
-    "seq",
-    "timestamp",
-    "received_at",
-    "type",
-    "service",
-    "user_id",
-    "message",
-    "metadata",
-];
-
-/// One CSV record (RFC 4180: quoted where needed, CRLF).
-pub fn csv_line<S: AsRef<str>>(fields: &[S]) -> Vec<u8> {
-    let mut writer = csv::WriterBuilder::new()
-        .terminator(csv::Terminator::CRLF)
-        .from_writer(Vec::with_capacity(512));
-    writer
-        .write_record(fields.iter().map(AsRef::as_ref))
-        .expect("writing to memory");
-    writer.into_inner().expect("writing to memory")
+/// One CSV record, as the export writes them.
+pub fn csv_line<S: AsRef<str>>(fields: impl IntoIterator<Item = S>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    write_csv(&mut out, [fields]);
+    out
 }
 
 /// An event's CSV fields, as the export writes them (metadata as the JSON text sent).

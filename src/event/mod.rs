@@ -3,6 +3,7 @@
 
 pub mod parse;
 pub mod render;
+pub mod sdk;
 pub mod timefmt;
 
 /// A validated event as a client sent it, before it is given a sequence number.

@@ -20,6 +20,11 @@ pub const MAX_USER_ID_CHARS: usize = 256;
 pub const MAX_MESSAGE_CHARS: usize = 2_000;
 pub const MAX_ID_CHARS: usize = 128;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// The metadata limit of the SDK endpoints, Segment's per-call limit: their metadata carries
+/// the SDK's `context` besides the event's properties.
+pub const MAX_SDK_METADATA_BYTES: usize = 32 * 1024;
+/// The metadata key a skew-corrected event keeps the timestamp its client sent under.
+pub const ORIGINAL_TIMESTAMP_KEY: &str = "original_timestamp";
 pub const MAX_METADATA_DEPTH: usize = 10;
 /// How far ahead of the time of receipt an event may be: allows for clients' clock skew.
 pub const MAX_FUTURE_MS: i64 = 24 * 60 * 60 * 1000;
@@ -118,6 +123,19 @@ pub struct TimeBounds<'a> {
     /// message `too_old` gives: made only for an event refused, not for every request.
     pub oldest_ms: i64,
     pub too_old: &'a (dyn Fn() -> String + Sync),
+    /// When the client says it sent the request (a `Sent-At` header, or a batch's `sentAt`),
+    /// for the events that carry no `sent_at` of their own: see [`correct_skew`].
+    pub sent_at_ms: Option<i64>,
+    /// [`MAX_METADATA_BYTES`], or more on the SDK endpoints.
+    pub max_metadata_bytes: usize,
+}
+
+/// Segment's clock-skew rule: an event stamped `timestamp` by a client whose clock said
+/// `sent_at` when it sent it happened `sent_at - timestamp` before the server received it.
+/// A wrong client clock shifts both alike, so the difference is right where the absolute
+/// times are not.
+pub fn correct_skew(timestamp_ms: i64, sent_at_ms: i64, received_ms: i64) -> i64 {
+    received_ms.saturating_sub(sent_at_ms.saturating_sub(timestamp_ms))
 }
 
 /// Splits and parses a body.
@@ -320,12 +338,13 @@ enum Slot {
     Message,
     Metadata,
     Id,
+    SentAt,
 }
 
-const SLOTS: usize = 7;
+const SLOTS: usize = 8;
 
 /// Every accepted top-level key with its slot; the first key of each slot is its canonical name.
-const KEYS: [(&str, Slot); 13] = [
+const KEYS: [(&str, Slot); 15] = [
     ("type", Slot::Type),
     ("eventType", Slot::Type),
     ("event_type", Slot::Type),
@@ -339,6 +358,8 @@ const KEYS: [(&str, Slot); 13] = [
     ("metadata", Slot::Metadata),
     ("properties", Slot::Metadata),
     ("id", Slot::Id),
+    ("sent_at", Slot::SentAt),
+    ("sentAt", Slot::SentAt),
 ];
 
 /// Every accepted top-level key (for the API description's test).
@@ -378,6 +399,8 @@ impl<'de> Visitor<'de> for KeyVisitor {
             "metadata" => 10,
             "properties" => 11,
             "id" => 12,
+            "sent_at" => 13,
+            "sentAt" => 14,
             _ => return Ok(Key::Unknown(s.to_owned())),
         };
         Ok(Key::Known(known))
@@ -583,12 +606,31 @@ impl<'de> Fields<'de> {
                 None
             }
         };
+        let sent_at = match self.take(Slot::SentAt) {
+            None => Some(bounds.sent_at_ms),
+            Some((name, val)) => valid(
+                &mut errors,
+                time(val)
+                    .map(Some)
+                    .map_err(|message| FieldError::new(name, message)),
+            ),
+        };
+        // A timestamp corrected for skew is kept as sent under ORIGINAL_TIMESTAMP_KEY, and is
+        // not the client's own for deduplication: a retry is corrected by another amount.
+        let mut original = None;
         let timestamp = match self.take(Slot::Timestamp) {
             None => Some((bounds.now_ms, false)),
             Some((name, val)) => valid(
                 &mut errors,
-                timestamp(val, bounds)
-                    .map(|ms| (ms, true))
+                time(val)
+                    .map(|ms| match sent_at.flatten() {
+                        Some(sent_at_ms) => {
+                            original = Some(ms);
+                            (correct_skew(ms, sent_at_ms, bounds.now_ms), false)
+                        }
+                        None => (ms, true),
+                    })
+                    .and_then(|(ms, sent)| within(ms, bounds).map(|ms| (ms, sent)))
                     .map_err(|message| FieldError::new(name, message)),
             ),
         };
@@ -607,9 +649,15 @@ impl<'de> Fields<'de> {
         let metadata = valid(
             &mut errors,
             self.take(Slot::Metadata)
-                .map(|(name, val)| metadata(val).map_err(|m| FieldError::new(name, m)))
+                .map(|(name, val)| {
+                    metadata(val, bounds.max_metadata_bytes).map_err(|m| FieldError::new(name, m))
+                })
                 .transpose(),
         );
+        let metadata = match (metadata, original) {
+            (Some(metadata), Some(ms)) => Some(with_original_timestamp(metadata, ms)),
+            (metadata, _) => metadata,
+        };
         let id = valid(
             &mut errors,
             optional_string(self.take(Slot::Id), 1, MAX_ID_CHARS),
@@ -752,20 +800,22 @@ fn not_blank(name: &'static str, value: &str, message: &str) -> Result<(), Field
     Ok(())
 }
 
-fn timestamp(val: Val<'_>, bounds: &TimeBounds<'_>) -> Result<i64, String> {
-    let ms = match val {
-        Val::Str(s) => timefmt::parse_rfc3339_ms(&s)?,
+/// A time as the client wrote it, in epoch milliseconds.
+fn time(val: Val<'_>) -> Result<i64, String> {
+    match val {
+        Val::Str(s) => timefmt::parse_rfc3339_ms(&s),
         // Integers beyond 2^53 lose precision as f64, but every such timestamp is out of
         // range anyway.
-        Val::Int(n) => timefmt::epoch_number_to_ms(n as f64)?,
-        Val::Float(n) => timefmt::epoch_number_to_ms(n)?,
-        _ => {
-            return Err(
-                "must be an RFC 3339 string or a number of epoch seconds or milliseconds"
-                    .to_owned(),
-            )
-        }
-    };
+        Val::Int(n) => timefmt::epoch_number_to_ms(n as f64),
+        Val::Float(n) => timefmt::epoch_number_to_ms(n),
+        _ => Err(
+            "must be an RFC 3339 string or a number of epoch seconds or milliseconds".to_owned(),
+        ),
+    }
+}
+
+/// An event's time, refused when too far ahead or older than the retention keeps.
+fn within(ms: i64, bounds: &TimeBounds<'_>) -> Result<i64, String> {
     if ms.saturating_sub(bounds.now_ms) > MAX_FUTURE_MS {
         return Err("is more than 24 h in the future".to_owned());
     }
@@ -775,7 +825,29 @@ fn timestamp(val: Val<'_>, bounds: &TimeBounds<'_>) -> Result<i64, String> {
     Ok(ms)
 }
 
-fn metadata(val: Val<'_>) -> Result<String, String> {
+/// The metadata with the timestamp the client sent (RFC 3339) added first, unless the
+/// client already has a key of that name.
+fn with_original_timestamp(metadata: Option<String>, original_ms: i64) -> Option<String> {
+    let entry = format!(
+        "\"{ORIGINAL_TIMESTAMP_KEY}\":\"{}\"",
+        timefmt::format_rfc3339_ms(original_ms)
+    );
+    Some(match metadata {
+        None => format!("{{{entry}}}"),
+        Some(text) if text.contains(&format!("\"{ORIGINAL_TIMESTAMP_KEY}\"")) => text,
+        Some(text) => {
+            // The text is a valid JSON object: `{`, maybe whitespace, then `}` or a key.
+            let rest = text[1..].trim_start();
+            if rest.starts_with('}') {
+                format!("{{{entry}}}")
+            } else {
+                format!("{{{entry},{rest}")
+            }
+        }
+    })
+}
+
+fn metadata(val: Val<'_>, max_bytes: usize) -> Result<String, String> {
     let Val::Raw(raw) = val else {
         return Err("must be a JSON object".to_owned());
     };
@@ -783,8 +855,8 @@ fn metadata(val: Val<'_>) -> Result<String, String> {
     if !text.starts_with('{') {
         return Err("must be a JSON object".to_owned());
     }
-    if text.len() > MAX_METADATA_BYTES {
-        return Err(format!("must be at most {MAX_METADATA_BYTES} bytes"));
+    if text.len() > max_bytes {
+        return Err(format!("must be at most {max_bytes} bytes"));
     }
     let mut de = serde_json::Deserializer::from_str(text);
     de.deserialize_any(Walker { depth: 1 }).map_err(|e| {
@@ -962,6 +1034,8 @@ mod tests {
             now_ms,
             oldest_ms: i64::MIN,
             too_old: &never,
+            sent_at_ms: None,
+            max_metadata_bytes: MAX_METADATA_BYTES,
         }
     }
 
@@ -1027,6 +1101,87 @@ mod tests {
             let key = KeyVisitor.visit_str::<serde_json::Error>(name);
             assert!(matches!(key, Ok(Key::Known(k)) if k == i), "{name}");
         }
+    }
+
+    #[test]
+    fn a_sent_at_corrects_the_clock_skew_and_keeps_the_original() {
+        let hour = 3_600_000;
+        let ahead = timefmt::format_rfc3339_ms(NOW + hour);
+        let ten_s_earlier = timefmt::format_rfc3339_ms(NOW + hour - 10_000);
+        // A client an hour ahead, whose event happened 10 s before it sent it.
+        check(&[
+            (
+                &obj(&[
+                    ("type", json!("a")),
+                    ("timestamp", json!(ten_s_earlier)),
+                    ("sent_at", json!(ahead)),
+                    ("metadata", json!({"k": 1})),
+                ]),
+                with("a", |e| {
+                    e.timestamp_ms = NOW - 10_000;
+                    e.metadata = Some(format!(
+                        r#"{{"original_timestamp":"{ten_s_earlier}","k":1}}"#
+                    ));
+                }),
+            ),
+            // Epoch milliseconds, camelCase, no metadata of its own.
+            (
+                &obj(&[
+                    ("type", json!("a")),
+                    ("timestamp", json!(NOW + hour)),
+                    ("sentAt", json!(NOW + hour)),
+                ]),
+                with("a", |e| {
+                    e.metadata = Some(format!(r#"{{"original_timestamp":"{ahead}"}}"#));
+                }),
+            ),
+            // Without a timestamp there is nothing to correct.
+            (
+                &obj(&[("type", json!("a")), ("sent_at", json!(ahead))]),
+                Ok(event("a")),
+            ),
+            (
+                &obj(&[("type", json!("a")), ("sent_at", json!("soon"))]),
+                fail(
+                    "sent_at",
+                    "must be an RFC 3339 date-time with offset, e.g. 2024-01-15T10:30:00Z \
+                     (the 'year' component could not be parsed)",
+                ),
+            ),
+        ]);
+        // The request's Sent-At, for events without their own; the client's key wins.
+        let bounds = TimeBounds {
+            sent_at_ms: Some(NOW + hour),
+            ..at(NOW)
+        };
+        let sent = parse_event(
+            &obj(&[
+                ("type", json!("a")),
+                ("timestamp", json!(NOW + hour - 5)),
+                ("metadata", json!({"original_timestamp": 7})),
+            ]),
+            &bounds,
+        )
+        .unwrap();
+        assert_eq!(sent.timestamp_ms, NOW - 5);
+        assert!(
+            !sent.timestamp_sent,
+            "a retry is corrected by another amount"
+        );
+        assert_eq!(
+            sent.metadata.as_deref(),
+            Some(r#"{"original_timestamp":7}"#)
+        );
+        // A corrected time is checked like any other: two days ahead is still too far.
+        let far = parse_event(
+            &obj(&[
+                ("type", json!("a")),
+                ("timestamp", json!(NOW + 49 * hour)),
+                ("sent_at", json!(NOW + hour)),
+            ]),
+            &at(NOW),
+        );
+        assert_eq!(far, fail("timestamp", "is more than 24 h in the future"));
     }
 
     const BLANK_TYPE: &str = "must not be blank (empty or only whitespace)";
@@ -1481,6 +1636,8 @@ mod tests {
             now_ms: NOW,
             oldest_ms,
             too_old: &too_old,
+            sent_at_ms: None,
+            max_metadata_bytes: MAX_METADATA_BYTES,
         };
         let with_ts = |ts: i64| obj(&[("type", json!("a")), ("timestamp", json!(ts))]);
         assert!(parse_event(&with_ts(oldest_ms), &bounds).is_ok());
@@ -2197,6 +2354,11 @@ mod tests {
             &["type", "eventType", "event_type", "event"],
             r#"" ""#,
             BLANK_TYPE,
+        ),
+        (
+            &["sent_at", "sentAt"],
+            "[]",
+            "must be an RFC 3339 string or a number of epoch seconds or milliseconds",
         ),
         (
             &["timestamp"],

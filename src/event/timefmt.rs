@@ -121,6 +121,34 @@ pub fn parse_time_param(s: &str) -> Result<i64, String> {
     }
 }
 
+/// Why a [`number_with_unit`] text was refused; each caller words it for its own input.
+#[derive(Debug, PartialEq)]
+pub enum UnitError<'a> {
+    /// Digits only, or nothing.
+    NoUnit,
+    /// No digits before the unit.
+    NotANumber,
+    /// A unit not among those allowed.
+    Unknown(&'a str),
+    /// The product does not fit in 64 bits.
+    TooLarge,
+}
+
+/// Reads digits followed by one of `units` (`(name, size)`), as `digits * size`: how durations
+/// (`30s`, `24h`) and relative times (`1h` in `-1h`) are written.
+pub fn number_with_unit<'a>(text: &'a str, units: &[(&str, u64)]) -> Result<u64, UnitError<'a>> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or(UnitError::NoUnit)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| UnitError::NotANumber)?;
+    let (_, size) = units
+        .iter()
+        .find(|(name, _)| *name == unit)
+        .ok_or(UnitError::Unknown(unit))?;
+    number.checked_mul(*size).ok_or(UnitError::TooLarge)
+}
+
 /// `-?digits(.digits)?`: negative numbers are epoch seconds before 1970.
 fn is_plain_number(s: &str) -> bool {
     let unsigned = s.strip_prefix('-').unwrap_or(s);

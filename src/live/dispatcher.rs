@@ -291,8 +291,7 @@ mod tests {
     use crate::event::NewEvent;
 
     fn frames(events: &[(u64, &str, Option<&str>)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for &(seq, kind, service) in events {
+        let events = events.iter().map(|&(seq, kind, service)| {
             let event = NewEvent {
                 id: None,
                 kind: kind.into(),
@@ -303,11 +302,9 @@ mod tests {
                 message: None,
                 metadata: None,
             };
-            let mut payload = Vec::new();
-            record::encode_payload(&mut payload, &event, &format!("e{seq}"), 0);
-            record::write_frame(&mut out, seq, &payload);
-        }
-        out
+            (seq, event)
+        });
+        record::frames_of(events, "e", 0)
     }
 
     fn register(

@@ -113,6 +113,18 @@ mod tests {
     use crate::store::sqlite::SqliteStore;
     use crate::store::Store;
 
+    /// Asserts `count_matching` over the last minute for each `(type, service, count)`.
+    async fn assert_last_minute(
+        metrics: &EventMetrics,
+        want: &[(Option<&str>, Option<&str>, u64)],
+    ) {
+        for &(kind, service, count) in want {
+            let window = Duration::from_secs(60);
+            let got = metrics.count_matching(window, kind, service).await.unwrap();
+            assert_eq!(got, count, "type {kind:?}, service {service:?}");
+        }
+    }
+
     #[tokio::test]
     async fn names_beyond_the_cap_are_counted_exactly() {
         let dir = tempfile::tempdir().unwrap();
@@ -132,29 +144,13 @@ mod tests {
         let metrics = EventMetrics::load(store.clone(), Arc::new(SystemClock), limits)
             .await
             .unwrap();
-        let window = Duration::from_secs(60);
         // Folded in memory: answered from the rollups.
-        assert_eq!(
-            metrics
-                .count_matching(window, Some("c"), None)
-                .await
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            metrics
-                .count_matching(window, None, Some("y"))
-                .await
-                .unwrap(),
-            1
-        );
-        assert_eq!(
-            metrics
-                .count_matching(window, Some("a"), None)
-                .await
-                .unwrap(),
-            1
-        );
+        let folded = [
+            (Some("c"), None, 1),
+            (None, Some("y"), 1),
+            (Some("a"), None, 1),
+        ];
+        assert_last_minute(&metrics, &folded).await;
         metrics.track_exactly(Some("c"), None);
         let later = vec![event(4, now, "c", None), event(5, now, "c", None)];
         store
@@ -162,21 +158,12 @@ mod tests {
             .await
             .unwrap();
         metrics.record(&later, &[]);
-        assert_eq!(
-            metrics
-                .count_matching(window, Some("c"), None)
-                .await
-                .unwrap(),
-            3
-        );
-        assert_eq!(
-            metrics
-                .count_matching(window, Some("never"), None)
-                .await
-                .unwrap(),
-            0
-        );
-        assert_eq!(metrics.count_matching(window, None, None).await.unwrap(), 5);
+        let tracked = [
+            (Some("c"), None, 3),
+            (Some("never"), None, 0),
+            (None, None, 5),
+        ];
+        assert_last_minute(&metrics, &tracked).await;
         // A window that starts after the name was tracked is answered from memory alone.
         let counts = metrics.counts.lock().unwrap();
         let from = floor_to(now, SECOND_MS) + 2 * SECOND_MS;

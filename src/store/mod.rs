@@ -2,6 +2,34 @@
 //! SQLite implementation ([`sqlite`]), the scale-out PostgreSQL one ([`postgres`]) and one
 //! that keeps nothing, for benchmarks ([`null`]); the HTTP layer knows nothing of SQL.
 
+/// A [`KeyRecord`] from a row of `api_keys` selected as `id, name, prefix, hash, scopes,
+/// created_ms, expires_ms, last_used_ms, revoked_ms`, as an `anyhow::Result`; `$get` is the
+/// driver's method reading a column by index (`get` for rusqlite, `try_get` for
+/// tokio-postgres). A macro because the two drivers' row types share no trait; defined before
+/// the backends so that both can use it.
+macro_rules! key_record_from_row {
+    ($row:expr, $get:ident) => {
+        (|| -> anyhow::Result<$crate::auth::keys::KeyRecord> {
+            let hash: Vec<u8> = $row.$get(3)?;
+            let scopes: String = $row.$get(4)?;
+            Ok($crate::auth::keys::KeyRecord {
+                id: $row.$get(0)?,
+                name: $row.$get(1)?,
+                prefix: $row.$get(2)?,
+                hash: hash
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("a key hash is not 32 bytes"))?,
+                scopes: $crate::auth::keys::Scopes::from_text(&scopes)
+                    .map_err(anyhow::Error::msg)?,
+                created_ms: $row.$get(5)?,
+                expires_ms: $row.$get(6)?,
+                last_used_ms: $row.$get(7)?,
+                revoked_ms: $row.$get(8)?,
+            })
+        })()
+    };
+}
+
 pub mod null;
 pub mod partitioning;
 pub mod postgres;
@@ -57,6 +85,16 @@ pub enum Order {
 pub struct Position {
     pub timestamp_ms: i64,
     pub seq: u64,
+}
+
+impl Position {
+    /// The position of `event`.
+    pub fn of(event: &StoredEvent) -> Position {
+        Position {
+            timestamp_ms: event.timestamp_ms,
+            seq: event.seq,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -234,6 +272,43 @@ pub trait Store: Send + Sync + 'static {
     /// rows whose whole bucket ends at or before it, and keeps `event_count` right. Done in
     /// short steps, so indexing goes on in between.
     async fn purge_before(&self, cutoff_ms: i64) -> anyhow::Result<Purged>;
+
+    /// Every event matching `filter`, in `(timestamp, seq)` order, sent into `pages` at most
+    /// `page` at a time (the channel's bound is what memory holds); an error is sent last.
+    /// Ends when all are sent or `pages` is closed (the reader went away).
+    ///
+    /// By default a keyset walk of [`query`](Self::query): consistent where every event up
+    /// to `filter.max_seq` is stored before the export begins and nothing else changes
+    /// under it (the embedded store, whose one writer stores in `seq` order). PostgreSQL
+    /// reads every page in one `REPEATABLE READ READ ONLY` transaction: one snapshot, whatever
+    /// other workers commit or retention deletes meanwhile.
+    async fn export(
+        &self,
+        filter: EventFilter,
+        page: usize,
+        pages: tokio::sync::mpsc::Sender<anyhow::Result<Vec<StoredEvent>>>,
+    ) {
+        let mut after = None;
+        loop {
+            let events = self
+                .query(EventQuery {
+                    filter: filter.clone(),
+                    order: Order::Asc,
+                    after,
+                    limit: page,
+                    offset: 0,
+                })
+                .await;
+            let last = match &events {
+                Ok(events) if events.len() == page => events.last().map(Position::of),
+                _ => None,
+            };
+            if pages.send(events).await.is_err() || last.is_none() {
+                return;
+            }
+            after = last;
+        }
+    }
 
     /// The time partitions events are kept in, oldest first (see [`partitioning`]): what
     /// `/health/detailed` counts, so a backfill's layout can be seen.

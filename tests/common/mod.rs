@@ -198,18 +198,30 @@ impl Api {
     /// POST raw bytes to /events with the given content type, gzip-compressing them first
     /// (and sending `Content-Encoding: gzip`) when `gzip` is set.
     pub async fn post_raw(&self, body: impl Into<Vec<u8>>, content_type: &str, gzip: bool) -> Resp {
-        let body: Vec<u8> = body.into();
-        let mut req = self
+        let request = self.raw_request("/events", body.into(), content_type, gzip);
+        Self::send(request, "POST /events").await
+    }
+
+    /// A POST of raw bytes to `path` with the given content type, gzip-compressed (with
+    /// `Content-Encoding: gzip`) when `gzip` is set.
+    pub fn raw_request(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        gzip: bool,
+    ) -> reqwest::RequestBuilder {
+        let request = self
             .client
-            .post(self.url("/events"))
+            .post(self.url(path))
             .header("content-type", content_type);
-        let body = if gzip {
-            req = req.header("content-encoding", "gzip");
-            gzip_bytes(&body)
+        if gzip {
+            request
+                .header("content-encoding", "gzip")
+                .body(gzip_bytes(&body))
         } else {
-            body
-        };
-        Self::send(req.body(body), "POST /events").await
+            request.body(body)
+        }
     }
 
     /// GET /events with the given query parameters (URL-encoded by reqwest).
@@ -232,8 +244,66 @@ impl Api {
 
     /// GET an arbitrary path (with query string already in it).
     pub async fn get(&self, path_and_query: &str) -> Resp {
-        let request = self.client.get(self.url(path_and_query));
-        Self::send(request, &format!("GET {path_and_query}")).await
+        self.get_with(path_and_query, &[]).await
+    }
+
+    /// GET with request headers of the test's choosing (`Host`, `If-None-Match`,
+    /// `Last-Event-ID`, ...).
+    pub async fn get_with(&self, path_and_query: &str, headers: &[(&str, &str)]) -> Resp {
+        self.request(reqwest::Method::GET, path_and_query, headers, None)
+            .await
+    }
+
+    /// Any method, with these headers and, when given, this body: for what the other helpers
+    /// do not send (a preflight, a write without a content type, a foreign `Host`).
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Resp {
+        let what = format!("{method} {path}");
+        let mut request = self.client.request(method, self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.body(body.to_owned());
+        }
+        Self::send(request, &what).await
+    }
+
+    /// POST `body` as JSON to `path`.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Resp {
+        Self::send(
+            self.client.post(self.url(path)).json(body),
+            &format!("POST {path}"),
+        )
+        .await
+    }
+
+    /// DELETE `path`.
+    pub async fn delete(&self, path: &str) -> Resp {
+        Self::send(
+            self.client.delete(self.url(path)),
+            &format!("DELETE {path}"),
+        )
+        .await
+    }
+
+    /// `POST /keys` (this handle must carry an admin key); asserts `201` and returns the
+    /// created key, secret included.
+    pub async fn create_key(&self, body: &Value) -> Value {
+        let resp = self.post_json("/keys", body).await;
+        resp.expect_status(201);
+        resp.json()
+    }
+
+    /// `DELETE /keys/{id}` of a key `create_key` returned; asserts `204`.
+    pub async fn revoke_key(&self, key: &Value) {
+        let id = key["id"].as_str().expect("a key id");
+        self.delete(&format!("/keys/{id}")).await.expect_status(204);
     }
 
     /// Posts one valid event, asserts it was accepted, and returns its id.
@@ -320,6 +390,27 @@ impl Api {
             .as_u64()
             .unwrap_or_else(|| panic!("no numeric total in {body}"))
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outside programs
+// ---------------------------------------------------------------------------------------------
+
+/// Whether python3 can import `modules` (comma-separated). Without them a test that needs
+/// them skips, loudly, saying how to `install` them, except under CI=true, where it fails.
+pub fn python_has(modules: &str, install: &str) -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but python3 cannot import {modules} ({install})"
+        );
+        eprintln!("SKIPPED: python3 cannot import {modules} ({install})");
+    }
+    found
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -608,6 +699,38 @@ pub async fn run_binary(args: &[&str]) -> (ExitStatus, String, String) {
         strip_ansi(&String::from_utf8_lossy(&out.stdout)),
         strip_ansi(&String::from_utf8_lossy(&out.stderr)),
     )
+}
+
+/// Runs `eventide serve` on `addr` with the data directory `data_dir` and `extra` options, and
+/// asserts it refuses to start (exit status 1); its stderr, to check it says why.
+pub async fn serve_refused(addr: &str, data_dir: &str, extra: &[&str]) -> String {
+    let mut args = vec!["serve", "--addr", addr, "--data-dir", data_dir];
+    args.extend_from_slice(extra);
+    let (status, _, stderr) = run_binary(&args).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+/// A server whose alerts are evaluated every second, with one `absent` rule: `name`, on
+/// events of type `kind` over `window` (a type never sent fires it at once). The directory
+/// holds the alerts file; keep it as long as the server.
+pub async fn start_with_absent_rule(
+    name: &str,
+    kind: &str,
+    window: &str,
+) -> (TestServer, tempfile::TempDir) {
+    let alerts = tempfile::tempdir().unwrap();
+    let alerts_file = alerts.path().join("alerts.toml");
+    std::fs::write(
+        &alerts_file,
+        format!(
+            "[alerts]\ninterval = \"1s\"\n\n[[alerts.rules]]\nname = \"{name}\"\n\
+             type = \"{kind}\"\nwindow = \"{window}\"\ncondition = \"absent\"\n"
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start_temp(&["--alerts-config", alerts_file.to_str().unwrap()]).await;
+    (server, alerts)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1088,6 +1211,78 @@ impl Rng {
     pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
         lo + self.next_u64() % (hi - lo + 1)
     }
+
+    /// A batch of `lo..=hi` events (how many drawn at random), each made by `event`.
+    pub fn batch(
+        &mut self,
+        lo: u64,
+        hi: u64,
+        mut event: impl FnMut(&mut Rng) -> Value,
+    ) -> Vec<Value> {
+        let size = self.range(lo, hi);
+        (0..size).map(|_| event(self)).collect()
+    }
+}
+
+/// Waits until `check` holds, polling every 50 ms, for at most `limit`; panics naming `what`.
+pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !check().await {
+        assert!(Instant::now() < deadline, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for every one of `tasks` to end, each within `limit`; panics naming `what` if one
+/// is still running then, or panicked.
+pub async fn join_within<T>(
+    limit: Duration,
+    what: &str,
+    tasks: impl IntoIterator<Item = tokio::task::JoinHandle<T>>,
+) {
+    for task in tasks {
+        tokio::time::timeout(limit, task)
+            .await
+            .unwrap_or_else(|_| panic!("{what}: still running after {limit:?}"))
+            .unwrap_or_else(|e| panic!("{what}: the task panicked: {e}"));
+    }
+}
+
+/// Asserts that `resp` carries each header with exactly the value given.
+#[track_caller]
+pub fn assert_headers(resp: &Resp, want: &[(&str, &str)], what: &str) {
+    for (name, value) in want {
+        assert_eq!(resp.header(name).as_deref(), Some(*value), "{what}: {name}");
+    }
+}
+
+/// Asserts that nothing is `missing` of the `expected` events, saying how many are and the
+/// first ten.
+#[track_caller]
+pub fn assert_none_missing<T: std::fmt::Debug>(missing: &[T], expected: usize, what: &str) {
+    assert!(
+        missing.is_empty(),
+        "{} of {expected} {what}, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+}
+
+/// The string field `key` of each object in the array `list` (panics on anything else).
+pub fn str_fields<'a>(list: &'a Value, key: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|item| {
+            item[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("no string {key} in {item}"))
+        })
+        .collect()
 }
 
 /// Polls `f` every 20 ms until it returns `Some`, for at most `limit`.

@@ -1,5 +1,9 @@
 //! The `email` channel: a plain-text message over SMTP (lettre), with STARTTLS or implicit
-//! TLS through rustls, or none for a relay on the same machine; optional login.
+//! TLS through rustls (trusting the web PKI's roots and those of `ca_file`), or none for a
+//! relay on the same machine; optional login (the password is a [`Secret`] and lettre's
+//! errors never hold it).
+//!
+//! [`Secret`]: crate::config::Secret
 
 use std::time::Duration;
 
@@ -7,9 +11,10 @@ use async_trait::async_trait;
 use lettre::message::header::ContentType;
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{AlertChannel, DeliveryError, Notice};
+use super::{AlertChannel, AlertNotice, DeliveryError, Notice};
 use crate::alerts::config::{EmailTarget, SmtpTls};
 use crate::event::timefmt::format_rfc3339_ms;
 
@@ -21,14 +26,23 @@ pub struct EmailChannel {
 
 impl EmailChannel {
     pub fn new(target: &EmailTarget, timeout: Duration) -> Result<EmailChannel, anyhow::Error> {
-        let builder = match target.tls {
-            SmtpTls::Starttls => {
-                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&target.host)?
+        let parameters = || -> Result<TlsParameters, anyhow::Error> {
+            let mut parameters = TlsParameters::builder(target.host.clone());
+            if let Some(pem) = &target.ca_pem {
+                parameters = parameters.add_root_certificate(Certificate::from_pem(pem)?);
             }
-            SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&target.host)?,
-            SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&target.host),
+            Ok(parameters.build()?)
         };
-        let mut builder = builder.port(target.port).timeout(Some(timeout));
+        let tls = match target.tls {
+            // Refuses a server that does not offer STARTTLS: nothing goes out in clear.
+            SmtpTls::Starttls => Tls::Required(parameters()?),
+            SmtpTls::Tls => Tls::Wrapper(parameters()?),
+            SmtpTls::None => Tls::None,
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&target.host)
+            .tls(tls)
+            .port(target.port)
+            .timeout(Some(timeout));
         if let Some((user, password)) = &target.login {
             builder = builder.credentials(Credentials::new(user.clone(), password.0.clone()));
         }
@@ -44,11 +58,18 @@ impl EmailChannel {
     }
 }
 
-/// The message's body: plain text, one fact a line.
+/// The message's body: plain text, the notice's title, then each alert, one fact a line.
 fn text(notice: &Notice) -> String {
+    let mut blocks = vec![notice.title()];
+    blocks.extend(notice.alerts.iter().map(alert_text));
+    if let Some(url) = &notice.external_url {
+        blocks.push(format!("Dashboard: {}/", url.trim_end_matches('/')));
+    }
+    blocks.join("\n\n")
+}
+
+fn alert_text(notice: &AlertNotice) -> String {
     let mut lines = vec![
-        notice.title(),
-        String::new(),
         format!("Rule: {}", notice.rule),
         format!("Status: {}", notice.status.name()),
         format!("Watching: {}", notice.description),
@@ -66,9 +87,6 @@ fn text(notice: &Notice) -> String {
     }
     for (name, value) in &notice.annotations {
         lines.push(format!("{name}: {value}"));
-    }
-    if let Some(url) = &notice.external_url {
-        lines.push(format!("Dashboard: {}/", url.trim_end_matches('/')));
     }
     lines.join("\n")
 }

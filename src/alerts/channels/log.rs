@@ -1,5 +1,5 @@
-//! The `log` channel: a notice is a line of the service's log (warn when firing, info when
-//! resolved), always available.
+//! The `log` channel: each alert of a notice is a line of the service's log (warn when
+//! firing, info when resolved), always available.
 
 use async_trait::async_trait;
 
@@ -10,22 +10,26 @@ pub struct LogChannel;
 #[async_trait]
 impl AlertChannel for LogChannel {
     async fn deliver(&self, notice: &Notice) -> Result<(), DeliveryError> {
-        let value = notice.value.unwrap_or(f64::NAN);
-        match notice.status {
-            Status::Firing => tracing::warn!(
-                alert = %notice.rule,
-                value,
-                labels = ?notice.labels,
-                "alert firing: {}",
-                notice.description
-            ),
-            Status::Resolved => tracing::info!(
-                alert = %notice.rule,
-                value,
-                labels = ?notice.labels,
-                "alert resolved: {}",
-                notice.description
-            ),
+        for alert in &notice.alerts {
+            let value = alert.value.unwrap_or(f64::NAN);
+            match alert.status {
+                Status::Firing => tracing::warn!(
+                    alert = %alert.rule,
+                    value,
+                    labels = ?alert.labels,
+                    group = %notice.group_key,
+                    "alert firing: {}",
+                    alert.description
+                ),
+                Status::Resolved => tracing::info!(
+                    alert = %alert.rule,
+                    value,
+                    labels = ?alert.labels,
+                    group = %notice.group_key,
+                    "alert resolved: {}",
+                    alert.description
+                ),
+            }
         }
         Ok(())
     }

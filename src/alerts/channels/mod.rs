@@ -38,11 +38,27 @@ impl Status {
     }
 }
 
-/// One notice: one alert of one rule, to one channel.
+/// One notice: the alerts of one group (those sharing the values of the `group_by`
+/// labels), to one channel.
 #[derive(Debug, Clone)]
 pub struct Notice {
     /// The channel (the webhook's `receiver`).
     pub channel: String,
+    /// Alertmanager's `groupKey`: `{}:{alertname="checkout-stopped"}`.
+    pub group_key: String,
+    /// The `group_by` labels and their values.
+    pub group_labels: BTreeMap<String, String>,
+    /// Firing while one of its alerts fires.
+    pub status: Status,
+    /// At least one, ordered by rule name.
+    pub alerts: Vec<AlertNotice>,
+    /// The dashboard's public address, if configured.
+    pub external_url: Option<String>,
+}
+
+/// One alert of a notice: one rule's.
+#[derive(Debug, Clone)]
+pub struct AlertNotice {
     pub rule: String,
     pub status: Status,
     /// `alertname` and the rule's filters and labels.
@@ -57,21 +73,63 @@ pub struct Notice {
     pub window: String,
     /// What the rule watches, in words.
     pub description: String,
-    /// The dashboard's public address, if configured.
-    pub external_url: Option<String>,
-    /// What the evaluator records once it is delivered.
+    /// What the evaluator records for this alert once the notice is delivered.
     pub due: Due,
 }
 
+/// The pairs `maps` all have alike (the webhook's `commonLabels`, `commonAnnotations`).
+fn common<'a>(
+    mut maps: impl Iterator<Item = &'a BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let mut shared = maps.next().cloned().unwrap_or_default();
+    for map in maps {
+        shared.retain(|name, value| map.get(name) == Some(value));
+    }
+    shared
+}
+
 impl Notice {
-    /// Alertmanager's group key for a group by `alertname`.
-    pub fn group_key(&self) -> String {
-        format!(
-            "{{}}:{{alertname={:?}}}",
-            self.labels.get("alertname").map_or("", String::as_str)
-        )
+    /// The labels every alert of the notice has alike.
+    pub fn common_labels(&self) -> BTreeMap<String, String> {
+        common(self.alerts.iter().map(|alert| &alert.labels))
     }
 
+    pub fn common_annotations(&self) -> BTreeMap<String, String> {
+        common(self.alerts.iter().map(|alert| &alert.annotations))
+    }
+
+    /// The notice's title: its alert's ("[FIRING] checkout-stopped: no events with
+    /// type=checkout for 10m (value 0)"), or for several, how many fire and the group
+    /// ("[FIRING:2] team=checkout: checkout-stopped, payments-stopped").
+    pub fn title(&self) -> String {
+        if let [alert] = &self.alerts[..] {
+            return alert.title();
+        }
+        let firing = self
+            .alerts
+            .iter()
+            .filter(|alert| alert.status == Status::Firing)
+            .count();
+        let group: Vec<String> = self
+            .group_labels
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        let rules: Vec<&str> = self
+            .alerts
+            .iter()
+            .map(|alert| alert.rule.as_str())
+            .collect();
+        format!(
+            "[{}:{firing}] {}: {}",
+            self.status.name().to_uppercase(),
+            group.join(" "),
+            rules.join(", ")
+        )
+    }
+}
+
+impl AlertNotice {
     /// 16 hex digits identifying the alert by its labels (as Alertmanager's fingerprint).
     pub fn fingerprint(&self) -> String {
         let mut hash = Sha256::new();
@@ -246,7 +304,7 @@ async fn run(
                     let first = stats.failing.fetch_add(1, Ordering::Relaxed) == 0;
                     telemetry::alert_notification(&name, "failed");
                     if first {
-                        tracing::warn!(channel = %name, rule = %notice.rule, error = %err, "alert notice not delivered; retrying");
+                        tracing::warn!(channel = %name, group = %notice.group_key, error = %err, "alert notice not delivered; retrying");
                     }
                     *stats.last_error.lock().unwrap() = Some(err.to_string());
                     if started.elapsed() >= GIVE_UP_AFTER {
@@ -266,5 +324,51 @@ async fn run(
         if outcomes.send(Outcome { notice, result }).is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(rule: &str, status: Status) -> AlertNotice {
+        AlertNotice {
+            rule: rule.to_owned(),
+            status,
+            labels: [("alertname", rule), ("team", "checkout")]
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .into(),
+            annotations: BTreeMap::new(),
+            starts_at_ms: 0,
+            ends_at_ms: None,
+            value: Some(0.0),
+            threshold: None,
+            window: "1m".to_owned(),
+            description: "no events for 1m".to_owned(),
+            due: Due::Firing,
+        }
+    }
+
+    #[test]
+    fn a_notice_of_several_alerts_is_titled_by_its_group() {
+        let mut notice = Notice {
+            channel: "ops".to_owned(),
+            group_key: "{}:{team=\"checkout\"}".to_owned(),
+            group_labels: [("team".to_owned(), "checkout".to_owned())].into(),
+            status: Status::Firing,
+            alerts: vec![alert("a", Status::Firing)],
+            external_url: None,
+        };
+        assert_eq!(notice.title(), "[FIRING] a: no events for 1m (value 0)");
+        notice.alerts.push(alert("b", Status::Resolved));
+        assert_eq!(notice.title(), "[FIRING:1] team=checkout: a, b");
+        assert_eq!(
+            notice.common_labels(),
+            BTreeMap::from([("team".to_owned(), "checkout".to_owned())])
+        );
+        assert_ne!(
+            notice.alerts[0].fingerprint(),
+            notice.alerts[1].fingerprint()
+        );
     }
 }

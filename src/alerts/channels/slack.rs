@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::webhook::{client, post};
-use super::{AlertChannel, DeliveryError, Notice, Status};
+use super::{AlertChannel, AlertNotice, DeliveryError, Notice, Status};
 use crate::config::Secret;
 use crate::event::timefmt::format_rfc3339_ms;
 
@@ -26,13 +26,38 @@ impl SlackChannel {
     }
 }
 
-/// The message's text (Slack's mrkdwn).
+fn icon(status: Status) -> &'static str {
+    match status {
+        Status::Firing => ":rotating_light:",
+        Status::Resolved => ":white_check_mark:",
+    }
+}
+
+/// The message's text (Slack's mrkdwn): each alert of the notice, under the notice's title
+/// when there are several, then a link to the dashboard when `public_url` is set.
 pub fn text(notice: &Notice) -> String {
-    let (icon, status) = match notice.status {
-        Status::Firing => (":rotating_light:", "FIRING"),
-        Status::Resolved => (":white_check_mark:", "RESOLVED"),
-    };
-    let mut lines = vec![format!("{icon} *[{status}] {}*", notice.rule)];
+    let mut blocks = Vec::new();
+    if notice.alerts.len() > 1 {
+        blocks.push(format!("{} *{}*", icon(notice.status), notice.title()));
+    }
+    blocks.extend(notice.alerts.iter().map(alert_text));
+    if let Some(url) = &notice.external_url {
+        blocks.push(format!(
+            "<{}/|Open the dashboard>",
+            url.trim_end_matches('/')
+        ));
+    }
+    blocks.join("\n")
+}
+
+/// One alert: its rule, what it watches, its figures and times.
+fn alert_text(notice: &AlertNotice) -> String {
+    let status = notice.status.name().to_uppercase();
+    let mut lines = vec![format!(
+        "{} *[{status}] {}*",
+        icon(notice.status),
+        notice.rule
+    )];
     lines.push(notice.description.clone());
     let mut figures = Vec::new();
     if let Some(value) = notice.value {
@@ -53,12 +78,6 @@ pub fn text(notice: &Notice) -> String {
     });
     if let Some(summary) = notice.annotations.get("summary") {
         lines.push(format!("_{summary}_"));
-    }
-    if let Some(url) = &notice.external_url {
-        lines.push(format!(
-            "<{}/|Open the dashboard>",
-            url.trim_end_matches('/')
-        ));
     }
     lines.join("\n")
 }

@@ -35,9 +35,9 @@ pub struct Payload<'a> {
     pub truncated_alerts: u32,
     pub status: &'static str,
     pub receiver: &'a str,
-    pub group_labels: BTreeMap<&'static str, &'a str>,
-    pub common_labels: &'a BTreeMap<String, String>,
-    pub common_annotations: &'a BTreeMap<String, String>,
+    pub group_labels: &'a BTreeMap<String, String>,
+    pub common_labels: BTreeMap<String, String>,
+    pub common_annotations: BTreeMap<String, String>,
     #[serde(rename = "externalURL")]
     pub external_url: &'a str,
     pub alerts: Vec<PayloadAlert<'a>>,
@@ -63,35 +63,40 @@ pub struct PayloadAlert<'a> {
 /// The JSON body of `notice`.
 pub fn payload(notice: &Notice) -> Payload<'_> {
     let external_url = notice.external_url.as_deref().unwrap_or("");
+    let generator_url = if external_url.is_empty() {
+        String::new()
+    } else {
+        format!("{}/#alerts", external_url.trim_end_matches('/'))
+    };
     Payload {
         version: "4",
-        group_key: notice.group_key(),
+        group_key: notice.group_key.clone(),
         truncated_alerts: 0,
         status: notice.status.name(),
         receiver: &notice.channel,
-        group_labels: BTreeMap::from([("alertname", notice.rule.as_str())]),
-        common_labels: &notice.labels,
-        common_annotations: &notice.annotations,
+        group_labels: &notice.group_labels,
+        common_labels: notice.common_labels(),
+        common_annotations: notice.common_annotations(),
         external_url,
-        alerts: vec![PayloadAlert {
-            status: notice.status.name(),
-            labels: &notice.labels,
-            annotations: &notice.annotations,
-            starts_at: format_rfc3339_ms(notice.starts_at_ms),
-            ends_at: match (notice.status, notice.ends_at_ms) {
-                (Status::Resolved, Some(end)) => format_rfc3339_ms(end),
-                _ => NO_END.to_owned(),
-            },
-            generator_url: if external_url.is_empty() {
-                String::new()
-            } else {
-                format!("{}/#alerts", external_url.trim_end_matches('/'))
-            },
-            fingerprint: notice.fingerprint(),
-            value: notice.value,
-            threshold: notice.threshold,
-            window: &notice.window,
-        }],
+        alerts: notice
+            .alerts
+            .iter()
+            .map(|alert| PayloadAlert {
+                status: alert.status.name(),
+                labels: &alert.labels,
+                annotations: &alert.annotations,
+                starts_at: format_rfc3339_ms(alert.starts_at_ms),
+                ends_at: match (alert.status, alert.ends_at_ms) {
+                    (Status::Resolved, Some(end)) => format_rfc3339_ms(end),
+                    _ => NO_END.to_owned(),
+                },
+                generator_url: generator_url.clone(),
+                fingerprint: alert.fingerprint(),
+                value: alert.value,
+                threshold: alert.threshold,
+                window: &alert.window,
+            })
+            .collect(),
     }
 }
 

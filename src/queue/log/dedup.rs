@@ -147,14 +147,30 @@ impl RecentIds {
 mod tests {
     use super::*;
 
+    /// Inserts each `(id, content, at)` in turn, asserting how it is seen.
+    fn assert_inserts(ids: &mut RecentIds, steps: &[(u128, u64, i64, Seen)]) {
+        for (step, &(id, content, at, want)) in steps.iter().enumerate() {
+            let seen = ids.insert(id, content, at);
+            assert_eq!(
+                seen, want,
+                "step {step}: id {id}, content {content}, at {at}"
+            );
+        }
+    }
+
     #[test]
     fn a_repeated_id_is_a_duplicate_or_a_conflict() {
         let mut ids = RecentIds::new(10, 1_000);
-        assert_eq!(ids.insert(1, 7, 0), Seen::New);
-        assert_eq!(ids.insert(1, 7, 10), Seen::Duplicate);
-        assert_eq!(ids.insert(1, 8, 10), Seen::Conflict);
-        assert_eq!(ids.insert(1, 7, 10), Seen::Duplicate, "the first stays");
-        assert_eq!(ids.insert(2, 8, 10), Seen::New);
+        assert_inserts(
+            &mut ids,
+            &[
+                (1, 7, 0, Seen::New),
+                (1, 7, 10, Seen::Duplicate),
+                (1, 8, 10, Seen::Conflict),
+                (1, 7, 10, Seen::Duplicate), // the first content stays
+                (2, 8, 10, Seen::New),
+            ],
+        );
     }
 
     #[test]
@@ -190,9 +206,12 @@ mod tests {
     #[test]
     fn forgotten_ids_are_new_again_with_a_full_window() {
         let mut ids = RecentIds::new(10, 1_000);
-        assert_eq!(ids.insert(4, 7, 0), Seen::New);
-        assert_eq!(ids.insert(5, 7, 0), Seen::New);
-        assert_eq!(ids.insert(6, 7, 0), Seen::New);
+        let at_0 = [
+            (4, 7, 0, Seen::New),
+            (5, 7, 0, Seen::New),
+            (6, 7, 0, Seen::New),
+        ];
+        assert_inserts(&mut ids, &at_0);
         for id in [6, 5] {
             ids.forget(id);
         }

@@ -308,8 +308,7 @@ mod tests {
     use crate::event::NewEvent;
 
     fn frames(seqs: std::ops::RangeInclusive<u64>) -> Vec<u8> {
-        let mut out = Vec::new();
-        for seq in seqs {
+        let events = seqs.map(|seq| {
             let event = NewEvent {
                 id: Some(format!("id-{seq}")),
                 kind: "t".into(),
@@ -320,11 +319,9 @@ mod tests {
                 message: None,
                 metadata: None,
             };
-            let mut payload = Vec::new();
-            record::encode_payload(&mut payload, &event, &format!("id-{seq}"), 5);
-            record::write_frame(&mut out, seq, &payload);
-        }
-        out
+            (seq, event)
+        });
+        record::frames_of(events, "id-", 5)
     }
 
     #[test]

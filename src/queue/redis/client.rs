@@ -133,6 +133,47 @@ impl RedisStream {
         Ok(cmd.query_async::<Value>(&mut self.conn.clone()).await?)
     }
 
+    /// XLEN of the stream `key`: 0 when it does not exist.
+    pub(super) async fn len_of(&self, key: &str) -> Result<u64, QueueError> {
+        let reply = self.query(redis::cmd("XLEN").arg(key)).await?;
+        Ok(super::reply::int(&reply).unwrap_or(0))
+    }
+
+    /// XRANGE of the stream `key` from `start` (an id, `(id` for after it, or `-`) onwards, at
+    /// most `count` entries; none when `count` is 0, without asking Redis.
+    pub(super) async fn range_from(
+        &self,
+        key: &str,
+        start: &str,
+        count: usize,
+    ) -> Result<Value, QueueError> {
+        if count == 0 {
+            return Ok(Value::Array(Vec::new()));
+        }
+        self.query(
+            redis::cmd("XRANGE")
+                .arg(key)
+                .arg(start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(count),
+        )
+        .await
+    }
+
+    /// XINFO `section` (`STREAM`, `GROUPS`) of the stream; `None` when the stream does not
+    /// exist (yet, or any more after a Redis restart).
+    pub(super) async fn info(&self, section: &str) -> Result<Option<Value>, QueueError> {
+        match self
+            .query(redis::cmd("XINFO").arg(section).arg(&self.keys.stream))
+            .await
+        {
+            Ok(info) => Ok(Some(info)),
+            Err(err) if is_no_such_key(&err) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     pub(super) async fn query_pipe(&self, pipe: &Pipeline) -> Result<Vec<Value>, QueueError> {
         Ok(pipe
             .query_async::<Vec<Value>>(&mut self.conn.clone())

@@ -12,19 +12,7 @@ impl RedisStream {
         &self,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Fields)>, QueueError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let reply = self
-            .query(
-                redis::cmd("XRANGE")
-                    .arg(&self.keys.dead_letters)
-                    .arg("-")
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(limit),
-            )
-            .await?;
+        let reply = self.range_from(&self.keys.dead_letters, "-", limit).await?;
         Ok(raw_entries(reply))
     }
 
@@ -69,10 +57,7 @@ impl RedisStream {
 
     /// How many dead letters there are (XLEN): what the health alert watches grow.
     pub async fn dead_letter_count(&self) -> Result<u64, QueueError> {
-        let reply = self
-            .query(redis::cmd("XLEN").arg(&self.keys.dead_letters))
-            .await?;
-        Ok(int(&reply).unwrap_or(0))
+        self.len_of(&self.keys.dead_letters).await
     }
 
     /// Moves `entry` to the dead-letter stream with why and after how many attempts, and

@@ -43,13 +43,8 @@ impl RedisStream {
     /// entries-read` from XINFO STREAM, or failing that XLEN (an upper bound: the stream
     /// holds at most a few seconds of acknowledged entries beyond what the group needs).
     pub async fn backlog(&self) -> Result<u64, QueueError> {
-        let groups = match self
-            .query(redis::cmd("XINFO").arg("GROUPS").arg(&self.keys.stream))
-            .await
-        {
-            Ok(groups) => groups,
-            Err(err) if is_no_such_key(&err) => return Ok(0),
-            Err(err) => return Err(err),
+        let Some(groups) = self.info("GROUPS").await? else {
+            return Ok(0);
         };
         let group = list(groups)
             .into_iter()

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::client::{is_no_such_key, unexpected, RedisStream, PAYLOAD_FIELD};
+use super::client::{unexpected, RedisStream, PAYLOAD_FIELD};
 use super::reply::*;
 use super::{entry_id_of, seq_of_bytes, QueueError};
 
@@ -38,10 +38,7 @@ impl RedisStream {
     }
 
     pub(super) async fn stream_len(&self) -> Result<u64, QueueError> {
-        let len = self
-            .query(redis::cmd("XLEN").arg(&self.keys.stream))
-            .await?;
-        Ok(int(&len).unwrap_or(0))
+        self.len_of(&self.keys.stream).await
     }
 
     /// Entries strictly after `after_seq`, oldest first, at most `count`: `(seq, payload)`.
@@ -50,19 +47,8 @@ impl RedisStream {
         after_seq: u64,
         count: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, QueueError> {
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        let reply = self
-            .query(
-                redis::cmd("XRANGE")
-                    .arg(&self.keys.stream)
-                    .arg(format!("({}", entry_id_of(after_seq)))
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(count),
-            )
-            .await?;
+        let after = format!("({}", entry_id_of(after_seq));
+        let reply = self.range_from(&self.keys.stream, &after, count).await?;
         Ok(seq_payloads(entries(reply)))
     }
 
@@ -97,28 +83,14 @@ impl RedisStream {
 
     /// The seq of the oldest entry still in the stream, `None` if it is empty.
     pub async fn first_seq(&self) -> Result<Option<u64>, QueueError> {
-        let reply = self
-            .query(
-                redis::cmd("XRANGE")
-                    .arg(&self.keys.stream)
-                    .arg("-")
-                    .arg("+")
-                    .arg("COUNT")
-                    .arg(1),
-            )
-            .await?;
+        let reply = self.range_from(&self.keys.stream, "-", 1).await?;
         Ok(entries(reply).into_iter().next().and_then(|e| e.seq))
     }
 
     /// The seq of the last entry ever added (XINFO STREAM `last-generated-id`), 0 if none.
     pub async fn last_seq(&self) -> Result<u64, QueueError> {
-        let info = match self
-            .query(redis::cmd("XINFO").arg("STREAM").arg(&self.keys.stream))
-            .await
-        {
-            Ok(info) => info,
-            Err(err) if is_no_such_key(&err) => return Ok(0),
-            Err(err) => return Err(err),
+        let Some(info) = self.info("STREAM").await? else {
+            return Ok(0);
         };
         Ok(field_str(&pairs(info), "last-generated-id")
             .and_then(|id| super::seq_of(&id))

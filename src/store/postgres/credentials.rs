@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use tokio_postgres::Row;
 
 use super::pool::Pool;
-use crate::auth::keys::{KeyRecord, Scopes};
+use crate::auth::keys::KeyRecord;
 
 /// Migration: the keys table and its change counter.
 pub(super) const KEYS_TABLE: &str = "CREATE TABLE api_keys (
@@ -82,21 +82,7 @@ pub(super) async fn list_keys(pool: &Pool) -> Result<Vec<KeyRecord>> {
 }
 
 fn key_from_row(row: &Row) -> Result<KeyRecord> {
-    let hash: Vec<u8> = row.try_get(3)?;
-    let scopes: String = row.try_get(4)?;
-    Ok(KeyRecord {
-        id: row.try_get(0)?,
-        name: row.try_get(1)?,
-        prefix: row.try_get(2)?,
-        hash: hash
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("a key hash is not 32 bytes"))?,
-        scopes: Scopes::from_text(&scopes).map_err(anyhow::Error::msg)?,
-        created_ms: row.try_get(5)?,
-        expires_ms: row.try_get(6)?,
-        last_used_ms: row.try_get(7)?,
-        revoked_ms: row.try_get(8)?,
-    })
+    key_record_from_row!(row, try_get)
 }
 
 pub(super) async fn revoke_key(pool: &Pool, id: &str, at_ms: i64) -> Result<bool> {

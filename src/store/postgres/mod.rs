@@ -11,6 +11,7 @@
 
 mod alerts;
 mod credentials;
+mod export;
 mod migrations;
 mod partitions;
 mod pool;
@@ -138,6 +139,20 @@ impl PostgresStore {
     }
 }
 
+/// The statement of `query`: a page of events in `(ts, seq)` order.
+fn query_sql(query: &EventQuery) -> Sql {
+    let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM events WHERE true"));
+    let after = query.after.map(|after| (after, query.order));
+    push_conditions(&mut sql, &query.filter, after);
+    let direction = direction(query.order);
+    let limit = sql.param(to_i64(query.limit));
+    let offset = sql.param(to_i64(query.offset));
+    sql.push(&format!(
+        " ORDER BY ts {direction}, seq {direction} LIMIT {limit} OFFSET {offset}"
+    ));
+    sql
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     async fn append_batch(&self, events: Events, indexed_seq: u64) -> StoreResult<AppendOutcome> {
@@ -149,16 +164,16 @@ impl Store for PostgresStore {
     }
 
     async fn query(&self, query: EventQuery) -> Result<Vec<StoredEvent>> {
-        let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM events WHERE true"));
-        let after = query.after.map(|after| (after, query.order));
-        push_conditions(&mut sql, &query.filter, after);
-        let direction = direction(query.order);
-        let limit = sql.param(to_i64(query.limit));
-        let offset = sql.param(to_i64(query.offset));
-        sql.push(&format!(
-            " ORDER BY ts {direction}, seq {direction} LIMIT {limit} OFFSET {offset}"
-        ));
-        self.read_events(sql).await
+        self.read_events(query_sql(&query)).await
+    }
+
+    async fn export(
+        &self,
+        filter: EventFilter,
+        page: usize,
+        pages: tokio::sync::mpsc::Sender<Result<Vec<StoredEvent>>>,
+    ) {
+        export::export(&self.pool, filter, page, pages).await
     }
 
     async fn count(&self, filter: EventFilter) -> Result<u64> {

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::auth::keys::{KeyRecord, Scopes};
+use crate::auth::keys::KeyRecord;
 
 /// Migration: the keys table and its change counter.
 pub(super) const KEYS_TABLE: &str = "CREATE TABLE api_keys (
@@ -73,24 +73,9 @@ pub(super) fn list_keys(connection: &Connection) -> Result<Vec<KeyRecord>> {
     Ok(keys)
 }
 
+/// Never an error for rusqlite's `query_map`: every failure is in the inner result.
 fn key_from_row(row: &Row) -> rusqlite::Result<Result<KeyRecord>> {
-    let hash: Vec<u8> = row.get(3)?;
-    let scopes: String = row.get(4)?;
-    Ok((|| {
-        Ok(KeyRecord {
-            id: row.get(0)?,
-            name: row.get(1)?,
-            prefix: row.get(2)?,
-            hash: hash
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("a key hash is not 32 bytes"))?,
-            scopes: Scopes::from_text(&scopes).map_err(anyhow::Error::msg)?,
-            created_ms: row.get(5)?,
-            expires_ms: row.get(6)?,
-            last_used_ms: row.get(7)?,
-            revoked_ms: row.get(8)?,
-        })
-    })())
+    Ok(key_record_from_row!(row, get))
 }
 
 /// Revokes the key `id`; `false` if there is no such key not revoked already.

@@ -1,0 +1,194 @@
+//! PostHog's capture API: one event, an array of events or a `batch`, as Eventide events.
+//!
+//! `event` → `type`; `distinct_id` (also in `properties`, or `$distinct_id`) → `user_id`;
+//! `uuid` → `id`; `timestamp` and `sent_at` as for `POST /events` (clock-skew corrected);
+//! `properties` → `metadata` as sent, `$`-prefixed ones included, with the event's other
+//! members (`$set`, `library`...) beside them; `properties.$lib`, else the key's name →
+//! `service`. The project key (`api_key`, `token`) is never stored.
+
+use serde_json::value::RawValue;
+
+use super::{elements, Members, ObjectText};
+use crate::event::parse::FieldError;
+
+/// Errors name PostHog's fields, not Eventide's.
+pub const RENAMES: &[(&str, &str)] = &[
+    ("type", "event"),
+    ("user_id", "distinct_id"),
+    ("id", "uuid"),
+    ("metadata", "properties"),
+];
+
+/// Where PostHog's SDKs put the project key.
+const KEY_NAMES: [&str; 2] = ["api_key", "token"];
+
+/// What the request carried: its events, unparsed, with what applies to all of them.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub events: Vec<&'a RawValue>,
+    /// The key given in the body: at the top, or in the (first) event or its properties.
+    pub key: Option<String>,
+    /// The request's `sent_at`, for events without their own.
+    pub sent_at: Option<&'a RawValue>,
+}
+
+/// Reads a body (JSON text, already decoded from its transport).
+pub fn request(body: &str) -> Result<Request<'_>, String> {
+    let raw: &RawValue =
+        serde_json::from_str(body).map_err(|err| format!("the body is not JSON: {err}"))?;
+    if raw.get().starts_with('[') {
+        let events = elements(raw, "the body")?;
+        let key = events.first().and_then(|first| key_in(first));
+        return Ok(Request {
+            events,
+            key,
+            sent_at: None,
+        });
+    }
+    let top = Members::of(raw, "the body").map_err(|error| error.message)?;
+    let sent_at = top.get("sent_at");
+    let key = KEY_NAMES.iter().find_map(|name| top.string(name));
+    let events = match top.get("batch") {
+        Some(batch) => elements(batch, "batch")?,
+        None => vec![raw],
+    };
+    let key = key.or_else(|| events.first().and_then(|first| key_in(first)));
+    Ok(Request {
+        events,
+        key,
+        sent_at,
+    })
+}
+
+/// The key an event carries, itself or in its properties (where posthog-js puts it).
+fn key_in(event: &RawValue) -> Option<String> {
+    let event = Members::of(event, "an event").ok()?;
+    KEY_NAMES
+        .iter()
+        .find_map(|name| event.string(name))
+        .or_else(|| {
+            let properties = Members::of(event.get("properties")?, "properties").ok()?;
+            properties.string("token")
+        })
+}
+
+/// One event as an Eventide event's text; `key_name` is the name of the key the request
+/// came with, the service of last resort.
+pub fn event(
+    raw: &RawValue,
+    request_sent_at: Option<&RawValue>,
+    key_name: Option<&str>,
+) -> Result<String, FieldError> {
+    let event = Members::of(raw, "an event")?;
+    let properties = match event.get("properties") {
+        Some(properties) => Some(
+            Members::of(properties, "properties")
+                .map_err(|_| FieldError::new("properties", "must be a JSON object"))?,
+        ),
+        None => None,
+    };
+    let property = |name: &str| properties.as_ref().and_then(|p| p.get(name));
+    let mut out = ObjectText::default();
+    match event.get("event") {
+        Some(name) => out.raw("type", name.get()),
+        None => return Err(FieldError::new("event", "is required")),
+    }
+    let user = event
+        .get("distinct_id")
+        .or_else(|| property("distinct_id"))
+        .or_else(|| property("$distinct_id"));
+    if let Some(user) = user {
+        out.raw("user_id", user.get());
+    }
+    if let Some(uuid) = event.get("uuid") {
+        out.raw("id", uuid.get());
+    }
+    if let Some(timestamp) = event.get("timestamp") {
+        out.raw("timestamp", timestamp.get());
+    }
+    if let Some(sent_at) = event.get("sent_at").or(request_sent_at) {
+        out.raw("sent_at", sent_at.get());
+    }
+    let library = properties.as_ref().and_then(|p| p.string("$lib"));
+    if let Some(service) = library.as_deref().or(key_name) {
+        out.string("service", service);
+    }
+    let mut metadata = ObjectText::default();
+    let mut names = Vec::new();
+    for (name, value) in properties.iter().flat_map(Members::iter) {
+        // The project key is an Eventide key here: a secret, never stored.
+        if name != "token" {
+            metadata.raw(name, value.get());
+            names.push(name);
+        }
+    }
+    for (name, value) in event.iter() {
+        let mapped = matches!(
+            name,
+            "event" | "distinct_id" | "uuid" | "timestamp" | "sent_at" | "properties"
+        );
+        if !mapped && !KEY_NAMES.contains(&name) && !names.contains(&name) {
+            metadata.raw(name, value.get());
+        }
+    }
+    if !metadata.is_empty() {
+        out.raw("metadata", &metadata.finish());
+    }
+    Ok(out.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn mapped(event_json: Value, key: Option<&str>) -> Result<Value, FieldError> {
+        let text = event_json.to_string();
+        let raw: &RawValue = serde_json::from_str(&text).unwrap();
+        event(raw, None, key).map(|text| serde_json::from_str(&text).unwrap())
+    }
+
+    #[test]
+    fn an_event_maps_as_documented() {
+        let captured = json!({
+            "event": "$pageview", "distinct_id": "d1", "uuid": "0190-1",
+            "timestamp": "2026-01-01T00:00:00Z",
+            "properties": {"$current_url": "https://x", "$lib": "posthog-python", "token": "evk_secret"},
+            "$set": {"plan": "pro"}, "api_key": "evk_secret"
+        });
+        assert_eq!(
+            mapped(captured, Some("k")).unwrap(),
+            json!({
+                "type": "$pageview", "user_id": "d1", "id": "0190-1",
+                "timestamp": "2026-01-01T00:00:00Z", "service": "posthog-python",
+                "metadata": {"$current_url": "https://x", "$lib": "posthog-python", "$set": {"plan": "pro"}}
+            })
+        );
+        // posthog-js puts the distinct id among the properties.
+        let browser = json!({"event": "click", "properties": {"distinct_id": "d2"}});
+        assert_eq!(
+            mapped(browser, Some("web")).unwrap(),
+            json!({"type": "click", "user_id": "d2", "service": "web", "metadata": {"distinct_id": "d2"}})
+        );
+        assert_eq!(
+            mapped(json!({"distinct_id": "d"}), None).unwrap_err().field,
+            "event"
+        );
+    }
+
+    #[test]
+    fn bodies_come_in_three_shapes_with_the_key_anywhere() {
+        let batch = r#"{"api_key":"evk_1","batch":[{"event":"a"},{"event":"b"}],"sent_at":"2026-01-01T00:00:00Z"}"#;
+        let read = request(batch).unwrap();
+        assert_eq!((read.events.len(), read.key.as_deref()), (2, Some("evk_1")));
+        assert!(read.sent_at.is_some());
+        let array = request(r#"[{"event":"a","properties":{"token":"evk_2"}}]"#).unwrap();
+        assert_eq!(array.key.as_deref(), Some("evk_2"));
+        let single = request(r#"{"event":"a","token":"evk_3"}"#).unwrap();
+        assert_eq!(
+            (single.events.len(), single.key.as_deref()),
+            (1, Some("evk_3"))
+        );
+        assert!(request("1").is_err());
+    }
+}
