@@ -3,8 +3,8 @@
 //! `--version` and the commit in it, the key the compose files bootstrap, the compose files
 //! against the Compose specification's schema (Python's jsonschema), the systemd unit
 //! (`systemd-analyze verify`), the proxy's configuration (`haproxy -c`, and HAProxy running
-//! it in front of two real servers) and the Dockerfile's settings. The image's build and start steps run in deploy/check-image-steps.sh (a release
-//! build: too slow for a test).
+//! it in front of two real servers) and the Dockerfile's settings. The image's build and start
+//! steps run in deploy/check-image-steps.sh (a release build: too slow for a test).
 //!
 //! A check whose tool is missing (python3 with yaml and jsonschema, systemd-analyze,
 //! haproxy) prints SKIPPED and passes, except under `CI=true`, where it fails.
@@ -263,11 +263,7 @@ async fn the_compose_files_bootstrap_key_is_one_the_server_takes_as_its_admin_ke
 /// deploy/check-compose.py; their documents (anchors and merges resolved), or `None` after
 /// a skip.
 fn compose_documents() -> Option<Vec<Value>> {
-    if !available("python3", &["-c", "import yaml, jsonschema"]) {
-        skip(
-            "python3 with yaml and jsonschema",
-            "pip install pyyaml jsonschema",
-        );
+    if !common::python_has("yaml, jsonschema", "pip install pyyaml jsonschema") {
         return None;
     }
     let output = std::process::Command::new("python3")
