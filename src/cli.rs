@@ -1,17 +1,29 @@
 //! The `eventide` command line: its subcommands, over the options the library defines
 //! ([`ServeConfig`], [`KeysArgs`], [`AlertsArgs`], [`LogConfig`], and the client's
-//! [`ClientCommand`]s).
+//! [`ClientCommand`]s), and the binary's own `health` check ([`health`]).
 
-use clap::{Parser, Subcommand};
+pub mod health;
+
+use clap::{CommandFactory, Parser, Subcommand};
 use eventide::alerts::command::AlertsArgs;
 use eventide::auth::command::KeysArgs;
 use eventide::client::ClientCommand;
 use eventide::config::{LogConfig, ServeConfig};
 
+/// What `--version` prints after the name: the package's version and the git commit the
+/// binary was built from (`unknown` outside a checkout without `EVENTIDE_GIT_COMMIT`; see
+/// build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("EVENTIDE_BUILD_COMMIT"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "eventide",
-    version,
+    version = VERSION,
     about = "Real-time event ingestion and analytics"
 )]
 pub struct Cli {
@@ -30,14 +42,26 @@ pub enum Command {
     Keys(KeysArgs),
     /// Check an alerts file.
     Alerts(AlertsArgs),
+    /// Exit 0 if a server answers its health check with 200, 1 otherwise (for HEALTHCHECK).
+    Health(health::HealthArgs),
     #[command(flatten)]
     Client(ClientCommand),
+}
+
+/// The exit status for a command line that does not parse: 2, as usage errors get, except
+/// for `eventide health`, whose every failure is [`health::UNHEALTHY`] (Docker reserves 2).
+pub fn usage_error_status() -> u8 {
+    // Parsed again, leniently, only to learn which subcommand was meant.
+    let meant = Cli::command().ignore_errors(true).try_get_matches();
+    match meant {
+        Ok(matches) if matches.subcommand_name() == Some("health") => health::UNHEALTHY,
+        _ => 2,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     /// The library's tests parse `serve` with a stand-in for this type; this checks the real one.
     #[test]
@@ -47,6 +71,8 @@ mod tests {
         assert!(matches!(serve.command, Command::Serve(_)));
         let keys = Cli::try_parse_from(["eventide", "keys", "list"]).unwrap();
         assert!(matches!(keys.command, Command::Keys(_)));
+        let health = Cli::try_parse_from(["eventide", "health", "--ready"]).unwrap();
+        assert!(matches!(health.command, Command::Health(args) if args.ready));
         for command in ["send", "import", "query", "export", "tail"] {
             let args: &[&str] = match command {
                 "import" => &["eventide", "import", "events.ndjson"],

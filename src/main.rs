@@ -24,11 +24,14 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             eprintln!("{}", one_line(&err.render().to_string()));
-            return ExitCode::from(2);
+            return ExitCode::from(cli::usage_error_status());
         }
     };
     init_tracing(&cli.logging);
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
+    if let Command::Health(args) = cli.command {
+        return ExitCode::from(runtime.block_on(cli::health::run(args)));
+    }
     if let Command::Client(command) = cli.command {
         return match runtime.block_on(eventide::client::run(command)) {
             Ok(()) => ExitCode::SUCCESS,
@@ -43,7 +46,7 @@ fn main() -> ExitCode {
             Command::Serve(config) => serve(*config).await,
             Command::Keys(args) => eventide::auth::command::run(args).await,
             Command::Alerts(args) => eventide::alerts::command::run(args),
-            Command::Client(_) => unreachable!("run above"),
+            Command::Health(_) | Command::Client(_) => unreachable!("run above"),
         }
     });
     match result {
