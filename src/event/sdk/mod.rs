@@ -68,7 +68,7 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for MembersInOrder<'a> {
                 self,
                 mut map: A,
             ) -> Result<Self::Value, A::Error> {
-                let mut members = Vec::new();
+                let mut members = Vec::with_capacity(8);
                 // Keys borrowed from the text unless they hold escapes: no allocation each.
                 while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
                     members.push((key.0, map.next_value::<&'de RawValue>()?));
@@ -102,37 +102,65 @@ impl<'de> serde::Deserialize<'de> for BorrowedKey<'de> {
     }
 }
 
-/// A JSON object's text, written member by member.
-#[derive(Default)]
-pub struct ObjectText(String);
+/// A JSON object's text, written member by member (objects inside it into the same text).
+pub struct ObjectText {
+    text: String,
+    /// Where the object being written begins in `text`.
+    start: usize,
+}
 
 impl ObjectText {
+    /// An object of about `bytes` bytes: one allocation for the usual case.
+    pub fn with_capacity(bytes: usize) -> ObjectText {
+        ObjectText {
+            text: String::with_capacity(bytes),
+            start: 0,
+        }
+    }
+
+    fn member(&mut self, key: &str) {
+        let first = self.text.len() == self.start;
+        self.text.push(if first { '{' } else { ',' });
+        push_json_string(&mut self.text, key);
+        self.text.push(':');
+    }
+
     /// Adds a member whose value is JSON text already.
     pub fn raw(&mut self, key: &str, value: &str) {
-        self.0.push(if self.0.is_empty() { '{' } else { ',' });
-        push_json_string(&mut self.0, key);
-        self.0.push(':');
-        self.0.push_str(value);
+        self.member(key);
+        self.text.push_str(value);
     }
 
     /// Adds a member whose value is a string.
     pub fn string(&mut self, key: &str, value: &str) {
-        self.0.push(if self.0.is_empty() { '{' } else { ',' });
-        push_json_string(&mut self.0, key);
-        self.0.push(':');
-        push_json_string(&mut self.0, value);
+        self.member(key);
+        push_json_string(&mut self.text, value);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// Adds a member whose value is the object `fill` writes, unless it writes nothing.
+    pub fn object(&mut self, key: &str, fill: impl FnOnce(&mut ObjectText)) {
+        let before = self.text.len();
+        self.member(key);
+        let mut inner = ObjectText {
+            start: self.text.len(),
+            text: std::mem::take(&mut self.text),
+        };
+        fill(&mut inner);
+        let empty = inner.text.len() == inner.start;
+        self.text = inner.text;
+        if empty {
+            self.text.truncate(before);
+        } else {
+            self.text.push('}');
+        }
     }
 
     pub fn finish(mut self) -> String {
-        if self.0.is_empty() {
-            self.0.push('{');
+        if self.text.len() == self.start {
+            self.text.push('{');
         }
-        self.0.push('}');
-        self.0
+        self.text.push('}');
+        self.text
     }
 }
 

@@ -88,7 +88,7 @@ pub fn event(
         None => None,
     };
     let property = |name: &str| properties.as_ref().and_then(|p| p.get(name));
-    let mut out = ObjectText::default();
+    let mut out = ObjectText::with_capacity(raw.get().len() + 64);
     match event.get("event") {
         Some(name) => out.raw("type", name.get()),
         None => return Err(FieldError::new("event", "is required")),
@@ -113,27 +113,25 @@ pub fn event(
     if let Some(service) = library.as_deref().or(key_name) {
         out.string("service", service);
     }
-    let mut metadata = ObjectText::default();
-    let mut names = Vec::new();
-    for (name, value) in properties.iter().flat_map(Members::iter) {
-        // The project key is an Eventide key here: a secret, never stored.
-        if name != "token" {
-            metadata.raw(name, value.get());
-            names.push(name);
+    out.object("metadata", |metadata| {
+        let mut names = Vec::new();
+        for (name, value) in properties.iter().flat_map(Members::iter) {
+            // The project key is an Eventide key here: a secret, never stored.
+            if name != "token" {
+                metadata.raw(name, value.get());
+                names.push(name);
+            }
         }
-    }
-    for (name, value) in event.iter() {
-        let mapped = matches!(
-            name,
-            "event" | "distinct_id" | "uuid" | "timestamp" | "sent_at" | "properties"
-        );
-        if !mapped && !KEY_NAMES.contains(&name) && !names.contains(&name) {
-            metadata.raw(name, value.get());
+        for (name, value) in event.iter() {
+            let mapped = matches!(
+                name,
+                "event" | "distinct_id" | "uuid" | "timestamp" | "sent_at" | "properties"
+            );
+            if !mapped && !KEY_NAMES.contains(&name) && !names.contains(&name) {
+                metadata.raw(name, value.get());
+            }
         }
-    }
-    if !metadata.is_empty() {
-        out.raw("metadata", &metadata.finish());
-    }
+    });
     Ok(out.finish())
 }
 

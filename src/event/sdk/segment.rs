@@ -121,7 +121,7 @@ pub fn event(
             None => return Err(FieldError::new("type", "is required in a batch")),
         },
     };
-    let mut event = ObjectText::default();
+    let mut event = ObjectText::with_capacity(raw.get().len() + 64);
     if kind == "track" {
         match call.get("event") {
             Some(name) => event.raw("type", name.get()),
@@ -150,20 +150,18 @@ pub fn event(
             event.string("service", service);
         }
     }
-    let mut metadata = ObjectText::default();
-    for (name, value) in call.iter() {
-        let mapped = matches!(
-            name,
-            "type" | "event" | "userId" | "messageId" | "timestamp" | "sentAt" | "service"
-        );
-        // The write key is a secret: never stored.
-        if !mapped && name != "writeKey" {
-            metadata.raw(name, value.get());
+    event.object("metadata", |metadata| {
+        for (name, value) in call.iter() {
+            let mapped = matches!(
+                name,
+                "type" | "event" | "userId" | "messageId" | "timestamp" | "sentAt" | "service"
+            );
+            // The write key is a secret: never stored.
+            if !mapped && name != "writeKey" {
+                metadata.raw(name, value.get());
+            }
         }
-    }
-    if !metadata.is_empty() {
-        event.raw("metadata", &metadata.finish());
-    }
+    });
     Ok(event.finish())
 }
 
