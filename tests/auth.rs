@@ -12,26 +12,6 @@ use common::*;
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
-/// `eventide keys create ... --json` on `dir`: the created object.
-async fn create_key_offline(dir: &str, name: &str, scopes: &[&str]) -> Value {
-    let mut args = vec![
-        "keys",
-        "create",
-        "--name",
-        name,
-        "--json",
-        "--data-dir",
-        dir,
-    ];
-    for scope in scopes {
-        args.extend(["--scope", scope]);
-    }
-    let (status, stdout, stderr) = run_binary(&args).await;
-    assert!(status.success(), "{stderr}");
-    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
-    serde_json::from_str(stdout.trim()).unwrap()
-}
-
 /// A request for `method path` that the route will take (a body where it needs one).
 fn request(api: &Api, method: &str, path: &str) -> reqwest::RequestBuilder {
     let url = api.url(path);

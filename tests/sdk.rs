@@ -28,27 +28,23 @@ fn sdk_dir() -> &'static Path {
 /// Whether the SDKs are installed; without them the SDK tests skip, loudly, except under
 /// CI=true, where they fail.
 fn sdks_available() -> bool {
-    let python = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import segment.analytics, rudderstack.analytics, posthog, freezegun",
-        ])
-        .status()
-        .is_ok_and(|status| status.success());
+    let how = "pip install -r tests/sdk/requirements.txt; (cd tests/sdk && npm ci)";
+    let modules = "segment.analytics, rudderstack.analytics, posthog, freezegun";
+    if !python_has(modules, how) {
+        return false;
+    }
     let node = sdk_dir()
         .join("node_modules/@segment/analytics-node")
         .exists()
         && sdk_dir().join("node_modules/posthog-node").exists();
-    let found = python && node;
-    if !found {
-        let how = "pip install -r tests/sdk/requirements.txt; (cd tests/sdk && npm ci)";
+    if !node {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but the SDKs are missing (python: {python}, node: {node}): {how}"
+            "CI=true but the JavaScript SDKs are missing: {how}"
         );
-        eprintln!("SKIPPED: the SDKs are missing (python: {python}, node: {node}): {how}");
+        eprintln!("SKIPPED: the JavaScript SDKs are missing: {how}");
     }
-    found
+    node
 }
 
 /// Sends `events` through one SDK to `base` with `key`, the client's clock `skew_s` ahead;
@@ -242,8 +238,8 @@ async fn with_keys_the_sdks_need_an_ingest_key() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let key = create_key_offline(dir.path(), "shop-backend", &["ingest"]).await;
-    let reader = create_key_offline(dir.path(), "dashboards", &["read"]).await;
+    let key = create_key_offline_secret(dir.path(), "shop-backend", &["ingest"]).await;
+    let reader = create_key_offline_secret(dir.path(), "dashboards", &["read"]).await;
     let server = TestServer::start(dir.path(), &[]).await;
     let api = server.api().with_key(&reader);
     for (i, sdk) in SDKS.iter().enumerate() {
@@ -274,23 +270,8 @@ async fn with_keys_the_sdks_need_an_ingest_key() {
 }
 
 /// `keys create` on `dir` (offline): the secret.
-async fn create_key_offline(dir: &Path, name: &str, scopes: &[&str]) -> String {
-    let dir = dir.display().to_string();
-    let mut args = vec![
-        "keys",
-        "create",
-        "--name",
-        name,
-        "--json",
-        "--data-dir",
-        &dir,
-    ];
-    for scope in scopes {
-        args.extend(["--scope", scope]);
-    }
-    let (status, stdout, stderr) = run_binary(&args).await;
-    assert!(status.success(), "{stderr}");
-    let created: Value = serde_json::from_str(stdout.trim()).unwrap();
+async fn create_key_offline_secret(dir: &Path, name: &str, scopes: &[&str]) -> String {
+    let created = create_key_offline(&dir.display().to_string(), name, scopes).await;
     created["key"].as_str().unwrap().to_owned()
 }
 
@@ -421,8 +402,8 @@ async fn browser_transports_only_with_keys() {
     drop(open);
     // With keys, the key in the body lets them in.
     let dir = tempfile::tempdir().unwrap();
-    let key = create_key_offline(dir.path(), "website", &["ingest"]).await;
-    let reader = create_key_offline(dir.path(), "analyst", &["read"]).await;
+    let key = create_key_offline_secret(dir.path(), "website", &["ingest"]).await;
+    let reader = create_key_offline_secret(dir.path(), "analyst", &["read"]).await;
     let server = TestServer::start(dir.path(), &[]).await;
     let api = server.api();
     let with_token = json!([{"event": "$pageview", "distinct_id": "b2", "properties": {"token": key, "$current_url": "https://shop"}}]);

@@ -396,6 +396,26 @@ impl Api {
 // Outside programs
 // ---------------------------------------------------------------------------------------------
 
+/// `eventide keys create ... --json` on `dir`: the created object.
+pub async fn create_key_offline(dir: &str, name: &str, scopes: &[&str]) -> Value {
+    let mut args = vec![
+        "keys",
+        "create",
+        "--name",
+        name,
+        "--json",
+        "--data-dir",
+        dir,
+    ];
+    for scope in scopes {
+        args.extend(["--scope", scope]);
+    }
+    let (status, stdout, stderr) = run_binary(&args).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
 /// Whether python3 can import `modules` (comma-separated). Without them a test that needs
 /// them skips, loudly, saying how to `install` them, except under CI=true, where it fails.
 pub fn python_has(modules: &str, install: &str) -> bool {

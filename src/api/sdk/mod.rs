@@ -16,8 +16,12 @@ use base64::Engine;
 use super::auth;
 use super::body;
 use super::error::ApiError;
+use super::schema::IngestAnswer;
 use super::state::AppState;
+use super::submit;
 use crate::auth::keys::Scope;
+use crate::event::parse::{FieldError, MAX_SDK_METADATA_BYTES};
+use crate::event::sdk;
 
 /// How an SDK endpoint reads its body: what its `Content-Type` may be (checked before the
 /// body is read) and what the bytes, gunzipped already, become.
@@ -243,6 +247,27 @@ fn basic_user(headers: &HeaderMap) -> Option<String> {
     let decoded = String::from_utf8(decoded).ok()?;
     let user = decoded.split(':').next().unwrap_or("");
     (!user.is_empty()).then(|| user.to_owned())
+}
+
+/// Maps each of an SDK request's calls into an Eventide event with `map` (its errors naming
+/// the SDK's fields by `renames`), validated against the SDK endpoints' bounds, and submits
+/// the valid ones.
+pub async fn submit_calls<'a, T>(
+    state: &AppState,
+    parts: &Parts,
+    calls: &'a [T],
+    renames: &[(&str, &str)],
+    map: impl Fn(&'a T) -> Result<String, FieldError>,
+) -> Result<IngestAnswer, ApiError> {
+    let now_ms = state.clock.now_ms();
+    let items = submit::with_bounds(state, now_ms, None, MAX_SDK_METADATA_BYTES, |bounds| {
+        calls
+            .iter()
+            .enumerate()
+            .map(|(index, call)| sdk::item(index, map(call), bounds, renames))
+            .collect()
+    });
+    submit::submit(state, &parts.extensions, now_ms, items).await
 }
 
 #[cfg(test)]

@@ -12,9 +12,7 @@ use super::super::error::{ApiError, ErrorBody};
 use super::super::refusals::{IngestBadRequest, TooManyRequests, Unavailable};
 use super::super::schema::IngestAnswer;
 use super::super::state::AppState;
-use super::super::submit;
-use crate::event::parse::MAX_SDK_METADATA_BYTES;
-use crate::event::sdk::{self, posthog};
+use crate::event::sdk::posthog;
 
 /// Where PostHog's libraries send events: each path also with a trailing slash.
 pub const PATHS: [&str; 4] = ["/capture", "/batch", "/e", "/i/v0/e"];
@@ -64,18 +62,9 @@ pub async fn capture(
     let body = super::JsonBody::read(&state, &mut parts, body).await?;
     let request = body.parse(&state, &parts, |text| posthog::request(text))?;
     let key_name = body.key_name(&state, &mut parts, request.key.as_deref())?;
-    let now_ms = state.clock.now_ms();
-    let items = submit::with_bounds(&state, now_ms, None, MAX_SDK_METADATA_BYTES, |bounds| {
-        request
-            .events
-            .iter()
-            .enumerate()
-            .map(|(index, raw)| {
-                let mapped = posthog::event(raw, request.sent_at, key_name.as_deref());
-                sdk::item(index, mapped, bounds, posthog::RENAMES)
-            })
-            .collect::<Vec<_>>()
-    });
-    let ingest = submit::submit(&state, &parts.extensions, now_ms, items).await?;
+    let ingest = super::submit_calls(&state, &parts, &request.events, posthog::RENAMES, |raw| {
+        posthog::event(raw, request.sent_at, key_name.as_deref())
+    })
+    .await?;
     Ok(Json(PostHogAnswer { status: 1, ingest }).into_response())
 }

@@ -16,9 +16,7 @@ use super::super::error::{ApiError, ErrorBody};
 use super::super::refusals::{IngestBadRequest, TooManyRequests, Unavailable};
 use super::super::schema::IngestAnswer;
 use super::super::state::AppState;
-use super::super::submit;
-use crate::event::parse::MAX_SDK_METADATA_BYTES;
-use crate::event::sdk::{self, segment};
+use crate::event::sdk::segment;
 
 /// The answer Segment's and RudderStack's SDKs expect, with what Eventide made of the calls.
 #[derive(Serialize, ToSchema)]
@@ -164,19 +162,10 @@ async fn ingest(
                 })?,
         ),
     };
-    let now_ms = state.clock.now_ms();
-    let items = submit::with_bounds(&state, now_ms, None, MAX_SDK_METADATA_BYTES, |bounds| {
-        request
-            .calls
-            .iter()
-            .enumerate()
-            .map(|(index, raw)| {
-                let mapped = segment::event(raw, call, request.sent_at, key_name.as_deref());
-                sdk::item(index, mapped, bounds, segment::RENAMES)
-            })
-            .collect()
-    });
-    let ingest = submit::submit(&state, &parts.extensions, now_ms, items).await?;
+    let ingest = super::submit_calls(&state, &parts, &request.calls, segment::RENAMES, |raw| {
+        segment::event(raw, call, request.sent_at, key_name.as_deref())
+    })
+    .await?;
     Ok(Json(SegmentAnswer {
         success: true,
         ingest,
