@@ -1040,6 +1040,46 @@ async fn a_failed_retention_run_is_notified_and_resolved_by_the_next_one() {
     );
 }
 
+/// "Not ready for 30 s": a node whose Redis is cut off is not ready; 30 s later the health
+/// rule fires, and it resolves once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_not_ready_for_30_s_is_notified_and_resolved() {
+    let Some(backends) = Backends::new("alerts_ready").await else {
+        return;
+    };
+    let proxy = common::redis::Proxy::start(&backends.redis).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (received, addr) = receiver().await;
+    let file = health_to_hook(dir.path(), addr);
+    let mut args = backends.args(&file);
+    args[1] = &proxy.url;
+    let server = TestServer::start_temp(&args).await;
+    const RULE: &str = "eventide-not-ready";
+    server.get("/health/ready").await.expect_status(200);
+    proxy.set_up(false);
+    let cut_at = std::time::Instant::now();
+    poll_until(Duration::from_secs(30), || async {
+        (server.get("/health/ready").await.status == 503).then_some(())
+    })
+    .await
+    .expect("not ready with Redis cut off");
+    let firing = poll_until(Duration::from_secs(60), || async {
+        (!statuses_of(&received, "/hook", RULE).is_empty()).then_some(cut_at.elapsed())
+    })
+    .await
+    .unwrap_or_else(|| panic!("no notice of {RULE}:\n{}", server.logs()));
+    assert!(
+        firing >= Duration::from_secs(30),
+        "fired only after 30 s not ready: {firing:?}"
+    );
+    assert_eq!(statuses_of(&received, "/hook", RULE), ["firing"]);
+    proxy.set_up(true);
+    assert_eq!(
+        wait_for_rule(&received, "/hook", RULE, 2).await,
+        ["firing", "resolved"]
+    );
+}
+
 /// A PostgreSQL schema and Redis keys of a test's own, for the nodes of a cluster.
 struct Backends {
     schema: common::postgres::TestSchema,
