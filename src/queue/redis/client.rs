@@ -12,32 +12,11 @@ use redis::{Client, Cmd, ErrorKind, Pipeline, RedisError, Value};
 
 use super::{QueueError, QueueKeys};
 
-/// The field of a stream entry that holds the event payload.
-pub(super) const PAYLOAD_FIELD: &str = "e";
-
 /// How long a command on the normal connection may take before it counts as failed. Generous:
 /// a publish pipeline of 10,000 entries on a loaded machine is well within it, while a stuck
 /// server still turns into a `503` in seconds.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One entry read by the worker: its id as Redis spelled it (what XACK takes back), its seq
-/// (`None` if the id is beyond the seq range) and its payload (`None` if it has no `e` field).
-#[derive(Debug)]
-pub struct Entry {
-    pub id: Vec<u8>,
-    pub seq: Option<u64>,
-    pub payload: Option<Vec<u8>>,
-    /// Deleted from the stream while pending: XREADGROUP of a pending list answers such an
-    /// entry with its id and no fields. There is nothing to store.
-    pub deleted: bool,
-}
-
-impl Entry {
-    pub fn id_str(&self) -> String {
-        String::from_utf8_lossy(&self.id).into_owned()
-    }
-}
 
 /// The Redis stream queue; cheap to clone (the connections are shared).
 #[derive(Clone)]

@@ -1,7 +1,8 @@
 //! The dead letters: entries that could not be stored, listed and replayed over HTTP.
 
-use super::client::{Entry, RedisStream, PAYLOAD_FIELD};
+use super::client::RedisStream;
 use super::reply::*;
+use super::reply::{Entry, PAYLOAD_FIELD};
 use super::DeadLetter;
 use super::QueueError;
 use crate::record::decode_payload;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use redis::Value;
 
-use super::client::{is_no_group, is_no_such_key, Entry, RedisStream};
+use super::client::{is_no_group, is_no_such_key, RedisStream};
+use super::reply::Entry;
 use super::reply::*;
 use super::{entry_id_of, seq_of_bytes, QueueError};
 

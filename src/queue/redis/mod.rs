@@ -40,7 +40,8 @@ use anyhow::Result;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-pub use self::client::{Entry, RedisStream};
+pub use self::client::RedisStream;
+pub use self::reply::Entry;
 use super::{Backlog, CommitOutcome, IngestError, Positions, PreparedBatch, Queue, ReadPosition};
 use crate::event::StoredEvent;
 use crate::health::Component;

@@ -4,8 +4,28 @@
 
 use redis::Value;
 
-use super::client::{Entry, PAYLOAD_FIELD};
 use super::seq_of_bytes;
+
+/// The field of a stream entry that holds the event payload.
+pub(super) const PAYLOAD_FIELD: &str = "e";
+
+/// One entry read by the worker: its id as Redis spelled it (what XACK takes back), its seq
+/// (`None` if the id is beyond the seq range) and its payload (`None` if it has no `e` field).
+#[derive(Debug)]
+pub struct Entry {
+    pub id: Vec<u8>,
+    pub seq: Option<u64>,
+    pub payload: Option<Vec<u8>>,
+    /// Deleted from the stream while pending: XREADGROUP of a pending list answers such an
+    /// entry with its id and no fields. There is nothing to store.
+    pub deleted: bool,
+}
+
+impl Entry {
+    pub fn id_str(&self) -> String {
+        String::from_utf8_lossy(&self.id).into_owned()
+    }
+}
 
 pub(super) fn bytes(value: Value) -> Option<Vec<u8>> {
     match value {

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::client::{unexpected, RedisStream, PAYLOAD_FIELD};
+use super::client::{unexpected, RedisStream};
+use super::reply::PAYLOAD_FIELD;
 use super::reply::*;
 use super::{entry_id_of, seq_of_bytes, QueueError};
 
