@@ -207,6 +207,18 @@ fn log_failure(error: &ApiError) {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        self.render(false)
+    }
+}
+
+impl ApiError {
+    /// The answer with the error code also as `code`, as Segment's answers carry it
+    /// (RudderStack's Python SDK reads it, and retries an answer without it for ever).
+    pub fn into_segment_response(self) -> Response {
+        self.render(true)
+    }
+
+    fn render(self, with_code: bool) -> Response {
         let code = self.code();
         let status = code.status();
         // A full house or a shutdown is the server working as intended, not a failure; an
@@ -223,14 +235,17 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(error = %self, "request refused");
         }
-        let body = ErrorBody::new(code, self.to_string());
+        let body = ErrorBody {
+            code: with_code.then_some(code),
+            ..ErrorBody::new(code, self.to_string())
+        };
         let mut retry_after = RETRY_AFTER_SECONDS;
         let mut rate_limit_burst = None;
         let body = match self {
             ApiError::NoValidEvents(answer) => Json(NoValidEvents {
                 error: code,
                 message: body.message,
-                code: None,
+                code: body.code,
                 answer,
             })
             .into_response(),

@@ -2,7 +2,7 @@
 //! the time bounds they are validated against, ids for those without one, the ingest rate
 //! limit, durable submission and the answer (`POST /events` and the SDK endpoints).
 
-use axum::http::{Extensions, HeaderMap};
+use axum::http::{Extensions, HeaderMap, HeaderName};
 
 use super::error::ApiError;
 use super::rate_limit::ClientKey;
@@ -36,7 +36,8 @@ pub fn with_bounds<T>(
 
 /// The `Sent-At` header (RFC 3339, or epoch seconds or milliseconds), when there is one.
 pub fn sent_at_header(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
-    let Some(value) = headers.get("sent-at") else {
+    const SENT_AT: HeaderName = HeaderName::from_static("sent-at");
+    let Some(value) = headers.get(SENT_AT) else {
         return Ok(None);
     };
     let bad = |reason: String| ApiError::invalid_parameter("Sent-At", format!("Sent-At {reason}"));

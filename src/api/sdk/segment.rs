@@ -2,13 +2,10 @@
 //! one call and `POST /v1/batch` (or `/v1/import`) for many, answered `200
 //! {"success": true}` once the events are durable.
 
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::Value;
 
 use utoipa::{IntoParams, ToSchema};
 
@@ -79,7 +76,7 @@ pub async fn call(
     Path(call): Path<String>,
     request: Request,
 ) -> Response {
-    answer(ingest(state, request, Some(call)).await).await
+    answer(ingest(state, request, Some(call)).await)
 }
 
 /// Segment: a batch
@@ -104,35 +101,12 @@ pub async fn call(
     )
 )]
 pub async fn batch(State(state): State<AppState>, request: Request) -> Response {
-    answer(ingest(state, request, None).await).await
+    answer(ingest(state, request, None).await)
 }
 
-/// The answer, an error's with `code` beside `error`: Segment's error answers carry `code`
-/// and `message`, and RudderStack's Python SDK, reading `code`, would retry an answer
-/// without it for ever, even a `401`.
-async fn answer(result: Result<Response, ApiError>) -> Response {
-    let response = match result {
-        Ok(response) => return response,
-        Err(err) => err.into_response(),
-    };
-    let (mut parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
-    let with_code = serde_json::from_slice::<Value>(&bytes)
-        .ok()
-        .and_then(|mut value| {
-            let code = value.get("error")?.clone();
-            value["code"] = code;
-            serde_json::to_vec(&value).ok()
-        });
-    match with_code {
-        Some(bytes) => {
-            parts.headers.remove(header::CONTENT_LENGTH);
-            Response::from_parts(parts, Body::from(bytes))
-        }
-        None => Response::from_parts(parts, Body::from(bytes)),
-    }
+/// The answer; an error's with `code` beside `error`, as Segment's.
+fn answer(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(ApiError::into_segment_response)
 }
 
 /// `call`: the call the endpoint stands for (`None` for a batch).
@@ -148,20 +122,20 @@ async fn ingest(
     })?;
     let key_name = body.key_name(&state, &mut parts, request.write_key.as_deref())?;
     // Only now: without the right key, no answer tells what the server has.
-    let call = match call {
-        None => None,
-        Some(call) => Some(
-            *segment::CALLS
+    let call = call
+        .map(|call| {
+            segment::CALLS
                 .iter()
-                .find(|known| **known == call)
+                .copied()
+                .find(|known| *known == call)
                 .ok_or_else(|| {
                     ApiError::NotFound(format!(
                         "'{call}' is not a call of Segment's: they are {}",
                         segment::CALLS.join(", ")
                     ))
-                })?,
-        ),
-    };
+                })
+        })
+        .transpose()?;
     let ingest = super::submit_calls(&state, &parts, &request.calls, segment::RENAMES, |raw| {
         segment::event(raw, call, request.sent_at, key_name.as_deref())
     })
