@@ -330,7 +330,7 @@ fn position_of(body: &[u8], offset: usize, bom_len: usize) -> (usize, usize) {
 
 /// The fields of [`NewEvent`], as places a key's value goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
+pub enum Slot {
     Type,
     Timestamp,
     Service,
@@ -429,6 +429,8 @@ enum Val<'de> {
     Other,
     /// Metadata: the exact text, checked later.
     Raw(&'de RawValue),
+    /// Metadata assembled from an SDK call's members, checked later.
+    Text(String),
 }
 
 struct ValVisitor;
@@ -498,8 +500,8 @@ impl<'de> Visitor<'de> for ValVisitor {
 /// What the top-level object held, before validation.
 #[derive(Default)]
 struct Fields<'de> {
-    /// Per slot: the index into [`KEYS`] of the key that gave the value, and the value.
-    values: [Option<(usize, Val<'de>)>; SLOTS],
+    /// Per slot: the name of the key that gave the value, and the value.
+    values: [Option<(&'static str, Val<'de>)>; SLOTS],
     /// Structural problems (unknown, repeated or conflicting keys), in document order, each
     /// once.
     errors: Vec<FieldError>,
@@ -548,13 +550,7 @@ impl<'de> Visitor<'de> for EventVisitor {
             }
             seen |= 1 << k;
             let val = if slot == Slot::Metadata {
-                // Metadata is kept as the client's exact text, so take it unparsed.
-                let raw: &'de RawValue = map.next_value()?;
-                if raw.get() == "null" {
-                    Val::Null
-                } else {
-                    Val::Raw(raw)
-                }
+                metadata_val(map.next_value()?)
             } else {
                 map.next_value_seed(ValVisitor)?
             };
@@ -563,11 +559,11 @@ impl<'de> Visitor<'de> for EventVisitor {
                 // Two aliases of one field: refuse rather than guess, unless one is null (absent).
                 Some((other, prev)) if !matches!(prev, Val::Null) => {
                     if !matches!(val, Val::Null) {
-                        let message = format!("conflicts with \"{}\"", KEYS[*other].0);
+                        let message = format!("conflicts with \"{other}\"");
                         fields.structural(FieldError::new(name, message));
                     }
                 }
-                _ => *entry = Some((k, val)),
+                _ => *entry = Some((name, val)),
             }
         }
         Ok(fields)
@@ -584,7 +580,7 @@ impl<'de> Fields<'de> {
     fn take(&mut self, slot: Slot) -> Option<(&'static str, Val<'de>)> {
         match self.values[slot as usize].take() {
             Some((_, Val::Null)) | None => None,
-            Some((k, val)) => Some((KEYS[k].0, val)),
+            entry => entry,
         }
     }
 
@@ -683,6 +679,82 @@ impl<'de> Fields<'de> {
             }),
             _ => Err(errors),
         }
+    }
+}
+
+/// An event assembled from another API's fields (an SDK's call) rather than read from
+/// Eventide's own JSON text: validated by the same rules as an event sent to
+/// `POST /events`, without writing the call out in Eventide's shape and reading it again.
+/// Each value carries the name the client gave it, so that errors name the client's fields.
+#[derive(Default)]
+pub struct Assembled<'de> {
+    fields: Fields<'de>,
+}
+
+impl<'de> Assembled<'de> {
+    /// Sets `slot` from a JSON value the client sent as `name` (null: as if absent). A
+    /// slot already set keeps its value: the caller sets the value it prefers first.
+    pub fn value(&mut self, slot: Slot, name: &'static str, raw: &'de RawValue) {
+        let val = if slot == Slot::Metadata {
+            metadata_val(raw)
+        } else {
+            // `raw` is valid JSON already, which every JSON value is to `ValVisitor`.
+            let mut de = serde_json::Deserializer::from_str(raw.get());
+            ValVisitor.deserialize(&mut de).unwrap_or(Val::Other)
+        };
+        self.set(slot, name, val);
+    }
+
+    /// Reads the next value of `map` into `slot`, as the client sent it under `name`: for
+    /// a visitor that reads an SDK's call in one pass.
+    pub fn read<A: MapAccess<'de>>(
+        &mut self,
+        slot: Slot,
+        name: &'static str,
+        map: &mut A,
+    ) -> Result<(), A::Error> {
+        let val = if slot == Slot::Metadata {
+            metadata_val(map.next_value()?)
+        } else {
+            map.next_value_seed(ValVisitor)?
+        };
+        self.set(slot, name, val);
+        Ok(())
+    }
+
+    /// Sets `slot` to a string the request implies (the call an endpoint stands for, the
+    /// name of the key a request came with).
+    pub fn string(&mut self, slot: Slot, name: &'static str, value: impl Into<Cow<'de, str>>) {
+        self.set(slot, name, Val::Str(value.into()));
+    }
+
+    /// Sets the metadata to a JSON object's text, assembled from the client's members.
+    pub fn metadata(&mut self, name: &'static str, text: String) {
+        self.set(Slot::Metadata, name, Val::Text(text));
+    }
+
+    pub fn is_set(&self, slot: Slot) -> bool {
+        self.fields.present(slot)
+    }
+
+    fn set(&mut self, slot: Slot, name: &'static str, val: Val<'de>) {
+        if !matches!(val, Val::Null) && !self.fields.present(slot) {
+            self.fields.values[slot as usize] = Some((name, val));
+        }
+    }
+
+    /// The event, or every reason it is invalid.
+    pub fn validate(self, bounds: &TimeBounds<'_>) -> EventResult {
+        self.fields.into_event(bounds)
+    }
+}
+
+/// Metadata as sent: kept as its exact text, checked later.
+fn metadata_val(raw: &RawValue) -> Val<'_> {
+    if raw.get() == "null" {
+        Val::Null
+    } else {
+        Val::Raw(raw)
     }
 }
 
@@ -848,17 +920,18 @@ fn with_original_timestamp(metadata: Option<String>, original_ms: i64) -> Option
 }
 
 fn metadata(val: Val<'_>, max_bytes: usize) -> Result<String, String> {
-    let Val::Raw(raw) = val else {
-        return Err("must be a JSON object".to_owned());
+    let text: Cow<'_, str> = match val {
+        Val::Raw(raw) => Cow::Borrowed(raw.get()),
+        Val::Text(text) => Cow::Owned(text),
+        _ => return Err("must be a JSON object".to_owned()),
     };
-    let text = raw.get();
     if !text.starts_with('{') {
         return Err("must be a JSON object".to_owned());
     }
     if text.len() > max_bytes {
         return Err(format!("must be at most {max_bytes} bytes"));
     }
-    let mut de = serde_json::Deserializer::from_str(text);
+    let mut de = serde_json::Deserializer::from_str(&text);
     de.deserialize_any(Walker { depth: 1 }).map_err(|e| {
         if e.is_data() {
             reason(&e)
@@ -867,7 +940,7 @@ fn metadata(val: Val<'_>, max_bytes: usize) -> Result<String, String> {
             format!("invalid JSON: {}", reason(&e))
         }
     })?;
-    Ok(text.to_owned())
+    Ok(text.into_owned())
 }
 
 /// Walks metadata to enforce the nesting limit and unique keys. `depth` is the level the

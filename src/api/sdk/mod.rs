@@ -20,7 +20,7 @@ use super::schema::IngestAnswer;
 use super::state::AppState;
 use super::submit;
 use crate::auth::keys::Scope;
-use crate::event::parse::{FieldError, MAX_SDK_METADATA_BYTES};
+use crate::event::parse::{Assembled, FieldError, MAX_SDK_METADATA_BYTES};
 use crate::event::sdk;
 
 /// How an SDK endpoint reads its body: what its `Content-Type` may be (checked before the
@@ -87,12 +87,13 @@ impl BodyKind for Transport {
             Transport::Form => form_data(&raw)?,
             Transport::Json | Transport::Text => raw,
         };
-        let text = std::str::from_utf8(&raw).map_err(|_| ApiError::BadBody {
+        // Without a copy when the body is the only holder of its bytes, the usual case.
+        let text = String::from_utf8(Vec::from(raw)).map_err(|_| ApiError::BadBody {
             message: "the body is not UTF-8".to_owned(),
         })?;
         let trimmed = text.trim_start();
         if *self == Transport::Json || trimmed.starts_with('{') || trimmed.starts_with('[') {
-            return Ok(text.to_owned());
+            return Ok(text);
         }
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(text.trim())
@@ -249,22 +250,20 @@ fn basic_user(headers: &HeaderMap) -> Option<String> {
     (!user.is_empty()).then(|| user.to_owned())
 }
 
-/// Maps each of an SDK request's calls into an Eventide event with `map` (its errors naming
-/// the SDK's fields by `renames`), validated against the SDK endpoints' bounds, and submits
-/// the valid ones.
+/// Maps each of an SDK request's calls onto an Eventide event with `map`, validated
+/// against the SDK endpoints' bounds, and submits the valid ones.
 pub async fn submit_calls<'a, T>(
     state: &AppState,
     parts: &Parts,
     calls: &'a [T],
-    renames: &[(&str, &str)],
-    map: impl Fn(&'a T) -> Result<String, FieldError>,
+    map: impl Fn(&'a T) -> Result<Assembled<'a>, FieldError>,
 ) -> Result<IngestAnswer, ApiError> {
     let now_ms = state.clock.now_ms();
     let items = submit::with_bounds(state, now_ms, None, MAX_SDK_METADATA_BYTES, |bounds| {
         calls
             .iter()
             .enumerate()
-            .map(|(index, call)| sdk::item(index, map(call), bounds, renames))
+            .map(|(index, call)| sdk::item(index, map(call), bounds))
             .collect()
     });
     submit::submit(state, &parts.extensions, now_ms, items).await

@@ -22,8 +22,8 @@ use super::super::schema::EventError;
 use super::super::state::AppState;
 use super::super::submit;
 use super::{BodyKind, SdkBody};
-use crate::event::parse::MAX_SDK_METADATA_BYTES;
-use crate::event::sdk::{self, otlp, otlp::Encoding};
+use crate::event::parse::{Item, MAX_SDK_METADATA_BYTES};
+use crate::event::sdk::{otlp, otlp::Encoding};
 
 /// Content types, as OTLP/HTTP names them.
 const PROTOBUF: &str = "application/x-protobuf";
@@ -124,7 +124,10 @@ pub async fn logs(State(state): State<AppState>, request: Request) -> Result<Res
         events
             .into_iter()
             .enumerate()
-            .map(|(index, text)| sdk::item(index, Ok(text), bounds, otlp::RENAMES))
+            .map(|(index, text)| Item {
+                index,
+                result: otlp::validate(&text, bounds),
+            })
             .collect()
     });
     let ingest = submit::submit(&state, &parts.extensions, now_ms, items).await?;

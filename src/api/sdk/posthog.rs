@@ -62,7 +62,7 @@ pub async fn capture(
     let body = super::JsonBody::read(&state, &mut parts, body).await?;
     let request = body.parse(&state, &parts, |text| posthog::request(text))?;
     let key_name = body.key_name(&state, &mut parts, request.key.as_deref())?;
-    let ingest = super::submit_calls(&state, &parts, &request.events, posthog::RENAMES, |raw| {
+    let ingest = super::submit_calls(&state, &parts, &request.events, |raw| {
         posthog::event(raw, request.sent_at, key_name.as_deref())
     })
     .await?;

@@ -136,7 +136,7 @@ async fn ingest(
                 })
         })
         .transpose()?;
-    let ingest = super::submit_calls(&state, &parts, &request.calls, segment::RENAMES, |raw| {
+    let ingest = super::submit_calls(&state, &parts, &request.calls, |raw| {
         segment::event(raw, call, request.sent_at, key_name.as_deref())
     })
     .await?;

@@ -1,7 +1,8 @@
 //! Events in the shapes existing SDKs send: Segment's (which RudderStack's SDKs speak too),
-//! PostHog's and OpenTelemetry's logs. Each call (or log record) is rewritten as an event in
-//! Eventide's own shape, whose text [`super::parse`] then validates like any event sent to
-//! `POST /events`: one set of rules for every way in.
+//! PostHog's and OpenTelemetry's logs. Each call (or log record) is mapped onto Eventide's
+//! fields, which [`super::parse`] then validates like any event sent to `POST /events`: one
+//! set of rules for every way in. Segment's and PostHog's calls are assembled from their
+//! members as read ([`Assembled`]), not written out in Eventide's shape and read again.
 
 pub mod otlp;
 pub mod posthog;
@@ -11,7 +12,7 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
-use super::parse::{parse_event, FieldError, Item, TimeBounds};
+use super::parse::{Assembled, FieldError, Item, TimeBounds};
 
 /// A JSON object's members in the order sent, unparsed, `null` ones left out (an SDK's
 /// `"anonymousId": null` means there is none).
@@ -81,7 +82,7 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for MembersInOrder<'a> {
 }
 
 /// A key, borrowed from the text when it has no escapes.
-struct BorrowedKey<'a>(Cow<'a, str>);
+pub(super) struct BorrowedKey<'a>(pub Cow<'a, str>);
 
 impl<'de> serde::Deserialize<'de> for BorrowedKey<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -102,11 +103,9 @@ impl<'de> serde::Deserialize<'de> for BorrowedKey<'de> {
     }
 }
 
-/// A JSON object's text, written member by member (objects inside it into the same text).
+/// A JSON object's text, written member by member from values that are JSON text already.
 pub struct ObjectText {
     text: String,
-    /// Where the object being written begins in `text`.
-    start: usize,
 }
 
 impl ObjectText {
@@ -114,54 +113,37 @@ impl ObjectText {
     pub fn with_capacity(bytes: usize) -> ObjectText {
         ObjectText {
             text: String::with_capacity(bytes),
-            start: 0,
         }
     }
 
-    fn member(&mut self, key: &str) {
-        let first = self.text.len() == self.start;
-        self.text.push(if first { '{' } else { ',' });
+    pub fn push(&mut self, key: &str, value: &RawValue) {
+        self.text.push(if self.text.is_empty() { '{' } else { ',' });
         push_json_string(&mut self.text, key);
         self.text.push(':');
+        self.text.push_str(value.get());
     }
 
-    /// Adds a member whose value is JSON text already.
-    pub fn raw(&mut self, key: &str, value: &str) {
-        self.member(key);
-        self.text.push_str(value);
-    }
-
-    /// Adds a member whose value is a string.
-    pub fn string(&mut self, key: &str, value: &str) {
-        self.member(key);
-        push_json_string(&mut self.text, value);
-    }
-
-    /// Adds a member whose value is the object `fill` writes, unless it writes nothing.
-    pub fn object(&mut self, key: &str, fill: impl FnOnce(&mut ObjectText)) {
-        let before = self.text.len();
-        self.member(key);
-        let mut inner = ObjectText {
-            start: self.text.len(),
-            text: std::mem::take(&mut self.text),
-        };
-        fill(&mut inner);
-        let empty = inner.text.len() == inner.start;
-        self.text = inner.text;
-        if empty {
-            self.text.truncate(before);
-        } else {
-            self.text.push('}');
-        }
-    }
-
-    pub fn finish(mut self) -> String {
-        if self.text.len() == self.start {
-            self.text.push('{');
+    /// The object, or `None` when it has no member.
+    pub fn finish(mut self) -> Option<String> {
+        if self.text.is_empty() {
+            return None;
         }
         self.text.push('}');
-        self.text
+        Some(self.text)
     }
+}
+
+/// The JSON object of `members` (values as sent), or `None` when there are none.
+/// `capacity`: about how long the text will be, for one allocation.
+pub fn object_text<'a>(
+    members: impl Iterator<Item = (&'a str, &'a RawValue)>,
+    capacity: usize,
+) -> Option<String> {
+    let mut object = ObjectText::with_capacity(capacity);
+    for (key, value) in members {
+        object.push(key, value);
+    }
+    object.finish()
 }
 
 /// Appends `value` as a JSON string: as it is when nothing in it needs escaping, the
@@ -177,33 +159,52 @@ fn push_json_string(out: &mut String, value: &str) {
     }
 }
 
-/// One SDK call as an [`Item`]: `mapped` (the call in Eventide's shape, or why it could
-/// not be) validated with Eventide's rules, each error naming the field as the SDK calls
-/// it (`renames`: Eventide's name, the SDK's).
+/// One SDK call as an [`Item`]: the event assembled from it, validated with Eventide's
+/// rules, or why it could not be assembled.
 pub fn item(
     index: usize,
-    mapped: Result<String, FieldError>,
+    assembled: Result<Assembled<'_>, FieldError>,
     bounds: &TimeBounds<'_>,
-    renames: &[(&str, &str)],
 ) -> Item {
-    let result = mapped.map_err(|error| vec![error]).and_then(|text| {
-        parse_event(&text, bounds).map_err(|errors| {
-            errors
-                .into_iter()
-                .map(|mut error| {
-                    if let Some((_, theirs)) = renames.iter().find(|(ours, _)| *ours == error.field)
-                    {
-                        error.field = (*theirs).to_owned();
-                    }
-                    error
-                })
-                .collect()
-        })
-    });
+    let result = assembled
+        .map_err(|error| vec![error])
+        .and_then(|event| event.validate(bounds));
     Item { index, result }
 }
 
 /// The elements of a JSON array, unparsed.
 pub fn elements<'a>(raw: &'a RawValue, what: &str) -> Result<Vec<&'a RawValue>, String> {
     serde_json::from_str(raw.get()).map_err(|_| format!("{what} must be an array of objects"))
+}
+
+/// What the mapping tests compare: an assembled event, validated at [`JANUARY_1`], as JSON.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// 2026-01-01T00:00:00Z, the tests' time of receipt.
+    pub const JANUARY_1: i64 = 1_767_225_600_000;
+
+    /// The event's fields (`type`, `user_id`, `id`, `timestamp` in ms, `service`, `metadata`
+    /// parsed), or the first error.
+    pub fn as_json(assembled: Result<Assembled<'_>, FieldError>) -> Result<Value, FieldError> {
+        let bounds = TimeBounds {
+            now_ms: JANUARY_1,
+            oldest_ms: 0,
+            too_old: &String::new,
+            sent_at_ms: None,
+            max_metadata_bytes: crate::event::parse::MAX_SDK_METADATA_BYTES,
+        };
+        let event = item(0, assembled, &bounds)
+            .result
+            .map_err(|mut errors| errors.remove(0))?;
+        let metadata = event
+            .metadata
+            .map(|text| serde_json::from_str::<Value>(&text).unwrap());
+        Ok(json!({
+            "type": event.kind, "user_id": event.user_id, "id": event.id,
+            "timestamp": event.timestamp_ms, "service": event.service, "metadata": metadata,
+        }))
+    }
 }

@@ -6,18 +6,12 @@
 //! members (`$set`, `library`...) beside them; `properties.$lib`, else the key's name →
 //! `service`. The project key (`api_key`, `token`) is never stored.
 
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 
-use super::{elements, Members, ObjectText};
-use crate::event::parse::FieldError;
-
-/// Errors name PostHog's fields, not Eventide's.
-pub const RENAMES: &[(&str, &str)] = &[
-    ("type", "event"),
-    ("user_id", "distinct_id"),
-    ("id", "uuid"),
-    ("metadata", "properties"),
-];
+use super::{elements, object_text, Members};
+use crate::event::parse::{Assembled, FieldError, Slot};
 
 /// Where PostHog's SDKs put the project key.
 const KEY_NAMES: [&str; 2] = ["api_key", "token"];
@@ -72,13 +66,13 @@ fn key_in(event: &RawValue) -> Option<String> {
         })
 }
 
-/// One event as an Eventide event's text; `key_name` is the name of the key the request
-/// came with, the service of last resort.
-pub fn event(
-    raw: &RawValue,
-    request_sent_at: Option<&RawValue>,
-    key_name: Option<&str>,
-) -> Result<String, FieldError> {
+/// One event as an Eventide event; `key_name` is the name of the key the request came
+/// with, the service of last resort.
+pub fn event<'a>(
+    raw: &'a RawValue,
+    request_sent_at: Option<&'a RawValue>,
+    key_name: Option<&'a str>,
+) -> Result<Assembled<'a>, FieldError> {
     let event = Members::of(raw, "an event")?;
     let properties = match event.get("properties") {
         Some(properties) => Some(
@@ -88,62 +82,60 @@ pub fn event(
         None => None,
     };
     let property = |name: &str| properties.as_ref().and_then(|p| p.get(name));
-    let mut out = ObjectText::with_capacity(raw.get().len() + 64);
-    match event.get("event") {
-        Some(name) => out.raw("type", name.get()),
-        None => return Err(FieldError::new("event", "is required")),
-    }
-    let user = event
-        .get("distinct_id")
-        .or_else(|| property("distinct_id"))
-        .or_else(|| property("$distinct_id"));
-    if let Some(user) = user {
-        out.raw("user_id", user.get());
-    }
-    if let Some(uuid) = event.get("uuid") {
-        out.raw("id", uuid.get());
-    }
-    if let Some(timestamp) = event.get("timestamp") {
-        out.raw("timestamp", timestamp.get());
-    }
-    if let Some(sent_at) = event.get("sent_at").or(request_sent_at) {
-        out.raw("sent_at", sent_at.get());
+    let mut out = Assembled::default();
+    let name = event
+        .get("event")
+        .ok_or_else(|| FieldError::new("event", "is required"))?;
+    out.value(Slot::Type, "event", name);
+    let fields = [
+        (Slot::UserId, "distinct_id", event.get("distinct_id")),
+        (Slot::UserId, "distinct_id", property("distinct_id")),
+        (Slot::UserId, "$distinct_id", property("$distinct_id")),
+        (Slot::Id, "uuid", event.get("uuid")),
+        (Slot::Timestamp, "timestamp", event.get("timestamp")),
+        (Slot::SentAt, "sent_at", event.get("sent_at")),
+        (Slot::SentAt, "sent_at", request_sent_at),
+    ];
+    for (slot, name, value) in fields {
+        if let Some(value) = value {
+            out.value(slot, name, value);
+        }
     }
     let library = properties.as_ref().and_then(|p| p.string("$lib"));
-    if let Some(service) = library.as_deref().or(key_name) {
-        out.string("service", service);
+    if let Some(service) = library.map(Cow::Owned).or(key_name.map(Cow::Borrowed)) {
+        out.string(Slot::Service, "service", service);
     }
-    out.object("metadata", |metadata| {
-        let mut names = Vec::new();
-        for (name, value) in properties.iter().flat_map(Members::iter) {
-            // The project key is an Eventide key here: a secret, never stored.
-            if name != "token" {
-                metadata.raw(name, value.get());
-                names.push(name);
-            }
-        }
-        for (name, value) in event.iter() {
-            let mapped = matches!(
-                name,
-                "event" | "distinct_id" | "uuid" | "timestamp" | "sent_at" | "properties"
-            );
-            if !mapped && !KEY_NAMES.contains(&name) && !names.contains(&name) {
-                metadata.raw(name, value.get());
-            }
-        }
+    // The properties, then the event's other members not among them.
+    let kept = properties
+        .iter()
+        .flat_map(Members::iter)
+        // The project key is an Eventide key here: a secret, never stored.
+        .filter(|(name, _)| *name != "token");
+    let others = event.iter().filter(|(name, _)| {
+        let mapped = matches!(
+            *name,
+            "event" | "distinct_id" | "uuid" | "timestamp" | "sent_at" | "properties"
+        );
+        !mapped
+            && !KEY_NAMES.contains(name)
+            && properties.as_ref().is_none_or(|p| p.get(name).is_none())
     });
-    Ok(out.finish())
+    if let Some(text) = object_text(kept.chain(others), raw.get().len()) {
+        out.metadata("properties", text);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::sdk::testing::{as_json, JANUARY_1};
     use serde_json::{json, Value};
 
     fn mapped(event_json: Value, key: Option<&str>) -> Result<Value, FieldError> {
         let text = event_json.to_string();
         let raw: &RawValue = serde_json::from_str(&text).unwrap();
-        event(raw, None, key).map(|text| serde_json::from_str(&text).unwrap())
+        as_json(event(raw, None, key))
     }
 
     #[test]
@@ -158,7 +150,7 @@ mod tests {
             mapped(captured, Some("k")).unwrap(),
             json!({
                 "type": "$pageview", "user_id": "d1", "id": "0190-1",
-                "timestamp": "2026-01-01T00:00:00Z", "service": "posthog-python",
+                "timestamp": JANUARY_1, "service": "posthog-python",
                 "metadata": {"$current_url": "https://x", "$lib": "posthog-python", "$set": {"plan": "pro"}}
             })
         );
@@ -166,7 +158,8 @@ mod tests {
         let browser = json!({"event": "click", "properties": {"distinct_id": "d2"}});
         assert_eq!(
             mapped(browser, Some("web")).unwrap(),
-            json!({"type": "click", "user_id": "d2", "service": "web", "metadata": {"distinct_id": "d2"}})
+            json!({"type": "click", "user_id": "d2", "id": null, "timestamp": JANUARY_1,
+                "service": "web", "metadata": {"distinct_id": "d2"}})
         );
         assert_eq!(
             mapped(json!({"distinct_id": "d"}), None).unwrap_err().field,

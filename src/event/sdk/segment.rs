@@ -8,10 +8,14 @@
 //! own names; `context.library.name`, else the key's name → `service`. The write key is
 //! never stored.
 
+use std::borrow::Cow;
+
 use serde_json::value::RawValue;
 
-use super::{Members, ObjectText};
-use crate::event::parse::FieldError;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+use super::{BorrowedKey, ObjectText};
+use crate::event::parse::{Assembled, FieldError, Slot};
 
 /// Segment's limit on one call's JSON (and on each call of a batch).
 pub const MAX_CALL_BYTES: usize = 32 * 1024;
@@ -22,13 +26,6 @@ pub const MAX_BATCH_CALLS: usize = 2_500;
 
 /// The calls, as their endpoints and `type`s name them.
 pub const CALLS: [&str; 6] = ["track", "identify", "page", "screen", "group", "alias"];
-
-/// Errors name Segment's fields, not Eventide's.
-pub const RENAMES: &[(&str, &str)] = &[
-    ("type", "event"),
-    ("user_id", "userId"),
-    ("id", "messageId"),
-];
 
 /// What the request carried: its calls, unparsed, with what applies to all of them.
 #[derive(Debug)]
@@ -92,81 +89,150 @@ pub fn request(body: &str, single: bool) -> Result<Request<'_>, String> {
     })
 }
 
-/// One call as an Eventide event's text. `endpoint_call` is the call an endpoint such as
+/// One call as an Eventide event. `endpoint_call` is the call an endpoint such as
 /// `/v1/track` stands for (a batch's calls say theirs in `type`); `key_name` the name of
 /// the key the request came with, the service of last resort.
-pub fn event(
-    raw: &RawValue,
-    endpoint_call: Option<&str>,
-    batch_sent_at: Option<&RawValue>,
-    key_name: Option<&str>,
-) -> Result<String, FieldError> {
-    if raw.get().len() > MAX_CALL_BYTES {
+pub fn event<'a>(
+    raw: &'a RawValue,
+    endpoint_call: Option<&'static str>,
+    batch_sent_at: Option<&'a RawValue>,
+    key_name: Option<&'a str>,
+) -> Result<Assembled<'a>, FieldError> {
+    let text = raw.get();
+    if text.len() > MAX_CALL_BYTES {
         return Err(FieldError::new(
             "",
             format!("the call is larger than {MAX_CALL_BYTES} bytes, Segment's limit"),
         ));
     }
-    let call = Members::of(raw, "a call")?;
+    let not_an_object = || FieldError::new("", "a call must be a JSON object");
+    if !text.starts_with('{') {
+        return Err(not_an_object());
+    }
+    let mut call = serde_json::Deserializer::from_str(text)
+        .deserialize_map(CallVisitor {
+            capacity: text.len(),
+        })
+        .map_err(|_| not_an_object())?;
     let kind = match endpoint_call {
-        Some(kind) => kind.to_owned(),
-        None => match call.string("type") {
-            Some(kind) if CALLS.contains(&kind.as_str()) => kind,
-            Some(_) => {
-                return Err(FieldError::new(
-                    "type",
-                    format!("must be one of {}", CALLS.join(", ")),
-                ))
-            }
-            None => return Err(FieldError::new("type", "is required in a batch")),
-        },
+        Some(kind) => kind,
+        None => {
+            let kind = call
+                .call_type
+                .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+                .ok_or_else(|| FieldError::new("type", "is required in a batch"))?;
+            CALLS
+                .into_iter()
+                .find(|known| *known == kind)
+                .ok_or_else(|| {
+                    FieldError::new("type", format!("must be one of {}", CALLS.join(", ")))
+                })?
+        }
     };
-    let mut event = ObjectText::with_capacity(raw.get().len() + 64);
+    let event = &mut call.event;
     if kind == "track" {
-        match call.get("event") {
-            Some(name) => event.raw("type", name.get()),
-            None => return Err(FieldError::new("event", "is required for a track call")),
-        }
+        let name = call
+            .event_name
+            .ok_or_else(|| FieldError::new("event", "is required for a track call"))?;
+        event.value(Slot::Type, "event", name);
     } else {
-        event.string("type", &kind);
+        event.string(Slot::Type, "type", kind);
     }
-    if let Some(user) = call.get("userId").or_else(|| call.get("anonymousId")) {
-        event.raw("user_id", user.get());
+    // Each only where the call gave none of its own.
+    if let Some(anonymous_id) = call.anonymous_id {
+        event.value(Slot::UserId, "anonymousId", anonymous_id);
     }
-    for (ours, theirs) in [
-        ("id", "messageId"),
-        ("timestamp", "timestamp"),
-        ("service", "service"),
-    ] {
-        if let Some(value) = call.get(theirs) {
-            event.raw(ours, value.get());
+    if let Some(sent_at) = batch_sent_at {
+        event.value(Slot::SentAt, "sentAt", sent_at);
+    }
+    if !event.is_set(Slot::Service) {
+        let library = call.context.and_then(library_name);
+        if let Some(service) = library.map(Cow::Owned).or(key_name.map(Cow::Borrowed)) {
+            event.string(Slot::Service, "service", service);
         }
     }
-    if let Some(sent_at) = call.get("sentAt").or(batch_sent_at) {
-        event.raw("sent_at", sent_at.get());
+    if let Some(metadata) = call.metadata.finish() {
+        event.metadata("metadata", metadata);
     }
-    if call.get("service").is_none() {
-        if let Some(service) = library_name(&call).as_deref().or(key_name) {
-            event.string("service", service);
-        }
+    Ok(call.event)
+}
+
+/// One call, read in a single pass: the members Eventide maps are read where they stand,
+/// every other one is copied into the metadata's text as it was sent. Of a member given
+/// twice, the first counts; `null` members are left out.
+struct CallMembers<'a> {
+    event: Assembled<'a>,
+    metadata: ObjectText,
+    /// What decides only once the whole call is read: the call (`type`), the name of a
+    /// track call (`event`), the user when there is no `userId`, the SDK (in `context`).
+    call_type: Option<&'a RawValue>,
+    event_name: Option<&'a RawValue>,
+    anonymous_id: Option<&'a RawValue>,
+    context: Option<&'a RawValue>,
+}
+
+struct CallVisitor {
+    /// The call's length: the metadata's text is at most that.
+    capacity: usize,
+}
+
+impl<'de> Visitor<'de> for CallVisitor {
+    type Value = CallMembers<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a Segment call")
     }
-    event.object("metadata", |metadata| {
-        for (name, value) in call.iter() {
-            let mapped = matches!(
-                name,
-                "type" | "event" | "userId" | "messageId" | "timestamp" | "sentAt" | "service"
-            );
-            // The write key is a secret: never stored.
-            if !mapped && name != "writeKey" {
-                metadata.raw(name, value.get());
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<CallMembers<'de>, A::Error> {
+        let mut call = CallMembers {
+            event: Assembled::default(),
+            metadata: ObjectText::with_capacity(self.capacity),
+            call_type: None,
+            event_name: None,
+            anonymous_id: None,
+            context: None,
+        };
+        while let Some(BorrowedKey(key)) = map.next_key()? {
+            let event = &mut call.event;
+            match key.as_ref() {
+                "userId" => event.read(Slot::UserId, "userId", &mut map)?,
+                "messageId" => event.read(Slot::Id, "messageId", &mut map)?,
+                "timestamp" => event.read(Slot::Timestamp, "timestamp", &mut map)?,
+                "sentAt" => event.read(Slot::SentAt, "sentAt", &mut map)?,
+                "service" => event.read(Slot::Service, "service", &mut map)?,
+                "type" => first(&mut call.call_type, map.next_value()?),
+                "event" => first(&mut call.event_name, map.next_value()?),
+                // The write key is a secret: never stored.
+                "writeKey" => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                name => {
+                    let value: &'de RawValue = map.next_value()?;
+                    if value.get() == "null" {
+                        continue;
+                    }
+                    match name {
+                        "anonymousId" => first(&mut call.anonymous_id, value),
+                        "context" => first(&mut call.context, value),
+                        _ => {}
+                    }
+                    call.metadata.push(name, value);
+                }
             }
         }
-    });
-    Ok(event.finish())
+        Ok(call)
+    }
+}
+
+/// Keeps `value` in `slot` unless one came before or it is `null`.
+fn first<'a>(slot: &mut Option<&'a RawValue>, value: &'a RawValue) {
+    if slot.is_none() && value.get() != "null" {
+        *slot = Some(value);
+    }
 }
 
 /// `context.library.name`: the SDK that sent the call (read in one pass over `context`).
-fn library_name(call: &Members<'_>) -> Option<String> {
+fn library_name(context: &RawValue) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Context {
         library: Option<Library>,
@@ -175,19 +241,24 @@ fn library_name(call: &Members<'_>) -> Option<String> {
     struct Library {
         name: Option<String>,
     }
-    let context: Context = serde_json::from_str(call.get("context")?.get()).ok()?;
+    let context: Context = serde_json::from_str(context.get()).ok()?;
     context.library?.name
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::sdk::testing::{as_json, JANUARY_1};
     use serde_json::{json, Value};
 
-    fn mapped(call: Value, endpoint: Option<&str>, key: Option<&str>) -> Result<Value, FieldError> {
+    fn mapped(
+        call: Value,
+        endpoint: Option<&'static str>,
+        key: Option<&str>,
+    ) -> Result<Value, FieldError> {
         let text = call.to_string();
         let raw: &RawValue = serde_json::from_str(&text).unwrap();
-        event(raw, endpoint, None, key).map(|text| serde_json::from_str(&text).unwrap())
+        as_json(event(raw, endpoint, None, key))
     }
 
     #[test]
@@ -202,7 +273,7 @@ mod tests {
             mapped(call, None, Some("key name")).unwrap(),
             json!({
                 "type": "Signed Up", "user_id": "u1", "id": "m-1",
-                "timestamp": "2026-01-01T00:00:00Z", "service": "analytics-python",
+                "timestamp": JANUARY_1, "service": "analytics-python",
                 "metadata": {
                     "anonymousId": "a1", "properties": {"plan": "pro"},
                     "context": {"library": {"name": "analytics-python", "version": "2.4.0"}},
@@ -217,13 +288,15 @@ mod tests {
         let page = json!({"anonymousId": "a1", "name": "Home", "properties": {"path": "/"}});
         assert_eq!(
             mapped(page, Some("page"), Some("web")).unwrap(),
-            json!({"type": "page", "user_id": "a1", "service": "web",
+            json!({"type": "page", "user_id": "a1", "id": null, "timestamp": JANUARY_1,
+                "service": "web",
                 "metadata": {"anonymousId": "a1", "name": "Home", "properties": {"path": "/"}}})
         );
         let identify = json!({"type": "identify", "userId": 7, "traits": {"email": "a@b"}});
         assert_eq!(
             mapped(identify, None, None).unwrap(),
-            json!({"type": "identify", "user_id": 7, "metadata": {"traits": {"email": "a@b"}}})
+            json!({"type": "identify", "user_id": "7", "id": null, "timestamp": JANUARY_1,
+                "service": null, "metadata": {"traits": {"email": "a@b"}}})
         );
     }
 

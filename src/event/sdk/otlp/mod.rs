@@ -20,16 +20,32 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use serde_json::{Map, Value};
 
-use crate::event::parse::MAX_MESSAGE_CHARS;
+use crate::event::parse::{parse_event, EventResult, TimeBounds, MAX_MESSAGE_CHARS};
 use crate::event::timefmt;
 
 /// Errors name OTLP's fields, not Eventide's.
-pub const RENAMES: &[(&str, &str)] = &[
+const RENAMES: &[(&str, &str)] = &[
     ("type", "event_name"),
     ("service", "service.name"),
     ("message", "body"),
     ("timestamp", "time_unix_nano"),
 ];
+
+/// One record's event text (from [`events`]), validated with Eventide's rules, each error
+/// naming the field as OTLP calls it.
+pub fn validate(text: &str, bounds: &TimeBounds<'_>) -> EventResult {
+    parse_event(text, bounds).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|mut error| {
+                if let Some((_, theirs)) = RENAMES.iter().find(|(ours, _)| *ours == error.field) {
+                    error.field = (*theirs).to_owned();
+                }
+                error
+            })
+            .collect()
+    })
+}
 
 /// The type of a record that names no event.
 const LOG_TYPE: &str = "log";
