@@ -71,6 +71,9 @@ fn id_at(body: &Value, i: usize) -> String {
         .to_string()
 }
 
+/// An error naming the field `type`.
+const TYPE: &[&str] = &["type"];
+
 /// Posts the events of `cases` as one batch and checks each one's answer against its `Want`:
 /// the answer.
 async fn post_cases(s: &Api, cases: &[(Value, Want)]) -> Value {
@@ -169,19 +172,18 @@ async fn type_aliases_are_accepted() {
 #[tokio::test]
 async fn type_is_required_except_for_the_log_shape() {
     let s = server().await;
-    let t: &[&str] = &["type"];
     let body = post_cases(
         &s,
         &[
-            (json!({}), Want::Err(t)),
-            (json!({"service": "s"}), Want::Err(t)),
-            (json!({"message": "m"}), Want::Err(t)),
+            (json!({}), Want::Err(TYPE)),
+            (json!({"service": "s"}), Want::Err(TYPE)),
+            (json!({"message": "m"}), Want::Err(TYPE)),
             (json!({"service": "s", "message": "m"}), Want::Ok),
             (
                 json!({"service": "s", "message": "m", "type": "explicit"}),
                 Want::Ok,
             ),
-            (json!({"user_id": "u", "message": "m"}), Want::Err(t)),
+            (json!({"user_id": "u", "message": "m"}), Want::Err(TYPE)),
             (json!({"source": "s", "message": "m"}), Want::Ok),
         ],
     )
@@ -200,18 +202,17 @@ async fn type_is_required_except_for_the_log_shape() {
 #[tokio::test]
 async fn type_length_boundaries() {
     let s = server().await;
-    let t: &[&str] = &["type"];
-    let t_alias: &[&str] = &["type", "eventType"];
+    let type_alias: &[&str] = &["type", "eventType"];
     let cases: Vec<(Value, Want)> = vec![
-        (json!({"type": ""}), Want::Err(t)),
+        (json!({"type": ""}), Want::Err(TYPE)),
         (json!({"type": "a"}), Want::Ok),
         (json!({"type": rep('x', 100)}), Want::Ok),
-        (json!({"type": rep('x', 101)}), Want::Err(t)),
+        (json!({"type": rep('x', 101)}), Want::Err(TYPE)),
         (json!({"type": rep('é', 100)}), Want::Ok),
-        (json!({"type": rep('é', 101)}), Want::Err(t)),
-        (json!({"type": 5}), Want::Err(t)),
-        (json!({"type": null}), Want::Err(t)),
-        (json!({"eventType": rep('y', 101)}), Want::Err(t_alias)),
+        (json!({"type": rep('é', 101)}), Want::Err(TYPE)),
+        (json!({"type": 5}), Want::Err(TYPE)),
+        (json!({"type": null}), Want::Err(TYPE)),
+        (json!({"eventType": rep('y', 101)}), Want::Err(type_alias)),
         (json!({"eventType": rep('y', 100)}), Want::Ok),
     ];
     check_field_cases(&s, &cases, "type", &["type", "eventType"]).await;
@@ -387,9 +388,9 @@ async fn user_id_length_and_user_id_alias() {
 #[tokio::test]
 async fn message_length_boundaries() {
     let s = server().await;
-    let f: &[&str] = &["message"];
     let not_text = json!({"type": "t", "message": ["not", "a", "string"]});
-    check_text_field(&s, &["message"], 2000, vec![(not_text, Want::Err(f))]).await;
+    let cases = vec![(not_text, Want::Err(&["message"]))];
+    check_text_field(&s, &["message"], 2000, cases).await;
 }
 
 /// A compact metadata object whose serialized text is exactly `len` bytes.
@@ -537,12 +538,11 @@ const BLANK_SERVICE: &str =
 #[tokio::test]
 async fn blank_types_and_services_are_refused() {
     let s = server().await;
-    let t: &[&str] = &["type"];
     let body = post_cases(
         &s,
         &[
-            (json!({"type": ""}), Want::Err(t)),
-            (json!({"type": "   "}), Want::Err(t)),
+            (json!({"type": ""}), Want::Err(TYPE)),
+            (json!({"type": "   "}), Want::Err(TYPE)),
             (
                 json!({"eventType": "\u{3000}\u{a0}"}),
                 Want::Err(&["eventType"]),
@@ -837,7 +837,6 @@ async fn server_ids_are_uuid_v7_and_seq_strictly_increases() {
 #[tokio::test]
 async fn mixed_batch_stores_the_valid_events() {
     let s = server().await;
-    let t: &[&str] = &["type"];
     let body = post_cases(
         &s,
         &[
@@ -845,7 +844,7 @@ async fn mixed_batch_stores_the_valid_events() {
                 json!({"type": "good", "id": "m-1", "message": "first"}),
                 Want::Ok,
             ),
-            (json!({"type": rep('x', 101)}), Want::Err(t)),
+            (json!({"type": rep('x', 101)}), Want::Err(TYPE)),
             (
                 json!({"type": "good", "id": "m-2", "message": "second"}),
                 Want::Ok,
@@ -1179,14 +1178,11 @@ async fn repeated_ids_inside_one_batch_are_stored_once() {
 #[tokio::test]
 async fn an_invalid_event_does_not_claim_its_id() {
     let s = server().await;
-    let batch = json!([
-        {"id": "claim", "type": ""},
-        {"id": "claim", "type": "valid"},
-    ]);
-    let body = check_batch(
-        &s.post_events(&batch).await,
-        &[Want::Err(&["type"]), Want::Ok],
-    );
+    let cases = [
+        (json!({"id": "claim", "type": ""}), Want::Err(TYPE)),
+        (json!({"id": "claim", "type": "valid"}), Want::Ok),
+    ];
+    let body = post_cases(&s, &cases).await;
     assert_eq!(body["ids"], json!([null, "claim"]));
     assert_eq!(fetch(&s, "claim").await["type"], json!("valid"));
     let resp = s
@@ -1199,32 +1195,19 @@ async fn an_invalid_event_does_not_claim_its_id() {
 #[tokio::test]
 async fn repeated_ids_across_requests_are_stored_once() {
     let s = server().await;
-    s.post_one(json!({"id": "k1", "type": "orig", "message": "one"}))
-        .await;
+    let original = json!({"id": "k1", "type": "orig", "message": "one"});
+    s.post_one(original.clone()).await;
     // A retry: the same event again.
-    let body = post_expecting(
-        &s,
-        &json!({"id": "k1", "type": "orig", "message": "one"}),
-        (0, 1, 0),
-    )
-    .await;
+    let body = post_expecting(&s, &original, (0, 1, 0)).await;
     assert_eq!(body["ids"], json!(["k1"]), "answer: {body}");
     assert_eq!(body["errors"], json!([]), "answer: {body}");
     // Another event under the same id: a conflict, not stored either.
-    let body = post_expecting(
-        &s,
-        &json!({"id": "k1", "type": "changed", "message": "two"}),
-        (0, 0, 1),
-    )
-    .await;
+    let changed = json!({"id": "k1", "type": "changed", "message": "two"});
+    let body = post_expecting(&s, &changed, (0, 0, 1)).await;
     assert_eq!(body["ids"], json!(["k1"]), "answer: {body}");
 
-    let body = post_expecting(
-        &s,
-        &json!([{"id": "k1", "type": "again"}, {"id": "k2", "type": "new"}, {"id": "k1", "type": "orig", "message": "one"}]),
-        (1, 1, 1),
-    )
-    .await;
+    let batch = json!([{"id": "k1", "type": "again"}, {"id": "k2", "type": "new"}, original]);
+    let body = post_expecting(&s, &batch, (1, 1, 1)).await;
     assert_eq!(body["ids"], json!(["k1", "k2", "k1"]), "answer: {body}");
 
     let ev = fetch(&s, "k1").await;
