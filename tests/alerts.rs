@@ -95,6 +95,9 @@ async fn receiver() -> (Received, SocketAddr) {
     (serve_receiver(listener), addr)
 }
 
+/// The alerts file's name in a test's directory.
+const ALERTS_FILE: &str = "alerts.toml";
+
 /// Writes an alerts file: evaluated every second, links to a public URL, with a webhook
 /// channel `hook` to `receiver` (notices at once, the resolve a second after) and `extra`.
 fn alerts_file(dir: &Path, receiver: SocketAddr, extra: &str) -> PathBuf {
@@ -115,9 +118,52 @@ max_backoff = "1s"
 {extra}
 "#
     );
-    let path = dir.join("alerts.toml");
+    let path = dir.join(ALERTS_FILE);
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// `rules` as `[[alerts.rules]]` tables, each written as the JSON `POST /alerts/rules` takes.
+fn rules(rules: &[Value]) -> String {
+    toml_tables("alerts.rules", rules)
+}
+
+/// `channels` as `[[alerts.channels]]` tables, each given as a JSON object.
+fn channels(channels: &[Value]) -> String {
+    toml_tables("alerts.channels", channels)
+}
+
+/// `tables` as TOML's array-of-tables entries `[[header]]`, a `key = value` line per field.
+fn toml_tables(header: &str, tables: &[Value]) -> String {
+    tables
+        .iter()
+        .map(|table| {
+            let fields: String = table
+                .as_object()
+                .expect("a table is a JSON object")
+                .iter()
+                .map(|(key, value)| format!("{key} = {}\n", toml_value(value)))
+                .collect();
+            format!("\n[[{header}]]\n{fields}")
+        })
+        .collect()
+}
+
+/// A JSON value in TOML, whose strings, numbers and booleans are written as JSON writes them;
+/// an object becomes an inline table.
+fn toml_value(value: &Value) -> String {
+    let join = |items: Vec<String>| items.join(", ");
+    match value {
+        Value::Array(items) => format!("[{}]", join(items.iter().map(toml_value).collect())),
+        Value::Object(fields) => {
+            let fields = fields
+                .iter()
+                .map(|(key, value)| format!("{key} = {}", toml_value(value)))
+                .collect();
+            format!("{{ {} }}", join(fields))
+        }
+        scalar => scalar.to_string(),
+    }
 }
 
 async fn start(dir: &tempfile::TempDir, file: &Path) -> TestServer {
@@ -126,6 +172,35 @@ async fn start(dir: &tempfile::TempDir, file: &Path) -> TestServer {
         &["--alerts-config", file.to_str().unwrap()],
     )
     .await
+}
+
+/// Asserts that `eventide alerts check` finds the alerts file in `dir` valid; what it printed.
+async fn assert_alerts_check_passes(dir: &Path) -> String {
+    let file = dir.join(ALERTS_FILE);
+    let (status, stdout, stderr) = run_binary(&["alerts", "check", file.to_str().unwrap()]).await;
+    assert!(status.success(), "{stderr}");
+    stdout
+}
+
+/// Writes `text` to `bad.toml` in `dir` and asserts that `eventide alerts check` refuses it
+/// (exit status 1): the file and the error.
+async fn assert_alerts_check_refuses(dir: &Path, text: &str) -> (PathBuf, String) {
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, text).unwrap();
+    let (status, _, stderr) = run_binary(&["alerts", "check", bad.to_str().unwrap()]).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    (bad, stderr)
+}
+
+/// Starts a server in `dir` on its alerts file (`alerts_file`) with `extra`, made from the
+/// address of a new receiver: the receiver and the server.
+async fn start_with(
+    dir: &tempfile::TempDir,
+    extra: impl FnOnce(SocketAddr) -> String,
+) -> (Received, TestServer) {
+    let (received, addr) = receiver().await;
+    let file = alerts_file(dir.path(), addr, &extra(addr));
+    (received, start(dir, &file).await)
 }
 
 async fn post_events(server: &TestServer, kind: &str, count: usize) {
@@ -148,31 +223,15 @@ async fn alert(server: &TestServer, rule: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_threshold_fires_once_and_resolves_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (received, addr) = receiver().await;
-    let file = alerts_file(
-        dir.path(),
-        addr,
-        &format!(
-            r#"
-[[alerts.channels]]
-name = "team"
-kind = "slack"
-url = "http://{addr}/slack"
-group_wait = "0s"
-group_interval = "1s"
-
-[[alerts.rules]]
-name = "errors-spike"
-type = "error"
-window = "3s"
-condition = "above"
-threshold = 3
-channels = ["hook", "team"]
-annotations = {{ summary = "too many errors" }}
-"#
-        ),
-    );
-    let server = start(&dir, &file).await;
+    let spike = json!({"name": "errors-spike", "type": "error", "window": "3s",
+                       "condition": "above", "threshold": 3, "channels": ["hook", "team"],
+                       "annotations": {"summary": "too many errors"}});
+    let (received, server) = start_with(&dir, |addr| {
+        let team = json!({"name": "team", "kind": "slack", "url": format!("http://{addr}/slack"),
+                          "group_wait": "0s", "group_interval": "1s"});
+        channels(&[team]) + &rules(&[spike])
+    })
+    .await;
     post_events(&server, "error", 5).await;
     assert_eq!(received.wait_for("/hook", 1).await, ["firing"]);
     let firing = &received.bodies("/hook")[0];
@@ -265,21 +324,9 @@ annotations = {{ summary = "too many errors" }}
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absence_fires_when_a_heartbeat_stops_and_resolves_when_it_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let (received, addr) = receiver().await;
-    let file = alerts_file(
-        dir.path(),
-        addr,
-        r#"
-[[alerts.rules]]
-name = "heartbeat-lost"
-type = "heartbeat"
-window = "2s"
-condition = "absent"
-for = "2s"
-channels = ["hook"]
-"#,
-    );
-    let server = start(&dir, &file).await;
+    let heartbeat_lost = json!({"name": "heartbeat-lost", "type": "heartbeat", "window": "2s",
+                                "condition": "absent", "for": "2s", "channels": ["hook"]});
+    let (received, server) = start_with(&dir, |_| rules(&[heartbeat_lost])).await;
     let beat = |server: &TestServer| {
         let api = server.api();
         async move { api.post_one(json!({"type": "heartbeat"})).await }
@@ -299,31 +346,11 @@ channels = ["hook"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn for_suppresses_a_short_blip_and_keep_firing_for_rides_out_flapping() {
     let dir = tempfile::tempdir().unwrap();
-    let (received, addr) = receiver().await;
-    let file = alerts_file(
-        dir.path(),
-        addr,
-        r#"
-[[alerts.rules]]
-name = "blip"
-type = "blip"
-window = "3s"
-condition = "above"
-threshold = 2
-for = "6s"
-channels = ["hook"]
-
-[[alerts.rules]]
-name = "flapping"
-type = "flap"
-window = "2s"
-condition = "above"
-threshold = 0
-keep_firing_for = "4s"
-channels = ["hook"]
-"#,
-    );
-    let server = start(&dir, &file).await;
+    let blip = json!({"name": "blip", "type": "blip", "window": "3s", "condition": "above",
+                      "threshold": 2, "for": "6s", "channels": ["hook"]});
+    let flapping = json!({"name": "flapping", "type": "flap", "window": "2s", "condition": "above",
+                          "threshold": 0, "keep_firing_for": "4s", "channels": ["hook"]});
+    let (received, server) = start_with(&dir, |_| rules(&[blip, flapping])).await;
     post_events(&server, "blip", 5).await;
     // Flapping: events every 2.5 s, the 2 s window empty in between.
     for _ in 0..4 {
@@ -368,42 +395,19 @@ channels = ["hook"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeat_interval_repeats_and_a_silence_suppresses() {
     let dir = tempfile::tempdir().unwrap();
-    let (received, addr) = receiver().await;
-    let file = alerts_file(
-        dir.path(),
-        addr,
-        r#"
-[[alerts.rules]]
-name = "never-seen"
-type = "never-sent"
-window = "1s"
-condition = "absent"
-repeat_interval = "2s"
-channels = ["hook"]
-
-[[alerts.rules]]
-name = "silenced"
-type = "never-sent-either"
-window = "1s"
-condition = "absent"
-group_wait = "3s"
-labels = { team = "checkout" }
-channels = ["hook"]
-"#,
-    );
-    let server = start(&dir, &file).await;
-    let admin = server.api();
-    let silence = admin
-        .client
-        .post(admin.url("/alerts/silences"))
-        .json(
-            &json!({"matchers": [{"name": "team", "value": "checkout"}], "duration": "1h",
-                      "comment": "known"}),
-        )
-        .send()
+    let never_seen = json!({"name": "never-seen", "type": "never-sent", "window": "1s",
+                            "condition": "absent", "repeat_interval": "2s", "channels": ["hook"]});
+    let silenced = json!({"name": "silenced", "type": "never-sent-either", "window": "1s",
+                          "condition": "absent", "group_wait": "3s", "labels": {"team": "checkout"},
+                          "channels": ["hook"]});
+    let (received, server) = start_with(&dir, |_| rules(&[never_seen, silenced])).await;
+    let silence = json!({"matchers": [{"name": "team", "value": "checkout"}], "duration": "1h",
+                         "comment": "known"});
+    server
+        .api()
+        .post_json("/alerts/silences", &silence)
         .await
-        .unwrap();
-    assert_eq!(silence.status(), 201);
+        .expect_status(201);
     received.wait_for("/hook", 3).await;
     let statuses: Vec<String> = received
         .bodies("/hook")
@@ -432,41 +436,23 @@ channels = ["hook"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_by_puts_alerts_sharing_a_label_in_one_notice() {
     let dir = tempfile::tempdir().unwrap();
-    let (received, addr) = receiver().await;
-    let file = alerts_file(
-        dir.path(),
-        addr,
-        &format!(
-            r#"
-[[alerts.channels]]
-name = "by-team"
-kind = "webhook"
-url = "http://{addr}/by-team"
-group_by = ["team"]
-group_wait = "1s"
-group_interval = "1s"
-
-[[alerts.rules]]
-name = "checkout-stopped"
-type = "never-sent-checkout"
-window = "1s"
-condition = "absent"
-labels = {{ team = "checkout" }}
-channels = ["hook", "by-team"]
-
-[[alerts.rules]]
-name = "payments-stopped"
-type = "never-sent-payment"
-window = "1s"
-condition = "absent"
-labels = {{ team = "checkout" }}
-channels = ["hook", "by-team"]
-"#
-        ),
-    );
-    let (status, _, stderr) = run_binary(&["alerts", "check", file.to_str().unwrap()]).await;
-    assert!(status.success(), "{stderr}");
-    let server = start(&dir, &file).await;
+    // Two rules alike but for their names and types.
+    let stopped = |name: &str, event_type: &str| {
+        json!({"name": name, "type": event_type, "window": "1s", "condition": "absent",
+               "labels": {"team": "checkout"}, "channels": ["hook", "by-team"]})
+    };
+    let team_rules = [
+        stopped("checkout-stopped", "never-sent-checkout"),
+        stopped("payments-stopped", "never-sent-payment"),
+    ];
+    let (received, server) = start_with(&dir, |addr| {
+        let by_team = json!({"name": "by-team", "kind": "webhook",
+                             "url": format!("http://{addr}/by-team"), "group_by": ["team"],
+                             "group_wait": "1s", "group_interval": "1s"});
+        channels(&[by_team]) + &rules(&team_rules)
+    })
+    .await;
+    assert_alerts_check_passes(dir.path()).await;
     // By default (alertname), one notice per rule.
     received.wait_for("/hook", 2).await;
     // Grouped by team: both alerts in one notice.
@@ -515,15 +501,12 @@ channels = ["hook", "by-team"]
     assert_eq!(notified, 2, "one entry per alert notified: {history}");
 
     // A group_by that names no label is refused, with its line.
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
+    let (_, stderr) = assert_alerts_check_refuses(
+        dir.path(),
         "[alerts]\n\n[[alerts.channels]]\nname = \"x\"\nkind = \"log\"\n\
          group_by = [\"team name\"]\n",
     )
-    .unwrap();
-    let (status, _, stderr) = run_binary(&["alerts", "check", bad.to_str().unwrap()]).await;
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    .await;
     assert!(
         stderr.contains("line 6") && stderr.contains("group_by"),
         "{stderr}"
@@ -553,14 +536,10 @@ async fn a_receiver_that_is_down_gets_the_notice_once_it_is_back() {
     let file = alerts_file(
         dir.path(),
         addr,
-        r#"
-[[alerts.rules]]
-name = "nothing"
-type = "never-sent"
-window = "1s"
-condition = "absent"
-channels = ["hook"]
-"#,
+        &rules(&[
+            json!({"name": "nothing", "type": "never-sent", "window": "1s",
+                         "condition": "absent", "channels": ["hook"]}),
+        ]),
     );
     let server = start(&dir, &file).await;
     assert!(
@@ -587,21 +566,9 @@ channels = ["hook"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_while_firing_neither_repeats_the_notice_nor_misses_the_resolve() {
     let dir = tempfile::tempdir().unwrap();
-    let (received, addr) = receiver().await;
-    let file = alerts_file(
-        dir.path(),
-        addr,
-        r#"
-[[alerts.rules]]
-name = "burst"
-type = "burst"
-window = "5s"
-condition = "above"
-threshold = 0
-channels = ["hook"]
-"#,
-    );
-    let mut server = start(&dir, &file).await;
+    let burst = json!({"name": "burst", "type": "burst", "window": "5s", "condition": "above",
+                       "threshold": 0, "channels": ["hook"]});
+    let (received, mut server) = start_with(&dir, |_| rules(&[burst])).await;
     post_events(&server, "burst", 3).await;
     assert_eq!(received.wait_for("/hook", 1).await, ["firing"]);
     // Let the delivery be recorded, then kill -9 and start again while it still fires.
@@ -619,55 +586,35 @@ channels = ["hook"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_added_over_http_persist_and_file_rules_are_read_only() {
     let dir = tempfile::tempdir().unwrap();
-    let (_received, addr) = receiver().await;
-    let file = alerts_file(
-        dir.path(),
-        addr,
-        r#"
-[[alerts.rules]]
-name = "from-file"
-window = "1m"
-condition = "absent"
-"#,
-    );
-    let mut server = start(&dir, &file).await;
+    let (_received, mut server) = start_with(&dir, |_| {
+        rules(&[json!({"name": "from-file", "window": "1m", "condition": "absent"})])
+    })
+    .await;
     let api = server.api();
     let rule = json!({"name": "from-api", "type": "signup", "window": "10m",
                       "condition": "below", "threshold": 5, "channels": ["hook"]});
-    let made = api
-        .client
-        .post(api.url("/alerts/rules"))
-        .json(&rule)
-        .send()
+    api.post_json("/alerts/rules", &rule)
         .await
-        .unwrap();
-    assert_eq!(made.status(), 201);
-    let again = api
-        .client
-        .post(api.url("/alerts/rules"))
-        .json(&rule)
-        .send()
+        .expect_status(201);
+    api.post_json("/alerts/rules", &rule)
         .await
-        .unwrap();
-    assert_eq!(again.status(), 409);
-    let bad = api
-        .client
-        .post(api.url("/alerts/rules"))
-        .json(&json!({"name": "x", "window": "10m", "condition": "above", "channels": ["nope"]}))
-        .send()
+        .expect_status(409);
+    let bad = json!({"name": "x", "window": "10m", "condition": "above", "channels": ["nope"]});
+    api.post_json("/alerts/rules", &bad)
         .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+        .expect_status(400);
+    let from_file = json!({"name": "from-file", "window": "1m", "condition": "absent"});
     for method in [reqwest::Method::PUT, reqwest::Method::DELETE] {
         let resp = api
-            .client
-            .request(method, api.url("/alerts/rules/from-file"))
-            .json(&json!({"name": "from-file", "window": "1m", "condition": "absent"}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 409);
-        let body: Value = resp.json().await.unwrap();
+            .request(
+                method,
+                "/alerts/rules/from-file",
+                &[("content-type", "application/json")],
+                Some(&from_file.to_string()),
+            )
+            .await;
+        resp.expect_status(409);
+        let body = resp.json();
         assert_eq!(body["error"], "rule_read_only", "{body}");
         assert!(body["message"].as_str().unwrap().contains("alerts file"));
     }
@@ -676,14 +623,11 @@ condition = "absent"
     rule.expect_status(200);
     assert_eq!(rule.json()["origin"], "api");
     assert_eq!(rule.json()["rule"]["threshold"], 5);
-    let api = server.api();
-    let deleted = api
-        .client
-        .delete(api.url("/alerts/rules/from-api"))
-        .send()
+    server
+        .api()
+        .delete("/alerts/rules/from-api")
         .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+        .expect_status(204);
     server
         .get("/alerts/rules/from-api")
         .await
@@ -693,19 +637,15 @@ condition = "absent"
 #[tokio::test]
 async fn alerts_check_validates_files_with_line_numbers() {
     let dir = tempfile::tempdir().unwrap();
-    let good = alerts_file(dir.path(), "127.0.0.1:9".parse().unwrap(), "");
-    let (status, stdout, stderr) = run_binary(&["alerts", "check", good.to_str().unwrap()]).await;
-    assert!(status.success(), "{stderr}");
+    alerts_file(dir.path(), "127.0.0.1:9".parse().unwrap(), "");
+    let stdout = assert_alerts_check_passes(dir.path()).await;
     assert!(stdout.contains("valid"), "{stdout}");
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
+    let (bad, stderr) = assert_alerts_check_refuses(
+        dir.path(),
         "[alerts]\ninterval = \"1s\"\n\n[[alerts.rules]]\nname = \"x\"\nwindow = \"10q\"\n\
          condition = \"absent\"\n",
     )
-    .unwrap();
-    let (status, _, stderr) = run_binary(&["alerts", "check", bad.to_str().unwrap()]).await;
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    .await;
     assert!(
         stderr.contains("line 6") && stderr.contains("window"),
         "{stderr}"
@@ -725,21 +665,9 @@ async fn alerts_check_validates_files_with_line_numbers() {
     assert!(stderr.contains("line 6"), "{stderr}");
 }
 
-/// Whether Python's aiosmtpd is installed; without it the email test skips, loudly, except
-/// under CI=true, where it fails.
+/// Whether Python's aiosmtpd is installed; without it the email tests skip (see `python_has`).
 fn aiosmtpd_available() -> bool {
-    let found = std::process::Command::new("python3")
-        .args(["-c", "import aiosmtpd"])
-        .status()
-        .is_ok_and(|status| status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but python3 with aiosmtpd is missing (pip install aiosmtpd)"
-        );
-        eprintln!("SKIPPED: python3 with aiosmtpd is missing (pip install aiosmtpd)");
-    }
-    found
+    python_has("aiosmtpd", "pip install aiosmtpd")
 }
 
 /// A real SMTP server (aiosmtpd) on a free port of 127.0.0.1, keeping what it receives in a
@@ -786,23 +714,16 @@ async fn first_message(mailbox: &Path) -> Option<String> {
     .await
 }
 
-/// An email channel `name` to the SMTP server on `port`, then `extra` (its TLS settings).
-fn email_channel(name: &str, host: &str, port: u16, extra: &str) -> String {
-    format!(
-        r#"
-[[alerts.channels]]
-name = "{name}"
-kind = "email"
-smtp_host = "{host}"
-smtp_port = {port}
-from = "Eventide <alerts@eventide.test>"
-to = ["oncall@example.test"]
-group_wait = "0s"
-group_interval = "1s"
-max_backoff = "1s"
-{extra}
-"#
-    )
+/// An email channel `name` to the SMTP server on `host:port`, with the `tls` settings.
+fn email_channel(name: &str, host: &str, port: u16, tls: &[(&str, &str)]) -> Value {
+    let mut channel = json!({"name": name, "kind": "email", "smtp_host": host, "smtp_port": port,
+                             "from": "Eventide <alerts@eventide.test>",
+                             "to": ["oncall@example.test"], "group_wait": "0s",
+                             "group_interval": "1s", "max_backoff": "1s"});
+    for (key, value) in tls {
+        channel[*key] = json!(value);
+    }
+    channel
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -812,23 +733,10 @@ async fn email_reaches_a_real_smtp_server() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (_smtp, port, mailbox) = smtp_server(dir.path(), "mailbox", &[]).await;
-    let (_received, addr) = receiver().await;
-    let file = alerts_file(
-        dir.path(),
-        addr,
-        &format!(
-            r#"{}
-[[alerts.rules]]
-name = "mail-me"
-type = "never-sent"
-window = "1s"
-condition = "absent"
-channels = ["mail"]
-"#,
-            email_channel("mail", "127.0.0.1", port, "tls = \"none\"")
-        ),
-    );
-    let _server = start(&dir, &file).await;
+    let mail = email_channel("mail", "127.0.0.1", port, &[("tls", "none")]);
+    let mail_me = json!({"name": "mail-me", "type": "never-sent", "window": "1s",
+                         "condition": "absent", "channels": ["mail"]});
+    let _started = start_with(&dir, |_| channels(&[mail]) + &rules(&[mail_me])).await;
     let message = first_message(&mailbox)
         .await
         .expect("a message in the mailbox");
@@ -864,43 +772,21 @@ async fn email_over_starttls_and_implicit_tls_trusts_the_ca_file() {
         &["--smtpscert", cert, "--smtpskey", key],
     )
     .await;
-    let trusted = format!("ca_file = {cert:?}");
-    let (_received, addr) = receiver().await;
-    let file = alerts_file(
-        dir.path(),
-        addr,
-        &format!(
-            r#"{}{}{}
-[[alerts.rules]]
-name = "mail-me-securely"
-type = "never-sent"
-window = "1s"
-condition = "absent"
-channels = ["starttls", "smtps", "untrusted"]
-"#,
-            email_channel(
-                "starttls",
-                "localhost",
-                starttls_port,
-                &format!("tls = \"starttls\"\n{trusted}")
-            ),
-            email_channel(
-                "smtps",
-                "localhost",
-                smtps_port,
-                &format!("tls = \"tls\"\n{trusted}")
-            ),
-            email_channel(
-                "untrusted",
-                "localhost",
-                starttls_port,
-                "tls = \"starttls\""
-            ),
+    // The certificate's name is localhost.
+    let mail = [
+        (
+            "starttls",
+            starttls_port,
+            [("tls", "starttls"), ("ca_file", cert)].as_slice(),
         ),
-    );
-    let (status, _, stderr) = run_binary(&["alerts", "check", file.to_str().unwrap()]).await;
-    assert!(status.success(), "{stderr}");
-    let server = start(&dir, &file).await;
+        ("smtps", smtps_port, &[("tls", "tls"), ("ca_file", cert)]),
+        ("untrusted", starttls_port, &[("tls", "starttls")]),
+    ]
+    .map(|(name, port, tls)| email_channel(name, "localhost", port, tls));
+    let mail_me = json!({"name": "mail-me-securely", "type": "never-sent", "window": "1s",
+                         "condition": "absent", "channels": ["starttls", "smtps", "untrusted"]});
+    let (_received, server) = start_with(&dir, |_| channels(&mail) + &rules(&[mail_me])).await;
+    assert_alerts_check_passes(dir.path()).await;
     for mailbox in [&starttls_box, &smtps_box] {
         let message = first_message(mailbox)
             .await
@@ -925,26 +811,16 @@ channels = ["starttls", "smtps", "untrusted"]
     assert_eq!(received, 1, "only the trusted channel's message arrived");
 
     // A ca_file that cannot be read, or with tls = "none", is refused by alerts check.
-    let bad = dir.path().join("bad.toml");
-    for (extra, want) in [
+    for (tls, want) in [
         (
-            "tls = \"tls\"\nca_file = \"/nonexistent.pem\"",
+            [("tls", "tls"), ("ca_file", "/nonexistent.pem")],
             "cannot read",
         ),
-        (trusted.as_str(), "ca_file"),
+        ([("tls", "none"), ("ca_file", cert)], "ca_file"),
     ] {
-        let extra = if want == "ca_file" {
-            format!("tls = \"none\"\n{extra}")
-        } else {
-            extra.to_owned()
-        };
-        std::fs::write(
-            &bad,
-            format!("[alerts]\n{}", email_channel("m", "localhost", 25, &extra)),
-        )
-        .unwrap();
-        let (status, _, stderr) = run_binary(&["alerts", "check", bad.to_str().unwrap()]).await;
-        assert_eq!(status.code(), Some(1), "{stderr}");
+        let channel = email_channel("m", "localhost", 25, &tls);
+        let text = format!("[alerts]\n{}", channels(&[channel]));
+        let (_, stderr) = assert_alerts_check_refuses(dir.path(), &text).await;
         assert!(stderr.contains(want), "{stderr}");
     }
 }
@@ -974,16 +850,14 @@ async fn wait_for_rule(received: &Received, path: &str, rule: &str, count: usize
     statuses_of(received, path, rule)
 }
 
-/// An alerts file routing the service's own rules to the webhook `hook`.
-fn health_to_hook(dir: &Path, receiver: SocketAddr) -> PathBuf {
-    alerts_file(dir, receiver, "\n[alerts.health]\nchannels = [\"hook\"]\n")
-}
+/// What an alerts file adds to route the service's own rules to the webhook `hook`.
+const HEALTH_TO_HOOK: &str = "\n[alerts.health]\nchannels = [\"hook\"]\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_retention_run_is_notified_and_resolved_by_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let (received, addr) = receiver().await;
-    let file = health_to_hook(dir.path(), addr);
+    let file = alerts_file(dir.path(), addr, HEALTH_TO_HOOK);
     let server = TestServer::start(
         &dir.path().join("data"),
         &[
@@ -1044,14 +918,12 @@ async fn a_failed_retention_run_is_notified_and_resolved_by_the_next_one() {
 /// rule fires, and it resolves once Redis is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_not_ready_for_30_s_is_notified_and_resolved() {
-    let Some(backends) = Backends::new("alerts_ready").await else {
+    let Some(cluster) = Cluster::new("alerts_ready", HEALTH_TO_HOOK).await else {
         return;
     };
-    let proxy = common::redis::Proxy::start(&backends.redis).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (received, addr) = receiver().await;
-    let file = health_to_hook(dir.path(), addr);
-    let mut args = backends.args(&file);
+    let received = &cluster.received;
+    let proxy = common::redis::Proxy::start(&cluster.redis).await;
+    let mut args = cluster.args();
     args[1] = &proxy.url;
     let server = TestServer::start_temp(&args).await;
     const RULE: &str = "eventide-not-ready";
@@ -1064,7 +936,7 @@ async fn a_node_not_ready_for_30_s_is_notified_and_resolved() {
     .await
     .expect("not ready with Redis cut off");
     let firing = poll_until(Duration::from_secs(60), || async {
-        (!statuses_of(&received, "/hook", RULE).is_empty()).then_some(cut_at.elapsed())
+        (!statuses_of(received, "/hook", RULE).is_empty()).then_some(cut_at.elapsed())
     })
     .await
     .unwrap_or_else(|| panic!("no notice of {RULE}:\n{}", server.logs()));
@@ -1072,30 +944,45 @@ async fn a_node_not_ready_for_30_s_is_notified_and_resolved() {
         firing >= Duration::from_secs(30),
         "fired only after 30 s not ready: {firing:?}"
     );
-    assert_eq!(statuses_of(&received, "/hook", RULE), ["firing"]);
+    assert_eq!(statuses_of(received, "/hook", RULE), ["firing"]);
     proxy.set_up(true);
     assert_eq!(
-        wait_for_rule(&received, "/hook", RULE, 2).await,
+        wait_for_rule(received, "/hook", RULE, 2).await,
         ["firing", "resolved"]
     );
 }
 
-/// A PostgreSQL schema and Redis keys of a test's own, for the nodes of a cluster.
-struct Backends {
+/// A PostgreSQL schema and Redis keys of a test's own, for the nodes of a cluster, with a
+/// directory of its own for their alerts file, whose `hook` channel goes to `received`.
+struct Cluster {
     schema: common::postgres::TestSchema,
     redis: common::redis::TestRedis,
+    received: Received,
+    file: PathBuf,
+    /// Holds the alerts file until the test ends.
+    _dir: tempfile::TempDir,
 }
 
-impl Backends {
-    /// `None` (the test skipped) without PostgreSQL or Redis, except under CI=true.
-    async fn new(label: &str) -> Option<Backends> {
+impl Cluster {
+    /// With `extra` in the alerts file; `None` (the test skipped) without PostgreSQL or Redis,
+    /// except under CI=true.
+    async fn new(label: &str, extra: &str) -> Option<Cluster> {
         let schema = common::postgres::TestSchema::new(label).await?;
         let redis = common::redis::TestRedis::new(label)?;
-        Some(Backends { schema, redis })
+        let dir = tempfile::tempdir().unwrap();
+        let (received, addr) = receiver().await;
+        let file = alerts_file(dir.path(), addr, extra);
+        Some(Cluster {
+            schema,
+            redis,
+            received,
+            file,
+            _dir: dir,
+        })
     }
 
-    /// The arguments of a node on them, with the alerts file `file`.
-    fn args<'a>(&'a self, file: &'a Path) -> [&'a str; 10] {
+    /// The arguments of a node on them, with the alerts file.
+    fn args(&self) -> [&str; 10] {
         [
             "--queue",
             &self.redis.url,
@@ -1106,20 +993,18 @@ impl Backends {
             "--postgres-schema",
             &self.schema.name,
             "--alerts-config",
-            file.to_str().unwrap(),
+            self.file.to_str().unwrap(),
         ]
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_added_are_notified() {
-    let Some(backends) = Backends::new("alerts_dead").await else {
+    let Some(cluster) = Cluster::new("alerts_dead", HEALTH_TO_HOOK).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (received, addr) = receiver().await;
-    let file = health_to_hook(dir.path(), addr);
-    let server = TestServer::start_temp(&backends.args(&file)).await;
+    let received = &cluster.received;
+    let server = TestServer::start_temp(&cluster.args()).await;
     const RULE: &str = "eventide-dead-letters";
     // The rule counts dead letters added between evaluations: after the first one.
     poll_until(Duration::from_secs(10), || async {
@@ -1129,18 +1014,18 @@ async fn dead_letters_added_are_notified() {
     })
     .await
     .expect("the health rules are evaluated");
-    assert!(statuses_of(&received, "/hook", RULE).is_empty());
+    assert!(statuses_of(received, "/hook", RULE).is_empty());
     // An entry without an event payload, as a broken producer might write it: the worker
     // sets it aside as a dead letter.
     let _: String = ::redis::cmd("XADD")
-        .arg(&backends.redis.keys.stream)
+        .arg(&cluster.redis.keys.stream)
         .arg("*")
         .arg("junk")
         .arg("not an event")
-        .query(&mut backends.redis.connection())
+        .query(&mut cluster.redis.connection())
         .unwrap();
     assert_eq!(
-        wait_for_rule(&received, "/hook", RULE, 2).await,
+        wait_for_rule(received, "/hook", RULE, 2).await,
         ["firing", "resolved"]
     );
     let firing = received
@@ -1159,24 +1044,13 @@ async fn dead_letters_added_are_notified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_cluster_one_leader_notifies_and_another_takes_over_without_repeating() {
-    let Some(backends) = Backends::new("alerts").await else {
+    let cluster_quiet = json!({"name": "cluster-quiet", "type": "cluster-beat", "window": "1s",
+                               "condition": "absent", "channels": ["hook"]});
+    let Some(cluster) = Cluster::new("alerts", &rules(&[cluster_quiet])).await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (received, addr) = receiver().await;
-    let file = alerts_file(
-        dir.path(),
-        addr,
-        r#"
-[[alerts.rules]]
-name = "cluster-quiet"
-type = "cluster-beat"
-window = "1s"
-condition = "absent"
-channels = ["hook"]
-"#,
-    );
-    let args = backends.args(&file);
+    let received = &cluster.received;
+    let args = cluster.args();
     let mut a = TestServer::start_temp(&args).await;
     let mut b = TestServer::start_temp(&args).await;
     assert_eq!(received.wait_for("/hook", 1).await, ["firing"]);

@@ -26,16 +26,7 @@ async fn client_fed(
     stdin: &[&[u8]],
     pause: Duration,
 ) -> (ExitStatus, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("EVENTIDE_URL", url)
-        .env_remove("EVENTIDE_API_KEY")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_client(url, args, Stdio::piped);
     let mut input = child.stdin.take().unwrap();
     for part in stdin {
         input.write_all(part).await.unwrap();
@@ -51,6 +42,21 @@ async fn client_fed(
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Starts `eventide <args>` against `url`, without an API key from the test's environment:
+/// its stdin piped, its stdout and stderr `output` (piped or discarded).
+fn spawn_client(url: &str, args: &[&str], output: fn() -> Stdio) -> tokio::process::Child {
+    Command::new(BIN)
+        .args(args)
+        .env("EVENTIDE_URL", url)
+        .env_remove("EVENTIDE_API_KEY")
+        .stdin(Stdio::piped())
+        .stdout(output())
+        .stderr(output())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }
 
 fn assert_one_error_line(stderr: &str) {
@@ -211,19 +217,10 @@ async fn send_query_and_export_answer_with_their_exit_codes() {
     let exported = std::fs::read_to_string(&file).unwrap();
     assert_eq!(exported, query_csv);
     let mut reader = csv::Reader::from_reader(exported.as_bytes());
+    let header = "id,seq,timestamp,received_at,type,service,user_id,message,metadata";
     assert_eq!(
         reader.headers().unwrap(),
-        vec![
-            "id",
-            "seq",
-            "timestamp",
-            "received_at",
-            "type",
-            "service",
-            "user_id",
-            "message",
-            "metadata"
-        ]
+        header.split(',').collect::<Vec<_>>()
     );
     let records: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(records.len(), 2_300);
@@ -436,21 +433,15 @@ async fn an_interrupted_import_run_again_stores_each_event_once() {
     std::fs::write(&file, ndjson_file(count)).unwrap();
     let file_arg = file.to_str().unwrap();
 
-    let mut child = Command::new(BIN)
-        .args([
-            "import",
-            file_arg,
-            "--batch-size",
-            "100",
-            "--concurrency",
-            "1",
-        ])
-        .env("EVENTIDE_URL", &api.base)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let args = [
+        "import",
+        file_arg,
+        "--batch-size",
+        "100",
+        "--concurrency",
+        "1",
+    ];
+    let mut child = spawn_client(&api.base, &args, Stdio::null);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let stored = api.total(&[("type", "imported")]).await;
@@ -547,14 +538,7 @@ async fn tail_follows_across_a_restart_without_gap_or_repeat() {
     api.post_all(&[json!({"type": "before", "id": "t-0"})])
         .await;
 
-    let mut tail = Command::new(BIN)
-        .args(["tail", "--json", "--since", "0"])
-        .env("EVENTIDE_URL", &url)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut tail = spawn_client(&url, &["tail", "--json", "--since", "0"], Stdio::piped);
     let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
     assert_eq!(
         next_id(&mut lines).await,
@@ -645,14 +629,7 @@ async fn the_api_key_is_sent_as_a_bearer_token() {
 async fn a_lagging_tail_resumes_without_gap_or_repeat() {
     let server = TestServer::start_temp(&["--stream-buffer", "100"]).await;
     let api = server.api();
-    let mut tail = Command::new(BIN)
-        .args(["tail", "--json"])
-        .env("EVENTIDE_URL", &api.base)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut tail = spawn_client(&api.base, &["tail", "--json"], Stdio::piped);
     let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
     // Connected once the first event comes through.
     let mut first = String::new();
@@ -677,17 +654,10 @@ async fn a_lagging_tail_resumes_without_gap_or_repeat() {
     }
     let mut seen = Vec::new();
     while seen.len() < total {
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .expect("a line within 30 s")
-            .unwrap()
-            .expect("tail still running");
-        let event: Value = serde_json::from_str(&line).unwrap();
-        let id = event["id"].as_str().unwrap();
-        if id.starts_with("probe-") {
-            continue;
+        let id = next_id(&mut lines).await;
+        if !id.starts_with("probe-") {
+            seen.push(id);
         }
-        seen.push(id.to_owned());
     }
     let expected: Vec<String> = (0..total).map(|i| format!("l-{i}")).collect();
     assert!(seen == expected, "every event once, in order");

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{poll_until, run_binary, TestServer, BIN};
+use common::{output_within, poll_until, run_binary, TestServer, BIN};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -49,18 +49,14 @@ fn available(program: &str, args: &[&str]) -> bool {
 
 /// `eventide health ARGS` with only `env` set besides PATH: (exit code, stdout, stderr).
 async fn health(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let output = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .arg("health")
         .args(args)
         .env_clear()
         .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), output)
-        .await
-        .expect("eventide health ended within 30 s")
-        .expect("eventide health ran");
+        .stdin(Stdio::null());
+    let output = output_within(&mut command, Duration::from_secs(30), "eventide health").await;
     (
         output.status.code().expect("an exit code, not a signal"),
         String::from_utf8_lossy(&output.stdout).into_owned(),

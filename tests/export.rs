@@ -50,6 +50,18 @@ async fn export(api: &Api, query: &str) -> (u16, reqwest::header::HeaderMap, Str
     (status, headers, resp.text().await.unwrap())
 }
 
+/// `export`, asserting a `200` of `content_type` as an attachment named `filename`: the body.
+async fn export_file(api: &Api, query: &str, content_type: &str, filename: &str) -> String {
+    let (status, headers, text) = export(api, query).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(headers["content-type"], content_type);
+    assert_eq!(
+        headers["content-disposition"],
+        format!("attachment; filename=\"{filename}\"")
+    );
+    text
+}
+
 fn ndjson_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|line| serde_json::from_str(line).unwrap())
@@ -72,25 +84,13 @@ async fn export_equals_an_ascending_walk_as_ndjson_and_csv() {
 
     let walk = walk_asc(&api, &[]).await;
     assert_eq!(walk.len(), 2_500);
-    let (status, headers, text) = export(&api, "").await;
-    assert_eq!(status, 200, "{text}");
-    assert_eq!(headers["content-type"], "application/x-ndjson");
-    assert_eq!(
-        headers["content-disposition"],
-        "attachment; filename=\"events.ndjson\""
-    );
+    let text = export_file(&api, "", "application/x-ndjson", "events.ndjson").await;
     let exported = ndjson_lines(&text);
     assert_eq!(exported, walk);
     assert_ordered(&exported, false);
 
     // CSV: the fixed header, then one record per event, read back by the csv crate.
-    let (status, headers, text) = export(&api, "format=csv").await;
-    assert_eq!(status, 200, "{text}");
-    assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
-    assert_eq!(
-        headers["content-disposition"],
-        "attachment; filename=\"events.csv\""
-    );
+    let text = export_file(&api, "format=csv", "text/csv; charset=utf-8", "events.csv").await;
     assert!(
         text.starts_with("id,seq,timestamp,received_at,type,service,user_id,message,metadata\r\n")
     );

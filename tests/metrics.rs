@@ -341,21 +341,15 @@ async fn summary_counts_the_last_day() {
     let server = TestServer::start_temp(&[]).await;
     let api = server.api();
     let now = now_ms();
-    let mut events = Vec::new();
-    for i in 0..12 {
-        // Services s0 (12 events), s1 (11) ... s11 (1): a clear top 10.
-        for _ in 0..(12 - i) {
-            events.push(sent(
-                now - 10 * MINUTE,
-                "t",
-                Some(
-                    [
-                        "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11",
-                    ][i],
-                ),
-            ));
-        }
-    }
+    const SERVICES: [&str; 12] = [
+        "s0", "s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8", "s9", "s10", "s11",
+    ];
+    // Services s0 (12 events), s1 (11) ... s11 (1): a clear top 10.
+    let mut events: Vec<Sent> = SERVICES
+        .iter()
+        .enumerate()
+        .flat_map(|(i, service)| (i..12).map(move |_| sent(now - 10 * MINUTE, "t", Some(service))))
+        .collect();
     events.push(sent(now - 5 * HOUR, "old", None));
     events.push(sent(now - 2 * DAY, "older", Some("s0")));
     post(&api, &events).await;

@@ -57,7 +57,8 @@ async fn keyed_server(extra_args: &[&str]) -> Keyed {
 /// Runs the driver with the exporter configured as the README says; its JSON line, or
 /// a panic with its output when it failed.
 async fn run_driver(server: &TestServer, key: &str, service: &str, args: &[&str]) -> Value {
-    let output = tokio::process::Command::new("python3")
+    let mut command = tokio::process::Command::new("python3");
+    command
         .arg(DRIVER)
         .args(args)
         .env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", server.url("/v1/logs"))
@@ -68,13 +69,8 @@ async fn run_driver(server: &TestServer, key: &str, service: &str, args: &[&str]
         .env("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "gzip")
         // Room for the retries of a rate-limited export (Retry-After of a second or two).
         .env("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "60")
-        .env("OTEL_SERVICE_NAME", service)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(120), output)
-        .await
-        .expect("the driver ends within 2 minutes")
-        .expect("python3 runs");
+        .env("OTEL_SERVICE_NAME", service);
+    let output = output_within(&mut command, Duration::from_secs(120), "the driver").await;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -3,6 +3,9 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// History entries a store keeps; older ones are deleted as new ones come.
+pub const HISTORY_KEPT: i64 = 10_000;
+
 /// One entry of `GET /alerts/history`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({

@@ -88,6 +88,23 @@ pub enum StreamRefusals {
     Unavailable(#[ref_response] Unavailable),
 }
 
+/// What the SDK endpoints (Segment's, PostHog's) may refuse a body with besides a `400`: too
+/// slow to arrive, too large, of a type they do not read; the ingest limits; the queue
+/// unavailable.
+#[derive(IntoResponses)]
+pub enum SdkRefusals {
+    #[response(status = 408, description = "`request_timeout`")]
+    RequestTimeout(ErrorBody),
+    #[response(status = 413, description = "`payload_too_large`")]
+    PayloadTooLarge(ErrorBody),
+    #[response(status = 415, description = "`unsupported_media_type`")]
+    UnsupportedMediaType(ErrorBody),
+    #[response(status = 429)]
+    TooManyRequests(#[ref_response] TooManyRequests),
+    #[response(status = 503)]
+    Unavailable(#[ref_response] Unavailable),
+}
+
 /// A `400` of `POST /events`: `no_valid_events` (with every event's error), `malformed_json`
 /// (with `line` and `column`) or `invalid_body` (e.g. a gzip body that does not decompress).
 pub struct IngestBadRequest;

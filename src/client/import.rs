@@ -433,7 +433,7 @@ fn read_file(
     sender: &mpsc::Sender<Batch>,
     tally: &Tally,
 ) -> Outcome {
-    let cannot = |err: std::io::Error| Failure::Usage(format!("cannot read {name}: {err}"));
+    let cannot = |err: std::io::Error| cannot_read(name, err);
     // Stdin cannot be read twice: it is held in memory.
     let stdin = if name == "-" {
         let mut bytes = Vec::new();
@@ -450,21 +450,54 @@ fn read_file(
         &mut hasher,
     )
     .map_err(cannot)?;
-    let prefix = id_prefix(&hasher.finalize());
     let reader = open(name, stdin.as_deref(), Some(tally)).map_err(cannot)?;
     let file: Arc<str> = Arc::from(name);
-    let mut batches = Batcher {
-        file: file.clone(),
-        batch: Batch::new(&file),
-        batch_size,
-        sender,
+    let mut reading = Reading {
+        name,
+        prefix: id_prefix(&hasher.finalize()),
+        batches: Batcher {
+            file: file.clone(),
+            batch: Batch::new(&file),
+            batch_size,
+            sender,
+        },
+        tally,
     };
     match format_of(name, format) {
-        Format::Ndjson => read_ndjson(reader, &prefix, &mut batches, tally, name)?,
-        Format::Json => read_json(reader, &prefix, &mut batches, tally, name)?,
-        Format::Csv => read_csv(reader, &prefix, &mut batches, tally, name)?,
+        Format::Ndjson => read_ndjson(reader, &mut reading)?,
+        Format::Json => read_json(reader, &mut reading)?,
+        Format::Csv => read_csv(reader, &mut reading)?,
     }
-    batches.flush()
+    reading.batches.flush()
+}
+
+/// The failure of reading the file `name`.
+fn cannot_read(name: &str, err: impl std::fmt::Display) -> Failure {
+    Failure::Usage(format!("cannot read {name}: {err}"))
+}
+
+/// A file being read: where its events go, and what an event refused before sending is
+/// counted in.
+struct Reading<'a> {
+    name: &'a str,
+    /// Of the ids given to events without one (see `id_prefix`).
+    prefix: String,
+    batches: Batcher<'a>,
+    tally: &'a Tally,
+}
+
+impl Reading<'_> {
+    /// The id given to the event at `position` (its line, or its place in a JSON array) when
+    /// it has none: the same on every import of the same content.
+    fn id_at(&self, position: u64) -> String {
+        format!("{}-{position}", self.prefix)
+    }
+
+    /// Counts the event at `line` as refused before sending (not JSON, not an object).
+    fn reject(&self, line: u64, message: &str, text: &[u8]) -> Outcome {
+        let errors = serde_json::json!([{"field": "", "message": message}]);
+        self.tally.reject(self.name, line, errors, text)
+    }
 }
 
 /// The content of a file (or of stdin, held in `stdin`), decompressed if it starts with
@@ -539,13 +572,7 @@ struct IdProbe<'a> {
     id: Option<&'a RawValue>,
 }
 
-fn read_ndjson(
-    mut reader: Box<dyn BufRead + '_>,
-    prefix: &str,
-    batches: &mut Batcher,
-    tally: &Tally,
-    name: &str,
-) -> Outcome {
+fn read_ndjson(mut reader: Box<dyn BufRead + '_>, reading: &mut Reading) -> Outcome {
     let mut line = Vec::with_capacity(4096);
     let mut with_id = Vec::with_capacity(4096);
     let mut number = 0u64;
@@ -553,7 +580,7 @@ fn read_ndjson(
         line.clear();
         let n = reader
             .read_until(b'\n', &mut line)
-            .map_err(|err| Failure::Usage(format!("cannot read {name}: {err}")))?;
+            .map_err(|err| cannot_read(reading.name, err))?;
         if n == 0 {
             return Ok(());
         }
@@ -563,40 +590,30 @@ fn read_ndjson(
             continue;
         }
         match serde_json::from_slice::<IdProbe>(text) {
-            Ok(IdProbe { id: Some(_) }) => batches.push(number, text)?,
+            Ok(IdProbe { id: Some(_) }) => reading.batches.push(number, text)?,
             Ok(IdProbe { id: None }) if text.starts_with(b"{") => {
                 with_id.clear();
-                with_id.extend_from_slice(format!("{{\"id\":\"{prefix}-{number}\"").as_bytes());
+                let id = reading.id_at(number);
+                with_id.extend_from_slice(format!("{{\"id\":\"{id}\"").as_bytes());
                 let rest = &text[1..];
                 if !rest.trim_ascii_start().starts_with(b"}") {
                     with_id.push(b',');
                 }
                 with_id.extend_from_slice(rest);
-                batches.push(number, &with_id)?;
+                reading.batches.push(number, &with_id)?;
             }
-            Ok(_) => local_reject(tally, name, number, "an event must be a JSON object", text)?,
-            Err(err) => local_reject(tally, name, number, &format!("malformed JSON: {err}"), text)?,
+            Ok(_) => reading.reject(number, "an event must be a JSON object", text)?,
+            Err(err) => reading.reject(number, &format!("malformed JSON: {err}"), text)?,
         }
     }
 }
 
-/// A line refused before sending (not JSON, not an object).
-fn local_reject(tally: &Tally, name: &str, line: u64, message: &str, text: &[u8]) -> Outcome {
-    let errors = serde_json::json!([{"field": "", "message": message}]);
-    tally.reject(name, line, errors, text)
-}
-
-fn read_json(
-    mut reader: Box<dyn BufRead + '_>,
-    prefix: &str,
-    batches: &mut Batcher,
-    tally: &Tally,
-    name: &str,
-) -> Outcome {
+fn read_json(mut reader: Box<dyn BufRead + '_>, reading: &mut Reading) -> Outcome {
+    let name = reading.name;
     let mut text = Vec::new();
     reader
         .read_to_end(&mut text)
-        .map_err(|err| Failure::Usage(format!("cannot read {name}: {err}")))?;
+        .map_err(|err| cannot_read(name, err))?;
     let events = match serde_json::from_slice::<Value>(&text) {
         Ok(Value::Array(events)) => events,
         Ok(event) => vec![event],
@@ -610,13 +627,13 @@ fn read_json(
         match &mut event {
             Value::Object(fields) => {
                 if !fields.contains_key("id") {
-                    fields.insert("id".into(), Value::String(format!("{prefix}-{number}")));
+                    fields.insert("id".into(), Value::String(reading.id_at(number)));
                 }
-                batches.push(number, &serde_json::to_vec(&event).expect("JSON"))?;
+                reading
+                    .batches
+                    .push(number, &serde_json::to_vec(&event).expect("JSON"))?;
             }
-            other => local_reject(
-                tally,
-                name,
+            other => reading.reject(
                 number,
                 "an event must be a JSON object",
                 other.to_string().as_bytes(),
@@ -643,13 +660,8 @@ const CSV_FIELDS: &[&str] = &[
     "message",
 ];
 
-fn read_csv(
-    reader: Box<dyn BufRead + '_>,
-    prefix: &str,
-    batches: &mut Batcher,
-    tally: &Tally,
-    name: &str,
-) -> Outcome {
+fn read_csv(reader: Box<dyn BufRead + '_>, reading: &mut Reading) -> Outcome {
+    let name = reading.name;
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -665,9 +677,9 @@ fn read_csv(
             Err(err) => {
                 let line = err.position().map_or(0, |position| position.line());
                 if matches!(err.kind(), csv::ErrorKind::Io(_)) {
-                    return Err(Failure::Usage(format!("cannot read {name}: {err}")));
+                    return Err(cannot_read(name, err));
                 }
-                local_reject(tally, name, line, &format!("malformed CSV: {err}"), b"")?;
+                reading.reject(line, &format!("malformed CSV: {err}"), b"")?;
                 continue;
             }
         };
@@ -678,13 +690,15 @@ fn read_csv(
         match csv_event(&headers, &record) {
             Ok(mut event) => {
                 if !event.contains_key("id") {
-                    event.insert("id".into(), Value::String(format!("{prefix}-{line}")));
+                    event.insert("id".into(), Value::String(reading.id_at(line)));
                 }
-                batches.push(line, &serde_json::to_vec(&event).expect("JSON"))?;
+                reading
+                    .batches
+                    .push(line, &serde_json::to_vec(&event).expect("JSON"))?;
             }
             Err(message) => {
                 let fields: Vec<&str> = record.iter().collect();
-                local_reject(tally, name, line, &message, fields.join(",").as_bytes())?
+                reading.reject(line, &message, fields.join(",").as_bytes())?
             }
         }
     }

@@ -424,13 +424,33 @@ pub fn python_has(modules: &str, install: &str) -> bool {
         .status()
         .is_ok_and(|status| status.success());
     if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but python3 cannot import {modules} ({install})"
-        );
-        eprintln!("SKIPPED: python3 cannot import {modules} ({install})");
+        skip_outside_ci(&format!("python3 cannot import {modules} ({install})"));
     }
     found
+}
+
+/// Says that a test skips because `missing` (what it needs and how to install it); under
+/// CI=true, where everything is installed, fails instead.
+pub fn skip_outside_ci(missing: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true but {missing}"
+    );
+    eprintln!("SKIPPED: {missing}");
+}
+
+/// Runs `command` to its end, killed past `limit`: its output (stdout and stderr captured).
+/// `what` names it in the panic when it does not end in time or cannot run.
+pub async fn output_within(
+    command: &mut Command,
+    limit: Duration,
+    what: &str,
+) -> std::process::Output {
+    let output = command.kill_on_drop(true).output();
+    tokio::time::timeout(limit, output)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not end within {limit:?}"))
+        .unwrap_or_else(|e| panic!("{what} did not run: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -697,23 +717,12 @@ impl Drop for TestServer {
 /// Runs the binary with `args` (no `serve` added) and returns (exit status, stdout, stderr);
 /// the process is killed if it runs longer than 20 s.
 pub async fn run_binary(args: &[&str]) -> (ExitStatus, String, String) {
-    let child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {BIN}: {e}"));
-    let out = tokio::time::timeout(EXIT_TIMEOUT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "`eventide {}` did not exit within {EXIT_TIMEOUT:?}",
-                args.join(" ")
-            )
-        })
-        .expect("wait for eventide");
+    let out = output_within(
+        Command::new(BIN).args(args).stdin(Stdio::null()),
+        EXIT_TIMEOUT,
+        &format!("`eventide {}`", args.join(" ")),
+    )
+    .await;
     (
         out.status,
         strip_ansi(&String::from_utf8_lossy(&out.stdout)),
@@ -1037,31 +1046,15 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// Formats epoch milliseconds as the server must: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+/// Formats epoch milliseconds as the server must: `YYYY-MM-DDTHH:MM:SS.mmmZ`; written by the
+/// `time` crate, independently of the service's own formatting.
 pub fn fmt_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let milli = ms.rem_euclid(1000);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{milli:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or_else(|e| panic!("{ms} ms: {e}"));
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    at.format(format).unwrap()
 }
 
 /// Parses exactly `YYYY-MM-DDTHH:MM:SS.mmmZ` into epoch milliseconds.

@@ -8,8 +8,8 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::super::error::{ApiError, ErrorBody};
-use super::super::refusals::{IngestBadRequest, TooManyRequests, Unavailable};
+use super::super::error::ApiError;
+use super::super::refusals::{IngestBadRequest, SdkRefusals};
 use super::super::schema::IngestAnswer;
 use super::super::state::AppState;
 use crate::event::sdk::posthog;
@@ -47,11 +47,7 @@ pub struct PostHogAnswer {
         (status = 200, description = "The valid events are durable", body = PostHogAnswer),
         (status = 400, description = "The body is not JSON (or base64 JSON), or no event is \
             valid (`no_valid_events`)", body = IngestBadRequest),
-        (status = 408, description = "`request_timeout`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 429, response = TooManyRequests),
-        (status = 503, response = Unavailable),
+        SdkRefusals,
     )
 )]
 pub async fn capture(

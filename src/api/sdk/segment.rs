@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::super::error::{ApiError, ErrorBody};
-use super::super::refusals::{IngestBadRequest, TooManyRequests, Unavailable};
+use super::super::refusals::{IngestBadRequest, SdkRefusals};
 use super::super::schema::IngestAnswer;
 use super::super::state::AppState;
 use crate::event::sdk::segment;
@@ -64,11 +64,7 @@ pub enum Call {
         (status = 400, description = "The body is not JSON, is over 32 KB, or the call is \
             invalid (`no_valid_events`)", body = IngestBadRequest),
         (status = 404, description = "`not_found`: not a call Segment has", body = ErrorBody),
-        (status = 408, description = "`request_timeout`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 429, response = TooManyRequests),
-        (status = 503, response = Unavailable),
+        SdkRefusals,
     )
 )]
 pub async fn call(
@@ -93,11 +89,7 @@ pub async fn call(
         (status = 200, description = "The valid calls are durable", body = SegmentAnswer),
         (status = 400, description = "The body is not JSON, is over 500 KB or 2,500 calls, \
             or no call is valid (`no_valid_events`)", body = IngestBadRequest),
-        (status = 408, description = "`request_timeout`", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`", body = ErrorBody),
-        (status = 429, response = TooManyRequests),
-        (status = 503, response = Unavailable),
+        SdkRefusals,
     )
 )]
 pub async fn batch(State(state): State<AppState>, request: Request) -> Response {

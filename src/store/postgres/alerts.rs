@@ -8,6 +8,7 @@ use anyhow::Result;
 
 use super::pool::{Connection, Pool, Target};
 use super::LockKey;
+use crate::alerts::history::HISTORY_KEPT;
 
 /// The connection that holds, or tries for, the alerting leader's lock.
 #[derive(Default)]
@@ -46,9 +47,6 @@ impl Leadership {
         Ok(*leading)
     }
 }
-
-/// History entries kept; older ones are deleted as new ones come.
-const HISTORY_KEPT: i64 = 10_000;
 
 /// Migration: the alerting tables.
 pub(super) const ALERTS_TABLES: &str = "CREATE TABLE alert_records (

@@ -5,8 +5,7 @@
 use anyhow::Result;
 use rusqlite::{params, Connection};
 
-/// History entries kept; older ones are deleted as new ones come.
-const HISTORY_KEPT: i64 = 10_000;
+use crate::alerts::history::HISTORY_KEPT;
 
 /// Migration: the alerting tables.
 pub(super) const ALERTS_TABLES: &str = "CREATE TABLE alert_records (
