@@ -5,11 +5,13 @@
 //! keep-alive client ([`testkit::http`]), [`subscriber`] reads `/stream` as many
 //! subscribers at once, [`scenarios`], [`stream`], [`retention`] and [`backfill`] define
 //! what is measured ([`cluster`]: a cluster of processes over Redis and PostgreSQL;
-//! [`client`]: the command-line client's import and export),
+//! [`client`]: the command-line client's import and export; [`ceiling`]: the bare HTTP
+//! and JSON rate every report is compared with),
 //! [`server`] starts and stops the server, [`key`] holds the run's API key, [`stats`]
 //! computes percentiles and [`report`] prints the figures.
 
 mod backfill;
+mod ceiling;
 mod client;
 mod cluster;
 mod gen;
@@ -40,6 +42,16 @@ use server::{ScratchDir, ServerCommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Started by a scenario as the ceiling's server, not to measure.
+    if let Some(served) = ceiling::serve_if_asked() {
+        return match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let args = BenchArgs::parse();
     let runtime = tokio::runtime::Runtime::new().expect("starting the async runtime");
     match runtime.block_on(run(args)) {
@@ -54,6 +66,9 @@ fn main() -> ExitCode {
 /// Which scenario(s) to run.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
+    /// Only the ceiling (measured first in every run): a bare axum handler that parses the
+    /// JSON and answers 202, one event per POST from --connections connections.
+    Ceiling,
     /// One event per POST from many connections (plus null-store and client-id runs).
     Single,
     /// 1,000-event POSTs from a few connections (plus a null-store run).
@@ -229,9 +244,15 @@ async fn run(args: BenchArgs) -> Result<()> {
         ],
         one => vec![one],
     };
+    let seconds = |default: u64| Duration::from_secs(args.duration.unwrap_or(default));
+    // Measured once, first, in the same run as the figures it is compared with.
+    let ceiling_duration = seconds(10);
+    let ceiling_rate = ceiling::measure(&context, ceiling_duration).await?;
     for scenario in chosen {
-        let seconds = |default: u64| Duration::from_secs(args.duration.unwrap_or(default));
-        let report = match scenario {
+        let mut report = match scenario {
+            Scenario::Ceiling => {
+                ceiling::report(ceiling_rate, context.connections, ceiling_duration)
+            }
             Scenario::Single => scenarios::single(&context, seconds(10)).await?,
             Scenario::Batch => scenarios::batch(&context, seconds(10)).await?,
             Scenario::Sdk => scenarios::sdk(&context, seconds(10)).await?,
@@ -246,6 +267,9 @@ async fn run(args: BenchArgs) -> Result<()> {
             Scenario::Cluster => cluster::cluster(&context, seconds(20)).await?,
             Scenario::All => unreachable!("expanded above"),
         };
+        if scenario != Scenario::Ceiling {
+            ceiling::compare(&mut report, ceiling_rate);
+        }
         report.print(args.json)?;
     }
     Ok(())

@@ -58,6 +58,13 @@ impl Report {
         self.push_ms(&format!("{prefix}max_ms"), summary.max_ms);
     }
 
+    /// The figures pushed so far, in order (the scenario's name first).
+    pub fn figures(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.fields
+            .iter()
+            .map(|(name, value)| (name.as_str(), value))
+    }
+
     pub fn print(&self, json: bool) -> Result<()> {
         if json {
             println!("{}", serde_json::to_string(self)?);

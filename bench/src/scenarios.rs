@@ -33,7 +33,7 @@ const QUERY_CONNECTIONS: usize = 16;
 /// Events per page in the query mix.
 const QUERY_LIMIT: u32 = 50;
 /// Distinct single-event bodies; patched slots vary the rest.
-const SINGLE_TEMPLATES: usize = 64;
+pub(super) const SINGLE_TEMPLATES: usize = 64;
 /// Distinct batch bodies (~380 KB each at 1,000 events).
 pub(super) const BATCH_TEMPLATES: usize = 4;
 /// Bound on preloading a data set, including 429 back-off.
