@@ -285,6 +285,37 @@ async fn json_and_protobuf_bodies_are_answered_in_kind_with_partial_success() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_sent_again_is_stored_once() {
+    let keyed = keyed_server(&[]).await;
+    let api = keyed.server.with_key(&keyed.ingest_key);
+    let now = now_ms();
+    // Alike but for the time each was observed: two log lines.
+    let records = json!([
+        {"observedTimeUnixNano": nanos(now - 2), "body": {"stringValue": "retry me"}},
+        {"observedTimeUnixNano": nanos(now - 1), "body": {"stringValue": "retry me"}},
+    ]);
+    let request = json_request("resent-svc", records);
+    let (status, _, answer) = post_protobuf(&api, request.clone(), false).await;
+    assert_eq!(
+        (status, answer),
+        (200, ExportLogsServiceResponse::default())
+    );
+    // The exporter lost the answer and sends the same records again, here as JSON.
+    let body = request.to_string().into_bytes();
+    let (status, _, answer) = post_logs(&api, "application/json", body, false).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer, json!({}), "a duplicate is no rejected record");
+    events_of(&keyed.reader, "resent-svc", 2).await;
+    // Read again: everything acknowledged before it is indexed by then.
+    let events = keyed.reader.walk(&[("service", "resent-svc")], 1_000).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let ids: Vec<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert!(ids.iter().all(|id| id.starts_with("otlp-")), "{ids:?}");
+    assert_ne!(ids[0], ids[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_right_key_otlp_is_refused() {
     let keyed = keyed_server(&[]).await;
     let body = json_request("nobody", json!([{"body": {"stringValue": "x"}}]))

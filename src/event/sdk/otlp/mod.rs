@@ -8,7 +8,8 @@
 //! `metadata.body`; `timestamp` = `time_unix_nano`, else `observed_time_unix_nano` (0 is
 //! absent), to the millisecond; `metadata` = `severity_number`, `severity_text`,
 //! `attributes`, `resource` (the resource's attributes), `scope` (`name`, `version`,
-//! `attributes`), `trace_id` and `span_id` in hex, each only when present.
+//! `attributes`), `trace_id` and `span_id` in hex, each only when present; `id` = `otlp-`
+//! and a hash of the record with its resource and scope (see [`record_id`]).
 
 mod json;
 
@@ -97,6 +98,7 @@ fn event(
         .or_else(|| string_attribute(&record.attributes, "event.name"))
         .unwrap_or(LOG_TYPE);
     out.insert("type".to_owned(), kind.into());
+    out.insert("id".to_owned(), record_id(resource, scope, record).into());
     // Proto3 cannot tell an empty string from none.
     if let Some(service) =
         string_attribute(resource_attributes, "service.name").filter(|name| !name.is_empty())
@@ -165,6 +167,31 @@ fn event(
         out.insert("metadata".to_owned(), metadata.into());
     }
     Value::Object(out).to_string()
+}
+
+/// A record's id, made from everything it holds: OTLP records carry no id, and an
+/// exporter that lost an answer sends the same records again, which must be stored once.
+/// Two records alike in every field (body, attributes, both timestamps to the nanosecond,
+/// resource and scope) are taken as one; the SDKs stamp `observed_time_unix_nano` at each
+/// emit, so distinct log lines differ there at least. The same record hashes alike whether
+/// it came as protobuf or as JSON: both are hashed in protobuf.
+pub fn record_id(
+    resource: Option<&Resource>,
+    scope: Option<&InstrumentationScope>,
+    record: &LogRecord,
+) -> String {
+    let parts = [
+        record.encode_to_vec(),
+        resource.map(Message::encode_to_vec).unwrap_or_default(),
+        scope.map(Message::encode_to_vec).unwrap_or_default(),
+    ];
+    let mut bytes = Vec::with_capacity(parts.iter().map(|part| part.len() + 10).sum());
+    // Each after its length, so that no two different triples make the same bytes.
+    for part in parts {
+        prost::encoding::encode_varint(part.len() as u64, &mut bytes);
+        bytes.extend_from_slice(&part);
+    }
+    format!("otlp-{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes))
 }
 
 /// The body as text, and whether it had to be cut to fit in a message: then its last
