@@ -117,10 +117,7 @@ pub fn decode_payload(seq: u64, payload: &[u8]) -> Option<StoredEvent> {
             Some(None)
         }
     };
-    let service = optional(HAS_SERVICE)?;
-    let user_id = optional(HAS_USER_ID)?;
-    let message = optional(HAS_MESSAGE)?;
-    let metadata = optional(HAS_METADATA)?;
+    // The optional fields are read in the order they were written: the literal's order.
     Some(StoredEvent {
         seq,
         id,
@@ -128,10 +125,10 @@ pub fn decode_payload(seq: u64, payload: &[u8]) -> Option<StoredEvent> {
         kind,
         timestamp_ms,
         received_at_ms,
-        service,
-        user_id,
-        message,
-        metadata,
+        service: optional(HAS_SERVICE)?,
+        user_id: optional(HAS_USER_ID)?,
+        message: optional(HAS_MESSAGE)?,
+        metadata: optional(HAS_METADATA)?,
     })
 }
 

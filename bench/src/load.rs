@@ -134,6 +134,22 @@ impl LoadOutcome {
         }
     }
 
+    /// Records an answer the caller does not expect (a `503` also counted as such) or a
+    /// failure to get one; true after a failure, when the connection must not be reused.
+    fn record_unexpected(&mut self, what: &str, answer: Result<Response<'_>, String>) -> bool {
+        match answer {
+            Ok(response) => {
+                self.unavailable_503 += u64::from(response.status == 503);
+                self.record_error(describe_refusal(what, &response));
+                false
+            }
+            Err(failure) => {
+                self.record_error(failure);
+                true
+            }
+        }
+    }
+
     pub fn merge(&mut self, other: LoadOutcome) {
         self.acknowledged_events += other.acknowledged_events;
         self.acknowledged_requests += other.acknowledged_requests;
@@ -286,14 +302,10 @@ async fn connection_loop(shared: &SharedLoad, connection_index: u64) -> LoadOutc
                     }
                     tokio::time::sleep(wait).await;
                 }
-                Ok(response) => {
-                    outcome.unavailable_503 += u64::from(response.status == 503);
-                    outcome.record_error(describe_refusal("POST /events", &response));
-                    break;
-                }
-                Err(failure) => {
-                    outcome.record_error(failure);
-                    connection = None;
+                unexpected => {
+                    if outcome.record_unexpected("POST /events", unexpected) {
+                        connection = None;
+                    }
                     break;
                 }
             }
@@ -437,13 +449,10 @@ impl Prober {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
-                Ok(response) => {
-                    errors.record_error(describe_refusal("GET /events/{id}", &response));
-                    break;
-                }
-                Err(failure) => {
-                    errors.record_error(failure);
-                    connection = None;
+                unexpected => {
+                    if errors.record_unexpected("GET /events/{id}", unexpected) {
+                        connection = None;
+                    }
                     break;
                 }
             }

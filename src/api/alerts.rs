@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use super::params::{known_pairs, parse_count};
+use super::params::{known_pairs, parse_count, DEFAULT_LIMIT, MAX_LIMIT};
 use super::refusals::{NotFound, ReadRefusals};
 use super::state::AppState;
 use crate::alerts::history::HistoryEntry;
@@ -26,8 +26,6 @@ use crate::event::timefmt::parse_rfc3339_ms;
 
 /// The most a rule or silence body may be.
 const MAX_BODY_BYTES: usize = 64 * 1024;
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1_000;
 
 /// Every rule's alert, by rule name.
 #[derive(Serialize, ToSchema)]

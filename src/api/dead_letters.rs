@@ -10,13 +10,13 @@ use serde::Serialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
-use super::params::{known_pairs, parse_count};
+use super::params::{known_pairs, parse_count, DEFAULT_LIMIT};
 use super::refusals::ReadRefusals;
 use super::state::AppState;
 use crate::queue::redis::DeadLetter;
 use crate::queue::IngestError;
 
-const DEFAULT_LIMIT: usize = 100;
+/// The largest `limit` of both operations (the default is the API's page size).
 const MAX_LIMIT: usize = 10_000;
 
 /// The dead letters, oldest first.

@@ -35,7 +35,9 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     }
 }
 
+/// A page's size unless `limit` (or `page_size`) says otherwise, for every list the API pages.
 pub const DEFAULT_LIMIT: usize = 100;
+/// The largest `limit` (or `page_size`) of events and of the alert history.
 pub const MAX_LIMIT: usize = 1_000;
 
 #[derive(Debug)]

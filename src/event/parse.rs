@@ -1148,6 +1148,15 @@ mod tests {
         }
     }
 
+    /// Runs `(value, expected)` rows, each on an event of type `a` whose member `field` is
+    /// `value` (JSON text), naming the failing row.
+    fn check_field(field: &str, rows: &[(&str, EventResult)]) {
+        for (value, want) in rows {
+            let json = format!(r#"{{"type":"a","{field}":{value}}}"#);
+            assert_eq!(&ev(&json), want, "{json}");
+        }
+    }
+
     fn with<F: FnOnce(&mut NewEvent)>(kind: &str, f: F) -> EventResult {
         let mut e = event(kind);
         f(&mut e);
@@ -1356,78 +1365,42 @@ mod tests {
         let bad_rfc = "must be an RFC 3339 date-time with offset, e.g. 2024-01-15T10:30:00Z";
         let wrong_type = "must be an RFC 3339 string or a number of epoch seconds or milliseconds";
         let future = "is more than 24 h in the future";
-        check(&[
-            (r#"{"type":"a"}"#, Ok(event("a"))),
-            (r#"{"type":"a","timestamp":null}"#, Ok(event("a"))),
-            (
-                r#"{"type":"a","timestamp":"2024-01-15T10:30:00Z"}"#,
-                at(1_705_314_600_000),
-            ),
-            (
-                r#"{"type":"a","timestamp":"2024-01-15T10:30:00.123456+02:00"}"#,
-                at(1_705_307_400_123),
-            ),
-            (
-                r#"{"type":"a","timestamp":1700000000}"#,
-                at(1_700_000_000_000),
-            ),
-            (
-                r#"{"type":"a","timestamp":1600000000.5}"#,
-                at(1_600_000_000_500),
-            ),
-            (
-                r#"{"type":"a","timestamp":1600000000123}"#,
-                at(1_600_000_000_123),
-            ),
-            (
-                r#"{"type":"a","timestamp":1600000000123.9}"#,
-                at(1_600_000_000_123),
-            ),
-            (r#"{"type":"a","timestamp":0}"#, at(0)),
-            (r#"{"type":"a","timestamp":1e3}"#, at(1_000_000)),
-            (
-                &obj(&[
-                    ("type", json!("a")),
-                    ("timestamp", json!(NOW + MAX_FUTURE_MS)),
-                ]),
-                at(NOW + MAX_FUTURE_MS),
-            ),
-            (
-                &obj(&[
-                    ("type", json!("a")),
-                    ("timestamp", json!(NOW + MAX_FUTURE_MS + 1)),
-                ]),
-                fail("timestamp", future),
-            ),
-            (
-                r#"{"type":"a","timestamp":1717286401}"#,
-                fail("timestamp", future),
-            ),
-            (
-                r#"{"type":"a","timestamp":"2024-06-02T00:00:00.001Z"}"#,
-                fail("timestamp", future),
-            ),
-            (
-                r#"{"type":"a","timestamp":-1e12}"#,
-                fail("timestamp", "must not be before the year 0000"),
-            ),
-            (
-                r#"{"type":"a","timestamp":1e300}"#,
-                fail("timestamp", "must not be beyond the year 9999"),
-            ),
-            (
-                r#"{"type":"a","timestamp":true}"#,
-                fail("timestamp", wrong_type),
-            ),
-            (
-                r#"{"type":"a","timestamp":{}}"#,
-                fail("timestamp", wrong_type),
-            ),
-            (
-                r#"{"type":"a","timestamp":[1]}"#,
-                fail("timestamp", wrong_type),
-            ),
-        ]);
+        assert_eq!(ev(r#"{"type":"a"}"#), Ok(event("a")));
+        check_field(
+            "timestamp",
+            &[
+                ("null", Ok(event("a"))),
+                (r#""2024-01-15T10:30:00Z""#, at(1_705_314_600_000)),
+                (
+                    r#""2024-01-15T10:30:00.123456+02:00""#,
+                    at(1_705_307_400_123),
+                ),
+                ("1700000000", at(1_700_000_000_000)),
+                ("1600000000.5", at(1_600_000_000_500)),
+                ("1600000000123", at(1_600_000_000_123)),
+                ("1600000000123.9", at(1_600_000_000_123)),
+                ("0", at(0)),
+                ("1e3", at(1_000_000)),
+                (&(NOW + MAX_FUTURE_MS).to_string(), at(NOW + MAX_FUTURE_MS)),
+                (
+                    &(NOW + MAX_FUTURE_MS + 1).to_string(),
+                    fail("timestamp", future),
+                ),
+                ("1717286401", fail("timestamp", future)),
+                (r#""2024-06-02T00:00:00.001Z""#, fail("timestamp", future)),
+                (
+                    "-1e12",
+                    fail("timestamp", "must not be before the year 0000"),
+                ),
+                (
+                    "1e300",
+                    fail("timestamp", "must not be beyond the year 9999"),
+                ),
+                ("true", fail("timestamp", wrong_type)),
+                ("{}", fail("timestamp", wrong_type)),
+                ("[1]", fail("timestamp", wrong_type)),
+            ],
+        );
         for text in [
             "2024-01-15T10:30:00",
             "2024-01-15",
@@ -1544,52 +1517,33 @@ mod tests {
     #[test]
     fn numeric_user_ids_are_kept_as_their_decimal_text() {
         let user = |u: &str| with("a", |e| e.user_id = Some(u.to_owned()));
-        check(&[
-            (r#"{"type":"a","user_id":42}"#, user("42")),
-            (r#"{"type":"a","userId":0}"#, user("0")),
-            (r#"{"type":"a","userId":-7}"#, user("-7")),
-            (
-                r#"{"type":"a","user_id":9007199254740993}"#,
-                user("9007199254740993"),
-            ),
-            (
-                r#"{"type":"a","user_id":18446744073709551615}"#,
-                user("18446744073709551615"),
-            ),
-            (
-                r#"{"type":"a","user_id":-9223372036854775808}"#,
-                user("-9223372036854775808"),
-            ),
-            (
-                r#"{"type":"a","user_id":18446744073709551616}"#,
-                fail("user_id", INEXACT_USER_ID),
-            ),
-            (
-                r#"{"type":"a","user_id":4.5}"#,
-                fail("user_id", INEXACT_USER_ID),
-            ),
-            (
-                r#"{"type":"a","userId":1.0}"#,
-                fail("userId", INEXACT_USER_ID),
-            ),
-            (
-                r#"{"type":"a","user_id":1e3}"#,
-                fail("user_id", INEXACT_USER_ID),
-            ),
-            (
-                r#"{"type":"a","user_id":[1]}"#,
-                fail("user_id", NOT_A_USER_ID),
-            ),
-            (
-                r#"{"type":"a","user_id":{}}"#,
-                fail("user_id", NOT_A_USER_ID),
-            ),
-            // A number and a string of one alias pair still conflict.
-            (
-                r#"{"type":"a","user_id":1,"userId":"1"}"#,
-                fail("userId", "conflicts with \"user_id\""),
-            ),
-        ]);
+        check_field(
+            "user_id",
+            &[
+                ("42", user("42")),
+                ("9007199254740993", user("9007199254740993")),
+                ("18446744073709551615", user("18446744073709551615")),
+                ("-9223372036854775808", user("-9223372036854775808")),
+                ("18446744073709551616", fail("user_id", INEXACT_USER_ID)),
+                ("4.5", fail("user_id", INEXACT_USER_ID)),
+                ("1e3", fail("user_id", INEXACT_USER_ID)),
+                ("[1]", fail("user_id", NOT_A_USER_ID)),
+                ("{}", fail("user_id", NOT_A_USER_ID)),
+            ],
+        );
+        check_field(
+            "userId",
+            &[
+                ("0", user("0")),
+                ("-7", user("-7")),
+                ("1.0", fail("userId", INEXACT_USER_ID)),
+            ],
+        );
+        // A number and a string of one alias pair still conflict.
+        assert_eq!(
+            ev(r#"{"type":"a","user_id":1,"userId":"1"}"#),
+            fail("userId", "conflicts with \"user_id\"")
+        );
     }
 
     #[test]
@@ -1988,28 +1942,30 @@ mod tests {
     #[test]
     fn json_body_shapes() {
         let j = BodyFormat::Json;
-        assert_eq!(
-            body(br#"{"type":"a"}"#, j),
-            Ok(vec![item(0, Ok(event("a")))])
-        );
-        assert_eq!(
-            body(b"\xEF\xBB\xBF \r\n\t{\"type\":\"a\"}\n\n", j),
-            Ok(vec![item(0, Ok(event("a")))])
-        );
-        assert_eq!(
-            body(b"\xEF\xBB\xBF[{\"type\":\"a\"}]", j),
-            Ok(vec![item(0, Ok(event("a")))])
-        );
+        // One event, alone or in an array, with a BOM and white space around.
+        for text in [
+            &br#"{"type":"a"}"#[..],
+            b"\xEF\xBB\xBF \r\n\t{\"type\":\"a\"}\n\n",
+            b"\xEF\xBB\xBF[{\"type\":\"a\"}]",
+        ] {
+            let text_lossy = String::from_utf8_lossy(text);
+            assert_eq!(
+                body(text, j),
+                Ok(vec![item(0, Ok(event("a")))]),
+                "{text_lossy}"
+            );
+        }
         assert_eq!(body(b"[]", j), Ok(vec![]));
         assert_eq!(body(b" [ ] ", j), Ok(vec![]));
-        assert_eq!(
-            body(b"\"x\"", j),
-            Ok(vec![item(0, fail("", "event must be a JSON object"))])
-        );
-        assert_eq!(
-            body(b"[[]]", j),
-            Ok(vec![item(0, fail("", "event must be a JSON object"))])
-        );
+        for text in [&b"\"x\""[..], b"[[]]"] {
+            let not_an_object = fail("", "event must be a JSON object");
+            let text_lossy = String::from_utf8_lossy(text);
+            assert_eq!(
+                body(text, j),
+                Ok(vec![item(0, not_an_object)]),
+                "{text_lossy}"
+            );
+        }
     }
 
     fn malformed_at(text: &[u8]) -> (usize, usize, String) {

@@ -81,27 +81,11 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for MembersInOrder<'a> {
     }
 }
 
-/// A key, borrowed from the text when it has no escapes.
-pub(super) struct BorrowedKey<'a>(pub Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for BorrowedKey<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = BorrowedKey<'de>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Self::Value, E> {
-                Ok(BorrowedKey(Cow::Borrowed(key)))
-            }
-            fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
-                Ok(BorrowedKey(Cow::Owned(key.to_owned())))
-            }
-        }
-        d.deserialize_str(Visit)
-    }
-}
+/// A key, borrowed from the text when it has no escapes (serde's `Cow` borrows only when told
+/// to: without `borrow` it always copies).
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+pub(super) struct BorrowedKey<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
 /// A JSON object's text, written member by member from values that are JSON text already.
 pub struct ObjectText {
@@ -206,5 +190,25 @@ pub(crate) mod testing {
             "type": event.kind, "user_id": event.user_id, "id": event.id,
             "timestamp": event.timestamp_ms, "service": event.service, "metadata": metadata,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_borrowed_unless_they_hold_escapes() {
+        let members = Members::of(
+            serde_json::from_str(r#"{"plain":1,"esc\u0061ped":2}"#).unwrap(),
+            "the body",
+        )
+        .unwrap();
+        let keys: Vec<_> = members.0.iter().map(|(key, _)| key).collect();
+        assert!(matches!(keys[0], Cow::Borrowed("plain")), "{keys:?}");
+        assert!(
+            matches!(keys[1], Cow::Owned(key) if key == "escaped"),
+            "{keys:?}"
+        );
     }
 }
