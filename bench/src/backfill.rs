@@ -51,12 +51,12 @@ pub async fn backfill(context: &BenchContext) -> Result<Report> {
     let keep_all = context.server.with_args(&["--retention", "0"]);
     let events = context.backfill_events;
     let year = context
-        .with_server_using("backfill-year", &keep_all, false, |server| {
+        .with_server("backfill-year", &keep_all, false, |server| {
             import_year(server.addr, events)
         })
         .await?;
     let days = context
-        .with_server_using("backfill-days", &keep_all, false, |server| {
+        .with_server("backfill-days", &keep_all, false, |server| {
             post_days(server.addr)
         })
         .await?;

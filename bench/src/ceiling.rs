@@ -93,7 +93,7 @@ pub async fn measure(context: &BenchContext, duration: Duration) -> Result<f64> 
     );
     let connections = context.connections;
     let measured = context
-        .with_server_using("ceiling", &command, false, |server| async move {
+        .with_server("ceiling", &command, false, |server| async move {
             Ok(run_post_load(PostLoad {
                 addr: server.addr,
                 connections,

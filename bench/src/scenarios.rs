@@ -80,24 +80,9 @@ pub(super) struct Measured<T> {
 }
 
 impl BenchContext {
-    /// Starts a fresh server for `label`, runs `work` against it, reads its peak RSS, and
-    /// stops it, also when `work` failed.
+    /// Starts a fresh server for `label` with `command`, runs `work` against it, reads its
+    /// peak RSS, and stops it, also when `work` failed.
     pub(super) async fn with_server<T, F, Fut>(
-        &self,
-        label: &str,
-        null_store: bool,
-        work: F,
-    ) -> Result<Measured<T>>
-    where
-        F: FnOnce(SocketAddr) -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        self.with_server_using(label, &self.server, null_store, |server| work(server.addr))
-            .await
-    }
-
-    /// [`with_server`](Self::with_server) with the server started by `command`.
-    pub(super) async fn with_server_using<T, F, Fut>(
         &self,
         label: &str,
         command: &ServerCommand,
@@ -142,7 +127,8 @@ impl BenchContext {
         duration: Duration,
     ) -> Result<Measured<LoadOutcome>> {
         let measured = self
-            .with_server(label, null_store, |addr| async move {
+            .with_server(label, &self.server, null_store, |server| async move {
+                let addr = server.addr;
                 let ids = Arc::new(IdSource::new(&mut Rng::from_clock(0)));
                 Ok(run_post_load(PostLoad {
                     addr,
@@ -423,7 +409,8 @@ async fn sustained_variant(
     duration: Duration,
 ) -> Result<Measured<SustainedRun>> {
     let measured = context
-        .with_server(label, false, |addr| async move {
+        .with_server(label, &context.server, false, |server| async move {
+            let addr = server.addr;
             let prober = Prober::new(addr);
             let start = Instant::now();
             let deadline = start + duration;
@@ -598,7 +585,8 @@ struct QueryRun {
 pub async fn query(context: &BenchContext, duration: Duration) -> Result<Report> {
     let total_events = context.query_events;
     let mut measured = context
-        .with_server("query", false, |addr| async move {
+        .with_server("query", &context.server, false, |server| async move {
+            let addr = server.addr;
             let preloaded = preload(addr, "query", total_events, EventShape::default()).await?;
             progress(&format!("query: querying for {} s", duration.as_secs()));
             let queries = run_query_mix(addr, duration).await;
@@ -701,7 +689,8 @@ pub async fn metrics(context: &BenchContext, duration: Duration) -> Result<Repor
         ..EventShape::default()
     };
     let mut measured = context
-        .with_server("metrics", false, |addr| async move {
+        .with_server("metrics", &context.server, false, |server| async move {
+            let addr = server.addr;
             let preloaded = preload(addr, "metrics", total_events, shape).await?;
             let window_24h_total = fetch_u64_field(addr, "/metrics?window=24h", "total").await?;
             progress(&format!(

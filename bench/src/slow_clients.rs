@@ -57,7 +57,8 @@ pub async fn slow_clients(context: &BenchContext, duration: Duration) -> Result<
     let connections = context.connections;
     let hostile = Arc::new(Hostile::default());
     let measured = context
-        .with_server("slow-clients", false, |addr| {
+        .with_server("slow-clients", &context.server, false, |server| {
+            let addr = server.addr;
             let hostile = hostile.clone();
             async move {
                 let load = |label: &'static str| {

@@ -306,7 +306,7 @@ impl Phase {
     ) -> Result<Measured<PhaseRun>> {
         let label = self.label;
         let measured = context
-            .with_server_using(label, command, false, |server| self.run_on(server))
+            .with_server(label, command, false, |server| self.run_on(server))
             .await?;
         let run = &measured.value;
         let cores = |cores: Option<f64>| cores.map_or("?".to_owned(), |c| format!("{c:.2}"));
