@@ -265,11 +265,42 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The events of `request`, without their ids (content hashes, checked apart).
     fn mapped(request: &ExportLogsServiceRequest) -> Vec<Value> {
         events(request)
             .into_iter()
-            .map(|text| serde_json::from_str(&text).unwrap())
+            .map(|text| {
+                let mut event: Value = serde_json::from_str(&text).unwrap();
+                let id = event.as_object_mut().unwrap().remove("id").unwrap();
+                assert!(id.as_str().unwrap().starts_with("otlp-"), "{id}");
+                event
+            })
             .collect()
+    }
+
+    #[test]
+    fn a_record_is_named_by_everything_it_holds() {
+        let id = |record: Value, service: &str| {
+            let body = json!({"resourceLogs": [{
+                "resource": {"attributes": [
+                    {"key": "service.name", "value": {"stringValue": service}}]},
+                "scopeLogs": [{"logRecords": [record]}]}]});
+            let request = request(body.to_string().as_bytes(), Encoding::Json).unwrap();
+            let resource_logs = &request.resource_logs[0];
+            let scope_logs = &resource_logs.scope_logs[0];
+            record_id(
+                resource_logs.resource.as_ref(),
+                scope_logs.scope.as_ref(),
+                &scope_logs.log_records[0],
+            )
+        };
+        let line = json!({"observedTimeUnixNano": "1000", "body": {"stringValue": "x"}});
+        let first = id(line.clone(), "a");
+        assert_eq!(first.len(), "otlp-".len() + 32, "{first}");
+        assert_eq!(id(line.clone(), "a"), first, "the same record, the same id");
+        assert_ne!(id(line, "b"), first, "another resource");
+        let later = json!({"observedTimeUnixNano": "1001", "body": {"stringValue": "x"}});
+        assert_ne!(id(later, "a"), first, "observed a nanosecond later");
     }
 
     /// The example of OTLP's specification (opentelemetry-proto's `examples/logs.json`):
