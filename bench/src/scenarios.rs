@@ -110,6 +110,13 @@ impl BenchContext {
             // Data sets reach gigabytes; do not let them pile up across variants.
             let _ = std::fs::remove_dir_all(&data_dir);
         }
+        // The variant's writes still in the page cache would otherwise be flushed during
+        // the next one, which would pay for them.
+        tokio::task::spawn_blocking(|| {
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() }
+        })
+        .await?;
         Ok(Measured {
             value: result.with_context(|| format!("running {label}"))?,
             peak_rss_mb: peak_rss_mb?,
