@@ -276,6 +276,7 @@ async fn embedded(config: &ServeConfig, shared: &Shared) -> Result<Assembled> {
     });
     let indexer = Indexer::new(
         &queue,
+        shared.store.clone(),
         shared.health.register(
             "indexer",
             "the indexer cannot read the durable log",

@@ -584,6 +584,15 @@ async fn keeps_events_and_position_across_reopen(store: TestStore) {
     assert_eq!(store.indexed_seq().await.unwrap(), 10);
     assert_eq!(store.count(EventFilter::default()).await.unwrap(), 10);
     assert_eq!(store.event_count().await.unwrap(), 10);
+    // What the indexer asks before deleting log segments (SQLite reopened with fsync: its
+    // files flushed), with its WAL in use and after more writes.
+    store.make_durable().await.unwrap();
+    store
+        .append_batch(Arc::new(vec![event(11, "client-11", "odd", 1_100)]), 11)
+        .await
+        .unwrap();
+    store.make_durable().await.unwrap();
+    assert_eq!(store.event_count().await.unwrap(), 11);
 }
 
 /// Rows in each level of the user index of the store in `dir`.

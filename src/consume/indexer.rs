@@ -16,6 +16,7 @@ use crate::event::StoredEvent;
 use crate::health::Component;
 use crate::queue::log::segments::{self, LogReader};
 use crate::queue::log::{LogQueue, Progress};
+use crate::store::Store;
 
 /// Most events per store transaction. The indexer takes whatever is committed up to this:
 /// a few events at a time when traffic is light, full batches under load. Measured in the
@@ -30,6 +31,8 @@ pub struct Indexer {
     /// `None` only while a read runs on the blocking pool.
     reader: Option<LogReader>,
     dir: PathBuf,
+    /// Made durable before the segments behind what it holds are deleted.
+    store: Arc<dyn Store>,
     progress: Arc<Progress>,
     /// The last seq read from the log (ahead of the index while a batch is being stored).
     read_through: u64,
@@ -39,19 +42,42 @@ pub struct Indexer {
 }
 
 impl Indexer {
-    /// Reads `queue`'s log from where the store's index stands; `health` hears of the log
-    /// being unreadable.
-    pub fn new(queue: &LogQueue, health: Arc<Component>, stop: watch::Receiver<bool>) -> Indexer {
+    /// Reads `queue`'s log from where the store's index stands, into `store`; `health`
+    /// hears of the log being unreadable.
+    pub fn new(
+        queue: &LogQueue,
+        store: Arc<dyn Store>,
+        health: Arc<Component>,
+        stop: watch::Receiver<bool>,
+    ) -> Indexer {
         let progress = queue.progress().clone();
         Indexer {
             reader: Some(LogReader::new(queue.dir(), progress.indexed() + 1)),
             dir: queue.dir().to_owned(),
+            store,
             read_through: progress.indexed(),
             last_cleanup_seq: progress.indexed(),
             progress,
             outage: Outage::new("reading the durable log", Some(health)),
             stop,
         }
+    }
+}
+
+impl Indexer {
+    /// Deletes the log segments whose every event is indexed, once the store has made them
+    /// durable: the segment may be their only copy that survives a power loss.
+    async fn delete_indexed_segments(&self, through: u64) -> anyhow::Result<()> {
+        let dir = self.dir.clone();
+        let indexed =
+            tokio::task::spawn_blocking(move || segments::indexed_segments(&dir, through))
+                .await??;
+        if indexed.is_empty() {
+            return Ok(());
+        }
+        self.store.make_durable().await?;
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || segments::delete_segments(&dir, &indexed)).await?
     }
 }
 
@@ -130,11 +156,7 @@ impl Source for Indexer {
         if through - self.last_cleanup_seq >= CLEANUP_EVERY || through == self.progress.committed()
         {
             self.last_cleanup_seq = through;
-            let dir = self.dir.clone();
-            let cleanup = tokio::task::spawn_blocking(move || {
-                segments::delete_indexed_segments(&dir, through)
-            });
-            if let Ok(Err(err)) = cleanup.await {
+            if let Err(err) = self.delete_indexed_segments(through).await {
                 tracing::warn!(
                     error = format!("{err:#}"),
                     "deleting indexed log segments failed"

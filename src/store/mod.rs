@@ -211,6 +211,14 @@ pub trait Store: Send + Sync + 'static {
     /// The highest seq recorded by `append_batch` (0 for an empty store).
     async fn indexed_seq(&self) -> anyhow::Result<u64>;
 
+    /// Makes every batch appended so far survive a power loss, when the store was opened to
+    /// promise that: called before the only other copy of those events (the embedded
+    /// queue's log segments) is deleted. Stores whose commits are durable already have
+    /// nothing to do.
+    async fn make_durable(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     async fn query(&self, query: EventQuery) -> anyhow::Result<Vec<StoredEvent>>;
 
     async fn count(&self, filter: EventFilter) -> anyhow::Result<u64>;

@@ -175,18 +175,22 @@ impl LogReader {
     }
 }
 
-/// Deletes segments whose every event is at or below `indexed_seq`.
-pub fn delete_indexed_segments(dir: &Path, indexed_seq: u64) -> Result<usize> {
+/// The segments (by first seq) whose every event is at or below `indexed_seq`.
+pub fn indexed_segments(dir: &Path, indexed_seq: u64) -> Result<Vec<u64>> {
     let segments = list_segments(dir)?;
-    let mut deleted = 0;
-    for pair in segments.windows(2) {
-        let (first_seq, next_first_seq) = (pair[0], pair[1]);
-        if next_first_seq <= indexed_seq + 1 {
-            fs::remove_file(segment_path(dir, first_seq))?;
-            deleted += 1;
-        }
+    Ok(segments
+        .windows(2)
+        .filter(|pair| pair[1] <= indexed_seq + 1)
+        .map(|pair| pair[0])
+        .collect())
+}
+
+/// Deletes the segments that begin at `first_seqs`.
+pub fn delete_segments(dir: &Path, first_seqs: &[u64]) -> Result<()> {
+    for first_seq in first_seqs {
+        fs::remove_file(segment_path(dir, *first_seq))?;
     }
-    Ok(deleted)
+    Ok(())
 }
 
 fn recover(dir: &Path, indexed_seq: u64) -> Result<Recovered> {
@@ -385,8 +389,10 @@ mod tests {
         let events = LogReader::new(dir.path(), 2).read(4, 100).unwrap();
         assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4]);
 
-        assert_eq!(delete_indexed_segments(dir.path(), 1).unwrap(), 0);
-        assert_eq!(delete_indexed_segments(dir.path(), 2).unwrap(), 1);
+        assert!(indexed_segments(dir.path(), 1).unwrap().is_empty());
+        let indexed = indexed_segments(dir.path(), 2).unwrap();
+        assert_eq!(indexed, [1]);
+        delete_segments(dir.path(), &indexed).unwrap();
         assert_eq!(list_segments(dir.path()).unwrap(), [3]);
         let events = LogReader::new(dir.path(), 3).read(4, 100).unwrap();
         assert_eq!(events.len(), 2);
