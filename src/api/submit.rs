@@ -45,15 +45,8 @@ pub fn sent_at_header(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         .to_str()
         .map_err(|_| bad("must be printable ASCII".to_owned()))?
         .trim();
-    sent_at_value(text).map(Some).map_err(bad)
-}
-
-/// A `sentAt` / `sent_at` given as text: RFC 3339, or epoch seconds or milliseconds.
-pub fn sent_at_value(text: &str) -> Result<i64, String> {
-    match text.parse::<f64>() {
-        Ok(number) => timefmt::epoch_number_to_ms(number),
-        Err(_) => timefmt::parse_rfc3339_ms(text),
-    }
+    // Written as the `from`/`to` query parameters are.
+    timefmt::parse_time_param(text).map(Some).map_err(bad)
 }
 
 /// A body refused as a whole, as the API answers it.

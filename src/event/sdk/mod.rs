@@ -25,15 +25,9 @@ impl<'a> Members<'a> {
         if !raw.get().starts_with('{') {
             return Err(not_an_object());
         }
-        let map: Vec<(Cow<'a, str>, &'a RawValue)> =
-            serde_json::from_str::<MembersInOrder<'a>>(raw.get())
-                .map_err(|_| not_an_object())?
-                .0;
-        Ok(Members(
-            map.into_iter()
-                .filter(|(_, value)| value.get() != "null")
-                .collect(),
-        ))
+        let members =
+            serde_json::from_str::<MembersInOrder<'a>>(raw.get()).map_err(|_| not_an_object())?;
+        Ok(Members(members.0))
     }
 
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
@@ -54,7 +48,8 @@ impl<'a> Members<'a> {
     }
 }
 
-/// Deserializes an object's members in document order (serde's maps would sort or hash them).
+/// Deserializes an object's members in document order (serde's maps would sort or hash them),
+/// leaving out the `null` ones.
 struct MembersInOrder<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
 impl<'de: 'a, 'a> serde::Deserialize<'de> for MembersInOrder<'a> {
@@ -72,7 +67,10 @@ impl<'de: 'a, 'a> serde::Deserialize<'de> for MembersInOrder<'a> {
                 let mut members = Vec::with_capacity(8);
                 // Keys borrowed from the text unless they hold escapes: no allocation each.
                 while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
-                    members.push((key.0, map.next_value::<&'de RawValue>()?));
+                    let value = map.next_value::<&'de RawValue>()?;
+                    if value.get() != "null" {
+                        members.push((key.0, value));
+                    }
                 }
                 Ok(MembersInOrder(members))
             }
