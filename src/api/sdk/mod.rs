@@ -152,10 +152,9 @@ impl<K: BodyKind> SdkBody<K> {
         parts: &mut Parts,
         body: axum::body::Body,
     ) -> Result<SdkBody<K>, ApiError> {
-        let basic = basic_user(&parts.headers);
         let presented = auth::presented_key(&parts.headers)
             .map(str::to_owned)
-            .or(basic);
+            .or_else(|| basic_user(&parts.headers));
         let header_key = match presented {
             Some(key) => Some(authenticate(state, parts, Some(&key))?),
             None => None,
