@@ -25,9 +25,12 @@ impl<'a> Members<'a> {
         if !raw.get().starts_with('{') {
             return Err(not_an_object());
         }
-        let members =
-            serde_json::from_str::<MembersInOrder<'a>>(raw.get()).map_err(|_| not_an_object())?;
-        Ok(Members(members.0))
+        Members::read(raw.get()).map_err(|_| not_an_object())
+    }
+
+    /// The members of the JSON object `text`, or why it is not JSON or not an object.
+    pub fn read(text: &'a str) -> serde_json::Result<Members<'a>> {
+        Ok(Members(serde_json::from_str::<MembersInOrder<'a>>(text)?.0))
     }
 
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {

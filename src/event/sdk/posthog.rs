@@ -28,10 +28,10 @@ pub struct Request<'a> {
 
 /// Reads a body (JSON text, already decoded from its transport).
 pub fn request(body: &str) -> Result<Request<'_>, String> {
-    let raw: &RawValue =
-        serde_json::from_str(body).map_err(|err| format!("the body is not JSON: {err}"))?;
-    if raw.get().starts_with('[') {
-        let events = elements(raw, "the body")?;
+    let not_json = |err: serde_json::Error| format!("the body is not JSON: {err}");
+    // Each shape read in one pass over the body.
+    if body.trim_start().starts_with('[') {
+        let events: Vec<&RawValue> = serde_json::from_str(body).map_err(not_json)?;
         let key = events.first().and_then(|first| key_in(first));
         return Ok(Request {
             events,
@@ -39,12 +39,13 @@ pub fn request(body: &str) -> Result<Request<'_>, String> {
             sent_at: None,
         });
     }
-    let top = Members::of(raw, "the body").map_err(|error| error.message)?;
+    let top = Members::read(body).map_err(not_json)?;
     let sent_at = top.get("sent_at");
     let key = KEY_NAMES.iter().find_map(|name| top.string(name));
     let events = match top.get("batch") {
         Some(batch) => elements(batch, "batch")?,
-        None => vec![raw],
+        // One event: the body itself.
+        None => vec![serde_json::from_str(body).map_err(not_json)?],
     };
     let key = key.or_else(|| events.first().and_then(|first| key_in(first)));
     Ok(Request {
