@@ -425,7 +425,10 @@ async fn import_and_export_print_progress_lines_when_not_on_a_terminal() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_import_run_again_stores_each_event_once() {
-    let server = TestServer::start_temp(&[]).await;
+    // Rate-limited so that the import takes seconds (it waits out each 429): the kill then
+    // always lands in the middle, however fast the machine.
+    let server =
+        TestServer::start_temp(&["--ingest-rate-limit", "10000", "--ingest-burst", "10000"]).await;
     let api = server.api();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("events.ndjson.gz");
