@@ -21,8 +21,8 @@ use eventide::store::partitioning::TimeRange;
 use eventide::store::postgres::PostgresStore;
 use eventide::store::sqlite::SqliteStore;
 use eventide::store::{
-    AppendOutcome, EventFilter, EventQuery, Events, Purged, RollupQuery, RollupRow, Store,
-    StoreError, StoreResult,
+    AppendOutcome, EventFilter, EventQuery, Events, Purged, ReplayQuery, RollupQuery, RollupRow,
+    Store, StoreError, StoreResult,
 };
 use tokio::sync::watch;
 
@@ -546,14 +546,9 @@ impl Store for FlakyStore {
         self.check()?;
         self.inner.count(filter).await
     }
-    async fn events_after_seq(
-        &self,
-        filter: EventFilter,
-        after_seq: u64,
-        limit: usize,
-    ) -> anyhow::Result<Vec<StoredEvent>> {
+    async fn events_after_seq(&self, query: ReplayQuery) -> anyhow::Result<Vec<StoredEvent>> {
         self.check()?;
-        self.inner.events_after_seq(filter, after_seq, limit).await
+        self.inner.events_after_seq(query).await
     }
     async fn get(&self, id: &str) -> anyhow::Result<Option<StoredEvent>> {
         self.check()?;

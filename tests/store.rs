@@ -15,8 +15,8 @@ use eventide::store::partitioning::{Span, TimeRange};
 use eventide::store::postgres::PostgresStore;
 use eventide::store::sqlite::{SqliteStore, UserIndexSweep};
 use eventide::store::{
-    floor_to, EventFilter, EventQuery, Order, Position, RollupQuery, RollupRow, Store, StoreError,
-    DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS,
+    floor_to, EventFilter, EventQuery, Order, Position, ReplayQuery, RollupQuery, RollupRow, Store,
+    StoreError, DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS,
 };
 
 /// The store contract: each case (an `async fn(TestStore)` below) runs on SQLite, as
@@ -465,9 +465,14 @@ async fn keeps_rollups_and_counts(store: TestStore) {
 /// A resuming stream reads events after a seq, in seq order, filtered.
 async fn reads_events_after_a_seq(store: TestStore) {
     load_ten(&store).await;
-    let after = |filter: EventFilter, seq, limit| {
+    let after = |filter: EventFilter, after_seq, limit| {
         let store = store.clone();
-        async move { seqs(&store.events_after_seq(filter, seq, limit).await.unwrap()) }
+        let query = ReplayQuery {
+            filter,
+            after_seq,
+            limit,
+        };
+        async move { seqs(&store.events_after_seq(query).await.unwrap()) }
     };
     assert_eq!(after(EventFilter::default(), 6, 100).await, [7, 8, 9, 10]);
     assert_eq!(after(EventFilter::default(), 0, 3).await, [1, 2, 3]);
@@ -713,7 +718,11 @@ async fn assert_holds_exactly(store: &Arc<dyn Store>, kept: &[StoredEvent], gone
     assert_eq!(found, kept_user, "by user");
     assert_eq!(store.count(user).await.unwrap(), kept_user.len() as u64);
     let walked = store
-        .events_after_seq(EventFilter::default(), 0, 1000)
+        .events_after_seq(ReplayQuery {
+            filter: EventFilter::default(),
+            after_seq: 0,
+            limit: 1000,
+        })
         .await
         .unwrap();
     let mut by_seq = kept.to_vec();

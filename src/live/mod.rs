@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 
 use crate::event::StoredEvent;
 use crate::record;
-use crate::store::EventFilter;
+use crate::store::{EventFilter, ReplayQuery};
 use dispatcher::{Command, Registered};
 pub use subscription::{Step, Subscription};
 
@@ -139,17 +139,12 @@ pub enum SubscribeError {
     ShuttingDown,
 }
 
-/// Where a resuming subscriber's past events come from: in `seq` order, after `after_seq`,
-/// matching `filter` (up to its `max_seq`), at most `limit`. A page shorter than `limit`
-/// means nothing more matches up to `max_seq` (or up to what was published when asked).
+/// Where a resuming subscriber's past events come from (see [`ReplayQuery`]). A page
+/// shorter than the query's `limit` means nothing more matches up to its filter's `max_seq`
+/// (or up to what was published when asked).
 #[async_trait::async_trait]
 pub trait Replay: Send + Sync + 'static {
-    async fn events_after(
-        &self,
-        filter: EventFilter,
-        after_seq: u64,
-        limit: usize,
-    ) -> anyhow::Result<Vec<StoredEvent>>;
+    async fn events_after(&self, query: ReplayQuery) -> anyhow::Result<Vec<StoredEvent>>;
 
     /// Waits (at most `timeout`) until every event published through `seq` can be
     /// replayed; `false` if it could not be in time.

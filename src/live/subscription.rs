@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 use super::dispatcher::Registered;
 use super::{Filter, Live, LiveEvent, Slot, SubscribeError};
 use crate::event::StoredEvent;
+use crate::store::ReplayQuery;
 
 /// Stored events read per query while replaying.
 const PAGE: usize = 1000;
@@ -213,14 +214,12 @@ impl Subscription {
     /// The next stored page after `last_seq` (up to `max_seq`); `None` if the store failed,
     /// which ends the stream (the client can resume).
     async fn read_page(&self, max_seq: Option<u64>) -> Option<Vec<StoredEvent>> {
-        let filter = self.filter.store_filter(max_seq);
-        match self
-            .live
-            .shared
-            .replay
-            .events_after(filter, self.last_seq, PAGE)
-            .await
-        {
+        let query = ReplayQuery {
+            filter: self.filter.store_filter(max_seq),
+            after_seq: self.last_seq,
+            limit: PAGE,
+        };
+        match self.live.shared.replay.events_after(query).await {
             Ok(page) => Some(page),
             Err(err) => {
                 tracing::warn!(error = %format!("{err:#}"), after_seq = self.last_seq, "reading stored events for a stream failed; ending it");

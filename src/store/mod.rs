@@ -106,6 +106,15 @@ pub struct EventQuery {
     pub offset: usize,
 }
 
+/// What a resuming stream subscriber replays: events with `seq` above `after_seq` matching
+/// `filter` (up to its `max_seq`), in `seq` order, at most `limit`.
+#[derive(Debug, Clone)]
+pub struct ReplayQuery {
+    pub filter: EventFilter,
+    pub after_seq: u64,
+    pub limit: usize,
+}
+
 /// What `append_batch` did beyond storing: the events it skipped as already stored ids, so
 /// whoever counts what was stored can leave them out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -223,14 +232,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn count(&self, filter: EventFilter) -> anyhow::Result<u64>;
 
-    /// Events with `seq` above `after_seq` matching `filter`, in `seq` order, at most
-    /// `limit`: what a resuming stream subscriber replays.
-    async fn events_after_seq(
-        &self,
-        filter: EventFilter,
-        after_seq: u64,
-        limit: usize,
-    ) -> anyhow::Result<Vec<StoredEvent>>;
+    /// What a resuming stream subscriber replays from the store.
+    async fn events_after_seq(&self, query: ReplayQuery) -> anyhow::Result<Vec<StoredEvent>>;
 
     async fn get(&self, id: &str) -> anyhow::Result<Option<StoredEvent>>;
 

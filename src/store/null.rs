@@ -12,8 +12,8 @@ use async_trait::async_trait;
 
 use super::partitioning::TimeRange;
 use super::{
-    AppendOutcome, EventFilter, EventQuery, Events, Purged, RollupQuery, RollupRow, Store,
-    StoreResult,
+    AppendOutcome, EventFilter, EventQuery, Events, Purged, ReplayQuery, RollupQuery, RollupRow,
+    Store, StoreResult,
 };
 use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
@@ -46,12 +46,7 @@ impl Store for NullStore {
         Ok(0)
     }
 
-    async fn events_after_seq(
-        &self,
-        _filter: EventFilter,
-        _after_seq: u64,
-        _limit: usize,
-    ) -> Result<Vec<StoredEvent>> {
+    async fn events_after_seq(&self, _query: ReplayQuery) -> Result<Vec<StoredEvent>> {
         Ok(Vec::new())
     }
 

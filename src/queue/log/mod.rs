@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::event::StoredEvent;
 use crate::health::Health;
 use crate::live::{Publisher, Replay};
-use crate::store::{EventFilter, Store};
+use crate::store::{ReplayQuery, Store};
 use dedup::RecentIds;
 use segments::LogWriter;
 use writer::{Message, Writer};
@@ -262,13 +262,8 @@ impl Queue for LogQueue {
 /// One writer commits `seq`s in order, so the store holds every event up to what is indexed.
 #[async_trait]
 impl Replay for LogQueue {
-    async fn events_after(
-        &self,
-        filter: EventFilter,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>> {
-        self.store.events_after_seq(filter, after_seq, limit).await
+    async fn events_after(&self, query: ReplayQuery) -> Result<Vec<StoredEvent>> {
+        self.store.events_after_seq(query).await
     }
 
     async fn wait_replayable(&self, seq: u64, timeout: Duration) -> bool {

@@ -47,7 +47,7 @@ use crate::event::StoredEvent;
 use crate::health::Component;
 use crate::live::{Publisher, Replay};
 use crate::record;
-use crate::store::{EventFilter, Store};
+use crate::store::{EventFilter, ReplayQuery, Store};
 
 /// How often an API node measures the workers' backlog (what its 429s go by).
 const BACKLOG_EVERY: Duration = Duration::from_millis(500);
@@ -197,12 +197,12 @@ impl Queue for RedisQueue {
 /// and from the store below the stream's first entry, where everything is stored.
 #[async_trait]
 impl Replay for RedisQueue {
-    async fn events_after(
-        &self,
-        filter: EventFilter,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>> {
+    async fn events_after(&self, query: ReplayQuery) -> Result<Vec<StoredEvent>> {
+        let ReplayQuery {
+            filter,
+            after_seq,
+            limit,
+        } = query;
         let max_seq = filter.max_seq.unwrap_or(u64::MAX);
         let stored_through = match self.stream.first_seq().await? {
             Some(first) => first - 1,
@@ -213,11 +213,15 @@ impl Replay for RedisQueue {
         let mut after = after_seq;
         if after < stored_through {
             let through = stored_through.min(max_seq);
-            let below = EventFilter {
-                max_seq: Some(through),
-                ..filter.clone()
+            let below = ReplayQuery {
+                filter: EventFilter {
+                    max_seq: Some(through),
+                    ..filter.clone()
+                },
+                after_seq: after,
+                limit,
             };
-            events = self.store.events_after_seq(below, after, limit).await?;
+            events = self.store.events_after_seq(below).await?;
             if events.len() == limit || through == max_seq {
                 return Ok(events);
             }

@@ -28,8 +28,8 @@ use tokio_postgres::{Config, Row};
 
 use super::partitioning::{Layout, TimeRange};
 use super::{
-    AppendOutcome, EventFilter, EventQuery, Events, Purged, RollupQuery, RollupRow, Store,
-    StoreResult, HOUR_MS,
+    AppendOutcome, EventFilter, EventQuery, Events, Purged, ReplayQuery, RollupQuery, RollupRow,
+    Store, StoreResult, HOUR_MS,
 };
 use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
@@ -183,17 +183,12 @@ impl Store for PostgresStore {
         Ok(rows[0].try_get::<_, i64>(0)? as u64)
     }
 
-    async fn events_after_seq(
-        &self,
-        filter: EventFilter,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>> {
+    async fn events_after_seq(&self, query: ReplayQuery) -> Result<Vec<StoredEvent>> {
         let mut sql = Sql::new(&format!("SELECT {COLUMNS} FROM events WHERE seq > "));
-        let after_seq = sql.param(to_i64(after_seq));
+        let after_seq = sql.param(to_i64(query.after_seq));
         sql.push(&after_seq);
-        push_conditions(&mut sql, &filter, None);
-        let limit = sql.param(to_i64(limit));
+        push_conditions(&mut sql, &query.filter, None);
+        let limit = sql.param(to_i64(query.limit));
         sql.push(&format!(" ORDER BY seq LIMIT {limit}"));
         self.read_events(sql).await
     }

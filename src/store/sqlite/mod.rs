@@ -29,8 +29,8 @@ use rusqlite::Connection;
 
 use super::partitioning::TimeRange;
 use super::{
-    AppendOutcome, EventFilter, EventQuery, Events, Purged, RollupQuery, RollupRow, Store,
-    StoreResult,
+    AppendOutcome, EventFilter, EventQuery, Events, Purged, ReplayQuery, RollupQuery, RollupRow,
+    Store, StoreResult,
 };
 use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
@@ -230,13 +230,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn events_after_seq(
-        &self,
-        filter: EventFilter,
-        after_seq: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredEvent>> {
-        self.read(move |connection| reads::events_after_seq(connection, &filter, after_seq, limit))
+    async fn events_after_seq(&self, query: ReplayQuery) -> Result<Vec<StoredEvent>> {
+        self.read(move |connection| reads::events_after_seq(connection, &query))
             .await
     }
 

@@ -14,7 +14,9 @@ use super::query::{
 use super::user_index;
 use crate::event::StoredEvent;
 use crate::store::partitioning::TimeRange;
-use crate::store::{EventFilter, EventQuery, Order, Position, RollupQuery, RollupRow, HOUR_MS};
+use crate::store::{
+    EventFilter, EventQuery, Order, Position, ReplayQuery, RollupQuery, RollupRow, HOUR_MS,
+};
 
 /// A counter of the `progress` table: `indexed_seq` or `event_count`.
 pub(super) fn progress(connection: &Connection, name: &str) -> Result<u64> {
@@ -65,22 +67,21 @@ pub(super) fn count(connection: &Connection, filter: &EventFilter) -> Result<u64
 
 pub(super) fn events_after_seq(
     connection: &Connection,
-    filter: &EventFilter,
-    after_seq: u64,
-    limit: usize,
+    query: &ReplayQuery,
 ) -> Result<Vec<StoredEvent>> {
     // By seq (the rowid) in each partition, then merged: seqs interleave across partitions
     // when events arrive out of time order. User ids are matched on the table, not
     // through the user index, since the walk is in seq order anyway.
+    let filter = &query.filter;
     let partitions = partitions::list(connection, filter.from_ms, filter.to_ms, Order::Asc)?;
     let mut sql = format!("SELECT {COLUMNS} FROM {{events}} WHERE seq > ?");
-    let mut params = vec![Value::Integer(after_seq as i64)];
+    let mut params = vec![Value::Integer(query.after_seq as i64)];
     push_conditions(&mut sql, &mut params, filter, None, &PLAIN);
     sql.push_str(" ORDER BY seq LIMIT ?");
-    params.push(sql_count(limit));
+    params.push(sql_count(query.limit));
     let mut events = each_partition(connection, &partitions, &sql, &params, event_from_row)?;
     events.sort_unstable_by_key(|event| event.seq);
-    events.truncate(limit);
+    events.truncate(query.limit);
     Ok(events)
 }
 
