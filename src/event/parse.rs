@@ -2292,11 +2292,17 @@ mod tests {
         ]
     }
 
-    fn arb_metadata() -> impl Strategy<Value = Map<String, Value>> {
+    /// A metadata object as sent, and as stored (its JSON text).
+    fn arb_metadata() -> impl Strategy<Value = (Value, String)> {
         prop::collection::btree_map(arb_text(0..=8), arb_json(), 0..8)
             .prop_map(|m| m.into_iter().collect::<Map<String, Value>>())
             .prop_filter("fits", |m| {
                 serde_json::to_string(m).unwrap().len() <= MAX_METADATA_BYTES
+            })
+            .prop_map(|m| {
+                let value = Value::Object(m);
+                let text = value.to_string();
+                (value, text)
             })
     }
 
@@ -2340,38 +2346,20 @@ mod tests {
                 Some(k) => put((kind_key, Some(Some(sent_as_is(k))))).unwrap(),
                 None => "log".to_owned(),
             };
-            let service = put(service);
-            let user_id = put(user_id);
-            let message = put(message);
-            let id = put(id);
             let (ts_value, timestamp_ms, timestamp_sent) = ts;
-            if let Some(v) = ts_value {
-                map.insert("timestamp".to_owned(), v);
-            }
-            let (meta_key, meta) = metadata;
-            let metadata = match meta {
-                None => None,
-                Some(None) => {
-                    map.insert(meta_key.to_owned(), Value::Null);
-                    None
-                }
-                Some(Some(m)) => {
-                    let value = Value::Object(m);
-                    let text = value.to_string();
-                    map.insert(meta_key.to_owned(), value);
-                    Some(text)
-                }
-            };
             let event = NewEvent {
-                id,
+                id: put(id),
                 kind,
                 timestamp_ms,
                 timestamp_sent,
-                service,
-                user_id,
-                message,
-                metadata,
+                service: put(service),
+                user_id: put(user_id),
+                message: put(message),
+                metadata: put(metadata),
             };
+            if let Some(v) = ts_value {
+                map.insert("timestamp".to_owned(), v);
+            }
             (Value::Object(map).to_string(), event)
         }
     }
