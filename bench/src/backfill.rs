@@ -23,7 +23,7 @@ use eventide::store::DAY_MS;
 use serde_json::{json, Value};
 use testkit::http::HttpConnection;
 
-use super::gen::{EventShape, Rng};
+use super::gen::{ClientIds, EventShape, Rng};
 use super::load::{rate, LoadOutcome, REQUEST_TIMEOUT};
 use super::report::Report;
 use super::scenarios::{
@@ -129,7 +129,8 @@ async fn import_year(addr: SocketAddr, events: u64) -> Result<YearImport> {
     let stop_reads = Arc::new(AtomicBool::new(false));
     let reader = tokio::spawn(read_meanwhile(addr, Arc::clone(&stop_reads)));
     let started = Instant::now();
-    let load = post_in_batches(addr, label, events, shape, started + PRELOAD_LIMIT).await;
+    let give_up_at = started + PRELOAD_LIMIT;
+    let load = post_in_batches(addr, label, events, shape, ClientIds::None, give_up_at).await;
     warn_errors(label, &load);
     let waited = wait_until_indexed(addr, label, load.acknowledged_events).await;
     let queryable_after = started.elapsed();

@@ -6,7 +6,7 @@
 //! subscribers at once, [`scenarios`], [`stream`], [`retention`] and [`backfill`] define
 //! what is measured ([`cluster`]: a cluster of processes over Redis and PostgreSQL;
 //! [`client`]: the command-line client's import and export; [`ceiling`]: the bare HTTP
-//! and JSON rate every report is compared with),
+//! and JSON rate every report is compared with; [`contention`]: a process burning a core),
 //! [`server`] starts and stops the server, [`key`] holds the run's API key, [`stats`]
 //! computes percentiles and [`report`] prints the figures.
 
@@ -14,6 +14,7 @@ mod backfill;
 mod ceiling;
 mod client;
 mod cluster;
+mod contention;
 mod gen;
 mod key;
 mod load;
@@ -42,6 +43,10 @@ use server::{ScratchDir, ServerCommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Started by the sustained scenario to keep a core busy (`--contended`).
+    if contention::burn_if_asked() {
+        return ExitCode::SUCCESS;
+    }
     // Started by a scenario as the ceiling's server, not to measure.
     if let Some(served) = ceiling::serve_if_asked() {
         return match served {
@@ -172,6 +177,11 @@ struct BenchArgs {
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     server_args: Vec<String>,
 
+    /// The sustained scenario also runs once more (server ids) with a second process
+    /// keeping one core busy, and reports that run's figures as `contended_*`.
+    #[arg(long)]
+    contended: bool,
+
     /// Run with authentication on: each server gets an API key at start and every request
     /// carries it (to compare with the same run without).
     #[arg(long)]
@@ -223,6 +233,7 @@ async fn run(args: BenchArgs) -> Result<()> {
         retention_events: args.retention_events,
         backfill_events: args.backfill_events,
         client_events: args.client_events,
+        contended: args.contended,
         cluster: ClusterTargets {
             postgres_url: args.postgres_url.clone(),
             redis_url: args.redis_url.clone(),

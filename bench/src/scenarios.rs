@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use testkit::http::{url_encode, HttpConnection, Response};
 
+use super::contention::CoreBurner;
 use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng, Wire, EVENT_TYPES, USERS};
 use super::key::get_request;
 use super::load::{
@@ -18,7 +19,7 @@ use super::load::{
     ProbeOutcome, Prober, Schedule, REQUEST_TIMEOUT,
 };
 use super::report::Report;
-use super::server::{RunningServer, ScratchDir, ServerCommand};
+use super::server::{thread_cpu_seconds, RunningServer, ScratchDir, ServerCommand};
 use super::stats::{micros, LatencySummary};
 
 /// Events per batch request in the batch, sustained and preload loads.
@@ -56,6 +57,8 @@ pub struct BenchContext {
     pub retention_events: u64,
     pub backfill_events: u64,
     pub client_events: u64,
+    /// Whether the sustained scenario also runs beside a process burning a core.
+    pub contended: bool,
     pub cluster: ClusterTargets,
 }
 
@@ -345,7 +348,12 @@ impl SustainedRun {
     }
 }
 
-/// Paced batches at the offered rate with visibility probes: server ids, then client ids.
+/// How much longer than the contended run the burner may spin if the bench dies without
+/// killing it: the server's start and drain.
+const CONTENDED_BURN_SLACK: Duration = Duration::from_secs(120);
+
+/// Paced batches at the offered rate with visibility probes: server ids, then client ids
+/// (and with `--contended`, server ids again beside a process burning a core).
 pub async fn sustained(context: &BenchContext, duration: Duration) -> Result<Report> {
     let offered_rate = context.sustained_rate;
     let mut rng = Rng::from_clock(3);
@@ -405,6 +413,15 @@ pub async fn sustained(context: &BenchContext, duration: Duration) -> Result<Rep
     report.push("connections", SUSTAINED_CONNECTIONS as u64);
     report.push_seconds("duration_s", duration);
     report.push_mb("client_ids_peak_rss_mb", with_ids.peak_rss_mb);
+    if context.contended {
+        let _burner = CoreBurner::start(duration + CONTENDED_BURN_SLACK)?;
+        let mut contended =
+            sustained_variant(context, "sustained-contended", &probed, max_rate, duration).await?;
+        report.push_rate("contended_events_per_sec", contended.value.events_per_sec());
+        let lag = LatencySummary::from_micros(&mut contended.value.probes.lags_us);
+        report.push_ms("contended_visibility_lag_p99_ms", lag.p99_ms);
+        report.push("contended_errors", contended.value.errors());
+    }
     Ok(report)
 }
 
@@ -515,23 +532,25 @@ impl Preloaded {
     }
 }
 
-/// Posts `total_events` events of `shape` in time order, as [`BATCH_SIZE`]-event batches (the
-/// last request holding the remainder) from [`BATCH_CONNECTIONS`] connections, retrying 429s
-/// until `give_up_at`, and says how fast it went.
+/// Posts `total_events` events of `shape`, with client ids as `ids` says, in time order, as
+/// [`BATCH_SIZE`]-event batches (the last request holding the remainder) from
+/// [`BATCH_CONNECTIONS`] connections, retrying 429s until `give_up_at`, and says how fast it
+/// went.
 pub(super) async fn post_in_batches(
     addr: SocketAddr,
     label: &str,
     total_events: u64,
     shape: EventShape,
+    ids: ClientIds,
     give_up_at: Instant,
 ) -> LoadOutcome {
     let mut rng = Rng::from_clock(5);
     let batches: Vec<RequestTemplate> = (0..BATCH_TEMPLATES)
-        .map(|_| RequestTemplate::build_with(BATCH_SIZE, true, ClientIds::None, shape, &mut rng))
+        .map(|_| RequestTemplate::build_with(BATCH_SIZE, true, ids, shape, &mut rng))
         .collect();
     let remainder = (total_events % BATCH_SIZE as u64) as usize;
-    let final_request = (remainder > 0)
-        .then(|| RequestTemplate::build_with(remainder, true, ClientIds::None, shape, &mut rng));
+    let final_request =
+        (remainder > 0).then(|| RequestTemplate::build_with(remainder, true, ids, shape, &mut rng));
     let load = run_post_load(PostLoad {
         addr,
         connections: BATCH_CONNECTIONS,
@@ -566,7 +585,15 @@ pub(super) async fn preload(
 ) -> Result<Preloaded> {
     progress(&format!("{label}: preloading {total_events} events"));
     let give_up_at = Instant::now() + PRELOAD_LIMIT;
-    let load = post_in_batches(addr, label, total_events, shape, give_up_at).await;
+    let load = post_in_batches(
+        addr,
+        label,
+        total_events,
+        shape,
+        ClientIds::None,
+        give_up_at,
+    )
+    .await;
     warn_errors(&format!("{label} preload"), &load);
     let waiting_since = Instant::now();
     let indexed_events = wait_until_indexed(addr, label, load.acknowledged_events).await?;
@@ -585,7 +612,75 @@ pub(super) async fn preload(
 /// What the query scenario measured.
 struct QueryRun {
     preloaded: Preloaded,
+    indexing: Option<IndexingCost>,
     queries: QueryOutcome,
+}
+
+/// The embedded store's writer thread, which does all of the store's writing (see
+/// `src/store/sqlite/writer.rs`): its CPU time is the store's cost of indexing.
+const STORE_WRITER_THREAD: &str = "eventide-store-writer";
+
+/// The store's CPU time per event indexed: on average over the preload, and for two probes
+/// of [`INDEXING_PROBE_SHARE`] more events each stored once the preload is in, which is the
+/// cost at the preload's size: with server ids, then with a client id on every event. Only
+/// the embedded store has a writer thread to measure.
+struct IndexingCost {
+    preload_us_per_event: f64,
+    probe_events: u64,
+    probe_us_per_event: f64,
+    client_ids_probe_us_per_event: f64,
+}
+
+/// A probe's size, as a share of the preload.
+const INDEXING_PROBE_SHARE: u64 = 20;
+
+impl IndexingCost {
+    async fn measure(server: &ServerHandle, preloaded: &Preloaded) -> Result<Option<Self>> {
+        let Ok(after_preload) = thread_cpu_seconds(server.pid, STORE_WRITER_THREAD) else {
+            return Ok(None);
+        };
+        let probe = (preloaded.indexed_events / INDEXING_PROBE_SHARE).max(BATCH_SIZE as u64);
+        let mut stored = preloaded.indexed_events;
+        let mut probe_us_per_event = [0.0; 2];
+        let probes = [
+            (ClientIds::None, "indexing probe, server ids"),
+            (ClientIds::Every, "indexing probe, client ids"),
+        ];
+        for ((ids, label), cost) in probes.into_iter().zip(&mut probe_us_per_event) {
+            progress(&format!("{label}: storing {probe} more events"));
+            let before = thread_cpu_seconds(server.pid, STORE_WRITER_THREAD)?;
+            let give_up_at = Instant::now() + PRELOAD_LIMIT;
+            let shape = EventShape::default();
+            let load = post_in_batches(server.addr, label, probe, shape, ids, give_up_at).await;
+            warn_errors(label, &load);
+            let expected = stored + load.acknowledged_events;
+            let indexed = wait_until_indexed(server.addr, label, expected).await?;
+            let spent = thread_cpu_seconds(server.pid, STORE_WRITER_THREAD)? - before;
+            *cost = per_event_us(spent, indexed - stored);
+            stored = indexed;
+        }
+        Ok(Some(IndexingCost {
+            preload_us_per_event: per_event_us(after_preload, preloaded.indexed_events),
+            probe_events: probe,
+            probe_us_per_event: probe_us_per_event[0],
+            client_ids_probe_us_per_event: probe_us_per_event[1],
+        }))
+    }
+
+    fn push_figures(&self, report: &mut Report) {
+        report.push_rate("index_cpu_us_per_event", self.preload_us_per_event);
+        report.push("index_probe_events", self.probe_events);
+        report.push_rate("index_probe_cpu_us_per_event", self.probe_us_per_event);
+        report.push_rate(
+            "index_client_ids_probe_cpu_us_per_event",
+            self.client_ids_probe_us_per_event,
+        );
+    }
+}
+
+/// `seconds` of CPU over `events`, in microseconds per event.
+fn per_event_us(seconds: f64, events: u64) -> f64 {
+    seconds * 1e6 / events.max(1) as f64
 }
 
 /// Preload `--query-events` events, wait until they are indexed, then run the query mix.
@@ -595,9 +690,14 @@ pub async fn query(context: &BenchContext, duration: Duration) -> Result<Report>
         .with_server("query", &context.server, false, |server| async move {
             let addr = server.addr;
             let preloaded = preload(addr, "query", total_events, EventShape::default()).await?;
+            let indexing = IndexingCost::measure(&server, &preloaded).await?;
             progress(&format!("query: querying for {} s", duration.as_secs()));
             let queries = run_query_mix(addr, duration).await;
-            Ok(QueryRun { preloaded, queries })
+            Ok(QueryRun {
+                preloaded,
+                indexing,
+                queries,
+            })
         })
         .await?;
     let run = &mut measured.value;
@@ -629,6 +729,9 @@ pub async fn query(context: &BenchContext, duration: Duration) -> Result<Report>
     report.push_latency("cursor_", &by_cursor);
     report.push_latency("user_", &by_user);
     run.preloaded.push_figures(&mut report);
+    if let Some(indexing) = &run.indexing {
+        indexing.push_figures(&mut report);
+    }
     push_mix_closing(&mut report, preload, &run.queries.tally, duration);
     Ok(report)
 }

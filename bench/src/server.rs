@@ -176,9 +176,34 @@ impl RunningServer {
 
 /// CPU time (user plus system) process `pid` has used so far, in seconds.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat_path = format!("/proc/{pid}/stat");
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time (user plus system) used so far by the threads of process `pid` named
+/// `thread_name` (compared as Linux keeps names: their first 15 bytes), in seconds; an error
+/// when no thread of that name is running.
+pub fn thread_cpu_seconds(pid: u32, thread_name: &str) -> Result<f64> {
+    let name = &thread_name[..thread_name.len().min(15)];
+    let tasks = format!("/proc/{pid}/task");
+    let mut total = None;
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
+        let task = task?.path();
+        // A thread that ended since the listing has no files left: not one of ours.
+        let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
+            continue;
+        };
+        if comm.trim_end() == name {
+            let seconds = stat_cpu_seconds(&task.join("stat").to_string_lossy())?;
+            *total.get_or_insert(0.0) += seconds;
+        }
+    }
+    total.ok_or_else(|| anyhow!("process {pid} has no thread named {thread_name:?}"))
+}
+
+/// utime plus stime of a `/proc/.../stat` file, in seconds.
+fn stat_cpu_seconds(stat_path: &str) -> Result<f64> {
     let stat =
-        std::fs::read_to_string(&stat_path).with_context(|| format!("reading {stat_path}"))?;
+        std::fs::read_to_string(stat_path).with_context(|| format!("reading {stat_path}"))?;
     // The command name (field 2) may contain spaces; the fields after it do not. utime and
     // stime are fields 14 and 15, so the 12th and 13th after the name.
     let after_name = stat
