@@ -15,6 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    return_freed_memory_sooner();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {
@@ -114,6 +115,21 @@ fn one_line(rendered: &str) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// mimalloc's `purge_delay` (`mi_option_e` in its `mimalloc.h`; libmimalloc-sys names no
+/// constant for it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// mimalloc keeps memory freed for a second (its default `purge_delay`) before handing it
+/// back to the system, in case it is wanted again. Ingestion frees request bodies and index
+/// batches all the time, so under sustained load that second of garbage was 40-60 MB of the
+/// peak RSS: 248-278 MB, against 216-228 MB after 100 ms and 176-263 MB at once (which
+/// also cost throughput with client ids and beside a busy core: madvise and page faults).
+fn return_freed_memory_sooner() {
+    // SAFETY: sets an option before any thread but this one exists; mimalloc reads it when
+    // it next purges.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100) };
 }
 
 /// SQLite allocates through the C allocator, from whichever thread runs a query or an index
