@@ -253,17 +253,16 @@ mod tests {
     #[test]
     fn an_id_forgotten_out_of_order_does_not_evict_its_retry() {
         let mut ids = RecentIds::new(3, i64::MAX);
-        assert_eq!(ids.insert(1, 7, 0), Seen::New);
-        assert_eq!(ids.insert(2, 7, 0), Seen::New);
+        assert_inserts(&mut ids, &[(1, 7, 0, Seen::New), (2, 7, 0, Seen::New)]);
         ids.forget(1);
-        assert_eq!(ids.insert(1, 7, 0), Seen::New, "forgotten");
-        // The order is 1 (forgotten), 2, 1: accepting 3 evicts the forgotten entry.
-        assert_eq!(ids.insert(3, 7, 0), Seen::New);
-        assert_eq!(
-            ids.insert(1, 7, 0),
-            Seen::Duplicate,
-            "the retry is still held"
-        );
+        // The order is then 1 (forgotten), 2 and 1 again: accepting 3 evicts the forgotten
+        // entry, and the retry of 1 is still held.
+        let retried = [
+            (1, 7, 0, Seen::New),
+            (3, 7, 0, Seen::New),
+            (1, 7, 0, Seen::Duplicate),
+        ];
+        assert_inserts(&mut ids, &retried);
     }
 
     #[test]
