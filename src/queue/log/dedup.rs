@@ -61,16 +61,14 @@ pub struct RecentIds {
 }
 
 impl RecentIds {
+    /// A set of at most `capacity` ids (at most 2^32 - 1, some 190 GB: acceptance numbers
+    /// wrap at 2^32), each kept for `window_ms`.
     pub fn new(capacity: usize, window_ms: i64) -> Self {
-        assert!(
-            capacity <= u32::MAX as usize,
-            "acceptance numbers wrap at 2^32"
-        );
         RecentIds {
             order: VecDeque::new(),
             table: HashTable::new(),
             first: 0,
-            capacity,
+            capacity: capacity.min(u32::MAX as usize),
             window_ms,
         }
     }
