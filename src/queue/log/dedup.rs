@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 
+use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 
 use crate::record::UNKNOWN_CONTENT;
@@ -81,29 +82,37 @@ impl RecentIds {
         }
         self.evict(received_at_ms);
         let key = Key::new(id_hash);
-        if let Some(&number) = self.find(key) {
-            let first = self.at(number).content_hash;
-            return if first == content_hash || first == UNKNOWN_CONTENT {
-                Seen::Duplicate
-            } else {
-                Seen::Conflict
-            };
-        }
-        let number = self.first.wrapping_add(self.order.len() as u32);
-        self.order.push_back(Accepted {
-            received_at_ms,
-            key,
-            content_hash,
-        });
         let RecentIds {
             order,
             table,
             first,
             ..
         } = self;
-        let place = |number: &u32| &order[number.wrapping_sub(*first) as usize];
-        table.insert_unique(key.hash(), number, |number| place(number).key.hash());
-        Seen::New
+        // One probe of the table, whether the id is there or not.
+        let entry = table.entry(
+            key.hash(),
+            |&number| at(order, *first, number).key == key,
+            |&number| at(order, *first, number).key.hash(),
+        );
+        match entry {
+            Entry::Occupied(found) => {
+                let held = at(order, *first, *found.get()).content_hash;
+                if held == content_hash || held == UNKNOWN_CONTENT {
+                    Seen::Duplicate
+                } else {
+                    Seen::Conflict
+                }
+            }
+            Entry::Vacant(vacant) => {
+                vacant.insert(first.wrapping_add(order.len() as u32));
+                order.push_back(Accepted {
+                    received_at_ms,
+                    key,
+                    content_hash,
+                });
+                Seen::New
+            }
+        }
     }
 
     /// Records `id_hash` as accepted at `received_at_ms` by an earlier run of the process,
@@ -123,12 +132,10 @@ impl RecentIds {
             first,
             ..
         } = self;
-        let found = table.find_entry(key.hash(), |number| {
-            order[number.wrapping_sub(*first) as usize].key == key
-        });
+        let found = table.find_entry(key.hash(), |&number| at(order, *first, number).key == key);
         let Ok(found) = found else { return };
         let (number, _) = found.remove();
-        if number.wrapping_sub(*first) as usize + 1 == order.len() {
+        if number == first.wrapping_add(order.len() as u32 - 1) {
             order.pop_back();
         }
     }
@@ -139,16 +146,6 @@ impl RecentIds {
 
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
-    }
-
-    /// The acceptance number of `key`, if it is held.
-    fn find(&self, key: Key) -> Option<&u32> {
-        self.table
-            .find(key.hash(), |&number| self.at(number).key == key)
-    }
-
-    fn at(&self, number: u32) -> &Accepted {
-        &self.order[number.wrapping_sub(self.first) as usize]
     }
 
     fn evict(&mut self, now_ms: i64) {
@@ -166,6 +163,11 @@ impl RecentIds {
             self.first = first.wrapping_add(1);
         }
     }
+}
+
+/// The entry of acceptance number `number` in `order`, whose first entry is number `first`.
+fn at(order: &VecDeque<Accepted>, first: u32, number: u32) -> &Accepted {
+    &order[number.wrapping_sub(first) as usize]
 }
 
 #[cfg(test)]
