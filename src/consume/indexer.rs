@@ -62,9 +62,7 @@ impl Indexer {
             stop,
         }
     }
-}
 
-impl Indexer {
     /// Deletes the log segments whose every event is indexed, once the store has made them
     /// durable: the segment may be their only copy that survives a power loss.
     async fn delete_indexed_segments(&self, through: u64) -> anyhow::Result<()> {
