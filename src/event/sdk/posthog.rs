@@ -29,7 +29,7 @@ pub struct Request<'a> {
 /// Reads a body (JSON text, already decoded from its transport).
 pub fn request(body: &str) -> Result<Request<'_>, String> {
     let not_json = |err: serde_json::Error| format!("the body is not JSON: {err}");
-    // Each shape read in one pass over the body.
+    // An array or a batch is read in one pass over the body; a single event in two (below).
     if body.trim_start().starts_with('[') {
         let events: Vec<&RawValue> = serde_json::from_str(body).map_err(not_json)?;
         let key = events.first().and_then(|first| key_in(first));
@@ -44,7 +44,8 @@ pub fn request(body: &str) -> Result<Request<'_>, String> {
     let key = KEY_NAMES.iter().find_map(|name| top.string(name));
     let events = match top.get("batch") {
         Some(batch) => elements(batch, "batch")?,
-        // One event: the body itself.
+        // One event: the body itself, read again to borrow it as a value (serde_json cannot
+        // hand out the text it has just checked as one).
         None => vec![serde_json::from_str(body).map_err(not_json)?],
     };
     let key = key.or_else(|| events.first().and_then(|first| key_in(first)));
