@@ -639,32 +639,41 @@ impl IndexingCost {
         let Ok(after_preload) = thread_cpu_seconds(server.pid, STORE_WRITER_THREAD) else {
             return Ok(None);
         };
-        let probe = (preloaded.indexed_events / INDEXING_PROBE_SHARE).max(BATCH_SIZE as u64);
-        let mut stored = preloaded.indexed_events;
-        let mut probe_us_per_event = [0.0; 2];
-        let probes = [
-            (ClientIds::None, "indexing probe, server ids"),
-            (ClientIds::Every, "indexing probe, client ids"),
-        ];
-        for ((ids, label), cost) in probes.into_iter().zip(&mut probe_us_per_event) {
-            progress(&format!("{label}: storing {probe} more events"));
-            let before = thread_cpu_seconds(server.pid, STORE_WRITER_THREAD)?;
-            let give_up_at = Instant::now() + PRELOAD_LIMIT;
-            let shape = EventShape::default();
-            let load = post_in_batches(server.addr, label, probe, shape, ids, give_up_at).await;
-            warn_errors(label, &load);
-            let expected = stored + load.acknowledged_events;
-            let indexed = wait_until_indexed(server.addr, label, expected).await?;
-            let spent = thread_cpu_seconds(server.pid, STORE_WRITER_THREAD)? - before;
-            *cost = per_event_us(spent, indexed - stored);
-            stored = indexed;
-        }
+        let events = (preloaded.indexed_events / INDEXING_PROBE_SHARE).max(BATCH_SIZE as u64);
+        let stored = preloaded.indexed_events;
+        let label = "indexing probe, server ids";
+        let (probe_us_per_event, stored) =
+            Self::probe(server, label, ClientIds::None, events, stored).await?;
+        let label = "indexing probe, client ids";
+        let (client_ids_probe_us_per_event, _) =
+            Self::probe(server, label, ClientIds::Every, events, stored).await?;
         Ok(Some(IndexingCost {
             preload_us_per_event: per_event_us(after_preload, preloaded.indexed_events),
-            probe_events: probe,
-            probe_us_per_event: probe_us_per_event[0],
-            client_ids_probe_us_per_event: probe_us_per_event[1],
+            probe_events: events,
+            probe_us_per_event,
+            client_ids_probe_us_per_event,
         }))
+    }
+
+    /// Stores `events` more events with ids as `ids` says, over the `stored` already in;
+    /// returns the writer's CPU per event they cost and how many are stored now.
+    async fn probe(
+        server: &ServerHandle,
+        label: &str,
+        ids: ClientIds,
+        events: u64,
+        stored: u64,
+    ) -> Result<(f64, u64)> {
+        progress(&format!("{label}: storing {events} more events"));
+        let before = thread_cpu_seconds(server.pid, STORE_WRITER_THREAD)?;
+        let give_up_at = Instant::now() + PRELOAD_LIMIT;
+        let shape = EventShape::default();
+        let load = post_in_batches(server.addr, label, events, shape, ids, give_up_at).await;
+        warn_errors(label, &load);
+        let expected = stored + load.acknowledged_events;
+        let indexed = wait_until_indexed(server.addr, label, expected).await?;
+        let spent = thread_cpu_seconds(server.pid, STORE_WRITER_THREAD)? - before;
+        Ok((per_event_us(spent, indexed - stored), indexed))
     }
 
     fn push_figures(&self, report: &mut Report) {

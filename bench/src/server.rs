@@ -183,7 +183,7 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
 /// `thread_name` (compared as Linux keeps names: their first 15 bytes), in seconds; an error
 /// when no thread of that name is running.
 pub fn thread_cpu_seconds(pid: u32, thread_name: &str) -> Result<f64> {
-    let name = &thread_name[..thread_name.len().min(15)];
+    let name = thread_name.get(..15).unwrap_or(thread_name);
     let tasks = format!("/proc/{pid}/task");
     let mut total = None;
     for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
