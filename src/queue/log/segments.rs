@@ -3,9 +3,13 @@
 //! An event is acknowledged once its frame is in the log, because appending is sequential and
 //! cheap; the indexer reads the log afterwards to build the query indexes. Segments are named
 //! after the first `seq` they hold and deleted once every event in them is indexed.
+//!
+//! With `--durability fsync` the segment being written ends in zeroed space written ahead of
+//! the frames (see [`LogWriter::append`]); an all-zero frame header marks where its frames end.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -18,6 +22,11 @@ const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A frame larger than this cannot have been written by us: it marks a corrupt tail.
 const MAX_PAYLOAD: usize = 1 << 20;
+
+/// Zeroed space is written ahead of the frames (with fsync) in steps of this much. The flush
+/// that carries a step also commits the file system's journal and took a few milliseconds;
+/// larger steps made fewer of those flushes but each long enough to show in the p99.
+const ZEROED_AHEAD: u64 = 1024 * 1024;
 
 /// What recovery found in the log beyond the indexed position.
 pub struct Recovered {
@@ -32,7 +41,12 @@ pub struct Recovered {
 pub struct LogWriter {
     dir: PathBuf,
     file: File,
+    /// Bytes of frames in the current segment.
     len: u64,
+    /// Bytes of the current segment on disk: `len`, then zeros (with fsync only).
+    allocated: u64,
+    /// The segment is closed once it holds this much ([`SEGMENT_BYTES`]; less in tests).
+    segment_bytes: u64,
     fsync: bool,
 }
 
@@ -56,40 +70,73 @@ impl LogWriter {
             dir: dir.to_owned(),
             file,
             len: 0,
+            allocated: 0,
+            segment_bytes: SEGMENT_BYTES,
             fsync,
         };
         Ok((writer, recovered))
     }
 
+    /// Whether each append is flushed to the disk (`--durability fsync`).
+    pub fn flushes(&self) -> bool {
+        self.fsync
+    }
+
     /// Appends complete frames; when this returns `Ok` they survive a crash of the process
     /// (and, with fsync, a power loss). On error the segment is cut back to where it was, so
     /// a failed append leaves nothing behind.
+    ///
+    /// With fsync, frames are written over zeros written (and flushed) ahead of them. A flush
+    /// of a file that grows also commits the file system's journal (the new size, the new
+    /// blocks); over space already on disk it writes the data alone, which took 112–146 µs
+    /// here against 206–278 µs for a growing file.
     pub fn append(&mut self, frames: &[u8]) -> io::Result<()> {
-        let result = self.file.write_all(frames).and_then(|()| {
+        let end = self.len + frames.len() as u64;
+        let result = self.zero_ahead(end).and_then(|()| {
+            self.file.write_all_at(frames, self.len)?;
             if self.fsync {
-                self.file.sync_data()
-            } else {
-                Ok(())
+                self.file.sync_data()?;
             }
+            Ok(())
         });
         match result {
             Ok(()) => {
-                self.len += frames.len() as u64;
+                self.len = end;
+                self.allocated = self.allocated.max(end);
                 Ok(())
             }
             Err(err) => {
                 // Best effort: if even this fails, recovery cuts the torn tail at the next start.
-                let _ = self.file.set_len(self.len);
-                let _ = self.file.seek(SeekFrom::Start(self.len));
+                if self.file.set_len(self.len).is_ok() {
+                    self.allocated = self.len;
+                }
                 Err(err)
             }
         }
     }
 
-    /// Starts a new segment at `next_seq` once the current one is full.
-    pub fn roll_if_full(&mut self, next_seq: u64) -> io::Result<()> {
-        if self.len < SEGMENT_BYTES {
+    /// With fsync, makes sure the segment has zeroed space on disk up to `end` at least,
+    /// writing [`ZEROED_AHEAD`] beyond it when it has not.
+    fn zero_ahead(&mut self, end: u64) -> io::Result<()> {
+        if !self.fsync || end <= self.allocated {
             return Ok(());
+        }
+        let zeros = vec![0u8; (end + ZEROED_AHEAD - self.allocated) as usize];
+        self.file.write_all_at(&zeros, self.allocated)?;
+        // The append's own flush then flushes these zeros and the new size with it, once.
+        self.allocated += zeros.len() as u64;
+        Ok(())
+    }
+
+    /// Starts a new segment at `next_seq` once the current one is full, cutting the zeroed
+    /// space from the end of the one it closes.
+    pub fn roll_if_full(&mut self, next_seq: u64) -> io::Result<()> {
+        if self.len < self.segment_bytes {
+            return Ok(());
+        }
+        if self.allocated > self.len {
+            self.file.set_len(self.len)?;
+            self.allocated = self.len;
         }
         let file = OpenOptions::new()
             .create(true)
@@ -101,6 +148,7 @@ impl LogWriter {
         }
         self.file = file;
         self.len = 0;
+        self.allocated = 0;
         Ok(())
     }
 }
@@ -113,6 +161,8 @@ pub struct LogReader {
     /// before the committed seq means the log is damaged (rather than rolled).
     file_first_seq: Option<u64>,
     next_seq: u64,
+    /// Where the frame for `next_seq` starts in `file`.
+    position: u64,
     payload: Vec<u8>,
 }
 
@@ -123,56 +173,118 @@ impl LogReader {
             file: None,
             file_first_seq: None,
             next_seq,
+            position: 0,
             payload: Vec::new(),
         }
     }
 
     /// Reads events from the next unread seq up to `committed_seq` (inclusive), at most
-    /// `max` of them.
+    /// `max` of them. An error after some events returns those; the next call meets it again.
     pub fn read(&mut self, committed_seq: u64, max: usize) -> Result<Vec<StoredEvent>> {
         let mut events = Vec::new();
         while self.next_seq <= committed_seq && events.len() < max {
-            if self.file.is_none() {
-                self.file = Some(open_segment_containing(&self.dir, self.next_seq)?);
-                self.file_first_seq = None;
-            }
-            let file = self.file.as_mut().expect("opened above");
-            let mut header = [0u8; FRAME_HEADER];
-            match file.read_exact(&mut header) {
-                Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => {
-                    anyhow::ensure!(
-                        self.file_first_seq != Some(self.next_seq),
-                        "the log ends before committed seq {}",
-                        self.next_seq
-                    );
-                    // The writer rolled to a segment that starts at `next_seq`.
-                    self.file = Some(open_segment_at(&self.dir, self.next_seq)?);
-                    self.file_first_seq = Some(self.next_seq);
-                    continue;
+            match self.read_next() {
+                Ok(event) => events.push(event),
+                Err(err) => {
+                    // The file may stand anywhere now: the next read opens it afresh.
+                    self.file = None;
+                    if events.is_empty() {
+                        return Err(err);
+                    }
+                    break;
                 }
-                Err(err) => return Err(err).context("reading the log"),
             }
-            let (len, crc, seq) = record::read_header(&header);
-            anyhow::ensure!(
-                seq == self.next_seq && len <= MAX_PAYLOAD,
-                "log frame out of order: expected seq {}, found {seq}",
-                self.next_seq
-            );
-            self.payload.resize(len, 0);
-            file.read_exact(&mut self.payload)
-                .context("reading the log")?;
-            anyhow::ensure!(
-                record::checksum_matches(crc, seq, &self.payload),
-                "log frame {seq} fails its checksum"
-            );
-            let event = record::decode_payload(seq, &self.payload)
-                .with_context(|| format!("log frame {seq} is malformed"))?;
-            events.push(event);
-            self.next_seq += 1;
         }
         Ok(events)
     }
+
+    /// Reads the event at `next_seq`, which is committed.
+    fn read_next(&mut self) -> Result<StoredEvent> {
+        loop {
+            if self.file.is_none() {
+                let (file, position) = open_segment_containing(&self.dir, self.next_seq)?;
+                self.file = Some(file);
+                self.file_first_seq = None;
+                self.position = position;
+            }
+            let file = self.file.as_mut().expect("opened above");
+            let seq = self.next_seq;
+            let Some(len) = read_frame(file, self.position, seq, &mut self.payload)? else {
+                anyhow::ensure!(
+                    self.file_first_seq != Some(seq),
+                    "the log ends before committed seq {seq}"
+                );
+                // The writer rolled to a segment that starts at `next_seq`.
+                self.file = Some(open_segment_at(&self.dir, seq)?);
+                self.file_first_seq = Some(seq);
+                self.position = 0;
+                continue;
+            };
+            let event = record::decode_payload(seq, &self.payload)
+                .with_context(|| format!("log frame {seq} is malformed"))?;
+            self.next_seq += 1;
+            self.position += (FRAME_HEADER + len) as u64;
+            return Ok(event);
+        }
+    }
+}
+
+/// Reads the frame for `seq` at byte `position` of `file` (where the reader stands) into
+/// `payload` and returns its length, or `None` where the segment's frames end (its end, or
+/// zeroed space).
+///
+/// The buffer may hold what the file held when it was filled: zeros, or part of a frame the
+/// writer was still writing. A frame that does not read whole and sound is therefore read
+/// once more straight from the file, where every committed frame is complete.
+fn read_frame(
+    file: &mut BufReader<File>,
+    position: u64,
+    seq: u64,
+    payload: &mut Vec<u8>,
+) -> Result<Option<usize>> {
+    let mut from_file = false;
+    loop {
+        let frame = match read_frame_once(file, payload) {
+            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => None,
+            result => result.context("reading the log")?,
+        };
+        let sound = frame.is_some_and(|(_, crc, frame_seq)| {
+            frame_seq == seq && record::checksum_matches(crc, seq, payload)
+        });
+        if sound || from_file {
+            let Some((len, _, frame_seq)) = frame else {
+                return Ok(None);
+            };
+            anyhow::ensure!(
+                frame_seq == seq && len <= MAX_PAYLOAD,
+                "log frame out of order: expected seq {seq}, found {frame_seq}"
+            );
+            anyhow::ensure!(sound, "log frame {seq} fails its checksum");
+            return Ok(Some(len));
+        }
+        // Seeking drops the buffer.
+        file.seek(SeekFrom::Start(position))
+            .context("reading the log")?;
+        from_file = true;
+    }
+}
+
+/// [`read_frame`] from wherever the buffer stands: `(len, crc, seq)`, or `None` at zeros.
+fn read_frame_once(
+    file: &mut BufReader<File>,
+    payload: &mut Vec<u8>,
+) -> io::Result<Option<(usize, u32, u64)>> {
+    let mut header = [0u8; FRAME_HEADER];
+    file.read_exact(&mut header)?;
+    if header == [0; FRAME_HEADER] {
+        return Ok(None);
+    }
+    let (len, crc, seq) = record::read_header(&header);
+    if len <= MAX_PAYLOAD {
+        payload.resize(len, 0);
+        file.read_exact(payload)?;
+    }
+    Ok(Some((len, crc, seq)))
 }
 
 /// The segments (by first seq) whose every event is at or below `indexed_seq`.
@@ -216,9 +328,13 @@ fn recover(dir: &Path, indexed_seq: u64) -> Result<Recovered> {
         let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut offset = 0;
         let mut seq_expected = first_seq;
+        let mut cut = false;
         while offset < bytes.len() {
             let Some(frame) = check_frame(&bytes[offset..], seq_expected) else {
-                torn = true;
+                // Zeroed space written ahead of the frames is where they end; anything else
+                // is a frame torn by a crash (and whatever was written after it).
+                cut = true;
+                torn = bytes[offset..].iter().any(|&byte| byte != 0);
                 break;
             };
             let payload = &bytes[offset + FRAME_HEADER..offset + FRAME_HEADER + frame];
@@ -230,8 +346,12 @@ fn recover(dir: &Path, indexed_seq: u64) -> Result<Recovered> {
             offset += FRAME_HEADER + frame;
             seq_expected += 1;
         }
-        if torn {
-            truncated_bytes += (bytes.len() - offset) as u64;
+        if cut {
+            let written = bytes
+                .iter()
+                .rposition(|&byte| byte != 0)
+                .map_or(0, |i| i + 1);
+            truncated_bytes += written.saturating_sub(offset) as u64;
             let file = OpenOptions::new().write(true).open(&path)?;
             file.set_len(offset as u64)?;
             file.sync_all()?;
@@ -283,8 +403,9 @@ fn open_segment_at(dir: &Path, first_seq: u64) -> Result<BufReader<File>> {
     Ok(BufReader::with_capacity(256 * 1024, file))
 }
 
-/// Opens the segment holding `seq` and positions the reader on that frame.
-fn open_segment_containing(dir: &Path, seq: u64) -> Result<BufReader<File>> {
+/// Opens the segment holding `seq` and positions the reader on that frame, at the byte
+/// offset it returns.
+fn open_segment_containing(dir: &Path, seq: u64) -> Result<(BufReader<File>, u64)> {
     let first_seq = list_segments(dir)?
         .into_iter()
         .rev()
@@ -292,12 +413,14 @@ fn open_segment_containing(dir: &Path, seq: u64) -> Result<BufReader<File>> {
         .with_context(|| format!("no log segment holds seq {seq}"))?;
     let mut reader = open_segment_at(dir, first_seq)?;
     let mut header = [0u8; FRAME_HEADER];
+    let mut position = 0;
     for _ in first_seq..seq {
         reader.read_exact(&mut header)?;
         let (len, _, _) = record::read_header(&header);
         reader.seek_relative(len as i64)?;
+        position += (FRAME_HEADER + len) as u64;
     }
-    Ok(reader)
+    Ok((reader, position))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -382,7 +505,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = LogWriter::open(dir.path(), 0, false).unwrap();
         log.append(&frames(1..=2)).unwrap();
-        log.len = SEGMENT_BYTES; // pretend it is full
+        log.segment_bytes = log.len; // full
         log.roll_if_full(3).unwrap();
         log.append(&frames(3..=4)).unwrap();
 
@@ -396,5 +519,90 @@ mod tests {
         assert_eq!(list_segments(dir.path()).unwrap(), [3]);
         let events = LogReader::new(dir.path(), 3).read(4, 100).unwrap();
         assert_eq!(events.len(), 2);
+    }
+
+    fn seqs(events: &[StoredEvent]) -> Vec<u64> {
+        events.iter().map(|event| event.seq).collect()
+    }
+
+    fn segment_len(dir: &Path, first_seq: u64) -> u64 {
+        fs::metadata(segment_path(dir, first_seq)).unwrap().len()
+    }
+
+    #[test]
+    fn with_fsync_frames_are_written_over_zeros_and_read_up_to_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogWriter::open(dir.path(), 0, true).unwrap();
+        let first = frames(1..=2);
+        log.append(&first).unwrap();
+        let zeroed = segment_len(dir.path(), 1);
+        assert!(
+            zeroed >= first.len() as u64 + ZEROED_AHEAD,
+            "zeros are written ahead: {zeroed} bytes"
+        );
+
+        // The reader's buffer takes in the zeros after frame 2...
+        let mut reader = LogReader::new(dir.path(), 1);
+        assert_eq!(seqs(&reader.read(2, 100).unwrap()), [1, 2]);
+        // ...and half of frame 3, as if read while the writer was writing it.
+        let rest = frames(3..=4);
+        let half = rest.len() / 3;
+        log.file.write_all_at(&rest[..half], log.len).unwrap();
+        let mut early = LogReader::new(dir.path(), 1);
+        assert_eq!(seqs(&early.read(2, 100).unwrap()), [1, 2]);
+        log.append(&rest).unwrap();
+        assert_eq!(segment_len(dir.path(), 1), zeroed, "written in place");
+        assert_eq!(seqs(&reader.read(4, 100).unwrap()), [3, 4]);
+        assert_eq!(seqs(&early.read(4, 100).unwrap()), [3, 4]);
+
+        // A roll cuts the zeros off the segment it closes, and readers follow it.
+        let data = (first.len() + rest.len()) as u64;
+        log.segment_bytes = data;
+        log.roll_if_full(5).unwrap();
+        assert_eq!(segment_len(dir.path(), 1), data);
+        log.append(&frames(5..=5)).unwrap();
+        assert_eq!(seqs(&reader.read(5, 100).unwrap()), [5]);
+        let events = LogReader::new(dir.path(), 2).read(5, 100).unwrap();
+        assert_eq!(seqs(&events), [2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn recovery_takes_zeros_after_the_frames_as_their_end_not_as_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = frames(1..=3);
+        {
+            let (mut log, _) = LogWriter::open(dir.path(), 0, true).unwrap();
+            log.append(&written).unwrap();
+        }
+        let (mut log, recovered) = LogWriter::open(dir.path(), 0, true).unwrap();
+        assert_eq!(recovered.next_seq, 4);
+        assert_eq!(recovered.truncated_bytes, 0);
+        assert_eq!(recovered.client_ids.len(), 3);
+        assert_eq!(
+            segment_len(dir.path(), 1),
+            written.len() as u64,
+            "zeros cut"
+        );
+        log.append(&frames(4..=4)).unwrap();
+        let events = LogReader::new(dir.path(), 1).read(4, 100).unwrap();
+        assert_eq!(seqs(&events), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn recovery_counts_only_the_torn_bytes_before_the_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut log, _) = LogWriter::open(dir.path(), 0, true).unwrap();
+            log.append(&frames(1..=2)).unwrap();
+            // A frame half on disk when the power went, in the zeroed space.
+            let torn = frames(3..=3);
+            log.file
+                .write_all_at(&torn[..torn.len() - 5], log.len)
+                .unwrap();
+        }
+        let (_, recovered) = LogWriter::open(dir.path(), 0, true).unwrap();
+        assert_eq!(recovered.next_seq, 3);
+        let torn = frames(3..=3);
+        assert_eq!(recovered.truncated_bytes, (torn.len() - 5) as u64);
     }
 }
