@@ -50,9 +50,9 @@ pub struct ServeConfig {
     #[arg(long, env = "EVENTIDE_DATA_DIR", default_value = "./eventide-data")]
     pub data_dir: PathBuf,
 
-    /// When an acknowledged event is safe: `process` (survives kill -9) or `fsync`
-    /// (survives power loss, at the cost of one disk flush per group commit).
-    #[arg(long, env = "EVENTIDE_DURABILITY", value_enum, default_value_t = Durability::Process)]
+    /// When an acknowledged event is safe: `fsync` (survives a power loss: one disk flush
+    /// per group commit) or `process` (survives kill -9, not a power loss).
+    #[arg(long, env = "EVENTIDE_DURABILITY", value_enum, default_value_t = Durability::Fsync)]
     pub durability: Durability,
 
     /// Events that may wait in memory for their commit; beyond it ingestion answers 429.
@@ -589,7 +589,7 @@ mod tests {
             panic!("not serve")
         };
         assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(config.durability, Durability::Process);
+        assert_eq!(config.durability, Durability::Fsync);
         assert_eq!(config.max_pending_events, 100_000);
         assert_eq!(
             config.tracked_names(),
