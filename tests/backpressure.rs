@@ -29,7 +29,10 @@ fn assert_retry_after(resp: &Resp) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_backlog_over_limit_is_429_and_stores_nothing() {
-    let s = TestServer::start_temp(&["--max-index-backlog", "1000"]).await;
+    // Batch after batch must be acknowledged faster than they are indexed; a flush per batch
+    // (`fsync`, the default) gave the indexer time to keep up between them in CI.
+    let s =
+        TestServer::start_temp(&["--max-index-backlog", "1000", "--durability", "process"]).await;
     let mut accepted: Vec<String> = Vec::new();
     let mut refused: Option<String> = None;
     for n in 0..40 {

@@ -82,21 +82,15 @@ impl RecentIds {
         }
         self.evict(received_at_ms);
         let key = Key::new(id_hash);
-        let RecentIds {
-            order,
-            table,
-            first,
-            ..
-        } = self;
         // One probe of the table, whether the id is there or not.
-        let entry = table.entry(
+        let entry = self.table.entry(
             key.hash(),
-            |&number| at(order, *first, number).key == key,
-            |&number| at(order, *first, number).key.hash(),
+            |&number| at(&self.order, self.first, number).key == key,
+            |&number| at(&self.order, self.first, number).key.hash(),
         );
         match entry {
             Entry::Occupied(found) => {
-                let held = at(order, *first, *found.get()).content_hash;
+                let held = at(&self.order, self.first, *found.get()).content_hash;
                 if held == content_hash || held == UNKNOWN_CONTENT {
                     Seen::Duplicate
                 } else {
@@ -104,8 +98,8 @@ impl RecentIds {
                 }
             }
             Entry::Vacant(vacant) => {
-                vacant.insert(first.wrapping_add(order.len() as u32));
-                order.push_back(Accepted {
+                vacant.insert(self.first.wrapping_add(self.order.len() as u32));
+                self.order.push_back(Accepted {
                     received_at_ms,
                     key,
                     content_hash,
@@ -126,17 +120,13 @@ impl RecentIds {
     /// too (an entry left there would count towards the capacity until it aged out).
     pub fn forget(&mut self, id_hash: u128) {
         let key = Key::new(id_hash);
-        let RecentIds {
-            order,
-            table,
-            first,
-            ..
-        } = self;
-        let found = table.find_entry(key.hash(), |&number| at(order, *first, number).key == key);
+        let found = self.table.find_entry(key.hash(), |&number| {
+            at(&self.order, self.first, number).key == key
+        });
         let Ok(found) = found else { return };
         let (number, _) = found.remove();
-        if number == first.wrapping_add(order.len() as u32 - 1) {
-            order.pop_back();
+        if number == self.first.wrapping_add(self.order.len() as u32 - 1) {
+            self.order.pop_back();
         }
     }
 
