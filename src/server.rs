@@ -5,6 +5,7 @@
 //! stops them in order so that everything acknowledged is committed.
 
 use std::future::Future;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::thread::JoinHandle as ThreadHandle;
 use std::time::Duration;
@@ -92,6 +93,7 @@ pub async fn serve(
         health: health.clone(),
         retention: retention.clone(),
         stop: background_stop.clone(),
+        requests_in_progress: Arc::new(AtomicUsize::new(0)),
     };
     let assembled = match &config.queue {
         QueueTarget::Embedded => embedded(&config, &shared).await?,
@@ -135,7 +137,10 @@ pub async fn serve(
                 cursors: cursor_key(store.as_ref()).await?,
                 http: http_policy(&config, &listener, &connections)?,
                 rate_limits: rate_limits(&config, background_stop.clone()),
-                in_flight: InFlight::new(config.max_concurrent_requests as usize),
+                in_flight: InFlight::new(
+                    config.max_concurrent_requests as usize,
+                    shared.requests_in_progress.clone(),
+                ),
                 health: health.clone(),
                 ingest,
                 store: store.clone(),
@@ -219,6 +224,9 @@ struct Shared {
     retention: Arc<Retention>,
     /// Tells background tasks to stop.
     stop: watch::Receiver<bool>,
+    /// Requests admitted and not yet answered, counted by the API's admission; the log
+    /// writer paces its flushes by it.
+    requests_in_progress: Arc<AtomicUsize>,
 }
 
 /// The parts a deployment mode put together.
@@ -250,6 +258,7 @@ async fn embedded(config: &ServeConfig, shared: &Shared) -> Result<Assembled> {
                 dedup_window: config.dedup_window,
                 dedup_capacity: config.dedup_capacity,
                 max_backlog: config.max_index_backlog,
+                requests_in_progress: shared.requests_in_progress.clone(),
             },
             shared.store.clone(),
             shared.clock.as_ref(),

@@ -11,16 +11,14 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 
 pub struct InFlight {
-    current: AtomicUsize,
+    /// Shared with whatever paces itself by the load (the log writer).
+    current: Arc<AtomicUsize>,
     max: usize,
 }
 
 impl InFlight {
-    pub fn new(max: usize) -> Arc<InFlight> {
-        Arc::new(InFlight {
-            current: AtomicUsize::new(0),
-            max,
-        })
+    pub fn new(max: usize, current: Arc<AtomicUsize>) -> Arc<InFlight> {
+        Arc::new(InFlight { current, max })
     }
 }
 

@@ -12,7 +12,7 @@ pub mod segments;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -45,6 +45,8 @@ pub struct LogConfig {
     pub dedup_capacity: usize,
     /// Events committed but not yet indexed beyond which publishing is refused.
     pub max_backlog: u64,
+    /// Requests the server has in progress, which the writer paces its flushes by.
+    pub requests_in_progress: Arc<AtomicUsize>,
 }
 
 /// How far the log and the index have got, shared by the writer, the indexer and queries.
@@ -168,6 +170,7 @@ impl LogQueue {
                 crate::health::Readiness::Required,
             ),
             health.last_commit(),
+            config.requests_in_progress.clone(),
         );
         Ok(LogQueue {
             messages,
