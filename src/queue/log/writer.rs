@@ -1,8 +1,8 @@
 //! The single log writer: group commit. It takes every submission waiting when it wakes,
 //! sets aside events whose client id was accepted before (duplicates and conflicts), assigns
 //! `seq`s, appends all their frames in one write (and one fdatasync with `--durability
-//! fsync`, at most one a millisecond while many requests are in progress), then answers each submission and
-//! hands the committed frames to the live stream (without ever waiting for it).
+//! fsync`, at most one a millisecond while many requests are in progress), then answers each
+//! submission and hands the committed frames to the live stream (without ever waiting for it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
