@@ -56,16 +56,7 @@ impl LogWriter {
     pub fn open(dir: &Path, indexed_seq: u64, fsync: bool) -> Result<(LogWriter, Recovered)> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let recovered = recover(dir, indexed_seq)?;
-        let path = segment_path(dir, recovered.next_seq);
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .with_context(|| format!("creating segment {}", path.display()))?;
-        if fsync {
-            sync_dir(dir)?;
-        }
+        let file = create_segment(dir, recovered.next_seq, fsync)?;
         let writer = LogWriter {
             dir: dir.to_owned(),
             file,
@@ -138,15 +129,7 @@ impl LogWriter {
             self.file.set_len(self.len)?;
             self.allocated = self.len;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(segment_path(&self.dir, next_seq))?;
-        if self.fsync {
-            sync_dir(&self.dir).map_err(io::Error::other)?;
-        }
-        self.file = file;
+        self.file = create_segment(&self.dir, next_seq, self.fsync).map_err(io::Error::other)?;
         self.len = 0;
         self.allocated = 0;
         Ok(())
@@ -242,49 +225,52 @@ fn read_frame(
     seq: u64,
     payload: &mut Vec<u8>,
 ) -> Result<Option<usize>> {
-    let mut from_file = false;
-    loop {
-        let frame = match read_frame_once(file, payload) {
-            Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => None,
-            result => result.context("reading the log")?,
-        };
-        let sound = frame.is_some_and(|(_, crc, frame_seq)| {
-            frame_seq == seq && record::checksum_matches(crc, seq, payload)
-        });
-        if sound || from_file {
-            let Some((len, _, frame_seq)) = frame else {
-                return Ok(None);
-            };
-            anyhow::ensure!(
-                frame_seq == seq && len <= MAX_PAYLOAD,
-                "log frame out of order: expected seq {seq}, found {frame_seq}"
-            );
-            anyhow::ensure!(sound, "log frame {seq} fails its checksum");
-            return Ok(Some(len));
-        }
+    let (mut frame, mut sound) = read_and_check(file, seq, payload)?;
+    if !sound {
         // Seeking drops the buffer.
         file.seek(SeekFrom::Start(position))
             .context("reading the log")?;
-        from_file = true;
+        (frame, sound) = read_and_check(file, seq, payload)?;
     }
+    let Some((len, frame_seq)) = frame else {
+        return Ok(None);
+    };
+    anyhow::ensure!(
+        frame_seq == seq && len <= MAX_PAYLOAD,
+        "log frame out of order: expected seq {seq}, found {frame_seq}"
+    );
+    anyhow::ensure!(sound, "log frame {seq} fails its checksum");
+    Ok(Some(len))
 }
 
-/// [`read_frame`] from wherever the buffer stands: `(len, crc, seq)`, or `None` at zeros.
-fn read_frame_once(
+/// One reading for [`read_frame`], from wherever the buffer stands: the frame's
+/// `(len, seq)` (`None` at the end or at zeros), and whether it is the sound frame for `seq`.
+fn read_and_check(
     file: &mut BufReader<File>,
+    seq: u64,
     payload: &mut Vec<u8>,
-) -> io::Result<Option<(usize, u32, u64)>> {
+) -> Result<(Option<(usize, u64)>, bool)> {
     let mut header = [0u8; FRAME_HEADER];
-    file.read_exact(&mut header)?;
-    if header == [0; FRAME_HEADER] {
-        return Ok(None);
-    }
-    let (len, crc, seq) = record::read_header(&header);
-    if len <= MAX_PAYLOAD {
-        payload.resize(len, 0);
-        file.read_exact(payload)?;
-    }
-    Ok(Some((len, crc, seq)))
+    let mut read = || -> io::Result<Option<(usize, u32, u64)>> {
+        file.read_exact(&mut header)?;
+        if header == [0; FRAME_HEADER] {
+            return Ok(None);
+        }
+        let (len, crc, frame_seq) = record::read_header(&header);
+        if len <= MAX_PAYLOAD {
+            payload.resize(len, 0);
+            file.read_exact(payload)?;
+        }
+        Ok(Some((len, crc, frame_seq)))
+    };
+    let frame = match read() {
+        Err(err) if err.kind() == io::ErrorKind::UnexpectedEof => None,
+        result => result.context("reading the log")?,
+    };
+    let sound = frame.is_some_and(|(len, crc, frame_seq)| {
+        frame_seq == seq && len <= MAX_PAYLOAD && record::checksum_matches(crc, seq, payload)
+    });
+    Ok((frame.map(|(len, _, frame_seq)| (len, frame_seq)), sound))
 }
 
 /// The segments (by first seq) whose every event is at or below `indexed_seq`.
@@ -374,6 +360,22 @@ fn check_frame(bytes: &[u8], seq: u64) -> Option<usize> {
     }
     let payload = bytes.get(FRAME_HEADER..FRAME_HEADER + len)?;
     record::checksum_matches(crc, seq, payload).then_some(len)
+}
+
+/// Creates the (empty) segment that starts at `first_seq`; with fsync, its name is on disk
+/// when this returns.
+fn create_segment(dir: &Path, first_seq: u64, fsync: bool) -> Result<File> {
+    let path = segment_path(dir, first_seq);
+    let file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .with_context(|| format!("creating segment {}", path.display()))?;
+    if fsync {
+        sync_dir(dir)?;
+    }
+    Ok(file)
 }
 
 fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
