@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     limit_malloc_arenas();
     return_freed_memory_sooner();
+    no_transparent_huge_pages();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => {
@@ -130,6 +131,19 @@ fn return_freed_memory_sooner() {
     // SAFETY: sets an option before any thread but this one exists; mimalloc reads it when
     // it next purges.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100) };
+}
+
+/// mimalloc asks for transparent huge pages on its memory (`madvise`), so a 2 MiB page was
+/// resident as soon as any of it was touched: 75-85 MB of the RSS under sustained load was
+/// such pages. Without them the sustained peak went from 239-272 MB to 172-184 MB, at the
+/// same rate. Disabled for the whole process (SQLite's memory too), whatever the system's
+/// setting.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a plain system call about this process; no memory is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
 }
 
 /// SQLite allocates through the C allocator, from whichever thread runs a query or an index

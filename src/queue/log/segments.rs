@@ -28,6 +28,11 @@ const MAX_PAYLOAD: usize = 1 << 20;
 /// larger steps made fewer of those flushes but each long enough to show in the p99.
 const ZEROED_AHEAD: u64 = 1024 * 1024;
 
+/// What the zeros are written from: untouched, so backed by the kernel's shared zero page,
+/// not by memory of ours. Allocating them zeroed at each step cost a memset and page faults
+/// on the writer thread: a third of the server's page faults under sustained load.
+static ZEROS: [u8; ZEROED_AHEAD as usize] = [0; ZEROED_AHEAD as usize];
+
 /// What recovery found in the log beyond the indexed position.
 pub struct Recovered {
     /// The seq the next appended event gets.
@@ -112,10 +117,13 @@ impl LogWriter {
         if !self.fsync || end <= self.allocated {
             return Ok(());
         }
-        let zeros = vec![0u8; (end + ZEROED_AHEAD - self.allocated) as usize];
-        self.file.write_all_at(&zeros, self.allocated)?;
+        let target = end + ZEROED_AHEAD;
+        while self.allocated < target {
+            let len = (target - self.allocated).min(ZEROED_AHEAD) as usize;
+            self.file.write_all_at(&ZEROS[..len], self.allocated)?;
+            self.allocated += len as u64;
+        }
         // The append's own flush then flushes these zeros and the new size with it, once.
-        self.allocated += zeros.len() as u64;
         Ok(())
     }
 
@@ -164,7 +172,9 @@ impl LogReader {
     /// Reads events from the next unread seq up to `committed_seq` (inclusive), at most
     /// `max` of them. An error after some events returns those; the next call meets it again.
     pub fn read(&mut self, committed_seq: u64, max: usize) -> Result<Vec<StoredEvent>> {
-        let mut events = Vec::new();
+        // Sized once: grown a push at a time, a large batch was copied as it doubled.
+        let waiting = (committed_seq + 1).saturating_sub(self.next_seq);
+        let mut events = Vec::with_capacity(waiting.min(max as u64) as usize);
         while self.next_seq <= committed_seq && events.len() < max {
             match self.read_next() {
                 Ok(event) => events.push(event),
