@@ -97,8 +97,13 @@ impl Writer {
             };
             let mut events = 0;
             closing = self.take(Some(first), &mut group, &mut events);
-            if !closing && events < MAX_GROUP_EVENTS && self.busy(group.len()) {
-                let wait = FLUSH_INTERVAL.saturating_sub(last_flush.elapsed());
+            if !closing && events < MAX_GROUP_EVENTS {
+                let wait = flush_wait(
+                    self.log.flushes(),
+                    self.requests_in_progress.load(Ordering::Relaxed),
+                    group.len(),
+                    last_flush.elapsed(),
+                );
                 if !wait.is_zero() {
                     std::thread::sleep(wait);
                     let next = self.receiver.try_recv().ok();
@@ -115,13 +120,6 @@ impl Writer {
         while let Ok(Message::Submit { reply, .. }) = self.receiver.try_recv() {
             let _ = reply.send(Err(IngestError::ShuttingDown));
         }
-    }
-
-    /// Whether the flush of a group of `submissions` should wait for more: with fsync, while
-    /// enough other requests are in progress.
-    fn busy(&self, submissions: usize) -> bool {
-        let in_progress = self.requests_in_progress.load(Ordering::Relaxed);
-        self.log.flushes() && in_progress.saturating_sub(submissions) >= OTHERS_IN_PROGRESS
     }
 
     /// Adds `message`, and the messages waiting after it, to `group` until it holds
@@ -216,5 +214,55 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+/// How long a group of `submissions` waits for more before it is written, `since_flush`
+/// after the previous flush began, with `in_progress` requests in progress (the group's
+/// among them): while the log flushes and at least [`OTHERS_IN_PROGRESS`] others are in
+/// progress, until [`FLUSH_INTERVAL`] after that flush; otherwise not at all.
+fn flush_wait(
+    flushes: bool,
+    in_progress: usize,
+    submissions: usize,
+    since_flush: Duration,
+) -> Duration {
+    let others = in_progress.saturating_sub(submissions);
+    if !flushes || others < OTHERS_IN_PROGRESS {
+        return Duration::ZERO;
+    }
+    FLUSH_INTERVAL.saturating_sub(since_flush)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The previous flush began just now.
+    const JUST_FLUSHED: Duration = Duration::ZERO;
+
+    #[test]
+    fn a_flush_waits_only_with_fsync_and_enough_others_in_progress() {
+        let busy = OTHERS_IN_PROGRESS + 10;
+        assert_eq!(flush_wait(true, busy, 10, JUST_FLUSHED), FLUSH_INTERVAL);
+        // Without flushes there is nothing to save by waiting.
+        assert_eq!(flush_wait(false, busy, 10, JUST_FLUSHED), Duration::ZERO);
+        // The group's own requests are not others: one fewer than enough is none.
+        assert_eq!(flush_wait(true, busy, 11, JUST_FLUSHED), Duration::ZERO);
+        // One client sending request after request never waits.
+        assert_eq!(flush_wait(true, 1, 1, JUST_FLUSHED), Duration::ZERO);
+        assert_eq!(flush_wait(true, 0, 1, JUST_FLUSHED), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_flush_waits_out_the_interval_since_the_previous_one() {
+        let busy = OTHERS_IN_PROGRESS + 1;
+        let quarter = FLUSH_INTERVAL / 4;
+        assert_eq!(flush_wait(true, busy, 1, quarter), FLUSH_INTERVAL - quarter);
+        assert_eq!(flush_wait(true, busy, 1, FLUSH_INTERVAL), Duration::ZERO);
+        assert_eq!(
+            flush_wait(true, busy, 1, FLUSH_INTERVAL * 3),
+            Duration::ZERO
+        );
     }
 }
