@@ -135,7 +135,7 @@ fn return_freed_memory_sooner() {
 
 /// mimalloc asks for transparent huge pages on its memory (`madvise`), so a 2 MiB page was
 /// resident as soon as any of it was touched: 75-85 MB of the RSS under sustained load was
-/// such pages. Without them the sustained peak went from 239-272 MB to 172-184 MB, at the
+/// such pages. Without them the sustained peak went from 252-280 MB to 174-201 MB, at the
 /// same rate. Disabled for the whole process (SQLite's memory too), whatever the system's
 /// setting.
 fn no_transparent_huge_pages() {
