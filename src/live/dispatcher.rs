@@ -133,7 +133,8 @@ impl Dispatcher {
                 let id = self.next_id;
                 self.next_id += 1;
                 // Count first, then read `committed`: pairs with the fence in
-                // `Publisher::publish`, so every group committed after `through` is published.
+                // `Publisher::mark_published`, so every group committed after `through` is
+                // handed over.
                 self.registered.fetch_add(1, Ordering::SeqCst);
                 fence(Ordering::SeqCst);
                 let through = self.published.get();

@@ -189,29 +189,45 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Called by the log writer after each commit with its frames (consecutive `seq`s
-    /// following the previous commit's).
-    pub fn publish(&self, frames: &[u8]) {
+    /// Records the log writer's committed `frames` (consecutive `seq`s following the
+    /// previous commit's) as published: a subscriber registering from now on starts after
+    /// them. Called before they are acknowledged, so that a client that subscribes once it
+    /// has its answer is not sent them live. Returns whether someone is registered, who then
+    /// needs them [handed over](Self::hand_over).
+    pub fn mark_published(&self, frames: &[u8]) -> bool {
+        self.mark(frames)
+    }
+
+    /// Hands frames [marked published](Self::mark_published) to the dispatcher, without
+    /// waiting: a group that does not fit in its queue is dropped.
+    pub fn hand_over(&self, frames: &[u8]) {
         let Some(header) = frames.get(..record::FRAME_HEADER) else {
             return;
         };
         let first = record::read_header(header.try_into().expect("header size")).2;
-        self.publish_after(first - 1, frames);
+        self.send(first - 1, frames);
     }
 
-    /// [`publish`](Self::publish) for `seq`s with gaps (a cluster's, from Redis entry ids):
-    /// `after` is the `seq` of the event just before these, so that a group dropped
+    /// Marks and hands over in one step, for `seq`s with gaps (a cluster's, from Redis entry
+    /// ids): `after` is the `seq` of the event just before these, so that a group dropped
     /// between them can still be told from a gap in the numbering.
     pub fn publish_after(&self, after: u64, frames: &[u8]) {
+        if self.mark(frames) {
+            self.send(after, frames);
+        }
+    }
+
+    fn mark(&self, frames: &[u8]) -> bool {
         if let Some(last) = last_seq(frames) {
             self.published.set(last);
         }
         // Pairs with the fence in the dispatcher's registration (see the module doc): either
         // it sees our position, or we see its registration.
         fence(Ordering::SeqCst);
-        if frames.is_empty() || self.registered.load(Ordering::SeqCst) == 0 {
-            return;
-        }
+        !frames.is_empty() && self.registered.load(Ordering::SeqCst) > 0
+    }
+
+    fn send(&self, after: u64, frames: &[u8]) {
         let queued = self.queued_bytes.fetch_add(frames.len(), Ordering::AcqRel);
         let refused = if queued + frames.len() > GROUP_QUEUE_BYTES {
             true

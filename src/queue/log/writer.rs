@@ -1,8 +1,9 @@
 //! The single log writer: group commit. It takes every submission waiting when it wakes,
 //! sets aside events whose client id was accepted before (duplicates and conflicts), assigns
 //! `seq`s, appends all their frames in one write (and one fdatasync with `--durability
-//! fsync`, at most one a millisecond while many requests are in progress), then answers each
-//! submission and hands the committed frames to the live stream (without ever waiting for it).
+//! fsync`, at most one a millisecond while many requests are in progress), marks the
+//! committed frames published, answers each submission, and then hands the frames to the live
+//! stream (without ever waiting for it).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -190,12 +191,17 @@ impl Writer {
                 self.last_commit
                     .record(SystemClock.now_ms(), took.as_micros() as u64);
                 self.progress.set_committed(self.next_seq - 1);
+                // After `set_committed` (the live stream's no-gap argument relies on that
+                // order) and before the answers: a client that subscribes once answered must
+                // not be sent these events live.
+                let subscribed = publisher.mark_published(frames);
                 for ((_, reply), outcome) in group.drain(..).zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
-                // After `set_committed` (the live stream's no-gap argument relies on that
-                // order) and after the answers, which need not wait for a copy.
-                publisher.publish(frames);
+                // After the answers, which need not wait for a copy.
+                if subscribed {
+                    publisher.hand_over(frames);
+                }
                 if let Err(err) = self.log.roll_if_full(self.next_seq) {
                     tracing::error!(error = %err, "could not start a new log segment; will retry");
                 }
