@@ -189,35 +189,11 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Records the log writer's committed `frames` (consecutive `seq`s following the
-    /// previous commit's) as published: a subscriber registering from now on starts after
-    /// them. Called before they are acknowledged, so that a client that subscribes once it
-    /// has its answer is not sent them live. Returns whether someone is registered, who then
-    /// needs them [handed over](Self::hand_over).
+    /// Records committed `frames` as published: a subscriber registering from now on starts
+    /// after them. The log writer calls this before it acknowledges them, so that a client
+    /// that subscribes once it has its answer is not sent them live. Returns whether someone
+    /// is registered, who then needs them [handed over](Self::hand_over).
     pub fn mark_published(&self, frames: &[u8]) -> bool {
-        self.mark(frames)
-    }
-
-    /// Hands frames [marked published](Self::mark_published) to the dispatcher, without
-    /// waiting: a group that does not fit in its queue is dropped.
-    pub fn hand_over(&self, frames: &[u8]) {
-        let Some(header) = frames.get(..record::FRAME_HEADER) else {
-            return;
-        };
-        let first = record::read_header(header.try_into().expect("header size")).2;
-        self.send(first - 1, frames);
-    }
-
-    /// Marks and hands over in one step, for `seq`s with gaps (a cluster's, from Redis entry
-    /// ids): `after` is the `seq` of the event just before these, so that a group dropped
-    /// between them can still be told from a gap in the numbering.
-    pub fn publish_after(&self, after: u64, frames: &[u8]) {
-        if self.mark(frames) {
-            self.send(after, frames);
-        }
-    }
-
-    fn mark(&self, frames: &[u8]) -> bool {
         if let Some(last) = last_seq(frames) {
             self.published.set(last);
         }
@@ -227,7 +203,11 @@ impl Publisher {
         !frames.is_empty() && self.registered.load(Ordering::SeqCst) > 0
     }
 
-    fn send(&self, after: u64, frames: &[u8]) {
+    /// Hands frames [marked published](Self::mark_published) to the dispatcher without
+    /// waiting (a group that does not fit in its queue is dropped). `after` is the `seq` of
+    /// the event just before them, so that a dropped group can be told from a gap in the
+    /// numbering (a cluster's `seq`s, from Redis entry ids, have gaps).
+    pub fn hand_over(&self, after: u64, frames: &[u8]) {
         let queued = self.queued_bytes.fetch_add(frames.len(), Ordering::AcqRel);
         let refused = if queued + frames.len() > GROUP_QUEUE_BYTES {
             true

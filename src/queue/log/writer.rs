@@ -200,7 +200,7 @@ impl Writer {
                 }
                 // After the answers, which need not wait for a copy.
                 if subscribed {
-                    publisher.hand_over(frames);
+                    publisher.hand_over(first_seq - 1, frames);
                 }
                 if let Err(err) = self.log.roll_if_full(self.next_seq) {
                     tracing::error!(error = %err, "could not start a new log segment; will retry");

@@ -303,7 +303,9 @@ async fn follow_stream(
                     }
                 }
                 last = newest;
-                publisher.publish_after(after, &frames);
+                if publisher.mark_published(&frames) {
+                    publisher.hand_over(after, &frames);
+                }
             }
             Err(err) => {
                 may_have_missed = true;
