@@ -324,13 +324,8 @@ fn recover(dir: &Path, indexed_seq: u64) -> Result<Recovered> {
         let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut offset = 0;
         let mut seq_expected = first_seq;
-        let mut cut = false;
         while offset < bytes.len() {
             let Some(frame) = check_frame(&bytes[offset..], seq_expected) else {
-                // Zeroed space written ahead of the frames is where they end; anything else
-                // is a frame torn by a crash (and whatever was written after it).
-                cut = true;
-                torn = bytes[offset..].iter().any(|&byte| byte != 0);
                 break;
             };
             let payload = &bytes[offset + FRAME_HEADER..offset + FRAME_HEADER + frame];
@@ -342,12 +337,16 @@ fn recover(dir: &Path, indexed_seq: u64) -> Result<Recovered> {
             offset += FRAME_HEADER + frame;
             seq_expected += 1;
         }
-        if cut {
+        if offset < bytes.len() {
+            // After the last sound frame: zeroed space written ahead of the frames, where
+            // they end, or a frame torn by a crash (and whatever was written after it).
             let written = bytes
                 .iter()
                 .rposition(|&byte| byte != 0)
                 .map_or(0, |i| i + 1);
-            truncated_bytes += written.saturating_sub(offset) as u64;
+            let torn_bytes = written.saturating_sub(offset);
+            torn = torn_bytes > 0;
+            truncated_bytes += torn_bytes as u64;
             let file = OpenOptions::new().write(true).open(&path)?;
             file.set_len(offset as u64)?;
             file.sync_all()?;
