@@ -472,13 +472,9 @@ mod tests {
 
         let mut reader = LogReader::new(dir.path(), 1);
         let first = reader.read(5, 2).unwrap();
-        assert_eq!(first.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(seqs(&first), [1, 2]);
         let rest = reader.read(4, 100).unwrap();
-        assert_eq!(
-            rest.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            [3, 4],
-            "stops at committed"
-        );
+        assert_eq!(seqs(&rest), [3, 4], "stops at committed");
         assert_eq!(reader.read(5, 100).unwrap()[0].id, "id-5");
     }
 
@@ -508,7 +504,7 @@ mod tests {
 
         log.append(&frames(4..=4)).unwrap();
         let events = LogReader::new(dir.path(), 2).read(4, 100).unwrap();
-        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(seqs(&events), [2, 3, 4]);
     }
 
     #[test]
@@ -521,7 +517,7 @@ mod tests {
         log.append(&frames(3..=4)).unwrap();
 
         let events = LogReader::new(dir.path(), 2).read(4, 100).unwrap();
-        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(seqs(&events), [2, 3, 4]);
 
         assert!(indexed_segments(dir.path(), 1).unwrap().is_empty());
         let indexed = indexed_segments(dir.path(), 2).unwrap();
