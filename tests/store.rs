@@ -50,6 +50,7 @@ contract!(
     orders_filters_and_pages,
     round_trips_every_field,
     appends_are_idempotent_on_id,
+    holds_uuid_ids_as_sent,
     lists_recent_client_ids,
     keeps_rollups_and_counts,
     reads_events_after_a_seq,
@@ -326,6 +327,53 @@ async fn appends_are_idempotent_on_id(store: TestStore) {
     let outcome = store.append_batch(Arc::new(twice), 5).await.unwrap();
     assert_eq!(outcome.skipped, [5]);
     assert_eq!(store.event_count().await.unwrap(), 3);
+}
+
+/// Ids in a UUID's canonical form (which SQLite holds as 16 bytes) and in other spellings of
+/// the same UUID (held as text) are different ids, each read back exactly as sent and stored
+/// once.
+async fn holds_uuid_ids_as_sent(store: TestStore) {
+    let canonical = "0190f1a2-7b3c-7d4e-8f50-123456789abc";
+    let spellings = [
+        canonical.to_owned(),
+        canonical.to_uppercase(),
+        canonical.replace('-', ""),
+        format!("{{{canonical}}}"),
+        uuid::Uuid::now_v7().to_string(),
+    ];
+    let events: Vec<_> = (1..)
+        .zip(&spellings)
+        .map(|(seq, id)| {
+            let mut event = event(seq, id, "t", seq as i64);
+            event.id_from_client = true;
+            event
+        })
+        .collect();
+    let outcome = store
+        .append_batch(Arc::new(events.clone()), 5)
+        .await
+        .unwrap();
+    assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
+    for event in &events {
+        assert_eq!(store.get(&event.id).await.unwrap().as_ref(), Some(event));
+    }
+    let mut retries = events.clone();
+    for (event, seq) in retries.iter_mut().zip(6..) {
+        event.seq = seq;
+    }
+    let outcome = store.append_batch(Arc::new(retries), 10).await.unwrap();
+    assert_eq!(outcome.skipped, [6, 7, 8, 9, 10], "each id is stored once");
+    let recent = store.recent_client_ids(0, 10).await.unwrap();
+    let mut ids: Vec<_> = recent.into_iter().map(|(id, _)| id).collect();
+    ids.sort();
+    let mut sent = spellings.to_vec();
+    sent.sort();
+    assert_eq!(ids, sent);
+    let all = store
+        .query(query(EventFilter::default(), Order::Asc, 10))
+        .await
+        .unwrap();
+    assert_eq!(all, events);
 }
 
 async fn lists_recent_client_ids(store: TestStore) {
@@ -1136,7 +1184,91 @@ async fn sqlite_store_with_day_partitions_is_migrated() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 7, "every later migration applied");
+    assert_eq!(version, 8, "every later migration applied");
+}
+
+/// The SQL type of the id of the event `seq` in `table`.
+fn stored_id_type(path: &std::path::Path, table: &str, seq: u64) -> String {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(
+            &format!("SELECT typeof(id) FROM {table} WHERE seq = ?"),
+            [seq as i64],
+            |row| row.get(0),
+        )
+        .unwrap()
+}
+
+/// A store made before ids in a UUID's canonical form were held as 16 bytes (schema version
+/// 7) keeps them as text in its partitions, so a retry of one is still refused there; a
+/// partition made afterwards holds them as bytes; every id reads back as sent.
+#[tokio::test]
+async fn sqlite_store_with_text_ids_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let uuid = "0190f1a2-7b3c-7d4e-8f50-123456789abc";
+    let day = ms("2026-12-05T10:00:00.000Z");
+    let table = format!("events_d{}", day / DAY_MS);
+    let mut before = event(1, uuid, "t", day);
+    before.id_from_client = true;
+    {
+        let store = SqliteStore::open(&path, false).unwrap();
+        store
+            .append_batch(Arc::new(vec![before.clone()]), 1)
+            .await
+            .unwrap();
+    }
+    assert_eq!(stored_id_type(&path, &table, 1), "blob");
+    // Back to version 7: the id as text, as that version wrote it, and partitions listed
+    // without `packed_ids`.
+    {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute(&format!("UPDATE {table} SET id = ? WHERE seq = 1"), [uuid])
+            .unwrap();
+        db.execute_batch(
+            "CREATE TABLE v7 (
+                first_day INTEGER PRIMARY KEY,
+                span TEXT NOT NULL CHECK (span IN ('day', 'month', 'year')),
+                events INTEGER NOT NULL
+             ) WITHOUT ROWID;
+             INSERT INTO v7 SELECT first_day, span, events FROM partitions;
+             DROP TABLE partitions;
+             ALTER TABLE v7 RENAME TO partitions;
+             PRAGMA user_version = 7;",
+        )
+        .unwrap();
+    }
+    assert_eq!(stored_id_type(&path, &table, 1), "text");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, false).unwrap());
+    let mut retry = before.clone();
+    retry.seq = 2;
+    let outcome = store.append_batch(Arc::new(vec![retry]), 2).await.unwrap();
+    assert_eq!(
+        outcome.skipped,
+        [2],
+        "the retry is refused in the old partition"
+    );
+    assert_eq!(store.get(uuid).await.unwrap(), Some(before.clone()));
+    let other = "0190f1a2-7b3c-7d4e-8f50-cba987654321";
+    let mut later = event(3, other, "t", day + DAY_MS);
+    later.id_from_client = true;
+    store
+        .append_batch(Arc::new(vec![later.clone()]), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored_id_type(&path, &format!("events_d{}", day / DAY_MS + 1), 3),
+        "blob"
+    );
+    assert_eq!(store.get(other).await.unwrap(), Some(later.clone()));
+    assert_holds_exactly(&store, &[before, later], &[]).await;
+    drop(store);
+    // Reopened, the old partition still takes text: the retry is refused again.
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, false).unwrap());
+    let mut retry = event(4, uuid, "t", day);
+    retry.id_from_client = true;
+    let outcome = store.append_batch(Arc::new(vec![retry]), 4).await.unwrap();
+    assert_eq!(outcome.skipped, [4]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -74,6 +74,12 @@ const MIGRATIONS: &[Migration] = &[
     ),
     // 7: alerting's records and history.
     Migration::Sql(super::alerts::ALERTS_TABLES),
+    // 8: partitions created from now on hold ids that are canonical UUIDs as 16 bytes
+    // (see event_ids); those listed so far keep them as text.
+    Migration::Sql(
+        "ALTER TABLE partitions ADD COLUMN packed_ids INTEGER NOT NULL DEFAULT 0 \
+         CHECK (packed_ids IN (0, 1))",
+    ),
 ];
 
 /// Migration 1: the events table and the main level of the user index, as a partition's

@@ -9,6 +9,7 @@
 
 mod alerts;
 mod credentials;
+mod event_ids;
 mod migrations;
 mod partitions;
 mod query;
@@ -104,10 +105,12 @@ impl SqliteStore {
         migrations::migrate(&mut connection)?;
         let sweeper = user_index::Sweeper::new(&connection, sweep)?;
         let layout = partitions::layout(&connection)?;
+        let text_ids = partitions::with_text_ids(&connection)?;
         let writes = writer::spawn(Writer {
             connection,
             sweeper,
             layout,
+            text_ids,
         })?;
         Ok(SqliteStore {
             path: path.to_owned(),

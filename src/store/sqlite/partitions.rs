@@ -12,6 +12,8 @@
 //! timestamp (a retry) always lands in the same partition, so replays and retries are
 //! skipped.
 
+use std::collections::HashSet;
+
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, Transaction};
 
@@ -73,8 +75,10 @@ impl Partition {
     /// Creates the partition's tables and lists it, within `tx`.
     pub fn create(self, tx: &Transaction) -> Result<()> {
         self.create_tables(tx)?;
-        tx.prepare_cached("INSERT INTO partitions (first_day, span, events) VALUES (?, ?, 0)")?
-            .execute(params![self.first_day(), self.range.span.name()])?;
+        tx.prepare_cached(
+            "INSERT INTO partitions (first_day, span, events, packed_ids) VALUES (?, ?, 0, 1)",
+        )?
+        .execute(params![self.first_day(), self.range.span.name()])?;
         Ok(())
     }
 
@@ -157,6 +161,23 @@ pub(super) fn list(
         Order::Asc => "SELECT first_day, span FROM partitions ORDER BY first_day",
         Order::Desc => "SELECT first_day, span FROM partitions ORDER BY first_day DESC",
     };
+    let mut partitions = listed(connection, sql)?;
+    partitions.retain(|partition| partition.overlaps(from_ms, to_ms));
+    Ok(partitions)
+}
+
+/// The partitions created before ids were packed, which hold every id as text (see
+/// [`event_ids`](super::event_ids)).
+pub(super) fn with_text_ids(connection: &Connection) -> Result<HashSet<TimeRange>> {
+    let sql = "SELECT first_day, span FROM partitions WHERE packed_ids = 0";
+    Ok(listed(connection, sql)?
+        .into_iter()
+        .map(|p| p.range)
+        .collect())
+}
+
+/// The partitions `sql` selects (as `first_day, span`), in its order.
+fn listed(connection: &Connection, sql: &str) -> Result<Vec<Partition>> {
     let mut statement = connection.prepare_cached(sql)?;
     let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
     let mut partitions = Vec::new();
@@ -166,9 +187,7 @@ pub(super) fn list(
             .and_then(|span| TimeRange::containing(first_day * DAY_MS, span))
             .map(|range| Partition { range })
             .with_context(|| format!("the partition list has {span:?} at day {first_day}"))?;
-        if partition.overlaps(from_ms, to_ms) {
-            partitions.push(partition);
-        }
+        partitions.push(partition);
     }
     Ok(partitions)
 }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row};
 
+use super::event_ids;
 use super::partitions::{self, Partition};
 use crate::event::StoredEvent;
 use crate::store::{EventFilter, EventQuery, Order, Position};
@@ -32,7 +33,7 @@ pub(super) fn direction(order: Order) -> &'static str {
 pub(super) fn event_from_row(row: &Row) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
         seq: row.get::<_, i64>(0)? as u64,
-        id: row.get(1)?,
+        id: event_ids::read(row, 1)?,
         id_from_client: row.get(2)?,
         kind: row.get(3)?,
         timestamp_ms: row.get(4)?,

@@ -6,6 +6,7 @@ use anyhow::Result;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 
+use super::event_ids::{self, StoredId};
 use super::partitions::{self, Partition};
 use super::query::{
     direction, each_partition, event_from_row, push_conditions, sql_count, walk_partitions,
@@ -86,17 +87,19 @@ pub(super) fn events_after_seq(
 }
 
 pub(super) fn get(connection: &Connection, id: &str) -> Result<Option<StoredEvent>> {
+    // A partition holds an id in one form, which depends on its age: each is tried.
+    let forms = StoredId::forms(id);
     for partition in partitions::list(connection, None, None, Order::Desc)? {
         let sql = format!(
             "SELECT {COLUMNS} FROM {} WHERE id = ?",
             partition.events_table()
         );
-        let found = connection
-            .prepare_cached(&sql)?
-            .query_row([id], event_from_row)
-            .optional()?;
-        if found.is_some() {
-            return Ok(found);
+        let mut statement = connection.prepare_cached(&sql)?;
+        for form in &forms {
+            let found = statement.query_row([form], event_from_row).optional()?;
+            if found.is_some() {
+                return Ok(found);
+            }
         }
     }
     Ok(None)
@@ -191,7 +194,7 @@ pub(super) fn recent_client_ids(
          WHERE id_from_client = 1 AND received_at >= ?
          ORDER BY received_at DESC LIMIT ?",
         &[Value::Integer(since_ms), sql_count(limit)],
-        |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+        |row| Ok((event_ids::read(row, 0)?, row.get::<_, i64>(1)?)),
     )?;
     ids.sort_unstable_by_key(|(_, received_at)| std::cmp::Reverse(*received_at));
     ids.truncate(limit);

@@ -88,6 +88,7 @@ impl Writer {
         subtract_from_event_count(&tx, events)?;
         tx.commit()?;
         self.layout.remove(partition.range);
+        self.text_ids.remove(&partition.range);
         Ok(events)
     }
 

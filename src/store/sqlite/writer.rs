@@ -4,11 +4,12 @@
 //! user-index entries, the rollups, the partitions' counts and the progress counters, in one
 //! transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{Context, Result};
 use rusqlite::{params, Connection, ErrorCode};
 
+use super::event_ids::StoredId;
 use super::partitions::Partition;
 use super::query::COLUMNS;
 use super::user_index;
@@ -25,6 +26,8 @@ pub(super) struct Writer {
     pub(super) sweeper: user_index::Sweeper,
     /// The partitions that have tables: what events are routed by.
     pub(super) layout: Layout,
+    /// Those of them that hold ids as text (see [`event_ids`](super::event_ids)).
+    pub(super) text_ids: HashSet<TimeRange>,
 }
 
 /// Starts the writer thread, which owns `writer`; it ends when the returned sender is dropped.
@@ -87,12 +90,13 @@ impl Writer {
         let mut per_partition: HashMap<TimeRange, i64> = HashMap::new();
         {
             let mut insert_user = tx.prepare_cached(user_index::INSERT_RECENT)?;
-            // Batches mostly fall in one partition: its statement is kept while it holds.
-            let mut current: Option<(TimeRange, rusqlite::CachedStatement)> = None;
+            // Batches mostly fall in one partition: its statement (and whether it packs
+            // ids) is kept while it holds.
+            let mut current: Option<(TimeRange, bool, rusqlite::CachedStatement)> = None;
             for event in events {
                 let ts = event.timestamp_ms;
-                let insert = match &mut current {
-                    Some((range, insert)) if range.covers(ts) => insert,
+                let (packed_ids, insert) = match &mut current {
+                    Some((range, packed_ids, insert)) if range.covers(ts) => (*packed_ids, insert),
                     _ => {
                         let range = match self.layout.covering(ts) {
                             Some(range) => range,
@@ -109,12 +113,15 @@ impl Writer {
                              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             Partition { range }.events_table()
                         );
-                        &mut current.insert((range, tx.prepare_cached(&sql)?)).1
+                        let packed_ids = !self.text_ids.contains(&range);
+                        let (_, _, insert) =
+                            current.insert((range, packed_ids, tx.prepare_cached(&sql)?));
+                        (packed_ids, insert)
                     }
                 };
                 let inserted = insert.execute(params![
                     event.seq as i64,
-                    event.id,
+                    StoredId::new(&event.id, packed_ids),
                     event.id_from_client,
                     event.kind,
                     ts,
@@ -129,7 +136,7 @@ impl Writer {
                     skipped.push(event.seq);
                     continue;
                 }
-                if let Some((range, _)) = &current {
+                if let Some((range, _, _)) = &current {
                     *per_partition.entry(*range).or_default() += 1;
                 }
                 rollups.add(event);
