@@ -17,8 +17,9 @@ pub const EVENT_TYPES: u64 = 20;
 pub const SERVICES: u64 = 50;
 /// Users are `user-000000` .. `user-099999`.
 pub const USERS: u64 = 100_000;
-/// Length of a client id: 16 hex digits of run nonce, 16 of mixed counter.
-pub const CLIENT_ID_LEN: usize = 32;
+/// Length of a client id: a UUIDv4 in its canonical form, as the Segment and PostHog SDKs
+/// send message ids (`8-4-4-4-12` lowercase hex digits).
+pub const CLIENT_ID_LEN: usize = 36;
 
 /// Digits in a millisecond epoch timestamp (true until the year 2286).
 const TIMESTAMP_DIGITS: usize = 13;
@@ -95,9 +96,29 @@ impl IdSource {
         self.next_counter.fetch_add(count, Ordering::Relaxed)
     }
 
+    /// Writes the id of `counter`: a UUIDv4 whose 122 free bits are the mixed counter (64,
+    /// first, so ids spread over the whole key space as random ones do, and never repeat)
+    /// then the run's nonce.
     fn write_id(&self, counter: u64, slot: &mut [u8]) {
-        write_hex(&mut slot[..16], self.nonce);
-        write_hex(&mut slot[16..CLIENT_ID_LEN], mix64(counter));
+        let free = (u128::from(mix64(counter)) << 58) | u128::from(self.nonce >> 6);
+        let uuid = (free >> 74) << 80 // 48 bits
+            | 0x4 << 76 // version
+            | ((free >> 62) & 0xfff) << 64 // 12 bits
+            | 0b10 << 62 // variant
+            | (free & ((1 << 62) - 1)); // 62 bits
+        let mut digits = [0u8; 32];
+        write_hex(&mut digits[..16], (uuid >> 64) as u64);
+        write_hex(&mut digits[16..], uuid as u64);
+        let groups = [0..8, 8..12, 12..16, 16..20, 20..32];
+        let mut at = 0;
+        for (index, group) in groups.into_iter().enumerate() {
+            if index > 0 {
+                slot[at] = b'-';
+                at += 1;
+            }
+            slot[at..at + group.len()].copy_from_slice(&digits[group.clone()]);
+            at += group.len();
+        }
     }
 }
 
@@ -511,7 +532,10 @@ mod tests {
             assert_eq!(events.len(), 100);
             for event in events {
                 let id = event["id"].as_str().unwrap();
-                assert_eq!(id.len(), CLIENT_ID_LEN);
+                let uuid = uuid::Uuid::try_parse(id).unwrap();
+                assert_eq!(uuid.hyphenated().to_string(), id, "canonical form");
+                assert_eq!(uuid.get_version_num(), 4, "{id}");
+                assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{id}");
                 assert!(seen.insert(id.to_owned()), "duplicate id {id}");
                 assert!(event["type"].as_str().unwrap().starts_with("type-"));
                 assert!(event["user_id"].as_str().unwrap().starts_with("user-"));
