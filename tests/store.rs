@@ -163,6 +163,14 @@ fn event(seq: u64, id: &str, kind: &str, ts: i64) -> StoredEvent {
     }
 }
 
+/// [`event`] with an id the client sent, whatever it looks like.
+fn client_event(seq: u64, id: &str, kind: &str, ts: i64) -> StoredEvent {
+    StoredEvent {
+        id_from_client: true,
+        ..event(seq, id, kind, ts)
+    }
+}
+
 fn query(filter: EventFilter, order: Order, limit: usize) -> EventQuery {
     EventQuery {
         filter,
@@ -343,11 +351,7 @@ async fn holds_uuid_ids_as_sent(store: TestStore) {
     ];
     let events: Vec<_> = (1..)
         .zip(&spellings)
-        .map(|(seq, id)| {
-            let mut event = event(seq, id, "t", seq as i64);
-            event.id_from_client = true;
-            event
-        })
+        .map(|(seq, id)| client_event(seq, id, "t", seq as i64))
         .collect();
     let outcome = store
         .append_batch(Arc::new(events.clone()), 5)
@@ -1209,8 +1213,7 @@ async fn sqlite_store_with_text_ids_is_migrated() {
     let uuid = "0190f1a2-7b3c-7d4e-8f50-123456789abc";
     let day = ms("2026-12-05T10:00:00.000Z");
     let table = format!("events_d{}", day / DAY_MS);
-    let mut before = event(1, uuid, "t", day);
-    before.id_from_client = true;
+    let before = client_event(1, uuid, "t", day);
     {
         let store = SqliteStore::open(&path, false).unwrap();
         store
@@ -1250,8 +1253,7 @@ async fn sqlite_store_with_text_ids_is_migrated() {
     );
     assert_eq!(store.get(uuid).await.unwrap(), Some(before.clone()));
     let other = "0190f1a2-7b3c-7d4e-8f50-cba987654321";
-    let mut later = event(3, other, "t", day + DAY_MS);
-    later.id_from_client = true;
+    let later = client_event(3, other, "t", day + DAY_MS);
     store
         .append_batch(Arc::new(vec![later.clone()]), 3)
         .await
@@ -1265,8 +1267,7 @@ async fn sqlite_store_with_text_ids_is_migrated() {
     drop(store);
     // Reopened, the old partition still takes text: the retry is refused again.
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path, false).unwrap());
-    let mut retry = event(4, uuid, "t", day);
-    retry.id_from_client = true;
+    let retry = client_event(4, uuid, "t", day);
     let outcome = store.append_batch(Arc::new(vec![retry]), 4).await.unwrap();
     assert_eq!(outcome.skipped, [4]);
 }

@@ -106,19 +106,9 @@ impl IdSource {
             | ((free >> 62) & 0xfff) << 64 // 12 bits
             | 0b10 << 62 // variant
             | (free & ((1 << 62) - 1)); // 62 bits
-        let mut digits = [0u8; 32];
-        write_hex(&mut digits[..16], (uuid >> 64) as u64);
-        write_hex(&mut digits[16..], uuid as u64);
-        let groups = [0..8, 8..12, 12..16, 16..20, 20..32];
-        let mut at = 0;
-        for (index, group) in groups.into_iter().enumerate() {
-            if index > 0 {
-                slot[at] = b'-';
-                at += 1;
-            }
-            slot[at..at + group.len()].copy_from_slice(&digits[group.clone()]);
-            at += group.len();
-        }
+        uuid::Uuid::from_u128(uuid)
+            .hyphenated()
+            .encode_lower(&mut slot[..CLIENT_ID_LEN]);
     }
 }
 
@@ -475,15 +465,6 @@ fn write_decimal(slot: &mut [u8], mut value: u64) {
     for byte in slot.iter_mut().rev() {
         *byte = b'0' + (value % 10) as u8;
         value /= 10;
-    }
-}
-
-/// Writes `value` as lowercase hex filling `slot` exactly (high digits dropped).
-fn write_hex(slot: &mut [u8], mut value: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for byte in slot.iter_mut().rev() {
-        *byte = DIGITS[(value & 0xf) as usize];
-        value >>= 4;
     }
 }
 

@@ -32,21 +32,15 @@ pub fn new_event_id(now_ms: i64) -> String {
     uuid_text(value)
 }
 
-/// `value` as a UUID's 36 characters (`8-4-4-4-12` lowercase hex digits). Written digit by
-/// digit: `format!` with five hex fields cost about ten times as much, once per event.
+/// `value` as a UUID's 36 characters (`8-4-4-4-12` lowercase hex digits), by the uuid
+/// crate's encoder, the one the SQLite store reads ids back with: `format!` with five hex
+/// fields cost about ten times as much, once per event (and a digit-by-digit loop of our
+/// own twice as much: 82–123 ns against 34–42 ns).
 fn uuid_text(value: u128) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [0u8; 36];
-    let mut digit = 0;
-    for (at, byte) in text.iter_mut().enumerate() {
-        if matches!(at, 8 | 13 | 18 | 23) {
-            *byte = b'-';
-        } else {
-            *byte = HEX[((value >> (124 - 4 * digit)) & 0xf) as usize];
-            digit += 1;
-        }
-    }
-    String::from_utf8(text.to_vec()).expect("hex digits and dashes are ASCII")
+    uuid::Uuid::from_u128(value)
+        .hyphenated()
+        .encode_lower(&mut [0; 36])
+        .to_owned()
 }
 
 /// A 128-bit hash of a client id: the dedup set keeps these instead of the ids themselves,

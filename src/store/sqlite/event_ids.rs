@@ -27,9 +27,9 @@ impl<'a> StoredId<'a> {
     /// `id` as a partition holds it: packed if the partition packs ids and `id` is a
     /// canonical UUID.
     pub fn new(id: &'a str, packed: bool) -> StoredId<'a> {
-        match canonical_uuid(id) {
-            Some(uuid) if packed => StoredId::Packed(uuid.into_bytes()),
-            _ => StoredId::Text(id),
+        match packed.then(|| canonical_uuid(id)).flatten() {
+            Some(uuid) => StoredId::Packed(uuid.into_bytes()),
+            None => StoredId::Text(id),
         }
     }
 
@@ -56,7 +56,11 @@ impl ToSql for StoredId<'_> {
 pub(super) fn read(row: &rusqlite::Row, index: usize) -> rusqlite::Result<String> {
     if let ValueRef::Blob(bytes) = row.get_ref(index)? {
         if let Ok(bytes) = <[u8; 16]>::try_from(bytes) {
-            return Ok(Uuid::from_bytes(bytes).hyphenated().to_string());
+            let mut text = [0; 36];
+            return Ok(Uuid::from_bytes(bytes)
+                .hyphenated()
+                .encode_lower(&mut text)
+                .to_owned());
         }
     }
     // Text, or an error naming the column and the type found.

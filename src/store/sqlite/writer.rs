@@ -90,13 +90,12 @@ impl Writer {
         let mut per_partition: HashMap<TimeRange, i64> = HashMap::new();
         {
             let mut insert_user = tx.prepare_cached(user_index::INSERT_RECENT)?;
-            // Batches mostly fall in one partition: its statement (and whether it packs
-            // ids) is kept while it holds.
-            let mut current: Option<(TimeRange, bool, rusqlite::CachedStatement)> = None;
+            // Batches mostly fall in one partition: its statement is kept while it holds.
+            let mut current: Option<(TimeRange, rusqlite::CachedStatement)> = None;
             for event in events {
                 let ts = event.timestamp_ms;
-                let (packed_ids, insert) = match &mut current {
-                    Some((range, packed_ids, insert)) if range.covers(ts) => (*packed_ids, insert),
+                let (range, insert) = match &mut current {
+                    Some((range, insert)) if range.covers(ts) => (*range, insert),
                     _ => {
                         let range = match self.layout.covering(ts) {
                             Some(range) => range,
@@ -113,12 +112,13 @@ impl Writer {
                              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             Partition { range }.events_table()
                         );
-                        let packed_ids = !self.text_ids.contains(&range);
-                        let (_, _, insert) =
-                            current.insert((range, packed_ids, tx.prepare_cached(&sql)?));
-                        (packed_ids, insert)
+                        (
+                            range,
+                            &mut current.insert((range, tx.prepare_cached(&sql)?)).1,
+                        )
                     }
                 };
+                let packed_ids = !self.text_ids.contains(&range);
                 let inserted = insert.execute(params![
                     event.seq as i64,
                     StoredId::new(&event.id, packed_ids),
@@ -136,9 +136,7 @@ impl Writer {
                     skipped.push(event.seq);
                     continue;
                 }
-                if let Some((range, _, _)) = &current {
-                    *per_partition.entry(*range).or_default() += 1;
-                }
+                *per_partition.entry(range).or_default() += 1;
                 rollups.add(event);
                 if let Some(user_id) = &event.user_id {
                     insert_user.execute(params![user_id, ts, event.seq as i64])?;
