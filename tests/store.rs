@@ -1134,6 +1134,42 @@ async fn sqlite_sweeps_into_the_user_index_of_a_year() {
     assert_eq!(store.user_index_levels(), Some((20, 20)));
 }
 
+/// Committed events reach the database file within about a second, copied there by the
+/// checkpointer thread (the writer's own automatic checkpoint waits for a WAL of 400 MiB).
+#[tokio::test]
+async fn sqlite_checkpoints_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let store = SqliteStore::open(&path, false).unwrap();
+    let day = ms("2026-12-05T10:00:00.000Z");
+    let events: Vec<StoredEvent> = (1..=2_000)
+        .map(|seq| event(seq, &format!("e-{seq}"), "t", day + seq as i64))
+        .collect();
+    store.append_batch(Arc::new(events), 2_000).await.unwrap();
+    // Read from the database file alone, ignoring the WAL (and assuming the file does not
+    // change: hence a new connection each time).
+    let sql = format!("SELECT count(*) FROM events_d{}", day / DAY_MS);
+    let in_file = || -> i64 {
+        rusqlite::Connection::open_with_flags(
+            format!("file:{}?immutable=1", path.display()),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap()
+        .query_row(&sql, [], |row| row.get(0))
+        .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while in_file() < 2_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not in the database file after 10 s: {}",
+            in_file()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(store);
+}
+
 /// A store made before partitions could be months or years (schema version 3, partitions
 /// listed by day alone) is migrated: its days keep their tables and events, and history
 /// added afterwards goes into coarse partitions.

@@ -1,13 +1,15 @@
 //! The embedded store: one SQLite database (`events.db`, WAL mode) under the data directory.
 //!
 //! One connection writes, on a thread of its own ([`writer`]): only the indexer, in large
-//! batches, and retention's short steps ([`retention`]) in between. A small pool of
+//! batches, and retention's short steps ([`retention`]) in between. Another copies the WAL
+//! into the database, on a thread of its own too ([`checkpointer`]). A small pool of
 //! connections reads ([`reads`], built by [`query`]), concurrently with the writer thanks to
 //! WAL, on tokio's blocking pool. Events live in time partitions ([`partitions`]); user ids
 //! have an index of their own in two levels ([`user_index`]). The schema is created and
 //! migrated on open ([`migrations`]).
 
 mod alerts;
+mod checkpointer;
 mod credentials;
 mod event_ids;
 mod migrations;
@@ -47,6 +49,7 @@ pub struct SqliteStore {
     /// Whether [`Store::make_durable`] flushes the database's files (`--durability fsync`).
     fsync: bool,
     writes: std::sync::mpsc::Sender<WriterTask>,
+    _checkpointer: checkpointer::Checkpointer,
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Arc<tokio::sync::Semaphore>,
 }
@@ -97,15 +100,15 @@ impl SqliteStore {
         connection.pragma_update(None, "synchronous", "NORMAL")?;
         // KiB: 64 MiB. Less measurably slows indexing (24 MiB: -25%); more does not help.
         connection.pragma_update(None, "cache_size", -64 * 1024)?;
-        // Checkpoint about every 100 MiB of WAL: the same hot index pages are rewritten by
-        // batch after batch, and a checkpoint copies each page once however often it changed.
-        connection.pragma_update(None, "wal_autocheckpoint", 6_400)?;
+        // Checkpoints are the checkpointer's; the writer's only bound the WAL.
+        connection.pragma_update(None, "wal_autocheckpoint", checkpointer::WAL_BOUND_PAGES)?;
         connection.pragma_update(None, "temp_store", "MEMORY")?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrations::migrate(&mut connection)?;
         let sweeper = user_index::Sweeper::new(&connection, sweep)?;
         let layout = partitions::layout(&connection)?;
         let text_ids = partitions::with_text_ids(&connection)?;
+        let checkpointer = checkpointer::spawn(path)?;
         let writes = writer::spawn(Writer {
             connection,
             sweeper,
@@ -116,6 +119,7 @@ impl SqliteStore {
             path: path.to_owned(),
             fsync,
             writes,
+            _checkpointer: checkpointer,
             readers: Arc::new(Mutex::new(Vec::new())),
             reader_permits: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
         })
@@ -219,8 +223,13 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let path = self.path.clone();
-        // On the writer thread: after every batch sent before.
-        self.write(move |_| flush_files(&path)).await
+        // Not on the writer thread, which would wait for the disk instead of indexing: each
+        // batch appended so far is written to the WAL, or copied into the database by a
+        // checkpoint that flushed it before the WAL started over, so flushing both files
+        // from here covers them.
+        tokio::task::spawn_blocking(move || flush_files(&path))
+            .await
+            .context("store flush task")?
     }
 
     async fn query(&self, query: EventQuery) -> Result<Vec<StoredEvent>> {

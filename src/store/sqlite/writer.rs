@@ -48,7 +48,7 @@ pub(super) fn spawn(mut writer: Writer) -> Result<std::sync::mpsc::Sender<Writer
 /// Indexing yields the CPU to acknowledging: when both want it, new events are made durable
 /// first and indexed in the time left over. The index backlog is bounded
 /// (`--max-index-backlog`), so this cannot starve indexing for long.
-fn lower_thread_priority() {
+pub(super) fn lower_thread_priority() {
     // SAFETY: plain system calls on the calling thread; on Linux a nice value is per thread.
     let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
     if result != 0 {

@@ -1,0 +1,63 @@
+//! The checkpointer: a thread with a connection of its own that copies the WAL's pages into
+//! the database about once a second, so the writer thread does not.
+//!
+//! A checkpoint ends with a flush of the database, which waits for every page the copy
+//! dirtied to reach the disk: done by the writer at a commit, as SQLite's automatic
+//! checkpoint does, it held up indexing for a tenth to a fifth of the writer's time under
+//! sustained load (the writer spent most of its waits there). Here the copy and the flush
+//! overlap the writer's next batches. The writer keeps an automatic checkpoint at a larger
+//! size as a bound on the WAL ([`WAL_BOUND_PAGES`]): a checkpoint running beside the writer
+//! rarely finds nothing more to copy, and the WAL only starts over once one has copied
+//! everything.
+
+use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rusqlite::Connection;
+
+/// How often the checkpointer copies what was committed since its last pass: at the
+/// sustained rate, about the 100 MiB of WAL between the automatic checkpoints this replaces,
+/// so that a page rewritten by batch after batch is copied about once.
+const EVERY: Duration = Duration::from_secs(1);
+
+/// The writer's own automatic checkpoint, in pages (16 KiB): 400 MiB of WAL.
+pub(super) const WAL_BOUND_PAGES: u32 = 25_600;
+
+/// Stops the checkpointer when dropped.
+pub(super) struct Checkpointer {
+    _stop: mpsc::Sender<()>,
+}
+
+/// Starts the checkpointer of the database at `path` (created and in WAL mode already).
+pub(super) fn spawn(path: &Path) -> Result<Checkpointer> {
+    let connection = Connection::open(path)
+        .with_context(|| format!("opening a checkpointer on {}", path.display()))?;
+    let (stop, stopped) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("eventide-checkpointer".into())
+        .spawn(move || {
+            // Like indexing, checkpoints yield the CPU to acknowledging.
+            super::writer::lower_thread_priority();
+            // Ends when the sender is dropped (nothing is ever sent).
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
+                checkpoint(&connection);
+            }
+        })
+        .context("starting the store checkpointer thread")?;
+    Ok(Checkpointer { _stop: stop })
+}
+
+/// Copies what it can without waiting for the writer or for readers (`PASSIVE`); what it
+/// cannot is copied by a later pass.
+fn checkpoint(connection: &Connection) {
+    let result = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        row.get::<_, i64>(0)
+    });
+    if let Err(err) = result {
+        // The writer's automatic checkpoint still bounds the WAL; its commits report a
+        // failing disk.
+        tracing::warn!(error = %err, "store checkpoint failed");
+    }
+}
