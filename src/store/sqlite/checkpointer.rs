@@ -8,7 +8,8 @@
 //! overlap the writer's next batches. The writer keeps an automatic checkpoint at a larger
 //! size as a bound on the WAL ([`WAL_BOUND_PAGES`]): a checkpoint running beside the writer
 //! rarely finds nothing more to copy, and the WAL only starts over once one has copied
-//! everything.
+//! everything. That bounding checkpoint still runs every 400 MiB, and its flush is now most
+//! of what the writer waits for.
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -38,11 +39,11 @@ pub(super) fn spawn(path: &Path) -> Result<Checkpointer> {
     std::thread::Builder::new()
         .name("eventide-checkpointer".into())
         .spawn(move || {
-            // Like indexing, checkpoints yield the CPU to acknowledging.
-            super::writer::lower_thread_priority();
+            super::lower_thread_priority();
+            let mut failing = false;
             // Ends when the sender is dropped (nothing is ever sent).
             while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
-                checkpoint(&connection);
+                failing = checkpoint(&connection, failing);
             }
         })
         .context("starting the store checkpointer thread")?;
@@ -50,14 +51,18 @@ pub(super) fn spawn(path: &Path) -> Result<Checkpointer> {
 }
 
 /// Copies what it can without waiting for the writer or for readers (`PASSIVE`); what it
-/// cannot is copied by a later pass.
-fn checkpoint(connection: &Connection) {
+/// cannot is copied by a later pass. Returns whether it failed, logging once per stretch of
+/// failures (`failing`: the previous pass failed) and again when they end.
+fn checkpoint(connection: &Connection, failing: bool) -> bool {
     let result = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
         row.get::<_, i64>(0)
     });
-    if let Err(err) = result {
+    match &result {
         // The writer's automatic checkpoint still bounds the WAL; its commits report a
         // failing disk.
-        tracing::warn!(error = %err, "store checkpoint failed");
+        Err(err) if !failing => tracing::warn!(error = %err, "store checkpoints failing"),
+        Ok(_) if failing => tracing::info!("store checkpoints working again"),
+        _ => {}
     }
+    result.is_err()
 }

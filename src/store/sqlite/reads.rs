@@ -87,19 +87,21 @@ pub(super) fn events_after_seq(
 }
 
 pub(super) fn get(connection: &Connection, id: &str) -> Result<Option<StoredEvent>> {
-    // A partition holds an id in one form, which depends on its age: each is tried.
-    let forms = StoredId::forms(id);
+    // Each partition is asked for the id in the one form it holds it in, as the writer
+    // stored it.
+    let text_ids = partitions::with_text_ids(connection)?;
     for partition in partitions::list(connection, None, None, Order::Desc)? {
         let sql = format!(
             "SELECT {COLUMNS} FROM {} WHERE id = ?",
             partition.events_table()
         );
-        let mut statement = connection.prepare_cached(&sql)?;
-        for form in &forms {
-            let found = statement.query_row([form], event_from_row).optional()?;
-            if found.is_some() {
-                return Ok(found);
-            }
+        let stored = StoredId::new(id, !text_ids.contains(&partition.range));
+        let found = connection
+            .prepare_cached(&sql)?
+            .query_row([stored], event_from_row)
+            .optional()?;
+        if found.is_some() {
+            return Ok(found);
         }
     }
     Ok(None)

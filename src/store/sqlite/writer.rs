@@ -36,24 +36,13 @@ pub(super) fn spawn(mut writer: Writer) -> Result<std::sync::mpsc::Sender<Writer
     std::thread::Builder::new()
         .name("eventide-store-writer".into())
         .spawn(move || {
-            lower_thread_priority();
+            super::lower_thread_priority();
             for task in tasks {
                 task(&mut writer);
             }
         })
         .context("starting the store writer thread")?;
     Ok(writes)
-}
-
-/// Indexing yields the CPU to acknowledging: when both want it, new events are made durable
-/// first and indexed in the time left over. The index backlog is bounded
-/// (`--max-index-backlog`), so this cannot starve indexing for long.
-pub(super) fn lower_thread_priority() {
-    // SAFETY: plain system calls on the calling thread; on Linux a nice value is per thread.
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
-    if result != 0 {
-        tracing::debug!("could not lower the store writer's priority");
-    }
 }
 
 impl Writer {
