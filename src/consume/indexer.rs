@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -24,6 +25,13 @@ use crate::store::Store;
 /// 50,000 -> 59k/s and 100 MB more peak memory.
 const BATCH_EVENTS: usize = 20_000;
 
+/// A batch short of [`BATCH_EVENTS`] is read no sooner than this after the last read. Each
+/// store transaction has costs that do not depend on its size (pages rewritten, rollup rows
+/// updated: up to one per type and service in it); under a steady stream of single events
+/// the indexer otherwise took a few hundred events at a time, spending most of its time on
+/// them. Adds at most this to the visibility lag.
+const MIN_READ_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Segments are looked at for deletion after this many events indexed (or when caught up).
 const CLEANUP_EVERY: u64 = 100_000;
 
@@ -37,6 +45,8 @@ pub struct Indexer {
     /// The last seq read from the log (ahead of the index while a batch is being stored).
     read_through: u64,
     last_cleanup_seq: u64,
+    /// When the log was last read: see [`MIN_READ_INTERVAL`].
+    last_read: Instant,
     outage: Outage,
     stop: watch::Receiver<bool>,
 }
@@ -57,10 +67,22 @@ impl Indexer {
             store,
             read_through: progress.indexed(),
             last_cleanup_seq: progress.indexed(),
+            last_read: Instant::now()
+                .checked_sub(MIN_READ_INTERVAL)
+                .unwrap_or_else(Instant::now),
             progress,
             outage: Outage::new("reading the durable log", Some(health)),
             stop,
         }
+    }
+
+    /// Until when to let events gather before reading: see [`gathering_until`].
+    fn gathering_until(&self, committed: u64) -> Option<Instant> {
+        gathering_until(
+            self.last_read,
+            committed - self.read_through,
+            Instant::now(),
+        )
     }
 
     /// Deletes the log segments whose every event is indexed, once the store has made them
@@ -77,6 +99,14 @@ impl Indexer {
         let dir = self.dir.clone();
         tokio::task::spawn_blocking(move || segments::delete_segments(&dir, &indexed)).await?
     }
+}
+
+/// Until when to let events gather before the next read, with `waiting` events committed
+/// beyond the last one read: while less than a full batch waits and [`MIN_READ_INTERVAL`]
+/// has not passed since the last read, at `last_read`.
+fn gathering_until(last_read: Instant, waiting: u64, now: Instant) -> Option<Instant> {
+    let due = last_read + MIN_READ_INTERVAL;
+    (waiting < BATCH_EVENTS as u64 && due > now).then_some(due)
 }
 
 #[async_trait]
@@ -96,6 +126,14 @@ impl Source for Indexer {
                 }
                 continue;
             }
+            if let Some(due) = self.gathering_until(committed) {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(due.into()) => {}
+                    _ = self.stop.changed() => {}
+                }
+                continue;
+            }
+            self.last_read = Instant::now();
             let mut reader = self
                 .reader
                 .take()
@@ -142,7 +180,8 @@ impl Source for Indexer {
     }
 
     async fn prefetch(&mut self) -> Option<Batch<()>> {
-        if self.progress.committed() <= self.read_through {
+        let committed = self.progress.committed();
+        if committed <= self.read_through || self.gathering_until(committed).is_some() {
             return None;
         }
         self.next().await
@@ -180,5 +219,27 @@ impl Source for Indexer {
         } else {
             Flow::Stopped
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_part_batch_gathers_until_the_interval_has_passed() {
+        let read = Instant::now();
+        let soon = read + MIN_READ_INTERVAL / 2;
+        assert_eq!(
+            gathering_until(read, 1, soon),
+            Some(read + MIN_READ_INTERVAL)
+        );
+        assert_eq!(
+            gathering_until(read, BATCH_EVENTS as u64 - 1, soon),
+            Some(read + MIN_READ_INTERVAL)
+        );
+        // A full batch is read at once, and anything once the interval has passed.
+        assert_eq!(gathering_until(read, BATCH_EVENTS as u64, soon), None);
+        assert_eq!(gathering_until(read, 1, read + MIN_READ_INTERVAL), None);
     }
 }
