@@ -45,8 +45,8 @@ pub struct Indexer {
     /// The last seq read from the log (ahead of the index while a batch is being stored).
     read_through: u64,
     last_cleanup_seq: u64,
-    /// When the log was last read: see [`MIN_READ_INTERVAL`].
-    last_read: Instant,
+    /// When the log was last read (`None`: not yet): see [`MIN_READ_INTERVAL`].
+    last_read: Option<Instant>,
     outage: Outage,
     stop: watch::Receiver<bool>,
 }
@@ -67,18 +67,16 @@ impl Indexer {
             store,
             read_through: progress.indexed(),
             last_cleanup_seq: progress.indexed(),
-            last_read: Instant::now()
-                .checked_sub(MIN_READ_INTERVAL)
-                .unwrap_or_else(Instant::now),
+            last_read: None,
             progress,
             outage: Outage::new("reading the durable log", Some(health)),
             stop,
         }
     }
 
-    /// Until when to let events gather before reading: see [`gathering_until`].
+    /// Until when to let events gather before reading: see [`gathering_deadline`].
     fn gathering_until(&self, committed: u64) -> Option<Instant> {
-        gathering_until(
+        gathering_deadline(
             self.last_read,
             committed - self.read_through,
             Instant::now(),
@@ -104,8 +102,8 @@ impl Indexer {
 /// Until when to let events gather before the next read, with `waiting` events committed
 /// beyond the last one read: while less than a full batch waits and [`MIN_READ_INTERVAL`]
 /// has not passed since the last read, at `last_read`.
-fn gathering_until(last_read: Instant, waiting: u64, now: Instant) -> Option<Instant> {
-    let due = last_read + MIN_READ_INTERVAL;
+fn gathering_deadline(last_read: Option<Instant>, waiting: u64, now: Instant) -> Option<Instant> {
+    let due = last_read? + MIN_READ_INTERVAL;
     (waiting < BATCH_EVENTS as u64 && due > now).then_some(due)
 }
 
@@ -133,7 +131,7 @@ impl Source for Indexer {
                 }
                 continue;
             }
-            self.last_read = Instant::now();
+            self.last_read = Some(Instant::now());
             let mut reader = self
                 .reader
                 .take()
@@ -229,17 +227,24 @@ mod tests {
     #[test]
     fn a_part_batch_gathers_until_the_interval_has_passed() {
         let read = Instant::now();
+        assert_eq!(gathering_deadline(None, 1, read), None, "never read yet");
         let soon = read + MIN_READ_INTERVAL / 2;
         assert_eq!(
-            gathering_until(read, 1, soon),
+            gathering_deadline(Some(read), 1, soon),
             Some(read + MIN_READ_INTERVAL)
         );
         assert_eq!(
-            gathering_until(read, BATCH_EVENTS as u64 - 1, soon),
+            gathering_deadline(Some(read), BATCH_EVENTS as u64 - 1, soon),
             Some(read + MIN_READ_INTERVAL)
         );
         // A full batch is read at once, and anything once the interval has passed.
-        assert_eq!(gathering_until(read, BATCH_EVENTS as u64, soon), None);
-        assert_eq!(gathering_until(read, 1, read + MIN_READ_INTERVAL), None);
+        assert_eq!(
+            gathering_deadline(Some(read), BATCH_EVENTS as u64, soon),
+            None
+        );
+        assert_eq!(
+            gathering_deadline(Some(read), 1, read + MIN_READ_INTERVAL),
+            None
+        );
     }
 }

@@ -8,8 +8,9 @@
 //! overlap the writer's next batches. The writer keeps an automatic checkpoint at a larger
 //! size as a bound on the WAL ([`WAL_BOUND_PAGES`]): a checkpoint running beside the writer
 //! rarely finds nothing more to copy, and the WAL only starts over once one has copied
-//! everything. That bounding checkpoint still runs every 400 MiB, and its flush is now most
-//! of what the writer waits for.
+//! everything. That bounding checkpoint still runs every 400 MiB, but finds most pages
+//! copied and flushed already: under sustained load the writer's own flushes took 57 ms in
+//! 10 s (README, the seventh pass against the ceiling).
 
 use std::path::Path;
 use std::sync::mpsc::{self, RecvTimeoutError};
