@@ -115,6 +115,19 @@ impl TestStore {
         })
     }
 
+    /// [`reopen`](Self::reopen), running `alter` on the files while the store is closed.
+    async fn reopen_altered(self, alter: impl FnOnce()) -> TestStore {
+        let TestStore { store, data } = self;
+        drop(store);
+        // The store's threads close their connections once they have nothing left to do.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        alter();
+        TestStore {
+            store: Arc::new(SqliteStore::open(&sqlite_path(&data), true).unwrap()),
+            data,
+        }
+    }
+
     /// The same data opened again, as a restarted process does (SQLite with `fsync` this
     /// time), once this store is closed.
     async fn reopen(self) -> TestStore {
@@ -652,9 +665,22 @@ async fn keeps_events_and_position_across_reopen(store: TestStore) {
     assert_eq!(store.event_count().await.unwrap(), 11);
 }
 
+/// The SQLite store's file in `data`.
+fn sqlite_path(data: &Data) -> std::path::PathBuf {
+    match data {
+        Data::Sqlite(dir) => dir.path().join("events.db"),
+        Data::Postgres(_) => unreachable!("a SQLite store"),
+    }
+}
+
+/// The user index's file of the store in `dir`.
+fn user_index_file(dir: &tempfile::TempDir) -> rusqlite::Connection {
+    rusqlite::Connection::open(SqliteStore::user_index_path(&dir.path().join("events.db"))).unwrap()
+}
+
 /// Rows in each level of the user index of the store in `dir`.
 fn user_index_levels(dir: &tempfile::TempDir) -> (i64, i64) {
-    let db = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
+    let db = user_index_file(dir);
     let count = |table: &str| {
         db.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
             row.get(0)
@@ -1121,7 +1147,7 @@ async fn sqlite_sweeps_into_the_user_index_of_a_year() {
     let Data::Sqlite(dir) = &*store.data else {
         unreachable!("a SQLite store")
     };
-    let db = rusqlite::Connection::open(dir.path().join("events.db")).unwrap();
+    let db = user_index_file(dir);
     let year: i64 = db
         .query_row("SELECT count(*) FROM user_index_y2019", [], |row| {
             row.get(0)
@@ -1132,6 +1158,171 @@ async fn sqlite_sweeps_into_the_user_index_of_a_year() {
         "half of the batch's entries swept into the year's table"
     );
     assert_eq!(store.user_index_levels(), Some((20, 20)));
+}
+
+/// Four batches of 25 events over two days, each event with a user.
+fn two_days_of_users() -> Vec<Vec<StoredEvent>> {
+    let day = ms("2026-12-05T10:00:00.000Z");
+    (0..4u64)
+        .map(|batch| {
+            (1..=25)
+                .map(|i| {
+                    let seq = batch * 25 + i;
+                    let ts = day + (seq as i64 % 2) * DAY_MS + seq as i64;
+                    event(seq, &format!("e-{seq}"), "t", ts)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Appends `batches` to `store`, each as far as its last seq; returns their events.
+async fn append_all(store: &Arc<dyn Store>, batches: &[Vec<StoredEvent>]) -> Vec<StoredEvent> {
+    for batch in batches {
+        let last = batch.last().unwrap().seq;
+        store
+            .append_batch(Arc::new(batch.clone()), last)
+            .await
+            .unwrap();
+    }
+    let mut all: Vec<StoredEvent> = batches.concat();
+    all.sort_by_key(|e| (e.timestamp_ms, e.seq));
+    all
+}
+
+/// Each of the test users' events, in order, and one user-index entry per event.
+async fn assert_users_hold(store: &TestStore, all: &[StoredEvent]) {
+    for user in 0..3 {
+        let user_id = format!("user-{user}");
+        let filter = EventFilter {
+            user_id: Some(user_id.clone()),
+            ..Default::default()
+        };
+        let expected: Vec<_> = all
+            .iter()
+            .filter(|e| e.user_id.as_deref() == Some(user_id.as_str()))
+            .cloned()
+            .collect();
+        let found = store.query(query(filter, Order::Asc, 1000)).await.unwrap();
+        assert_eq!(found, expected, "{user_id}");
+    }
+    let (main, recent) = store.user_index_levels().unwrap();
+    assert_eq!(main + recent, all.len() as i64, "{main} + {recent} entries");
+}
+
+/// Runs `sql` on the file at `path` while no store has it open.
+fn alter(path: &std::path::Path, sql: &str) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+}
+
+/// The user index's file found without its position (lost, or new beside a store from
+/// before it existed) is built again from the events when the store opens.
+#[tokio::test]
+async fn sqlite_user_index_is_built_again_from_the_events() {
+    let store = TestStore::sqlite_half_swept();
+    let all = append_all(&store, &two_days_of_users()).await;
+    let Data::Sqlite(dir) = &*store.data else {
+        unreachable!("a SQLite store")
+    };
+    let users = SqliteStore::user_index_path(&dir.path().join("events.db"));
+    let store = store
+        .reopen_altered(|| alter(&users, "DROP TABLE users_progress"))
+        .await;
+    assert_eq!(store.indexed_seq().await.unwrap(), 100);
+    assert_users_hold(&store, &all).await;
+    let (_, recent) = store.user_index_levels().unwrap();
+    assert_eq!(recent, 0, "built straight into the main level");
+}
+
+/// A store from before the user index had a file of its own (schema version 8, its tables
+/// in `events.db`) has them dropped there and built again in their own file.
+#[tokio::test]
+async fn sqlite_store_with_the_user_index_inside_is_migrated() {
+    let store = TestStore::sqlite_half_swept();
+    let all = append_all(&store, &two_days_of_users()).await;
+    let Data::Sqlite(dir) = &*store.data else {
+        unreachable!("a SQLite store")
+    };
+    let events = dir.path().join("events.db");
+    let users = SqliteStore::user_index_path(&events);
+    let day = ms("2026-12-05T10:00:00.000Z") / DAY_MS;
+    let store = store
+        .reopen_altered(|| {
+            // Version 8's tables, holding an entry of an event that is not stored: gone
+            // with them.
+            alter(
+                &events,
+                &format!(
+                    "CREATE TABLE user_index_recent (
+                        user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
+                        PRIMARY KEY (user_id, ts, seq)) WITHOUT ROWID;
+                     CREATE TABLE user_index_d{day} (
+                        user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
+                        PRIMARY KEY (user_id, ts, seq)) WITHOUT ROWID;
+                     INSERT INTO user_index_d{day} VALUES ('user-1', 5, 999);
+                     PRAGMA user_version = 8;"
+                ),
+            );
+            std::fs::remove_file(&users).unwrap();
+            for suffix in ["-wal", "-shm"] {
+                let mut file = users.clone().into_os_string();
+                file.push(suffix);
+                let _ = std::fs::remove_file(file);
+            }
+        })
+        .await;
+    let db = rusqlite::Connection::open(&events).unwrap();
+    let (version, user_tables): (i64, i64) = db
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version), count(*)
+             FROM sqlite_schema WHERE name LIKE 'user_index%'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version, user_tables), (9, 0));
+    assert_users_hold(&store, &all).await;
+}
+
+/// The user index committed a batch whose events then failed (the events' writer commits
+/// last): the batch stored again is stored whole, and none of its entries twice, whether
+/// they were swept into the main level meanwhile or not.
+#[tokio::test]
+async fn sqlite_user_index_ahead_of_the_events_takes_the_batch_again() {
+    let store = TestStore::sqlite_half_swept();
+    let batches = two_days_of_users();
+    append_all(&store, &batches).await;
+    let Data::Sqlite(dir) = &*store.data else {
+        unreachable!("a SQLite store")
+    };
+    let events = dir.path().join("events.db");
+    let day = ms("2026-12-05T10:00:00.000Z") / DAY_MS;
+    // Back to where the events' database was after the first two batches.
+    let store = store
+        .reopen_altered(|| {
+            alter(
+                &events,
+                &format!(
+                    "DELETE FROM events_d{day} WHERE seq > 50;
+                     DELETE FROM events_d{next} WHERE seq > 50;
+                     UPDATE partitions SET events = 25;
+                     UPDATE progress SET value = 50 WHERE name IN ('indexed_seq', 'event_count');",
+                    next = day + 1
+                ),
+            )
+        })
+        .await;
+    assert_eq!(
+        store.indexed_seq().await.unwrap(),
+        50,
+        "the smaller position"
+    );
+    let all = append_all(&store, &batches).await;
+    assert_holds_exactly(&store, &all, &[]).await;
+    assert_users_hold(&store, &all).await;
 }
 
 /// Committed events reach the database file within about a second, copied there by the
@@ -1224,7 +1415,7 @@ async fn sqlite_store_with_day_partitions_is_migrated() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 8, "every later migration applied");
+    assert_eq!(version, 9, "every later migration applied");
 }
 
 /// The SQL type of the id of the event `seq` in `table`.

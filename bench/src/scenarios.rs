@@ -616,14 +616,29 @@ struct QueryRun {
     queries: QueryOutcome,
 }
 
-/// The embedded store's writer thread, which does all of the store's writing (see
-/// `src/store/sqlite/writer.rs`): its CPU time is the store's cost of indexing.
-const STORE_WRITER_THREAD: &str = "eventide-store-writer";
+/// The embedded store's writer threads, which do all of the store's writing (the events',
+/// `src/store/sqlite/writer.rs`, and the user index's, `src/store/sqlite/user_store.rs`):
+/// their CPU time together is the store's cost of indexing. A binary from before the user
+/// index had a thread of its own has only the first.
+const STORE_WRITER_THREADS: [&str; 2] = ["eventide-store-writer", "eventide-users-writer"];
+
+/// The CPU time of the store's writer threads together, in seconds; an error when none runs.
+fn store_writers_cpu_seconds(pid: u32) -> Result<f64> {
+    let mut found = STORE_WRITER_THREADS
+        .iter()
+        .filter_map(|name| thread_cpu_seconds(pid, name).ok())
+        .peekable();
+    anyhow::ensure!(
+        found.peek().is_some(),
+        "process {pid} has no store writer thread"
+    );
+    Ok(found.sum())
+}
 
 /// The store's CPU time per event indexed: on average over the preload, and for two probes
 /// of [`INDEXING_PROBE_SHARE`] more events each stored once the preload is in, which is the
 /// cost at the preload's size: with server ids, then with a client id on every event. Only
-/// the embedded store has a writer thread to measure.
+/// the embedded store has writer threads to measure.
 struct IndexingCost {
     preload_us_per_event: f64,
     probe_events: u64,
@@ -636,7 +651,7 @@ const INDEXING_PROBE_SHARE: u64 = 20;
 
 impl IndexingCost {
     async fn measure(server: &ServerHandle, preloaded: &Preloaded) -> Result<Option<Self>> {
-        let Ok(after_preload) = thread_cpu_seconds(server.pid, STORE_WRITER_THREAD) else {
+        let Ok(after_preload) = store_writers_cpu_seconds(server.pid) else {
             return Ok(None);
         };
         let events = (preloaded.indexed_events / INDEXING_PROBE_SHARE).max(BATCH_SIZE as u64);
@@ -656,7 +671,7 @@ impl IndexingCost {
     }
 
     /// Stores `events` more events with ids as `ids` says, over the `stored` already in;
-    /// returns the writer's CPU per event they cost and how many are stored now.
+    /// returns the writers' CPU per event they cost and how many are stored now.
     async fn probe(
         server: &ServerHandle,
         label: &str,
@@ -665,14 +680,14 @@ impl IndexingCost {
         stored: u64,
     ) -> Result<(f64, u64)> {
         progress(&format!("{label}: storing {events} more events"));
-        let before = thread_cpu_seconds(server.pid, STORE_WRITER_THREAD)?;
+        let before = store_writers_cpu_seconds(server.pid)?;
         let give_up_at = Instant::now() + PRELOAD_LIMIT;
         let shape = EventShape::default();
         let load = post_in_batches(server.addr, label, events, shape, ids, give_up_at).await;
         warn_errors(label, &load);
         let expected = stored + load.acknowledged_events;
         let indexed = wait_until_indexed(server.addr, label, expected).await?;
-        let spent = thread_cpu_seconds(server.pid, STORE_WRITER_THREAD)? - before;
+        let spent = store_writers_cpu_seconds(server.pid)? - before;
         Ok((per_event_us(spent, indexed - stored), indexed))
     }
 

@@ -182,6 +182,11 @@ impl Layout {
             .is_some_and(|(_, last)| last.end_ms > range.start_ms)
     }
 
+    /// Every range, in order.
+    pub fn ranges(&self) -> impl Iterator<Item = TimeRange> + '_ {
+        self.ranges.values().copied()
+    }
+
     pub fn insert(&mut self, range: TimeRange) {
         self.ranges.insert(range.start_ms, range);
     }

@@ -8,6 +8,7 @@ use rusqlite::{params, Connection, Transaction};
 
 use super::partitions::{self, Partition};
 use super::query::COLUMNS;
+use super::user_index;
 use crate::store::partitioning::{Span, TimeRange};
 use crate::store::DAY_MS;
 
@@ -80,19 +81,20 @@ const MIGRATIONS: &[Migration] = &[
         "ALTER TABLE partitions ADD COLUMN packed_ids INTEGER NOT NULL DEFAULT 0 \
          CHECK (packed_ids IN (0, 1))",
     ),
+    // 9: the user index moves to a file of its own, written by a thread of its own (see
+    // user_store), which builds it again from the events when it finds itself new.
+    Migration::Code(drop_user_index),
 ];
 
 /// Migration 1: the events table and the main level of the user index, as a partition's
 /// (under the names they had before partitions), the recent level of the user index and the
 /// progress counters.
 fn create_first_tables(tx: &Transaction) -> Result<()> {
-    partitions::create_event_tables(tx, "events", "user_index")?;
+    partitions::create_events_table(tx, "events")?;
+    user_index::create_table(tx, "user_index")?;
+    user_index::create_table(tx, "user_index_recent")?;
     tx.execute_batch(
-        "CREATE TABLE user_index_recent (
-            user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
-            PRIMARY KEY (user_id, ts, seq)
-        ) WITHOUT ROWID;
-        CREATE TABLE progress (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        "CREATE TABLE progress (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
         INSERT INTO progress VALUES ('indexed_seq', 0);",
     )?;
     Ok(())
@@ -114,7 +116,8 @@ fn partition_existing_events(tx: &Transaction) -> Result<()> {
         let partition = Partition {
             range: TimeRange::containing(day * DAY_MS, Span::Day).context("a day")?,
         };
-        partition.create_tables(tx)?;
+        partitions::create_events_table(tx, &partition.events_table())?;
+        user_index::create_table(tx, &partition.users_table())?;
         let range = params![partition.start_ms(), partition.end_ms()];
         let moved = tx.execute(
             &format!(
@@ -136,6 +139,20 @@ fn partition_existing_events(tx: &Transaction) -> Result<()> {
         )?;
     }
     tx.execute_batch("DROP TABLE events; DROP TABLE user_index;")?;
+    Ok(())
+}
+
+/// Migration 9: drops the user index's tables, rebuilt in their own file.
+fn drop_user_index(tx: &Transaction) -> Result<()> {
+    let tables: Vec<String> = tx
+        .prepare(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 'user\\_index%' ESCAPE '\\'",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for table in tables {
+        tx.execute_batch(&format!("DROP TABLE {table}"))?;
+    }
     Ok(())
 }
 

@@ -1,12 +1,15 @@
-//! The embedded store: one SQLite database (`events.db`, WAL mode) under the data directory.
+//! The embedded store: SQLite databases (WAL mode) under the data directory: `events.db`,
+//! and `events.users.db` for the user index.
 //!
-//! One connection writes, on a thread of its own ([`writer`]): only the indexer, in large
-//! batches, and retention's short steps ([`retention`]) in between. Another copies the WAL
-//! into the database, on a thread of its own too ([`checkpointer`]). A small pool of
-//! connections reads ([`reads`], built by [`query`]), concurrently with the writer thanks to
-//! WAL, on tokio's blocking pool. Events live in time partitions ([`partitions`]); user ids
-//! have an index of their own in two levels ([`user_index`]). The schema is created and
-//! migrated on open ([`migrations`]).
+//! One connection writes the events' database, on a thread of its own ([`writer`]): only the
+//! indexer, in large batches, and retention's short steps ([`retention`]) in between. The
+//! user index has a file and a writer thread of its own, which stores each batch's entries
+//! while the events' writer stores the events ([`user_store`]). Another thread copies each
+//! WAL into its database ([`checkpointer`]). A small pool of connections reads ([`reads`],
+//! built by [`query`]), concurrently with the writers thanks to WAL, on tokio's blocking
+//! pool, with the user index's file attached. Events live in time partitions
+//! ([`partitions`]); user ids have an index of their own in two levels ([`user_index`]).
+//! The events' schema is created and migrated on open ([`migrations`]).
 
 mod alerts;
 mod checkpointer;
@@ -18,6 +21,7 @@ mod query;
 mod reads;
 mod retention;
 mod user_index;
+mod user_store;
 mod writer;
 
 pub use user_index::Sweep as UserIndexSweep;
@@ -37,7 +41,8 @@ use super::{
 };
 use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
-use writer::{Writer, WriterTask};
+use user_store::UserWriter;
+use writer::{Task, Writer};
 
 /// Most queries running at once. Each reader connection has its own page cache, so this
 /// bounds memory; more concurrent queries wait their turn. On 2 cores, 4 measured better
@@ -48,8 +53,10 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Whether [`Store::make_durable`] flushes the database's files (`--durability fsync`).
     fsync: bool,
-    writes: std::sync::mpsc::Sender<WriterTask>,
-    _checkpointer: checkpointer::Checkpointer,
+    writes: std::sync::mpsc::Sender<Task<Writer>>,
+    /// The user index's writer thread.
+    user_writes: std::sync::mpsc::Sender<Task<UserWriter>>,
+    _checkpointers: [checkpointer::Checkpointer; 2],
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Arc<tokio::sync::Semaphore>,
 }
@@ -117,39 +124,54 @@ impl SqliteStore {
         connection.pragma_update(None, "temp_store", "MEMORY")?;
         connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrations::migrate(&mut connection)?;
-        let sweeper = user_index::Sweeper::new(&connection, sweep)?;
         let layout = partitions::layout(&connection)?;
         let text_ids = partitions::with_text_ids(&connection)?;
-        let checkpointer = checkpointer::spawn(path)?;
-        let writes = writer::spawn(Writer {
-            connection,
-            sweeper,
-            layout,
-            text_ids,
-        })?;
+        let user_writer = user_store::open(path, sweep)?;
+        let checkpointers = [
+            checkpointer::spawn(path)?,
+            checkpointer::spawn(&user_store::path(path))?,
+        ];
+        let writes = writer::spawn(
+            "eventide-store-writer",
+            Writer {
+                connection,
+                layout,
+                text_ids,
+            },
+        )?;
+        let user_writes = writer::spawn("eventide-users-writer", user_writer)?;
         Ok(SqliteStore {
             path: path.to_owned(),
             fsync,
             writes,
-            _checkpointer: checkpointer,
+            user_writes,
+            _checkpointers: checkpointers,
             readers: Arc::new(Mutex::new(Vec::new())),
             reader_permits: Arc::new(tokio::sync::Semaphore::new(MAX_READERS)),
         })
     }
 
-    /// Runs `work` on the writer thread, after the work sent before it.
+    /// The user index's file of the store at `path` (see [`user_store`]).
+    pub fn user_index_path(path: &Path) -> PathBuf {
+        user_store::path(path)
+    }
+
+    /// Runs `work` on the events' writer thread, after the work sent before it.
     async fn write<T, F>(&self, work: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
     {
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        let task: WriterTask = Box::new(move |writer| {
-            let _ = done.send(work(writer));
-        });
-        let stopped = || anyhow::anyhow!("the store writer thread has stopped");
-        self.writes.send(task).map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        run_on(&self.writes, "store writer", work).await
+    }
+
+    /// Runs `work` on the user index's writer thread, after the work sent before it.
+    async fn write_users<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut UserWriter) -> Result<T> + Send + 'static,
+    {
+        run_on(&self.user_writes, "user index writer", work).await
     }
 
     /// [`write`](Self::write) for a retention step, also timing it.
@@ -158,11 +180,16 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
     {
-        self.write(move |writer| {
-            let started = Instant::now();
-            Ok((work(writer)?, started.elapsed()))
-        })
-        .await
+        self.write(timed(work)).await
+    }
+
+    /// [`write_users`](Self::write_users) for a retention step, also timing it.
+    async fn write_users_step<T, F>(&self, work: F) -> Result<(T, Duration)>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut UserWriter) -> Result<T> + Send + 'static,
+    {
+        self.write_users(timed(work)).await
     }
 
     /// Runs `work` on a pooled read connection on the blocking pool, in one read
@@ -205,6 +232,31 @@ impl SqliteStore {
     }
 }
 
+/// `work`, also timing it.
+fn timed<S, T>(
+    work: impl FnOnce(&mut S) -> Result<T>,
+) -> impl FnOnce(&mut S) -> Result<(T, Duration)> {
+    move |state| {
+        let started = Instant::now();
+        Ok((work(state)?, started.elapsed()))
+    }
+}
+
+/// Runs `work` on the writer thread that takes `tasks`, after the work sent before it.
+async fn run_on<S, T, F>(tasks: &std::sync::mpsc::Sender<Task<S>>, name: &str, work: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut S) -> Result<T> + Send + 'static,
+{
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    let task: Task<S> = Box::new(move |state| {
+        let _ = done.send(work(state));
+    });
+    let stopped = || anyhow::anyhow!("the {name} thread has stopped");
+    tasks.send(task).map_err(|_| stopped())?;
+    outcome.await.map_err(|_| stopped())?
+}
+
 fn open_reader(path: &Path) -> Result<Connection> {
     let connection = Connection::open_with_flags(
         path,
@@ -214,20 +266,35 @@ fn open_reader(path: &Path) -> Result<Connection> {
     connection.pragma_update(None, "cache_size", -4 * 1024)?; // KiB: 4 MiB
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    // The user index's tables, found by name as the events' are.
+    connection.execute(
+        "ATTACH DATABASE ? AS users",
+        [user_store::path(path).to_string_lossy()],
+    )?;
     Ok(connection)
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn append_batch(&self, events: Events, indexed_seq: u64) -> StoreResult<AppendOutcome> {
-        self.write(move |writer| writer.append(&events, indexed_seq))
+        // Both writers at once; the events' one answers for both (see user_store).
+        let (events_side, users_side) = user_store::handoff();
+        let entries = events.clone();
+        let task: Task<UserWriter> =
+            Box::new(move |users| users.append(&entries, indexed_seq, users_side));
+        // Not sent: the thread has stopped, and the events' writer will say so.
+        let _ = self.user_writes.send(task);
+        self.write(move |writer| writer.append(&events, indexed_seq, events_side))
             .await
             .map_err(writer::sort_write_error)
     }
 
     async fn indexed_seq(&self) -> Result<u64> {
-        self.read(|connection| reads::progress(connection, "indexed_seq"))
-            .await
+        self.read(|connection| {
+            let events = reads::progress(connection, "indexed_seq")?;
+            Ok(events.min(user_store::held_seq(connection)?))
+        })
+        .await
     }
 
     async fn make_durable(&self) -> Result<()> {
@@ -235,13 +302,16 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let path = self.path.clone();
-        // Not on the writer thread, which would wait for the disk instead of indexing: each
-        // batch appended so far is written to the WAL, or copied into the database by a
-        // checkpoint that flushed it before the WAL started over, so flushing both files
+        // Not on the writer threads, which would wait for the disk instead of indexing: each
+        // batch appended so far is written to the WALs, or copied into the databases by
+        // checkpoints that flushed them before the WALs started over, so flushing the files
         // from here covers them.
-        tokio::task::spawn_blocking(move || flush_files(&path))
-            .await
-            .context("store flush task")?
+        tokio::task::spawn_blocking(move || {
+            flush_files(&path)?;
+            flush_files(&user_store::path(&path))
+        })
+        .await
+        .context("store flush task")?
     }
 
     async fn query(&self, query: EventQuery) -> Result<Vec<StoredEvent>> {

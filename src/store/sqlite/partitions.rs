@@ -4,8 +4,8 @@
 //! by one (measured: 0.56 s against 11.5 s for 1,000,000 events).
 //!
 //! A partition has `events_<suffix>` (the events, with the indexes the query API uses) and
-//! `user_index_<suffix>` (the main level of the user index for its range), the suffix
-//! naming the range: `d20414` (days since the epoch; `dm3` before it), `m202403`, `y2019`.
+//! `user_index_<suffix>` (the main level of the user index for its range, in the user
+//! index's own file: [`user_store`](super::user_store)), the suffix naming the range: `d20414` (days since the epoch; `dm3` before it), `m202403`, `y2019`.
 //! The `partitions` table lists them by first day and span with how many events each holds.
 //! Since the ranges are disjoint, walking them in order walks the events in `(ts, seq)`
 //! order. Ids are unique within a partition; the same client id sent again with the same
@@ -67,14 +67,9 @@ impl Partition {
         self.range.overlaps(from_ms, to_ms)
     }
 
-    /// Creates the partition's tables, within `tx`, without listing it.
-    pub fn create_tables(self, tx: &Transaction) -> Result<()> {
-        create_event_tables(tx, &self.events_table(), &self.users_table())
-    }
-
-    /// Creates the partition's tables and lists it, within `tx`.
+    /// Creates the partition's events table and lists it, within `tx`.
     pub fn create(self, tx: &Transaction) -> Result<()> {
-        self.create_tables(tx)?;
+        create_events_table(tx, &self.events_table())?;
         tx.prepare_cached(
             "INSERT INTO partitions (first_day, span, events, packed_ids) VALUES (?, ?, 0, 1)",
         )?
@@ -89,23 +84,15 @@ impl Partition {
         Ok(())
     }
 
-    /// Drops the partition's tables and its user-index entries not yet swept, within `tx`;
-    /// returns how many events it held.
+    /// Drops the partition's events table, within `tx` (its user-index entries are
+    /// [`user_store`](super::user_store)'s); returns how many events it held.
     pub fn drop(self, tx: &Transaction) -> Result<u64> {
         let events: i64 = tx.query_row(
             "SELECT events FROM partitions WHERE first_day = ?",
             [self.first_day()],
             |row| row.get(0),
         )?;
-        tx.execute_batch(&format!(
-            "DROP TABLE {}; DROP TABLE {};",
-            self.events_table(),
-            self.users_table()
-        ))?;
-        tx.execute(
-            "DELETE FROM user_index_recent WHERE ts >= ? AND ts < ?",
-            params![self.start_ms(), self.end_ms()],
-        )?;
+        tx.execute_batch(&format!("DROP TABLE {}", self.events_table()))?;
         tx.execute(
             "DELETE FROM partitions WHERE first_day = ?",
             [self.first_day()],
@@ -115,10 +102,10 @@ impl Partition {
 }
 
 /// Creates, within `tx`, an events table called `events`, with the indexes the query API
-/// uses, and `users`, a main level of the user index: the one definition of the events
-/// table, for every partition and for the first schema (whose tables were not yet
-/// partitions).
-pub(super) fn create_event_tables(tx: &Transaction, events: &str, users: &str) -> Result<()> {
+/// uses: the one definition of the events table, for every partition and for the first
+/// schema (whose tables were not yet partitions). The partition's main level of the user
+/// index is in the user index's own file ([`user_store`](super::user_store)).
+pub(super) fn create_events_table(tx: &Transaction, events: &str) -> Result<()> {
     // The rowid is the seq, so every index ends in seq and `ORDER BY ts, seq` is read
     // straight off an index.
     tx.execute_batch(&format!(
@@ -140,11 +127,7 @@ pub(super) fn create_event_tables(tx: &Transaction, events: &str, users: &str) -
         CREATE INDEX {events}_service_ts ON {events} (service, ts);
         -- Only events carrying a client id, in (nearly) arrival order: what the dedup
         -- set is rebuilt from at start.
-        CREATE INDEX {events}_client_ids ON {events} (received_at) WHERE id_from_client = 1;
-        CREATE TABLE {users} (
-            user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
-            PRIMARY KEY (user_id, ts, seq)
-        ) WITHOUT ROWID;"
+        CREATE INDEX {events}_client_ids ON {events} (received_at) WHERE id_from_client = 1;"
     ))?;
     Ok(())
 }

@@ -3,13 +3,14 @@
 //!
 //! Whole partitions before the cutoff go by dropping their tables; the one the cutoff falls
 //! in is trimmed by rows, then its main user-index level in key order. Each step is a short
-//! transaction and a task of its own on the writer thread, so index batches go in between.
+//! transaction and a task of its own on a writer thread (the events', or the user index's
+//! for its entries), so index batches go in between.
 
 use anyhow::Result;
 use rusqlite::{params, Transaction};
 
 use super::partitions::{self, Partition};
-use super::user_index::{self, Key as UserKey};
+use super::user_index::Key as UserKey;
 use super::writer::Writer;
 use super::SqliteStore;
 use crate::store::{Order, Purged, HOUR_MS, MINUTE_MS};
@@ -17,6 +18,15 @@ use crate::store::{Order, Purged, HOUR_MS, MINUTE_MS};
 /// Rows deleted per transaction when retention trims a partition by rows: about 25 ms of
 /// the writer's time, so indexing is never held up long.
 const TRIM_ROWS: usize = 2_000;
+
+/// One step of trimming a partition by rows.
+struct Trimmed {
+    events: u64,
+    /// Whether it was the trim's last step (fewer than a step's rows were left).
+    last_step: bool,
+    /// The user-index entries of the events deleted.
+    entries: Vec<UserKey>,
+}
 
 /// See [`Store::purge_before`](crate::store::Store::purge_before).
 pub(super) async fn purge_before(store: &SqliteStore, cutoff_ms: i64) -> Result<Purged> {
@@ -30,19 +40,28 @@ pub(super) async fn purge_before(store: &SqliteStore, cutoff_ms: i64) -> Result<
             let (deleted, took) = store
                 .write_step(move |writer| writer.drop_partition(partition))
                 .await?;
+            let ((), users_took) = store
+                .write_users_step(move |users| users.drop_partition(partition.range))
+                .await?;
             purged.events += deleted;
             purged.partitions += 1;
-            purged.longest_step = purged.longest_step.max(took);
+            purged.longest_step = purged.longest_step.max(took).max(users_took);
             continue;
         }
-        // The events before the cutoff, oldest first...
+        // The events before the cutoff, oldest first, then their user-index entries...
         let mut trimmed = 0;
         loop {
-            let (deleted, took) = store
+            let (doomed, took) = store
                 .write_step(move |writer| writer.trim_partition(partition, cutoff_ms, TRIM_ROWS))
                 .await?;
+            let deleted = doomed.events;
+            let ((), users_took) = store
+                .write_users_step(move |users| {
+                    users.delete_entries(partition, &doomed.entries, doomed.last_step)
+                })
+                .await?;
             trimmed += deleted;
-            purged.longest_step = purged.longest_step.max(took);
+            purged.longest_step = purged.longest_step.max(took).max(users_took);
             if deleted < TRIM_ROWS as u64 {
                 break;
             }
@@ -59,7 +78,7 @@ pub(super) async fn purge_before(store: &SqliteStore, cutoff_ms: i64) -> Result<
         loop {
             let from = after.take();
             let ((deleted, last), took) = store
-                .write_step(move |writer| writer.trim_user_index(partition, cutoff_ms, from))
+                .write_users_step(move |users| users.trim(partition, cutoff_ms, from, TRIM_ROWS))
                 .await?;
             purged.longest_step = purged.longest_step.max(took);
             if deleted < TRIM_ROWS as u64 {
@@ -93,23 +112,22 @@ impl Writer {
     }
 
     /// Deletes up to `max_rows` of the events of `partition` older than `cutoff_ms`, oldest
-    /// first, with their user-index entries; returns how many it deleted.
+    /// first; says which user-index entries they had, for the user index's writer.
     ///
     /// The last step of a trim (fewer than `max_rows` left: usually the only one, as each
-    /// hourly run trims the hour the cutoff moved over) deletes each event's entry wherever it
-    /// is. Earlier steps delete only the entries in the recent level and leave those in the
-    /// partition's main level to [`trim_user_index`](Self::trim_user_index), which deletes
-    /// them in key order: one by one, each rewrote about a page of that table, since the
-    /// events of an hour belong to users all over its key space.
+    /// hourly run trims the hour the cutoff moved over) has each event's entry deleted
+    /// wherever it is. Earlier steps have only the entries in the recent level deleted and
+    /// leave those in the partition's main level to [`trim`](super::user_index::trim), which
+    /// deletes them in key order: one by one, each rewrote about a page of that table, since
+    /// the events of an hour belong to users all over its key space.
     fn trim_partition(
         &mut self,
         partition: Partition,
         cutoff_ms: i64,
         max_rows: usize,
-    ) -> Result<u64> {
+    ) -> Result<Trimmed> {
         let tx = self.connection.transaction()?;
         let events = partition.events_table();
-        let users = partition.users_table();
         let doomed: Vec<(i64, i64, Option<String>)> = tx
             .prepare_cached(&format!(
                 "SELECT seq, ts, user_id FROM {events} WHERE ts < ? ORDER BY ts LIMIT ?"
@@ -118,44 +136,24 @@ impl Writer {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        let last_step = doomed.len() < max_rows;
         {
             let mut delete_event =
                 tx.prepare_cached(&format!("DELETE FROM {events} WHERE seq = ?"))?;
-            let mut delete_user = tx.prepare_cached(&format!(
-                "DELETE FROM {users} WHERE user_id = ? AND ts = ? AND seq = ?"
-            ))?;
-            let mut delete_recent = tx.prepare_cached(
-                "DELETE FROM user_index_recent WHERE user_id = ? AND ts = ? AND seq = ?",
-            )?;
-            for (seq, ts, user_id) in &doomed {
+            for (seq, _, _) in &doomed {
                 delete_event.execute([seq])?;
-                if let Some(user_id) = user_id {
-                    let key = params![user_id, ts, seq];
-                    if !last_step || delete_user.execute(key)? == 0 {
-                        delete_recent.execute(key)?;
-                    }
-                }
             }
             partition.count(&tx, -(doomed.len() as i64))?;
         }
         subtract_from_event_count(&tx, doomed.len() as u64)?;
         tx.commit()?;
-        Ok(doomed.len() as u64)
-    }
-
-    /// One step of deleting the entries of `partition`'s main user-index level whose events
-    /// retention deleted, in key order after `after` (see [`user_index::trim`]).
-    fn trim_user_index(
-        &mut self,
-        partition: Partition,
-        cutoff_ms: i64,
-        after: Option<UserKey>,
-    ) -> Result<(u64, Option<UserKey>)> {
-        let tx = self.connection.transaction()?;
-        let trimmed = user_index::trim(&tx, partition, cutoff_ms, after.as_ref(), TRIM_ROWS)?;
-        tx.commit()?;
-        Ok(trimmed)
+        Ok(Trimmed {
+            events: doomed.len() as u64,
+            last_step: doomed.len() < max_rows,
+            entries: doomed
+                .into_iter()
+                .filter_map(|(seq, ts, user_id)| Some((user_id?, ts, seq)))
+                .collect(),
+        })
     }
 
     /// Deletes the oldest hour's worth of rollup rows whose whole bucket ends at or before

@@ -9,8 +9,13 @@
 //! partition): each page of the big tables is then rewritten about once per sweep cycle
 //! instead of once per batch. Every entry is in exactly one of the two levels; queries read
 //! both and merge.
+//!
+//! Its tables are in a file of their own, written by a thread of their own beside the events'
+//! writer ([`user_store`](super::user_store)); readers attach that file. An entry whose event
+//! is not stored (a retried id the events' writer skipped) is harmless: queries join entries
+//! to events by seq, and seqs are never reused.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction};
 
@@ -43,6 +48,18 @@ impl Sweep {
         per_added: 1.0,
         recent_target: 200_000,
     };
+}
+
+/// Creates a table of the user index (the recent level, or a partition's main level) called
+/// `table`, unless it exists.
+pub(super) fn create_table(connection: &Connection, table: &str) -> Result<()> {
+    connection.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+            user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
+            PRIMARY KEY (user_id, ts, seq)
+        ) WITHOUT ROWID"
+    ))?;
+    Ok(())
 }
 
 /// A user-index entry: user id, timestamp, seq.
@@ -120,9 +137,9 @@ impl Sweeper {
                 Value::Integer(*seq),
             ]);
         }
-        // Each entry goes to the table of the partition covering it (which exists: retention
-        // deletes a partition's recent entries when it drops it), a statement per partition
-        // in the run: usually one, and SQLite moves the rows without handing each to us.
+        // Each entry goes to the table of the partition covering it, a statement per
+        // partition in the run: usually one, and SQLite moves the rows without handing each
+        // to us.
         let days: Vec<i64> = tx
             .prepare_cached(&format!(
                 "SELECT DISTINCT (ts - ((ts % {DAY_MS}) + {DAY_MS}) % {DAY_MS}) / {DAY_MS}
@@ -132,9 +149,11 @@ impl Sweeper {
             .collect::<rusqlite::Result<_>>()?;
         let mut partitions: Vec<Partition> = Vec::new();
         for day in days {
-            let range = layout
-                .covering(day * DAY_MS)
-                .with_context(|| format!("no partition for the user-index entries of day {day}"))?;
+            // None: retention dropped the partition after these entries were added (and
+            // with it their events); the run's delete below takes them away too.
+            let Some(range) = layout.covering(day * DAY_MS) else {
+                continue;
+            };
             if !partitions.iter().any(|partition| partition.range == range) {
                 partitions.push(Partition { range });
             }
@@ -167,6 +186,11 @@ impl Sweeper {
     pub(super) fn committed(&mut self, swept: Swept) {
         self.cursor = swept.cursor;
         self.recent_len = (self.recent_len + swept.added).saturating_sub(swept.moved);
+    }
+
+    /// Retention deleted `count` recent entries.
+    pub(super) fn removed(&mut self, count: usize) {
+        self.recent_len = self.recent_len.saturating_sub(count);
     }
 }
 

@@ -1,8 +1,9 @@
-//! The writer thread: the one connection that writes, owned by a thread of its own that runs
-//! the store's writes one at a time, in order (appends, retention steps, keys). An append
-//! stores a batch's events in the partitions covering them (creating those missing), their
-//! user-index entries, the rollups, the partitions' counts and the progress counters, in one
-//! transaction.
+//! The writer thread: the one connection that writes the events' database, owned by a thread
+//! of its own that runs the store's writes one at a time, in order (appends, retention
+//! steps, keys). An append stores a batch's events in the partitions covering them (creating
+//! those missing), the rollups, the partitions' counts and the progress counters, in one
+//! transaction; the user index's thread ([`user_store`](super::user_store)) stores the
+//! batch's user-index entries meanwhile, and is told the partitions once they are known.
 
 use std::collections::{HashMap, HashSet};
 
@@ -12,48 +13,55 @@ use rusqlite::{params, Connection, ErrorCode};
 use super::event_ids::StoredId;
 use super::partitions::Partition;
 use super::query::COLUMNS;
-use super::user_index;
+use super::user_store::EventsSide;
 use crate::event::StoredEvent;
 use crate::store::partitioning::{Layout, TimeRange};
 use crate::store::{floor_to, AppendOutcome, StoreError, HOUR_MS, MINUTE_MS};
 
-/// Work for the writer thread: appends and retention steps, one at a time, in order.
-pub(super) type WriterTask = Box<dyn FnOnce(&mut Writer) + Send>;
+/// Work for a writer thread that owns a `T`: appends and retention steps, one at a time, in
+/// order.
+pub(super) type Task<T> = Box<dyn FnOnce(&mut T) + Send>;
 
-/// What only the writer thread touches.
+/// What only the events' writer thread touches.
 pub(super) struct Writer {
     pub(super) connection: Connection,
-    pub(super) sweeper: user_index::Sweeper,
     /// The partitions that have tables: what events are routed by.
     pub(super) layout: Layout,
     /// Those of them that hold ids as text (see [`event_ids`](super::event_ids)).
     pub(super) text_ids: HashSet<TimeRange>,
 }
 
-/// Starts the writer thread, which owns `writer`; it ends when the returned sender is dropped.
-pub(super) fn spawn(mut writer: Writer) -> Result<std::sync::mpsc::Sender<WriterTask>> {
-    let (writes, tasks) = std::sync::mpsc::channel::<WriterTask>();
+/// Starts a writer thread called `name`, which owns `state` and runs the tasks sent to it;
+/// it ends when the returned sender is dropped.
+pub(super) fn spawn<T: Send + 'static>(
+    name: &str,
+    mut state: T,
+) -> Result<std::sync::mpsc::Sender<Task<T>>> {
+    let (writes, tasks) = std::sync::mpsc::channel::<Task<T>>();
     std::thread::Builder::new()
-        .name("eventide-store-writer".into())
+        .name(name.into())
         .spawn(move || {
             super::lower_thread_priority();
             for task in tasks {
-                task(&mut writer);
+                task(&mut state);
             }
         })
-        .context("starting the store writer thread")?;
+        .with_context(|| format!("starting the {name} thread"))?;
     Ok(writes)
 }
 
 impl Writer {
-    /// Stores a batch: see [`Store::append_batch`](crate::store::Store::append_batch).
+    /// Stores a batch: see [`Store::append_batch`](crate::store::Store::append_batch). The
+    /// user index's thread stores the batch's entries meanwhile; `users` is where the two
+    /// meet, and the events are committed only once the entries are.
     pub(super) fn append(
         &mut self,
         events: &[StoredEvent],
         indexed_seq: u64,
+        users: EventsSide,
     ) -> Result<AppendOutcome> {
         let mut created = Vec::new();
-        let outcome = self.append_in_transaction(events, indexed_seq, &mut created);
+        let outcome = self.append_in_transaction(events, indexed_seq, users, &mut created);
         if outcome.is_err() {
             // Rolled back: the partitions it made are gone again.
             for range in created {
@@ -64,47 +72,35 @@ impl Writer {
     }
 
     /// [`append`](Self::append)'s transaction; the ranges of the partitions it creates go
-    /// into the layout at once (later events of the batch are routed by them) and into
-    /// `created`.
+    /// into `created`.
     fn append_in_transaction(
         &mut self,
         events: &[StoredEvent],
         indexed_seq: u64,
+        users: EventsSide,
         created: &mut Vec<TimeRange>,
     ) -> Result<AppendOutcome> {
         let tx = self.connection.transaction()?;
-        let mut user_entries = 0;
+        let ranges = route(&tx, &mut self.layout, events, created)?;
+        // Routed first, so that the user index's thread sweeps this batch's entries while
+        // the events are stored.
+        users.routed(&self.layout);
         let mut skipped = Vec::new();
         let mut rollups = RollupBatch::default();
         let mut per_partition: HashMap<TimeRange, i64> = HashMap::new();
         {
-            let mut insert_user = tx.prepare_cached(user_index::INSERT_RECENT)?;
             // Batches mostly fall in one partition: its statement is kept while it holds.
             let mut current: Option<(TimeRange, rusqlite::CachedStatement)> = None;
-            for event in events {
-                let ts = event.timestamp_ms;
-                let (range, insert) = match &mut current {
-                    Some((range, insert)) if range.covers(ts) => (*range, insert),
+            for (event, &range) in events.iter().zip(&ranges) {
+                let insert = match &mut current {
+                    Some((current, insert)) if *current == range => insert,
                     _ => {
-                        let range = match self.layout.covering(ts) {
-                            Some(range) => range,
-                            None => {
-                                let range = self.layout.new_range(ts, event.received_at_ms);
-                                Partition { range }.create(&tx)?;
-                                self.layout.insert(range);
-                                created.push(range);
-                                range
-                            }
-                        };
                         let sql = format!(
                             "INSERT OR IGNORE INTO {} ({COLUMNS})
                              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             Partition { range }.events_table()
                         );
-                        (
-                            range,
-                            &mut current.insert((range, tx.prepare_cached(&sql)?)).1,
-                        )
+                        &mut current.insert((range, tx.prepare_cached(&sql)?)).1
                     }
                 };
                 let packed_ids = !self.text_ids.contains(&range);
@@ -113,7 +109,7 @@ impl Writer {
                     StoredId::new(&event.id, packed_ids),
                     event.id_from_client,
                     event.kind,
-                    ts,
+                    event.timestamp_ms,
                     event.received_at_ms,
                     event.service,
                     event.user_id,
@@ -127,11 +123,8 @@ impl Writer {
                 }
                 *per_partition.entry(range).or_default() += 1;
                 rollups.add(event);
-                if let Some(user_id) = &event.user_id {
-                    insert_user.execute(params![user_id, ts, event.seq as i64])?;
-                    user_entries += 1;
-                }
             }
+            users.skipped(&skipped);
             for (table, counts) in [
                 ("rollups", &rollups.minutes),
                 ("rollups_hourly", &rollups.hours()),
@@ -158,11 +151,42 @@ impl Writer {
             tx.prepare_cached("UPDATE progress SET value = ? WHERE name = 'indexed_seq'")?
                 .execute([indexed_seq as i64])?;
         }
-        let swept = self.sweeper.sweep(&tx, user_entries, &self.layout)?;
+        // Committed after the user index's entries: a batch whose entries failed is not
+        // stored, so it is stored whole when retried. (The other way round, entries without
+        // their events, is harmless, and skipped when the batch is retried.)
+        users.entries_stored()?;
         tx.commit()?;
-        self.sweeper.committed(swept);
         Ok(AppendOutcome { skipped })
     }
+}
+
+/// The partition of each event, within `tx`: the one covering it, or one created for it
+/// (its range goes into the layout at once, routing later events, and into `created`).
+fn route(
+    tx: &rusqlite::Transaction,
+    layout: &mut Layout,
+    events: &[StoredEvent],
+    created: &mut Vec<TimeRange>,
+) -> Result<Vec<TimeRange>> {
+    let mut ranges: Vec<TimeRange> = Vec::with_capacity(events.len());
+    for event in events {
+        let ts = event.timestamp_ms;
+        let range = match ranges.last() {
+            Some(last) if last.covers(ts) => *last,
+            _ => match layout.covering(ts) {
+                Some(range) => range,
+                None => {
+                    let range = layout.new_range(ts, event.received_at_ms);
+                    Partition { range }.create(tx)?;
+                    layout.insert(range);
+                    created.push(range);
+                    range
+                }
+            },
+        };
+        ranges.push(range);
+    }
+    Ok(ranges)
 }
 
 /// Whether a failed write is the batch's fault ([`StoreError`]). Only SQLite refusing a value

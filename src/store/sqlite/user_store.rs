@@ -1,0 +1,373 @@
+//! The user index's own database file (`<store>.users.db` beside `events.db`) and the thread
+//! that writes it, beside the events' writer.
+//!
+//! SQLite lets one connection write a database file at a time, so with every table in one
+//! file the store indexed on one thread while the other core was partly idle. The user index
+//! ([`user_index`]) was about a third of that thread's work (measured: the writer's CPU per
+//! event 8.1 µs with it, 5.2 µs without it, under sustained load), and needs nothing of the
+//! events' tables to be written, so it has a file and a thread of its own. For each batch the
+//! two threads work at once:
+//!
+//! - the user index's thread sweeps a run of its recent level into the main level, then adds
+//!   the batch's entries to the recent level, while the events' writer stores the events;
+//! - the events' writer sends it the partitions as they are after routing the batch (new
+//!   partitions get their main-level tables), and waits for it to commit before committing
+//!   the events. A batch whose entries failed is thus never stored without them; entries
+//!   whose events then failed are harmless (queries join entries to events by seq) and not
+//!   added twice when the batch is stored again: the file records the last seq it holds.
+//!
+//! The store has indexed a seq once both files hold it; on open, the log is replayed from the
+//! smaller of the two. A store from before this file existed, or one whose file was lost,
+//! gets the index built again from its events on open.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+
+use anyhow::{anyhow, Context, Result};
+use rusqlite::{params, Connection, Transaction};
+
+use super::partitions::{self, Partition};
+use super::user_index::{self, Key, Sweep, Sweeper};
+use crate::event::StoredEvent;
+use crate::store::partitioning::{Layout, TimeRange};
+
+/// The user index's file for the store at `events_path`: `events.db` -> `events.users.db`.
+pub fn path(events_path: &Path) -> PathBuf {
+    events_path.with_extension("users.db")
+}
+
+/// The name the events' database is attached under, on the user index's connection.
+const EVENTS_SCHEMA: &str = "store";
+
+/// What only the user index's thread touches.
+pub(super) struct UserWriter {
+    connection: Connection,
+    sweeper: Sweeper,
+    /// The partitions as the events' writer last routed a batch: where swept entries go.
+    layout: Layout,
+}
+
+/// One batch's meeting point, on the events' writer's side.
+pub(super) struct EventsSide {
+    layout: SyncSender<Layout>,
+    skipped: SyncSender<Vec<u64>>,
+    stored: Receiver<Result<()>>,
+}
+
+/// One batch's meeting point, on the user index's side.
+pub(super) struct UsersSide {
+    layout: Receiver<Layout>,
+    skipped: Receiver<Vec<u64>>,
+    stored: SyncSender<Result<()>>,
+}
+
+/// A meeting point for one batch's two writes.
+pub(super) fn handoff() -> (EventsSide, UsersSide) {
+    let (layout_sender, layout) = sync_channel(1);
+    let (skipped_sender, skipped) = sync_channel(1);
+    let (stored_sender, stored) = sync_channel(1);
+    (
+        EventsSide {
+            layout: layout_sender,
+            skipped: skipped_sender,
+            stored,
+        },
+        UsersSide {
+            layout,
+            skipped,
+            stored: stored_sender,
+        },
+    )
+}
+
+impl EventsSide {
+    /// Tells the user index the partitions, once the batch's events are routed.
+    pub(super) fn routed(&self, layout: &Layout) {
+        // Gone: the user index's write failed already, as `entries_stored` will say.
+        let _ = self.layout.send(layout.clone());
+    }
+
+    /// Tells the user index which events were not stored (ids stored already), once the
+    /// others are: their entries go.
+    pub(super) fn skipped(&self, seqs: &[u64]) {
+        let _ = self.skipped.send(seqs.to_vec());
+    }
+
+    /// Waits for the user index to commit the batch's entries.
+    pub(super) fn entries_stored(self) -> Result<()> {
+        match self.stored.recv() {
+            Ok(outcome) => outcome.context("storing the batch's user-index entries"),
+            Err(_) => Err(anyhow!("the user index's writer thread has stopped")),
+        }
+    }
+}
+
+/// Opens (creating, or building again from the events, if needed) the user index's file of
+/// the store at `events_path`, whose migrations have run.
+pub(super) fn open(events_path: &Path, sweep: Sweep) -> Result<UserWriter> {
+    let users_path = path(events_path);
+    let mut connection = Connection::open(&users_path)
+        .with_context(|| format!("opening the user index at {}", users_path.display()))?;
+    // As the events' database (see SqliteStore::open_with), with a smaller cache: what it
+    // rereads is the recent level (a few MB), while each page of the main level is swept
+    // about once in a while. With 32 MiB the server's peak RSS under sustained load was
+    // 235-286 MB, with 8 MiB 188-231 MB, at the same rates.
+    connection.pragma_update(None, "page_size", 16 * 1024)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.pragma_update(None, "cache_size", -8 * 1024)?;
+    connection.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        super::checkpointer::WAL_BOUND_PAGES,
+    )?;
+    connection.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
+    // The events' tables: the partitions, a build from the events, retention's trim of
+    // entries whose events are gone.
+    connection.execute(
+        &format!("ATTACH DATABASE ? AS {EVENTS_SCHEMA}"),
+        [events_path.to_string_lossy()],
+    )?;
+    let tx = connection.transaction()?;
+    let layout = partitions::layout(&tx)?;
+    let built = tx
+        .query_row(
+            "SELECT 1 FROM main.sqlite_schema WHERE name = 'users_progress'",
+            [],
+            |_| Ok(()),
+        )
+        .is_ok();
+    user_index::create_table(&tx, "main.user_index_recent")?;
+    for range in layout.ranges() {
+        create_main_table(&tx, range)?;
+    }
+    if !built {
+        build_from_events(&tx, &layout)?;
+    }
+    tx.commit()?;
+    let sweeper = Sweeper::new(&connection, sweep)?;
+    Ok(UserWriter {
+        connection,
+        sweeper,
+        layout,
+    })
+}
+
+/// Whether the main level holds an entry, within `tx`.
+fn in_main_level(
+    tx: &Transaction,
+    layout: &Layout,
+    (user_id, ts, seq): (&str, i64, u64),
+) -> Result<bool> {
+    let Some(range) = layout.covering(ts) else {
+        return Ok(false);
+    };
+    let found = tx
+        .prepare_cached(&format!(
+            "SELECT 1 FROM main.{} WHERE user_id = ? AND ts = ? AND seq = ?",
+            Partition { range }.users_table()
+        ))?
+        .exists(params![user_id, ts, seq as i64])?;
+    Ok(found)
+}
+
+/// Deletes the entry of an event, from the recent level or else from the main level of the
+/// partition in `layout` covering it, within `tx`; returns how many recent entries went.
+fn delete_entry(
+    tx: &Transaction,
+    layout: &Layout,
+    (user_id, ts, seq): (&str, i64, u64),
+) -> Result<usize> {
+    let key = params![user_id, ts, seq as i64];
+    let recent = tx
+        .prepare_cached("DELETE FROM user_index_recent WHERE user_id = ? AND ts = ? AND seq = ?")?
+        .execute(key)?;
+    if recent == 0 {
+        if let Some(range) = layout.covering(ts) {
+            tx.prepare_cached(&format!(
+                "DELETE FROM main.{} WHERE user_id = ? AND ts = ? AND seq = ?",
+                Partition { range }.users_table()
+            ))?
+            .execute(key)?;
+        }
+    }
+    Ok(recent)
+}
+
+fn create_main_table(tx: &Transaction, range: TimeRange) -> Result<()> {
+    user_index::create_table(tx, &format!("main.{}", Partition { range }.users_table()))
+}
+
+/// Fills the main level from the events of every partition, in key order, in place of
+/// whatever either level held, and records the events' position as the last seq held,
+/// within `tx`.
+fn build_from_events(tx: &Transaction, layout: &Layout) -> Result<()> {
+    tx.execute("DELETE FROM main.user_index_recent", [])?;
+    for range in layout.ranges() {
+        let partition = Partition { range };
+        tx.execute(&format!("DELETE FROM main.{}", partition.users_table()), [])?;
+        tx.execute(
+            &format!(
+                "INSERT OR IGNORE INTO main.{} (user_id, ts, seq)
+                 SELECT user_id, ts, seq FROM {EVENTS_SCHEMA}.{} WHERE user_id IS NOT NULL
+                 ORDER BY user_id, ts, seq",
+                partition.users_table(),
+                partition.events_table()
+            ),
+            [],
+        )?;
+    }
+    tx.execute_batch(&format!(
+        "CREATE TABLE main.users_progress (
+            only INTEGER PRIMARY KEY CHECK (only = 0),
+            indexed_seq INTEGER NOT NULL
+        );
+        INSERT INTO main.users_progress
+            SELECT 0, value FROM {EVENTS_SCHEMA}.progress WHERE name = 'indexed_seq';"
+    ))?;
+    Ok(())
+}
+
+/// The last seq whose entry the file holds (every seq up to it is indexed here).
+pub(super) fn held_seq(connection: &Connection) -> Result<u64> {
+    let seq: i64 = connection.query_row("SELECT indexed_seq FROM users_progress", [], |row| {
+        row.get(0)
+    })?;
+    Ok(seq as u64)
+}
+
+impl UserWriter {
+    /// Stores the user-index entries of a batch the events' writer is storing at the same
+    /// time (see the module's documentation); tells it the outcome through `handoff`.
+    pub(super) fn append(&mut self, events: &[StoredEvent], indexed_seq: u64, handoff: UsersSide) {
+        let outcome = self.append_in_transaction(events, indexed_seq, &handoff);
+        // Gone: the events' write failed already, which is what the store reports.
+        let _ = handoff.stored.send(outcome);
+    }
+
+    fn append_in_transaction(
+        &mut self,
+        events: &[StoredEvent],
+        indexed_seq: u64,
+        handoff: &UsersSide,
+    ) -> Result<()> {
+        let tx = self.connection.transaction()?;
+        let held = held_seq(&tx)?;
+        // The seqs whose entries this batch added.
+        let mut added_seqs = Vec::new();
+        {
+            let mut insert = tx.prepare_cached(user_index::INSERT_RECENT)?;
+            for event in events {
+                let Some(user_id) = &event.user_id else {
+                    continue;
+                };
+                let key = (user_id.as_str(), event.timestamp_ms, event.seq);
+                // At or before the last seq held: replayed after a crash, or retried after
+                // the events failed. An entry swept into the main level already must not
+                // go into the recent one too.
+                if event.seq <= held && in_main_level(&tx, &self.layout, key)? {
+                    continue;
+                }
+                if insert.execute(params![user_id, event.timestamp_ms, event.seq as i64])? > 0 {
+                    added_seqs.push(event.seq);
+                }
+            }
+        }
+        let added = added_seqs.len();
+        let gone = || anyhow!("the events' writer failed to store the batch");
+        let layout = handoff.layout.recv().map_err(|_| gone())?;
+        for range in layout.ranges() {
+            if self.layout.covering(range.start_ms) != Some(range) {
+                create_main_table(&tx, range)?;
+            }
+        }
+        let swept = self.sweeper.sweep(&tx, added, &layout)?;
+        // Events not stored as their ids were: the entries this batch added for them go.
+        // (A replayed event is skipped too, but its entry was there before.)
+        let skipped = handoff.skipped.recv().map_err(|_| gone())?;
+        let mut removed = 0;
+        if !skipped.is_empty() {
+            let skipped: HashSet<u64> = skipped.into_iter().collect();
+            let added: HashSet<u64> = added_seqs.into_iter().collect();
+            let unstored =
+                |event: &&StoredEvent| skipped.contains(&event.seq) && added.contains(&event.seq);
+            for event in events.iter().filter(unstored) {
+                if let Some(user_id) = &event.user_id {
+                    removed +=
+                        delete_entry(&tx, &layout, (user_id, event.timestamp_ms, event.seq))?;
+                }
+            }
+        }
+        tx.prepare_cached("UPDATE users_progress SET indexed_seq = max(indexed_seq, ?)")?
+            .execute([indexed_seq as i64])?;
+        tx.commit()?;
+        self.sweeper.committed(swept);
+        self.sweeper.removed(removed);
+        self.layout = layout;
+        Ok(())
+    }
+
+    /// Drops the main level of a partition retention dropped, and its recent entries.
+    pub(super) fn drop_partition(&mut self, range: TimeRange) -> Result<()> {
+        let tx = self.connection.transaction()?;
+        tx.execute_batch(&format!(
+            "DROP TABLE IF EXISTS main.{}",
+            Partition { range }.users_table()
+        ))?;
+        let removed = tx.execute(
+            "DELETE FROM user_index_recent WHERE ts >= ? AND ts < ?",
+            params![range.start_ms, range.end_ms],
+        )?;
+        tx.commit()?;
+        self.sweeper.removed(removed);
+        self.layout.remove(range);
+        Ok(())
+    }
+
+    /// Deletes the entries of events retention deleted from `partition`: wherever each is
+    /// when `anywhere`, else in the recent level only (see
+    /// [`trim_partition`](super::writer::Writer)).
+    pub(super) fn delete_entries(
+        &mut self,
+        partition: Partition,
+        entries: &[Key],
+        anywhere: bool,
+    ) -> Result<()> {
+        let tx = self.connection.transaction()?;
+        let mut removed = 0;
+        {
+            let mut delete_main = tx.prepare_cached(&format!(
+                "DELETE FROM main.{} WHERE user_id = ? AND ts = ? AND seq = ?",
+                partition.users_table()
+            ))?;
+            let mut delete_recent = tx.prepare_cached(
+                "DELETE FROM user_index_recent WHERE user_id = ? AND ts = ? AND seq = ?",
+            )?;
+            for (user_id, ts, seq) in entries {
+                let key = params![user_id, ts, seq];
+                if !anywhere || delete_main.execute(key)? == 0 {
+                    removed += delete_recent.execute(key)?;
+                }
+            }
+        }
+        tx.commit()?;
+        self.sweeper.removed(removed);
+        Ok(())
+    }
+
+    /// One step of deleting the entries of `partition`'s main level whose events retention
+    /// deleted (see [`user_index::trim`]).
+    pub(super) fn trim(
+        &mut self,
+        partition: Partition,
+        cutoff_ms: i64,
+        after: Option<Key>,
+        max_rows: usize,
+    ) -> Result<(u64, Option<Key>)> {
+        let tx = self.connection.transaction()?;
+        let trimmed = user_index::trim(&tx, partition, cutoff_ms, after.as_ref(), max_rows)?;
+        tx.commit()?;
+        Ok(trimmed)
+    }
+}
