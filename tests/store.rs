@@ -1160,9 +1160,12 @@ async fn sqlite_sweeps_into_the_user_index_of_a_year() {
     assert_eq!(store.user_index_levels(), Some((20, 20)));
 }
 
+/// The first day of [`two_days_of_users`] (2026-12-05), in days since 1970.
+const FIRST_OF_TWO_DAYS: i64 = 20_792;
+
 /// Four batches of 25 events over two days, each event with a user.
 fn two_days_of_users() -> Vec<Vec<StoredEvent>> {
-    let day = ms("2026-12-05T10:00:00.000Z");
+    let day = FIRST_OF_TWO_DAYS * DAY_MS + 10 * HOUR_MS;
     (0..4u64)
         .map(|batch| {
             (1..=25)
@@ -1174,6 +1177,15 @@ fn two_days_of_users() -> Vec<Vec<StoredEvent>> {
                 .collect()
         })
         .collect()
+}
+
+/// A half-swept SQLite store holding [`two_days_of_users`]: it, their events in order, and
+/// its file.
+async fn sqlite_with_two_days_of_users() -> (TestStore, Vec<StoredEvent>, std::path::PathBuf) {
+    let store = TestStore::sqlite_half_swept();
+    let all = append_all(&store, &two_days_of_users()).await;
+    let path = sqlite_path(&store.data);
+    (store, all, path)
 }
 
 /// Appends `batches` to `store`, each as far as its last seq; returns their events.
@@ -1222,12 +1234,8 @@ fn alter(path: &std::path::Path, sql: &str) {
 /// before it existed) is built again from the events when the store opens.
 #[tokio::test]
 async fn sqlite_user_index_is_built_again_from_the_events() {
-    let store = TestStore::sqlite_half_swept();
-    let all = append_all(&store, &two_days_of_users()).await;
-    let Data::Sqlite(dir) = &*store.data else {
-        unreachable!("a SQLite store")
-    };
-    let users = SqliteStore::user_index_path(&dir.path().join("events.db"));
+    let (store, all, events) = sqlite_with_two_days_of_users().await;
+    let users = SqliteStore::user_index_path(&events);
     let store = store
         .reopen_altered(|| alter(&users, "DROP TABLE users_progress"))
         .await;
@@ -1241,14 +1249,8 @@ async fn sqlite_user_index_is_built_again_from_the_events() {
 /// in `events.db`) has them dropped there and built again in their own file.
 #[tokio::test]
 async fn sqlite_store_with_the_user_index_inside_is_migrated() {
-    let store = TestStore::sqlite_half_swept();
-    let all = append_all(&store, &two_days_of_users()).await;
-    let Data::Sqlite(dir) = &*store.data else {
-        unreachable!("a SQLite store")
-    };
-    let events = dir.path().join("events.db");
+    let (store, all, events) = sqlite_with_two_days_of_users().await;
     let users = SqliteStore::user_index_path(&events);
-    let day = ms("2026-12-05T10:00:00.000Z") / DAY_MS;
     let store = store
         .reopen_altered(|| {
             // Version 8's tables, holding an entry of an event that is not stored: gone
@@ -1259,10 +1261,10 @@ async fn sqlite_store_with_the_user_index_inside_is_migrated() {
                     "CREATE TABLE user_index_recent (
                         user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
                         PRIMARY KEY (user_id, ts, seq)) WITHOUT ROWID;
-                     CREATE TABLE user_index_d{day} (
+                     CREATE TABLE user_index_d{FIRST_OF_TWO_DAYS} (
                         user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
                         PRIMARY KEY (user_id, ts, seq)) WITHOUT ROWID;
-                     INSERT INTO user_index_d{day} VALUES ('user-1', 5, 999);
+                     INSERT INTO user_index_d{FIRST_OF_TWO_DAYS} VALUES ('user-1', 5, 999);
                      PRAGMA user_version = 8;"
                 ),
             );
@@ -1292,25 +1294,18 @@ async fn sqlite_store_with_the_user_index_inside_is_migrated() {
 /// they were swept into the main level meanwhile or not.
 #[tokio::test]
 async fn sqlite_user_index_ahead_of_the_events_takes_the_batch_again() {
-    let store = TestStore::sqlite_half_swept();
-    let batches = two_days_of_users();
-    append_all(&store, &batches).await;
-    let Data::Sqlite(dir) = &*store.data else {
-        unreachable!("a SQLite store")
-    };
-    let events = dir.path().join("events.db");
-    let day = ms("2026-12-05T10:00:00.000Z") / DAY_MS;
+    let (store, _, events) = sqlite_with_two_days_of_users().await;
     // Back to where the events' database was after the first two batches.
     let store = store
         .reopen_altered(|| {
             alter(
                 &events,
                 &format!(
-                    "DELETE FROM events_d{day} WHERE seq > 50;
+                    "DELETE FROM events_d{FIRST_OF_TWO_DAYS} WHERE seq > 50;
                      DELETE FROM events_d{next} WHERE seq > 50;
                      UPDATE partitions SET events = 25;
                      UPDATE progress SET value = 50 WHERE name IN ('indexed_seq', 'event_count');",
-                    next = day + 1
+                    next = FIRST_OF_TWO_DAYS + 1
                 ),
             )
         })
@@ -1320,7 +1315,7 @@ async fn sqlite_user_index_ahead_of_the_events_takes_the_batch_again() {
         50,
         "the smaller position"
     );
-    let all = append_all(&store, &batches).await;
+    let all = append_all(&store, &two_days_of_users()).await;
     assert_holds_exactly(&store, &all, &[]).await;
     assert_users_hold(&store, &all).await;
 }
