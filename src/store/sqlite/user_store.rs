@@ -3,18 +3,22 @@
 //!
 //! SQLite lets one connection write a database file at a time, so with every table in one
 //! file the store indexed on one thread while the other core was partly idle. The user index
-//! ([`user_index`]) was about a third of that thread's work (measured: the writer's CPU per
-//! event 8.1 µs with it, 5.2 µs without it, under sustained load), and needs nothing of the
-//! events' tables to be written, so it has a file and a thread of its own. For each batch the
-//! two threads work at once:
+//! ([`user_index`]) was about a third of that thread's work (measured under sustained load:
+//! the writer's CPU per event 7.9-8.4 µs with it, 5.2-6.2 µs without it), and needs nothing
+//! of the events' tables to be written, so it has a file and a thread of its own. For each
+//! batch the two threads work at once, meeting at a [`handoff`]:
 //!
-//! - the user index's thread sweeps a run of its recent level into the main level, then adds
-//!   the batch's entries to the recent level, while the events' writer stores the events;
-//! - the events' writer sends it the partitions as they are after routing the batch (new
-//!   partitions get their main-level tables), and waits for it to commit before committing
-//!   the events. A batch whose entries failed is thus never stored without them; entries
-//!   whose events then failed are harmless (queries join entries to events by seq) and not
-//!   added twice when the batch is stored again: the file records the last seq it holds.
+//! - the events' writer routes the batch to its partitions (creating those missing) and sends
+//!   the partitions; it stores the events, then sends the seqs it skipped as ids already
+//!   stored; last, it waits for the user index to commit, and commits;
+//! - meanwhile the user index adds the batch's entries to its recent level, and once it has
+//!   the partitions (new ones get their main-level tables) sweeps a run into the main level;
+//!   it deletes the entries of the skipped events, and commits.
+//!
+//! A batch whose entries failed is thus never stored without them. Entries whose events then
+//! failed are harmless (queries join entries to events by seq) and not added twice when the
+//! batch is stored again: the file records the last seq it holds, and an entry at or before
+//! it is looked up in the main level before it goes into the recent one.
 //!
 //! The store has indexed a seq once both files hold it; on open, the log is replayed from the
 //! smaller of the two. A store from before this file existed, or one whose file was lost,
