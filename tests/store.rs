@@ -1245,6 +1245,35 @@ async fn sqlite_user_index_is_built_again_from_the_events() {
     assert_eq!(recent, 0, "built straight into the main level");
 }
 
+/// A main-level table whose partition is gone (retention dropped the partition, and the
+/// process stopped before the user index's step) is dropped when the store opens.
+#[tokio::test]
+async fn sqlite_user_index_drops_the_tables_of_partitions_gone() {
+    let (store, all, events) = sqlite_with_two_days_of_users().await;
+    let users = SqliteStore::user_index_path(&events);
+    let store = store
+        .reopen_altered(|| {
+            alter(
+                &users,
+                "CREATE TABLE user_index_d3 (
+                    user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
+                    PRIMARY KEY (user_id, ts, seq)) WITHOUT ROWID;
+                 INSERT INTO user_index_d3 VALUES ('user-1', 259200000, 7);",
+            )
+        })
+        .await;
+    let stale: i64 = rusqlite::Connection::open(&users)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'user_index_d3'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(stale, 0, "the table of a partition gone is dropped");
+    assert_users_hold(&store, &all).await;
+}
+
 /// A store from before the user index had a file of its own (schema version 8, its tables
 /// in `events.db`) has them dropped there and built again in their own file.
 #[tokio::test]

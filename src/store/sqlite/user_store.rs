@@ -143,6 +143,7 @@ pub(super) fn open(events_path: &Path, sweep: Sweep) -> Result<UserWriter> {
         )
         .is_ok();
     user_index::create_table(&tx, "main.user_index_recent")?;
+    drop_stale_tables(&tx, &layout)?;
     for range in layout.ranges() {
         create_main_table(&tx, range)?;
     }
@@ -197,6 +198,26 @@ fn delete_entry(
         }
     }
     Ok(recent)
+}
+
+/// Drops, within `tx`, the main-level tables of partitions that are gone: retention dropped
+/// them from the events' database, and the process stopped before it dropped their entries.
+fn drop_stale_tables(tx: &Transaction, layout: &Layout) -> Result<()> {
+    let current: HashSet<String> = layout
+        .ranges()
+        .map(|range| Partition { range }.users_table())
+        .collect();
+    let tables: Vec<String> = tx
+        .prepare(
+            "SELECT name FROM main.sqlite_schema WHERE type = 'table'
+             AND name LIKE 'user\\_index\\_%' ESCAPE '\\' AND name != 'user_index_recent'",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for table in tables.iter().filter(|table| !current.contains(*table)) {
+        tx.execute_batch(&format!("DROP TABLE main.{table}"))?;
+    }
+    Ok(())
 }
 
 fn create_main_table(tx: &Transaction, range: TimeRange) -> Result<()> {
