@@ -1179,13 +1179,20 @@ fn two_days_of_users() -> Vec<Vec<StoredEvent>> {
         .collect()
 }
 
+/// A SQLite store's two files.
+struct Files {
+    events: std::path::PathBuf,
+    users: std::path::PathBuf,
+}
+
 /// A half-swept SQLite store holding [`two_days_of_users`]: it, their events in order, and
-/// its file.
-async fn sqlite_with_two_days_of_users() -> (TestStore, Vec<StoredEvent>, std::path::PathBuf) {
+/// its files.
+async fn sqlite_with_two_days_of_users() -> (TestStore, Vec<StoredEvent>, Files) {
     let store = TestStore::sqlite_half_swept();
     let all = append_all(&store, &two_days_of_users()).await;
-    let path = sqlite_path(&store.data);
-    (store, all, path)
+    let events = sqlite_path(&store.data);
+    let users = SqliteStore::user_index_path(&events);
+    (store, all, Files { events, users })
 }
 
 /// Appends `batches` to `store`, each as far as its last seq; returns their events.
@@ -1222,6 +1229,16 @@ async fn assert_users_hold(store: &TestStore, all: &[StoredEvent]) {
     assert_eq!(main + recent, all.len() as i64, "{main} + {recent} entries");
 }
 
+/// `CREATE TABLE` of a user-index table called `name`, as the store makes them.
+fn user_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (
+            user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
+            PRIMARY KEY (user_id, ts, seq)
+        ) WITHOUT ROWID"
+    )
+}
+
 /// Runs `sql` on the file at `path` while no store has it open.
 fn alter(path: &std::path::Path, sql: &str) {
     rusqlite::Connection::open(path)
@@ -1234,11 +1251,9 @@ fn alter(path: &std::path::Path, sql: &str) {
 /// before it existed) is built again from the events when the store opens.
 #[tokio::test]
 async fn sqlite_user_index_is_built_again_from_the_events() {
-    let (store, all, events) = sqlite_with_two_days_of_users().await;
-    let users = SqliteStore::user_index_path(&events);
-    let store = store
-        .reopen_altered(|| alter(&users, "DROP TABLE users_progress"))
-        .await;
+    let (store, all, files) = sqlite_with_two_days_of_users().await;
+    let drop_position = || alter(&files.users, "DROP TABLE users_progress");
+    let store = store.reopen_altered(drop_position).await;
     assert_eq!(store.indexed_seq().await.unwrap(), 100);
     assert_users_hold(&store, &all).await;
     let (_, recent) = store.user_index_levels().unwrap();
@@ -1249,20 +1264,13 @@ async fn sqlite_user_index_is_built_again_from_the_events() {
 /// process stopped before the user index's step) is dropped when the store opens.
 #[tokio::test]
 async fn sqlite_user_index_drops_the_tables_of_partitions_gone() {
-    let (store, all, events) = sqlite_with_two_days_of_users().await;
-    let users = SqliteStore::user_index_path(&events);
+    let (store, all, files) = sqlite_with_two_days_of_users().await;
+    let table = user_table("user_index_d3");
+    let entry = "INSERT INTO user_index_d3 VALUES ('user-1', 259200000, 7)";
     let store = store
-        .reopen_altered(|| {
-            alter(
-                &users,
-                "CREATE TABLE user_index_d3 (
-                    user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
-                    PRIMARY KEY (user_id, ts, seq)) WITHOUT ROWID;
-                 INSERT INTO user_index_d3 VALUES ('user-1', 259200000, 7);",
-            )
-        })
+        .reopen_altered(|| alter(&files.users, &format!("{table}; {entry};")))
         .await;
-    let stale: i64 = rusqlite::Connection::open(&users)
+    let stale: i64 = rusqlite::Connection::open(&files.users)
         .unwrap()
         .query_row(
             "SELECT count(*) FROM sqlite_schema WHERE name = 'user_index_d3'",
@@ -1278,34 +1286,30 @@ async fn sqlite_user_index_drops_the_tables_of_partitions_gone() {
 /// in `events.db`) has them dropped there and built again in their own file.
 #[tokio::test]
 async fn sqlite_store_with_the_user_index_inside_is_migrated() {
-    let (store, all, events) = sqlite_with_two_days_of_users().await;
-    let users = SqliteStore::user_index_path(&events);
+    let (store, all, files) = sqlite_with_two_days_of_users().await;
     let store = store
         .reopen_altered(|| {
             // Version 8's tables, holding an entry of an event that is not stored: gone
             // with them.
             alter(
-                &events,
+                &files.events,
                 &format!(
-                    "CREATE TABLE user_index_recent (
-                        user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
-                        PRIMARY KEY (user_id, ts, seq)) WITHOUT ROWID;
-                     CREATE TABLE user_index_d{FIRST_OF_TWO_DAYS} (
-                        user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
-                        PRIMARY KEY (user_id, ts, seq)) WITHOUT ROWID;
+                    "{}; {};
                      INSERT INTO user_index_d{FIRST_OF_TWO_DAYS} VALUES ('user-1', 5, 999);
-                     PRAGMA user_version = 8;"
+                     PRAGMA user_version = 8;",
+                    user_table("user_index_recent"),
+                    user_table(&format!("user_index_d{FIRST_OF_TWO_DAYS}")),
                 ),
             );
-            std::fs::remove_file(&users).unwrap();
+            std::fs::remove_file(&files.users).unwrap();
             for suffix in ["-wal", "-shm"] {
-                let mut file = users.clone().into_os_string();
+                let mut file = files.users.clone().into_os_string();
                 file.push(suffix);
                 let _ = std::fs::remove_file(file);
             }
         })
         .await;
-    let db = rusqlite::Connection::open(&events).unwrap();
+    let db = rusqlite::Connection::open(&files.events).unwrap();
     let (version, user_tables): (i64, i64) = db
         .query_row(
             "SELECT (SELECT user_version FROM pragma_user_version), count(*)
@@ -1323,12 +1327,12 @@ async fn sqlite_store_with_the_user_index_inside_is_migrated() {
 /// they were swept into the main level meanwhile or not.
 #[tokio::test]
 async fn sqlite_user_index_ahead_of_the_events_takes_the_batch_again() {
-    let (store, _, events) = sqlite_with_two_days_of_users().await;
+    let (store, _, files) = sqlite_with_two_days_of_users().await;
     // Back to where the events' database was after the first two batches.
     let store = store
         .reopen_altered(|| {
             alter(
-                &events,
+                &files.events,
                 &format!(
                     "DELETE FROM events_d{FIRST_OF_TWO_DAYS} WHERE seq > 50;
                      DELETE FROM events_d{next} WHERE seq > 50;
