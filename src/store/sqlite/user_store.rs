@@ -1,4 +1,4 @@
-//! The user index's own database file (`<store>.users.db` beside `events.db`) and the thread
+//! The user index's own database file (`events.users.db` beside `events.db`) and the thread
 //! that writes it, beside the events' writer.
 //!
 //! SQLite lets one connection write a database file at a time, so with every table in one
@@ -37,7 +37,7 @@ use crate::event::StoredEvent;
 use crate::store::partitioning::{Layout, TimeRange};
 
 /// The user index's file for the store at `events_path`: `events.db` -> `events.users.db`.
-pub fn path(events_path: &Path) -> PathBuf {
+pub(super) fn path(events_path: &Path) -> PathBuf {
     events_path.with_extension("users.db")
 }
 
@@ -351,8 +351,9 @@ impl UserWriter {
     }
 
     /// Deletes the entries of events retention deleted from `partition`: wherever each is
-    /// when `anywhere`, else in the recent level only (see
-    /// [`trim_partition`](super::writer::Writer)).
+    /// when `anywhere` (a trim's last step), else in the recent level only (the main level's
+    /// are deleted in key order afterwards, by [`trim`](Self::trim); see
+    /// [`retention`](super::retention)).
     pub(super) fn delete_entries(
         &mut self,
         partition: Partition,
