@@ -118,9 +118,8 @@ impl TestStore {
     /// [`reopen`](Self::reopen), running `alter` on the files while the store is closed.
     async fn reopen_altered(self, alter: impl FnOnce()) -> TestStore {
         let TestStore { store, data } = self;
+        // Dropped, the store has closed its files.
         drop(store);
-        // The store's threads close their connections once they have nothing left to do.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         alter();
         TestStore {
             store: Arc::new(SqliteStore::open(&sqlite_path(&data), true).unwrap()),

@@ -27,9 +27,20 @@ const EVERY: Duration = Duration::from_secs(1);
 /// The writer's own automatic checkpoint, in pages (16 KiB): 400 MiB of WAL.
 pub(super) const WAL_BOUND_PAGES: u32 = 25_600;
 
-/// Stops the checkpointer when dropped.
+/// Stops the checkpointer, and waits for it, when dropped: a store dropped has closed its
+/// files.
 pub(super) struct Checkpointer {
-    _stop: mpsc::Sender<()>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Starts the checkpointer of the database at `path` (created and in WAL mode already).
@@ -37,7 +48,7 @@ pub(super) fn spawn(path: &Path) -> Result<Checkpointer> {
     let connection = Connection::open(path)
         .with_context(|| format!("opening a checkpointer on {}", path.display()))?;
     let (stop, stopped) = mpsc::channel::<()>();
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("eventide-checkpointer".into())
         .spawn(move || {
             super::lower_thread_priority();
@@ -48,7 +59,10 @@ pub(super) fn spawn(path: &Path) -> Result<Checkpointer> {
             }
         })
         .context("starting the store checkpointer thread")?;
-    Ok(Checkpointer { _stop: stop })
+    Ok(Checkpointer {
+        stop: Some(stop),
+        thread: Some(thread),
+    })
 }
 
 /// Copies what it can without waiting for the writer or for readers (`PASSIVE`); what it

@@ -144,13 +144,7 @@ fn partition_existing_events(tx: &Transaction) -> Result<()> {
 
 /// Migration 9: drops the user index's tables, rebuilt in their own file.
 fn drop_user_index(tx: &Transaction) -> Result<()> {
-    let tables: Vec<String> = tx
-        .prepare(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 'user\\_index%' ESCAPE '\\'",
-        )?
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for table in tables {
+    for table in user_index::tables(tx)? {
         tx.execute_batch(&format!("DROP TABLE {table}"))?;
     }
     Ok(())

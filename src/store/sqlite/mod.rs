@@ -42,7 +42,7 @@ use super::{
 use crate::auth::keys::KeyRecord;
 use crate::event::StoredEvent;
 use user_store::UserWriter;
-use writer::{Task, Writer};
+use writer::{Task, Writer, WriterThread};
 
 /// Most queries running at once. Each reader connection has its own page cache, so this
 /// bounds memory; more concurrent queries wait their turn. On 2 cores, 4 measured better
@@ -53,9 +53,9 @@ pub struct SqliteStore {
     path: PathBuf,
     /// Whether [`Store::make_durable`] flushes the database's files (`--durability fsync`).
     fsync: bool,
-    writes: std::sync::mpsc::Sender<Task<Writer>>,
+    writes: WriterThread<Writer>,
     /// The user index's writer thread.
-    user_writes: std::sync::mpsc::Sender<Task<UserWriter>>,
+    user_writes: WriterThread<UserWriter>,
     _checkpointers: [checkpointer::Checkpointer; 2],
     readers: Arc<Mutex<Vec<Connection>>>,
     reader_permits: Arc<tokio::sync::Semaphore>,
@@ -106,23 +106,10 @@ impl SqliteStore {
     /// entries in both of its levels.
     #[doc(hidden)]
     pub fn open_with(path: &Path, fsync: bool, sweep: UserIndexSweep) -> Result<SqliteStore> {
-        let mut connection = Connection::open(path)
+        // 64 MiB of cache: less measurably slows indexing (24 MiB: -25%); more does not help.
+        let mut connection = open_writer_connection(path, 64)
             .with_context(|| format!("opening the store at {}", path.display()))?;
-        // Larger pages: fewer, fuller B-tree pages per index insert (measured +22% indexing
-        // throughput over 4 KiB). Only takes effect when the database is created.
-        connection.pragma_update(None, "page_size", 16 * 1024)?;
-        connection.pragma_update(None, "journal_mode", "WAL")?;
-        // NORMAL: a commit is written to the WAL, not flushed; it survives a crash of the
-        // process, and a power loss once the WAL is flushed (at a checkpoint, or by
-        // `make_durable` before the log behind it is deleted). FULL, a flush per index
-        // transaction, cost a fifth of the sustained rate.
-        connection.pragma_update(None, "synchronous", "NORMAL")?;
-        // KiB: 64 MiB. Less measurably slows indexing (24 MiB: -25%); more does not help.
-        connection.pragma_update(None, "cache_size", -64 * 1024)?;
-        // Checkpoints are the checkpointer's; the writer's only bound the WAL.
-        connection.pragma_update(None, "wal_autocheckpoint", checkpointer::WAL_BOUND_PAGES)?;
         connection.pragma_update(None, "temp_store", "MEMORY")?;
-        connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrations::migrate(&mut connection)?;
         let layout = partitions::layout(&connection)?;
         let text_ids = partitions::with_text_ids(&connection)?;
@@ -242,8 +229,28 @@ fn timed<S, T>(
     }
 }
 
+/// Opens the writing connection of a database of the store (created if missing), with a
+/// page cache of `cache_mib`.
+fn open_writer_connection(path: &Path, cache_mib: i64) -> Result<Connection> {
+    let connection = Connection::open(path)?;
+    // Larger pages: fewer, fuller B-tree pages per index insert (measured +22% indexing
+    // throughput over 4 KiB). Only takes effect when the database is created.
+    connection.pragma_update(None, "page_size", 16 * 1024)?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    // NORMAL: a commit is written to the WAL, not flushed; it survives a crash of the
+    // process, and a power loss once the WAL is flushed (at a checkpoint, or by
+    // `make_durable` before the log behind it is deleted). FULL, a flush per index
+    // transaction, cost a fifth of the sustained rate.
+    connection.pragma_update(None, "synchronous", "NORMAL")?;
+    connection.pragma_update(None, "cache_size", -cache_mib * 1024)?; // in KiB
+                                                                      // Checkpoints are the checkpointer's; the writer's only bound the WAL.
+    connection.pragma_update(None, "wal_autocheckpoint", checkpointer::WAL_BOUND_PAGES)?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(connection)
+}
+
 /// Runs `work` on the writer thread that takes `tasks`, after the work sent before it.
-async fn run_on<S, T, F>(tasks: &std::sync::mpsc::Sender<Task<S>>, name: &str, work: F) -> Result<T>
+async fn run_on<S, T, F>(tasks: &WriterThread<S>, name: &str, work: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce(&mut S) -> Result<T> + Send + 'static,

@@ -22,8 +22,6 @@ const TRIM_ROWS: usize = 2_000;
 /// One step of trimming a partition by rows.
 struct Trimmed {
     events: u64,
-    /// Whether it was the trim's last step (fewer than a step's rows were left).
-    last_step: bool,
     /// The user-index entries of the events deleted.
     entries: Vec<UserKey>,
 }
@@ -55,14 +53,16 @@ pub(super) async fn purge_before(store: &SqliteStore, cutoff_ms: i64) -> Result<
                 .write_step(move |writer| writer.trim_partition(partition, cutoff_ms, TRIM_ROWS))
                 .await?;
             let deleted = doomed.events;
+            // Fewer than a step's rows: the trim's last step.
+            let last_step = deleted < TRIM_ROWS as u64;
             let ((), users_took) = store
                 .write_users_step(move |users| {
-                    users.delete_entries(partition, &doomed.entries, doomed.last_step)
+                    users.delete_entries(partition, &doomed.entries, last_step)
                 })
                 .await?;
             trimmed += deleted;
             purged.longest_step = purged.longest_step.max(took).max(users_took);
-            if deleted < TRIM_ROWS as u64 {
+            if last_step {
                 break;
             }
         }
@@ -148,7 +148,6 @@ impl Writer {
         tx.commit()?;
         Ok(Trimmed {
             events: doomed.len() as u64,
-            last_step: doomed.len() < max_rows,
             entries: doomed
                 .into_iter()
                 .filter_map(|(seq, ts, user_id)| Some((user_id?, ts, seq)))

@@ -29,7 +29,7 @@ pub(super) const INSERT_RECENT: &str =
     "INSERT OR IGNORE INTO user_index_recent (user_id, ts, seq) VALUES (?, ?, ?)";
 
 /// The recent level, shared by all partitions; the main level has a table per partition.
-const RECENT: &str = "user_index_recent";
+pub(super) const RECENT: &str = "user_index_recent";
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, e.id_from_client, e.type, e.ts, e.received_at, \
                              e.service, e.user_id, e.message, e.metadata";
@@ -60,6 +60,18 @@ pub(super) fn create_table(connection: &Connection, table: &str) -> Result<()> {
         ) WITHOUT ROWID"
     ))?;
     Ok(())
+}
+
+/// The names of the user index's tables (both levels) in `connection`'s main database.
+pub(super) fn tables(connection: &Connection) -> Result<Vec<String>> {
+    let names = connection
+        .prepare(
+            "SELECT name FROM main.sqlite_schema
+             WHERE type = 'table' AND name LIKE 'user\\_index%' ESCAPE '\\'",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(names)
 }
 
 /// A user-index entry: user id, timestamp, seq.

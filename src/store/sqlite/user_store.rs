@@ -111,22 +111,12 @@ impl EventsSide {
 /// the store at `events_path`, whose migrations have run.
 pub(super) fn open(events_path: &Path, sweep: Sweep) -> Result<UserWriter> {
     let users_path = path(events_path);
-    let mut connection = Connection::open(&users_path)
+    // A smaller cache than the events': what it rereads is the recent level (a few MB),
+    // while each page of the main level is swept about once in a while. With 32 MiB the
+    // server's peak RSS under sustained load was 235-286 MB, with 8 MiB 188-231 MB, at the
+    // same rates.
+    let mut connection = super::open_writer_connection(&users_path, 8)
         .with_context(|| format!("opening the user index at {}", users_path.display()))?;
-    // As the events' database (see SqliteStore::open_with), with a smaller cache: what it
-    // rereads is the recent level (a few MB), while each page of the main level is swept
-    // about once in a while. With 32 MiB the server's peak RSS under sustained load was
-    // 235-286 MB, with 8 MiB 188-231 MB, at the same rates.
-    connection.pragma_update(None, "page_size", 16 * 1024)?;
-    connection.pragma_update(None, "journal_mode", "WAL")?;
-    connection.pragma_update(None, "synchronous", "NORMAL")?;
-    connection.pragma_update(None, "cache_size", -8 * 1024)?;
-    connection.pragma_update(
-        None,
-        "wal_autocheckpoint",
-        super::checkpointer::WAL_BOUND_PAGES,
-    )?;
-    connection.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
     // The events' tables: the partitions, a build from the events, retention's trim of
     // entries whose events are gone.
     connection.execute(
@@ -163,7 +153,7 @@ pub(super) fn open(events_path: &Path, sweep: Sweep) -> Result<UserWriter> {
 fn in_main_level(
     tx: &Transaction,
     layout: &Layout,
-    (user_id, ts, seq): (&str, i64, u64),
+    (user_id, ts, seq): (&str, i64, i64),
 ) -> Result<bool> {
     let Some(range) = layout.covering(ts) else {
         return Ok(false);
@@ -173,29 +163,27 @@ fn in_main_level(
             "SELECT 1 FROM main.{} WHERE user_id = ? AND ts = ? AND seq = ?",
             Partition { range }.users_table()
         ))?
-        .exists(params![user_id, ts, seq as i64])?;
+        .exists(params![user_id, ts, seq])?;
     Ok(found)
 }
 
-/// Deletes the entry of an event, from the recent level or else from the main level of the
-/// partition in `layout` covering it, within `tx`; returns how many recent entries went.
+/// Deletes an entry from the recent level or, when it is not there and `main` is given,
+/// from that partition's main level, within `tx`; returns how many recent entries went.
 fn delete_entry(
     tx: &Transaction,
-    layout: &Layout,
-    (user_id, ts, seq): (&str, i64, u64),
+    main: Option<Partition>,
+    (user_id, ts, seq): (&str, i64, i64),
 ) -> Result<usize> {
-    let key = params![user_id, ts, seq as i64];
+    let key = params![user_id, ts, seq];
     let recent = tx
         .prepare_cached("DELETE FROM user_index_recent WHERE user_id = ? AND ts = ? AND seq = ?")?
         .execute(key)?;
-    if recent == 0 {
-        if let Some(range) = layout.covering(ts) {
-            tx.prepare_cached(&format!(
-                "DELETE FROM main.{} WHERE user_id = ? AND ts = ? AND seq = ?",
-                Partition { range }.users_table()
-            ))?
-            .execute(key)?;
-        }
+    if let (0, Some(partition)) = (recent, main) {
+        tx.prepare_cached(&format!(
+            "DELETE FROM main.{} WHERE user_id = ? AND ts = ? AND seq = ?",
+            partition.users_table()
+        ))?
+        .execute(key)?;
     }
     Ok(recent)
 }
@@ -207,14 +195,10 @@ fn drop_stale_tables(tx: &Transaction, layout: &Layout) -> Result<()> {
         .ranges()
         .map(|range| Partition { range }.users_table())
         .collect();
-    let tables: Vec<String> = tx
-        .prepare(
-            "SELECT name FROM main.sqlite_schema WHERE type = 'table'
-             AND name LIKE 'user\\_index\\_%' ESCAPE '\\' AND name != 'user_index_recent'",
-        )?
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for table in tables.iter().filter(|table| !current.contains(*table)) {
+    let stale = user_index::tables(tx)?
+        .into_iter()
+        .filter(|table| table != user_index::RECENT && !current.contains(table));
+    for table in stale {
         tx.execute_batch(&format!("DROP TABLE main.{table}"))?;
     }
     Ok(())
@@ -287,7 +271,7 @@ impl UserWriter {
                 let Some(user_id) = &event.user_id else {
                     continue;
                 };
-                let key = (user_id.as_str(), event.timestamp_ms, event.seq);
+                let key = (user_id.as_str(), event.timestamp_ms, event.seq as i64);
                 // At or before the last seq held: replayed after a crash, or retried after
                 // the events failed. An entry swept into the main level already must not
                 // go into the recent one too.
@@ -319,8 +303,11 @@ impl UserWriter {
                 |event: &&StoredEvent| skipped.contains(&event.seq) && added.contains(&event.seq);
             for event in events.iter().filter(unstored) {
                 if let Some(user_id) = &event.user_id {
+                    let main = layout
+                        .covering(event.timestamp_ms)
+                        .map(|range| Partition { range });
                     removed +=
-                        delete_entry(&tx, &layout, (user_id, event.timestamp_ms, event.seq))?;
+                        delete_entry(&tx, main, (user_id, event.timestamp_ms, event.seq as i64))?;
                 }
             }
         }
@@ -361,21 +348,10 @@ impl UserWriter {
         anywhere: bool,
     ) -> Result<()> {
         let tx = self.connection.transaction()?;
+        let main = anywhere.then_some(partition);
         let mut removed = 0;
-        {
-            let mut delete_main = tx.prepare_cached(&format!(
-                "DELETE FROM main.{} WHERE user_id = ? AND ts = ? AND seq = ?",
-                partition.users_table()
-            ))?;
-            let mut delete_recent = tx.prepare_cached(
-                "DELETE FROM user_index_recent WHERE user_id = ? AND ts = ? AND seq = ?",
-            )?;
-            for (user_id, ts, seq) in entries {
-                let key = params![user_id, ts, seq];
-                if !anywhere || delete_main.execute(key)? == 0 {
-                    removed += delete_recent.execute(key)?;
-                }
-            }
+        for (user_id, ts, seq) in entries {
+            removed += delete_entry(&tx, main, (user_id, *ts, *seq))?;
         }
         tx.commit()?;
         self.sweeper.removed(removed);

@@ -31,23 +31,49 @@ pub(super) struct Writer {
     pub(super) text_ids: HashSet<TimeRange>,
 }
 
-/// Starts a writer thread called `name`, which owns `state` and runs the tasks sent to it;
-/// it ends when the returned sender is dropped.
-pub(super) fn spawn<T: Send + 'static>(
-    name: &str,
-    mut state: T,
-) -> Result<std::sync::mpsc::Sender<Task<T>>> {
-    let (writes, tasks) = std::sync::mpsc::channel::<Task<T>>();
-    std::thread::Builder::new()
+/// A writer thread and its queue of tasks. Dropped, it lets the thread finish the tasks sent
+/// and waits for it, so that a store dropped has closed its files.
+pub(super) struct WriterThread<T> {
+    tasks: Option<std::sync::mpsc::Sender<Task<T>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T> WriterThread<T> {
+    /// Queues `task`; gives it back when the thread has stopped.
+    pub(super) fn send(&self, task: Task<T>) -> Result<(), Task<T>> {
+        let tasks = self
+            .tasks
+            .as_ref()
+            .expect("a writer thread's queue, until dropped");
+        tasks.send(task).map_err(|unsent| unsent.0)
+    }
+}
+
+impl<T> Drop for WriterThread<T> {
+    fn drop(&mut self) {
+        self.tasks.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts a writer thread called `name`, which owns `state` and runs the tasks sent to it.
+pub(super) fn spawn<T: Send + 'static>(name: &str, mut state: T) -> Result<WriterThread<T>> {
+    let (tasks, queue) = std::sync::mpsc::channel::<Task<T>>();
+    let thread = std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
             super::lower_thread_priority();
-            for task in tasks {
+            for task in queue {
                 task(&mut state);
             }
         })
         .with_context(|| format!("starting the {name} thread"))?;
-    Ok(writes)
+    Ok(WriterThread {
+        tasks: Some(tasks),
+        thread: Some(thread),
+    })
 }
 
 impl Writer {
