@@ -242,8 +242,9 @@ fn open_writer_connection(path: &Path, cache_mib: i64) -> Result<Connection> {
     // `make_durable` before the log behind it is deleted). FULL, a flush per index
     // transaction, cost a fifth of the sustained rate.
     connection.pragma_update(None, "synchronous", "NORMAL")?;
-    connection.pragma_update(None, "cache_size", -cache_mib * 1024)?; // in KiB
-                                                                      // Checkpoints are the checkpointer's; the writer's only bound the WAL.
+    // Negative: in KiB.
+    connection.pragma_update(None, "cache_size", -cache_mib * 1024)?;
+    // Checkpoints are the checkpointer's; the writer's only bound the WAL.
     connection.pragma_update(None, "wal_autocheckpoint", checkpointer::WAL_BOUND_PAGES)?;
     connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(connection)
@@ -436,5 +437,32 @@ impl Store for SqliteStore {
 
     async fn purge_before(&self, cutoff_ms: i64) -> Result<Purged> {
         retention::purge_before(self, cutoff_ms).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// `.cargo/config.toml`'s flags reached the SQLite this binary holds: built without them,
+    /// every connection's page cache shares one lock, which the store's threads contend for.
+    #[test]
+    fn sqlite_is_built_without_its_process_wide_locks() {
+        let connection = rusqlite::Connection::open_in_memory().unwrap();
+        let options: Vec<String> = connection
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|option| option == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(
+            !options
+                .iter()
+                .any(|option| option == "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
     }
 }
