@@ -32,19 +32,19 @@ const BATCH_EVENTS: usize = 20_000;
 /// them. Adds at most this to the visibility lag.
 const MIN_READ_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Segments are looked at for deletion after this many events indexed (or when caught up).
+/// Segments are looked at for deletion after this many events indexed (or when caught up),
+/// by a task beside the loop ([`clean_up_on_request`]).
 const CLEANUP_EVERY: u64 = 100_000;
 
 pub struct Indexer {
     /// `None` only while a read runs on the blocking pool.
     reader: Option<LogReader>,
-    dir: PathBuf,
-    /// Made durable before the segments behind what it holds are deleted.
-    store: Arc<dyn Store>,
     progress: Arc<Progress>,
     /// The last seq read from the log (ahead of the index while a batch is being stored).
     read_through: u64,
     last_cleanup_seq: u64,
+    /// Asks the cleanup task for the segments indexed through a seq to be deleted.
+    cleanup: watch::Sender<u64>,
     /// When the log was last read (`None`: not yet): see [`MIN_READ_INTERVAL`].
     last_read: Option<Instant>,
     outage: Outage,
@@ -52,8 +52,9 @@ pub struct Indexer {
 }
 
 impl Indexer {
-    /// Reads `queue`'s log from where the store's index stands, into `store`; `health`
-    /// hears of the log being unreadable.
+    /// Reads `queue`'s log from where the store's index stands; `store` is made durable
+    /// before the log segments it indexed are deleted; `health` hears of the log being
+    /// unreadable.
     pub fn new(
         queue: &LogQueue,
         store: Arc<dyn Store>,
@@ -61,12 +62,13 @@ impl Indexer {
         stop: watch::Receiver<bool>,
     ) -> Indexer {
         let progress = queue.progress().clone();
+        let (cleanup, requests) = watch::channel(progress.indexed());
+        tokio::spawn(clean_up_on_request(queue.dir().to_owned(), store, requests));
         Indexer {
             reader: Some(LogReader::new(queue.dir(), progress.indexed() + 1)),
-            dir: queue.dir().to_owned(),
-            store,
             read_through: progress.indexed(),
             last_cleanup_seq: progress.indexed(),
+            cleanup,
             last_read: None,
             progress,
             outage: Outage::new("reading the durable log", Some(health)),
@@ -82,21 +84,45 @@ impl Indexer {
             Instant::now(),
         )
     }
+}
 
-    /// Deletes the log segments whose every event is indexed, once the store has made them
-    /// durable: the segment may be their only copy that survives a power loss.
-    async fn delete_indexed_segments(&self, through: u64) -> anyhow::Result<()> {
-        let dir = self.dir.clone();
-        let indexed =
-            tokio::task::spawn_blocking(move || segments::indexed_segments(&dir, through))
-                .await??;
-        if indexed.is_empty() {
-            return Ok(());
+/// Deletes the log segments of `dir` indexed through the latest seq asked for, each time one
+/// is asked for, until the indexer is gone. Beside the consume loop rather than in it: the
+/// store's flush before the deletion took up to a few hundred milliseconds, during which no
+/// batch was stored (the sustained rate was 6% higher without that wait). Requests made
+/// while a deletion runs are taken together: the next one starts from the latest.
+async fn clean_up_on_request(
+    dir: PathBuf,
+    store: Arc<dyn Store>,
+    mut requests: watch::Receiver<u64>,
+) {
+    while requests.changed().await.is_ok() {
+        let through = *requests.borrow_and_update();
+        if let Err(err) = delete_indexed_segments(dir.clone(), &*store, through).await {
+            tracing::warn!(
+                error = format!("{err:#}"),
+                "deleting indexed log segments failed"
+            );
         }
-        self.store.make_durable().await?;
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || segments::delete_segments(&dir, &indexed)).await?
     }
+}
+
+/// Deletes the log segments of `dir` whose every event is indexed (through `through`), once
+/// `store` has made them durable: the segment may be their only copy that survives a power
+/// loss.
+async fn delete_indexed_segments(
+    dir: PathBuf,
+    store: &dyn Store,
+    through: u64,
+) -> anyhow::Result<()> {
+    let listed = dir.clone();
+    let indexed =
+        tokio::task::spawn_blocking(move || segments::indexed_segments(&listed, through)).await??;
+    if indexed.is_empty() {
+        return Ok(());
+    }
+    store.make_durable().await?;
+    tokio::task::spawn_blocking(move || segments::delete_segments(&dir, &indexed)).await?
 }
 
 /// Until when to let events gather before the next read, with `waiting` events committed
@@ -191,12 +217,7 @@ impl Source for Indexer {
         if through - self.last_cleanup_seq >= CLEANUP_EVERY || through == self.progress.committed()
         {
             self.last_cleanup_seq = through;
-            if let Err(err) = self.delete_indexed_segments(through).await {
-                tracing::warn!(
-                    error = format!("{err:#}"),
-                    "deleting indexed log segments failed"
-                );
-            }
+            self.cleanup.send_replace(through);
         }
         Flow::Continue
     }
@@ -223,6 +244,46 @@ impl Source for Indexer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::null::NullStore;
+
+    fn segment_files(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn indexed_segments_are_deleted_beside_the_loop_until_the_indexer_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = |first_seq: u64| format!("{first_seq:020}.log");
+        for first_seq in [1, 101, 201] {
+            std::fs::write(dir.path().join(name(first_seq)), b"").unwrap();
+        }
+        let (requests, received) = watch::channel(0);
+        let task = tokio::spawn(clean_up_on_request(
+            dir.path().to_owned(),
+            Arc::new(NullStore::default()),
+            received,
+        ));
+        // Indexed through 150: the first segment (1-100) is whole, the second is not.
+        requests.send_replace(150);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while segment_files(dir.path()) != [name(101), name(201)] {
+            assert!(Instant::now() < deadline, "{:?}", segment_files(dir.path()));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The segment being written (the last) stays, whatever is indexed.
+        requests.send_replace(1_000);
+        drop(requests);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the task ends with the indexer")
+            .unwrap();
+        assert_eq!(segment_files(dir.path()), [name(201)]);
+    }
 
     #[test]
     fn a_part_batch_gathers_until_the_interval_has_passed() {
