@@ -13,11 +13,13 @@
 //! 10 s (README, the seventh pass against the ceiling).
 
 use std::path::Path;
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rusqlite::Connection;
+
+use super::thread::StoreThread;
 
 /// How often the checkpointer copies what was committed since its last pass: at the
 /// sustained rate, about the 100 MiB of WAL between the automatic checkpoints this replaces,
@@ -27,41 +29,20 @@ const EVERY: Duration = Duration::from_secs(1);
 /// The writer's own automatic checkpoint, in pages (16 KiB): 400 MiB of WAL.
 pub(super) const WAL_BOUND_PAGES: u32 = 25_600;
 
-/// Stops the checkpointer, and waits for it, when dropped: a store dropped has closed its
-/// files.
-pub(super) struct Checkpointer {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.stop.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
+/// The checkpointer's thread: it stops, and is waited for, when dropped (nothing is ever
+/// sent to it).
+pub(super) type Checkpointer = StoreThread<()>;
 
 /// Starts the checkpointer of the database at `path` (created and in WAL mode already).
 pub(super) fn spawn(path: &Path) -> Result<Checkpointer> {
     let connection = Connection::open(path)
         .with_context(|| format!("opening a checkpointer on {}", path.display()))?;
-    let (stop, stopped) = mpsc::channel::<()>();
-    let thread = std::thread::Builder::new()
-        .name("eventide-checkpointer".into())
-        .spawn(move || {
-            super::lower_thread_priority();
-            let mut failing = false;
-            // Ends when the sender is dropped (nothing is ever sent).
-            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
-                failing = checkpoint(&connection, failing);
-            }
-        })
-        .context("starting the store checkpointer thread")?;
-    Ok(Checkpointer {
-        stop: Some(stop),
-        thread: Some(thread),
+    StoreThread::spawn("eventide-checkpointer", move |stopped| {
+        let mut failing = false;
+        // Ends when the sender is dropped.
+        while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
+            failing = checkpoint(&connection, failing);
+        }
     })
 }
 

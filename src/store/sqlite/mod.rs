@@ -20,6 +20,7 @@ mod partitions;
 mod query;
 mod reads;
 mod retention;
+mod thread;
 mod user_index;
 mod user_store;
 mod writer;
@@ -77,18 +78,6 @@ fn flush_files(path: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Called by the store's own threads (the writer, the checkpointer): indexing yields the CPU
-/// to acknowledging, so when both want it, new events are made durable first and indexed in
-/// the time left over. The index backlog is bounded (`--max-index-backlog`), so this cannot
-/// starve indexing for long.
-fn lower_thread_priority() {
-    // SAFETY: plain system calls on the calling thread; on Linux a nice value is per thread.
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
-    if result != 0 {
-        tracing::debug!("could not lower a store thread's priority");
-    }
 }
 
 /// Statements kept prepared per connection: a few per partition.

@@ -5,7 +5,8 @@
 //!
 //! A partition has `events_<suffix>` (the events, with the indexes the query API uses) and
 //! `user_index_<suffix>` (the main level of the user index for its range, in the user
-//! index's own file: [`user_store`](super::user_store)), the suffix naming the range: `d20414` (days since the epoch; `dm3` before it), `m202403`, `y2019`.
+//! index's own file: [`user_store`](super::user_store)), the suffix naming the range:
+//! `d20414` (days since the epoch; `dm3` before it), `m202403`, `y2019`.
 //! The `partitions` table lists them by first day and span with how many events each holds.
 //! Since the ranges are disjoint, walking them in order walks the events in `(ts, seq)`
 //! order. Ids are unique within a partition; the same client id sent again with the same

@@ -206,6 +206,18 @@ impl Sweeper {
     }
 }
 
+/// Deletes the entry `key` from the user-index table `table`, within `tx`; returns how many
+/// went (0 or 1).
+pub(super) fn delete(tx: &Transaction, table: &str, key: (&str, i64, i64)) -> Result<usize> {
+    let (user_id, ts, seq) = key;
+    let deleted = tx
+        .prepare_cached(&format!(
+            "DELETE FROM {table} WHERE user_id = ? AND ts = ? AND seq = ?"
+        ))?
+        .execute(rusqlite::params![user_id, ts, seq])?;
+    Ok(deleted)
+}
+
 /// Deletes up to `max_rows` entries of `partition`'s main level that are older than
 /// `cutoff_ms` and whose event is gone, in key order after `after`, within `tx`; returns how
 /// many it deleted and the last key, where the next step starts.
@@ -248,11 +260,8 @@ pub(super) fn trim(
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    let mut delete = tx.prepare_cached(&format!(
-        "DELETE FROM {users} WHERE user_id = ? AND ts = ? AND seq = ?"
-    ))?;
     for (user_id, ts, seq) in &doomed {
-        delete.execute(rusqlite::params![user_id, ts, seq])?;
+        delete(tx, &users, (user_id, *ts, *seq))?;
     }
     Ok((doomed.len() as u64, doomed.pop()))
 }

@@ -169,21 +169,10 @@ fn in_main_level(
 
 /// Deletes an entry from the recent level or, when it is not there and `main` is given,
 /// from that partition's main level, within `tx`; returns how many recent entries went.
-fn delete_entry(
-    tx: &Transaction,
-    main: Option<Partition>,
-    (user_id, ts, seq): (&str, i64, i64),
-) -> Result<usize> {
-    let key = params![user_id, ts, seq];
-    let recent = tx
-        .prepare_cached("DELETE FROM user_index_recent WHERE user_id = ? AND ts = ? AND seq = ?")?
-        .execute(key)?;
+fn delete_entry(tx: &Transaction, main: Option<Partition>, key: (&str, i64, i64)) -> Result<usize> {
+    let recent = user_index::delete(tx, user_index::RECENT, key)?;
     if let (0, Some(partition)) = (recent, main) {
-        tx.prepare_cached(&format!(
-            "DELETE FROM main.{} WHERE user_id = ? AND ts = ? AND seq = ?",
-            partition.users_table()
-        ))?
-        .execute(key)?;
+        user_index::delete(tx, &format!("main.{}", partition.users_table()), key)?;
     }
     Ok(recent)
 }

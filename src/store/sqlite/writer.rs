@@ -6,13 +6,15 @@
 //! batch's user-index entries meanwhile, and is told the partitions once they are known.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::Receiver;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rusqlite::{params, Connection, ErrorCode};
 
 use super::event_ids::StoredId;
 use super::partitions::Partition;
 use super::query::COLUMNS;
+use super::thread::StoreThread;
 use super::user_store::EventsSide;
 use crate::event::StoredEvent;
 use crate::store::partitioning::{Layout, TimeRange};
@@ -31,48 +33,15 @@ pub(super) struct Writer {
     pub(super) text_ids: HashSet<TimeRange>,
 }
 
-/// A writer thread and its queue of tasks. Dropped, it lets the thread finish the tasks sent
-/// and waits for it, so that a store dropped has closed its files.
-pub(super) struct WriterThread<T> {
-    tasks: Option<std::sync::mpsc::Sender<Task<T>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl<T> WriterThread<T> {
-    /// Queues `task`; gives it back when the thread has stopped.
-    pub(super) fn send(&self, task: Task<T>) -> Result<(), Task<T>> {
-        let tasks = self
-            .tasks
-            .as_ref()
-            .expect("a writer thread's queue, until dropped");
-        tasks.send(task).map_err(|unsent| unsent.0)
-    }
-}
-
-impl<T> Drop for WriterThread<T> {
-    fn drop(&mut self) {
-        self.tasks.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
+/// A writer thread, taking its tasks in order.
+pub(super) type WriterThread<T> = StoreThread<Task<T>>;
 
 /// Starts a writer thread called `name`, which owns `state` and runs the tasks sent to it.
 pub(super) fn spawn<T: Send + 'static>(name: &str, mut state: T) -> Result<WriterThread<T>> {
-    let (tasks, queue) = std::sync::mpsc::channel::<Task<T>>();
-    let thread = std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            super::lower_thread_priority();
-            for task in queue {
-                task(&mut state);
-            }
-        })
-        .with_context(|| format!("starting the {name} thread"))?;
-    Ok(WriterThread {
-        tasks: Some(tasks),
-        thread: Some(thread),
+    StoreThread::spawn(name, move |tasks: Receiver<Task<T>>| {
+        for task in tasks {
+            task(&mut state);
+        }
     })
 }
 
