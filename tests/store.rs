@@ -56,6 +56,7 @@ contract!(
     reads_events_after_a_seq,
     keeps_events_and_position_across_reopen,
     user_queries_match_across_batches,
+    service_queries_match_across_batches,
     purges_before_a_cutoff,
     keeps_old_events_in_months_and_years,
     trims_a_coarse_partition_in_several_steps,
@@ -151,11 +152,14 @@ impl TestStore {
     }
 
     /// After purges, SQLite's user index has exactly one entry per stored event (every test
-    /// event has a user): none is left of a purged event, in either level.
-    async fn assert_one_user_entry_per_event(&self) {
-        if let Some((main, recent)) = self.user_index_levels() {
+    /// event has a user), and so has its service index (every test event has a service):
+    /// none is left of a purged event, in either level of the user index.
+    async fn assert_one_index_entry_per_event(&self) {
+        if let Data::Sqlite(dir) = &*self.data {
+            let (main, recent) = user_index_levels(dir);
             let events = self.event_count().await.unwrap() as i64;
             assert_eq!(main + recent, events, "{main} + {recent} entries");
+            assert_eq!(service_index_entries(dir), events, "service index entries");
         }
     }
 }
@@ -347,6 +351,14 @@ async fn appends_are_idempotent_on_id(store: TestStore) {
     let outcome = store.append_batch(Arc::new(twice), 5).await.unwrap();
     assert_eq!(outcome.skipped, [5]);
     assert_eq!(store.event_count().await.unwrap(), 3);
+    // Skipped events leave nothing in the indexes: of svc-0's (even seqs) only 4 is stored.
+    let svc_0 = EventFilter {
+        service: Some("svc-0".into()),
+        ..Default::default()
+    };
+    let found = store.query(query(svc_0, Order::Asc, 10)).await.unwrap();
+    assert_eq!(seqs(&found), [4]);
+    store.assert_one_index_entry_per_event().await;
 }
 
 /// Ids in a UUID's canonical form (which SQLite holds as 16 bytes) and in other spellings of
@@ -591,58 +603,122 @@ async fn user_queries_match_across_batches(store: TestStore) {
                 from_ms: from,
                 ..Default::default()
             };
-            let mut expected: Vec<&StoredEvent> = all
-                .iter()
-                .filter(|e| e.user_id.as_deref() == Some(user_id.as_str()))
-                .filter(|e| kind.is_none_or(|k| e.kind == k))
-                .filter(|e| from.is_none_or(|f| e.timestamp_ms >= f))
-                .collect();
-            expected.sort_by_key(|e| (e.timestamp_ms, e.seq));
-            if order == Order::Desc {
-                expected.reverse();
-            }
-            let expected: Vec<u64> = expected.iter().map(|e| e.seq).collect();
-            assert!(!expected.is_empty());
-
-            let everything = store
-                .query(query(filter.clone(), order, 1000))
-                .await
-                .unwrap();
-            assert_eq!(seqs(&everything), expected, "{user_id} {order:?}");
-            assert_eq!(
-                store.count(filter.clone()).await.unwrap(),
-                expected.len() as u64
-            );
-
-            let mut walked = Vec::new();
-            let mut after = None;
-            loop {
-                let mut page = query(filter.clone(), order, 7);
-                page.after = after;
-                let events = store.query(page).await.unwrap();
-                let Some(last) = events.last() else { break };
-                after = Some(Position {
-                    timestamp_ms: last.timestamp_ms,
-                    seq: last.seq,
-                });
-                walked.extend(seqs(&events));
-            }
-            assert_eq!(walked, expected, "keyset walk for {user_id} {order:?}");
-
-            let mut offset_page = query(filter.clone(), order, 5);
-            offset_page.offset = 3;
-            let page = store.query(offset_page).await.unwrap();
-            assert_eq!(
-                seqs(&page),
-                expected[3..8.min(expected.len())],
-                "offset page for {user_id}"
-            );
+            assert_queries_match(&store, &all, filter, order).await;
         }
     }
     if let Some((main, recent)) = store.user_index_levels() {
         assert_eq!(main + recent, 1000, "one entry per event with a user");
         assert!(main > 0, "the sweep moved entries into the main level");
     }
+}
+
+/// Many batches over three days for a few services (and events without one), with
+/// timestamp ties; every service query (both orders, keyset pages, other filters, counts)
+/// must match what the events say.
+async fn service_queries_match_across_batches(store: TestStore) {
+    let mut all = Vec::new();
+    let mut seq = 0;
+    for batch in 0..12 {
+        let mut events = Vec::new();
+        for i in 0..50u64 {
+            seq += 1;
+            let ts = ((seq * 7919) % 3) as i64 * DAY_MS + ((seq * 31) % 400) as i64;
+            let mut e = event(
+                seq,
+                &format!("e-{seq}"),
+                if i % 3 == 0 { "a" } else { "b" },
+                ts,
+            );
+            e.service = match (seq + batch) % 5 {
+                4 => None,
+                n => Some(format!("svc-{n}")),
+            };
+            events.push(e);
+        }
+        all.extend(events.clone());
+        store.append_batch(Arc::new(events), seq).await.unwrap();
+    }
+    // Replaying a stored id adds nothing, to the events or to the service index.
+    let replayed = all[7].clone();
+    store
+        .append_batch(Arc::new(vec![replayed]), seq)
+        .await
+        .unwrap();
+
+    for service in 0..4 {
+        let service = format!("svc-{service}");
+        for (order, kind, from, to) in [
+            (Order::Desc, None, None, None),
+            (Order::Asc, None, Some(100), Some(2 * DAY_MS + 200)),
+            (Order::Desc, Some("a"), None, None),
+        ] {
+            let filter = EventFilter {
+                service: Some(service.clone()),
+                kind: kind.map(str::to_owned),
+                from_ms: from,
+                to_ms: to,
+                ..Default::default()
+            };
+            assert_queries_match(&store, &all, filter, order).await;
+        }
+    }
+}
+
+/// What `all` says `filter` matches in `order`, `store` answers: the whole list, the count,
+/// a keyset walk in pages of 7, and a page at an offset.
+async fn assert_queries_match(
+    store: &TestStore,
+    all: &[StoredEvent],
+    filter: EventFilter,
+    order: Order,
+) {
+    let matches = |e: &StoredEvent| {
+        let equal =
+            |wanted: &Option<String>, value: &Option<String>| wanted.is_none() || wanted == value;
+        equal(&filter.user_id, &e.user_id)
+            && equal(&filter.service, &e.service)
+            && filter.kind.as_ref().is_none_or(|kind| &e.kind == kind)
+            && filter.from_ms.is_none_or(|from| e.timestamp_ms >= from)
+            && filter.to_ms.is_none_or(|to| e.timestamp_ms < to)
+    };
+    let mut expected: Vec<&StoredEvent> = all.iter().filter(|e| matches(e)).collect();
+    expected.sort_by_key(|e| (e.timestamp_ms, e.seq));
+    if order == Order::Desc {
+        expected.reverse();
+    }
+    let expected: Vec<u64> = expected.iter().map(|e| e.seq).collect();
+    assert!(expected.len() >= 8, "{filter:?}");
+
+    let everything = store
+        .query(query(filter.clone(), order, 1000))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&everything), expected, "{filter:?} {order:?}");
+    assert_eq!(
+        store.count(filter.clone()).await.unwrap(),
+        expected.len() as u64,
+        "count of {filter:?}"
+    );
+
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let mut page = query(filter.clone(), order, 7);
+        page.after = after;
+        let events = store.query(page).await.unwrap();
+        let Some(last) = events.last() else { break };
+        after = Some(Position {
+            timestamp_ms: last.timestamp_ms,
+            seq: last.seq,
+        });
+        walked.extend(seqs(&events));
+    }
+    assert_eq!(walked, expected, "keyset walk for {filter:?} {order:?}");
+
+    let mut offset_page = query(filter.clone(), order, 5);
+    offset_page.offset = 3;
+    let page = store.query(offset_page).await.unwrap();
+    assert_eq!(seqs(&page), expected[3..8], "offset page for {filter:?}");
 }
 
 /// Opening the store again (as a restarted process does) finds the events and the position;
@@ -677,6 +753,32 @@ fn user_index_file(dir: &tempfile::TempDir) -> rusqlite::Connection {
     rusqlite::Connection::open(SqliteStore::user_index_path(&dir.path().join("events.db"))).unwrap()
 }
 
+/// The names of the tables of the user index's file of the store in `dir` that match the
+/// `LIKE` pattern `like`.
+fn user_file_tables(dir: &tempfile::TempDir, like: &str) -> Vec<String> {
+    user_index_file(dir)
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE ?")
+        .unwrap()
+        .query_map([like], |row| row.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Entries in the service index of the store in `dir`, all partitions together.
+fn service_index_entries(dir: &tempfile::TempDir) -> i64 {
+    let db = user_index_file(dir);
+    user_file_tables(dir, "service_index_%")
+        .iter()
+        .map(|table| {
+            db.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .unwrap()
+        })
+        .sum()
+}
+
 /// Rows in each level of the user index of the store in `dir`.
 fn user_index_levels(dir: &tempfile::TempDir) -> (i64, i64) {
     let db = user_index_file(dir);
@@ -686,16 +788,10 @@ fn user_index_levels(dir: &tempfile::TempDir) -> (i64, i64) {
         })
         .unwrap()
     };
-    let main_tables: Vec<String> = db
-        .prepare(
-            "SELECT name FROM sqlite_schema
-             WHERE type = 'table' AND name LIKE 'user_index_%' AND name != 'user_index_recent'",
-        )
-        .unwrap()
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let main_tables: Vec<String> = user_file_tables(dir, "user_index_%")
+        .into_iter()
+        .filter(|table| table != "user_index_recent")
+        .collect();
     assert!(
         !main_tables.is_empty(),
         "the main level has a table per partition"
@@ -926,7 +1022,7 @@ async fn purges_before_a_cutoff(store: TestStore) {
         [3, 0, 1],
         "three whole days, then a trim, then the day recreated by a late event"
     );
-    store.assert_one_user_entry_per_event().await;
+    store.assert_one_index_entry_per_event().await;
 }
 
 /// When the events of [`keeps_old_events_in_months_and_years`] are received: 2026-12-06T10:00:00.000Z.
@@ -1076,7 +1172,7 @@ async fn keeps_old_events_in_months_and_years(store: TestStore) {
     kept.push(late);
     kept.sort_by_key(|e| (e.timestamp_ms, e.seq));
     assert_holds_exactly(&store, &kept, &gone).await;
-    store.assert_one_user_entry_per_event().await;
+    store.assert_one_index_entry_per_event().await;
 }
 
 /// A cutoff that jumps into a coarse partition: 3,000 events over 2015 (one year partition),
@@ -1114,7 +1210,7 @@ async fn trims_a_coarse_partition_in_several_steps(store: TestStore) {
     assert_eq!((purged.events, purged.partitions), (2_400, 0));
     let (gone, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|e| e.timestamp_ms < cutoff);
     assert_holds_exactly(&store, &kept, &gone).await;
-    store.assert_one_user_entry_per_event().await;
+    store.assert_one_index_entry_per_event().await;
 }
 
 /// With user-index entries in both levels, which queries of coarse partitions merge, and
@@ -1266,18 +1362,19 @@ async fn sqlite_user_index_drops_the_tables_of_partitions_gone() {
     let (store, all, files) = sqlite_with_two_days_of_users().await;
     let table = user_table("user_index_d3");
     let entry = "INSERT INTO user_index_d3 VALUES ('user-1', 259200000, 7)";
+    let services = "CREATE TABLE service_index_d3 (service TEXT, ts INTEGER, seq INTEGER)";
     let store = store
-        .reopen_altered(|| alter(&files.users, &format!("{table}; {entry};")))
+        .reopen_altered(|| alter(&files.users, &format!("{table}; {entry}; {services};")))
         .await;
     let stale: i64 = rusqlite::Connection::open(&files.users)
         .unwrap()
         .query_row(
-            "SELECT count(*) FROM sqlite_schema WHERE name = 'user_index_d3'",
+            "SELECT count(*) FROM sqlite_schema WHERE name LIKE '%index_d3'",
             [],
             |row| row.get(0),
         )
         .unwrap();
-    assert_eq!(stale, 0, "the table of a partition gone is dropped");
+    assert_eq!(stale, 0, "the tables of a partition gone are dropped");
     assert_users_hold(&store, &all).await;
 }
 
@@ -1317,8 +1414,54 @@ async fn sqlite_store_with_the_user_index_inside_is_migrated() {
             |row| Ok((row.get(0)?, row.get(1)?)),
         )
         .unwrap();
-    assert_eq!((version, user_tables), (9, 0));
+    assert_eq!((version, user_tables), (10, 0));
     assert_users_hold(&store, &all).await;
+}
+
+/// A store from before the service index moved to the user index's file (schema version 9:
+/// a `(service, ts)` index on each partition's events, no table for it in that file) has
+/// the index dropped and built again in that file.
+#[tokio::test]
+async fn sqlite_store_with_the_service_index_inside_is_migrated() {
+    let (store, all, files) = sqlite_with_two_days_of_users().await;
+    let days = [FIRST_OF_TWO_DAYS, FIRST_OF_TWO_DAYS + 1];
+    let store = store
+        .reopen_altered(|| {
+            let version_9: String = days
+                .iter()
+                .map(|day| {
+                    format!("CREATE INDEX events_d{day}_service_ts ON events_d{day} (service, ts);")
+                })
+                .collect();
+            alter(
+                &files.events,
+                &format!("{version_9} PRAGMA user_version = 9;"),
+            );
+            let dropped: String = days
+                .iter()
+                .map(|day| format!("DROP TABLE service_index_d{day};"))
+                .collect();
+            alter(&files.users, &dropped);
+        })
+        .await;
+    let db = rusqlite::Connection::open(&files.events).unwrap();
+    let (version, indexes): (i64, i64) = db
+        .query_row(
+            "SELECT (SELECT user_version FROM pragma_user_version), count(*)
+             FROM sqlite_schema WHERE type = 'index' AND name LIKE '%service_ts'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((version, indexes), (10, 0));
+    for service in ["svc-0", "svc-1"] {
+        let filter = EventFilter {
+            service: Some(service.into()),
+            ..Default::default()
+        };
+        assert_queries_match(&store, &all, filter, Order::Asc).await;
+    }
+    store.assert_one_index_entry_per_event().await;
 }
 
 /// The user index committed a batch whose events then failed (the events' writer commits
@@ -1442,7 +1585,7 @@ async fn sqlite_store_with_day_partitions_is_migrated() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 9, "every later migration applied");
+    assert_eq!(version, 10, "every later migration applied");
 }
 
 /// The SQL type of the id of the event `seq` in `table`.

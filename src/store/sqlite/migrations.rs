@@ -84,6 +84,9 @@ const MIGRATIONS: &[Migration] = &[
     // 9: the user index moves to a file of its own, written by a thread of its own (see
     // user_store), which builds it again from the events when it finds itself new.
     Migration::Code(drop_user_index),
+    // 10: the `(service, ts)` index moves to the user index's file (see service_index), which
+    // builds a partition's table from its events when it finds it missing.
+    Migration::Code(drop_service_index),
 ];
 
 /// Migration 1: the events table and the main level of the user index, as a partition's
@@ -146,6 +149,16 @@ fn partition_existing_events(tx: &Transaction) -> Result<()> {
 fn drop_user_index(tx: &Transaction) -> Result<()> {
     for table in user_index::tables(tx)? {
         tx.execute_batch(&format!("DROP TABLE {table}"))?;
+    }
+    Ok(())
+}
+
+/// Migration 10: drops each partition's `(service, ts)` index, kept in the user index's file
+/// since.
+fn drop_service_index(tx: &Transaction) -> Result<()> {
+    for range in partitions::layout(tx)?.ranges() {
+        let events = Partition { range }.events_table();
+        tx.execute_batch(&format!("DROP INDEX IF EXISTS {events}_service_ts"))?;
     }
     Ok(())
 }

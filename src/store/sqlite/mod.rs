@@ -8,7 +8,8 @@
 //! WAL into its database ([`checkpointer`]). A small pool of connections reads ([`reads`],
 //! built by [`query`]), concurrently with the writers thanks to WAL, on tokio's blocking
 //! pool, with the user index's file attached. Events live in time partitions
-//! ([`partitions`]); user ids have an index of their own in two levels ([`user_index`]).
+//! ([`partitions`]); user ids have an index of their own in two levels ([`user_index`]),
+//! and services one in the user index's file ([`service_index`]).
 //! The events' schema is created and migrated on open ([`migrations`]).
 
 mod alerts;
@@ -20,6 +21,7 @@ mod partitions;
 mod query;
 mod reads;
 mod retention;
+mod service_index;
 mod thread;
 mod user_index;
 mod user_store;

@@ -63,6 +63,11 @@ impl Partition {
         format!("user_index_{}", self.suffix())
     }
 
+    /// Its table of the `(service, ts)` index, in the user index's file.
+    pub fn services_table(self) -> String {
+        format!("service_index_{}", self.suffix())
+    }
+
     /// Whether any of `[from_ms, to_ms)` falls in this partition.
     pub fn overlaps(self, from_ms: Option<i64>, to_ms: Option<i64>) -> bool {
         self.range.overlaps(from_ms, to_ms)
@@ -105,7 +110,8 @@ impl Partition {
 /// Creates, within `tx`, an events table called `events`, with the indexes the query API
 /// uses: the one definition of the events table, for every partition and for the first
 /// schema (whose tables were not yet partitions). The partition's main level of the user
-/// index is in the user index's own file ([`user_store`](super::user_store)).
+/// index and its `(service, ts)` index are in the user index's own file
+/// ([`user_store`](super::user_store)).
 pub(super) fn create_events_table(tx: &Transaction, events: &str) -> Result<()> {
     // The rowid is the seq, so every index ends in seq and `ORDER BY ts, seq` is read
     // straight off an index.
@@ -125,7 +131,6 @@ pub(super) fn create_events_table(tx: &Transaction, events: &str) -> Result<()> 
         CREATE UNIQUE INDEX {events}_id ON {events} (id);
         CREATE INDEX {events}_ts ON {events} (ts);
         CREATE INDEX {events}_type_ts ON {events} (type, ts);
-        CREATE INDEX {events}_service_ts ON {events} (service, ts);
         -- Only events carrying a client id, in (nearly) arrival order: what the dedup
         -- set is rebuilt from at start.
         CREATE INDEX {events}_client_ids ON {events} (received_at) WHERE id_from_client = 1;"
@@ -207,6 +212,7 @@ mod tests {
         let november = partition(20_422 * DAY_MS, Span::Month);
         assert_eq!(november.events_table(), "events_m202511");
         assert_eq!(november.users_table(), "user_index_m202511");
+        assert_eq!(november.services_table(), "service_index_m202511");
         assert_eq!(november.first_day(), 20_393);
         assert_eq!(partition(-1, Span::Year).events_table(), "events_y1969");
         let day = partition(2 * DAY_MS, Span::Day);

@@ -46,16 +46,51 @@ pub(super) fn event_from_row(row: &Row) -> rusqlite::Result<StoredEvent> {
 }
 
 /// Table aliases for [`push_conditions`]: where the time and position conditions go (the
-/// table whose index serves them) and where the other event columns are.
+/// table whose index serves them), with the condition on `key`, the filter's column that
+/// table holds (`user_id` or `service`: an index table's), and where the other event
+/// columns are.
 pub(super) struct Aliases<'a> {
     pub index: &'a str,
     pub events: &'a str,
+    pub key: &'a str,
 }
 
 pub(super) const PLAIN: Aliases = Aliases {
     index: "",
     events: "",
+    key: "",
 };
+
+/// The events' columns, in the order [`event_from_row`] reads them, in a query that joins an
+/// index table (`i`) to a partition's events (`e`): see [`select_through`].
+pub(super) const JOINED_COLUMNS: &str = "e.seq, e.id, e.id_from_client, e.type, e.ts, \
+                                         e.received_at, e.service, e.user_id, e.message, \
+                                         e.metadata";
+
+/// `SELECT {what} FROM {table} i JOIN {the partition's events} e` on seq, with the filter's
+/// conditions: those on time and position and on `key` (the filter's column the index table
+/// holds) on the index table, so that its primary key serves them, the others on the events.
+pub(super) fn select_through(
+    table: &str,
+    partition: Partition,
+    what: &str,
+    key: &str,
+    filter: &EventFilter,
+    after: Option<(Position, Order)>,
+) -> (String, Vec<Value>) {
+    let mut sql = format!(
+        "SELECT {what} FROM {table} AS i CROSS JOIN {} AS e ON e.seq = i.seq WHERE 1 = 1",
+        partition.events_table()
+    );
+    let mut params = Vec::new();
+    let aliases = Aliases {
+        index: "i.",
+        events: "e.",
+        key,
+    };
+    push_conditions(&mut sql, &mut params, filter, after, &aliases);
+    (sql, params)
+}
 
 /// Appends ` AND ...` for `filter` and, when paging, for "strictly after `after` in
 /// `order`", with their parameters: the one place that turns a query into SQL conditions.
@@ -66,14 +101,15 @@ pub(super) fn push_conditions(
     after: Option<(Position, Order)>,
     aliases: &Aliases,
 ) {
-    let Aliases { index, events } = aliases;
+    let Aliases { index, events, key } = aliases;
+    let on = |column: &str| if column == *key { index } else { events };
     let mut condition = |text: String, value: Value| {
         sql.push_str(&text);
         params.push(value);
     };
     if let Some(user_id) = &filter.user_id {
         condition(
-            format!(" AND {index}user_id = ?"),
+            format!(" AND {}user_id = ?", on("user_id")),
             Value::Text(user_id.clone()),
         );
     }
@@ -106,7 +142,7 @@ pub(super) fn push_conditions(
     }
     if let Some(service) = &filter.service {
         condition(
-            format!(" AND {events}service = ?"),
+            format!(" AND {}service = ?", on("service")),
             Value::Text(service.clone()),
         );
     }

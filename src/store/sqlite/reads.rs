@@ -1,6 +1,6 @@
 //! The store's reads, each on one read connection in one snapshot (see `SqliteStore::read`):
-//! queries and counts walk the time partitions ([`query`](super::query)), user queries go
-//! through the user index, metrics read the rollups.
+//! queries and counts walk the time partitions ([`query`](super::query)), user and service
+//! queries go through their indexes, metrics read the rollups.
 
 use anyhow::Result;
 use rusqlite::types::Value;
@@ -12,6 +12,7 @@ use super::query::{
     direction, each_partition, event_from_row, push_conditions, sql_count, walk_partitions,
     COLUMNS, PLAIN,
 };
+use super::service_index;
 use super::user_index;
 use crate::event::StoredEvent;
 use crate::store::partitioning::TimeRange;
@@ -27,7 +28,15 @@ pub(super) fn progress(connection: &Connection, name: &str) -> Result<u64> {
     Ok(value as u64)
 }
 
-/// The events of `query`, in its `(ts, seq)` order: a user's through the user index.
+/// Whether a query with `filter` (and no user) reads the service index: when it names a
+/// service and no type. With a type too, the events' `(type, ts)` index serves it without a
+/// join, each of its events checked for the service.
+fn through_service_index(filter: &EventFilter) -> bool {
+    filter.service.is_some() && filter.kind.is_none()
+}
+
+/// The events of `query`, in its `(ts, seq)` order: a user's through the user index, a
+/// service's through the service index.
 pub(super) fn query(connection: &Connection, query: &EventQuery) -> Result<Vec<StoredEvent>> {
     let after = query.after.map(|after| (after, query.order));
     let count =
@@ -35,6 +44,12 @@ pub(super) fn query(connection: &Connection, query: &EventQuery) -> Result<Vec<S
     if query.filter.user_id.is_some() {
         let fetch = |partition: Partition, filter: &EventFilter, limit, offset| {
             user_index::query(connection, partition, filter, query, limit, offset)
+        };
+        return walk_partitions(connection, query, fetch, count);
+    }
+    if through_service_index(&query.filter) {
+        let fetch = |partition: Partition, filter: &EventFilter, limit, offset| {
+            service_index::query(connection, partition, filter, query, limit, offset)
         };
         return walk_partitions(connection, query, fetch, count);
     }
@@ -219,6 +234,9 @@ fn count_in(
 ) -> Result<u64> {
     if filter.user_id.is_some() {
         return user_index::count(connection, partition, filter, after);
+    }
+    if through_service_index(filter) {
+        return service_index::count(connection, partition, filter, after);
     }
     let mut sql = format!(
         "SELECT count(*) FROM {} WHERE 1 = 1",

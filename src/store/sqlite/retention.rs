@@ -24,6 +24,8 @@ struct Trimmed {
     events: u64,
     /// The user-index entries of the events deleted.
     entries: Vec<UserKey>,
+    /// Their service-index entries.
+    services: Vec<UserKey>,
 }
 
 /// See [`Store::purge_before`](crate::store::Store::purge_before).
@@ -57,7 +59,7 @@ pub(super) async fn purge_before(store: &SqliteStore, cutoff_ms: i64) -> Result<
             let last_step = deleted < TRIM_ROWS as u64;
             let ((), users_took) = store
                 .write_users_step(move |users| {
-                    users.delete_entries(partition, &doomed.entries, last_step)
+                    users.delete_entries(partition, &doomed.entries, &doomed.services, last_step)
                 })
                 .await?;
             trimmed += deleted;
@@ -128,31 +130,38 @@ impl Writer {
     ) -> Result<Trimmed> {
         let tx = self.connection.transaction()?;
         let events = partition.events_table();
-        let doomed: Vec<(i64, i64, Option<String>)> = tx
+        let doomed: Vec<(i64, i64, Option<String>, Option<String>)> = tx
             .prepare_cached(&format!(
-                "SELECT seq, ts, user_id FROM {events} WHERE ts < ? ORDER BY ts LIMIT ?"
+                "SELECT seq, ts, user_id, service FROM {events} WHERE ts < ? ORDER BY ts LIMIT ?"
             ))?
             .query_map(params![cutoff_ms, max_rows as i64], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
         {
             let mut delete_event =
                 tx.prepare_cached(&format!("DELETE FROM {events} WHERE seq = ?"))?;
-            for (seq, _, _) in &doomed {
+            for (seq, ..) in &doomed {
                 delete_event.execute([seq])?;
             }
             partition.count(&tx, -(doomed.len() as i64))?;
         }
         subtract_from_event_count(&tx, doomed.len() as u64)?;
         tx.commit()?;
-        Ok(Trimmed {
+        let mut trimmed = Trimmed {
             events: doomed.len() as u64,
-            entries: doomed
-                .into_iter()
-                .filter_map(|(seq, ts, user_id)| Some((user_id?, ts, seq)))
-                .collect(),
-        })
+            entries: Vec::new(),
+            services: Vec::new(),
+        };
+        for (seq, ts, user_id, service) in doomed {
+            trimmed
+                .entries
+                .extend(user_id.map(|user_id| (user_id, ts, seq)));
+            trimmed
+                .services
+                .extend(service.map(|service| (service, ts, seq)));
+        }
+        Ok(trimmed)
     }
 
     /// Deletes the oldest hour's worth of rollup rows whose whole bucket ends at or before

@@ -20,7 +20,7 @@ use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction};
 
 use super::partitions::Partition;
-use super::query::{direction, event_from_row, push_conditions, sql_count, within, Aliases};
+use super::query::{direction, event_from_row, select_through, sql_count, within, JOINED_COLUMNS};
 use crate::event::StoredEvent;
 use crate::store::partitioning::Layout;
 use crate::store::{EventFilter, EventQuery, Order, Position, DAY_MS};
@@ -31,8 +31,8 @@ pub(super) const INSERT_RECENT: &str =
 /// The recent level, shared by all partitions; the main level has a table per partition.
 pub(super) const RECENT: &str = "user_index_recent";
 
-const EVENT_COLUMNS: &str = "e.seq, e.id, e.id_from_client, e.type, e.ts, e.received_at, \
-                             e.service, e.user_id, e.message, e.metadata";
+/// The filter's column the index holds.
+const KEY: &str = "user_id";
 
 /// How much of the recent table each batch moves into the main one.
 #[derive(Debug, Clone, Copy)]
@@ -283,10 +283,11 @@ pub(super) fn query(
     let mut runs = Vec::with_capacity(2);
     for table in [partition.users_table().as_str(), RECENT] {
         let after = query.after.map(|after| (after, query.order));
-        let (mut sql, mut params) = select(table, partition, EVENT_COLUMNS, filter, after);
+        let (mut sql, mut params) =
+            select_through(table, partition, JOINED_COLUMNS, KEY, filter, after);
         let direction = direction(query.order);
         sql.push_str(&format!(
-            " ORDER BY u.ts {direction}, u.seq {direction} LIMIT ?"
+            " ORDER BY i.ts {direction}, i.seq {direction} LIMIT ?"
         ));
         params.push(sql_count(wanted));
         let mut statement = connection.prepare_cached(&sql)?;
@@ -313,36 +314,13 @@ pub(super) fn count(
     let filter = &within(filter, partition);
     let mut total = 0;
     for table in [partition.users_table().as_str(), RECENT] {
-        let (sql, params) = select(table, partition, "count(*)", filter, after);
+        let (sql, params) = select_through(table, partition, "count(*)", KEY, filter, after);
         let count: i64 = connection
             .prepare_cached(&sql)?
             .query_row(params_from_iter(params), |row| row.get(0))?;
         total += count as u64;
     }
     Ok(total)
-}
-
-/// `SELECT {what} FROM {table} u JOIN {the partition's events} e` with the filter's conditions:
-/// those on time and position on the index table (so its primary key serves them), the
-/// others on events.
-fn select(
-    table: &str,
-    partition: Partition,
-    what: &str,
-    filter: &EventFilter,
-    after: Option<(Position, Order)>,
-) -> (String, Vec<Value>) {
-    let mut sql = format!(
-        "SELECT {what} FROM {table} AS u CROSS JOIN {} AS e ON e.seq = u.seq WHERE 1 = 1",
-        partition.events_table()
-    );
-    let mut params = Vec::new();
-    let aliases = Aliases {
-        index: "u.",
-        events: "e.",
-    };
-    push_conditions(&mut sql, &mut params, filter, after, &aliases);
-    (sql, params)
 }
 
 /// Merges two runs that are each in `order` by `(timestamp, seq)`.

@@ -32,6 +32,7 @@ use anyhow::{anyhow, Context, Result};
 use rusqlite::{params, Connection, Transaction};
 
 use super::partitions::{self, Partition};
+use super::service_index;
 use super::user_index::{self, Key, Sweep, Sweeper};
 use crate::event::StoredEvent;
 use crate::store::partitioning::{Layout, TimeRange};
@@ -134,11 +135,21 @@ pub(super) fn open(events_path: &Path, sweep: Sweep) -> Result<UserWriter> {
         .is_ok();
     user_index::create_table(&tx, "main.user_index_recent")?;
     drop_stale_tables(&tx, &layout)?;
+    // A partition without its table of the service index: the file is from before that
+    // index moved here (or the table was lost).
+    let mut services_missing = Vec::new();
     for range in layout.ranges() {
-        create_main_table(&tx, range)?;
+        if !has_table(&tx, &Partition { range }.services_table())? {
+            services_missing.push(range);
+        }
+        create_main_tables(&tx, range)?;
     }
     if !built {
         build_from_events(&tx, &layout)?;
+    } else {
+        for range in services_missing {
+            service_index::build(&tx, Partition { range }, EVENTS_SCHEMA)?;
+        }
     }
     tx.commit()?;
     let sweeper = Sweeper::new(&connection, sweep)?;
@@ -177,14 +188,28 @@ fn delete_entry(tx: &Transaction, main: Option<Partition>, key: (&str, i64, i64)
     Ok(recent)
 }
 
-/// Drops, within `tx`, the main-level tables of partitions that are gone: retention dropped
-/// them from the events' database, and the process stopped before it dropped their entries.
+/// Whether `tx`'s main database has a table called `name`.
+fn has_table(tx: &Transaction, name: &str) -> Result<bool> {
+    let found = tx
+        .prepare_cached("SELECT 1 FROM main.sqlite_schema WHERE type = 'table' AND name = ?")?
+        .exists([name])?;
+    Ok(found)
+}
+
+/// Drops, within `tx`, the tables of partitions that are gone (main level of the user index,
+/// service index): retention dropped them from the events' database, and the process
+/// stopped before it dropped their entries.
 fn drop_stale_tables(tx: &Transaction, layout: &Layout) -> Result<()> {
     let current: HashSet<String> = layout
         .ranges()
-        .map(|range| Partition { range }.users_table())
+        .flat_map(|range| {
+            let partition = Partition { range };
+            [partition.users_table(), partition.services_table()]
+        })
         .collect();
-    let stale = user_index::tables(tx)?
+    let mut tables = user_index::tables(tx)?;
+    tables.extend(service_index::tables(tx)?);
+    let stale = tables
         .into_iter()
         .filter(|table| table != user_index::RECENT && !current.contains(table));
     for table in stale {
@@ -193,18 +218,27 @@ fn drop_stale_tables(tx: &Transaction, layout: &Layout) -> Result<()> {
     Ok(())
 }
 
-fn create_main_table(tx: &Transaction, range: TimeRange) -> Result<()> {
-    user_index::create_table(tx, &format!("main.{}", Partition { range }.users_table()))
+/// Creates, within `tx`, a partition's tables in this file (unless they exist): its main
+/// level of the user index and its table of the service index.
+fn create_main_tables(tx: &Transaction, range: TimeRange) -> Result<()> {
+    let partition = Partition { range };
+    user_index::create_table(tx, &format!("main.{}", partition.users_table()))?;
+    service_index::create_table(tx, &format!("main.{}", partition.services_table()))
 }
 
-/// Fills the main level from the events of every partition, in key order, in place of
-/// whatever either level held, and records the events' position as the last seq held,
-/// within `tx`.
+/// Fills the main level of the user index and the service index from the events of every
+/// partition, in key order, in place of whatever they held, and records the events'
+/// position as the last seq held, within `tx`.
 fn build_from_events(tx: &Transaction, layout: &Layout) -> Result<()> {
     tx.execute("DELETE FROM main.user_index_recent", [])?;
     for range in layout.ranges() {
         let partition = Partition { range };
         tx.execute(&format!("DELETE FROM main.{}", partition.users_table()), [])?;
+        tx.execute(
+            &format!("DELETE FROM main.{}", partition.services_table()),
+            [],
+        )?;
+        service_index::build(tx, partition, EVENTS_SCHEMA)?;
         tx.execute(
             &format!(
                 "INSERT OR IGNORE INTO main.{} (user_id, ts, seq)
@@ -225,6 +259,36 @@ fn build_from_events(tx: &Transaction, layout: &Layout) -> Result<()> {
             SELECT 0, value FROM {EVENTS_SCHEMA}.progress WHERE name = 'indexed_seq';"
     ))?;
     Ok(())
+}
+
+/// Adds, within `tx`, the service-index entries of `events` (each in the table of the
+/// partition of `layout` covering it); returns the seqs whose entries were not there already.
+fn add_service_entries(
+    tx: &Transaction,
+    layout: &Layout,
+    events: &[StoredEvent],
+) -> Result<HashSet<u64>> {
+    let mut added = HashSet::new();
+    // Batches mostly fall in one partition: its statement is kept while it holds.
+    let mut current: Option<(TimeRange, rusqlite::CachedStatement)> = None;
+    for event in events.iter().filter(|event| event.service.is_some()) {
+        let insert = match &mut current {
+            Some((range, insert)) if range.covers(event.timestamp_ms) => insert,
+            _ => {
+                let range = layout
+                    .covering(event.timestamp_ms)
+                    .ok_or_else(|| anyhow!("no partition covers the event of seq {}", event.seq))?;
+                let table = format!("main.{}", Partition { range }.services_table());
+                &mut current
+                    .insert((range, service_index::insert_statement(tx, &table)?))
+                    .1
+            }
+        };
+        if service_index::insert(insert, event)? {
+            added.insert(event.seq);
+        }
+    }
+    Ok(added)
 }
 
 /// The last seq whose entry the file holds (every seq up to it is indexed here).
@@ -277,26 +341,33 @@ impl UserWriter {
         let layout = handoff.layout.recv().map_err(|_| gone())?;
         for range in layout.ranges() {
             if self.layout.covering(range.start_ms) != Some(range) {
-                create_main_table(&tx, range)?;
+                create_main_tables(&tx, range)?;
             }
         }
+        let added_services = add_service_entries(&tx, &layout, events)?;
         let swept = self.sweeper.sweep(&tx, added, &layout)?;
         // Events not stored as their ids were: the entries this batch added for them go.
-        // (A replayed event is skipped too, but its entry was there before.)
+        // (A replayed event is skipped too, but its entries were there before.)
         let skipped = handoff.skipped.recv().map_err(|_| gone())?;
         let mut removed = 0;
         if !skipped.is_empty() {
             let skipped: HashSet<u64> = skipped.into_iter().collect();
             let added: HashSet<u64> = added_seqs.into_iter().collect();
-            let unstored =
-                |event: &&StoredEvent| skipped.contains(&event.seq) && added.contains(&event.seq);
-            for event in events.iter().filter(unstored) {
-                if let Some(user_id) = &event.user_id {
-                    let main = layout
-                        .covering(event.timestamp_ms)
-                        .map(|range| Partition { range });
-                    removed +=
-                        delete_entry(&tx, main, (user_id, event.timestamp_ms, event.seq as i64))?;
+            for event in events.iter().filter(|event| skipped.contains(&event.seq)) {
+                let partition = layout
+                    .covering(event.timestamp_ms)
+                    .map(|range| Partition { range });
+                if let (Some(user_id), true) = (&event.user_id, added.contains(&event.seq)) {
+                    let key = (user_id.as_str(), event.timestamp_ms, event.seq as i64);
+                    removed += delete_entry(&tx, partition, key)?;
+                }
+                if let (Some(service), Some(partition), true) = (
+                    &event.service,
+                    partition,
+                    added_services.contains(&event.seq),
+                ) {
+                    let key = (service.as_str(), event.timestamp_ms, event.seq as i64);
+                    service_index::delete(&tx, &partition.services_table(), key)?;
                 }
             }
         }
@@ -309,12 +380,14 @@ impl UserWriter {
         Ok(())
     }
 
-    /// Drops the main level of a partition retention dropped, and its recent entries.
+    /// Drops the tables of a partition retention dropped, and its recent entries.
     pub(super) fn drop_partition(&mut self, range: TimeRange) -> Result<()> {
         let tx = self.connection.transaction()?;
+        let partition = Partition { range };
         tx.execute_batch(&format!(
-            "DROP TABLE IF EXISTS main.{}",
-            Partition { range }.users_table()
+            "DROP TABLE IF EXISTS main.{}; DROP TABLE IF EXISTS main.{};",
+            partition.users_table(),
+            partition.services_table()
         ))?;
         let removed = tx.execute(
             "DELETE FROM user_index_recent WHERE ts >= ? AND ts < ?",
@@ -326,14 +399,17 @@ impl UserWriter {
         Ok(())
     }
 
-    /// Deletes the entries of events retention deleted from `partition`: wherever each is
-    /// when `anywhere` (a trim's last step), else in the recent level only (the main level's
-    /// are deleted in key order afterwards, by [`trim`](Self::trim); see
-    /// [`retention`](super::retention)).
+    /// Deletes the entries of events retention deleted from `partition`: from the service
+    /// index, and from the user index wherever each is when `anywhere` (a trim's last step),
+    /// else in the recent level only (the main level's are deleted in key order afterwards,
+    /// by [`trim`](Self::trim); see [`retention`](super::retention)). A service's entries
+    /// are in time order, so those of the oldest events are a few pages at the start of
+    /// each service's run.
     pub(super) fn delete_entries(
         &mut self,
         partition: Partition,
         entries: &[Key],
+        services: &[Key],
         anywhere: bool,
     ) -> Result<()> {
         let tx = self.connection.transaction()?;
@@ -341,6 +417,10 @@ impl UserWriter {
         let mut removed = 0;
         for (user_id, ts, seq) in entries {
             removed += delete_entry(&tx, main, (user_id, *ts, *seq))?;
+        }
+        let services_table = format!("main.{}", partition.services_table());
+        for (service, ts, seq) in services {
+            service_index::delete(&tx, &services_table, (service, *ts, *seq))?;
         }
         tx.commit()?;
         self.sweeper.removed(removed);
