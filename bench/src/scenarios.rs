@@ -12,7 +12,9 @@ use serde::Deserialize;
 use testkit::http::{url_encode, HttpConnection, Response};
 
 use super::contention::CoreBurner;
-use super::gen::{ClientIds, EventShape, IdSource, RequestTemplate, Rng, Wire, EVENT_TYPES, USERS};
+use super::gen::{
+    ClientIds, EventShape, IdSource, RequestTemplate, Rng, Wire, EVENT_TYPES, SERVICES, USERS,
+};
 use super::key::get_request;
 use super::load::{
     describe_refusal, ensure_connected, rate, run_post_load, LoadOutcome, Pace, PostLoad,
@@ -481,7 +483,7 @@ async fn sustained_variant(
     Ok(measured)
 }
 
-/// The three kinds of query in the query mix.
+/// The kinds of query in the query mix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum QueryKind {
     /// Newest page of one event type.
@@ -490,6 +492,8 @@ enum QueryKind {
     Cursor,
     /// Newest page of one user.
     User,
+    /// Newest page of one service.
+    Service,
 }
 
 /// Query latencies by kind, plus the shared error tally.
@@ -498,6 +502,7 @@ struct QueryOutcome {
     type_us: Vec<u32>,
     cursor_us: Vec<u32>,
     user_us: Vec<u32>,
+    service_us: Vec<u32>,
     tally: LoadOutcome,
 }
 
@@ -510,6 +515,7 @@ impl MixOutcome for QueryOutcome {
         self.type_us.extend(other.type_us);
         self.cursor_us.extend(other.cursor_us);
         self.user_us.extend(other.user_us);
+        self.service_us.extend(other.service_us);
         self.tally.merge(other.tally);
     }
 }
@@ -731,6 +737,7 @@ pub async fn query(context: &BenchContext, duration: Duration) -> Result<Report>
         &run.queries.type_us,
         &run.queries.cursor_us,
         &run.queries.user_us,
+        &run.queries.service_us,
     ]
     .into_iter()
     .flatten()
@@ -740,6 +747,7 @@ pub async fn query(context: &BenchContext, duration: Duration) -> Result<Report>
     let by_type = LatencySummary::from_micros(&mut run.queries.type_us);
     let by_cursor = LatencySummary::from_micros(&mut run.queries.cursor_us);
     let by_user = LatencySummary::from_micros(&mut run.queries.user_us);
+    let by_service = LatencySummary::from_micros(&mut run.queries.service_us);
     let preload = &run.preloaded.load;
 
     let mut report = mix_report(
@@ -752,6 +760,7 @@ pub async fn query(context: &BenchContext, duration: Duration) -> Result<Report>
     report.push_latency("type_", &by_type);
     report.push_latency("cursor_", &by_cursor);
     report.push_latency("user_", &by_user);
+    report.push_latency("service_", &by_service);
     run.preloaded.push_figures(&mut report);
     if let Some(indexing) = &run.indexing {
         indexing.push_figures(&mut report);
@@ -1043,7 +1052,8 @@ async fn query_connection_loop(addr: SocketAddr, deadline: Instant, index: u64) 
     let mut saved_cursor: Option<(u64, String)> = None;
 
     while Instant::now() < deadline {
-        // Mix: 40% newest-of-type, 30% next page by cursor (when one is saved), 30% user.
+        // Mix: 40% newest-of-type, 30% next page by cursor (when one is saved), 20% user,
+        // 10% service.
         let roll = rng.below(10);
         let (kind, event_type, path) = match (&saved_cursor, roll) {
             (Some((event_type, cursor)), 4..=6) => (
@@ -1059,20 +1069,33 @@ async fn query_connection_loop(addr: SocketAddr, deadline: Instant, index: u64) 
                 let path = format!("/events?type=type-{event_type:02}&limit={QUERY_LIMIT}");
                 (QueryKind::Type, event_type, path)
             }
-            _ => {
+            (_, 7..=8) => {
                 let path = format!(
                     "/events?user_id=user-{:06}&limit={QUERY_LIMIT}",
                     rng.below(USERS)
                 );
                 (QueryKind::User, 0, path)
             }
+            _ => {
+                let path = format!(
+                    "/events?service=svc-{:02}&limit={QUERY_LIMIT}",
+                    rng.below(SERVICES)
+                );
+                (QueryKind::Service, 0, path)
+            }
         };
         let get = Get::new(&path);
         let answer = timed_get(&mut connection, addr, &get, &mut outcome.tally, deadline).await;
         match answer {
             Answer::Ok(latency, response) => {
-                if kind == QueryKind::User {
-                    outcome.user_us.push(latency);
+                // User and service pages are not followed by cursor.
+                let unfollowed = match kind {
+                    QueryKind::User => Some(&mut outcome.user_us),
+                    QueryKind::Service => Some(&mut outcome.service_us),
+                    QueryKind::Type | QueryKind::Cursor => None,
+                };
+                if let Some(latencies) = unfollowed {
+                    latencies.push(latency);
                     continue;
                 }
                 match serde_json::from_slice::<PageCursor>(response.body) {
