@@ -94,8 +94,8 @@ const MIGRATIONS: &[Migration] = &[
 /// progress counters.
 fn create_first_tables(tx: &Transaction) -> Result<()> {
     partitions::create_events_table(tx, "events")?;
-    user_index::create_table(tx, "user_index")?;
-    user_index::create_table(tx, "user_index_recent")?;
+    user_index::TABLES.create(tx, "user_index")?;
+    user_index::TABLES.create(tx, "user_index_recent")?;
     tx.execute_batch(
         "CREATE TABLE progress (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
         INSERT INTO progress VALUES ('indexed_seq', 0);",
@@ -120,7 +120,7 @@ fn partition_existing_events(tx: &Transaction) -> Result<()> {
             range: TimeRange::containing(day * DAY_MS, Span::Day).context("a day")?,
         };
         partitions::create_events_table(tx, &partition.events_table())?;
-        user_index::create_table(tx, &partition.users_table())?;
+        user_index::TABLES.create(tx, &partition.users_table())?;
         let range = params![partition.start_ms(), partition.end_ms()];
         let moved = tx.execute(
             &format!(
@@ -147,7 +147,7 @@ fn partition_existing_events(tx: &Transaction) -> Result<()> {
 
 /// Migration 9: drops the user index's tables, rebuilt in their own file.
 fn drop_user_index(tx: &Transaction) -> Result<()> {
-    for table in user_index::tables(tx)? {
+    for table in user_index::TABLES.names(tx)? {
         tx.execute_batch(&format!("DROP TABLE {table}"))?;
     }
     Ok(())

@@ -15,6 +15,7 @@
 mod alerts;
 mod checkpointer;
 mod credentials;
+mod entry_tables;
 mod event_ids;
 mod migrations;
 mod partitions;

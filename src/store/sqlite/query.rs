@@ -62,34 +62,93 @@ pub(super) const PLAIN: Aliases = Aliases {
 };
 
 /// The events' columns, in the order [`event_from_row`] reads them, in a query that joins an
-/// index table (`i`) to a partition's events (`e`): see [`select_through`].
-pub(super) const JOINED_COLUMNS: &str = "e.seq, e.id, e.id_from_client, e.type, e.ts, \
-                                         e.received_at, e.service, e.user_id, e.message, \
-                                         e.metadata";
+/// index table (`i`) to a partition's events (`e`).
+const JOINED_COLUMNS: &str = "e.seq, e.id, e.id_from_client, e.type, e.ts, e.received_at, \
+                              e.service, e.user_id, e.message, e.metadata";
 
-/// `SELECT {what} FROM {table} i JOIN {the partition's events} e` on seq, with the filter's
-/// conditions: those on time and position and on `key` (the filter's column the index table
-/// holds) on the index table, so that its primary key serves them, the others on the events.
-pub(super) fn select_through(
-    table: &str,
-    partition: Partition,
-    what: &str,
-    key: &str,
-    filter: &EventFilter,
-    after: Option<(Position, Order)>,
-) -> (String, Vec<Value>) {
-    let mut sql = format!(
-        "SELECT {what} FROM {table} AS i CROSS JOIN {} AS e ON e.seq = i.seq WHERE 1 = 1",
-        partition.events_table()
-    );
-    let mut params = Vec::new();
-    let aliases = Aliases {
-        index: "i.",
-        events: "e.",
-        key,
-    };
-    push_conditions(&mut sql, &mut params, filter, after, &aliases);
-    (sql, params)
+/// What a partition's events are found through: the indexes of its events table, or an
+/// index table of the user index's file (its name, and the events' column it is keyed by)
+/// joined to the events by seq, whose primary key serves the conditions on time, position
+/// and that column.
+pub(super) enum Through<'a> {
+    Events,
+    Index { table: &'a str, key: &'a str },
+}
+
+impl Through<'_> {
+    /// `SELECT {what}` from the partition's events (through this), with the filter's
+    /// conditions.
+    fn select(
+        &self,
+        partition: Partition,
+        what: &str,
+        filter: &EventFilter,
+        after: Option<(Position, Order)>,
+    ) -> (String, Vec<Value>) {
+        let events = partition.events_table();
+        let (mut sql, aliases) = match self {
+            Through::Events => (format!("SELECT {what} FROM {events} WHERE 1 = 1"), PLAIN),
+            Through::Index { table, key } => (
+                format!(
+                    "SELECT {what} FROM {table} AS i CROSS JOIN {events} AS e ON e.seq = i.seq
+                     WHERE 1 = 1"
+                ),
+                Aliases {
+                    index: "i.",
+                    events: "e.",
+                    key,
+                },
+            ),
+        };
+        let mut params = Vec::new();
+        push_conditions(&mut sql, &mut params, filter, after, &aliases);
+        (sql, params)
+    }
+
+    /// The events of `partition` matching `filter` (and coming after the query's position,
+    /// when it continues a page), in the query's order, at most `limit` after skipping
+    /// `offset`.
+    pub(super) fn fetch(
+        &self,
+        connection: &Connection,
+        partition: Partition,
+        filter: &EventFilter,
+        query: &EventQuery,
+        (limit, offset): (usize, usize),
+    ) -> Result<Vec<StoredEvent>> {
+        let after = query.after.map(|after| (after, query.order));
+        // The table of the time and position columns, whose index gives the order.
+        let (columns, index) = match self {
+            Through::Events => (COLUMNS, ""),
+            Through::Index { .. } => (JOINED_COLUMNS, "i."),
+        };
+        let (mut sql, mut params) = self.select(partition, columns, filter, after);
+        let direction = direction(query.order);
+        sql.push_str(&format!(
+            " ORDER BY {index}ts {direction}, {index}seq {direction} LIMIT ? OFFSET ?"
+        ));
+        params.push(sql_count(limit));
+        params.push(sql_count(offset));
+        let mut statement = connection.prepare_cached(&sql)?;
+        let rows = statement.query_map(rusqlite::params_from_iter(params), event_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// How many events of `partition` match `filter` and, when given, come after a
+    /// position.
+    pub(super) fn count(
+        &self,
+        connection: &Connection,
+        partition: Partition,
+        filter: &EventFilter,
+        after: Option<(Position, Order)>,
+    ) -> Result<u64> {
+        let (sql, params) = self.select(partition, "count(*)", filter, after);
+        let count: i64 = connection
+            .prepare_cached(&sql)?
+            .query_row(rusqlite::params_from_iter(params), |row| row.get(0))?;
+        Ok(count as u64)
+    }
 }
 
 /// Appends ` AND ...` for `filter` and, when paging, for "strictly after `after` in

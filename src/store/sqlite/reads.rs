@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension};
 use super::event_ids::{self, StoredId};
 use super::partitions::{self, Partition};
 use super::query::{
-    direction, each_partition, event_from_row, push_conditions, sql_count, walk_partitions,
-    COLUMNS, PLAIN,
+    each_partition, event_from_row, push_conditions, sql_count, walk_partitions, Through, COLUMNS,
+    PLAIN,
 };
 use super::service_index;
 use super::user_index;
@@ -28,49 +28,36 @@ pub(super) fn progress(connection: &Connection, name: &str) -> Result<u64> {
     Ok(value as u64)
 }
 
-/// Whether a query with `filter` (and no user) reads the service index: when it names a
-/// service and no type. With a type too, the events' `(type, ts)` index serves it without a
-/// join, each of its events checked for the service.
-fn through_service_index(filter: &EventFilter) -> bool {
-    filter.service.is_some() && filter.kind.is_none()
-}
-
 /// The events of `query`, in its `(ts, seq)` order: a user's through the user index, a
 /// service's through the service index.
 pub(super) fn query(connection: &Connection, query: &EventQuery) -> Result<Vec<StoredEvent>> {
     let after = query.after.map(|after| (after, query.order));
     let count =
         |partition: Partition, filter: &EventFilter| count_in(connection, partition, filter, after);
-    if query.filter.user_id.is_some() {
-        let fetch = |partition: Partition, filter: &EventFilter, limit, offset| {
-            user_index::query(connection, partition, filter, query, limit, offset)
-        };
-        return walk_partitions(connection, query, fetch, count);
-    }
-    if through_service_index(&query.filter) {
-        let fetch = |partition: Partition, filter: &EventFilter, limit, offset| {
-            service_index::query(connection, partition, filter, query, limit, offset)
-        };
-        return walk_partitions(connection, query, fetch, count);
-    }
-    let direction = direction(query.order);
     let fetch = |partition: Partition, filter: &EventFilter, limit, offset| {
-        let mut sql = format!(
-            "SELECT {COLUMNS} FROM {} WHERE 1 = 1",
-            partition.events_table()
-        );
-        let mut params = Vec::new();
-        push_conditions(&mut sql, &mut params, filter, after, &PLAIN);
-        sql.push_str(&format!(
-            " ORDER BY ts {direction}, seq {direction} LIMIT ? OFFSET ?"
-        ));
-        params.push(sql_count(limit));
-        params.push(sql_count(offset));
-        let mut statement = connection.prepare_cached(&sql)?;
-        let rows = statement.query_map(rusqlite::params_from_iter(params), event_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        if filter.user_id.is_some() {
+            return user_index::query(connection, partition, filter, query, limit, offset);
+        }
+        let services = partition.services_table();
+        let through = through(filter, &services);
+        through.fetch(connection, partition, filter, query, (limit, offset))
     };
     walk_partitions(connection, query, fetch, count)
+}
+
+/// What a query with `filter` and no user reads a partition whose service-index table is
+/// `services` through: that table when the filter names a service and no type, else the
+/// events' own indexes. (With a type too, the events' `(type, ts)` index serves it without a
+/// join, each of its events checked for the service.)
+fn through<'a>(filter: &EventFilter, services: &'a str) -> Through<'a> {
+    if filter.service.is_some() && filter.kind.is_none() {
+        Through::Index {
+            table: services,
+            key: service_index::TABLES.column,
+        }
+    } else {
+        Through::Events
+    }
 }
 
 pub(super) fn count(connection: &Connection, filter: &EventFilter) -> Result<u64> {
@@ -235,17 +222,6 @@ fn count_in(
     if filter.user_id.is_some() {
         return user_index::count(connection, partition, filter, after);
     }
-    if through_service_index(filter) {
-        return service_index::count(connection, partition, filter, after);
-    }
-    let mut sql = format!(
-        "SELECT count(*) FROM {} WHERE 1 = 1",
-        partition.events_table()
-    );
-    let mut params = Vec::new();
-    push_conditions(&mut sql, &mut params, filter, after, &PLAIN);
-    let count: i64 = connection
-        .prepare_cached(&sql)?
-        .query_row(rusqlite::params_from_iter(params), |row| row.get(0))?;
-    Ok(count as u64)
+    let services = partition.services_table();
+    through(filter, &services).count(connection, partition, filter, after)
 }

@@ -9,8 +9,8 @@
 use anyhow::Result;
 use rusqlite::{params, Transaction};
 
+use super::entry_tables::OwnedEntry;
 use super::partitions::{self, Partition};
-use super::user_index::Key as UserKey;
 use super::writer::Writer;
 use super::SqliteStore;
 use crate::store::{Order, Purged, HOUR_MS, MINUTE_MS};
@@ -23,9 +23,9 @@ const TRIM_ROWS: usize = 2_000;
 struct Trimmed {
     events: u64,
     /// The user-index entries of the events deleted.
-    entries: Vec<UserKey>,
+    entries: Vec<OwnedEntry>,
     /// Their service-index entries.
-    services: Vec<UserKey>,
+    services: Vec<OwnedEntry>,
 }
 
 /// See [`Store::purge_before`](crate::store::Store::purge_before).

@@ -19,8 +19,9 @@ use anyhow::Result;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction};
 
+use super::entry_tables::EntryTables;
 use super::partitions::Partition;
-use super::query::{direction, event_from_row, select_through, sql_count, within, JOINED_COLUMNS};
+use super::query::{sql_count, within, Through};
 use crate::event::StoredEvent;
 use crate::store::partitioning::Layout;
 use crate::store::{EventFilter, EventQuery, Order, Position, DAY_MS};
@@ -30,9 +31,6 @@ pub(super) const INSERT_RECENT: &str =
 
 /// The recent level, shared by all partitions; the main level has a table per partition.
 pub(super) const RECENT: &str = "user_index_recent";
-
-/// The filter's column the index holds.
-const KEY: &str = "user_id";
 
 /// How much of the recent table each batch moves into the main one.
 #[derive(Debug, Clone, Copy)]
@@ -50,29 +48,11 @@ impl Sweep {
     };
 }
 
-/// Creates a table of the user index (the recent level, or a partition's main level) called
-/// `table`, unless it exists.
-pub(super) fn create_table(connection: &Connection, table: &str) -> Result<()> {
-    connection.execute_batch(&format!(
-        "CREATE TABLE IF NOT EXISTS {table} (
-            user_id TEXT NOT NULL, ts INTEGER NOT NULL, seq INTEGER NOT NULL,
-            PRIMARY KEY (user_id, ts, seq)
-        ) WITHOUT ROWID"
-    ))?;
-    Ok(())
-}
-
-/// The names of the user index's tables (both levels) in `connection`'s main database.
-pub(super) fn tables(connection: &Connection) -> Result<Vec<String>> {
-    let names = connection
-        .prepare(
-            "SELECT name FROM main.sqlite_schema
-             WHERE type = 'table' AND name LIKE 'user\\_index%' ESCAPE '\\'",
-        )?
-        .query_map([], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    Ok(names)
-}
+/// The index's tables: the recent level and each partition's main level.
+pub(super) const TABLES: EntryTables = EntryTables {
+    column: "user_id",
+    prefix: "user_index",
+};
 
 /// A user-index entry: user id, timestamp, seq.
 pub(super) type Key = (String, i64, i64);
@@ -206,18 +186,6 @@ impl Sweeper {
     }
 }
 
-/// Deletes the entry `key` from the user-index table `table`, within `tx`; returns how many
-/// went (0 or 1).
-pub(super) fn delete(tx: &Transaction, table: &str, key: (&str, i64, i64)) -> Result<usize> {
-    let (user_id, ts, seq) = key;
-    let deleted = tx
-        .prepare_cached(&format!(
-            "DELETE FROM {table} WHERE user_id = ? AND ts = ? AND seq = ?"
-        ))?
-        .execute(rusqlite::params![user_id, ts, seq])?;
-    Ok(deleted)
-}
-
 /// Deletes up to `max_rows` entries of `partition`'s main level that are older than
 /// `cutoff_ms` and whose event is gone, in key order after `after`, within `tx`; returns how
 /// many it deleted and the last key, where the next step starts.
@@ -261,7 +229,7 @@ pub(super) fn trim(
         })?
         .collect::<rusqlite::Result<_>>()?;
     for (user_id, ts, seq) in &doomed {
-        delete(tx, &users, (user_id, *ts, *seq))?;
+        TABLES.delete(tx, &users, (user_id, *ts, *seq))?;
     }
     Ok((doomed.len() as u64, doomed.pop()))
 }
@@ -282,17 +250,7 @@ pub(super) fn query(
     let filter = &within(filter, partition);
     let mut runs = Vec::with_capacity(2);
     for table in [partition.users_table().as_str(), RECENT] {
-        let after = query.after.map(|after| (after, query.order));
-        let (mut sql, mut params) =
-            select_through(table, partition, JOINED_COLUMNS, KEY, filter, after);
-        let direction = direction(query.order);
-        sql.push_str(&format!(
-            " ORDER BY i.ts {direction}, i.seq {direction} LIMIT ?"
-        ));
-        params.push(sql_count(wanted));
-        let mut statement = connection.prepare_cached(&sql)?;
-        let rows = statement.query_map(params_from_iter(params), event_from_row)?;
-        runs.push(rows.collect::<rusqlite::Result<Vec<_>>>()?);
+        runs.push(through(table).fetch(connection, partition, filter, query, (wanted, 0))?);
     }
     let recent = runs.pop().unwrap_or_default();
     let main = runs.pop().unwrap_or_default();
@@ -314,13 +272,17 @@ pub(super) fn count(
     let filter = &within(filter, partition);
     let mut total = 0;
     for table in [partition.users_table().as_str(), RECENT] {
-        let (sql, params) = select_through(table, partition, "count(*)", KEY, filter, after);
-        let count: i64 = connection
-            .prepare_cached(&sql)?
-            .query_row(params_from_iter(params), |row| row.get(0))?;
-        total += count as u64;
+        total += through(table).count(connection, partition, filter, after)?;
     }
     Ok(total)
+}
+
+/// Reads through the index's table `table`.
+fn through(table: &str) -> Through<'_> {
+    Through::Index {
+        table,
+        key: TABLES.column,
+    }
 }
 
 /// Merges two runs that are each in `order` by `(timestamp, seq)`.

@@ -31,6 +31,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use anyhow::{anyhow, Context, Result};
 use rusqlite::{params, Connection, Transaction};
 
+use super::entry_tables::OwnedEntry;
 use super::partitions::{self, Partition};
 use super::service_index;
 use super::user_index::{self, Key, Sweep, Sweeper};
@@ -133,7 +134,7 @@ pub(super) fn open(events_path: &Path, sweep: Sweep) -> Result<UserWriter> {
             |_| Ok(()),
         )
         .is_ok();
-    user_index::create_table(&tx, "main.user_index_recent")?;
+    user_index::TABLES.create(&tx, "main.user_index_recent")?;
     drop_stale_tables(&tx, &layout)?;
     // A partition without its table of the service index: the file is from before that
     // index moved here (or the table was lost).
@@ -148,7 +149,12 @@ pub(super) fn open(events_path: &Path, sweep: Sweep) -> Result<UserWriter> {
         build_from_events(&tx, &layout)?;
     } else {
         for range in services_missing {
-            service_index::build(&tx, Partition { range }, EVENTS_SCHEMA)?;
+            let partition = Partition { range };
+            service_index::TABLES.fill(
+                &tx,
+                &format!("main.{}", partition.services_table()),
+                &format!("{EVENTS_SCHEMA}.{}", partition.events_table()),
+            )?;
         }
     }
     tx.commit()?;
@@ -181,9 +187,9 @@ fn in_main_level(
 /// Deletes an entry from the recent level or, when it is not there and `main` is given,
 /// from that partition's main level, within `tx`; returns how many recent entries went.
 fn delete_entry(tx: &Transaction, main: Option<Partition>, key: (&str, i64, i64)) -> Result<usize> {
-    let recent = user_index::delete(tx, user_index::RECENT, key)?;
+    let recent = user_index::TABLES.delete(tx, user_index::RECENT, key)?;
     if let (0, Some(partition)) = (recent, main) {
-        user_index::delete(tx, &format!("main.{}", partition.users_table()), key)?;
+        user_index::TABLES.delete(tx, &format!("main.{}", partition.users_table()), key)?;
     }
     Ok(recent)
 }
@@ -207,8 +213,8 @@ fn drop_stale_tables(tx: &Transaction, layout: &Layout) -> Result<()> {
             [partition.users_table(), partition.services_table()]
         })
         .collect();
-    let mut tables = user_index::tables(tx)?;
-    tables.extend(service_index::tables(tx)?);
+    let mut tables = user_index::TABLES.names(tx)?;
+    tables.extend(service_index::TABLES.names(tx)?);
     let stale = tables
         .into_iter()
         .filter(|table| table != user_index::RECENT && !current.contains(table));
@@ -222,8 +228,8 @@ fn drop_stale_tables(tx: &Transaction, layout: &Layout) -> Result<()> {
 /// level of the user index and its table of the service index.
 fn create_main_tables(tx: &Transaction, range: TimeRange) -> Result<()> {
     let partition = Partition { range };
-    user_index::create_table(tx, &format!("main.{}", partition.users_table()))?;
-    service_index::create_table(tx, &format!("main.{}", partition.services_table()))
+    user_index::TABLES.create(tx, &format!("main.{}", partition.users_table()))?;
+    service_index::TABLES.create(tx, &format!("main.{}", partition.services_table()))
 }
 
 /// Fills the main level of the user index and the service index from the events of every
@@ -233,22 +239,15 @@ fn build_from_events(tx: &Transaction, layout: &Layout) -> Result<()> {
     tx.execute("DELETE FROM main.user_index_recent", [])?;
     for range in layout.ranges() {
         let partition = Partition { range };
-        tx.execute(&format!("DELETE FROM main.{}", partition.users_table()), [])?;
-        tx.execute(
-            &format!("DELETE FROM main.{}", partition.services_table()),
-            [],
-        )?;
-        service_index::build(tx, partition, EVENTS_SCHEMA)?;
-        tx.execute(
-            &format!(
-                "INSERT OR IGNORE INTO main.{} (user_id, ts, seq)
-                 SELECT user_id, ts, seq FROM {EVENTS_SCHEMA}.{} WHERE user_id IS NOT NULL
-                 ORDER BY user_id, ts, seq",
-                partition.users_table(),
-                partition.events_table()
-            ),
-            [],
-        )?;
+        let events = format!("{EVENTS_SCHEMA}.{}", partition.events_table());
+        for (index, table) in [
+            (&user_index::TABLES, partition.users_table()),
+            (&service_index::TABLES, partition.services_table()),
+        ] {
+            let table = format!("main.{table}");
+            tx.execute(&format!("DELETE FROM {table}"), [])?;
+            index.fill(tx, &table, &events)?;
+        }
     }
     tx.execute_batch(&format!(
         "CREATE TABLE main.users_progress (
@@ -367,7 +366,7 @@ impl UserWriter {
                     added_services.contains(&event.seq),
                 ) {
                     let key = (service.as_str(), event.timestamp_ms, event.seq as i64);
-                    service_index::delete(&tx, &partition.services_table(), key)?;
+                    service_index::TABLES.delete(&tx, &partition.services_table(), key)?;
                 }
             }
         }
@@ -408,8 +407,8 @@ impl UserWriter {
     pub(super) fn delete_entries(
         &mut self,
         partition: Partition,
-        entries: &[Key],
-        services: &[Key],
+        entries: &[OwnedEntry],
+        services: &[OwnedEntry],
         anywhere: bool,
     ) -> Result<()> {
         let tx = self.connection.transaction()?;
@@ -420,7 +419,7 @@ impl UserWriter {
         }
         let services_table = format!("main.{}", partition.services_table());
         for (service, ts, seq) in services {
-            service_index::delete(&tx, &services_table, (service, *ts, *seq))?;
+            service_index::TABLES.delete(&tx, &services_table, (service, *ts, *seq))?;
         }
         tx.commit()?;
         self.sweeper.removed(removed);
