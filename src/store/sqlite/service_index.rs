@@ -32,12 +32,14 @@ pub(super) fn insert_statement<'t>(
     ))?)
 }
 
-/// Adds the entry of `event`, if it has a service, with `insert` (an [`insert_statement`]);
-/// `true` if it was not there already (it is when a batch is stored again).
-pub(super) fn insert(insert: &mut CachedStatement, event: &StoredEvent) -> Result<bool> {
-    let Some(service) = &event.service else {
-        return Ok(false);
-    };
+/// Adds the entry of `event`, whose service is `service`, with `insert` (an
+/// [`insert_statement`]); `true` if it was not there already (it is when a batch is stored
+/// again).
+pub(super) fn insert(
+    insert: &mut CachedStatement,
+    service: &str,
+    event: &StoredEvent,
+) -> Result<bool> {
     let inserted = insert.execute(params![service, event.timestamp_ms, event.seq as i64])?;
     Ok(inserted > 0)
 }

@@ -266,11 +266,14 @@ fn add_service_entries(
     tx: &Transaction,
     layout: &Layout,
     events: &[StoredEvent],
-) -> Result<HashSet<u64>> {
-    let mut added = HashSet::new();
+) -> Result<Vec<u64>> {
+    let mut added = Vec::new();
     // Batches mostly fall in one partition: its statement is kept while it holds.
     let mut current: Option<(TimeRange, rusqlite::CachedStatement)> = None;
-    for event in events.iter().filter(|event| event.service.is_some()) {
+    for event in events {
+        let Some(service) = &event.service else {
+            continue;
+        };
         let insert = match &mut current {
             Some((range, insert)) if range.covers(event.timestamp_ms) => insert,
             _ => {
@@ -283,8 +286,8 @@ fn add_service_entries(
                     .1
             }
         };
-        if service_index::insert(insert, event)? {
-            added.insert(event.seq);
+        if service_index::insert(insert, service, event)? {
+            added.push(event.seq);
         }
     }
     Ok(added)
@@ -352,6 +355,7 @@ impl UserWriter {
         if !skipped.is_empty() {
             let skipped: HashSet<u64> = skipped.into_iter().collect();
             let added: HashSet<u64> = added_seqs.into_iter().collect();
+            let added_services: HashSet<u64> = added_services.into_iter().collect();
             for event in events.iter().filter(|event| skipped.contains(&event.seq)) {
                 let partition = layout
                     .covering(event.timestamp_ms)
