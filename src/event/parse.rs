@@ -183,53 +183,112 @@ fn parse_json_body(
 
     let mut too_many = false;
     let mut de = serde_json::Deserializer::from_str(text);
-    let elements = de
-        .deserialize_seq(ElementsVisitor {
+    let items = de
+        .deserialize_seq(EventsVisitor {
+            bounds,
             too_many: &mut too_many,
         })
-        .and_then(|elements| de.end().map(|()| elements));
-    let elements = match elements {
-        Ok(elements) => elements,
-        Err(_) if too_many => {
-            return Err(BodyError::TooManyEvents {
-                count_at_least: MAX_EVENTS_PER_REQUEST + 1,
-            })
-        }
-        Err(e) => return Err(malformed(&e, bom_len)),
-    };
-    Ok(elements
-        .into_iter()
-        .enumerate()
-        .map(|(index, raw)| Item {
-            index,
-            result: parse_event(raw.get(), bounds),
-        })
-        .collect())
+        .and_then(|items| de.end().map(|()| items));
+    match items {
+        Ok(items) => Ok(items),
+        Err(_) if too_many => Err(BodyError::TooManyEvents {
+            count_at_least: MAX_EVENTS_PER_REQUEST + 1,
+        }),
+        Err(e) => Err(malformed(&e, bom_len)),
+    }
 }
 
-/// Collects an array's elements unparsed, giving up as soon as there are too many so that a
-/// huge array of tiny elements costs neither time nor memory.
-struct ElementsVisitor<'f> {
+/// Parses an array's elements as events in the one pass that also checks the whole body's
+/// syntax (a syntax error anywhere still refuses the body), giving up as soon as there are
+/// too many so that a huge array of tiny elements costs neither time nor memory.
+struct EventsVisitor<'b, 'f> {
+    bounds: &'b TimeBounds<'b>,
     too_many: &'f mut bool,
 }
 
-impl<'de> Visitor<'de> for ElementsVisitor<'_> {
-    type Value = Vec<&'de RawValue>;
+impl<'de> Visitor<'de> for EventsVisitor<'_, '_> {
+    type Value = Vec<Item>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an array of events")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut elements = Vec::new();
-        while let Some(raw) = seq.next_element::<&'de RawValue>()? {
-            if elements.len() == MAX_EVENTS_PER_REQUEST {
+        let mut items = Vec::new();
+        while let Some(result) = seq.next_element_seed(EventSeed {
+            bounds: self.bounds,
+        })? {
+            if items.len() == MAX_EVENTS_PER_REQUEST {
                 *self.too_many = true;
                 return Err(de::Error::custom("too many events"));
             }
-            elements.push(raw);
+            items.push(Item {
+                index: items.len(),
+                result,
+            });
         }
-        Ok(elements)
+        Ok(items)
+    }
+}
+
+/// One JSON value (a body, an array's element or an NDJSON line) read as an event if it is
+/// an object, and refused, once read to its end, if it is any other value.
+struct EventSeed<'b> {
+    bounds: &'b TimeBounds<'b>,
+}
+
+impl EventSeed<'_> {
+    fn not_an_object<E>(self) -> Result<EventResult, E> {
+        Ok(Err(vec![FieldError::whole("event must be a JSON object")]))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
+    type Value = EventResult;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<EventResult, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EventSeed<'_> {
+    type Value = EventResult;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EventResult, A::Error> {
+        Ok(EventVisitor.visit_map(map)?.into_event(self.bounds))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<EventResult, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.not_an_object()
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<EventResult, E> {
+        self.not_an_object()
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<EventResult, E> {
+        self.not_an_object()
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<EventResult, E> {
+        self.not_an_object()
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<EventResult, E> {
+        self.not_an_object()
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<EventResult, E> {
+        self.not_an_object()
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<EventResult, E> {
+        self.not_an_object()
     }
 }
 
@@ -267,14 +326,10 @@ fn parse_ndjson_line(line: &[u8], bounds: &TimeBounds<'_>) -> EventResult {
 /// Parses one event, checking the JSON syntax in the same pass: the outer error is a syntax
 /// error, the inner one an invalid event.
 fn parse_event_text(text: &str, bounds: &TimeBounds<'_>) -> Result<EventResult, serde_json::Error> {
-    if first_non_whitespace(text) != Some(b'{') {
-        serde_json::from_str::<IgnoredAny>(text)?;
-        return Ok(Err(vec![FieldError::whole("event must be a JSON object")]));
-    }
     let mut de = serde_json::Deserializer::from_str(text);
-    let fields = de.deserialize_map(EventVisitor)?;
+    let result = EventSeed { bounds }.deserialize(&mut de)?;
     de.end()?;
-    Ok(fields.into_event(bounds))
+    Ok(result)
 }
 
 fn first_non_whitespace(text: &str) -> Option<u8> {

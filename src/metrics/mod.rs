@@ -475,7 +475,8 @@ impl EventMetrics {
         let skipped: HashSet<u64> = skipped.iter().copied().collect();
         // Counted per second first, without the lock: requests wait only for the few
         // thousand sums, not for every event of the batch.
-        let mut per_second: HashMap<(i64, &str, Option<&str>), u64> = HashMap::new();
+        let mut per_second: foldhash::HashMap<(i64, &str, Option<&str>), u64> =
+            foldhash::HashMap::default();
         for event in events.iter().filter(|event| !skipped.contains(&event.seq)) {
             let second = floor_to(event.timestamp_ms, SECOND_MS);
             let key = (second, event.kind.as_str(), event.service.as_deref());

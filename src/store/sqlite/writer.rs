@@ -5,10 +5,11 @@
 //! transaction; the user index's thread ([`user_store`](super::user_store)) stores the
 //! batch's user-index entries meanwhile, and is told the partitions once they are known.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::mpsc::Receiver;
 
 use anyhow::Result;
+use foldhash::HashMap;
 use rusqlite::{params, Connection, ErrorCode};
 
 use super::event_ids::StoredId;
@@ -82,7 +83,7 @@ impl Writer {
         users.routed(&self.layout);
         let mut skipped = Vec::new();
         let mut rollups = RollupBatch::default();
-        let mut per_partition: HashMap<TimeRange, i64> = HashMap::new();
+        let mut per_partition: HashMap<TimeRange, i64> = HashMap::default();
         {
             // Batches mostly fall in one partition: its statement is kept while it holds.
             let mut current: Option<(TimeRange, rusqlite::CachedStatement)> = None;
@@ -227,7 +228,7 @@ impl<'a> RollupBatch<'a> {
     }
 
     fn hours(&self) -> RollupCounts<'a> {
-        let mut hours = RollupCounts::new();
+        let mut hours = RollupCounts::default();
         for (&(minute, kind, service), count) in &self.minutes {
             *hours
                 .entry((floor_to(minute, HOUR_MS), kind, service))
