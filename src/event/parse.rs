@@ -156,8 +156,8 @@ pub fn parse_body(
     }
 }
 
-/// Parses one JSON value's text as an event (an NDJSON line): text that is not JSON is
-/// reported as an invalid event, not as a malformed body.
+/// Parses one JSON value's text as an event (an NDJSON line, or an OTLP record's event
+/// text): text that is not JSON is reported as an invalid event, not as a malformed body.
 pub fn parse_event(raw: &str, bounds: &TimeBounds<'_>) -> EventResult {
     parse_event_text(raw, bounds).unwrap_or_else(|e| Err(vec![invalid_json(&e)]))
 }
