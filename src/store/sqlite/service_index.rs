@@ -11,7 +11,7 @@
 //! is harmless (queries join by seq, and seqs are never reused).
 
 use anyhow::Result;
-use rusqlite::{params, CachedStatement, Transaction};
+use rusqlite::{params, CachedStatement};
 
 use super::entry_tables::EntryTables;
 use crate::event::StoredEvent;
@@ -22,18 +22,13 @@ pub(super) const TABLES: EntryTables = EntryTables {
     prefix: "service_index_",
 };
 
-/// The statement that adds entries to `table`, within `tx`, for [`insert`].
-pub(super) fn insert_statement<'t>(
-    tx: &'t Transaction,
-    table: &str,
-) -> Result<CachedStatement<'t>> {
-    Ok(tx.prepare_cached(&format!(
-        "INSERT OR IGNORE INTO {table} (service, ts, seq) VALUES (?, ?, ?)"
-    ))?)
+/// The SQL of the statement that adds entries to `table`, for [`insert`].
+pub(super) fn insert_sql(table: &str) -> String {
+    format!("INSERT OR IGNORE INTO {table} (service, ts, seq) VALUES (?, ?, ?)")
 }
 
-/// Adds the entry of `event`, whose service is `service`, with `insert` (an
-/// [`insert_statement`]); `true` if it was not there already (it is when a batch is stored
+/// Adds the entry of `event`, whose service is `service`, with `insert` (an [`insert_sql`]
+/// statement); `true` if it was not there already (it is when a batch is stored
 /// again).
 pub(super) fn insert(
     insert: &mut CachedStatement,

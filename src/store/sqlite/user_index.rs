@@ -19,7 +19,7 @@ use anyhow::Result;
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection, OptionalExtension, Transaction};
 
-use super::entry_tables::EntryTables;
+use super::entry_tables::{EntryTables, OwnedEntry};
 use super::partitions::Partition;
 use super::query::{sql_count, within, Through};
 use crate::event::StoredEvent;
@@ -54,20 +54,17 @@ pub(super) const TABLES: EntryTables = EntryTables {
     prefix: "user_index",
 };
 
-/// A user-index entry: user id, timestamp, seq.
-pub(super) type Key = (String, i64, i64);
-
 /// The sweep's state, kept by the store's writer thread.
 pub(super) struct Sweeper {
     tuning: Sweep,
     /// The last key moved; the next run starts after it (from the start when `None`).
-    cursor: Option<Key>,
+    cursor: Option<OwnedEntry>,
     recent_len: usize,
 }
 
 /// What one sweep did, applied to the [`Sweeper`] once its transaction commits.
 pub(super) struct Swept {
-    cursor: Option<Key>,
+    cursor: Option<OwnedEntry>,
     added: usize,
     moved: usize,
 }
@@ -110,7 +107,7 @@ impl Sweeper {
         // The run ends at the quota-th key after the cursor, or at the table's end.
         let mut last_params = after_params.clone();
         last_params.push(Value::Integer(quota as i64 - 1));
-        let last: Option<Key> = tx
+        let last: Option<OwnedEntry> = tx
             .prepare_cached(&format!(
                 "SELECT user_id, ts, seq FROM user_index_recent WHERE 1 = 1{after}
                  ORDER BY user_id, ts, seq LIMIT 1 OFFSET ?"
@@ -202,9 +199,9 @@ pub(super) fn trim(
     tx: &Transaction,
     partition: Partition,
     cutoff_ms: i64,
-    after: Option<&Key>,
+    after: Option<&OwnedEntry>,
     max_rows: usize,
-) -> Result<(u64, Option<Key>)> {
+) -> Result<(u64, Option<OwnedEntry>)> {
     let users = partition.users_table();
     let events = partition.events_table();
     let mut sql = format!(
@@ -222,7 +219,7 @@ pub(super) fn trim(
     }
     sql.push_str(" ORDER BY user_id, ts, seq LIMIT ?");
     params.push(sql_count(max_rows));
-    let mut doomed: Vec<Key> = tx
+    let mut doomed: Vec<OwnedEntry> = tx
         .prepare_cached(&sql)?
         .query_map(params_from_iter(params), |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))

@@ -31,10 +31,10 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use anyhow::{anyhow, Context, Result};
 use rusqlite::{params, Connection, Transaction};
 
-use super::entry_tables::OwnedEntry;
-use super::partitions::{self, Partition};
+use super::entry_tables::{Entry, OwnedEntry};
+use super::partitions::{self, Partition, PartitionStatement};
 use super::service_index;
-use super::user_index::{self, Key, Sweep, Sweeper};
+use super::user_index::{self, Sweep, Sweeper};
 use crate::event::StoredEvent;
 use crate::store::partitioning::{Layout, TimeRange};
 
@@ -167,11 +167,7 @@ pub(super) fn open(events_path: &Path, sweep: Sweep) -> Result<UserWriter> {
 }
 
 /// Whether the main level holds an entry, within `tx`.
-fn in_main_level(
-    tx: &Transaction,
-    layout: &Layout,
-    (user_id, ts, seq): (&str, i64, i64),
-) -> Result<bool> {
+fn in_main_level(tx: &Transaction, layout: &Layout, (user_id, ts, seq): Entry) -> Result<bool> {
     let Some(range) = layout.covering(ts) else {
         return Ok(false);
     };
@@ -186,7 +182,7 @@ fn in_main_level(
 
 /// Deletes an entry from the recent level or, when it is not there and `main` is given,
 /// from that partition's main level, within `tx`; returns how many recent entries went.
-fn delete_entry(tx: &Transaction, main: Option<Partition>, key: (&str, i64, i64)) -> Result<usize> {
+fn delete_entry(tx: &Transaction, main: Option<Partition>, key: Entry) -> Result<usize> {
     let recent = user_index::TABLES.delete(tx, user_index::RECENT, key)?;
     if let (0, Some(partition)) = (recent, main) {
         user_index::TABLES.delete(tx, &format!("main.{}", partition.users_table()), key)?;
@@ -268,24 +264,20 @@ fn add_service_entries(
     events: &[StoredEvent],
 ) -> Result<Vec<u64>> {
     let mut added = Vec::new();
-    // Batches mostly fall in one partition: its statement is kept while it holds.
-    let mut current: Option<(TimeRange, rusqlite::CachedStatement)> = None;
+    let mut inserts = PartitionStatement::new();
     for event in events {
         let Some(service) = &event.service else {
             continue;
         };
-        let insert = match &mut current {
-            Some((range, insert)) if range.covers(event.timestamp_ms) => insert,
-            _ => {
-                let range = layout
-                    .covering(event.timestamp_ms)
-                    .ok_or_else(|| anyhow!("no partition covers the event of seq {}", event.seq))?;
-                let table = format!("main.{}", Partition { range }.services_table());
-                &mut current
-                    .insert((range, service_index::insert_statement(tx, &table)?))
-                    .1
-            }
+        let range = match inserts.range() {
+            Some(range) if range.covers(event.timestamp_ms) => range,
+            _ => layout
+                .covering(event.timestamp_ms)
+                .ok_or_else(|| anyhow!("no partition covers the event of seq {}", event.seq))?,
         };
+        let insert = inserts.get(tx, range, |partition| {
+            service_index::insert_sql(&format!("main.{}", partition.services_table()))
+        })?;
         if service_index::insert(insert, service, event)? {
             added.push(event.seq);
         }
@@ -370,7 +362,8 @@ impl UserWriter {
                     added_services.contains(&event.seq),
                 ) {
                     let key = (service.as_str(), event.timestamp_ms, event.seq as i64);
-                    service_index::TABLES.delete(&tx, &partition.services_table(), key)?;
+                    let table = format!("main.{}", partition.services_table());
+                    service_index::TABLES.delete(&tx, &table, key)?;
                 }
             }
         }
@@ -436,9 +429,9 @@ impl UserWriter {
         &mut self,
         partition: Partition,
         cutoff_ms: i64,
-        after: Option<Key>,
+        after: Option<OwnedEntry>,
         max_rows: usize,
-    ) -> Result<(u64, Option<Key>)> {
+    ) -> Result<(u64, Option<OwnedEntry>)> {
         let tx = self.connection.transaction()?;
         let trimmed = user_index::trim(&tx, partition, cutoff_ms, after.as_ref(), max_rows)?;
         tx.commit()?;

@@ -13,7 +13,7 @@ use foldhash::HashMap;
 use rusqlite::{params, Connection, ErrorCode};
 
 use super::event_ids::StoredId;
-use super::partitions::Partition;
+use super::partitions::{Partition, PartitionStatement};
 use super::query::COLUMNS;
 use super::thread::StoreThread;
 use super::user_store::EventsSide;
@@ -85,20 +85,15 @@ impl Writer {
         let mut rollups = RollupBatch::default();
         let mut per_partition: HashMap<TimeRange, i64> = HashMap::default();
         {
-            // Batches mostly fall in one partition: its statement is kept while it holds.
-            let mut current: Option<(TimeRange, rusqlite::CachedStatement)> = None;
+            let mut inserts = PartitionStatement::new();
             for (event, &range) in events.iter().zip(&ranges) {
-                let insert = match &mut current {
-                    Some((current, insert)) if *current == range => insert,
-                    _ => {
-                        let sql = format!(
-                            "INSERT OR IGNORE INTO {} ({COLUMNS})
-                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            Partition { range }.events_table()
-                        );
-                        &mut current.insert((range, tx.prepare_cached(&sql)?)).1
-                    }
-                };
+                let insert = inserts.get(&tx, range, |partition| {
+                    format!(
+                        "INSERT OR IGNORE INTO {} ({COLUMNS})
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        partition.events_table()
+                    )
+                })?;
                 let packed_ids = !self.text_ids.contains(&range);
                 let inserted = insert.execute(params![
                     event.seq as i64,
