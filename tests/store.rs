@@ -50,6 +50,7 @@ contract!(
     orders_filters_and_pages,
     round_trips_every_field,
     appends_are_idempotent_on_id,
+    skips_exactly_the_stored_ids_in_long_batches,
     holds_uuid_ids_as_sent,
     lists_recent_client_ids,
     keeps_rollups_and_counts,
@@ -358,6 +359,74 @@ async fn appends_are_idempotent_on_id(store: TestStore) {
     };
     let found = store.query(query(svc_0, Order::Asc, 10)).await.unwrap();
     assert_eq!(seqs(&found), [4]);
+    store.assert_one_index_entry_per_event().await;
+}
+
+/// Long batches over two partitions, stored again after a crash and mixed with new events
+/// whose ids are stored already (in the batch before, or earlier in the same batch): exactly
+/// those are skipped, wherever they fall in the batch.
+async fn skips_exactly_the_stored_ids_in_long_batches(store: TestStore) {
+    // Seqs 1..=130 on one day, 131..=200 on the next.
+    let ts_of = |seq: u64| {
+        if seq <= 130 {
+            seq as i64
+        } else {
+            DAY_MS + seq as i64
+        }
+    };
+    let first: Vec<_> = (1..=200)
+        .map(|seq| event(seq, &format!("client-{seq}"), "t", ts_of(seq)))
+        .collect();
+    let outcome = store
+        .append_batch(Arc::new(first.clone()), 200)
+        .await
+        .unwrap();
+    assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
+
+    // 101..=200 again as they were; then 201..=300, new seqs, of which every seventh has the
+    // id (and time) of an event stored before, and 251 the id of 250.
+    let mut second = first[100..].to_vec();
+    let mut expected_skipped: Vec<u64> = (101..=200).collect();
+    for seq in 201..=300 {
+        let event = if seq % 7 == 0 {
+            expected_skipped.push(seq);
+            let stored = seq - 200;
+            event(seq, &format!("client-{stored}"), "t", ts_of(stored))
+        } else if seq == 251 {
+            expected_skipped.push(seq);
+            event(seq, "client-twice", "t", ts_of(seq))
+        } else if seq == 250 {
+            event(seq, "client-twice", "t", ts_of(seq))
+        } else {
+            event(seq, &format!("client-{seq}"), "t", ts_of(seq))
+        };
+        second.push(event);
+    }
+    let outcome = store
+        .append_batch(Arc::new(second.clone()), 300)
+        .await
+        .unwrap();
+    let mut skipped = outcome.skipped;
+    skipped.sort_unstable();
+    assert_eq!(skipped, expected_skipped);
+
+    let stored: Vec<u64> = (1..=300)
+        .filter(|seq| !expected_skipped.contains(seq) || *seq <= 200)
+        .collect();
+    assert_eq!(store.event_count().await.unwrap(), stored.len() as u64);
+    let all = store
+        .query(query(EventFilter::default(), Order::Asc, 1_000))
+        .await
+        .unwrap();
+    let mut found = seqs(&all);
+    found.sort_unstable();
+    assert_eq!(found, stored);
+    for event in second
+        .iter()
+        .filter(|e| e.seq > 200 && !expected_skipped.contains(&e.seq))
+    {
+        assert_eq!(store.get(&event.id).await.unwrap().as_ref(), Some(event));
+    }
     store.assert_one_index_entry_per_event().await;
 }
 

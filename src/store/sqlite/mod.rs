@@ -17,6 +17,7 @@ mod checkpointer;
 mod credentials;
 mod entry_tables;
 mod event_ids;
+mod event_inserts;
 mod migrations;
 mod partitions;
 mod query;

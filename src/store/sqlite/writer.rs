@@ -12,9 +12,8 @@ use anyhow::Result;
 use foldhash::HashMap;
 use rusqlite::{params, Connection, ErrorCode};
 
-use super::event_ids::StoredId;
-use super::partitions::{Partition, PartitionStatement};
-use super::query::COLUMNS;
+use super::event_inserts::EventInserts;
+use super::partitions::Partition;
 use super::thread::StoreThread;
 use super::user_store::EventsSide;
 use crate::event::StoredEvent;
@@ -85,29 +84,23 @@ impl Writer {
         let mut rollups = RollupBatch::default();
         let mut per_partition: HashMap<TimeRange, i64> = HashMap::default();
         {
-            let mut inserts = PartitionStatement::new();
-            for (event, &range) in events.iter().zip(&ranges) {
-                let insert = inserts.get(&tx, range, |partition| {
-                    format!(
-                        "INSERT OR IGNORE INTO {} ({COLUMNS})
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        partition.events_table()
-                    )
-                })?;
+            let mut inserts = EventInserts::new(&tx);
+            let mut inserted = Vec::with_capacity(events.len());
+            let mut run_start = 0;
+            while run_start < events.len() {
+                // A run of events in one partition.
+                let range = ranges[run_start];
+                let run_len = ranges[run_start..]
+                    .iter()
+                    .take_while(|&&other| other == range)
+                    .count();
+                let run = &events[run_start..run_start + run_len];
                 let packed_ids = !self.text_ids.contains(&range);
-                let inserted = insert.execute(params![
-                    event.seq as i64,
-                    StoredId::new(&event.id, packed_ids),
-                    event.id_from_client,
-                    event.kind,
-                    event.timestamp_ms,
-                    event.received_at_ms,
-                    event.service,
-                    event.user_id,
-                    event.message,
-                    event.metadata,
-                ])?;
-                if inserted == 0 {
+                inserts.insert_run(Partition { range }, packed_ids, run, &mut inserted)?;
+                run_start += run_len;
+            }
+            for ((event, range), inserted) in events.iter().zip(ranges).zip(inserted) {
+                if !inserted {
                     // Nothing to index or count for an event skipped as an already stored id.
                     skipped.push(event.seq);
                     continue;
