@@ -364,9 +364,10 @@ async fn appends_are_idempotent_on_id(store: TestStore) {
 
 /// Long batches over two partitions, stored again after a crash and mixed with new events
 /// whose ids are stored already (in the batch before, or earlier in the same batch): exactly
-/// those are skipped, wherever they fall in the batch.
+/// those are skipped, wherever they fall in the batch, and only the others are counted in
+/// the rollups (of more keys a minute than the store writes in one statement).
 async fn skips_exactly_the_stored_ids_in_long_batches(store: TestStore) {
-    // Seqs 1..=130 on one day, 131..=200 on the next.
+    // Seqs 1..=130 on one day, 131..=200 on the next; 41 types over two services.
     let ts_of = |seq: u64| {
         if seq <= 130 {
             seq as i64
@@ -374,8 +375,9 @@ async fn skips_exactly_the_stored_ids_in_long_batches(store: TestStore) {
             DAY_MS + seq as i64
         }
     };
+    let new_event = |seq: u64, id: &str, ts: i64| event(seq, id, &format!("t{}", seq % 41), ts);
     let first: Vec<_> = (1..=200)
-        .map(|seq| event(seq, &format!("client-{seq}"), "t", ts_of(seq)))
+        .map(|seq| new_event(seq, &format!("client-{seq}"), ts_of(seq)))
         .collect();
     let outcome = store
         .append_batch(Arc::new(first.clone()), 200)
@@ -391,14 +393,14 @@ async fn skips_exactly_the_stored_ids_in_long_batches(store: TestStore) {
         let event = if seq % 7 == 0 {
             expected_skipped.push(seq);
             let stored = seq - 200;
-            event(seq, &format!("client-{stored}"), "t", ts_of(stored))
+            new_event(seq, &format!("client-{stored}"), ts_of(stored))
         } else if seq == 251 {
             expected_skipped.push(seq);
-            event(seq, "client-twice", "t", ts_of(seq))
+            new_event(seq, "client-twice", ts_of(seq))
         } else if seq == 250 {
-            event(seq, "client-twice", "t", ts_of(seq))
+            new_event(seq, "client-twice", ts_of(seq))
         } else {
-            event(seq, &format!("client-{seq}"), "t", ts_of(seq))
+            new_event(seq, &format!("client-{seq}"), ts_of(seq))
         };
         second.push(event);
     }
@@ -410,8 +412,13 @@ async fn skips_exactly_the_stored_ids_in_long_batches(store: TestStore) {
     skipped.sort_unstable();
     assert_eq!(skipped, expected_skipped);
 
-    let stored: Vec<u64> = (1..=300)
-        .filter(|seq| !expected_skipped.contains(seq) || *seq <= 200)
+    let stored: Vec<&StoredEvent> = first
+        .iter()
+        .chain(
+            second
+                .iter()
+                .filter(|e| e.seq > 200 && !expected_skipped.contains(&e.seq)),
+        )
         .collect();
     assert_eq!(store.event_count().await.unwrap(), stored.len() as u64);
     let all = store
@@ -420,14 +427,46 @@ async fn skips_exactly_the_stored_ids_in_long_batches(store: TestStore) {
         .unwrap();
     let mut found = seqs(&all);
     found.sort_unstable();
-    assert_eq!(found, stored);
-    for event in second
-        .iter()
-        .filter(|e| e.seq > 200 && !expected_skipped.contains(&e.seq))
-    {
-        assert_eq!(store.get(&event.id).await.unwrap().as_ref(), Some(event));
+    assert_eq!(found, stored.iter().map(|e| e.seq).collect::<Vec<_>>());
+    for event in &stored {
+        assert_eq!(store.get(&event.id).await.unwrap().as_ref(), Some(*event));
     }
     store.assert_one_index_entry_per_event().await;
+
+    for bucket_ms in [MINUTE_MS, HOUR_MS] {
+        let mut expected = BTreeMap::new();
+        for event in &stored {
+            let key = (
+                floor_to(event.timestamp_ms, bucket_ms),
+                &event.kind,
+                &event.service,
+            );
+            *expected.entry(key).or_insert(0) += 1;
+        }
+        let query = RollupQuery {
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            bucket_ms,
+            kind: None,
+            service: None,
+        };
+        let mut rows: Vec<_> = store
+            .rollups(query)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| ((row.bucket_ms, row.kind, row.service), row.count))
+            .collect();
+        rows.sort();
+        let expected: Vec<_> = expected
+            .into_iter()
+            .map(|((bucket, kind, service), count)| {
+                ((bucket, kind.clone(), service.clone()), count)
+            })
+            .collect();
+        assert!(expected.len() > 2 * 64, "{} rollup rows", expected.len());
+        assert_eq!(rows, expected, "rollups per {bucket_ms} ms");
+    }
 }
 
 /// Ids in a UUID's canonical form (which SQLite holds as 16 bytes) and in other spellings of

@@ -1,12 +1,5 @@
-//! Stores a batch's events in their partitions' tables, many rows per `INSERT`.
-//!
-//! Within one statement SQLite keeps its cursors on the table and each index from row to
-//! row, and a row that goes at the end of an index is placed from where the previous one
-//! went, without descending from the root again (`sqlite3BtreeIndexMoveto`'s check of the
-//! last page). The events arrive nearly in order for the rowid (the seq), the time index,
-//! server ids (UUIDv7) and the client ids' arrival index, so most of their inserts are
-//! placed that way; with one statement per event, every insert descended every index from
-//! its root, which was most of the writer's time.
+//! Stores a batch's events in their partitions' tables, many rows per `INSERT`
+//! ([`multi_row`](super::multi_row)).
 //!
 //! `INSERT OR IGNORE` skips an event whose id the partition holds already; one statement
 //! for many rows says only how many went in. An event whose seq is new to the table went in
@@ -19,15 +12,11 @@ use foldhash::HashMap;
 use rusqlite::{Connection, Statement};
 
 use super::event_ids::StoredId;
+use super::multi_row;
 use super::partitions::Partition;
 use super::query::COLUMNS;
 use crate::event::StoredEvent;
 use crate::store::partitioning::TimeRange;
-
-/// The most events per statement. A power of two: a shorter run is stored by statements of
-/// the powers of two it is made of, so each partition has a handful of statements to keep
-/// prepared whatever the runs' lengths. At 64, one insert in 64 descends from the root.
-const MOST_ROWS: usize = 64;
 
 /// The columns of [`COLUMNS`], bound for each row.
 const COLUMN_COUNT: usize = 10;
@@ -97,21 +86,18 @@ impl<'c> EventInserts<'c> {
     }
 }
 
-/// Stores `events`, whose seqs are new to `table`, by statements of [`MOST_ROWS`] rows or
-/// fewer, pushing onto `inserted` whether each went in.
+/// Stores `events`, whose seqs are new to `table`, by statements of
+/// [`multi_row::MOST_ROWS`] rows or fewer, pushing onto `inserted` whether each went in.
 fn insert_new(
     connection: &Connection,
     table: &str,
     packed_ids: bool,
-    mut events: &[StoredEvent],
+    events: &[StoredEvent],
     inserted: &mut Vec<bool>,
 ) -> Result<()> {
-    while !events.is_empty() {
-        let rows = MOST_ROWS.min(1 << events.len().ilog2());
-        let (chunk, rest) = events.split_at(rows);
-        let changed = insert_rows(connection, table, packed_ids, chunk)?;
-        if changed == rows {
-            inserted.extend(std::iter::repeat_n(true, rows));
+    for chunk in multi_row::chunks(events) {
+        if insert_rows(connection, table, packed_ids, chunk)? == chunk.len() {
+            inserted.extend(std::iter::repeat_n(true, chunk.len()));
         } else {
             let mut present =
                 connection.prepare_cached(&format!("SELECT 1 FROM {table} WHERE seq = ?"))?;
@@ -119,7 +105,6 @@ fn insert_new(
                 inserted.push(present.exists([event.seq as i64])?);
             }
         }
-        events = rest;
     }
     Ok(())
 }
@@ -140,8 +125,7 @@ fn insert_rows(
 
 /// The statement inserting `rows` events into `table`.
 fn insert_sql(table: &str, rows: usize) -> String {
-    let row = format!("({})", ["?"; COLUMN_COUNT].join(", "));
-    let values = vec![row; rows].join(", ");
+    let values = multi_row::values(COLUMN_COUNT, rows);
     format!("INSERT OR IGNORE INTO {table} ({COLUMNS}) VALUES {values}")
 }
 

@@ -19,6 +19,7 @@ mod entry_tables;
 mod event_ids;
 mod event_inserts;
 mod migrations;
+mod multi_row;
 mod partitions;
 mod query;
 mod reads;

@@ -10,9 +10,10 @@ use std::sync::mpsc::Receiver;
 
 use anyhow::Result;
 use foldhash::HashMap;
-use rusqlite::{params, Connection, ErrorCode};
+use rusqlite::{Connection, ErrorCode, Transaction};
 
 use super::event_inserts::EventInserts;
+use super::multi_row;
 use super::partitions::Partition;
 use super::thread::StoreThread;
 use super::user_store::EventsSide;
@@ -113,19 +114,7 @@ impl Writer {
                 ("rollups", &rollups.minutes),
                 ("rollups_hourly", &rollups.hours()),
             ] {
-                let mut upsert = tx.prepare_cached(&format!(
-                    "INSERT INTO {table} VALUES (?, ?, ?, ?, ?)
-                     ON CONFLICT DO UPDATE SET count = count + excluded.count"
-                ))?;
-                for ((bucket, kind, service), count) in counts {
-                    upsert.execute(params![
-                        bucket,
-                        kind,
-                        service.is_some(),
-                        service.unwrap_or(""),
-                        *count as i64
-                    ])?;
-                }
+                add_rollups(&tx, table, counts)?;
             }
             for (range, count) in per_partition {
                 Partition { range }.count(&tx, count)?;
@@ -144,10 +133,37 @@ impl Writer {
     }
 }
 
+/// Adds a batch's `counts` to the rollup table `table`, within `tx`, many rows per statement
+/// and in the table's key order: the latest minute's or hour's rows are at the table's end,
+/// where [`multi_row`] places them without descending from the root.
+fn add_rollups(tx: &Transaction, table: &str, counts: &RollupCounts) -> Result<()> {
+    // (bucket, type, service) sorts as the key (bucket, type, has_service, service) does:
+    // no service first, text by its bytes (SQLite's BINARY collation).
+    let mut rows: Vec<_> = counts.iter().collect();
+    rows.sort_unstable_by_key(|(key, _)| **key);
+    for chunk in multi_row::chunks(&rows) {
+        let mut upsert = tx.prepare_cached(&format!(
+            "INSERT INTO {table} VALUES {}
+             ON CONFLICT DO UPDATE SET count = count + excluded.count",
+            multi_row::values(5, chunk.len())
+        ))?;
+        for (row, ((bucket, kind, service), count)) in chunk.iter().enumerate() {
+            let before = row * 5;
+            upsert.raw_bind_parameter(before + 1, bucket)?;
+            upsert.raw_bind_parameter(before + 2, kind)?;
+            upsert.raw_bind_parameter(before + 3, service.is_some())?;
+            upsert.raw_bind_parameter(before + 4, service.unwrap_or(""))?;
+            upsert.raw_bind_parameter(before + 5, **count as i64)?;
+        }
+        upsert.raw_execute()?;
+    }
+    Ok(())
+}
+
 /// The partition of each event, within `tx`: the one covering it, or one created for it
 /// (its range goes into the layout at once, routing later events, and into `created`).
 fn route(
-    tx: &rusqlite::Transaction,
+    tx: &Transaction,
     layout: &mut Layout,
     events: &[StoredEvent],
     created: &mut Vec<TimeRange>,

@@ -1,0 +1,58 @@
+//! Statements that write many rows at once.
+//!
+//! Within one statement SQLite keeps its cursors on a table and each of its indexes from row
+//! to row, and a row that goes at the end of a B-tree is placed from where the previous one
+//! went, without descending from the root again (`sqlite3BtreeIndexMoveto`'s check of the
+//! last page). Rows the writer adds mostly go at the ends of their B-trees: events for the
+//! rowid (the seq), the time index, server ids (UUIDv7) and the client ids' arrival index;
+//! the rollups for their latest minute and hour. One statement per row descended every
+//! B-tree from its root for each, most of the events' writer's work.
+
+/// The most rows per statement. A power of two: a shorter run is written by statements of
+/// the powers of two it is made of, so a table has a handful of statements to keep prepared
+/// whatever the runs' lengths. At 64, one row in 64 descends from the root.
+pub(super) const MOST_ROWS: usize = 64;
+
+/// `rows` cut into the runs that statements write: [`MOST_ROWS`] at a time, then the powers
+/// of two the rest is made of, longest first.
+pub(super) fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let (chunk, rest) = rows.split_at(MOST_ROWS.min(1 << rows.len().ilog2()));
+        rows = rest;
+        Some(chunk)
+    })
+}
+
+/// The `VALUES` list of `rows` rows of `columns` parameters each: `(?, ?), (?, ?)`.
+pub(super) fn values(columns: usize, rows: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lengths(len: usize) -> Vec<usize> {
+        chunks(&vec![0u8; len]).map(<[u8]>::len).collect()
+    }
+
+    #[test]
+    fn runs_are_cut_into_powers_of_two_at_most_the_most() {
+        assert_eq!(lengths(0), Vec::<usize>::new());
+        assert_eq!(lengths(1), [1]);
+        assert_eq!(lengths(64), [64]);
+        assert_eq!(lengths(100), [64, 32, 4]);
+        assert_eq!(lengths(200), [64, 64, 64, 8]);
+        assert_eq!(lengths(63), [32, 16, 8, 4, 2, 1]);
+    }
+
+    #[test]
+    fn values_lists_the_parameters_of_each_row() {
+        assert_eq!(values(2, 3), "(?, ?), (?, ?), (?, ?)");
+        assert_eq!(values(1, 1), "(?)");
+    }
+}
