@@ -5,6 +5,8 @@
 use anyhow::Result;
 use rusqlite::{params, Connection, Transaction};
 
+use super::multi_row;
+
 /// The tables of one index: [`user_index`](super::user_index)'s or
 /// [`service_index`](super::service_index)'s.
 pub(super) struct EntryTables {
@@ -58,6 +60,39 @@ impl EntryTables {
             ),
             [],
         )?;
+        Ok(())
+    }
+
+    /// Adds `entries` to `table`, within `tx`, many per statement ([`multi_row`]): entries
+    /// of events past the last seq the file holds, which no table of it can hold yet (the
+    /// seq is recorded in the transaction that adds its entries, and batches come in seq
+    /// order). A statement that inserted fewer than its rows means that did not hold: an
+    /// error, rather than entries counted wrong.
+    pub(super) fn insert_new(
+        &self,
+        tx: &Transaction,
+        table: &str,
+        entries: &[Entry],
+    ) -> Result<()> {
+        let column = self.column;
+        for chunk in multi_row::chunks(entries) {
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT OR IGNORE INTO {table} ({column}, ts, seq) VALUES {}",
+                multi_row::values(3, chunk.len())
+            ))?;
+            for (row, (key, ts, seq)) in chunk.iter().enumerate() {
+                insert.raw_bind_parameter(row * 3 + 1, key)?;
+                insert.raw_bind_parameter(row * 3 + 2, ts)?;
+                insert.raw_bind_parameter(row * 3 + 3, seq)?;
+            }
+            let inserted = insert.raw_execute()?;
+            anyhow::ensure!(
+                inserted == chunk.len(),
+                "{table} held {} of {} entries past the last seq its file holds",
+                chunk.len() - inserted,
+                chunk.len()
+            );
+        }
         Ok(())
     }
 

@@ -120,11 +120,6 @@ impl<'c> PartitionStatement<'c> {
         PartitionStatement { current: None }
     }
 
-    /// The partition the statement is for now, if any.
-    pub fn range(&self) -> Option<TimeRange> {
-        self.current.as_ref().map(|(range, _)| *range)
-    }
-
     /// The statement for `range`'s partition: the one held, or the SQL `sql` gives for that
     /// partition, prepared on `connection`.
     pub fn get(

@@ -258,23 +258,40 @@ fn build_from_events(tx: &Transaction, layout: &Layout) -> Result<()> {
 
 /// Adds, within `tx`, the service-index entries of `events` (each in the table of the
 /// partition of `layout` covering it); returns the seqs whose entries were not there already.
+/// Those of events past `held` (the last seq the file holds) are new, and go in many per
+/// statement, a run of one partition's at a time.
 fn add_service_entries(
     tx: &Transaction,
     layout: &Layout,
     events: &[StoredEvent],
+    held: u64,
 ) -> Result<Vec<u64>> {
     let mut added = Vec::new();
     let mut inserts = PartitionStatement::new();
+    // A run of new entries in one partition, not yet added.
+    let mut run: Vec<Entry> = Vec::new();
+    let mut run_range = None;
+    // The partition of the event before.
+    let mut last_range: Option<TimeRange> = None;
     for event in events {
         let Some(service) = &event.service else {
             continue;
         };
-        let range = match inserts.range() {
+        let range = match last_range {
             Some(range) if range.covers(event.timestamp_ms) => range,
             _ => layout
                 .covering(event.timestamp_ms)
                 .ok_or_else(|| anyhow!("no partition covers the event of seq {}", event.seq))?,
         };
+        last_range = Some(range);
+        if event.seq > held {
+            if run_range != Some(range) {
+                add_new_services(tx, run_range, &mut run, &mut added)?;
+                run_range = Some(range);
+            }
+            run.push((service, event.timestamp_ms, event.seq as i64));
+            continue;
+        }
         let insert = inserts.get(tx, range, |partition| {
             service_index::insert_sql(&format!("main.{}", partition.services_table()))
         })?;
@@ -282,7 +299,25 @@ fn add_service_entries(
             added.push(event.seq);
         }
     }
+    add_new_services(tx, run_range, &mut run, &mut added)?;
     Ok(added)
+}
+
+/// Adds `run`, new service-index entries of the partition of `range`, and empties it; their
+/// seqs go onto `added`.
+fn add_new_services(
+    tx: &Transaction,
+    range: Option<TimeRange>,
+    run: &mut Vec<Entry>,
+    added: &mut Vec<u64>,
+) -> Result<()> {
+    if let Some(range) = range {
+        let table = format!("main.{}", Partition { range }.services_table());
+        service_index::TABLES.insert_new(tx, &table, run)?;
+        added.extend(run.iter().map(|&(_, _, seq)| seq as u64));
+    }
+    run.clear();
+    Ok(())
 }
 
 /// The last seq whose entry the file holds (every seq up to it is indexed here).
@@ -313,22 +348,31 @@ impl UserWriter {
         // The seqs whose entries this batch added.
         let mut added_seqs = Vec::new();
         {
+            // Entries of events past the last seq held, in neither level yet: added many
+            // per statement once the others are in.
+            let mut new_entries = Vec::with_capacity(events.len());
             let mut insert = tx.prepare_cached(user_index::INSERT_RECENT)?;
             for event in events {
                 let Some(user_id) = &event.user_id else {
                     continue;
                 };
                 let key = (user_id.as_str(), event.timestamp_ms, event.seq as i64);
+                if event.seq > held {
+                    new_entries.push(key);
+                    continue;
+                }
                 // At or before the last seq held: replayed after a crash, or retried after
                 // the events failed. An entry swept into the main level already must not
                 // go into the recent one too.
-                if event.seq <= held && in_main_level(&tx, &self.layout, key)? {
+                if in_main_level(&tx, &self.layout, key)? {
                     continue;
                 }
                 if insert.execute(params![user_id, event.timestamp_ms, event.seq as i64])? > 0 {
                     added_seqs.push(event.seq);
                 }
             }
+            user_index::TABLES.insert_new(&tx, user_index::RECENT, &new_entries)?;
+            added_seqs.extend(new_entries.iter().map(|&(_, _, seq)| seq as u64));
         }
         let added = added_seqs.len();
         let gone = || anyhow!("the events' writer failed to store the batch");
@@ -338,7 +382,7 @@ impl UserWriter {
                 create_main_tables(&tx, range)?;
             }
         }
-        let added_services = add_service_entries(&tx, &layout, events)?;
+        let added_services = add_service_entries(&tx, &layout, events, held)?;
         let swept = self.sweeper.sweep(&tx, added, &layout)?;
         // Events not stored as their ids were: the entries this batch added for them go.
         // (A replayed event is skipped too, but its entries were there before.)
