@@ -202,6 +202,15 @@ fn seqs(events: &[StoredEvent]) -> Vec<u64> {
     events.iter().map(|e| e.seq).collect()
 }
 
+/// Stores `events` as a batch indexed through `through`, checking that none was skipped.
+async fn append_none_skipped(store: &Arc<dyn Store>, events: &[StoredEvent], through: u64) {
+    let outcome = store
+        .append_batch(Arc::new(events.to_vec()), through)
+        .await
+        .unwrap();
+    assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
+}
+
 /// Ten events: seqs 1..=10, timestamps with ties (seq 3 and 4 share one).
 async fn load_ten(store: &Arc<dyn Store>) {
     let timestamps = [100, 200, 300, 300, 500, 600, 700, 800, 900, 1000];
@@ -379,11 +388,7 @@ async fn skips_exactly_the_stored_ids_in_long_batches(store: TestStore) {
     let first: Vec<_> = (1..=200)
         .map(|seq| new_event(seq, &format!("client-{seq}"), ts_of(seq)))
         .collect();
-    let outcome = store
-        .append_batch(Arc::new(first.clone()), 200)
-        .await
-        .unwrap();
-    assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
+    append_none_skipped(&store, &first, 200).await;
 
     // 101..=200 again as they were; then 201..=300, new seqs, of which every seventh has the
     // id (and time) of an event stored before, and 251 the id of 250.
@@ -485,11 +490,7 @@ async fn holds_uuid_ids_as_sent(store: TestStore) {
         .zip(&spellings)
         .map(|(seq, id)| client_event(seq, id, "t", seq as i64))
         .collect();
-    let outcome = store
-        .append_batch(Arc::new(events.clone()), 5)
-        .await
-        .unwrap();
-    assert!(outcome.skipped.is_empty(), "{:?}", outcome.skipped);
+    append_none_skipped(&store, &events, 5).await;
     for event in &events {
         assert_eq!(store.get(&event.id).await.unwrap().as_ref(), Some(event));
     }
@@ -1109,11 +1110,7 @@ async fn purges_before_a_cutoff(store: TestStore) {
     back.timestamp_ms = day + 4 * DAY_MS + 13 * HOUR_MS;
     let mut old = all[1].clone();
     old.seq = 27;
-    let outcome = store
-        .append_batch(Arc::new(vec![back.clone(), old.clone()]), 27)
-        .await
-        .unwrap();
-    assert_eq!(outcome.skipped, Vec::<u64>::new());
+    append_none_skipped(&store, &[back.clone(), old.clone()], 27).await;
     assert_eq!(store.event_count().await.unwrap(), kept.len() as u64 + 2);
     let third = store.purge_before(cutoff).await.unwrap();
     assert_eq!(third.events, 1);
