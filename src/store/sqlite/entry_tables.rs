@@ -74,18 +74,14 @@ impl EntryTables {
         table: &str,
         entries: &[Entry],
     ) -> Result<()> {
-        let column = self.column;
+        let head = self.insert_head(table);
         for chunk in multi_row::chunks(entries) {
-            let mut insert = tx.prepare_cached(&format!(
-                "INSERT OR IGNORE INTO {table} ({column}, ts, seq) VALUES {}",
-                multi_row::values(3, chunk.len())
-            ))?;
-            for (row, (key, ts, seq)) in chunk.iter().enumerate() {
-                insert.raw_bind_parameter(row * 3 + 1, key)?;
-                insert.raw_bind_parameter(row * 3 + 2, ts)?;
-                insert.raw_bind_parameter(row * 3 + 3, seq)?;
-            }
-            let inserted = insert.raw_execute()?;
+            let inserted = multi_row::execute(tx, &head, 3, chunk, |insert, before, entry| {
+                let (key, ts, seq) = entry;
+                insert.raw_bind_parameter(before + 1, key)?;
+                insert.raw_bind_parameter(before + 2, ts)?;
+                insert.raw_bind_parameter(before + 3, seq)
+            })?;
             anyhow::ensure!(
                 inserted == chunk.len(),
                 "{table} held {} of {} entries past the last seq its file holds",
@@ -94,6 +90,19 @@ impl EntryTables {
             );
         }
         Ok(())
+    }
+
+    /// Adds `entry` to `table`, within `tx`; `true` if it was not there already (it is when
+    /// a batch is stored again).
+    pub(super) fn insert(&self, tx: &Transaction, table: &str, entry: Entry) -> Result<bool> {
+        let (key, ts, seq) = entry;
+        let sql = format!("{} VALUES (?, ?, ?)", self.insert_head(table));
+        Ok(tx.prepare_cached(&sql)?.execute(params![key, ts, seq])? > 0)
+    }
+
+    /// `INSERT OR IGNORE INTO table (...)`, without its values.
+    fn insert_head(&self, table: &str) -> String {
+        format!("INSERT OR IGNORE INTO {table} ({}, ts, seq)", self.column)
     }
 
     /// Deletes `entry` from `table`, within `tx`; returns how many went (0 or 1).

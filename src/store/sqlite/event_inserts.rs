@@ -116,17 +116,14 @@ fn insert_rows(
     packed_ids: bool,
     events: &[StoredEvent],
 ) -> Result<usize> {
-    let mut insert = connection.prepare_cached(&insert_sql(table, events.len()))?;
-    for (row, event) in events.iter().enumerate() {
-        bind_event(&mut insert, row * COLUMN_COUNT, packed_ids, event)?;
-    }
-    Ok(insert.raw_execute()?)
-}
-
-/// The statement inserting `rows` events into `table`.
-fn insert_sql(table: &str, rows: usize) -> String {
-    let values = multi_row::values(COLUMN_COUNT, rows);
-    format!("INSERT OR IGNORE INTO {table} ({COLUMNS}) VALUES {values}")
+    let head = format!("INSERT OR IGNORE INTO {table} ({COLUMNS})");
+    multi_row::execute(
+        connection,
+        &head,
+        COLUMN_COUNT,
+        events,
+        |insert, before, event| bind_event(insert, before, packed_ids, event),
+    )
 }
 
 /// Binds `event`'s columns to the parameters after the first `before`.

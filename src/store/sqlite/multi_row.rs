@@ -3,11 +3,13 @@
 //! Within one statement SQLite keeps its cursors on a table and each of its indexes from row
 //! to row, and a row that goes at the end of a B-tree is placed from where the previous one
 //! went, without descending from the root again (`sqlite3BtreeIndexMoveto`'s check of the
-//! last page). Rows the writer adds mostly go at the ends of their B-trees: events for the
-//! rowid (the seq), the time index, server ids (UUIDv7) and the client ids' arrival index;
-//! the rollups for their latest minute and hour. With one statement per row, every row
+//! last page). Events mostly go at the ends of their B-trees: the rowid (the seq), the time
+//! index, server ids (UUIDv7) and the client ids' arrival index. With one statement per row, every row
 //! descended every B-tree from its root (11% of the events' writer's instructions went with
 //! that; README, the twelfth pass against the ceiling).
+
+use anyhow::Result;
+use rusqlite::{Connection, Statement};
 
 /// The most rows per statement. A power of two: a shorter run is written by statements of
 /// the powers of two it is made of, so a table has a handful of statements to keep prepared
@@ -27,8 +29,26 @@ pub(super) fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+/// Runs `{head} VALUES (?, ...), ...` on `connection` with a row of `columns` parameters for
+/// each of `rows`, bound by `bind` (given the statement, the number of parameters before the
+/// row's and the row); returns how many rows it changed.
+pub(super) fn execute<T>(
+    connection: &Connection,
+    head: &str,
+    columns: usize,
+    rows: &[T],
+    bind: impl Fn(&mut Statement, usize, &T) -> rusqlite::Result<()>,
+) -> Result<usize> {
+    let sql = format!("{head} VALUES {}", values(columns, rows.len()));
+    let mut statement = connection.prepare_cached(&sql)?;
+    for (index, row) in rows.iter().enumerate() {
+        bind(&mut statement, index * columns, row)?;
+    }
+    Ok(statement.raw_execute()?)
+}
+
 /// The `VALUES` list of `rows` rows of `columns` parameters each: `(?, ?), (?, ?)`.
-pub(super) fn values(columns: usize, rows: usize) -> String {
+fn values(columns: usize, rows: usize) -> String {
     let row = format!("({})", vec!["?"; columns].join(", "));
     vec![row; rows].join(", ")
 }

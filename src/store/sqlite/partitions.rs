@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 
 use anyhow::{Context, Result};
-use rusqlite::{params, CachedStatement, Connection, Transaction};
+use rusqlite::{params, Connection, Transaction};
 
 use crate::store::partitioning::{Layout, Span, TimeRange};
 use crate::store::{Order, DAY_MS};
@@ -105,34 +105,6 @@ impl Partition {
             [self.first_day()],
         )?;
         Ok(events as u64)
-    }
-}
-
-/// A statement on one partition's table, kept while consecutive events fall in that
-/// partition: batches mostly fall in one, so it is prepared once per run of events rather
-/// than looked up for each.
-pub(super) struct PartitionStatement<'c> {
-    current: Option<(TimeRange, CachedStatement<'c>)>,
-}
-
-impl<'c> PartitionStatement<'c> {
-    pub fn new() -> Self {
-        PartitionStatement { current: None }
-    }
-
-    /// The statement for `range`'s partition: the one held, or the SQL `sql` gives for that
-    /// partition, prepared on `connection`.
-    pub fn get(
-        &mut self,
-        connection: &'c Connection,
-        range: TimeRange,
-        sql: impl FnOnce(Partition) -> String,
-    ) -> Result<&mut CachedStatement<'c>> {
-        let current = match self.current.take() {
-            Some((held, statement)) if held == range => (held, statement),
-            _ => (range, connection.prepare_cached(&sql(Partition { range }))?),
-        };
-        Ok(&mut self.current.insert(current).1)
     }
 }
 

@@ -10,31 +10,10 @@
 //! unlike the user index's random-order keys. As there, an entry whose event is not stored
 //! is harmless (queries join by seq, and seqs are never reused).
 
-use anyhow::Result;
-use rusqlite::{params, CachedStatement};
-
 use super::entry_tables::EntryTables;
-use crate::event::StoredEvent;
 
 /// The index's tables, one per partition.
 pub(super) const TABLES: EntryTables = EntryTables {
     column: "service",
     prefix: "service_index_",
 };
-
-/// The SQL of the statement that adds entries to `table`, for [`insert`].
-pub(super) fn insert_sql(table: &str) -> String {
-    format!("INSERT OR IGNORE INTO {table} (service, ts, seq) VALUES (?, ?, ?)")
-}
-
-/// Adds the entry of `event`, whose service is `service`, with `insert` (an [`insert_sql`]
-/// statement); `true` if it was not there already (it is when a batch is stored
-/// again).
-pub(super) fn insert(
-    insert: &mut CachedStatement,
-    service: &str,
-    event: &StoredEvent,
-) -> Result<bool> {
-    let inserted = insert.execute(params![service, event.timestamp_ms, event.seq as i64])?;
-    Ok(inserted > 0)
-}

@@ -26,9 +26,6 @@ use crate::event::StoredEvent;
 use crate::store::partitioning::Layout;
 use crate::store::{EventFilter, EventQuery, Order, Position, DAY_MS};
 
-pub(super) const INSERT_RECENT: &str =
-    "INSERT OR IGNORE INTO user_index_recent (user_id, ts, seq) VALUES (?, ?, ?)";
-
 /// The recent level, shared by all partitions; the main level has a table per partition.
 pub(super) const RECENT: &str = "user_index_recent";
 

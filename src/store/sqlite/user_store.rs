@@ -32,7 +32,7 @@ use anyhow::{anyhow, Context, Result};
 use rusqlite::{params, Connection, Transaction};
 
 use super::entry_tables::{Entry, OwnedEntry};
-use super::partitions::{self, Partition, PartitionStatement};
+use super::partitions::{self, Partition};
 use super::service_index;
 use super::user_index::{self, Sweep, Sweeper};
 use crate::event::StoredEvent;
@@ -258,8 +258,8 @@ fn build_from_events(tx: &Transaction, layout: &Layout) -> Result<()> {
 
 /// Adds, within `tx`, the service-index entries of `events` (each in the table of the
 /// partition of `layout` covering it); returns the seqs whose entries were not there already.
-/// Those of events past `held` (the last seq the file holds) are new, and go in many per
-/// statement, a run of one partition's at a time.
+/// Those of events past `held` (the last seq the file holds) are new: they go in many per
+/// statement, a partition's run at a time.
 fn add_service_entries(
     tx: &Transaction,
     layout: &Layout,
@@ -267,10 +267,7 @@ fn add_service_entries(
     held: u64,
 ) -> Result<Vec<u64>> {
     let mut added = Vec::new();
-    let mut inserts = PartitionStatement::new();
-    // A run of new entries in one partition, not yet added.
-    let mut run: Vec<Entry> = Vec::new();
-    let mut run_range = None;
+    let mut new_entries: Vec<(TimeRange, Entry)> = Vec::new();
     // The partition of the event before.
     let mut last_range: Option<TimeRange> = None;
     for event in events {
@@ -284,40 +281,24 @@ fn add_service_entries(
                 .ok_or_else(|| anyhow!("no partition covers the event of seq {}", event.seq))?,
         };
         last_range = Some(range);
+        let entry = (service.as_str(), event.timestamp_ms, event.seq as i64);
         if event.seq > held {
-            if run_range != Some(range) {
-                add_new_services(tx, run_range, &mut run, &mut added)?;
-                run_range = Some(range);
-            }
-            run.push((service, event.timestamp_ms, event.seq as i64));
-            continue;
-        }
-        let insert = inserts.get(tx, range, |partition| {
-            service_index::insert_sql(&format!("main.{}", partition.services_table()))
-        })?;
-        if service_index::insert(insert, service, event)? {
+            new_entries.push((range, entry));
+        } else if service_index::TABLES.insert(tx, &services_table(range), entry)? {
             added.push(event.seq);
         }
     }
-    add_new_services(tx, run_range, &mut run, &mut added)?;
+    for run in new_entries.chunk_by(|(a, _), (b, _)| a == b) {
+        let entries: Vec<Entry> = run.iter().map(|&(_, entry)| entry).collect();
+        service_index::TABLES.insert_new(tx, &services_table(run[0].0), &entries)?;
+        added.extend(entries.iter().map(|&(_, _, seq)| seq as u64));
+    }
     Ok(added)
 }
 
-/// Adds `run`, new service-index entries of the partition of `range`, and empties it; their
-/// seqs go onto `added`.
-fn add_new_services(
-    tx: &Transaction,
-    range: Option<TimeRange>,
-    run: &mut Vec<Entry>,
-    added: &mut Vec<u64>,
-) -> Result<()> {
-    if let Some(range) = range {
-        let table = format!("main.{}", Partition { range }.services_table());
-        service_index::TABLES.insert_new(tx, &table, run)?;
-        added.extend(run.iter().map(|&(_, _, seq)| seq as u64));
-    }
-    run.clear();
-    Ok(())
+/// The service index's table of the partition of `range`, as this file's connection names it.
+fn services_table(range: TimeRange) -> String {
+    format!("main.{}", Partition { range }.services_table())
 }
 
 /// The last seq whose entry the file holds (every seq up to it is indexed here).
@@ -351,7 +332,6 @@ impl UserWriter {
             // Entries of events past the last seq held, in neither level yet: added many
             // per statement once the others are in.
             let mut new_entries = Vec::with_capacity(events.len());
-            let mut insert = tx.prepare_cached(user_index::INSERT_RECENT)?;
             for event in events {
                 let Some(user_id) = &event.user_id else {
                     continue;
@@ -367,7 +347,7 @@ impl UserWriter {
                 if in_main_level(&tx, &self.layout, key)? {
                     continue;
                 }
-                if insert.execute(params![user_id, event.timestamp_ms, event.seq as i64])? > 0 {
+                if user_index::TABLES.insert(&tx, user_index::RECENT, key)? {
                     added_seqs.push(event.seq);
                 }
             }

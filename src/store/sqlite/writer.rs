@@ -10,10 +10,9 @@ use std::sync::mpsc::Receiver;
 
 use anyhow::Result;
 use foldhash::HashMap;
-use rusqlite::{Connection, ErrorCode, Transaction};
+use rusqlite::{params, Connection, ErrorCode, Transaction};
 
 use super::event_inserts::EventInserts;
-use super::multi_row;
 use super::partitions::Partition;
 use super::thread::StoreThread;
 use super::user_store::EventsSide;
@@ -88,17 +87,13 @@ impl Writer {
             let mut inserts = EventInserts::new(&tx);
             let mut inserted = Vec::with_capacity(events.len());
             let mut run_start = 0;
-            while run_start < events.len() {
+            for run in ranges.chunk_by(|a, b| a == b) {
                 // A run of events in one partition.
-                let range = ranges[run_start];
-                let run_len = ranges[run_start..]
-                    .iter()
-                    .take_while(|&&other| other == range)
-                    .count();
-                let run = &events[run_start..run_start + run_len];
+                let range = run[0];
+                let run_events = &events[run_start..run_start + run.len()];
                 let packed_ids = !self.text_ids.contains(&range);
-                inserts.insert_run(Partition { range }, packed_ids, run, &mut inserted)?;
-                run_start += run_len;
+                inserts.insert_run(Partition { range }, packed_ids, run_events, &mut inserted)?;
+                run_start += run.len();
             }
             for ((event, range), inserted) in events.iter().zip(ranges).zip(inserted) {
                 if !inserted {
@@ -114,7 +109,19 @@ impl Writer {
                 ("rollups", &rollups.minutes),
                 ("rollups_hourly", &rollups.hours()),
             ] {
-                add_rollups(&tx, table, counts)?;
+                let mut upsert = tx.prepare_cached(&format!(
+                    "INSERT INTO {table} VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT DO UPDATE SET count = count + excluded.count"
+                ))?;
+                for ((bucket, kind, service), count) in counts {
+                    upsert.execute(params![
+                        bucket,
+                        kind,
+                        service.is_some(),
+                        service.unwrap_or(""),
+                        *count as i64
+                    ])?;
+                }
             }
             for (range, count) in per_partition {
                 Partition { range }.count(&tx, count)?;
@@ -131,33 +138,6 @@ impl Writer {
         tx.commit()?;
         Ok(AppendOutcome { skipped })
     }
-}
-
-/// Adds a batch's `counts` to the rollup table `table`, within `tx`, many rows per statement
-/// and in the table's key order: the latest minute's or hour's rows are at the table's end,
-/// where [`multi_row`] places them without descending from the root.
-fn add_rollups(tx: &Transaction, table: &str, counts: &RollupCounts) -> Result<()> {
-    // (bucket, type, service) sorts as the key (bucket, type, has_service, service) does:
-    // no service first, text by its bytes (SQLite's BINARY collation).
-    let mut rows: Vec<_> = counts.iter().collect();
-    rows.sort_unstable_by_key(|(key, _)| **key);
-    for chunk in multi_row::chunks(&rows) {
-        let mut upsert = tx.prepare_cached(&format!(
-            "INSERT INTO {table} VALUES {}
-             ON CONFLICT DO UPDATE SET count = count + excluded.count",
-            multi_row::values(5, chunk.len())
-        ))?;
-        for (row, ((bucket, kind, service), count)) in chunk.iter().enumerate() {
-            let before = row * 5;
-            upsert.raw_bind_parameter(before + 1, bucket)?;
-            upsert.raw_bind_parameter(before + 2, kind)?;
-            upsert.raw_bind_parameter(before + 3, service.is_some())?;
-            upsert.raw_bind_parameter(before + 4, service.unwrap_or(""))?;
-            upsert.raw_bind_parameter(before + 5, **count as i64)?;
-        }
-        upsert.raw_execute()?;
-    }
-    Ok(())
 }
 
 /// The partition of each event, within `tx`: the one covering it, or one created for it
