@@ -124,39 +124,54 @@ impl Sweeper {
             ]);
         }
         // Each entry goes to the table of the partition covering it, a statement per
-        // partition in the run: usually one, and SQLite moves the rows without handing each
-        // to us.
-        let days: Vec<i64> = tx
-            .prepare_cached(&format!(
-                "SELECT DISTINCT (ts - ((ts % {DAY_MS}) + {DAY_MS}) % {DAY_MS}) / {DAY_MS}
-                 FROM user_index_recent WHERE 1 = 1{range}"
-            ))?
-            .query_map(params_from_iter(range_params.iter()), |row| row.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        let mut partitions: Vec<Partition> = Vec::new();
-        for day in days {
-            // None: retention dropped the partition after these entries were added (and
-            // with it their events); the run's delete below takes them away too.
-            let Some(range) = layout.covering(day * DAY_MS) else {
-                continue;
-            };
-            if !partitions.iter().any(|partition| partition.range == range) {
-                partitions.push(Partition { range });
-            }
-        }
-        for partition in partitions {
+        // partition in the run, and SQLite moves the rows without handing each to us.
+        let move_into = |partition: Partition| -> Result<usize> {
             let mut params = range_params.clone();
             params.extend([
                 Value::Integer(partition.start_ms()),
                 Value::Integer(partition.end_ms()),
             ]);
-            tx.prepare_cached(&format!(
+            let sql = format!(
                 "INSERT OR IGNORE INTO {} (user_id, ts, seq)
                  SELECT user_id, ts, seq FROM user_index_recent
                  WHERE 1 = 1{range} AND ts >= ? AND ts < ?",
                 partition.users_table()
-            ))?
-            .execute(params_from_iter(params))?;
+            );
+            Ok(tx.prepare_cached(&sql)?.execute(params_from_iter(params))?)
+        };
+        // A run of `quota` entries goes first into the partition of its last entry: when
+        // all of them went in, that partition holds the whole run (the usual case: recent
+        // entries are of today) and the run needs no pass to list its partitions (7% of
+        // this thread's instructions). Otherwise (a run over several partitions, entries the
+        // main level held already, a run to the table's end) its partitions are listed and
+        // each is moved into, `INSERT OR IGNORE` leaving what went in already.
+        let last_partition = last.as_ref().and_then(|&(_, ts, _)| layout.covering(ts));
+        let whole_run_moved = match last_partition {
+            Some(range) => move_into(Partition { range })? == quota,
+            None => false,
+        };
+        if !whole_run_moved {
+            let days: Vec<i64> = tx
+                .prepare_cached(&format!(
+                    "SELECT DISTINCT (ts - ((ts % {DAY_MS}) + {DAY_MS}) % {DAY_MS}) / {DAY_MS}
+                     FROM user_index_recent WHERE 1 = 1{range}"
+                ))?
+                .query_map(params_from_iter(range_params.iter()), |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut partitions: Vec<Partition> = Vec::new();
+            for day in days {
+                // None: retention dropped the partition after these entries were added (and
+                // with it their events); the run's delete below takes them away too.
+                let Some(range) = layout.covering(day * DAY_MS) else {
+                    continue;
+                };
+                if !partitions.iter().any(|partition| partition.range == range) {
+                    partitions.push(Partition { range });
+                }
+            }
+            for partition in partitions {
+                move_into(partition)?;
+            }
         }
         let moved = tx
             .prepare_cached(&format!("DELETE FROM user_index_recent WHERE 1 = 1{range}"))?
