@@ -3,7 +3,7 @@
 //! that a key's entries read in time order and join to the events by seq.
 
 use anyhow::Result;
-use rusqlite::{params, Connection, Transaction};
+use rusqlite::{params, Connection, Statement, Transaction};
 
 use super::multi_row;
 
@@ -75,21 +75,20 @@ impl EntryTables {
         entries: &[Entry],
     ) -> Result<()> {
         let head = self.insert_head(table);
-        for chunk in multi_row::chunks(entries) {
-            let inserted = multi_row::execute(tx, &head, 3, chunk, |insert, before, entry| {
-                let (key, ts, seq) = entry;
-                insert.raw_bind_parameter(before + 1, key)?;
-                insert.raw_bind_parameter(before + 2, ts)?;
-                insert.raw_bind_parameter(before + 3, seq)
-            })?;
+        let bind = |insert: &mut Statement, before: usize, &(key, ts, seq): &Entry| {
+            insert.raw_bind_parameter(before + 1, key)?;
+            insert.raw_bind_parameter(before + 2, ts)?;
+            insert.raw_bind_parameter(before + 3, seq)
+        };
+        multi_row::execute(tx, &head, 3, entries, bind, |chunk, inserted| {
             anyhow::ensure!(
                 inserted == chunk.len(),
                 "{table} held {} of {} entries past the last seq its file holds",
                 chunk.len() - inserted,
                 chunk.len()
             );
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Adds `entry` to `table`, within `tx`; `true` if it was not there already (it is when

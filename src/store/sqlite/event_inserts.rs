@@ -72,7 +72,10 @@ impl<'c> EventInserts<'c> {
                     inserted,
                 )?;
                 let one = std::slice::from_ref(event);
-                inserted.push(insert_rows(connection, &table, packed_ids, one)? > 0);
+                insert_rows(connection, &table, packed_ids, one, |_, changed| {
+                    inserted.push(changed > 0);
+                    Ok(())
+                })?;
                 new_from = index + 1;
             }
         }
@@ -95,8 +98,8 @@ fn insert_new(
     events: &[StoredEvent],
     inserted: &mut Vec<bool>,
 ) -> Result<()> {
-    for chunk in multi_row::chunks(events) {
-        if insert_rows(connection, table, packed_ids, chunk)? == chunk.len() {
+    insert_rows(connection, table, packed_ids, events, |chunk, changed| {
+        if changed == chunk.len() {
             inserted.extend(std::iter::repeat_n(true, chunk.len()));
         } else {
             let mut present =
@@ -105,17 +108,19 @@ fn insert_new(
                 inserted.push(present.exists([event.seq as i64])?);
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
-/// Stores `events` with one `INSERT OR IGNORE`; returns how many went in.
+/// Stores `events` with `INSERT OR IGNORE`, many per statement; hands `each` every chunk
+/// with how many of its events went in.
 fn insert_rows(
     connection: &Connection,
     table: &str,
     packed_ids: bool,
     events: &[StoredEvent],
-) -> Result<usize> {
+    each: impl FnMut(&[StoredEvent], usize) -> Result<()>,
+) -> Result<()> {
     let head = format!("INSERT OR IGNORE INTO {table} ({COLUMNS})");
     multi_row::execute(
         connection,
@@ -123,6 +128,7 @@ fn insert_rows(
         COLUMN_COUNT,
         events,
         |insert, before, event| bind_event(insert, before, packed_ids, event),
+        each,
     )
 }
 
