@@ -5,6 +5,11 @@
 //! Each id is kept with a hash of its event's content ([`crate::record::content_hash`]), so
 //! that a repeated id tells a retry (a duplicate) from another event under a reused id (a
 //! conflict). Either way the first version stays.
+//!
+//! Entries are kept small, since a full set is most of the server's memory beyond SQLite's
+//! caches: the content hash is folded to 32 bits (a conflict passes for a duplicate once in
+//! 2^32, and is not stored either way) and the time of acceptance is kept in whole seconds
+//! (an id is held for the window and at most a second more).
 
 use std::collections::VecDeque;
 
@@ -29,11 +34,27 @@ impl Key {
     }
 }
 
-/// An accepted id, in the order of acceptance.
+/// An accepted id, in the order of acceptance: 24 bytes.
 struct Accepted {
-    received_at_ms: i64,
     key: Key,
-    content_hash: u64,
+    /// [`fold`]ed.
+    content_hash: u32,
+    /// Seconds since the Unix epoch ([`seconds`]).
+    received_at_s: u32,
+}
+
+/// `content_hash` in 32 bits: [`UNKNOWN_CONTENT`] stays 0, any other hash is not 0.
+fn fold(content_hash: u64) -> u32 {
+    if content_hash == UNKNOWN_CONTENT {
+        0
+    } else {
+        (content_hash as u32).max(1)
+    }
+}
+
+/// Whole seconds since the Unix epoch of `ms`, clamped to what a `u32` holds (until 2106).
+fn seconds(ms: i64) -> u32 {
+    ms.div_euclid(1000).clamp(0, u32::MAX.into()) as u32
 }
 
 /// What an event's client id is to the set.
@@ -49,8 +70,8 @@ pub enum Seen {
 
 /// The ids in acceptance order (for eviction by age and by capacity), and a hash table of
 /// their places in it. Each place is the id's acceptance number (counted from 0, wrapping
-/// at 2^32), so an entry is 32 bytes in the queue and 4 in the table (with a control byte):
-/// about 44 MB for 1,000,000 ids, where a map from id to content hash beside the queue took
+/// at 2^32), so an entry is 24 bytes in the queue and 4 in the table (with a control byte):
+/// about 36 MB for 1,000,000 ids, where a map from id to content hash beside the queue took
 /// 78 MB.
 pub struct RecentIds {
     order: VecDeque<Accepted>,
@@ -82,6 +103,7 @@ impl RecentIds {
         }
         self.evict(received_at_ms);
         let key = Key::new(id_hash);
+        let content_hash = fold(content_hash);
         // One probe of the table, whether the id is there or not.
         let entry = self.table.entry(
             key.hash(),
@@ -91,7 +113,7 @@ impl RecentIds {
         match entry {
             Entry::Occupied(found) => {
                 let held = at(&self.order, self.first, *found.get()).content_hash;
-                if held == content_hash || held == UNKNOWN_CONTENT {
+                if held == content_hash || held == fold(UNKNOWN_CONTENT) {
                     Seen::Duplicate
                 } else {
                     Seen::Conflict
@@ -100,9 +122,9 @@ impl RecentIds {
             Entry::Vacant(vacant) => {
                 vacant.insert(self.first.wrapping_add(self.order.len() as u32));
                 self.order.push_back(Accepted {
-                    received_at_ms,
                     key,
                     content_hash,
+                    received_at_s: seconds(received_at_ms),
                 });
                 Seen::New
             }
@@ -139,9 +161,10 @@ impl RecentIds {
     }
 
     fn evict(&mut self, now_ms: i64) {
-        let oldest_kept = now_ms.saturating_sub(self.window_ms);
+        // Rounded down, as acceptance times are: nothing goes before the window has passed.
+        let oldest_kept = seconds(now_ms.saturating_sub(self.window_ms));
         while let Some(oldest) = self.order.front() {
-            if oldest.received_at_ms >= oldest_kept && self.order.len() < self.capacity {
+            if oldest.received_at_s >= oldest_kept && self.order.len() < self.capacity {
                 break;
             }
             let first = self.first;
@@ -199,14 +222,44 @@ mod tests {
     }
 
     #[test]
-    fn ids_older_than_the_window_are_forgotten() {
-        let mut ids = RecentIds::new(10, 1_000);
-        assert_eq!(ids.insert(1, 7, 0), Seen::New);
+    fn ids_older_than_the_window_are_forgotten_within_a_second() {
+        let mut ids = RecentIds::new(10, 60_000);
+        assert_eq!(ids.insert(1, 7, 500), Seen::New);
+        // Held in whole seconds: until the window has passed since the second it came in.
         assert_eq!(
-            ids.insert(1, 8, 1_001),
+            ids.insert(1, 7, 60_500),
+            Seen::Duplicate,
+            "within the window"
+        );
+        assert_eq!(
+            ids.insert(1, 7, 60_999),
+            Seen::Duplicate,
+            "a second more at most"
+        );
+        assert_eq!(
+            ids.insert(1, 8, 61_000),
             Seen::New,
             "outside the window it is new again"
         );
+    }
+
+    #[test]
+    fn folded_content_hashes_keep_unknown_content_apart() {
+        assert_eq!(fold(UNKNOWN_CONTENT), 0);
+        assert_eq!(
+            fold(1 << 32),
+            1,
+            "a hash is never taken for unknown content"
+        );
+        assert_eq!(fold(0xdead_beef_0000_0007), 7);
+        let mut ids = RecentIds::new(10, 1_000);
+        assert_eq!(ids.insert(1, 1 << 32, 0), Seen::New);
+        assert_eq!(
+            ids.insert(1, 2 << 32, 0),
+            Seen::Duplicate,
+            "the same low bits"
+        );
+        assert_eq!(ids.insert(1, 3, 0), Seen::Conflict);
     }
 
     #[test]
@@ -221,9 +274,9 @@ mod tests {
     }
 
     /// The bound `--dedup-capacity` documents: 1,000,000 ids, coming and going, in less
-    /// than 46 MB (a table slot is a 4-byte number and a control byte).
+    /// than 37 MB (a table slot is a 4-byte number and a control byte).
     #[test]
-    fn a_million_ids_take_less_than_46_mb() {
+    fn a_million_ids_take_less_than_37_mb() {
         let mut ids = RecentIds::new(1_000_000, i64::MAX);
         for n in 0..3_000_000u128 {
             ids.insert(
@@ -235,7 +288,7 @@ mod tests {
         assert_eq!(ids.len(), 1_000_000);
         let slots = (ids.table.capacity() * 8 / 7).next_power_of_two();
         let bytes = slots * 5 + ids.order.capacity() * std::mem::size_of::<Accepted>();
-        assert!(bytes < 46_000_000, "{bytes} bytes");
+        assert!(bytes < 37_000_000, "{bytes} bytes");
     }
 
     /// An id forgotten while newer ones follow it stays in the order until it ages out, and
@@ -257,7 +310,7 @@ mod tests {
 
     #[test]
     fn forgotten_ids_are_new_again_with_a_full_window() {
-        let mut ids = RecentIds::new(10, 1_000);
+        let mut ids = RecentIds::new(10, 10_000);
         let at_0 = [
             (4, 7, 0, Seen::New),
             (5, 7, 0, Seen::New),
@@ -268,10 +321,10 @@ mod tests {
             ids.forget(id);
         }
         assert_eq!(ids.len(), 1);
-        assert_eq!(ids.insert(5, 7, 900), Seen::New);
-        // The failed commit's entry (at 0) is gone from the order: the retry's, at 900,
-        // still holds at 1_500.
-        assert_eq!(ids.insert(5, 7, 1_500), Seen::Duplicate);
-        assert_eq!(ids.insert(4, 7, 1_500), Seen::New, "4 aged out");
+        assert_eq!(ids.insert(5, 7, 9_000), Seen::New);
+        // The failed commit's entry (at 0) is gone from the order: the retry's, at 9_000,
+        // still holds at 15_000.
+        assert_eq!(ids.insert(5, 7, 15_000), Seen::Duplicate);
+        assert_eq!(ids.insert(4, 7, 15_000), Seen::New, "4 aged out");
     }
 }
