@@ -102,9 +102,10 @@ impl SqliteStore {
     pub fn open_with(path: &Path, fsync: bool, sweep: UserIndexSweep) -> Result<SqliteStore> {
         // 40 MiB of cache. The cache fills with pages written once (appended rows, the
         // newest end of each index) and only pays with client ids, whose unique index takes
-        // inserts all over it: sustained with client ids (three pairs, 20 s) 40 MiB made
-        // -5% against 64 MiB, and cut the peak RSS from 243-246 to 205-216 MB (the bound is
-        // 250); server ids, queries at 5,000,000 and a backfill ran as fast. 24 MiB: -25%.
+        // inserts all over it. Against 64 MiB, sustained with client ids made -4% in 20 s
+        // runs and -8% in 60 s runs (the index outgrows either cache), and the peak RSS fell
+        // from 243-253 to 213-218 MB, reliably under the bound of 250; server ids, queries at
+        // 5,000,000 and a backfill ran as fast (README, fourteenth pass). 24 MiB: -25%.
         let mut connection = open_writer_connection(path, 40)
             .with_context(|| format!("opening the store at {}", path.display()))?;
         connection.pragma_update(None, "temp_store", "MEMORY")?;
