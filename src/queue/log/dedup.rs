@@ -6,8 +6,8 @@
 //! that a repeated id tells a retry (a duplicate) from another event under a reused id (a
 //! conflict). Either way the first version stays.
 //!
-//! Entries are kept small, since a full set is most of the server's memory beyond SQLite's
-//! caches: the content hash is folded to 32 bits (a conflict passes for a duplicate once in
+//! Entries are kept small, since a full set is the largest part of the server's memory after
+//! SQLite's caches: the content hash is folded to 32 bits (a conflict passes for a duplicate once in
 //! 2^32, and is not stored either way) and the time of acceptance is kept in whole seconds
 //! (an id is held for the window and at most a second more).
 
