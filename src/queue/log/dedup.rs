@@ -43,10 +43,13 @@ struct Accepted {
     received_at_s: u32,
 }
 
-/// `content_hash` in 32 bits: [`UNKNOWN_CONTENT`] stays 0, any other hash is not 0.
+/// [`UNKNOWN_CONTENT`] [`fold`]ed.
+const UNKNOWN: u32 = 0;
+
+/// `content_hash` in 32 bits: [`UNKNOWN_CONTENT`] becomes [`UNKNOWN`], any other hash not.
 fn fold(content_hash: u64) -> u32 {
     if content_hash == UNKNOWN_CONTENT {
-        0
+        UNKNOWN
     } else {
         (content_hash as u32).max(1)
     }
@@ -113,7 +116,7 @@ impl RecentIds {
         match entry {
             Entry::Occupied(found) => {
                 let held = at(&self.order, self.first, *found.get()).content_hash;
-                if held == content_hash || held == fold(UNKNOWN_CONTENT) {
+                if held == content_hash || held == UNKNOWN {
                     Seen::Duplicate
                 } else {
                     Seen::Conflict

@@ -165,7 +165,10 @@ impl Sweeper {
                 let Some(range) = layout.covering(day * DAY_MS) else {
                     continue;
                 };
-                if !partitions.iter().any(|partition| partition.range == range) {
+                // The last entry's partition has had its move above.
+                if Some(range) != last_partition
+                    && !partitions.iter().any(|partition| partition.range == range)
+                {
                     partitions.push(Partition { range });
                 }
             }
