@@ -17,9 +17,10 @@
 //! the same timestamp lands where the first one did. "Recent" is judged from the event's own
 //! `received_at`, not the clock of the moment it is indexed: the choice depends only on the
 //! events and the partitions that exist, and replaying the log after a crash makes the same
-//! ones. A backfill thus makes at most one partition per past year, twelve for the current
-//! one and a day for each of the recent days: 10,000 days of history ending today make about
-//! 73 (27 years, 10 months, 36 days).
+//! ones. A backfill thus makes at most one partition per past year, eleven months, a day for
+//! each of the recent days and one for each earlier day of the month they start in (that
+//! month does not end before them, so it cannot be a month): 10,000 days of history ending
+//! on 8 December make 75 (27 years, 10 months, 36 recent days and 1-2 November).
 //!
 //! What coarse partitions cost retention: a partition is dropped only once it is wholly past
 //! the cutoff, and the one the cutoff falls in is trimmed by rows. With hourly runs a day
