@@ -19,8 +19,9 @@
 //! events and the partitions that exist, and replaying the log after a crash makes the same
 //! ones. A backfill thus makes at most one partition per past year, eleven months, a day for
 //! each of the recent days and one for each earlier day of the month they start in (that
-//! month does not end before them, so it cannot be a month): 10,000 days of history ending
-//! on 8 December make 75 (27 years, 10 months, 36 recent days and 1-2 November).
+//! month does not end before them, so it cannot be a month). 10,000 days of history ending
+//! on 6 December 2026 make 73 (27 years, 10 months, 36 days); ending on 8 December, 75: the
+//! recent days then start on 3 November, and November's first two days get days too.
 //!
 //! What coarse partitions cost retention: a partition is dropped only once it is wholly past
 //! the cutoff, and the one the cutoff falls in is trimmed by rows. With hourly runs a day
