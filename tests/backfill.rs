@@ -51,8 +51,8 @@ fn sqlite_event_tables(data_dir: &std::path::Path) -> Option<u64> {
 /// Whether an event `age` old, received now, gets a month partition (none other being in its
 /// year): its month ends before the recent days and its year does not.
 fn gets_a_month(age: i64) -> bool {
-    let (year, month) = year_and_month(now_ms() - age);
-    let (recent_year, recent_month) = year_and_month(today_ms() - RECENT_DAYS * DAY);
+    let (year, month, _) = date_of(now_ms() - age);
+    let (recent_year, recent_month, _) = date_of(today_ms() - RECENT_DAYS * DAY);
     year == recent_year && month < recent_month
 }
 
@@ -63,14 +63,15 @@ fn gets_a_month(age: i64) -> bool {
 /// its earlier days fall back to days).
 fn expected_days(last_day: i64, received_on: i64) -> u64 {
     let recent_from = received_on - RECENT_DAYS * DAY;
-    let day_of_month: u64 = fmt_ms(recent_from)[8..10].parse().unwrap();
-    ((last_day - recent_from) / DAY + 1) as u64 + (day_of_month - 1)
+    let (_, _, day_of_month) = date_of(recent_from);
+    ((last_day - recent_from) / DAY + 1 + (day_of_month - 1)) as u64
 }
 
-/// The UTC year and month (1-12) of `ms`.
-fn year_and_month(ms: i64) -> (i64, i64) {
+/// The UTC year, month (1-12) and day of the month (1-31) of `ms`.
+fn date_of(ms: i64) -> (i64, i64, i64) {
     let text = fmt_ms(ms);
-    (text[0..4].parse().unwrap(), text[5..7].parse().unwrap())
+    let part = |range: std::ops::Range<usize>| text[range].parse().unwrap();
+    (part(0..4), part(5..7), part(8..10))
 }
 
 /// A GET timed, asserting `200` within `limit`; returns the body.

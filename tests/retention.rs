@@ -86,13 +86,12 @@ async fn the_job_deletes_expired_events_and_keeps_the_rest() {
 
     // Queries see each of a run's deletions as it commits; the stored count follows when
     // the run ends (on a loaded machine, after queries already answered 50).
-    wait_for(
-        Duration::from_secs(20),
-        "the stored count after the run",
-        || async { api.get("/health/detailed").await.json()["events"]["stored"] == json!(50) },
-    )
-    .await;
-    let health = api.get("/health/detailed").await.json();
+    let health = poll_until(Duration::from_secs(20), || async {
+        let health = api.get("/health/detailed").await.json();
+        (health["events"]["stored"] == json!(50)).then_some(health)
+    })
+    .await
+    .expect("the stored count after the run: 50");
     let retention = &health["retention"];
     assert_eq!(retention["retention"], json!("3s"), "{health}");
     assert_eq!(retention["interval"], json!("1s"), "{health}");
